@@ -1,0 +1,2 @@
+//! pvUSB backend: xenbus life-cycle, URB processing, libusb and emulated devices
+#![forbid(unsafe_code)]

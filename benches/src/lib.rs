@@ -1,0 +1,2 @@
+//! Criterion benchmarks
+#![forbid(unsafe_code)]

@@ -1,0 +1,42 @@
+//! `pvusb`: one command for the backend daemon, the frontend, the toolstack, the
+//! embedded xenstore, the demo and the benchmarks. All logic lives in the library
+//! crates; each subcommand here is a thin adapter in its own module.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod logging;
+
+/// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
+#[derive(Debug, Parser)]
+#[command(name = "pvusb", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
+    /// backend and frontend as separate processes, emulated devices.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let result: Result<(), String> = match cli.command {
+        Command::Demo => Err("the demo is not built yet: it arrives with the frontend \
+                              (issue 5); run `cargo test --workspace` meanwhile"
+            .into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pvusb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! pvUSB frontend: a virtual host controller in userspace
+#![forbid(unsafe_code)]

@@ -1,0 +1,169 @@
+//! Memory that another party (a guest, a peer process) may change at any time.
+//!
+//! Why a trait and not `&[u8]`: a page shared with a guest can change under our
+//! feet, so forming a Rust reference to it would be undefined behaviour and would
+//! invite double fetches. Everything goes through bounds-checked copies in and out
+//! (`read`/`write`) and through single aligned 32-bit atomics for the ring indexes
+//! (`load_u32`/`store_u32`), the only shared words either side reads twice.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// An access to shared memory that fell outside the region or was misaligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    /// `offset + len` is beyond the end of the region.
+    #[error("access at offset {offset} of {len} bytes is outside a region of {size} bytes")]
+    OutOfBounds {
+        /// Start of the access.
+        offset: usize,
+        /// Length of the access.
+        len: usize,
+        /// Size of the region.
+        size: usize,
+    },
+    /// A 32-bit atomic access at an offset that is not a multiple of 4.
+    #[error("32-bit access at unaligned offset {0}")]
+    Unaligned(usize),
+}
+
+/// Bounds-checked, volatile access to a region of shared memory.
+///
+/// Implementations: [`HeapMem`] (process-local, for tests and benches), and in
+/// `pvusb-xen` the mmap-backed mappings of grant pages (real gntdev/gntalloc and the
+/// simulated memfd grant table).
+pub trait SharedMem: Send + Sync {
+    /// Size of the region in bytes.
+    fn size(&self) -> usize;
+    /// Copy `buf.len()` bytes starting at `offset` out of the region.
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError>;
+    /// Copy `buf` into the region at `offset`.
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError>;
+    /// Load an aligned little-endian `u32` with acquire ordering.
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError>;
+    /// Store an aligned little-endian `u32` with release ordering.
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError>;
+}
+
+/// Check that `[offset, offset + len)` lies inside a region of `size` bytes.
+pub fn check_range(offset: usize, len: usize, size: usize) -> Result<(), MemError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(MemError::OutOfBounds { offset, len, size }),
+    }
+}
+
+/// Check a 32-bit atomic access.
+pub fn check_u32(offset: usize, size: usize) -> Result<(), MemError> {
+    check_range(offset, 4, size)?;
+    if offset % 4 != 0 {
+        return Err(MemError::Unaligned(offset));
+    }
+    Ok(())
+}
+
+/// Process-local shared memory made of atomic words, so it can be shared between
+/// threads without any `unsafe`. Used by unit tests, the ring mock and benches.
+#[derive(Debug)]
+pub struct HeapMem {
+    words: Box<[AtomicU32]>,
+}
+
+impl HeapMem {
+    /// A zeroed region of `size` bytes (rounded up to a multiple of 4).
+    pub fn new(size: usize) -> Self {
+        let words = (0..size.div_ceil(4)).map(|_| AtomicU32::new(0)).collect();
+        Self { words }
+    }
+
+    /// A zeroed 4096-byte page, the size of every usbif ring.
+    pub fn page() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl SharedMem for HeapMem {
+    fn size(&self) -> usize {
+        self.words.len() * 4
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        check_range(offset, buf.len(), self.size())?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = offset + i;
+            let word = self.words[at / 4].load(Ordering::Relaxed).to_le_bytes();
+            *b = word[at % 4];
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+        check_range(offset, buf.len(), self.size())?;
+        let mut i = 0;
+        while i < buf.len() {
+            let at = offset + i;
+            let (w, lane) = (at / 4, at % 4);
+            let n = (4 - lane).min(buf.len() - i);
+            if n == 4 {
+                let v = u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+                self.words[w].store(v, Ordering::Relaxed);
+            } else {
+                // Partial word: only this side writes these bytes, so a
+                // read-modify-write with fetch_update keeps the neighbours intact.
+                let _ = self.words[w].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    let mut bytes = old.to_le_bytes();
+                    bytes[lane..lane + n].copy_from_slice(&buf[i..i + n]);
+                    Some(u32::from_le_bytes(bytes))
+                });
+            }
+            i += n;
+        }
+        Ok(())
+    }
+
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+        check_u32(offset, self.size())?;
+        Ok(self.words[offset / 4].load(Ordering::Acquire))
+    }
+
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+        check_u32(offset, self.size())?;
+        self.words[offset / 4].store(value, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl<T: SharedMem + ?Sized> SharedMem for std::sync::Arc<T> {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+        (**self).write(offset, buf)
+    }
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+        (**self).load_u32(offset)
+    }
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+        (**self).store_u32(offset, value)
+    }
+}
+
+impl<T: SharedMem + ?Sized> SharedMem for Box<T> {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+        (**self).write(offset, buf)
+    }
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+        (**self).load_u32(offset)
+    }
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+        (**self).store_u32(offset, value)
+    }
+}

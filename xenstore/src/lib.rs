@@ -1,0 +1,2 @@
+//! XenStore wire-protocol client and an embedded xenstore server
+#![forbid(unsafe_code)]
