@@ -1,0 +1,90 @@
+//! Linux `struct usb_iso_packet_descriptor`, the records xen-hcd grants in an
+//! isochronous request's descriptor segments (not part of the Xen header).
+
+use bytemuck::{Pod, Zeroable};
+use thiserror::Error;
+
+/// One isochronous packet descriptor (16 bytes). `offset`/`length` come from
+/// the frontend; the backend writes back only `actual_length` and `status`
+/// (the pages around the records hold other guest kernel data).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct IsoPacketDescriptor {
+    /// Frontend to backend: the packet's byte offset in the data buffer.
+    pub offset: u32,
+    /// Frontend to backend: the packet length.
+    pub length: u32,
+    /// Backend to frontend: bytes transferred.
+    pub actual_length: u32,
+    /// Backend to frontend: raw negative errno (not translated by xen-hcd).
+    pub status: i32,
+}
+
+const _: () = assert!(size_of::<IsoPacketDescriptor>() == 16);
+const _: () = assert!(align_of::<IsoPacketDescriptor>() == 4);
+
+/// A descriptor that points outside the request's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IsoPacketError {
+    /// The packet's byte range is not inside the data segments.
+    #[error(
+        "iso packet at offset {offset} with length {length} exceeds the {data_len}-byte buffer"
+    )]
+    OutOfBuffer {
+        /// Packet offset as sent.
+        offset: u32,
+        /// Packet length as sent.
+        length: u32,
+        /// Bytes the data segments provide.
+        data_len: u32,
+    },
+}
+
+impl IsoPacketDescriptor {
+    /// Checks a (guest-written, hostile) descriptor against the data length of
+    /// its validated request and returns the byte range it may use.
+    pub fn checked_range(&self, data_len: u32) -> Result<core::ops::Range<u32>, IsoPacketError> {
+        let err = IsoPacketError::OutOfBuffer {
+            offset: self.offset,
+            length: self.length,
+            data_len,
+        };
+        let end = self.offset.checked_add(self.length).ok_or(err)?;
+        if end > data_len {
+            return Err(err);
+        }
+        Ok(self.offset..end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::offset_of;
+
+    #[test]
+    fn offsets_match_appendix_a() {
+        assert_eq!(offset_of!(IsoPacketDescriptor, offset), 0);
+        assert_eq!(offset_of!(IsoPacketDescriptor, length), 4);
+        assert_eq!(offset_of!(IsoPacketDescriptor, actual_length), 8);
+        assert_eq!(offset_of!(IsoPacketDescriptor, status), 12);
+        assert_eq!(4096 / size_of::<IsoPacketDescriptor>(), 256);
+    }
+
+    #[test]
+    fn range_check() {
+        let d = IsoPacketDescriptor {
+            offset: 100,
+            length: 50,
+            ..Default::default()
+        };
+        assert_eq!(d.checked_range(150), Ok(100..150));
+        assert!(d.checked_range(149).is_err());
+        let d = IsoPacketDescriptor {
+            offset: u32::MAX,
+            length: 2,
+            ..Default::default()
+        };
+        assert!(d.checked_range(u32::MAX).is_err());
+    }
+}
