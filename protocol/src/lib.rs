@@ -19,3 +19,5 @@ pub use wire::{
     UrbRequest, UrbResponse,
 };
 pub use xenbus::{XenbusState, XenbusStateError};
+pub mod validate;
+pub use validate::{validate, Segments, Submit, SubmitKind, ValidateError, ValidatedUrb};
