@@ -42,6 +42,25 @@ pub trait SharedMem: Send + Sync {
     fn load_u32(&self, offset: usize) -> Result<u32, MemError>;
     /// Store an aligned little-endian `u32` with release ordering.
     fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError>;
+
+    /// Copy a plain-old-data value out of the region (one copy; the caller then
+    /// owns a value the peer can no longer change).
+    fn read_obj<T: bytemuck::Pod>(&self, offset: usize) -> Result<T, MemError>
+    where
+        Self: Sized,
+    {
+        let mut value = T::zeroed();
+        self.read(offset, bytemuck::bytes_of_mut(&mut value))?;
+        Ok(value)
+    }
+
+    /// Copy a plain-old-data value into the region.
+    fn write_obj<T: bytemuck::Pod>(&self, offset: usize, value: &T) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        self.write(offset, bytemuck::bytes_of(value))
+    }
 }
 
 /// Check that `[offset, offset + len)` lies inside a region of `size` bytes.
@@ -88,10 +107,16 @@ impl SharedMem for HeapMem {
 
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
         check_range(offset, buf.len(), self.size())?;
-        for (i, b) in buf.iter_mut().enumerate() {
+        // Word-wise: one atomic load per 4 bytes (ring slots are 4-aligned, so the
+        // common case is whole words), partial words only at the edges.
+        let mut i = 0;
+        while i < buf.len() {
             let at = offset + i;
-            let word = self.words[at / 4].load(Ordering::Relaxed).to_le_bytes();
-            *b = word[at % 4];
+            let (w, lane) = (at / 4, at % 4);
+            let n = (4 - lane).min(buf.len() - i);
+            let word = self.words[w].load(Ordering::Relaxed).to_le_bytes();
+            buf[i..i + n].copy_from_slice(&word[lane..lane + n]);
+            i += n;
         }
         Ok(())
     }
@@ -107,8 +132,8 @@ impl SharedMem for HeapMem {
                 let v = u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
                 self.words[w].store(v, Ordering::Relaxed);
             } else {
-                // Partial word: only this side writes these bytes, so a
-                // read-modify-write with fetch_update keeps the neighbours intact.
+                // Partial word: an atomic read-modify-write, so bytes of the same
+                // word that someone else writes concurrently are kept intact.
                 let _ = self.words[w].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
                     let mut bytes = old.to_le_bytes();
                     bytes[lane..lane + n].copy_from_slice(&buf[i..i + n]);
@@ -150,6 +175,24 @@ impl<T: SharedMem + ?Sized> SharedMem for std::sync::Arc<T> {
     }
 }
 
+impl<T: SharedMem + ?Sized> SharedMem for &T {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+        (**self).write(offset, buf)
+    }
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+        (**self).load_u32(offset)
+    }
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+        (**self).store_u32(offset, value)
+    }
+}
+
 impl<T: SharedMem + ?Sized> SharedMem for Box<T> {
     fn size(&self) -> usize {
         (**self).size()
@@ -165,5 +208,52 @@ impl<T: SharedMem + ?Sized> SharedMem for Box<T> {
     }
     fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
         (**self).store_u32(offset, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaligned_round_trips_keep_neighbours() {
+        let mem = HeapMem::new(32);
+        mem.write(0, &[0xAA; 32]).unwrap();
+        let data: Vec<u8> = (1..=11).collect();
+        mem.write(3, &data).unwrap();
+        let mut all = [0u8; 32];
+        mem.read(0, &mut all).unwrap();
+        assert_eq!(&all[..3], &[0xAA; 3]);
+        assert_eq!(&all[3..14], &data[..]);
+        assert_eq!(&all[14..], &[0xAA; 18]);
+        let mut mid = [0u8; 5];
+        mem.read(5, &mut mid).unwrap();
+        assert_eq!(mid, [3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn out_of_bounds_and_unaligned_are_errors() {
+        let mem = HeapMem::new(16);
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            mem.read(14, &mut buf),
+            Err(MemError::OutOfBounds {
+                offset: 14,
+                len: 4,
+                size: 16
+            })
+        );
+        assert!(mem.write(usize::MAX, &buf).is_err());
+        assert_eq!(mem.load_u32(2), Err(MemError::Unaligned(2)));
+        assert!(mem.store_u32(16, 1).is_err());
+    }
+
+    #[test]
+    fn pod_objects_round_trip() {
+        let mem = HeapMem::new(64);
+        mem.write_obj(8, &[1u32, 2, 3]).unwrap();
+        assert_eq!(mem.read_obj::<[u32; 3]>(8).unwrap(), [1, 2, 3]);
+        assert_eq!(mem.load_u32(12).unwrap(), 2);
+        assert!(mem.read_obj::<[u8; 8]>(60).is_err());
     }
 }
