@@ -1,0 +1,505 @@
+//! Every command and every refusal against the embedded xenstore and a fake sysfs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, GUEST, OTHER};
+use pvusb_toolstack::record::{self, Stage};
+use pvusb_toolstack::{DeviceSpec, DeviceState, ToolError};
+use pvusb_xenstore::{Access, Tx, XsClient};
+
+fn busid(s: &str) -> DeviceSpec {
+    DeviceSpec::BusId(s.to_owned())
+}
+
+#[test]
+fn ctrl_attach_writes_both_nodes_with_permissions_and_waits() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    let a = h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    assert_eq!(a.devid, 0);
+    let be = "/local/domain/0/backend/vusb/3/0";
+    let fe = "/local/domain/3/device/vusb/0";
+    assert_eq!(h.read(&format!("{be}/frontend")).as_deref(), Some(fe));
+    assert_eq!(h.read(&format!("{be}/frontend-id")).as_deref(), Some("3"));
+    assert_eq!(h.read(&format!("{be}/online")).as_deref(), Some("1"));
+    assert_eq!(h.read(&format!("{be}/type")).as_deref(), Some("pv"));
+    assert_eq!(h.read(&format!("{be}/usb-ver")).as_deref(), Some("2"));
+    assert_eq!(h.read(&format!("{be}/num-ports")).as_deref(), Some("8"));
+    for p in 1..=8 {
+        assert_eq!(h.read(&format!("{be}/port/{p}")).as_deref(), Some(""));
+    }
+    assert_eq!(h.read(&format!("{be}/port/9")), None);
+    assert_eq!(h.read(&format!("{fe}/backend")).as_deref(), Some(be));
+    assert_eq!(h.read(&format!("{fe}/backend-id")).as_deref(), Some("0"));
+    assert_eq!(h.read(&format!("{be}/state")).as_deref(), Some("4"));
+    assert_eq!(h.read(&format!("{fe}/state")).as_deref(), Some("4"));
+
+    let c = h.client();
+    let bp = c.get_perms(Tx::NONE, &format!("{be}/num-ports")).unwrap();
+    assert_eq!((bp[0].domid, bp[0].access), (0, Access::None));
+    assert!(bp
+        .iter()
+        .any(|p| p.domid == GUEST && p.access == Access::Read));
+    let fp = c.get_perms(Tx::NONE, fe).unwrap();
+    assert_eq!(fp[0].domid, GUEST);
+    assert!(fp.iter().any(|p| p.domid == 0 && p.access == Access::Read));
+    // The guest can read its backend but not write it.
+    let guest = XsClient::connect_as(&h.sock(), GUEST).unwrap();
+    assert_eq!(
+        guest
+            .read(Tx::NONE, &format!("{be}/usb-ver"))
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
+    assert!(guest
+        .write(Tx::NONE, &format!("{be}/port/1"), "1-2")
+        .is_err());
+    // Another guest can read neither.
+    let other = XsClient::connect_as(&h.sock(), OTHER).unwrap();
+    assert!(other.read(Tx::NONE, &format!("{be}/usb-ver")).is_err());
+
+    let b = h.ts.ctrl_attach(GUEST, 1, 4).unwrap();
+    assert_eq!(b.devid, 1);
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/3/1/usb-ver")
+            .as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn ctrl_attach_refusals_and_timeout_message() {
+    let mut h = Harness::new();
+    for (v, p) in [(3, 8), (0, 8), (2, 0), (2, 32)] {
+        let e = h.ts.ctrl_attach(GUEST, v, p).unwrap_err();
+        assert!(matches!(e, ToolError::InvalidArgument(_)), "{e}");
+    }
+    assert!(matches!(
+        h.ts.ctrl_attach(9, 2, 8),
+        Err(ToolError::NoSuchDomain(_))
+    ));
+    h.ts.timeout = Duration::from_millis(300);
+    let e = h.ts.ctrl_attach(GUEST, 2, 8).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ToolError::Timeout { .. }));
+    assert!(
+        msg.contains("saw backend Initialising, frontend Initialising"),
+        "{msg}"
+    );
+    assert!(msg.contains("pvusb ctrl-detach 3 0"), "{msg}");
+    assert!(!msg.contains('\n'));
+    // The controller stays, visibly, and is consistent.
+    let l = h.ts.list(GUEST).unwrap();
+    assert_eq!(l.controllers.len(), 1);
+    assert_eq!(l.controllers[0].controller.backend_state, Some(1));
+    h.assert_consistent();
+    h.ts.ctrl_detach(GUEST, 0, true).unwrap();
+    assert!(h.ts.controllers(GUEST).unwrap().is_empty());
+    assert_eq!(h.read("/local/domain/3/device/vusb/0"), None);
+}
+
+#[test]
+fn domains_resolve_by_id_and_name() {
+    let h = Harness::new();
+    assert_eq!(h.ts.resolve_domain("3").unwrap(), 3);
+    assert_eq!(h.ts.resolve_domain("guest4").unwrap(), 4);
+    assert!(matches!(
+        h.ts.resolve_domain("nope"),
+        Err(ToolError::NoSuchDomain(_))
+    ));
+    assert!(matches!(
+        h.ts.resolve_domain("17"),
+        Err(ToolError::NoSuchDomain(_))
+    ));
+    h.ts.store
+        .write(Tx::NONE, "/local/domain/4/name", "guest3")
+        .unwrap();
+    assert!(matches!(
+        h.ts.resolve_domain("guest3"),
+        Err(ToolError::AmbiguousDomain(_))
+    ));
+}
+
+#[test]
+fn default_placement_rules() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    // No controller at all: one is created with defaults, port 1.
+    let a =
+        h.ts.dev_attach(GUEST, &DeviceSpec::BusAddr(1, 6), None, None)
+            .unwrap();
+    assert_eq!(
+        (a.busid.as_str(), a.ctrl, a.port, a.created_controller),
+        ("1-2", 0, 1, true)
+    );
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/3/0/num-ports")
+            .as_deref(),
+        Some("8")
+    );
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/3/0/port/1").as_deref(),
+        Some("1-2")
+    );
+    assert_eq!(h.drivers("1-2"), vec![None, None]);
+    // Next one: first free port of the existing controller.
+    let b = h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    assert_eq!((b.ctrl, b.port, b.created_controller), (0, 2, false));
+    h.assert_consistent();
+    // Controller given, port given: must be free.
+    h.ts.dev_detach(GUEST, 0, 2).unwrap();
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(0), Some(1))
+            .unwrap_err();
+    assert!(
+        matches!(&e, ToolError::PortBusy { busid, .. } if busid == "1-2"),
+        "{e}"
+    );
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(0), Some(9))
+            .unwrap_err();
+    assert!(
+        matches!(e, ToolError::NoSuchPort { num_ports: 8, .. }),
+        "{e}"
+    );
+    let c =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(0), Some(5))
+            .unwrap();
+    assert_eq!((c.ctrl, c.port), (0, 5));
+    h.ts.dev_detach(GUEST, 0, 5).unwrap();
+    // Controller given without port: its first free port.
+    h.ts.ctrl_attach(GUEST, 2, 2).unwrap();
+    let d =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(1), None)
+            .unwrap();
+    assert_eq!((d.ctrl, d.port), (1, 1));
+    h.ts.dev_detach(GUEST, 1, 1).unwrap();
+    // port without controller is refused.
+    assert!(matches!(
+        h.ts.dev_attach(GUEST, &busid("1-3"), None, Some(1)),
+        Err(ToolError::InvalidArgument(_))
+    ));
+    // No such controller.
+    assert!(matches!(
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(7), None),
+        Err(ToolError::NoSuchController { ctrl: 7, .. })
+    ));
+    h.assert_consistent();
+}
+
+#[test]
+fn full_controllers_get_a_new_one_and_full_given_controller_is_refused() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.ctrl_attach(GUEST, 2, 1).unwrap();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(0), None)
+            .unwrap_err();
+    assert!(matches!(e, ToolError::NoFreePort { ctrl: 0, .. }), "{e}");
+    let a = h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    assert_eq!((a.ctrl, a.port, a.created_controller), (1, 1, true));
+    h.assert_consistent();
+}
+
+#[test]
+fn refusals_hub_assigned_foreign_backend_unknown_device() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    let e =
+        h.ts.dev_attach(GUEST, &DeviceSpec::BusAddr(1, 2), None, None)
+            .unwrap_err();
+    assert!(matches!(e, ToolError::IsHub(ref b) if b == "1-1"), "{e}");
+    assert!(e.to_string().contains("hubs cannot be assigned"));
+    assert!(matches!(
+        h.ts.dev_attach(GUEST, &busid("5-5"), None, None),
+        Err(ToolError::NoSuchDevice(_))
+    ));
+    assert!(matches!(
+        h.ts.dev_attach(GUEST, &DeviceSpec::BusAddr(9, 9), None, None),
+        Err(ToolError::NoSuchDevice(_))
+    ));
+    assert!(matches!(
+        h.ts.dev_attach(17, &busid("1-2"), None, None),
+        Err(ToolError::NoSuchDomain(_))
+    ));
+
+    // Assigned to another domain through pvusb.
+    h.ts.dev_attach(OTHER, &busid("1-2"), None, None).unwrap();
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-2"), None, None)
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ToolError::AlreadyAssigned {
+                domid: OTHER,
+                ctrl: 0,
+                port: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("pvusb dev-detach 4 0 1"));
+    // Re-attaching to the same place is a no-op, not an error.
+    let again = h.ts.dev_attach(OTHER, &busid("1-2"), None, None).unwrap();
+    assert!(again.already);
+
+    // Assigned by another backend (a qusb controller of domain 7's device model).
+    h.ts.store
+        .write(Tx::NONE, "/local/domain/7/backend/qusb/3/0/port/1", "1-3")
+        .unwrap();
+    h.ts.store.write(Tx::NONE, "/local/domain/7", "").unwrap();
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-3"), None, None)
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ToolError::AlreadyAssigned {
+                domid: GUEST,
+                ctrl: 0,
+                port: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    h.ts.store.rm(Tx::NONE, "/local/domain/7").unwrap();
+
+    // A controller whose backend is another domain.
+    h.ts.store
+        .write(Tx::NONE, "/local/domain/3/device/vusb/5/backend-id", "2")
+        .unwrap();
+    h.ts.store
+        .write(Tx::NONE, "/local/domain/3/device/vusb/5/state", "1")
+        .unwrap();
+    let e =
+        h.ts.dev_attach(GUEST, &busid("1-3"), Some(5), None)
+            .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ToolError::ForeignBackend {
+                ctrl: 5,
+                ours: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--backend-domid 2"));
+    // Default placement skips it and creates a controller of ours (devid 0 is free for 3).
+    let a = h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    assert_eq!((a.ctrl, a.created_controller), (0, true));
+    let l = h.ts.list(GUEST).unwrap();
+    assert!(l
+        .controllers
+        .iter()
+        .any(|c| c.controller.devid == 5 && !c.controller.ours));
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn detach_restores_every_interface_and_reports_failures() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    assert_eq!(
+        h.read("/pvusb/usbback/1-2/1-2@1_0/driver_path").as_deref(),
+        Some("/sys/bus/usb/drivers/usb-storage")
+    );
+    // Simulate the backend daemon's claim (usbfs) and an unloaded driver.
+    h.fake.add_driver("usbfs").unwrap();
+    pvusb_toolstack::Sysfs::bind(&h.ts.sysfs, "1-2:1.1", "usbfs").unwrap();
+    h.fake.remove_driver("usb-storage").unwrap();
+    let e = h.ts.dev_detach(GUEST, 0, 1).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ToolError::Rebind { .. }), "{msg}");
+    assert!(msg.contains("1-2:1.0 (usb-storage"), "{msg}");
+    assert!(msg.contains("modprobe usb-storage"), "{msg}");
+    assert!(msg.contains("pvusb recover 1-2"), "{msg}");
+    // The other interface was still given back, from usbfs to usbhid.
+    assert_eq!(h.drivers("1-2"), vec![None, Some("usbhid".to_owned())]);
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/3/0/port/1").as_deref(),
+        Some("")
+    );
+    let st = h.ts.assignable_list().unwrap();
+    let d = st.iter().find(|s| s.busid == "1-2").unwrap();
+    assert_eq!(d.stage, Some(Stage::DetachRebinding));
+    assert!(d.hint.as_deref().unwrap().contains("recover"));
+    // Load the driver again; recover finishes.
+    h.fake.add_driver("usb-storage").unwrap();
+    assert_eq!(
+        h.ts.recover_device("1-2").unwrap(),
+        pvusb_toolstack::Recovered::DetachFinished
+    );
+    h.assert_consistent();
+    assert!(record::read(&h.ts.store, Tx::NONE, "1-2")
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn detach_by_busid_and_refusals() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    assert!(matches!(
+        h.ts.dev_detach(GUEST, 0, 2),
+        Err(ToolError::PortEmpty { .. })
+    ));
+    assert!(matches!(
+        h.ts.dev_detach(GUEST, 3, 1),
+        Err(ToolError::NoSuchController { .. })
+    ));
+    assert!(matches!(
+        h.ts.dev_detach_busid(OTHER, "1-3"),
+        Err(ToolError::InvalidArgument(_))
+    ));
+    let d = h.ts.dev_detach_busid(GUEST, "1-3").unwrap();
+    assert_eq!(d.rebound, vec!["1-3:1.0".to_owned()]);
+    h.assert_consistent();
+}
+
+#[test]
+fn list_and_assignable_list() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    let l = h.ts.list(GUEST).unwrap();
+    assert_eq!(l.controllers.len(), 1);
+    let (port, d) = &l.controllers[0].devices[0];
+    assert_eq!(*port, 1);
+    assert!(matches!(d.state, DeviceState::Assigned(p) if p.domid == GUEST && p.port == 1));
+    let dev = d.device.as_ref().unwrap();
+    assert_eq!((dev.vendor, dev.product), (0x0781, 0x5567));
+    let text = l.to_string();
+    assert!(text.contains("port 1: 1-2"), "{text}");
+    assert!(text.contains("0781:5567 SanDisk Cruzer Blade"), "{text}");
+    assert!(
+        text.contains("assigned to domain 3 controller 0 port 1"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&l).unwrap();
+    assert_eq!(json["controllers"][0]["controller"]["num_ports"], 8);
+
+    let a = h.ts.assignable_list().unwrap();
+    let names: Vec<&str> = a.iter().map(|s| s.busid.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["1-3", "2-1"],
+        "hub and assigned device excluded"
+    );
+    assert!(
+        matches!(&a[0].state, DeviceState::Host { drivers } if drivers == &["btusb".to_owned()])
+    );
+    assert_eq!(a[1].state, DeviceState::NoDriver);
+    assert!(h.ts.list(OTHER).unwrap().controllers.is_empty());
+}
+
+#[test]
+fn ctrl_detach_detaches_devices_first() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    let d = h.ts.ctrl_detach(GUEST, 0, false).unwrap();
+    assert_eq!(d.devices, vec!["1-2".to_owned(), "1-3".to_owned()]);
+    assert_eq!(h.read("/local/domain/0/backend/vusb/3/0"), None);
+    assert_eq!(h.read("/local/domain/3/device/vusb/0"), None);
+    h.assert_consistent();
+}
+
+#[test]
+fn ctrl_detach_times_out_without_backend_and_says_how_to_finish() {
+    let mut h = Harness::new();
+    {
+        let _peer = h.peer();
+        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    }
+    h.ts.timeout = Duration::from_millis(300);
+    let e = h.ts.ctrl_detach(GUEST, 0, false).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("Closed not reached") && msg.contains("saw backend Closing"),
+        "{msg}"
+    );
+    assert!(msg.contains("--force"), "{msg}");
+    let l = h.ts.list(GUEST).unwrap();
+    assert!(!l.controllers[0].controller.online);
+    let _peer = h.peer();
+    h.ts.ctrl_detach(GUEST, 0, false).unwrap();
+    h.assert_consistent();
+}
+
+#[test]
+fn dead_domains_are_reaped() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    h.ts.dev_attach(OTHER, &busid("1-3"), None, None).unwrap();
+    h.destroy_domain(GUEST);
+    let r = h.ts.reap_dead_domains().unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, GUEST);
+    assert_eq!(r[0].1.as_ref().unwrap(), &vec!["1-2".to_owned()]);
+    assert_eq!(h.read("/local/domain/0/backend/vusb/3"), None);
+    assert_eq!(
+        h.drivers("1-2"),
+        vec![Some("usb-storage".to_owned()), Some("usbhid".to_owned())]
+    );
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/4/0/port/1").as_deref(),
+        Some("1-3")
+    );
+    assert!(h.ts.reap_dead_domains().unwrap().is_empty());
+    h.assert_consistent();
+}
+
+#[test]
+fn unplugged_device_is_shown_absent_and_detach_still_completes() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
+    h.fake.unplug("1-3").unwrap();
+    let l = h.ts.list(GUEST).unwrap();
+    assert_eq!(l.controllers[0].devices[0].1.state, DeviceState::Absent);
+    h.ts.dev_detach(GUEST, 0, 1).unwrap();
+    assert!(record::read(&h.ts.store, Tx::NONE, "1-3")
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn config_apply_creates_controllers_and_devices_idempotently() {
+    let h = Harness::new();
+    let _peer = h.peer();
+    let cfg = "name = 'guest3'\nusbctrl = [ 'version=2, ports=4', \"version=1, ports=2\" ]\n\
+               usbdev = [ 'hostbus=1, hostaddr=6, controller=1, port=2',\n  'hostbus=1, hostaddr=7' ]\n";
+    let a = h.ts.config_apply(GUEST, "g.cfg", cfg).unwrap();
+    assert_eq!(a.created_controllers, vec![0, 1]);
+    assert_eq!(
+        a.devices,
+        vec![("1-2".to_owned(), 1, 2), ("1-3".to_owned(), 0, 1)]
+    );
+    assert_eq!(
+        h.read("/local/domain/0/backend/vusb/3/1/usb-ver")
+            .as_deref(),
+        Some("1")
+    );
+    // Re-running it finds everything in place.
+    let b = h.ts.config_apply(GUEST, "g.cfg", cfg).unwrap();
+    assert!(b.created_controllers.is_empty());
+    assert_eq!(b.devices, a.devices);
+    h.assert_consistent();
+    let e =
+        h.ts.config_apply(GUEST, "g.cfg", "usbctrl = [ 'version=2, ports=5' ]")
+            .unwrap_err();
+    assert!(e.to_string().contains("ctrl-detach 3 0"), "{e}");
+}
