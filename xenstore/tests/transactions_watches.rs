@@ -1,0 +1,245 @@
+//! Transactions (conflict detection, retry) and watches (initial fire, changes,
+//! removals, special paths, relative paths, connection loss).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{next, start, until};
+use pvusb_xenstore::{ServerConfig, Tx, XsError};
+
+#[test]
+fn conflicting_commit_fails_with_eagain_and_applies_nothing() {
+    let fx = start(ServerConfig::default());
+    let a = fx.dom0();
+    let b = fx.dom0();
+    a.write(Tx::NONE, "/t/x", "0").unwrap();
+    let tx = a.transaction_start().unwrap();
+    assert_eq!(a.read(tx, "/t/x").unwrap().as_deref(), Some("0"));
+    a.write(tx, "/t/y", "from tx").unwrap();
+    assert_eq!(
+        a.read(Tx::NONE, "/t/y").unwrap(),
+        None,
+        "uncommitted writes are invisible outside"
+    );
+    assert_eq!(a.read(tx, "/t/y").unwrap().as_deref(), Some("from tx"));
+    b.write(Tx::NONE, "/t/x", "1").unwrap();
+    assert!(
+        !a.transaction_end(tx, true).unwrap(),
+        "commit must report the conflict"
+    );
+    assert_eq!(a.read(Tx::NONE, "/t/y").unwrap(), None);
+    assert!(
+        matches!(a.transaction_end(tx, true), Err(XsError::NotFound(_))),
+        "the transaction is gone"
+    );
+
+    let tx = a.transaction_start().unwrap();
+    a.write(tx, "/t/y", "ok").unwrap();
+    a.rm(tx, "/t/x").unwrap();
+    b.write(Tx::NONE, "/other", "unrelated").unwrap();
+    assert!(
+        a.transaction_end(tx, true).unwrap(),
+        "unrelated changes do not conflict"
+    );
+    assert_eq!(a.read(Tx::NONE, "/t/y").unwrap().as_deref(), Some("ok"));
+    assert_eq!(a.read(Tx::NONE, "/t/x").unwrap(), None);
+}
+
+#[test]
+fn a_new_sibling_conflicts_with_a_directory_read() {
+    let fx = start(ServerConfig::default());
+    let a = fx.dom0();
+    let b = fx.dom0();
+    a.mkdir(Tx::NONE, "/dir").unwrap();
+    let tx = a.transaction_start().unwrap();
+    assert!(a.directory(tx, "/dir").unwrap().is_empty());
+    a.write(tx, "/dir/mine", "1").unwrap();
+    b.write(Tx::NONE, "/dir/theirs", "1").unwrap();
+    assert!(!a.transaction_end(tx, true).unwrap());
+}
+
+#[test]
+fn transaction_helper_retries_after_a_conflict() {
+    let fx = start(ServerConfig::default());
+    let a = fx.dom0();
+    let b = fx.dom0();
+    a.write(Tx::NONE, "/counter", "0").unwrap();
+    let mut attempts = 0;
+    let result = a
+        .transaction(|tx| {
+            attempts += 1;
+            let v: u32 = a.read(tx, "/counter")?.unwrap_or_default().parse().unwrap();
+            if attempts == 1 {
+                b.write(Tx::NONE, "/counter", "10").unwrap();
+            }
+            a.write(tx, "/counter", &(v + 1).to_string())?;
+            Ok(v + 1)
+        })
+        .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(result, 11);
+    assert_eq!(a.read(Tx::NONE, "/counter").unwrap().as_deref(), Some("11"));
+
+    let err = a.transaction(|tx| {
+        a.write(tx, "/aborted", "1")?;
+        Err::<(), _>(XsError::Invalid)
+    });
+    assert!(matches!(err, Err(XsError::Invalid)));
+    assert_eq!(
+        a.read(Tx::NONE, "/aborted").unwrap(),
+        None,
+        "an error aborts"
+    );
+}
+
+#[test]
+fn watches_fire_initially_on_changes_and_on_removal() {
+    let fx = start(ServerConfig::default());
+    let xs = fx.dom0();
+    xs.write(Tx::NONE, "/w/a/b", "1").unwrap();
+    let top = xs.watch("/w").unwrap();
+    let deep = xs.watch("/w/a/b/c").unwrap();
+    assert_eq!(next(top.receiver()), "/w", "initial fire");
+    assert_eq!(
+        next(deep.receiver()),
+        "/w/a/b/c",
+        "initial fire even for a missing node"
+    );
+    xs.write(Tx::NONE, "/w/a/b", "2").unwrap();
+    assert_eq!(next(top.receiver()), "/w/a/b");
+    xs.write(Tx::NONE, "/wx", "not below /w").unwrap();
+    xs.set_perms(
+        Tx::NONE,
+        "/w/a",
+        &[pvusb_xenstore::Perm {
+            domid: 0,
+            access: pvusb_xenstore::Access::Read,
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        next(top.receiver()),
+        "/w/a",
+        "perm changes fire; siblings with a common prefix do not"
+    );
+    xs.rm(Tx::NONE, "/w/a").unwrap();
+    assert_eq!(next(top.receiver()), "/w/a");
+    assert_eq!(
+        next(deep.receiver()),
+        "/w/a/b/c",
+        "watches below a removed node fire"
+    );
+
+    xs.write(Tx::NONE, "/w/marker", "0").unwrap();
+    assert_eq!(next(top.receiver()), "/w/marker");
+    let tx = xs.transaction_start().unwrap();
+    xs.write(tx, "/w/in-tx", "1").unwrap();
+    // Changing an existing node neither adds a child to /w nor touches what the
+    // transaction read, so the commit below does not conflict.
+    xs.write(Tx::NONE, "/w/marker", "1").unwrap();
+    assert_eq!(
+        next(top.receiver()),
+        "/w/marker",
+        "transactional changes fire only at commit"
+    );
+    assert!(xs.transaction_end(tx, true).unwrap());
+    assert_eq!(next(top.receiver()), "/w/in-tx");
+    drop(deep);
+    let rest: Vec<_> = top.receiver().try_iter().collect();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
+    let fx = start(ServerConfig::simulation());
+    let dom0 = fx.dom0();
+    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
+    dom0.set_perms(
+        Tx::NONE,
+        "/local/domain/5",
+        &[pvusb_xenstore::Perm {
+            domid: 5,
+            access: pvusb_xenstore::Access::None,
+        }],
+    )
+    .unwrap();
+    let dom5 = fx.dom(5);
+    let rel = dom5.watch("device").unwrap();
+    let root = dom5.watch("/").unwrap();
+    assert_eq!(next(rel.receiver()), "device");
+    assert_eq!(next(root.receiver()), "/");
+    dom0.write(Tx::NONE, "/secret", "dom0 only").unwrap();
+    dom0.write(Tx::NONE, "/local/domain/5/device/x", "1")
+        .unwrap();
+    assert_eq!(next(rel.receiver()), "device/x");
+    assert_eq!(
+        next(root.receiver()),
+        "/local/domain/5/device/x",
+        "the hidden /secret did not fire"
+    );
+}
+
+#[test]
+fn domain_introduction_and_release_fire_special_watches() {
+    let fx = start(ServerConfig::default());
+    let xs = fx.dom0();
+    let intro = xs.watch("@introduceDomain").unwrap();
+    let release = xs.watch("@releaseDomain").unwrap();
+    assert_eq!(next(intro.receiver()), "@introduceDomain");
+    assert_eq!(next(release.receiver()), "@releaseDomain");
+    xs.introduce_domain(3, 77, 1).unwrap();
+    assert_eq!(next(intro.receiver()), "@introduceDomain");
+    xs.write(Tx::NONE, "/unrelated", "x").unwrap();
+    xs.release_domain(3).unwrap();
+    assert_eq!(next(release.receiver()), "@releaseDomain");
+    assert!(
+        intro.receiver().is_empty(),
+        "plain writes do not fire special watches"
+    );
+}
+
+#[test]
+fn concurrent_requests_from_many_threads_share_one_client() {
+    let fx = start(ServerConfig::default());
+    let xs = Arc::new(fx.dom0());
+    let watch = xs.watch("/c").unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let xs = Arc::clone(&xs);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let p = format!("/c/t{t}/n{i}");
+                    xs.write(Tx::NONE, &p, &format!("{t}-{i}")).unwrap();
+                    assert_eq!(xs.read(Tx::NONE, &p).unwrap(), Some(format!("{t}-{i}")));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(xs.directory(Tx::NONE, "/c").unwrap().len(), 8);
+    let seen = until(watch.receiver(), "/c");
+    assert!(seen.is_empty());
+    let mut count = 0;
+    while watch.receiver().try_recv().is_ok() {
+        count += 1;
+    }
+    assert!(count > 0 && count <= 400, "{count} change events");
+}
+
+#[test]
+fn losing_the_server_wakes_everyone_with_closed() {
+    let fx = start(ServerConfig::default());
+    let xs = fx.dom0();
+    let watch = xs.watch("/x").unwrap();
+    assert_eq!(next(watch.receiver()), "/x");
+    drop(fx);
+    assert!(
+        watch.receiver().recv_timeout(common::WAIT).is_err(),
+        "watch channel disconnects"
+    );
+    assert!(matches!(xs.read(Tx::NONE, "/x"), Err(XsError::Closed)));
+    assert!(matches!(xs.watch("/y"), Err(XsError::Closed)));
+}
