@@ -229,10 +229,13 @@ fn ctrl_attach_matrix() {
     h.assert_consistent();
 }
 
+/// A predicate on the state `list` shows.
+type StateCheck = dyn Fn(&DeviceState) -> bool;
+
 #[test]
 fn detach_matrix() {
     let releasing = |s: &DeviceState| matches!(s, DeviceState::Releasing(p) if p.port == 1);
-    let cases: [(&str, &dyn Fn(&DeviceState) -> bool, bool); 4] = [
+    let cases: [(&str, &StateCheck, bool); 4] = [
         ("detach-releasing", &releasing, true),
         (
             "detach-port-cleared",
