@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_toolstack;
 mod logging;
 
 /// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
@@ -22,6 +23,8 @@ enum Command {
     /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
     /// backend and frontend as separate processes, emulated devices.
     Demo,
+    #[command(flatten)]
+    Toolstack(cmd_toolstack::Command),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Command::Demo => Err("the demo is not built yet: it arrives with the frontend \
                               (issue 5); run `cargo test --workspace` meanwhile"
             .into()),
+        Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
