@@ -1,0 +1,11 @@
+//! Fuzz targets of pvusb, as library functions so that the libFuzzer entry points,
+//! the stable replay binaries and the seed tests all run the very same code.
+//!
+//! Each target module has `run(&[u8])` (must never panic on any input; an `assert!`
+//! in it is an oracle, so a panic is a finding) and `seeds()` (inputs that reach
+//! the interesting paths, written to `corpus/<target>/` by `--write-seeds`).
+#![forbid(unsafe_code)]
+
+pub mod back_ring;
+pub mod input;
+pub mod replay;
