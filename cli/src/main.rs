@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_toolstack;
+mod cmd_xenstored;
 mod logging;
 
 /// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
@@ -23,6 +24,8 @@ enum Command {
     /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
     /// backend and frontend as separate processes, emulated devices.
     Demo,
+    /// Run an embedded xenstore server on a UNIX socket.
+    Xenstored(cmd_xenstored::Args),
     #[command(flatten)]
     Toolstack(cmd_toolstack::Command),
 }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Demo => Err("the demo is not built yet: it arrives with the frontend \
                               (issue 5); run `cargo test --workspace` meanwhile"
             .into()),
+        Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
     };
     match result {

@@ -5,6 +5,22 @@
 //!   over the xenstored socket or `/dev/xen/xenbus`.
 //! * [`server`]: an embedded xenstored for machines without Xen (the simulation and
 //!   the tests), speaking the same protocol over a UNIX socket.
+//!
+//! ```
+//! use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let socket = dir.path().join("xenstored.sock");
+//! let _server = XsServer::start_with(&socket, ServerConfig::simulation())?;
+//! let dom0 = XsClient::connect(&socket)?; // or XsClient::connect_default()
+//! let watch = dom0.watch("/local/domain/5/device")?;
+//! assert_eq!(watch.receiver().recv()?, "/local/domain/5/device"); // initial fire
+//! dom0.transaction(|tx| dom0.write(tx, "/local/domain/5/device/vusb/0/state", "1"))?;
+//! assert_eq!(watch.receiver().recv()?, "/local/domain/5/device/vusb/0/state");
+//! let guest = XsClient::connect_as(&socket, 5)?; // simulation only
+//! assert!(guest.read(Tx::NONE, "/local/domain/5/device/vusb/0/state").is_err()); // dom0-owned
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod client;

@@ -1,0 +1,50 @@
+//! `pvusb xenstored`: the embedded xenstore server in the foreground, for running
+//! the simulated stack across processes on a machine without Xen.
+
+use std::path::PathBuf;
+
+use nix::sys::signal::{SigSet, Signal};
+use pvusb_xenstore::{ServerConfig, XsServer};
+
+/// Run an embedded xenstore server on a UNIX socket.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to listen (clients find it through `XENSTORED_PATH`).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Honour connections' `XS_CONTROL "pvusb-domid"` declarations, so simulated
+    /// guests are confined by permissions as on Xen. Simulation only: anyone who
+    /// can reach the socket can then claim any domain.
+    #[arg(long)]
+    pub trust_declared_domids: bool,
+}
+
+/// Serves until SIGTERM or SIGINT, then stops cleanly (removing the socket).
+pub fn run(args: Args) -> Result<(), String> {
+    // Block the signals before the server threads exist so every thread inherits
+    // the mask and the signal is only ever collected by `wait` below; this needs
+    // no signal handler (and so no unsafe code).
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
+    let config = ServerConfig {
+        trust_declared_domids: args.trust_declared_domids,
+        ..ServerConfig::default()
+    };
+    XsServer::run(&args.socket, config, || match signals.wait() {
+        Ok(sig) => tracing::info!(signal = ?sig, "stopping the embedded xenstore"),
+        Err(e) => tracing::error!(error = %e, "waiting for a signal failed; stopping"),
+    })
+    .map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    })
+}
