@@ -70,6 +70,7 @@ mod domain;
 pub mod error;
 pub mod listing;
 pub mod paths;
+pub mod reaper;
 pub mod record;
 pub mod store;
 pub mod sysfs;

@@ -21,7 +21,11 @@ pub fn is_busid(s: &str) -> bool {
     let Some((bus, ports)) = s.split_once('-') else {
         return false;
     };
-    all_digits(bus) && !ports.is_empty() && ports.split('.').all(all_digits)
+    all_digits(bus)
+        && !ports.is_empty()
+        && ports.split('.').all(all_digits)
+        // and what the protocol crate (and so the backend) accepts as a busid
+        && s.parse::<pvusb_protocol::BusId>().is_ok()
 }
 
 /// Whether `s` is an interface name `<busid>:<config>.<interface>` of `busid`.
@@ -40,26 +44,7 @@ fn all_digits(s: &str) -> bool {
 }
 
 /// Encode a busid or interface name as a xenstore key (`.`→`_`, `:`→`@`), as libxl does.
-pub fn encode_key(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '.' => '_',
-            ':' => '@',
-            c => c,
-        })
-        .collect()
-}
-
-/// Inverse of [`encode_key`].
-pub fn decode_key(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '_' => '.',
-            '@' => ':',
-            c => c,
-        })
-        .collect()
-}
+pub use pvusb_protocol::busid::{decode_key, encode_key};
 
 /// `/local/domain/<domid>`.
 pub fn domain_path(domid: u16) -> String {
@@ -68,7 +53,7 @@ pub fn domain_path(domid: u16) -> String {
 
 /// Backend directory of one controller.
 pub fn backend_dir(backdom: u16, domid: u16, devid: u32) -> String {
-    format!("/local/domain/{backdom}/backend/vusb/{domid}/{devid}")
+    pvusb_protocol::xenstore::backend_dir(backdom, domid, devid)
 }
 
 /// Backend directory of all of one guest's controllers served by `backdom`.
@@ -78,7 +63,7 @@ pub fn backend_guest_dir(backdom: u16, domid: u16) -> String {
 
 /// Frontend directory of one controller.
 pub fn frontend_dir(domid: u16, devid: u32) -> String {
-    format!("/local/domain/{domid}/device/vusb/{devid}")
+    pvusb_protocol::xenstore::frontend_dir(domid, devid)
 }
 
 /// Frontend directory of all of one guest's controllers.

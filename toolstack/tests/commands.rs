@@ -503,3 +503,42 @@ fn config_apply_creates_controllers_and_devices_idempotently() {
             .unwrap_err();
     assert!(e.to_string().contains("ctrl-detach 3 0"), "{e}");
 }
+
+#[test]
+fn reaper_thread_reaps_on_release_domain() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let h = Harness::new();
+    let _peer = h.peer();
+    h.ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reaper = {
+        let stop = stop.clone();
+        let ts = pvusb_toolstack::Toolstack {
+            store: h.client(),
+            sysfs: h.fake.sysfs(),
+            backend_domid: 0,
+            timeout: Duration::from_secs(5),
+        };
+        std::thread::spawn(move || {
+            ts.run_reaper(Duration::from_millis(20), || !stop.load(Ordering::SeqCst))
+        })
+    };
+    h.destroy_domain(GUEST);
+    h.client().release_domain(GUEST).unwrap_or(());
+    // Wait (bounded) for the reaper's effect, then check it completely.
+    let watch = h.client().watch("/local/domain/0/backend/vusb").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.read("/local/domain/0/backend/vusb/3").is_some() && std::time::Instant::now() < deadline
+    {
+        let _ = watch.receiver().recv_timeout(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    reaper.join().unwrap().unwrap();
+    assert_eq!(h.read("/local/domain/0/backend/vusb/3"), None);
+    assert_eq!(
+        h.drivers("1-2"),
+        vec![Some("usb-storage".to_owned()), Some("usbhid".to_owned())]
+    );
+    h.assert_consistent();
+}
