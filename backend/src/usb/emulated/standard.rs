@@ -1,0 +1,111 @@
+//! Standard requests (USB 2.0 section 9.4) answered by the framework from the
+//! device's descriptors, so devices only implement their class behaviour.
+
+use super::descriptors::descriptor_type;
+use super::device::Reply;
+use super::framework::{queue_index, Core};
+use crate::usb::proto::SetupPacket;
+
+/// Whether the framework answered a control request.
+pub(super) enum StandardOutcome {
+    /// Answered (or refused) here.
+    Handled(Reply),
+    /// A class/vendor request (or an interface GET_DESCRIPTOR): the device's job.
+    NotStandard,
+}
+
+const GET_STATUS: u8 = 0;
+const CLEAR_FEATURE: u8 = 1;
+const SET_FEATURE: u8 = 3;
+const SET_ADDRESS: u8 = 5;
+const GET_DESCRIPTOR: u8 = 6;
+const GET_CONFIGURATION: u8 = 8;
+const SET_CONFIGURATION: u8 = 9;
+const GET_INTERFACE: u8 = 10;
+const SET_INTERFACE: u8 = 11;
+const ENDPOINT_HALT: u16 = 0;
+
+/// Copies `src` into the IN buffer, truncated to it (wLength).
+fn reply_with(data: &mut [u8], src: &[u8]) -> Reply {
+    let n = data.len().min(src.len());
+    if let (Some(d), Some(s)) = (data.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
+    }
+    Reply::Done(n)
+}
+
+pub(super) fn standard_request(
+    core: &mut Core,
+    setup: SetupPacket,
+    data: &mut [u8],
+) -> StandardOutcome {
+    use StandardOutcome::{Handled, NotStandard};
+    // Type bits 5-6: 0 = standard.
+    if setup.bm_request_type & 0x60 != 0 {
+        return NotStandard;
+    }
+    let index = setup.w_index;
+    let reply = match (setup.bm_request_type, setup.b_request) {
+        (0x80, GET_DESCRIPTOR) => get_descriptor(core, setup, data),
+        // Interface/endpoint descriptors (HID report, ...) belong to the device.
+        (0x81, GET_DESCRIPTOR) | (0x82, GET_DESCRIPTOR) => return NotStandard,
+        (0x80, GET_STATUS) => {
+            let self_powered = core
+                .spec
+                .config(core.configuration)
+                .map(|c| c.attributes & 0x40 != 0)
+                .unwrap_or(false);
+            reply_with(data, &[u8::from(self_powered), 0])
+        }
+        (0x81, GET_STATUS) => reply_with(data, &[0, 0]),
+        (0x82, GET_STATUS) => {
+            let ep = index as u8;
+            if !core.endpoint_exists(ep) {
+                Reply::Stall
+            } else {
+                let halted = core.halted.get(queue_index(ep)).copied().unwrap_or(false);
+                reply_with(data, &[u8::from(halted), 0])
+            }
+        }
+        (0x80, GET_CONFIGURATION) => reply_with(data, &[core.configuration]),
+        (0x00, SET_CONFIGURATION) => core.set_configuration(setup.w_value as u8),
+        (0x81, GET_INTERFACE) => match core.alt_setting(index as u8) {
+            Some(alt) => reply_with(data, &[alt]),
+            None => Reply::Stall,
+        },
+        (0x01, SET_INTERFACE) => core.set_interface(index as u8, setup.w_value as u8),
+        (0x02, CLEAR_FEATURE) if setup.w_value == ENDPOINT_HALT => core.clear_halt(index as u8),
+        (0x02, SET_FEATURE) if setup.w_value == ENDPOINT_HALT => {
+            let ep = index as u8;
+            if ep & 0x0f != 0 && core.endpoint_exists(ep) {
+                if let Some(h) = core.halted.get_mut(queue_index(ep)) {
+                    *h = true;
+                }
+                Reply::Done(0)
+            } else {
+                Reply::Stall
+            }
+        }
+        // The engine virtualises addresses; a SET_ADDRESS reaching the device is harmless.
+        (0x00, SET_ADDRESS) => Reply::Done(0),
+        // Remote wakeup / test mode: accepted, nothing to do.
+        (0x00, CLEAR_FEATURE) | (0x00, SET_FEATURE) => Reply::Done(0),
+        _ => Reply::Stall,
+    };
+    Handled(reply)
+}
+
+fn get_descriptor(core: &Core, setup: SetupPacket, data: &mut [u8]) -> Reply {
+    let [index, kind] = setup.w_value.to_le_bytes();
+    let descriptor = match kind {
+        descriptor_type::DEVICE => Some(core.spec.device_descriptor()),
+        descriptor_type::CONFIGURATION => core.spec.config_descriptor(usize::from(index)),
+        descriptor_type::STRING => core.spec.string_descriptor(index),
+        descriptor_type::DEVICE_QUALIFIER => core.spec.device_qualifier(),
+        _ => None,
+    };
+    match descriptor {
+        Some(d) => reply_with(data, &d),
+        None => Reply::Stall,
+    }
+}

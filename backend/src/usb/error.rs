@@ -1,0 +1,47 @@
+//! Errors of the host-USB layer. Each message names the fix.
+
+use super::proto::BusId;
+
+/// Why a host-USB operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsbError {
+    /// libusb could not create a context (typically no `/dev/bus/usb`).
+    #[error("no host USB: libusb could not initialise (no /dev/bus/usb?): {0}; emulated devices still work")]
+    NoHostUsb(String),
+    /// Nothing at that busid.
+    #[error("no USB device at busid {0}: check `lsusb -t` for the bus and port path")]
+    NotFound(BusId),
+    /// Hubs cannot be passed through.
+    #[error(
+        "device {0} is a hub: hubs cannot be passed through; assign the devices behind it instead"
+    )]
+    IsHub(BusId),
+    /// Permission denied on the device node.
+    #[error("no permission to open device {0}: run the backend as root (or grant access to /dev/bus/usb)")]
+    Access(BusId),
+    /// Another program or kernel driver holds the device.
+    #[error("device {0} is busy: another program holds it; stop it or detach it first")]
+    Busy(BusId),
+    /// The device went away.
+    #[error("device {0} disappeared: it was unplugged or re-enumerated; plug it in again")]
+    NoDevice(BusId),
+    /// The device was shut down already.
+    #[error("device {0} was shut down: open it again")]
+    Closed(BusId),
+    /// Any other libusb failure.
+    #[error("USB operation `{op}` on device {busid} failed: {detail}; check dmesg for the device")]
+    Io {
+        /// Which device.
+        busid: BusId,
+        /// What was being done.
+        op: &'static str,
+        /// The library's message.
+        detail: String,
+    },
+    /// The emulated bus already has a device there.
+    #[error("busid {0} is already in use on the emulated bus: remove that device first")]
+    AlreadyPresent(BusId),
+    /// A device's descriptors are inconsistent.
+    #[error("device {0} has unusable descriptors: {1}")]
+    BadDescriptors(BusId, String),
+}

@@ -1,0 +1,216 @@
+//! The intercepted standard requests (spec 10): SET_CONFIGURATION,
+//! SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) are done through libusb's
+//! synchronous calls so the host's view (claimed interfaces, toggles) stays
+//! right. They block, so they run on a small per-device worker thread, never
+//! on the event thread and never inside `submit`.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use rusb::{Context, DeviceHandle};
+
+use super::claims::Claims;
+use crate::usb::proto::{BusId, TransferOutcome};
+use crate::usb::traits::CompletionSink;
+use crate::usb::types::{Completion, TransferId, TransferKind};
+
+struct Job {
+    id: TransferId,
+    seq: u64,
+    kind: TransferKind,
+    buffer: Vec<u8>,
+}
+
+/// Queued jobs by id, with the sequence number of the live one: a cancelled
+/// job is removed here and skipped by the worker, even if its id is reused.
+/// (Intercepted requests have no data stage, so a cancelled one completes
+/// with an empty buffer; the job's own buffer stays in the channel.)
+#[derive(Default)]
+struct Queue {
+    queued: HashMap<TransferId, u64>,
+    next_seq: u64,
+}
+
+pub(super) struct ControlWorker {
+    jobs: Option<Sender<Job>>,
+    queue: Arc<Mutex<Queue>>,
+    sink: Arc<dyn CompletionSink>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What runs a job needs.
+pub(super) struct WorkerContext {
+    pub(super) handle: Arc<DeviceHandle<Context>>,
+    pub(super) claims: Arc<Mutex<Claims>>,
+    pub(super) busid: BusId,
+    pub(super) num_configurations: u8,
+}
+
+impl ControlWorker {
+    pub(super) fn start(
+        ctx: WorkerContext,
+        sink: Arc<dyn CompletionSink>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let (q, s) = (queue.clone(), sink.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("pvusb-ctl-{}", ctx.busid))
+            .spawn(move || run(ctx, rx, q, s))?;
+        Ok(Self {
+            jobs: Some(tx),
+            queue,
+            sink,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues an intercepted request. The buffer comes back in the completion.
+    pub(super) fn submit(&self, id: TransferId, kind: TransferKind, buffer: Vec<u8>) {
+        let seq = {
+            let mut q = lock(&self.queue);
+            if q.queued.contains_key(&id) {
+                drop(q);
+                return self
+                    .sink
+                    .complete(id, Completion::failed(TransferOutcome::Error, buffer));
+            }
+            q.next_seq += 1;
+            let seq = q.next_seq;
+            q.queued.insert(id, seq);
+            seq
+        };
+        let sent = self.jobs.as_ref().map(|tx| {
+            tx.send(Job {
+                id,
+                seq,
+                kind,
+                buffer,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            lock(&self.queue).queued.remove(&id);
+            let buffer = match sent {
+                Some(Err(mpsc::SendError(job))) => job.buffer,
+                _ => Vec::new(),
+            };
+            self.sink
+                .complete(id, Completion::failed(TransferOutcome::NoDevice, buffer));
+        }
+    }
+
+    /// Cancels a queued request; returns whether it was queued here.
+    pub(super) fn cancel(&self, id: TransferId) -> bool {
+        let removed = lock(&self.queue).queued.remove(&id);
+        match removed {
+            Some(_) => {
+                self.sink.complete(
+                    id,
+                    Completion::failed(TransferOutcome::Cancelled, Vec::new()),
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels everything queued and waits for the request in progress.
+    pub(super) fn stop(&mut self) {
+        let ids: Vec<TransferId> = lock(&self.queue).queued.keys().copied().collect();
+        for id in ids {
+            self.cancel(id);
+        }
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("control worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ControlWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    ctx: WorkerContext,
+    jobs: Receiver<Job>,
+    queue: Arc<Mutex<Queue>>,
+    sink: Arc<dyn CompletionSink>,
+) {
+    for job in jobs {
+        let live = {
+            let mut q = lock(&queue);
+            match q.queued.get(&job.id) {
+                Some(seq) if *seq == job.seq => q.queued.remove(&job.id).is_some(),
+                _ => false,
+            }
+        };
+        if !live {
+            // Cancelled (and completed) while queued.
+            continue;
+        }
+        let outcome = execute(&ctx, &job.kind);
+        sink.complete(job.id, Completion::failed(outcome, job.buffer));
+    }
+}
+
+fn outcome_of(result: rusb::Result<()>) -> TransferOutcome {
+    match result {
+        Ok(()) => TransferOutcome::Completed,
+        Err(rusb::Error::NoDevice) => TransferOutcome::NoDevice,
+        Err(rusb::Error::Pipe) | Err(rusb::Error::NotFound) | Err(rusb::Error::InvalidParam) => {
+            TransferOutcome::Stall
+        }
+        Err(rusb::Error::Timeout) => TransferOutcome::Timeout,
+        Err(_) => TransferOutcome::Error,
+    }
+}
+
+fn execute(ctx: &WorkerContext, kind: &TransferKind) -> TransferOutcome {
+    let handle = ctx.handle.as_ref();
+    match *kind {
+        TransferKind::SetConfiguration(value) => set_configuration(ctx, value),
+        TransferKind::SetInterface {
+            interface,
+            alt_setting,
+        } => outcome_of(handle.set_alternate_setting(interface, alt_setting)),
+        TransferKind::ClearHalt { endpoint } => outcome_of(handle.clear_halt(endpoint)),
+        _ => TransferOutcome::Error,
+    }
+}
+
+/// Release interfaces, set the configuration (skipped when the device has a
+/// single configuration and it is already active, as QEMU does: re-setting
+/// it would reset every endpoint under the guest), claim the new interfaces.
+fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
+    let handle = ctx.handle.as_ref();
+    let active = handle.active_configuration().ok();
+    if ctx.num_configurations <= 1 && active == Some(value) && value != 0 {
+        return TransferOutcome::Completed;
+    }
+    let mut claims = lock(&ctx.claims);
+    claims.release_all(handle);
+    let result = if value == 0 {
+        handle.unconfigure()
+    } else {
+        handle.set_active_configuration(value)
+    };
+    let outcome = outcome_of(result);
+    if let Err(e) = claims.claim_active(handle, ctx.busid) {
+        tracing::warn!(busid = %ctx.busid, error = %e, "claiming interfaces after SET_CONFIGURATION failed");
+        if outcome == TransferOutcome::Completed {
+            return TransferOutcome::Error;
+        }
+    }
+    outcome
+}

@@ -1,0 +1,155 @@
+//! A host device opened through libusb, driven through [`UsbDevice`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusb::{Context, DeviceHandle};
+
+use super::claims::Claims;
+use super::control_worker::{ControlWorker, WorkerContext};
+use super::events::EventThread;
+use super::ffi::TransferEngine;
+use super::status::usb_error;
+use crate::usb::error::UsbError;
+use crate::usb::proto::TransferOutcome;
+use crate::usb::traits::{CompletionSink, UsbDevice};
+use crate::usb::types::{Completion, DeviceInfo, Transfer, TransferId, TransferKind};
+
+/// Longest `shutdown` waits for cancelled transfers to come back. libusb
+/// cancels through the kernel, which answers within milliseconds unless the
+/// host controller is wedged.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// An opened, claimed libusb device.
+pub struct LibusbDevice {
+    info: DeviceInfo,
+    handle: Arc<DeviceHandle<Context>>,
+    claims: Arc<Mutex<Claims>>,
+    engine: Arc<TransferEngine>,
+    worker: ControlWorker,
+    sink: Arc<dyn CompletionSink>,
+    closed: bool,
+    /// Keeps the event thread running while the device is open.
+    _events: Arc<EventThread>,
+}
+
+impl std::fmt::Debug for LibusbDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibusbDevice")
+            .field("busid", &self.info.busid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LibusbDevice {
+    /// Claims every interface of the active configuration of `handle` and
+    /// starts the control worker.
+    pub(super) fn new(
+        info: DeviceInfo,
+        handle: DeviceHandle<Context>,
+        sink: Arc<dyn CompletionSink>,
+        events: Arc<EventThread>,
+    ) -> Result<Self, UsbError> {
+        let handle = Arc::new(handle);
+        let mut claims = Claims::default();
+        claims.claim_active(&handle, info.busid)?;
+        let claims = Arc::new(Mutex::new(claims));
+        let engine = Arc::new(TransferEngine::new(
+            handle.clone(),
+            sink.clone(),
+            info.max_speed_is_super,
+        ));
+        let ctx = WorkerContext {
+            handle: handle.clone(),
+            claims: claims.clone(),
+            busid: info.busid,
+            num_configurations: info.num_configurations,
+        };
+        let worker = match ControlWorker::start(ctx, sink.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                lock(&claims).give_back(&handle);
+                return Err(UsbError::Io {
+                    busid: info.busid,
+                    op: "start control worker",
+                    detail: e.to_string(),
+                });
+            }
+        };
+        Ok(Self {
+            info,
+            handle,
+            claims,
+            engine,
+            worker,
+            sink,
+            closed: false,
+            _events: events,
+        })
+    }
+}
+
+impl UsbDevice for LibusbDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn submit(&mut self, id: TransferId, transfer: Transfer) {
+        if self.closed {
+            return self.sink.complete(
+                id,
+                Completion::failed(TransferOutcome::NoDevice, transfer.buffer),
+            );
+        }
+        match transfer.kind {
+            TransferKind::SetConfiguration(_)
+            | TransferKind::SetInterface { .. }
+            | TransferKind::ClearHalt { .. } => {
+                self.worker.submit(id, transfer.kind, transfer.buffer)
+            }
+            _ => self.engine.submit(id, transfer),
+        }
+    }
+
+    fn cancel(&mut self, id: TransferId) {
+        if !self.engine.cancel(id) {
+            self.worker.cancel(id);
+        }
+    }
+
+    fn reset(&mut self) -> Result<(), UsbError> {
+        if self.closed {
+            return Err(UsbError::Closed(self.info.busid));
+        }
+        self.handle
+            .reset()
+            .map_err(|e| usb_error(self.info.busid, "reset", e))
+    }
+
+    fn shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.worker.stop();
+        self.engine.cancel_all();
+        let left = self.engine.wait_idle(SHUTDOWN_WAIT);
+        if left > 0 {
+            // Their memory stays owned by the callbacks; only the interfaces
+            // stay claimed until libusb gives the transfers back.
+            tracing::error!(busid = %self.info.busid, left, "transfers did not come back after cancel");
+            return;
+        }
+        lock(&self.claims).give_back(&self.handle);
+    }
+}
+
+impl Drop for LibusbDevice {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,505 @@
+//! libusb asynchronous transfers (`libusb_alloc_transfer` / `submit` /
+//! `cancel`), which rusb's safe API does not offer.
+//!
+//! Ownership rules, the basis of every SAFETY comment below:
+//! * Each submitted transfer owns a boxed [`TransferState`] leaked into
+//!   `user_data`; the buffer libusb reads or writes lives in that box and is
+//!   not touched by Rust until the callback runs.
+//! * The callback [`transfer_done`] is the only place that reclaims the box
+//!   and frees the `libusb_transfer`, exactly once per transfer.
+//! * The in-flight map holds the raw transfer pointer for cancellation. It is
+//!   inserted under the map lock *before* libusb can call back (the lock is
+//!   held across `libusb_submit_transfer`), removed under the same lock before
+//!   the transfer is freed, and `libusb_cancel_transfer` is only called with
+//!   the lock held and the pointer still in the map: a cancelled pointer is
+//!   never freed.
+//! * The state holds an `Arc` of the engine, which holds the device handle,
+//!   so the handle outlives every transfer on it.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::raw::{c_int, c_uint, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusb::constants::{
+    LIBUSB_TRANSFER_SHORT_NOT_OK, LIBUSB_TRANSFER_TYPE_BULK, LIBUSB_TRANSFER_TYPE_CONTROL,
+    LIBUSB_TRANSFER_TYPE_INTERRUPT, LIBUSB_TRANSFER_TYPE_ISOCHRONOUS,
+};
+use rusb::ffi::{
+    libusb_alloc_transfer, libusb_cancel_transfer, libusb_free_transfer,
+    libusb_iso_packet_descriptor, libusb_submit_transfer, libusb_transfer,
+};
+use rusb::{Context, DeviceHandle};
+
+use super::status::{
+    is_get_device_descriptor, patch_ep0_max_packet, submit_error_outcome, transfer_outcome,
+};
+use crate::usb::proto::{SetupPacket, TransferOutcome};
+use crate::usb::traits::CompletionSink;
+use crate::usb::types::{
+    Completion, IsoPacket, IsoPacketResult, Transfer, TransferId, TransferKind,
+};
+
+/// Bytes of the setup stage libusb expects at the start of a control buffer.
+const SETUP_LEN: usize = 8;
+
+/// A transfer pointer owned by libusb while in flight.
+struct TransferPtr(*mut libusb_transfer);
+
+// SAFETY: the pointer is only dereferenced by libusb (which is thread-safe)
+// and freed by the callback under the rules in the module doc.
+unsafe impl Send for TransferPtr {}
+
+#[derive(Default)]
+struct Books {
+    in_flight: HashMap<TransferId, TransferPtr>,
+    /// Submitted and not yet delivered to the sink.
+    outstanding: usize,
+}
+
+/// How the buffer was laid out for libusb.
+enum Layout {
+    /// Setup stage prepended to the caller's buffer; strip it afterwards.
+    Control { setup: SetupPacket },
+    /// The caller's buffer as is.
+    Plain,
+    /// Packets gathered into a contiguous staging buffer (libusb lays iso
+    /// packets back to back; the interface allows arbitrary offsets).
+    Iso {
+        packets: Vec<IsoPacket>,
+        staging: Vec<u8>,
+    },
+}
+
+/// Everything a transfer needs back in its callback.
+struct TransferState {
+    engine: Arc<TransferEngine>,
+    id: TransferId,
+    buffer: Vec<u8>,
+    layout: Layout,
+}
+
+/// Submits, cancels and completes asynchronous transfers on one device handle.
+pub(super) struct TransferEngine {
+    handle: Arc<DeviceHandle<Context>>,
+    sink: Arc<dyn CompletionSink>,
+    /// Patch bMaxPacketSize0 in GET_DESCRIPTOR(DEVICE) answers (SuperSpeed device).
+    patch_ep0: bool,
+    books: Mutex<Books>,
+    idle: Condvar,
+}
+
+impl TransferEngine {
+    pub(super) fn new(
+        handle: Arc<DeviceHandle<Context>>,
+        sink: Arc<dyn CompletionSink>,
+        patch_ep0: bool,
+    ) -> Self {
+        Self {
+            handle,
+            sink,
+            patch_ep0,
+            books: Mutex::new(Books::default()),
+            idle: Condvar::new(),
+        }
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, id: TransferId, outcome: TransferOutcome, buffer: Vec<u8>) {
+        self.sink.complete(id, Completion::failed(outcome, buffer));
+    }
+
+    /// Starts a control, bulk, interrupt or isochronous transfer. Failures
+    /// complete immediately through the sink.
+    pub(super) fn submit(self: &Arc<Self>, id: TransferId, transfer: Transfer) {
+        let Transfer {
+            endpoint,
+            kind,
+            mut buffer,
+            short_not_ok,
+        } = transfer;
+        let (transfer_type, layout, iso_count) = match kind {
+            TransferKind::Control { setup } => {
+                buffer.splice(0..0, setup.to_bytes());
+                (LIBUSB_TRANSFER_TYPE_CONTROL, Layout::Control { setup }, 0)
+            }
+            TransferKind::Bulk => (LIBUSB_TRANSFER_TYPE_BULK, Layout::Plain, 0),
+            TransferKind::Interrupt => (LIBUSB_TRANSFER_TYPE_INTERRUPT, Layout::Plain, 0),
+            TransferKind::Isochronous { packets } => {
+                match gather_iso(&packets, &buffer, endpoint & 0x80 != 0) {
+                    Some(staging) => {
+                        let n = packets.len();
+                        (
+                            LIBUSB_TRANSFER_TYPE_ISOCHRONOUS,
+                            Layout::Iso { packets, staging },
+                            n,
+                        )
+                    }
+                    None => return self.fail(id, TransferOutcome::Error, buffer),
+                }
+            }
+            _ => return self.fail(id, TransferOutcome::Error, buffer),
+        };
+        let (Ok(iso_packets), Ok(_)) = (c_int::try_from(iso_count), c_int::try_from(buffer.len()))
+        else {
+            return self.fail(id, TransferOutcome::Error, strip(buffer, &layout));
+        };
+        let mut state = Box::new(TransferState {
+            engine: self.clone(),
+            id,
+            buffer,
+            layout,
+        });
+        let (data_ptr, data_len) = match &mut state.layout {
+            Layout::Iso { staging, .. } => (staging.as_mut_ptr(), staging.len()),
+            _ => (state.buffer.as_mut_ptr(), state.buffer.len()),
+        };
+        let Ok(data_len) = c_int::try_from(data_len) else {
+            return self.fail(
+                id,
+                TransferOutcome::Error,
+                strip(state.buffer, &state.layout),
+            );
+        };
+        let lengths: Vec<c_uint> = match &state.layout {
+            Layout::Iso { packets, .. } => packets.iter().map(|p| p.length).collect(),
+            _ => Vec::new(),
+        };
+
+        let mut books = self.books();
+        if books.in_flight.contains_key(&id) {
+            drop(books);
+            // A duplicate id would make two completions indistinguishable.
+            return self.fail(
+                id,
+                TransferOutcome::Error,
+                strip(state.buffer, &state.layout),
+            );
+        }
+        // SAFETY: plain allocation; a null result is handled below.
+        let xfer = unsafe { libusb_alloc_transfer(iso_packets) };
+        if xfer.is_null() {
+            drop(books);
+            return self.fail(
+                id,
+                TransferOutcome::Error,
+                strip(state.buffer, &state.layout),
+            );
+        }
+        let user_data = Box::into_raw(state);
+        // SAFETY: `xfer` is a fresh transfer with room for `iso_packets`
+        // descriptors; we fill its public fields as libusb_fill_*_transfer
+        // does. The buffer pointer points into the boxed state, which stays
+        // alive and untouched until the callback reclaims it.
+        unsafe {
+            fill_transfer(
+                xfer,
+                FillArgs {
+                    handle: self.handle.as_raw(),
+                    endpoint,
+                    transfer_type,
+                    short_not_ok,
+                    buffer: data_ptr,
+                    length: data_len,
+                    user_data: user_data.cast(),
+                    iso_lengths: &lengths,
+                },
+            );
+        }
+        // SAFETY: `xfer` is fully initialised; on success libusb owns it until
+        // it calls `transfer_done`.
+        let rc = unsafe { libusb_submit_transfer(xfer) };
+        if rc != 0 {
+            // SAFETY: libusb refused the transfer, so it never calls back: we
+            // still own both the transfer and the state box.
+            // SAFETY: libusb refused the transfer, so it never calls back: we
+            // still own the transfer.
+            unsafe { libusb_free_transfer(xfer) };
+            // SAFETY: and the state box, leaked above and not reclaimed elsewhere.
+            let state = unsafe { Box::from_raw(user_data) };
+            drop(books);
+            let TransferState { buffer, layout, .. } = *state;
+            return self.fail(id, submit_error_outcome(rc), strip(buffer, &layout));
+        }
+        books.in_flight.insert(id, TransferPtr(xfer));
+        books.outstanding += 1;
+    }
+
+    /// Asks libusb to cancel `id`; it then completes `Cancelled` (unless it
+    /// finished first). Returns whether `id` was in flight.
+    pub(super) fn cancel(&self, id: TransferId) -> bool {
+        let books = self.books();
+        let Some(ptr) = books.in_flight.get(&id) else {
+            return false;
+        };
+        // SAFETY: the pointer is in the map, so the callback has not freed it
+        // (it removes the entry under this lock first). Cancelling an already
+        // finished transfer only returns NOT_FOUND.
+        let _ = unsafe { libusb_cancel_transfer(ptr.0) };
+        true
+    }
+
+    /// Cancels everything in flight.
+    pub(super) fn cancel_all(&self) {
+        let books = self.books();
+        for ptr in books.in_flight.values() {
+            // SAFETY: as in `cancel`: entries are valid while in the map and the lock is held.
+            let _ = unsafe { libusb_cancel_transfer(ptr.0) };
+        }
+    }
+
+    /// Waits until every submitted transfer was delivered, at most `limit`.
+    /// Returns how many are still outstanding.
+    pub(super) fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        let mut books = self.books();
+        while books.outstanding > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            books = self
+                .idle
+                .wait_timeout(books, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        books.outstanding
+    }
+
+    fn delivered(&self) {
+        let mut books = self.books();
+        books.outstanding = books.outstanding.saturating_sub(1);
+        if books.outstanding == 0 {
+            self.idle.notify_all();
+        }
+    }
+}
+
+/// Gives the caller's buffer back as it was submitted.
+fn strip(mut buffer: Vec<u8>, layout: &Layout) -> Vec<u8> {
+    if let Layout::Control { .. } = layout {
+        buffer.drain(..SETUP_LEN.min(buffer.len()));
+    }
+    buffer
+}
+
+/// The contiguous libusb buffer for iso packets (OUT data gathered), or `None`
+/// if a packet lies outside the buffer.
+fn gather_iso(packets: &[IsoPacket], buffer: &[u8], is_in: bool) -> Option<Vec<u8>> {
+    let mut total = 0usize;
+    for p in packets {
+        let end = (p.offset as usize).checked_add(p.length as usize)?;
+        if end > buffer.len() {
+            return None;
+        }
+        total = total.checked_add(p.length as usize)?;
+    }
+    if is_in {
+        return Some(vec![0; total]);
+    }
+    let mut staging = Vec::with_capacity(total);
+    for p in packets {
+        staging.extend_from_slice(
+            buffer.get(p.offset as usize..(p.offset as usize + p.length as usize))?,
+        );
+    }
+    Some(staging)
+}
+
+struct FillArgs<'a> {
+    handle: *mut rusb::ffi::libusb_device_handle,
+    endpoint: u8,
+    transfer_type: u8,
+    short_not_ok: bool,
+    buffer: *mut u8,
+    length: c_int,
+    user_data: *mut c_void,
+    iso_lengths: &'a [c_uint],
+}
+
+/// # Safety
+/// `xfer` must come from `libusb_alloc_transfer(a.iso_lengths.len())` and not
+/// be submitted yet.
+unsafe fn fill_transfer(xfer: *mut libusb_transfer, a: FillArgs<'_>) {
+    // SAFETY: the caller guarantees `xfer` is a valid, unsubmitted transfer.
+    let t = unsafe { &mut *xfer };
+    t.dev_handle = a.handle;
+    t.flags = if a.short_not_ok {
+        LIBUSB_TRANSFER_SHORT_NOT_OK
+    } else {
+        0
+    };
+    t.endpoint = a.endpoint;
+    t.transfer_type = a.transfer_type;
+    // No timeout: guest drivers time out themselves, with an unlink (spec 7.7).
+    t.timeout = 0;
+    t.length = a.length;
+    t.callback = transfer_done;
+    t.user_data = a.user_data;
+    t.buffer = a.buffer;
+    t.num_iso_packets = c_int::try_from(a.iso_lengths.len()).unwrap_or(0);
+    // SAFETY: libusb allocated room for exactly this many descriptors after the struct.
+    let descs = unsafe { iso_descriptors(xfer) };
+    for (d, len) in descs.iter_mut().zip(a.iso_lengths) {
+        d.length = *len;
+    }
+}
+
+/// # Safety
+/// `xfer` must be valid with `num_iso_packets` allocated descriptors, and no
+/// other reference to them may exist.
+unsafe fn iso_descriptors<'a>(
+    xfer: *mut libusb_transfer,
+) -> &'a mut [libusb_iso_packet_descriptor] {
+    // SAFETY: caller's guarantee that `xfer` is valid.
+    let n = usize::try_from(unsafe { (*xfer).num_iso_packets }).unwrap_or(0);
+    // SAFETY: same; only the field's address is taken.
+    let first = unsafe { std::ptr::addr_of_mut!((*xfer).iso_packet_desc) }
+        .cast::<libusb_iso_packet_descriptor>();
+    // SAFETY: libusb allocated `n` descriptors right after the struct (a
+    // flexible array member), and the caller guarantees exclusive access.
+    unsafe { std::slice::from_raw_parts_mut(first, n) }
+}
+
+/// libusb's completion callback, run on the event thread.
+extern "system" fn transfer_done(xfer: *mut libusb_transfer) {
+    // SAFETY: libusb calls this once per submitted transfer, with that
+    // transfer, which is ours again until we free it below.
+    let t = unsafe { &*xfer };
+    let (user_data, status, actual) = (t.user_data, t.status, t.actual_length);
+    // SAFETY: user_data is the box leaked in `submit`, reclaimed only here, once.
+    let state = unsafe { Box::from_raw(user_data.cast::<TransferState>()) };
+    // SAFETY: the transfer is complete and nothing else references its descriptors.
+    let iso: Vec<(u32, i32)> = unsafe { iso_descriptors(xfer) }
+        .iter()
+        .map(|d| (d.actual_length, d.status))
+        .collect();
+    let engine = state.engine.clone();
+    {
+        let mut books = engine.books();
+        if books.in_flight.get(&state.id).is_some_and(|p| p.0 == xfer) {
+            books.in_flight.remove(&state.id);
+        }
+    }
+    // SAFETY: removed from the map above, so no cancel can reach it any more.
+    unsafe { libusb_free_transfer(xfer) };
+    let id = state.id;
+    let completion = build_completion(*state, status, actual, &iso);
+    // The sink is foreign code; a panic must not unwind into libusb.
+    if catch_unwind(AssertUnwindSafe(|| engine.sink.complete(id, completion))).is_err() {
+        tracing::error!(id, "completion sink panicked");
+    }
+    engine.delivered();
+}
+
+fn build_completion(
+    state: TransferState,
+    status: c_int,
+    actual: c_int,
+    iso: &[(u32, i32)],
+) -> Completion {
+    let TransferState {
+        engine,
+        mut buffer,
+        layout,
+        ..
+    } = state;
+    let outcome = transfer_outcome(status);
+    let actual = usize::try_from(actual).unwrap_or(0);
+    match layout {
+        Layout::Control { setup } => {
+            buffer.drain(..SETUP_LEN.min(buffer.len()));
+            let actual = actual.min(buffer.len());
+            if engine.patch_ep0 && is_get_device_descriptor(&setup) {
+                patch_ep0_max_packet(buffer.get_mut(..actual).unwrap_or_default());
+            }
+            Completion::done(outcome, buffer, actual)
+        }
+        Layout::Plain => {
+            let actual = actual.min(buffer.len());
+            Completion::done(outcome, buffer, actual)
+        }
+        Layout::Iso { packets, staging } => {
+            let mut results = Vec::with_capacity(packets.len());
+            let mut pos = 0usize;
+            let mut total = 0usize;
+            for (p, (got, st)) in packets.iter().zip(iso.iter().copied()) {
+                let got = got.min(p.length);
+                let src = staging.get(pos..pos + got as usize).unwrap_or_default();
+                let dst_start = p.offset as usize;
+                if let Some(dst) = buffer.get_mut(dst_start..dst_start + src.len()) {
+                    // OUT data is already there; IN data is scattered back.
+                    dst.copy_from_slice(src);
+                }
+                pos += p.length as usize;
+                total += got as usize;
+                results.push(IsoPacketResult {
+                    actual_length: got,
+                    outcome: transfer_outcome(st),
+                });
+            }
+            let error_count = results
+                .iter()
+                .filter(|r| r.outcome != TransferOutcome::Completed)
+                .count();
+            Completion {
+                outcome,
+                buffer,
+                actual_length: total,
+                iso: results,
+                start_frame: 0,
+                error_count: u32::try_from(error_count).unwrap_or(u32::MAX),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_gather_checks_bounds_and_packs() {
+        let buf: Vec<u8> = (0..10).collect();
+        let packets = [
+            IsoPacket {
+                offset: 6,
+                length: 2,
+            },
+            IsoPacket {
+                offset: 0,
+                length: 3,
+            },
+        ];
+        assert_eq!(gather_iso(&packets, &buf, false), Some(vec![6, 7, 0, 1, 2]));
+        assert_eq!(gather_iso(&packets, &buf, true), Some(vec![0; 5]));
+        assert_eq!(
+            gather_iso(
+                &[IsoPacket {
+                    offset: 9,
+                    length: 2
+                }],
+                &buf,
+                false
+            ),
+            None
+        );
+        assert_eq!(
+            gather_iso(
+                &[IsoPacket {
+                    offset: u32::MAX,
+                    length: u32::MAX
+                }],
+                &buf,
+                true
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Real host USB devices through libusb (vendored, via rusb).
+//!
+//! Discovery, descriptors, open/claim/detach and the intercepted standard
+//! requests use rusb's safe API; transfers use libusb's asynchronous API
+//! ([`ffi`], the crate's only unsafe code) so many can be in flight, all
+//! completed on one event thread per context. The context is owned (never
+//! rusb's global one): on a machine without `/dev/bus/usb` creating it fails
+//! and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead of panicking.
+
+mod claims;
+mod control_worker;
+mod device;
+mod events;
+mod ffi;
+mod hotplug;
+pub mod status;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusb::{Context, UsbContext};
+
+pub use self::device::LibusbDevice;
+use self::events::EventThread;
+use self::hotplug::HotplugForwarder;
+use self::status::{
+    busid_of, device_descriptor_bytes, guest_speed, matches_busid, patch_ep0_max_packet, usb_error,
+};
+use crate::usb::error::UsbError;
+use crate::usb::proto::BusId;
+use crate::usb::traits::{CompletionSink, UsbDevice, UsbHost};
+use crate::usb::types::{DeviceInfo, HotplugHandler};
+
+/// Timeout for reading string descriptors when opening a device.
+const STRING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The host's USB devices through libusb.
+pub struct LibusbHost {
+    context: Context,
+    events: Arc<EventThread>,
+    handler: Arc<Mutex<Option<HotplugHandler>>>,
+    /// Kept alive to stay registered; `None` without hotplug support.
+    registration: Mutex<Option<rusb::Registration<Context>>>,
+}
+
+impl std::fmt::Debug for LibusbHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibusbHost").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LibusbHost {
+    /// Creates a libusb context, its event thread and (where libusb supports
+    /// it) the hotplug registration.
+    pub fn new() -> Result<Self, UsbError> {
+        let context = Context::new().map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
+        let events = Arc::new(
+            EventThread::start(context.clone())
+                .map_err(|e| UsbError::NoHostUsb(format!("event thread: {e}")))?,
+        );
+        let handler = Arc::new(Mutex::new(None));
+        let registration = if rusb::has_hotplug() {
+            let forwarder = Box::new(HotplugForwarder::new(handler.clone()));
+            match rusb::HotplugBuilder::new()
+                .enumerate(false)
+                .register(&context, forwarder)
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "libusb hotplug registration failed; unplugs will not be noticed");
+                    None
+                }
+            }
+        } else {
+            tracing::warn!("libusb has no hotplug support here; unplugs will not be noticed");
+            None
+        };
+        Ok(Self {
+            context,
+            events,
+            handler,
+            registration: Mutex::new(registration),
+        })
+    }
+
+    fn find(&self, busid: &BusId) -> Result<rusb::Device<Context>, UsbError> {
+        let devices = self
+            .context
+            .devices()
+            .map_err(|e| usb_error(*busid, "list devices", e))?;
+        devices
+            .iter()
+            .find(|d| {
+                d.port_numbers()
+                    .is_ok_and(|p| matches_busid(busid, d.bus_number(), &p))
+            })
+            .ok_or(UsbError::NotFound(*busid))
+    }
+}
+
+/// What can be learnt about a device without opening it.
+fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
+    let ports = device.port_numbers().ok()?;
+    let busid = busid_of(device.bus_number(), &ports)?;
+    let desc = device.device_descriptor().ok()?;
+    let (speed, max_speed_is_super) = guest_speed(device.speed());
+    let mut device_descriptor = device_descriptor_bytes(&desc);
+    if max_speed_is_super {
+        patch_ep0_max_packet(&mut device_descriptor);
+    }
+    Some(DeviceInfo {
+        busid,
+        bus: device.bus_number(),
+        address: device.address(),
+        speed,
+        vendor_id: desc.vendor_id(),
+        product_id: desc.product_id(),
+        device_class: desc.class_code(),
+        is_hub: desc.class_code() == rusb::constants::LIBUSB_CLASS_HUB,
+        manufacturer: None,
+        product: None,
+        serial: None,
+        device_descriptor,
+        max_speed_is_super,
+        num_configurations: desc.num_configurations(),
+    })
+}
+
+impl UsbHost for LibusbHost {
+    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        let devices = self
+            .context
+            .devices()
+            .map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
+        // Root hubs have no port path and are skipped by `describe`.
+        Ok(devices.iter().filter_map(|d| describe(&d)).collect())
+    }
+
+    fn open(
+        &self,
+        busid: &BusId,
+        sink: Arc<dyn CompletionSink>,
+    ) -> Result<Box<dyn UsbDevice>, UsbError> {
+        let device = self.find(busid)?;
+        let mut info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
+        if info.is_hub {
+            return Err(UsbError::IsHub(*busid));
+        }
+        let handle = device.open().map_err(|e| usb_error(*busid, "open", e))?;
+        if let Ok(desc) = device.device_descriptor() {
+            let lang = handle
+                .read_languages(STRING_TIMEOUT)
+                .ok()
+                .and_then(|l| l.first().copied());
+            if let Some(lang) = lang {
+                info.manufacturer = handle
+                    .read_manufacturer_string(lang, &desc, STRING_TIMEOUT)
+                    .ok();
+                info.product = handle.read_product_string(lang, &desc, STRING_TIMEOUT).ok();
+                info.serial = handle
+                    .read_serial_number_string(lang, &desc, STRING_TIMEOUT)
+                    .ok();
+            }
+        }
+        let opened = LibusbDevice::new(info, handle, sink, self.events.clone())?;
+        Ok(Box::new(opened))
+    }
+
+    fn set_hotplug_handler(&self, handler: HotplugHandler) {
+        *lock(&self.handler) = Some(handler);
+    }
+}
+
+impl Drop for LibusbHost {
+    fn drop(&mut self) {
+        // Deregister before the event thread may stop.
+        lock(&self.registration).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This crate's CI machines have no /dev/bus/usb: creating the host must
+    /// fail with a value, not a panic. Where USB exists, it must list.
+    #[test]
+    fn no_host_usb_is_an_error_value() {
+        match LibusbHost::new() {
+            Err(UsbError::NoHostUsb(detail)) => {
+                assert!(
+                    !std::path::Path::new("/dev/bus/usb").exists(),
+                    "libusb failed although USB exists: {detail}"
+                );
+                let msg = UsbError::NoHostUsb(detail).to_string();
+                assert!(msg.starts_with("no host USB"), "{msg}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(host) => {
+                let listed = host.list().expect("listing works when the context exists");
+                assert!(listed.iter().all(|d| !d.busid.ports().is_empty()));
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Pure translations between libusb's world and the USB layer's: transfer
+//! statuses, library errors, speeds, port paths, and the SuperSpeed ep0 quirk.
+//! Kept free of FFI so they are unit-tested on machines without USB.
+
+use rusb::constants::{
+    LIBUSB_TRANSFER_CANCELLED, LIBUSB_TRANSFER_COMPLETED, LIBUSB_TRANSFER_ERROR,
+    LIBUSB_TRANSFER_NO_DEVICE, LIBUSB_TRANSFER_OVERFLOW, LIBUSB_TRANSFER_STALL,
+    LIBUSB_TRANSFER_TIMED_OUT,
+};
+
+use crate::usb::error::UsbError;
+use crate::usb::proto::{BusId, SetupPacket, Speed, TransferOutcome};
+
+/// A `libusb_transfer_status` (transfer or iso packet) as an outcome.
+/// Unknown values are treated as errors.
+pub fn transfer_outcome(status: i32) -> TransferOutcome {
+    match status {
+        LIBUSB_TRANSFER_COMPLETED => TransferOutcome::Completed,
+        LIBUSB_TRANSFER_ERROR => TransferOutcome::Error,
+        LIBUSB_TRANSFER_TIMED_OUT => TransferOutcome::Timeout,
+        LIBUSB_TRANSFER_CANCELLED => TransferOutcome::Cancelled,
+        LIBUSB_TRANSFER_STALL => TransferOutcome::Stall,
+        LIBUSB_TRANSFER_NO_DEVICE => TransferOutcome::NoDevice,
+        LIBUSB_TRANSFER_OVERFLOW => TransferOutcome::Overflow,
+        _ => TransferOutcome::Error,
+    }
+}
+
+/// The outcome for a transfer `libusb_submit_transfer` refused (a negative
+/// `libusb_error`).
+pub fn submit_error_outcome(error: i32) -> TransferOutcome {
+    match rusb_error(error) {
+        rusb::Error::NoDevice => TransferOutcome::NoDevice,
+        rusb::Error::Pipe => TransferOutcome::Stall,
+        rusb::Error::Timeout => TransferOutcome::Timeout,
+        rusb::Error::Overflow => TransferOutcome::Overflow,
+        _ => TransferOutcome::Error,
+    }
+}
+
+/// A negative `libusb_error` code as rusb's error.
+pub fn rusb_error(code: i32) -> rusb::Error {
+    match code {
+        -1 => rusb::Error::Io,
+        -2 => rusb::Error::InvalidParam,
+        -3 => rusb::Error::Access,
+        -4 => rusb::Error::NoDevice,
+        -5 => rusb::Error::NotFound,
+        -6 => rusb::Error::Busy,
+        -7 => rusb::Error::Timeout,
+        -8 => rusb::Error::Overflow,
+        -9 => rusb::Error::Pipe,
+        -10 => rusb::Error::Interrupted,
+        -11 => rusb::Error::NoMem,
+        -12 => rusb::Error::NotSupported,
+        _ => rusb::Error::Other,
+    }
+}
+
+/// A library error during `op` on `busid`, with the fix in the message.
+pub fn usb_error(busid: BusId, op: &'static str, error: rusb::Error) -> UsbError {
+    match error {
+        rusb::Error::Access => UsbError::Access(busid),
+        rusb::Error::Busy => UsbError::Busy(busid),
+        rusb::Error::NoDevice => UsbError::NoDevice(busid),
+        rusb::Error::NotFound if op == "reset" => UsbError::NoDevice(busid),
+        other => UsbError::Io {
+            busid,
+            op,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// The speed to report to the guest, and whether the device really runs at
+/// SuperSpeed or faster (the engine decides whether a USB 2 port may take it).
+pub fn guest_speed(speed: rusb::Speed) -> (Speed, bool) {
+    match speed {
+        rusb::Speed::Low => (Speed::Low, false),
+        rusb::Speed::Full => (Speed::Full, false),
+        rusb::Speed::High => (Speed::High, false),
+        rusb::Speed::Super | rusb::Speed::SuperPlus => (Speed::High, true),
+        _ => (Speed::None, false),
+    }
+}
+
+/// The busid of a device at `bus` with port path `ports` (as
+/// `libusb_get_port_numbers` reports it), if it is a valid one.
+pub fn busid_of(bus: u8, ports: &[u8]) -> Option<BusId> {
+    BusId::new(bus, ports).ok()
+}
+
+/// Whether a device at `bus` / `ports` is the one `busid` names.
+pub fn matches_busid(busid: &BusId, bus: u8, ports: &[u8]) -> bool {
+    busid.bus() == bus && busid.ports() == ports
+}
+
+/// The USB 3 ep0 packet size code (2^9 = 512) and the USB 2 high-speed size.
+const SUPERSPEED_EP0_CODE: u8 = 9;
+const HIGH_SPEED_EP0: u8 = 64;
+
+/// Whether `setup` is GET_DESCRIPTOR(DEVICE), whose answer needs the ep0 quirk.
+pub fn is_get_device_descriptor(setup: &SetupPacket) -> bool {
+    setup.bm_request_type == 0x80 && setup.b_request == 6 && setup.w_value >> 8 == 1
+}
+
+/// QEMU's "usb3ep0quirk" (spec 10): a SuperSpeed device shown on a high-speed
+/// port must announce bMaxPacketSize0 64, not the USB 3 exponent 9.
+/// `data` is the device descriptor as far as it was transferred.
+pub fn patch_ep0_max_packet(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(7) {
+        if *b == SUPERSPEED_EP0_CODE {
+            *b = HIGH_SPEED_EP0;
+        }
+    }
+}
+
+/// bcdUSB from rusb's decoded version (the inverse of `Version::from_bcd`).
+pub fn version_to_bcd(v: rusb::Version) -> u16 {
+    let major = u16::from(v.major());
+    ((major / 10) << 12)
+        | ((major % 10) << 8)
+        | (u16::from(v.minor() & 0xf) << 4)
+        | u16::from(v.sub_minor() & 0xf)
+}
+
+/// The 18-byte device descriptor rebuilt from rusb's decoded one.
+pub fn device_descriptor_bytes(d: &rusb::DeviceDescriptor) -> Vec<u8> {
+    let mut b = Vec::with_capacity(18);
+    b.extend_from_slice(&[18, 1]);
+    b.extend_from_slice(&version_to_bcd(d.usb_version()).to_le_bytes());
+    b.extend_from_slice(&[
+        d.class_code(),
+        d.sub_class_code(),
+        d.protocol_code(),
+        d.max_packet_size(),
+    ]);
+    b.extend_from_slice(&d.vendor_id().to_le_bytes());
+    b.extend_from_slice(&d.product_id().to_le_bytes());
+    b.extend_from_slice(&version_to_bcd(d.device_version()).to_le_bytes());
+    b.push(d.manufacturer_string_index().unwrap_or(0));
+    b.push(d.product_string_index().unwrap_or(0));
+    b.push(d.serial_number_string_index().unwrap_or(0));
+    b.push(d.num_configurations());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_matches_spec_section_10() {
+        let table = [
+            (LIBUSB_TRANSFER_COMPLETED, TransferOutcome::Completed),
+            (LIBUSB_TRANSFER_ERROR, TransferOutcome::Error),
+            (LIBUSB_TRANSFER_TIMED_OUT, TransferOutcome::Timeout),
+            (LIBUSB_TRANSFER_CANCELLED, TransferOutcome::Cancelled),
+            (LIBUSB_TRANSFER_STALL, TransferOutcome::Stall),
+            (LIBUSB_TRANSFER_NO_DEVICE, TransferOutcome::NoDevice),
+            (LIBUSB_TRANSFER_OVERFLOW, TransferOutcome::Overflow),
+        ];
+        for (status, outcome) in table {
+            assert_eq!(transfer_outcome(status), outcome, "status {status}");
+        }
+        assert_eq!(transfer_outcome(7), TransferOutcome::Error);
+        assert_eq!(transfer_outcome(-1), TransferOutcome::Error);
+    }
+
+    #[test]
+    fn submit_errors() {
+        assert_eq!(submit_error_outcome(-4), TransferOutcome::NoDevice);
+        assert_eq!(submit_error_outcome(-9), TransferOutcome::Stall);
+        assert_eq!(submit_error_outcome(-1), TransferOutcome::Error);
+        assert_eq!(submit_error_outcome(-99), TransferOutcome::Error);
+    }
+
+    #[test]
+    fn errors_name_the_device_and_fix() {
+        let b: BusId = "3-1.5".parse().unwrap();
+        let busy = usb_error(b, "claim", rusb::Error::Busy);
+        assert_eq!(busy, UsbError::Busy(b));
+        assert!(busy.to_string().contains("3-1.5 is busy"));
+        assert!(usb_error(b, "open", rusb::Error::Access)
+            .to_string()
+            .contains("root"));
+        assert_eq!(
+            usb_error(b, "reset", rusb::Error::NotFound),
+            UsbError::NoDevice(b)
+        );
+        assert!(matches!(
+            usb_error(b, "open", rusb::Error::Io),
+            UsbError::Io { op: "open", .. }
+        ));
+    }
+
+    #[test]
+    fn speeds() {
+        assert_eq!(guest_speed(rusb::Speed::Super), (Speed::High, true));
+        assert_eq!(guest_speed(rusb::Speed::SuperPlus), (Speed::High, true));
+        assert_eq!(guest_speed(rusb::Speed::High), (Speed::High, false));
+        assert_eq!(guest_speed(rusb::Speed::Full), (Speed::Full, false));
+        assert_eq!(guest_speed(rusb::Speed::Low), (Speed::Low, false));
+        assert_eq!(guest_speed(rusb::Speed::Unknown), (Speed::None, false));
+    }
+
+    #[test]
+    fn busid_path_matching() {
+        let b: BusId = "3-1.5".parse().unwrap();
+        assert!(matches_busid(&b, 3, &[1, 5]));
+        assert!(!matches_busid(&b, 3, &[1]));
+        assert!(!matches_busid(&b, 3, &[1, 5, 2]));
+        assert!(!matches_busid(&b, 4, &[1, 5]));
+        assert!(!matches_busid(&b, 3, &[5, 1]));
+        assert_eq!(busid_of(3, &[1, 5]), Some(b));
+        // Root hubs have no port path; they are never a passthrough candidate.
+        assert_eq!(busid_of(3, &[]), None);
+        assert_eq!(busid_of(0, &[1]), None);
+    }
+
+    #[test]
+    fn ep0_quirk() {
+        assert!(is_get_device_descriptor(&SetupPacket::new(
+            0x80, 6, 0x0100, 0, 18
+        )));
+        assert!(!is_get_device_descriptor(&SetupPacket::new(
+            0x80, 6, 0x0200, 0, 9
+        )));
+        assert!(!is_get_device_descriptor(&SetupPacket::new(
+            0xc0, 6, 0x0100, 0, 18
+        )));
+        let mut d = [18, 1, 0x20, 0x03, 0, 0, 0, 9, 0x34, 0x12];
+        patch_ep0_max_packet(&mut d);
+        assert_eq!(d[7], 64);
+        let mut hs = [18, 1, 0, 2, 0, 0, 0, 64];
+        patch_ep0_max_packet(&mut hs);
+        assert_eq!(hs[7], 64);
+        let mut short = [18, 1, 0, 3];
+        patch_ep0_max_packet(&mut short);
+        assert_eq!(short, [18, 1, 0, 3]);
+    }
+
+    #[test]
+    fn bcd_round_trip() {
+        for bcd in [0x0100u16, 0x0110, 0x0200, 0x0210, 0x0300, 0x0320, 0x1234] {
+            assert_eq!(version_to_bcd(rusb::Version::from_bcd(bcd)), bcd);
+        }
+    }
+}

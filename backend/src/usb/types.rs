@@ -1,0 +1,180 @@
+//! The values exchanged between the URB engine and a [`UsbDevice`](super::UsbDevice).
+
+use std::sync::Arc;
+
+use super::proto::{BusId, SetupPacket, Speed, TransferOutcome};
+
+/// The engine's handle for one submitted transfer; unique among the
+/// transfers in flight on one device.
+pub type TransferId = u64;
+
+/// One isochronous packet: it occupies `buffer[offset..offset + length]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IsoPacket {
+    /// Byte offset of the packet inside the transfer buffer.
+    pub offset: u32,
+    /// Packet length in bytes (OUT: bytes to send; IN: bytes requested).
+    pub length: u32,
+}
+
+/// The result of one isochronous packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IsoPacketResult {
+    /// Bytes transferred in this packet.
+    pub actual_length: u32,
+    /// How the packet ended.
+    pub outcome: TransferOutcome,
+}
+
+/// What a transfer does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferKind {
+    /// A raw control transfer. The buffer is the OUT data stage (its length is
+    /// `wLength`) or the IN buffer (length `wLength`).
+    Control {
+        /// The setup stage.
+        setup: SetupPacket,
+    },
+    /// A bulk transfer.
+    Bulk,
+    /// An interrupt transfer.
+    Interrupt,
+    /// An isochronous transfer made of packets at arbitrary buffer offsets.
+    Isochronous {
+        /// The packets, in bus order.
+        packets: Vec<IsoPacket>,
+    },
+    /// SET_CONFIGURATION, done through a library call so the host's view of
+    /// the device (claimed interfaces) stays in sync (spec 10).
+    SetConfiguration(u8),
+    /// SET_INTERFACE, done through a library call.
+    SetInterface {
+        /// bInterfaceNumber.
+        interface: u8,
+        /// bAlternateSetting.
+        alt_setting: u8,
+    },
+    /// CLEAR_FEATURE(ENDPOINT_HALT), done through a library call.
+    ClearHalt {
+        /// bEndpointAddress of the halted endpoint.
+        endpoint: u8,
+    },
+}
+
+/// One transfer handed to [`UsbDevice::submit`](super::UsbDevice::submit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// bEndpointAddress (0x80 = IN); 0 for control and intercepted requests.
+    pub endpoint: u8,
+    /// What to do.
+    pub kind: TransferKind,
+    /// OUT: the payload; IN: a buffer whose length is the number of bytes requested.
+    pub buffer: Vec<u8>,
+    /// Fail a short IN transfer instead of completing it short.
+    pub short_not_ok: bool,
+}
+
+impl Transfer {
+    /// Whether data flows device to host. For control transfers the setup
+    /// packet decides, not the endpoint address (spec 7.3).
+    pub fn is_in(&self) -> bool {
+        match &self.kind {
+            TransferKind::Control { setup } => setup.is_in(),
+            TransferKind::Bulk | TransferKind::Interrupt | TransferKind::Isochronous { .. } => {
+                self.endpoint & 0x80 != 0
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The one completion of a submitted transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// How it ended.
+    pub outcome: TransferOutcome,
+    /// The submitted buffer, given back; IN data is in `buffer[..actual_length]`
+    /// (isochronous IN data is at each packet's offset).
+    pub buffer: Vec<u8>,
+    /// Bytes transferred (isochronous: the sum over packets).
+    pub actual_length: usize,
+    /// Per-packet results of an isochronous transfer (empty otherwise).
+    pub iso: Vec<IsoPacketResult>,
+    /// Frame the isochronous transfer started in (0 when unknown).
+    pub start_frame: u32,
+    /// Isochronous packets that failed.
+    pub error_count: u32,
+}
+
+impl Completion {
+    /// A completion that transferred nothing, e.g. for a failure before submission.
+    pub fn failed(outcome: TransferOutcome, buffer: Vec<u8>) -> Self {
+        Self {
+            outcome,
+            buffer,
+            actual_length: 0,
+            iso: Vec::new(),
+            start_frame: 0,
+            error_count: 0,
+        }
+    }
+
+    /// A non-isochronous completion.
+    pub fn done(outcome: TransferOutcome, buffer: Vec<u8>, actual_length: usize) -> Self {
+        Self {
+            outcome,
+            buffer,
+            actual_length,
+            iso: Vec::new(),
+            start_frame: 0,
+            error_count: 0,
+        }
+    }
+}
+
+/// What the backend needs to know about a host device before and after opening it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Where it sits (bus and port path).
+    pub busid: BusId,
+    /// Bus number.
+    pub bus: u8,
+    /// Current host address (changes on re-enumeration; informational).
+    pub address: u8,
+    /// Speed to report to the guest. SuperSpeed devices are reported as High.
+    pub speed: Speed,
+    /// idVendor.
+    pub vendor_id: u16,
+    /// idProduct.
+    pub product_id: u16,
+    /// bDeviceClass.
+    pub device_class: u8,
+    /// bDeviceClass is 9: hubs cannot be passed through (spec 10).
+    pub is_hub: bool,
+    /// Manufacturer string, when readable.
+    pub manufacturer: Option<String>,
+    /// Product string, when readable.
+    pub product: Option<String>,
+    /// Serial number string, when readable.
+    pub serial: Option<String>,
+    /// The 18-byte device descriptor as the guest will see it (bMaxPacketSize0
+    /// already patched for SuperSpeed devices).
+    pub device_descriptor: Vec<u8>,
+    /// The device runs at SuperSpeed (or faster) on the host; the engine decides
+    /// whether it can be offered to a USB 2 controller.
+    pub max_speed_is_super: bool,
+    /// bNumConfigurations.
+    pub num_configurations: u8,
+}
+
+/// A host device arrived or left (by port path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HotplugEvent {
+    /// A device appeared at this busid.
+    Arrived(BusId),
+    /// The device at this busid disappeared.
+    Left(BusId),
+}
+
+/// The callback [`UsbHost::set_hotplug_handler`](super::UsbHost::set_hotplug_handler) installs.
+pub type HotplugHandler = Arc<dyn Fn(HotplugEvent) + Send + Sync>;
