@@ -426,24 +426,7 @@ fn build_completion(
             Completion::done(outcome, buffer, actual)
         }
         Layout::Iso { packets, staging } => {
-            let mut results = Vec::with_capacity(packets.len());
-            let mut pos = 0usize;
-            let mut total = 0usize;
-            for (p, (got, st)) in packets.iter().zip(iso.iter().copied()) {
-                let got = got.min(p.length);
-                let src = staging.get(pos..pos + got as usize).unwrap_or_default();
-                let dst_start = p.offset as usize;
-                if let Some(dst) = buffer.get_mut(dst_start..dst_start + src.len()) {
-                    // OUT data is already there; IN data is scattered back.
-                    dst.copy_from_slice(src);
-                }
-                pos += p.length as usize;
-                total += got as usize;
-                results.push(IsoPacketResult {
-                    actual_length: got,
-                    outcome: transfer_outcome(st),
-                });
-            }
+            let (results, total) = scatter_iso(&packets, &staging, iso, &mut buffer);
             let error_count = results
                 .iter()
                 .filter(|r| r.outcome != TransferOutcome::Completed)
@@ -460,9 +443,90 @@ fn build_completion(
     }
 }
 
+/// Copies each packet's received bytes from the contiguous staging buffer
+/// back to its offset in the caller's buffer (for OUT this rewrites the same
+/// bytes) and turns libusb's per-packet `(actual_length, status)` into
+/// results: one per packet, missing ones failed. Returns the results and the
+/// total transferred.
+fn scatter_iso(
+    packets: &[IsoPacket],
+    staging: &[u8],
+    iso: &[(u32, i32)],
+    buffer: &mut [u8],
+) -> (Vec<IsoPacketResult>, usize) {
+    let mut results = Vec::with_capacity(packets.len());
+    let mut pos = 0usize;
+    let mut total = 0usize;
+    for (i, p) in packets.iter().enumerate() {
+        let Some(&(got, status)) = iso.get(i) else {
+            results.push(IsoPacketResult {
+                actual_length: 0,
+                outcome: TransferOutcome::Error,
+            });
+            continue;
+        };
+        let got = got.min(p.length);
+        let src = staging
+            .get(pos..pos.saturating_add(got as usize))
+            .unwrap_or_default();
+        let start = p.offset as usize;
+        if let Some(dst) = buffer.get_mut(start..start.saturating_add(src.len())) {
+            dst.copy_from_slice(src);
+        }
+        pos = pos.saturating_add(p.length as usize);
+        total = total.saturating_add(src.len());
+        let actual_length = u32::try_from(src.len()).unwrap_or(0);
+        results.push(IsoPacketResult {
+            actual_length,
+            outcome: transfer_outcome(status),
+        });
+    }
+    (results, total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_scatter_places_packets_at_their_offsets() {
+        let packets = [
+            IsoPacket {
+                offset: 8,
+                length: 4,
+            },
+            IsoPacket {
+                offset: 0,
+                length: 4,
+            },
+            IsoPacket {
+                offset: 4,
+                length: 2,
+            },
+        ];
+        // libusb packed them back to back: [a a a a][b b b b][c c]; packet 0 short, 1 stalled.
+        let staging = [1, 1, 1, 0, 2, 2, 2, 2, 3, 3];
+        let iso = [(3, 0), (4, 4)];
+        let mut buffer = vec![0xee; 12];
+        let (results, total) = scatter_iso(&packets, &staging, &iso, &mut buffer);
+        assert_eq!(
+            buffer,
+            vec![2, 2, 2, 2, 0xee, 0xee, 0xee, 0xee, 1, 1, 1, 0xee]
+        );
+        assert_eq!(total, 7);
+        let got: Vec<(u32, TransferOutcome)> = results
+            .iter()
+            .map(|r| (r.actual_length, r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, TransferOutcome::Completed),
+                (4, TransferOutcome::Stall),
+                (0, TransferOutcome::Error)
+            ]
+        );
+    }
 
     #[test]
     fn iso_gather_checks_bounds_and_packs() {
