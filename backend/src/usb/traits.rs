@@ -55,6 +55,9 @@ pub trait UsbHost: Send + Sync {
     ) -> Result<Box<dyn UsbDevice>, UsbError>;
 
     /// Installs the function called on hot-plug and hot-unplug (replacing any
-    /// previous one). It is called from the host's event thread.
+    /// previous one). libusb calls it from its event thread; the emulated bus
+    /// calls it from `add`/`remove`/`replug` and, for a device that vanishes,
+    /// from inside that device's `submit` (after its locks are released). It
+    /// must not block: queue the event and return.
     fn set_hotplug_handler(&self, handler: HotplugHandler);
 }
