@@ -1,0 +1,426 @@
+//! The URB engine: request ids, the local FIFO queue, unlink semantics and the
+//! validation of every response. It owns the [`Connection`] and is driven by
+//! the submitting threads and by the worker, always under one mutex.
+//!
+//! Why callbacks are returned instead of called: a callback may submit again
+//! (which takes the mutex), so everything that completes is collected in a
+//! [`Done`] list and run by the caller after the lock is released.
+
+use std::collections::VecDeque;
+
+use pvusb_protocol::{ConnRequest, Pipe, UrbRequest, UrbResponse};
+use pvusb_ring::RingError;
+use tracing::{debug, warn};
+
+use crate::connection::{Connection, NR_IDS};
+use crate::error::UrbStatus;
+use crate::ports::{PortEvent, RootHub};
+use crate::urb::{Callback, Completion, Urb};
+
+/// Completions to deliver once the engine lock is released.
+pub(crate) type Done = Vec<(Callback, Completion)>;
+
+/// What one request id is doing.
+enum Slot {
+    Free,
+    Submit(Box<InFlight>),
+    /// An unlink request for the submit at `target`.
+    Unlink { target: u16 },
+}
+
+struct InFlight {
+    token: u64,
+    urb: Urb,
+    callback: Callback,
+    pipe: Pipe,
+    /// Set by `unlink`: the status the URB completes with, whatever the backend says.
+    unlink_status: Option<UrbStatus>,
+}
+
+enum Queued {
+    Submit { token: u64, urb: Urb, callback: Callback },
+    Unlink { token: u64 },
+}
+
+/// Counters a test or a user can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// URBs handed to [`crate::Frontend::submit`].
+    pub submitted: u64,
+    /// URBs completed (any status, local or remote).
+    pub completed: u64,
+    /// Unlink requests put on the ring.
+    pub unlinks_sent: u64,
+    /// Responses with a status outside the seven defined values.
+    pub bad_statuses: u64,
+    /// Responses whose actual_length had to be clamped.
+    pub clamped_lengths: u64,
+    /// Events that brought no work.
+    pub spurious_events: u64,
+    /// Notifications sent to the backend.
+    pub notifications: u64,
+}
+
+/// Engine state; lives inside the frontend's mutex.
+pub(crate) struct Engine {
+    pub(crate) conn: Option<Connection>,
+    pub(crate) dead: Option<String>,
+    slots: Vec<Slot>,
+    free_ids: Vec<u16>,
+    queue: VecDeque<Queued>,
+    pub(crate) hub: RootHub,
+    next_token: u64,
+    pub(crate) events: Vec<PortEvent>,
+    pub(crate) stats: EngineStats,
+    warn_budget: u32,
+}
+
+impl Engine {
+    pub(crate) fn new(num_ports: u8) -> Self {
+        Self {
+            conn: None,
+            dead: None,
+            slots: (0..NR_IDS).map(|_| Slot::Free).collect(),
+            free_ids: (0..NR_IDS as u16).rev().collect(),
+            queue: VecDeque::new(),
+            hub: RootHub::new(num_ports),
+            next_token: 1,
+            events: Vec::new(),
+            stats: EngineStats::default(),
+            warn_budget: 16,
+        }
+    }
+
+    /// Whether URBs can be submitted.
+    pub(crate) fn usable(&self) -> bool {
+        self.conn.is_some() && self.dead.is_none()
+    }
+
+    /// URBs in flight on the ring plus queued locally.
+    pub(crate) fn outstanding(&self) -> usize {
+        (NR_IDS - self.free_ids.len()) + self.queue.len()
+    }
+
+    /// Rate-limited warning: the backend can trigger these at will.
+    fn warn(&mut self, what: &str) {
+        if self.warn_budget > 0 {
+            self.warn_budget -= 1;
+            warn!("backend misbehaved: {what}");
+        } else {
+            debug!("backend misbehaved: {what}");
+        }
+    }
+
+    /// Submits `urb`; returns its token. A URB that cannot be carried, or a
+    /// controller that is not usable, completes it at once (into `done`).
+    pub(crate) fn submit(&mut self, urb: Urb, callback: Callback, done: &mut Done) -> u64 {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        self.stats.submitted += 1;
+        if !self.usable() {
+            self.complete_local(callback, UrbStatus::Shutdown, urb.buffer, done);
+            return token;
+        }
+        if let Err(reason) = urb.check(self.hub.num_ports()) {
+            debug!("URB refused: {reason}");
+            self.complete_local(callback, UrbStatus::Refused, urb.buffer, done);
+            return token;
+        }
+        if self.queue.is_empty() && !self.free_ids.is_empty() {
+            self.place(token, urb, callback, done);
+            self.flush();
+        } else {
+            self.queue.push_back(Queued::Submit { token, urb, callback });
+        }
+        token
+    }
+
+    fn complete_local(&mut self, callback: Callback, status: UrbStatus, buffer: Vec<u8>, done: &mut Done) {
+        self.stats.completed += 1;
+        done.push((callback, Completion::local(status, buffer)));
+    }
+
+    /// Puts a submit on the ring (not yet published). Needs a free id.
+    fn place(&mut self, token: u64, urb: Urb, callback: Callback, done: &mut Done) {
+        let (Some(id), Some(conn)) = (self.free_ids.pop(), self.conn.as_mut()) else {
+            self.complete_local(callback, UrbStatus::Shutdown, urb.buffer, done);
+            return;
+        };
+        let pushed = conn
+            .build_request(id, &urb)
+            .and_then(|(req, pipe)| Ok((conn.urb.push_request(&req)?, pipe)));
+        match pushed {
+            Ok(((), pipe)) => {
+                if let Some(s) = self.slots.get_mut(usize::from(id)) {
+                    *s = Slot::Submit(Box::new(InFlight { token, urb, callback, pipe, unlink_status: None }));
+                }
+            }
+            Err(e) => {
+                debug!("cannot place URB: {e}");
+                self.free_ids.push(id);
+                self.complete_local(callback, UrbStatus::Shutdown, urb.buffer, done);
+            }
+        }
+    }
+
+    /// Puts an unlink of the in-flight submit at `target` on the ring.
+    fn place_unlink(&mut self, target: u16, pipe: Pipe) -> bool {
+        let (Some(id), Some(conn)) = (self.free_ids.pop(), self.conn.as_mut()) else {
+            return false;
+        };
+        if conn.urb.push_request(&UrbRequest::unlink(id, pipe, target)).is_err() {
+            self.free_ids.push(id);
+            return false;
+        }
+        if let Some(s) = self.slots.get_mut(usize::from(id)) {
+            *s = Slot::Unlink { target };
+        }
+        self.stats.unlinks_sent += 1;
+        true
+    }
+
+    /// Publishes pushed requests and notifies the backend if it asked for it.
+    pub(crate) fn flush(&mut self) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        match conn.urb.push_requests_and_check_notify() {
+            Ok(true) => {
+                self.stats.notifications += 1;
+                if let Err(e) = conn.evtchn.notify() {
+                    debug!("notify failed: {e}");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => debug!("publish failed: {e}"),
+        }
+    }
+
+    /// Moves queued work onto the ring while ids are free (FIFO).
+    fn drain_queue(&mut self, done: &mut Done) {
+        while !self.free_ids.is_empty() && self.usable() {
+            match self.queue.pop_front() {
+                None => break,
+                Some(Queued::Submit { token, urb, callback }) => self.place(token, urb, callback, done),
+                Some(Queued::Unlink { token }) => {
+                    if let Some((target, pipe)) = self.in_flight(token) {
+                        self.place_unlink(target, pipe);
+                    }
+                }
+            }
+        }
+    }
+
+    fn in_flight(&self, token: u64) -> Option<(u16, Pipe)> {
+        self.slots.iter().enumerate().find_map(|(i, s)| match s {
+            Slot::Submit(f) if f.token == token => Some((i as u16, f.pipe)), // i < 16
+            _ => None,
+        })
+    }
+
+    /// Spec 7.6: a URB still queued locally completes locally with `status`; an
+    /// in-flight one gets an unlink request and completes with `status` when
+    /// its own response arrives. Returns false if the URB had already completed.
+    pub(crate) fn unlink(&mut self, token: u64, status: UrbStatus, done: &mut Done) -> bool {
+        let queued = self.queue.iter().position(|q| matches!(q, Queued::Submit { token: t, .. } if *t == token));
+        if let Some(Queued::Submit { urb, callback, .. }) = queued.and_then(|i| self.queue.remove(i)) {
+            self.complete_local(callback, status, urb.buffer, done);
+            return true;
+        }
+        let Some((target, pipe)) = self.in_flight(token) else { return false };
+        if let Some(Slot::Submit(f)) = self.slots.get_mut(usize::from(target)) {
+            if f.unlink_status.is_some() {
+                return true; // already being unlinked
+            }
+            f.unlink_status = Some(status);
+        }
+        if self.queue.is_empty() && self.place_unlink(target, pipe) {
+            self.flush();
+        } else {
+            // Unlinks go before queued submits: they free ids sooner.
+            self.queue.push_front(Queued::Unlink { token });
+        }
+        true
+    }
+
+    /// Consumes every published response on both rings (bounded), validating
+    /// each, then refills the ring from the queue. Returns whether any work
+    /// was found.
+    pub(crate) fn process(&mut self, done: &mut Done) -> bool {
+        let mut worked = false;
+        // Each pass consumes at most one ring's worth per ring; the bound only
+        // matters against a backend that keeps producing forever.
+        for _ in 0..64 {
+            if !self.usable() {
+                break;
+            }
+            let n_urb = self.process_urb_ring(done);
+            let n_conn = self.process_conn_ring(done);
+            worked |= n_urb + n_conn > 0;
+            self.drain_queue(done);
+            self.flush();
+            let more = match self.conn.as_mut() {
+                Some(c) => c.urb.final_check_for_responses().and_then(|u| Ok(u | c.conn.final_check_for_responses()?)),
+                None => Ok(false),
+            };
+            match more {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.kill(format!("response ring overflow: {e}"), done);
+                    break;
+                }
+            }
+        }
+        if !worked {
+            self.stats.spurious_events += 1;
+        }
+        worked
+    }
+
+    fn process_urb_ring(&mut self, done: &mut Done) -> usize {
+        let mut n = 0;
+        while n < NR_IDS {
+            let Some(conn) = self.conn.as_mut() else { break };
+            let rsp = match conn.urb.take_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.kill(ring_error("urb", e), done);
+                    break;
+                }
+            };
+            n += 1;
+            if let Err(reason) = self.complete(&rsp, done) {
+                self.kill(reason, done);
+                break;
+            }
+        }
+        n
+    }
+
+    /// Spec 7.7: validate one response and give its URB back.
+    fn complete(&mut self, rsp: &UrbResponse, done: &mut Done) -> Result<(), String> {
+        let id = rsp.id;
+        let slot = self
+            .slots
+            .get_mut(usize::from(id))
+            .ok_or_else(|| format!("response with request id {id}, which is not below {NR_IDS}"))?;
+        match std::mem::replace(slot, Slot::Free) {
+            Slot::Free => return Err(format!("response for request id {id}, which is not in flight")),
+            Slot::Unlink { target } => debug!("unlink {id} of {target} answered {}", rsp.status),
+            Slot::Submit(f) => {
+                let InFlight { urb, callback, unlink_status, .. } = *f;
+                if rsp.status().is_none() {
+                    self.stats.bad_statuses += 1;
+                    self.warn(&format!("undefined status {} for request {id}", rsp.status));
+                }
+                let requested = urb.buffer.len() as u64;
+                if rsp.actual_length < 0 || rsp.actual_length as u64 > requested {
+                    self.stats.clamped_lengths += 1;
+                    self.warn(&format!("actual_length {} of a {requested}-byte request", rsp.actual_length));
+                }
+                let status = unlink_status.unwrap_or_else(|| UrbStatus::from_wire(rsp.status));
+                let conn = self.conn.as_mut().ok_or("no connection")?;
+                let completion = conn.finish(id, urb, rsp, status);
+                self.stats.completed += 1;
+                done.push((callback, completion));
+            }
+        }
+        self.free_ids.push(id);
+        Ok(())
+    }
+
+    fn process_conn_ring(&mut self, done: &mut Done) -> usize {
+        let mut n = 0;
+        let mut error = None;
+        while n < 512 {
+            let Some(conn) = self.conn.as_mut() else { break };
+            let rsp = match conn.conn.take_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(ring_error("conn", e));
+                    break;
+                }
+            };
+            n += 1;
+            // Keep every slot posted: re-post one request per response taken.
+            if let Err(e) = conn.conn.push_request(&ConnRequest { id: rsp.id }) {
+                error = Some(ring_error("conn", e));
+                break;
+            }
+            match self.hub.apply(&rsp) {
+                Ok(Some(ev)) => self.events.push(ev),
+                Ok(None) => {}
+                Err(e) => {
+                    error = Some(format!("illegal data on the conn ring: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            if n > 0 {
+                if let Ok(true) = conn.conn.push_requests_and_check_notify() {
+                    self.stats.notifications += 1;
+                    let _ = conn.evtchn.notify();
+                }
+            }
+        }
+        if let Some(reason) = error {
+            self.kill(reason, done);
+        }
+        n
+    }
+
+    /// A protocol error (spec 7.7): the controller is dead, every URB fails
+    /// with shutdown, later events are ignored. Sticky until a re-handshake.
+    pub(crate) fn kill(&mut self, reason: String, done: &mut Done) {
+        if self.dead.is_some() {
+            return;
+        }
+        self.warn(&reason);
+        self.dead = Some(reason.clone());
+        self.fail_all(done);
+        self.events.push(PortEvent::ControllerDead { reason });
+    }
+
+    /// Fails every in-flight and queued URB with shutdown and frees every id.
+    pub(crate) fn fail_all(&mut self, done: &mut Done) {
+        for slot in &mut self.slots {
+            if let Slot::Submit(f) = std::mem::replace(slot, Slot::Free) {
+                self.stats.completed += 1;
+                done.push((f.callback, Completion::local(UrbStatus::Shutdown, f.urb.buffer)));
+            }
+        }
+        self.free_ids = (0..NR_IDS as u16).rev().collect();
+        while let Some(q) = self.queue.pop_front() {
+            if let Queued::Submit { urb, callback, .. } = q {
+                self.stats.completed += 1;
+                done.push((callback, Completion::local(UrbStatus::Shutdown, urb.buffer)));
+            }
+        }
+    }
+
+    /// The connection is over (backend gone or closing): fail everything, empty
+    /// the root hub and hand the connection back for grant release.
+    pub(crate) fn teardown(&mut self, done: &mut Done) -> Option<Connection> {
+        self.fail_all(done);
+        let events = self.hub.clear();
+        self.events.extend(events);
+        let conn = self.conn.take();
+        if conn.is_some() {
+            self.events.push(PortEvent::ControllerDisconnected);
+        }
+        conn
+    }
+
+    /// A fresh connection after a handshake: the dead flag is cleared.
+    pub(crate) fn attach(&mut self, conn: Connection) {
+        self.conn = Some(conn);
+        self.dead = None;
+        self.events.push(PortEvent::ControllerConnected);
+    }
+}
+
+fn ring_error(ring: &str, e: RingError) -> String {
+    format!("{ring} ring: {e}")
+}

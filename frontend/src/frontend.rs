@@ -1,0 +1,533 @@
+//! [`Frontend`]: one virtual host controller, its threads and its life-cycle.
+//!
+//! Threads: a worker that sleeps in `poll` on the event channel (and a wake-up
+//! eventfd) and consumes responses, and a supervisor that follows the
+//! backend's xenbus state to tear down and re-handshake (spec 6.1 step 3,
+//! 13.18). Everything else runs on the caller's thread.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use pvusb_protocol::{Speed, XenbusState};
+use pvusb_xen::EvtchnError;
+use pvusb_xenstore::XsClient;
+use tracing::{debug, info, warn};
+
+use crate::connection::Connection;
+use crate::engine::{Done, Engine, EngineStats};
+use crate::error::{FrontendError, UrbStatus};
+use crate::ports::{PortEvent, PortStatus};
+use crate::transport::Transport;
+use crate::urb::{Callback, Urb};
+use crate::xenbus::ControllerConfig;
+
+/// Timeouts of the life-cycle.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long `connect` waits for the backend to reach InitWait.
+    pub handshake_timeout: Duration,
+    /// How long `close` waits for the backend to reach Closed and to unmap.
+    pub close_timeout: Duration,
+    /// After a blocking call timed out and unlinked its URB, how long it waits
+    /// for the URB's own response before giving up on it.
+    pub unlink_grace: Duration,
+    /// Follow the backend going away and coming back (re-handshake).
+    pub reconnect: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            unlink_grace: Duration::from_secs(5),
+            reconnect: true,
+        }
+    }
+}
+
+/// Where the xenbus life-cycle stands, from our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Initialising,
+    Connected,
+    Closed,
+}
+
+pub(crate) struct Shared {
+    pub(crate) engine: Mutex<Engine>,
+    /// Signalled whenever ports or the connection change.
+    pub(crate) changed: Condvar,
+    wake: EventFd,
+    stop: AtomicBool,
+    pub(crate) xs: Arc<XsClient>,
+    transport: Arc<dyn Transport>,
+    pub(crate) cfg: ControllerConfig,
+    pub(crate) options: Options,
+    subscribers: Mutex<Vec<Sender<PortEvent>>>,
+    kick: Sender<()>,
+    phase: Mutex<Phase>,
+    /// Addresses handed out by enumeration (index = address).
+    pub(crate) addresses: Mutex<[bool; 128]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    fn wake_worker(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    /// Runs completions and publishes events after the engine lock is gone.
+    pub(crate) fn deliver(&self, done: &mut Done, mut engine: MutexGuard<'_, Engine>) {
+        let events = std::mem::take(&mut engine.events);
+        drop(engine);
+        if !events.is_empty() {
+            let mut subs = lock(&self.subscribers);
+            for ev in &events {
+                subs.retain(|s| s.send(ev.clone()).is_ok());
+            }
+            drop(subs);
+            self.changed.notify_all();
+        }
+        for (callback, completion) in done.drain(..) {
+            callback(completion);
+        }
+    }
+}
+
+/// A virtual USB host controller connected to a pvUSB backend.
+///
+/// `Send + Sync`: share it between threads with an `Arc`.
+pub struct Frontend {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend").field("config", &self.shared.cfg).finish()
+    }
+}
+
+/// Handle of a submitted URB, to cancel it.
+#[derive(Debug, Clone)]
+pub struct UrbHandle {
+    shared: std::sync::Weak<Shared>,
+    token: u64,
+}
+
+impl UrbHandle {
+    /// Cancels the URB (spec 7.6). It completes exactly once either way: with
+    /// `status` if the cancel took effect (at once if it was still queued
+    /// locally, else when its own response arrives), or normally if it had
+    /// already finished. Returns false if it had already completed.
+    pub fn unlink(&self, status: UrbStatus) -> bool {
+        let Some(shared) = self.shared.upgrade() else { return false };
+        let mut done = Vec::new();
+        let mut engine = shared.engine();
+        let found = engine.unlink(self.token, status, &mut done);
+        shared.deliver(&mut done, engine);
+        found
+    }
+}
+
+impl Frontend {
+    /// Connects controller `devid` of domain `domid` (spec 6.1, xen-hcd): reads
+    /// and validates the configuration, waits for the backend to offer a
+    /// connection, sets up rings and event channel, writes the keys in one
+    /// transaction, posts all conn requests and switches to Connected.
+    pub fn connect(
+        xs: Arc<XsClient>,
+        transport: Arc<dyn Transport>,
+        domid: u16,
+        devid: u32,
+        options: Options,
+    ) -> Result<Self, FrontendError> {
+        let cfg = ControllerConfig::read(&xs, domid, devid)?;
+        cfg.wait_backend(&xs, "InitWait, Initialised or Connected", options.handshake_timeout, |s| {
+            matches!(s, Some(XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected))
+        })?;
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| FrontendError::Thread("wake-up eventfd", e.into()))?;
+        let (kick, kick_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(Engine::new(cfg.num_ports)),
+            changed: Condvar::new(),
+            wake,
+            stop: AtomicBool::new(false),
+            xs,
+            transport,
+            cfg,
+            options,
+            subscribers: Mutex::new(Vec::new()),
+            kick,
+            phase: Mutex::new(Phase::Initialising),
+            addresses: Mutex::new([false; 128]),
+        });
+        handshake(&shared)?;
+        let mut threads = Vec::new();
+        let s = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("pvusb-front-worker".into())
+                .spawn(move || worker(&s))
+                .map_err(|e| FrontendError::Thread("worker", e))?,
+        );
+        if shared.options.reconnect {
+            let watch = shared.xs.watch(&shared.cfg.backend_state_path())?;
+            let s = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("pvusb-front-xenbus".into())
+                    .spawn(move || supervisor(&s, watch.receiver(), &kick_rx))
+                    .map_err(|e| FrontendError::Thread("supervisor", e))?,
+            );
+        }
+        info!(devid, domid, num_ports = shared.cfg.num_ports, "pvUSB frontend connected");
+        Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
+    }
+
+    /// The controller's configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.shared.cfg
+    }
+
+    /// Ports of the root hub.
+    pub fn num_ports(&self) -> u8 {
+        self.shared.cfg.num_ports
+    }
+
+    /// Every port's status.
+    pub fn ports(&self) -> Vec<PortStatus> {
+        self.shared.engine().hub.ports().to_vec()
+    }
+
+    /// One port's status.
+    pub fn port(&self, port: u8) -> Result<PortStatus, FrontendError> {
+        self.shared.engine().hub.port(port).copied().ok_or(FrontendError::NoSuchPort {
+            port,
+            num_ports: self.shared.cfg.num_ports,
+        })
+    }
+
+    /// A new channel of every [`PortEvent`] from now on.
+    pub fn subscribe(&self) -> Receiver<PortEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        lock(&self.shared.subscribers).push(tx);
+        rx
+    }
+
+    /// Waits until `port` has a device, returning its speed.
+    pub fn wait_for_device(&self, port: u8, timeout: Duration) -> Result<Speed, FrontendError> {
+        self.wait_port(port, timeout, |p| p.connected()).map(|p| p.speed)
+    }
+
+    /// Waits until `port` is empty.
+    pub fn wait_for_disconnect(&self, port: u8, timeout: Duration) -> Result<(), FrontendError> {
+        self.wait_port(port, timeout, |p| !p.connected()).map(drop)
+    }
+
+    fn wait_port(
+        &self,
+        port: u8,
+        timeout: Duration,
+        ok: impl Fn(&PortStatus) -> bool,
+    ) -> Result<PortStatus, FrontendError> {
+        let deadline = Instant::now() + timeout;
+        let mut engine = self.shared.engine();
+        loop {
+            let p = *engine.hub.port(port).ok_or(FrontendError::NoSuchPort {
+                port,
+                num_ports: self.shared.cfg.num_ports,
+            })?;
+            if ok(&p) {
+                return Ok(p);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FrontendError::Timeout("a port change"));
+            }
+            engine = self.shared.changed.wait_timeout(engine, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Waits until the controller is connected (again) and usable.
+    pub fn wait_connected(&self, timeout: Duration) -> Result<(), FrontendError> {
+        let deadline = Instant::now() + timeout;
+        let mut engine = self.shared.engine();
+        while !engine.usable() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FrontendError::Timeout("the controller to connect"));
+            }
+            engine = self.shared.changed.wait_timeout(engine, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        Ok(())
+    }
+
+    /// Why the controller is dead, if a backend protocol error killed it.
+    pub fn dead_reason(&self) -> Option<String> {
+        self.shared.engine().dead.clone()
+    }
+
+    /// Whether URBs can be submitted now.
+    pub fn is_usable(&self) -> bool {
+        self.shared.engine().usable()
+    }
+
+    /// Counters of the URB engine.
+    pub fn stats(&self) -> EngineStats {
+        self.shared.engine().stats
+    }
+
+    /// URBs in flight plus queued locally.
+    pub fn outstanding(&self) -> usize {
+        self.shared.engine().outstanding()
+    }
+
+    /// A local port reset (spec 9, xen-hcd): nothing goes to the backend; the
+    /// device must be enumerated again from address 0.
+    pub fn reset_port(&self, port: u8) -> Result<(), FrontendError> {
+        let mut engine = self.shared.engine();
+        let old = engine.hub.port(port).and_then(|p| p.address);
+        match engine.hub.reset(port) {
+            Some(ev) => engine.events.push(ev),
+            None => {
+                return Err(match engine.hub.port(port) {
+                    None => FrontendError::NoSuchPort { port, num_ports: self.shared.cfg.num_ports },
+                    Some(_) => FrontendError::NoDevice(port),
+                })
+            }
+        }
+        if let Some(a) = old {
+            self.release_address(a);
+        }
+        self.shared.deliver(&mut Vec::new(), engine);
+        Ok(())
+    }
+
+    /// Submits a URB; `callback` runs exactly once with its completion.
+    pub fn submit(&self, urb: Urb, callback: impl FnOnce(crate::Completion) + Send + 'static) -> UrbHandle {
+        self.submit_boxed(urb, Box::new(callback))
+    }
+
+    /// [`Self::submit`] with an already boxed callback.
+    pub fn submit_boxed(&self, urb: Urb, callback: Callback) -> UrbHandle {
+        let mut done = Vec::new();
+        let mut engine = self.shared.engine();
+        let token = engine.submit(urb, callback, &mut done);
+        self.shared.deliver(&mut done, engine);
+        UrbHandle { shared: Arc::downgrade(&self.shared), token }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn alloc_address(&self) -> Result<u8, FrontendError> {
+        let mut used = lock(&self.shared.addresses);
+        let free = (1..128u8).find(|&a| !used[usize::from(a)]).ok_or(FrontendError::NoFreeAddress)?;
+        used[usize::from(free)] = true;
+        Ok(free)
+    }
+
+    pub(crate) fn release_address(&self, address: u8) {
+        if let Some(slot) = lock(&self.shared.addresses).get_mut(usize::from(address)) {
+            *slot = false;
+        }
+    }
+
+    /// Closes the controller (xen-hcd remove): state Closing, wait for the
+    /// backend to close, fail every URB with shutdown, end access to every
+    /// granted page (retrying while the backend still maps them), state Closed.
+    pub fn close(&self) -> Result<(), FrontendError> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.stop_threads();
+        let s = &self.shared;
+        let timeout = s.options.close_timeout;
+        let mut result = s.cfg.set_state(&s.xs, XenbusState::Closing);
+        if result.is_ok() {
+            result = s
+                .cfg
+                .wait_backend(&s.xs, "Closed", timeout, |st| matches!(st, Some(XenbusState::Closed) | None))
+                .map(drop);
+        }
+        let mut done = Vec::new();
+        let mut engine = s.engine();
+        let conn = engine.teardown(&mut done);
+        s.deliver(&mut done, engine);
+        if let Some(conn) = conn {
+            let left = conn.release_grants(Instant::now() + timeout);
+            if left > 0 && result.is_ok() {
+                result = Err(FrontendError::GrantsStillMapped(left));
+            }
+        }
+        let closed = s.cfg.set_state(&s.xs, XenbusState::Closed);
+        result.and(closed)
+    }
+
+    fn stop_threads(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake_worker();
+        let _ = self.shared.kick.send(());
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst) {
+            if let Err(e) = self.close() {
+                debug!("close on drop: {e}");
+            }
+        }
+    }
+}
+
+/// Fresh rings, keys, conn requests, Connected.
+fn handshake(shared: &Shared) -> Result<(), FrontendError> {
+    let mut conn = Connection::new(Arc::clone(&shared.transport), shared.cfg.backend_domid)?;
+    shared.cfg.publish(&shared.xs, &mut conn)?;
+    let mut engine = shared.engine();
+    engine.attach(conn);
+    *lock(&shared.phase) = Phase::Connected;
+    shared.deliver(&mut Vec::new(), engine);
+    shared.wake_worker();
+    Ok(())
+}
+
+/// Fails everything and drops the connection (its grants end as the backend
+/// unmaps them).
+fn teardown(shared: &Shared) {
+    let mut done = Vec::new();
+    let mut engine = shared.engine();
+    let conn = engine.teardown(&mut done);
+    shared.deliver(&mut done, engine);
+    if let Some(conn) = conn {
+        let left = conn.release_grants(Instant::now());
+        if left > 0 {
+            debug!("{left} pages still mapped by the departed backend; released when it unmaps");
+        }
+    }
+    let mut used = lock(&shared.addresses);
+    *used = [false; 128];
+}
+
+/// Follows the backend's state (and the worker's "peer gone" kicks).
+fn supervisor(shared: &Shared, watch: &Receiver<String>, kick: &Receiver<()>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        crossbeam_channel::select! {
+            recv(watch) -> m => if m.is_err() { warn!("xenstore watch ended; no more reconnects"); return; },
+            recv(kick) -> _ => {},
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let state = match shared.cfg.backend_state(&shared.xs) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("reading backend state: {e}");
+                continue;
+            }
+        };
+        let peer_gone = shared.engine().conn.is_none();
+        step(shared, state, peer_gone);
+    }
+}
+
+/// One step of the reconnect state machine.
+fn step(shared: &Shared, state: Option<XenbusState>, lost: bool) {
+    use XenbusState as S;
+    let phase = *lock(&shared.phase);
+    let xs = &shared.xs;
+    match phase {
+        Phase::Connected if lost || matches!(state, Some(S::Closing | S::Closed) | None) => {
+            info!(?state, "backend went away; tearing the controller down");
+            teardown(shared);
+            let _ = shared.cfg.set_state(xs, S::Closed);
+            *lock(&shared.phase) = Phase::Closed;
+            step(shared, state, false);
+        }
+        Phase::Closed if !matches!(state, Some(S::Closing) | None) => {
+            let _ = shared.cfg.set_state(xs, S::Initialising);
+            *lock(&shared.phase) = Phase::Initialising;
+            step(shared, state, false);
+        }
+        Phase::Initialising if matches!(state, Some(S::InitWait | S::Initialised | S::Connected)) => {
+            match handshake(shared) {
+                Ok(()) => info!("re-handshake with the backend done"),
+                Err(e) => warn!("re-handshake failed: {e}"),
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The worker: sleeps in poll on the event channel, consumes responses.
+fn worker(shared: &Shared) {
+    let mut done: Done = Vec::with_capacity(32);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let ch = {
+            let engine = shared.engine();
+            engine.conn.as_ref().filter(|_| engine.dead.is_none()).map(|c| Arc::clone(&c.evtchn))
+        };
+        let (event, woken) = {
+            let mut fds = vec![PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
+            if let Some(ch) = &ch {
+                fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
+            }
+            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                if e != nix::errno::Errno::EINTR {
+                    warn!("poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (fds.get(1).is_some_and(ready), fds.first().is_some_and(ready))
+        };
+        if woken {
+            let _ = shared.wake.read();
+        }
+        if event {
+            if let Some(ch) = &ch {
+                match ch.ack() {
+                    Ok(_) => {}
+                    Err(EvtchnError::PeerGone) => {
+                        info!("event channel peer gone: the backend died");
+                        let mut engine = shared.engine();
+                        let conn = engine.teardown(&mut done);
+                        shared.deliver(&mut done, engine);
+                        drop(conn);
+                        let _ = shared.kick.send(());
+                        continue;
+                    }
+                    Err(e) => debug!("event channel ack: {e}"),
+                }
+            }
+        }
+        if event || woken {
+            let mut engine = shared.engine();
+            engine.process(&mut done);
+            shared.deliver(&mut done, engine);
+        }
+    }
+}
