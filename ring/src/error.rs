@@ -62,18 +62,19 @@ pub enum RingError {
         size: u32,
     },
     /// The back published a `rsp_prod` that claims more responses than requests
-    /// were sent (`RING_RESPONSE_PROD_OVERFLOW`, tightened to the outstanding count).
+    /// were published (`RING_RESPONSE_PROD_OVERFLOW`, tightened to the published,
+    /// unanswered count).
     #[error(
         "the backend published rsp_prod {rsp_prod}, impossible with rsp_cons {rsp_cons}, \
-         req_prod_pvt {req_prod_pvt} and {size} slots"
+         published req_prod {req_prod} and {size} slots"
     )]
     ResponseOverflow {
         /// The `rsp_prod` read from the shared page.
         rsp_prod: u32,
         /// Our response consumer.
         rsp_cons: u32,
-        /// Our private request producer.
-        req_prod_pvt: u32,
+        /// The `req_prod` we last published (requests the back can have seen).
+        req_prod: u32,
         /// Number of slots.
         size: u32,
     },

@@ -76,6 +76,12 @@ impl<Req: bytemuck::Pod, Rsp: bytemuck::Pod, M: SharedMem> FrontRing<Req, Rsp, M
         self.req_prod_pvt
     }
 
+    /// The request producer as last published to the back (requests the back can
+    /// have seen; the pushed ones after it are still private).
+    pub fn req_prod_published(&self) -> u32 {
+        self.req_prod_published
+    }
+
     /// The response consumer (next response to take).
     pub fn rsp_cons(&self) -> u32 {
         self.rsp_cons
@@ -128,19 +134,22 @@ impl<Req: bytemuck::Pod, Rsp: bytemuck::Pod, M: SharedMem> FrontRing<Req, Rsp, M
     }
 
     /// How many responses the back published that we have not taken, after checking
-    /// that so many can exist: at most the number of requests outstanding, which is
-    /// at most `size()` (`RING_RESPONSE_PROD_OVERFLOW`, tightened).
+    /// that so many can exist: at most the number of requests published and not yet
+    /// answered, which is at most `size()` (`RING_RESPONSE_PROD_OVERFLOW`, tightened).
     pub fn unconsumed_responses(&self) -> Result<u32, RingError> {
         // Acquire load: pairs with the back's release of rsp_prod so that the response
         // slots it wrote before publishing are visible to our copies (the rmb() that
         // ring.h users put after reading rsp_prod).
         let rsp_prod = self.sring.rsp_prod()?;
         let available = rsp_prod.wrapping_sub(self.rsp_cons);
-        if available > self.outstanding() {
+        // Bound by the requests *published* so far, not by `outstanding()`: a slot
+        // pushed but not yet published holds our own request, which the back has never
+        // seen, so a response claimed for it can only be forged.
+        if available > self.req_prod_published.wrapping_sub(self.rsp_cons) {
             return Err(RingError::ResponseOverflow {
                 rsp_prod,
                 rsp_cons: self.rsp_cons,
-                req_prod_pvt: self.req_prod_pvt,
+                req_prod: self.req_prod_published,
                 size: self.size(),
             });
         }

@@ -107,6 +107,8 @@ impl SharedMem for HeapMem {
 
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
         check_range(offset, buf.len(), self.size())?;
+        // Indexing below cannot panic: check_range proved offset + len <= 4 * words,
+        // so every `w` is a valid word and every `i..i + n` lies inside `buf`.
         // Word-wise: one atomic load per 4 bytes (ring slots are 4-aligned, so the
         // common case is whole words), partial words only at the edges.
         let mut i = 0;
@@ -123,6 +125,7 @@ impl SharedMem for HeapMem {
 
     fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
         check_range(offset, buf.len(), self.size())?;
+        // Indexing cannot panic: see `read`.
         let mut i = 0;
         while i < buf.len() {
             let at = offset + i;
@@ -147,11 +150,13 @@ impl SharedMem for HeapMem {
 
     fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
         check_u32(offset, self.size())?;
+        // In bounds: check_u32 proved offset + 4 <= 4 * words.
         Ok(self.words[offset / 4].load(Ordering::Acquire))
     }
 
     fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
         check_u32(offset, self.size())?;
+        // In bounds: check_u32 proved offset + 4 <= 4 * words.
         self.words[offset / 4].store(value, Ordering::Release);
         Ok(())
     }

@@ -7,11 +7,11 @@ use crate::RingError;
 type Req = [u32; 37];
 type Rsp = [u32; 4];
 
-fn overflow(rsp_prod: u32, rsp_cons: u32, req_prod_pvt: u32) -> RingError {
+fn overflow(rsp_prod: u32, rsp_cons: u32, req_prod: u32) -> RingError {
     RingError::ResponseOverflow {
         rsp_prod,
         rsp_cons,
-        req_prod_pvt,
+        req_prod,
         size: 16,
     }
 }
@@ -49,6 +49,23 @@ fn more_responses_than_outstanding_requests_is_an_error() {
     assert_eq!(front.take_response().unwrap(), Some([1; 4]));
     assert_eq!(front.take_response().unwrap(), Some([2; 4]));
     assert_eq!(front.take_response().unwrap(), None);
+}
+
+#[test]
+fn a_response_for_an_unpublished_request_is_an_error() {
+    // The slot of a pushed-but-unpublished request holds our own request; a backend
+    // that claims a response for it (it cannot have seen the request) is forging it.
+    let mock = MockBackend::<Req, Rsp>::new();
+    let mut front = mock.front_ring(0).unwrap();
+    front.push_request(&[1; 37]).unwrap();
+    mock.set_rsp_prod(1).unwrap();
+    assert_eq!(front.take_response().unwrap_err(), overflow(1, 0, 0));
+    assert_eq!(front.rsp_cons(), 0);
+    // Once published, a genuine response is accepted.
+    mock.set_rsp_prod(0).unwrap();
+    front.push_requests_and_check_notify().unwrap();
+    mock.set_rsp_prod(1).unwrap();
+    assert!(front.take_response().unwrap().is_some());
 }
 
 #[test]

@@ -110,7 +110,7 @@ proptest! {
         let mut out = Vec::new();
         for op in ops {
             let shared_prod = mock.rsp_prod().unwrap();
-            let (rsp_cons, req_prod_pvt) = (front.rsp_cons(), front.req_prod_pvt());
+            let (rsp_cons, published) = (front.rsp_cons(), front.req_prod_published());
             let result = match op {
                 HostileOp::Take => front.take_response().map(drop),
                 HostileOp::TakeBatch(max) => front.take_responses_into(&mut out, max).map(drop),
@@ -126,9 +126,9 @@ proptest! {
             };
             match result {
                 Ok(()) | Err(RingError::Full { size: 16 }) => {}
-                Err(RingError::ResponseOverflow { rsp_prod, rsp_cons: c, req_prod_pvt: p, size }) => {
+                Err(RingError::ResponseOverflow { rsp_prod, rsp_cons: c, req_prod: p, size }) => {
                     prop_assert_eq!(rsp_prod, shared_prod);
-                    prop_assert_eq!((c, p, size), (rsp_cons, req_prod_pvt, 16));
+                    prop_assert_eq!((c, p, size), (rsp_cons, published, 16));
                     prop_assert!(rsp_prod.wrapping_sub(c) > p.wrapping_sub(c));
                     prop_assert_eq!(front.rsp_cons(), rsp_cons, "no progress on error");
                 }
