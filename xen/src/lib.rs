@@ -15,6 +15,14 @@ use std::time::Duration;
 
 pub use pvusb_ring::{MemError, SharedMem};
 
+mod fdpass;
+pub mod linux;
+mod mmap;
+mod poll;
+pub mod sim;
+
+pub(crate) use poll::poll_readable;
+
 /// A Xen domain id.
 pub type DomId = u16;
 /// A grant reference (`grant_ref_t`).
@@ -120,13 +128,21 @@ pub trait GrantMapper: Send + Sync {
 
     /// Map `refs` of domain `domid` into one contiguous region of
     /// `refs.len() * PAGE_SIZE` bytes (writable or read-only).
-    fn map(&self, domid: DomId, refs: &[GrantRef], writable: bool)
-        -> Result<Self::Mapping, GrantError>;
+    fn map(
+        &self,
+        domid: DomId,
+        refs: &[GrantRef],
+        writable: bool,
+    ) -> Result<Self::Mapping, GrantError>;
 
     /// Copy from the foreign segments, in order, into `dst`
     /// (`dst.len()` must equal the sum of the segment lengths).
-    fn copy_from_guest(&self, domid: DomId, segs: &[CopySeg], dst: &mut [u8])
-        -> Result<(), GrantError>;
+    fn copy_from_guest(
+        &self,
+        domid: DomId,
+        segs: &[CopySeg],
+        dst: &mut [u8],
+    ) -> Result<(), GrantError>;
 
     /// Copy `src` into the foreign segments, in order (the grants must be writable;
     /// `src.len()` must equal the sum of the segment lengths).
@@ -173,6 +189,69 @@ pub trait EventChannels: Send + Sync {
     /// Frontend: allocate an unbound port that domain `peer` may bind.
     fn alloc_unbound(&self, peer: DomId) -> Result<Self::Channel, EvtchnError>;
     /// Backend: bind to port `remote_port` of domain `peer`.
-    fn bind_interdomain(&self, peer: DomId, remote_port: EvtchnPort)
-        -> Result<Self::Channel, EvtchnError>;
+    fn bind_interdomain(
+        &self,
+        peer: DomId,
+        remote_port: EvtchnPort,
+    ) -> Result<Self::Channel, EvtchnError>;
+}
+
+/// Check copy segments against a local buffer of `local_len` bytes before any
+/// copy starts: each segment stays inside its page, and the lengths add up to
+/// exactly `local_len`. Both implementations call it, so a hostile segment list
+/// gets the same answer on real Xen and in the simulation.
+pub fn check_copy_segments(segs: &[CopySeg], local_len: usize) -> Result<(), GrantError> {
+    let mut total = 0usize;
+    for s in segs {
+        if usize::from(s.offset) + usize::from(s.len) > PAGE_SIZE {
+            return Err(GrantError::BadSegment(
+                "a segment crosses the end of its page",
+            ));
+        }
+        total += usize::from(s.len);
+        if total > local_len {
+            return Err(GrantError::BadSegment(
+                "segments are longer than the local buffer",
+            ));
+        }
+    }
+    if total != local_len {
+        return Err(GrantError::BadSegment(
+            "segments are shorter than the local buffer",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_segments_are_checked_against_page_and_buffer() {
+        let s = |offset, len| CopySeg {
+            gref: 8,
+            offset,
+            len,
+        };
+        assert!(check_copy_segments(&[s(0, 4096)], 4096).is_ok());
+        assert!(check_copy_segments(&[s(4095, 1), s(0, 3)], 4).is_ok());
+        assert!(check_copy_segments(&[], 0).is_ok());
+        assert!(matches!(
+            check_copy_segments(&[s(4095, 2)], 2),
+            Err(GrantError::BadSegment(_))
+        ));
+        assert!(matches!(
+            check_copy_segments(&[s(u16::MAX, u16::MAX)], 0),
+            Err(GrantError::BadSegment(_))
+        ));
+        assert!(matches!(
+            check_copy_segments(&[s(0, 10)], 9),
+            Err(GrantError::BadSegment(_))
+        ));
+        assert!(matches!(
+            check_copy_segments(&[s(0, 10)], 11),
+            Err(GrantError::BadSegment(_))
+        ));
+    }
 }

@@ -1,0 +1,340 @@
+//! Raw shared mappings (`mmap`) behind a bounds-checked, volatile accessor.
+//!
+//! Why this module exists: memory mapped from a grant (real gntdev/gntalloc or the
+//! simulated memfd grant table) can be changed by the peer at any time, so no Rust
+//! reference to its bytes is ever formed. Every access is bounds-checked, copies use
+//! volatile loads/stores, and the only references handed out are to `AtomicU32`,
+//! which is sound for memory other parties mutate concurrently.
+//!
+//! This is one of the two places of the crate where `unsafe` is allowed; every block
+//! carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sys::mman::{MapFlags, ProtFlags};
+use pvusb_ring::shared::{check_range, check_u32};
+
+use crate::{MemError, SharedMem, PAGE_SIZE};
+
+/// One `mmap`ed region, unmapped on drop.
+///
+/// Read-only regions (`PROT_READ`) refuse writes with
+/// [`MemError::OutOfBounds`] reporting a writable size of 0, because a store into
+/// them would fault (the shared `MemError` has no read-only variant).
+#[derive(Debug)]
+pub(crate) struct MmapRegion {
+    base: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the region is plain memory owned by this value; all accesses go through
+// volatile or atomic operations, which are safe to perform from any thread.
+unsafe impl Send for MmapRegion {}
+// SAFETY: as above, shared access only uses volatile copies and atomics.
+unsafe impl Sync for MmapRegion {}
+
+fn prot(writable: bool) -> ProtFlags {
+    if writable {
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+    } else {
+        ProtFlags::PROT_READ
+    }
+}
+
+fn nonzero(len: usize) -> io::Result<NonZeroUsize> {
+    NonZeroUsize::new(len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"))
+}
+
+fn offset_i64(offset: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping offset too large"))
+}
+
+impl MmapRegion {
+    /// Map `len` bytes of `fd` at `offset`, shared (gntdev/gntalloc: the offset is
+    /// the "index" the ioctl returned).
+    pub(crate) fn map_shared(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: u64,
+        writable: bool,
+    ) -> io::Result<Self> {
+        let length = nonzero(len)?;
+        let offset = offset_i64(offset)?;
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so no
+        // existing memory is replaced; the result is owned by the returned value.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                length,
+                prot(writable),
+                MapFlags::MAP_SHARED,
+                fd,
+                offset,
+            )
+        }?;
+        Ok(Self {
+            base: ptr.cast(),
+            len,
+            writable,
+        })
+    }
+
+    /// Map the pages at file offsets `page_offsets` of `fd`, in order, into one
+    /// contiguous region: a `PROT_NONE` reservation first, then each run of
+    /// consecutive pages with `MAP_FIXED` inside it.
+    pub(crate) fn map_pages(
+        fd: BorrowedFd<'_>,
+        page_offsets: &[u64],
+        writable: bool,
+    ) -> io::Result<Self> {
+        let len = page_offsets
+            .len()
+            .checked_mul(PAGE_SIZE)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "too many pages"))?;
+        let length = nonzero(len)?;
+        // SAFETY: a fresh anonymous PROT_NONE reservation chosen by the kernel; it
+        // replaces nothing and is owned by `region` right below.
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                length,
+                ProtFlags::PROT_NONE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }?;
+        // From here on, an early return unmaps the whole reservation.
+        let region = Self {
+            base: ptr.cast(),
+            len,
+            writable,
+        };
+        let mut i = 0;
+        while i < page_offsets.len() {
+            let start = page_offsets[i];
+            let mut run = 1;
+            while i + run < page_offsets.len()
+                && Some(page_offsets[i + run]) == start.checked_add((run * PAGE_SIZE) as u64)
+            {
+                run += 1;
+            }
+            let addr = NonZeroUsize::new(region.base.as_ptr() as usize + i * PAGE_SIZE)
+                .ok_or_else(|| io::Error::other("null mapping address"))?;
+            // SAFETY: `addr .. addr + run pages` lies inside our own reservation
+            // (i + run <= page count), so MAP_FIXED only replaces memory this value
+            // owns and nobody references.
+            unsafe {
+                nix::sys::mman::mmap(
+                    Some(addr),
+                    nonzero(run * PAGE_SIZE)?,
+                    prot(writable),
+                    MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                    fd,
+                    offset_i64(start)?,
+                )
+            }?;
+            i += run;
+        }
+        Ok(region)
+    }
+
+    /// Whether the region was mapped writable.
+    #[cfg(test)]
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The aligned 32-bit word at `offset`, for atomics shared with other processes.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, MemError> {
+        check_u32(offset, self.len)?;
+        // SAFETY: `offset + 4 <= len` and `offset % 4 == 0` were checked and the base
+        // is page aligned, so the pointer is in bounds and aligned for AtomicU32; the
+        // mapping lives as long as `&self`. Other processes may mutate the word, which
+        // is exactly what atomics permit.
+        Ok(unsafe { AtomicU32::from_ptr(self.base.as_ptr().wrapping_add(offset).cast::<u32>()) })
+    }
+
+    fn check_writable(&self, offset: usize, len: usize) -> Result<(), MemError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(MemError::OutOfBounds {
+                offset,
+                len,
+                size: 0,
+            })
+        }
+    }
+}
+
+impl SharedMem for MmapRegion {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        check_range(offset, buf.len(), self.len)?;
+        // SAFETY: `offset + buf.len() <= len` was checked, so the source range is
+        // inside the mapping; `buf` is a distinct local buffer.
+        unsafe {
+            volatile_copy(
+                self.base.as_ptr().wrapping_add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+        check_range(offset, buf.len(), self.len)?;
+        self.check_writable(offset, buf.len())?;
+        // SAFETY: the destination range is inside a writable mapping (both checked);
+        // `buf` is a distinct local buffer.
+        unsafe {
+            volatile_copy(
+                buf.as_ptr(),
+                self.base.as_ptr().wrapping_add(offset),
+                buf.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+        Ok(u32::from_le(
+            self.atomic_u32(offset)?.load(Ordering::Acquire),
+        ))
+    }
+
+    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+        self.check_writable(offset, 4)?;
+        self.atomic_u32(offset)?
+            .store(value.to_le(), Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for MmapRegion {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe exactly the mapping this value created and owns;
+        // no reference into it outlives `self` (atomic_u32 borrows `self`).
+        if let Err(e) = unsafe { nix::sys::mman::munmap(self.base.cast::<c_void>(), self.len) } {
+            tracing::error!(error = %e, "munmap of a shared region failed");
+        }
+    }
+}
+
+/// Copy `len` bytes with volatile accesses: 8-byte words while both sides are
+/// aligned, bytes otherwise. Volatile because the peer may write concurrently and
+/// the compiler must neither elide nor duplicate the accesses.
+///
+/// # Safety
+/// `src` must be valid for `len` bytes of reads, `dst` for `len` bytes of writes, and
+/// the ranges must not overlap.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    if (src as usize) % 8 == (dst as usize) % 8 {
+        while i < len && (src as usize + i) % 8 != 0 {
+            // SAFETY: i < len, within both ranges per the contract.
+            unsafe { copy_byte(src.wrapping_add(i), dst.wrapping_add(i)) };
+            i += 1;
+        }
+        while i + 8 <= len {
+            // SAFETY: i + 8 <= len keeps the word inside the source range, and the
+            // pointer is 8-aligned here (aligned by the loop above).
+            let word = unsafe { src.wrapping_add(i).cast::<u64>().read_volatile() };
+            // SAFETY: as above for the destination, which has the same alignment.
+            unsafe { dst.wrapping_add(i).cast::<u64>().write_volatile(word) };
+            i += 8;
+        }
+    }
+    while i < len {
+        // SAFETY: i < len, within both ranges per the contract.
+        unsafe { copy_byte(src.wrapping_add(i), dst.wrapping_add(i)) };
+        i += 1;
+    }
+}
+
+/// Copy one byte with volatile accesses.
+///
+/// # Safety
+/// `src` must be valid for a one-byte read and `dst` for a one-byte write.
+unsafe fn copy_byte(src: *const u8, dst: *mut u8) {
+    // SAFETY: valid for reading per the contract.
+    let b = unsafe { src.read_volatile() };
+    // SAFETY: valid for writing per the contract.
+    unsafe { dst.write_volatile(b) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    fn memfd(pages: usize) -> std::fs::File {
+        let fd = nix::sys::memfd::memfd_create(
+            c"mmap-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
+        let f = std::fs::File::from(fd);
+        f.set_len((pages * PAGE_SIZE) as u64).unwrap();
+        f
+    }
+
+    #[test]
+    fn scattered_pages_form_one_contiguous_region() {
+        let mut f = memfd(4);
+        for p in 0..4u8 {
+            f.write_all(&[p + 1; PAGE_SIZE]).unwrap();
+        }
+        let offs = [3 * PAGE_SIZE as u64, 0, PAGE_SIZE as u64];
+        let r = MmapRegion::map_pages(f.as_fd(), &offs, true).unwrap();
+        assert_eq!(r.size(), 3 * PAGE_SIZE);
+        let mut b = [0u8; 2];
+        r.read(PAGE_SIZE - 1, &mut b).unwrap();
+        assert_eq!(b, [4, 1]);
+        r.write(2 * PAGE_SIZE + 5, &[9, 9, 9]).unwrap();
+        let mut back = [0u8; 3];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut back, PAGE_SIZE as u64 + 5).unwrap();
+        assert_eq!(back, [9, 9, 9]);
+        assert!(r.read(3 * PAGE_SIZE - 1, &mut b).is_err());
+        assert_eq!(r.load_u32(3), Err(MemError::Unaligned(3)));
+    }
+
+    #[test]
+    fn read_only_region_refuses_writes_without_faulting() {
+        let f = memfd(1);
+        let r = MmapRegion::map_shared(f.as_fd(), PAGE_SIZE, 0, false).unwrap();
+        assert!(!r.writable());
+        assert!(r.write(0, &[1]).is_err());
+        assert!(r.store_u32(0, 1).is_err());
+        assert_eq!(r.load_u32(0), Ok(0));
+    }
+
+    #[test]
+    fn unaligned_copies_round_trip() {
+        let f = memfd(1);
+        let r = MmapRegion::map_shared(f.as_fd(), PAGE_SIZE, 0, true).unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        for off in 0..9 {
+            r.write(off, &data).unwrap();
+            let mut out = vec![0u8; 100];
+            r.read(off, &mut out).unwrap();
+            assert_eq!(out, data);
+            let mut odd = vec![0u8; 37];
+            r.read(off + 3, &mut odd).unwrap();
+            assert_eq!(odd[..], data[3..40]);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The simulated grant objects: pages a domain granted, and mappings of a peer's
+//! grants.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use super::peer::MapCount;
+use super::table::{page_offset, GrantTable};
+use crate::mmap::MmapRegion;
+use crate::{GrantError, GrantRef, GrantedPages, MemError, SharedMem};
+
+/// Forwards [`SharedMem`] to the `region` field.
+macro_rules! shared_mem_via_region {
+    ($t:ty) => {
+        impl SharedMem for $t {
+            fn size(&self) -> usize {
+                self.region.size()
+            }
+            fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+                self.region.read(offset, buf)
+            }
+            fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+                self.region.write(offset, buf)
+            }
+            fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+                self.region.load_u32(offset)
+            }
+            fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+                self.region.store_u32(offset, value)
+            }
+        }
+    };
+}
+
+/// Ends the grants on drop (deferred by the table while a peer maps them).
+#[derive(Debug)]
+struct Release {
+    table: Arc<GrantTable>,
+    refs: Vec<GrantRef>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.table.release(&self.refs);
+    }
+}
+
+/// Pages this domain granted to a peer, mapped contiguously (always writable for
+/// us; the writable flag restricts the peer).
+#[derive(Debug)]
+pub struct SimGrantedPages {
+    // Field order: our view is unmapped before the refs go back to the table.
+    region: MmapRegion,
+    grants: Release,
+}
+
+impl SimGrantedPages {
+    pub(crate) fn new(table: Arc<GrantTable>, refs: Vec<GrantRef>) -> Result<Self, GrantError> {
+        let offsets: Vec<u64> = refs.iter().map(|&r| page_offset(r)).collect();
+        let grants = Release { table, refs };
+        let region = MmapRegion::map_pages(grants.table.data_file().as_fd(), &offsets, true)
+            .map_err(|source| GrantError::Os {
+                op: "map granted pages",
+                source,
+            })?;
+        Ok(Self { region, grants })
+    }
+}
+
+shared_mem_via_region!(SimGrantedPages);
+
+impl GrantedPages for SimGrantedPages {
+    fn refs(&self) -> &[GrantRef] {
+        &self.grants.refs
+    }
+
+    /// Ends the grants (the peer can no longer map or copy them) if no peer maps
+    /// any; our own view stays valid until drop, and the pages are reused only then.
+    fn try_end_access(&self) -> Result<(), GrantError> {
+        self.grants.table.revoke(&self.grants.refs)
+    }
+}
+
+/// A peer's grants mapped into our address space; unmapped on drop, and the
+/// granter's mapped counts are decremented.
+#[derive(Debug)]
+pub struct SimMapping {
+    // Field order: munmap before the granter hears about it.
+    region: MmapRegion,
+    _count: MapCount,
+}
+
+impl SimMapping {
+    pub(crate) fn new(region: MmapRegion, count: MapCount) -> Self {
+        Self {
+            region,
+            _count: count,
+        }
+    }
+}
+
+shared_mem_via_region!(SimMapping);

@@ -1,0 +1,233 @@
+//! The mapping side's view of one granting domain: its connection, its page memfd
+//! and a read-only mapping of its grant metadata.
+//!
+//! Why copies need no round trip: the grant words are in shared memory, so the
+//! checks a copy needs are a load each, and the data moves with one `pread` or
+//! `pwrite` per segment straight on the memfd.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, SealFlag};
+
+use super::server::{lock, socket_path};
+use super::table::{check_grant, page_offset, META_ENTRY, NR_REFS};
+use super::wire::{Reply, Request};
+use crate::mmap::MmapRegion;
+use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantRef, PAGE_SIZE};
+
+/// How long a request to a granter may take before we call it gone. A live server
+/// answers in microseconds; this only bounds a wedged or hostile one.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to the rendezvous socket of `peer` in `dir`.
+pub(crate) fn connect(dir: &Path, peer: DomId) -> Result<UnixStream, String> {
+    let path = socket_path(dir, peer);
+    let sock = UnixStream::connect(&path)
+        .map_err(|e| format!("domain {peer} is not reachable at {}: {e}", path.display()))?;
+    sock.set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    sock.set_write_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(sock)
+}
+
+/// One granting domain as seen by a mapping domain.
+#[derive(Debug)]
+pub(crate) struct PeerGrants {
+    peer: DomId,
+    my: DomId,
+    sock: Mutex<UnixStream>,
+    watch: UnixStream,
+    data: File,
+    meta: MmapRegion,
+    nrefs: u32,
+}
+
+fn gone(peer: DomId, what: impl std::fmt::Display) -> GrantError {
+    GrantError::Unavailable(format!("grant table of domain {peer}: {what}"))
+}
+
+/// Check that a received memfd is sealed against shrinking and large enough, so
+/// mapping it can never fault.
+fn check_memfd(f: &File, min_len: u64) -> Result<(), String> {
+    let seals = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(f), FcntlArg::F_GET_SEALS)
+        .map_err(|e| format!("not a sealed memfd ({e})"))?;
+    if !SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK) {
+        return Err("memfd can shrink".into());
+    }
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len < min_len {
+        return Err(format!("memfd of {len} bytes is too small"));
+    }
+    Ok(())
+}
+
+impl PeerGrants {
+    /// Connect to `peer`'s server and receive its grant table.
+    pub(crate) fn connect(dir: &Path, my: DomId, peer: DomId) -> Result<Self, GrantError> {
+        let mut sock = connect(dir, peer).map_err(GrantError::Unavailable)?;
+        Request::Grants { domid: my }
+            .send(&mut sock)
+            .map_err(|e| gone(peer, e))?;
+        let (reply, fds) = Reply::recv(&sock).map_err(|e| gone(peer, e))?;
+        let nrefs = match reply {
+            Reply::Ok(n) if (1..=NR_REFS).contains(&n) => n,
+            other => return Err(gone(peer, format!("unexpected reply {other:?}"))),
+        };
+        let [data, meta]: [std::os::fd::OwnedFd; 2] = fds
+            .try_into()
+            .map_err(|_| gone(peer, "wrong number of descriptors"))?;
+        let (data, meta) = (File::from(data), File::from(meta));
+        let meta_len = nrefs as usize * META_ENTRY;
+        check_memfd(&data, u64::from(nrefs) * PAGE_SIZE as u64).map_err(|e| gone(peer, e))?;
+        check_memfd(&meta, meta_len as u64).map_err(|e| gone(peer, e))?;
+        let meta = MmapRegion::map_shared(meta.as_fd(), meta_len, 0, false)
+            .map_err(|e| gone(peer, format!("cannot map metadata: {e}")))?;
+        let watch = sock.try_clone().map_err(|e| gone(peer, e))?;
+        Ok(Self {
+            peer,
+            my,
+            sock: Mutex::new(sock),
+            watch,
+            data,
+            meta,
+            nrefs,
+        })
+    }
+
+    /// Whether the granter's server still holds our connection.
+    pub(crate) fn alive(&self) -> bool {
+        !crate::poll::hung_up(self.watch.as_fd()).unwrap_or(true)
+    }
+
+    /// Check one access to `gref` against the shared grant word.
+    fn check(&self, gref: GrantRef, write: bool) -> Result<(), GrantError> {
+        if !(super::table::FIRST_REF..self.nrefs).contains(&gref) {
+            return Err(GrantError::BadRef { gref });
+        }
+        let word = self
+            .meta
+            .atomic_u32(gref as usize * META_ENTRY)
+            .map_err(|_| GrantError::BadRef { gref })?
+            .load(Ordering::Acquire);
+        check_grant(u32::from_le(word), gref, self.my, write)
+    }
+
+    /// Validate every segment, then copy each with one `pread`.
+    pub(crate) fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
+        check_copy_segments(segs, dst.len())?;
+        for s in segs {
+            self.check(s.gref, false)?;
+        }
+        let mut pos = 0usize;
+        for s in segs {
+            let end = pos + usize::from(s.len);
+            let buf = dst
+                .get_mut(pos..end)
+                .ok_or(GrantError::BadSegment("segment outside buffer"))?;
+            self.data
+                .read_exact_at(buf, page_offset(s.gref) + u64::from(s.offset))
+                .map_err(|source| GrantError::Os {
+                    op: "read a grant page",
+                    source,
+                })?;
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// Validate every segment (writable grants), then copy each with one `pwrite`.
+    pub(crate) fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
+        check_copy_segments(segs, src.len())?;
+        for s in segs {
+            self.check(s.gref, true)?;
+        }
+        let mut pos = 0usize;
+        for s in segs {
+            let end = pos + usize::from(s.len);
+            let buf = src
+                .get(pos..end)
+                .ok_or(GrantError::BadSegment("segment outside buffer"))?;
+            self.data
+                .write_all_at(buf, page_offset(s.gref) + u64::from(s.offset))
+                .map_err(|source| GrantError::Os {
+                    op: "write a grant page",
+                    source,
+                })?;
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// Ask the granter to count a mapping of `refs` (it checks them), then map.
+    pub(crate) fn map(&self, refs: &[GrantRef], writable: bool) -> Result<MmapRegion, GrantError> {
+        if refs.is_empty() {
+            return Err(GrantError::BadSegment(
+                "a mapping needs at least one grant reference",
+            ));
+        }
+        if refs.len() > NR_REFS as usize {
+            return Err(GrantError::Exhausted);
+        }
+        // Check locally first: a refusal then costs no round trip.
+        for &r in refs {
+            self.check(r, writable)?;
+        }
+        {
+            let mut sock = lock(&self.sock);
+            Request::Map {
+                writable,
+                refs: refs.to_vec(),
+            }
+            .send(&mut sock)
+            .map_err(|e| gone(self.peer, e))?;
+            let (reply, _) = Reply::recv(&sock).map_err(|e| gone(self.peer, e))?;
+            if let Some(e) = reply.grant_error() {
+                return Err(e);
+            }
+        }
+        let offsets: Vec<u64> = refs.iter().map(|&r| page_offset(r)).collect();
+        MmapRegion::map_pages(self.data.as_fd(), &offsets, writable).map_err(|source| {
+            self.unmap(refs);
+            GrantError::Os {
+                op: "map grant pages",
+                source,
+            }
+        })
+    }
+
+    /// Tell the granter we dropped a mapping of `refs`, and wait for its answer so
+    /// that, once a mapping is dropped, the granter's `try_end_access` sees it.
+    pub(crate) fn unmap(&self, refs: &[GrantRef]) {
+        let mut sock = lock(&self.sock);
+        let done = (Request::Unmap {
+            refs: refs.to_vec(),
+        })
+        .send(&mut sock)
+        .and_then(|()| Reply::recv(&sock).map(drop));
+        if let Err(e) = done {
+            // The granter is gone: its table, and so the count, went with it.
+            tracing::debug!(error = %e, peer = self.peer, "unmap notice not delivered");
+        }
+    }
+}
+
+/// Keeps the count of a mapping at the granter; sends the unmap notice on drop.
+#[derive(Debug)]
+pub(crate) struct MapCount {
+    pub(crate) peer: Arc<PeerGrants>,
+    pub(crate) refs: Vec<GrantRef>,
+}
+
+impl Drop for MapCount {
+    fn drop(&mut self) {
+        self.peer.unmap(&self.refs);
+    }
+}
