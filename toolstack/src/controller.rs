@@ -215,6 +215,8 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                 Ok(self.store.read(tx, &backend_dir(back, domid, d))?.is_some()
                     || self.store.read(tx, &frontend_dir(domid, d))?.is_some())
             };
+            // Never write over existing nodes: a wanted devid must be unused, and
+            // when every devid up to MAX_DEVID is taken there is none to pick.
             let devid = match want {
                 Some(d) => d,
                 None => {
@@ -225,6 +227,9 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                     d
                 }
             };
+            if used(devid)? {
+                return Ok(Err(devid));
+            }
             let be = backend_dir(back, domid, devid);
             let fe = frontend_dir(domid, devid);
             // Every node gets its permissions explicitly, so nothing depends on the
@@ -270,8 +275,9 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             fw("backend", &be)?;
             fw("backend-id", &back.to_string())?;
             fw("state", &xenbus::INITIALISING.to_string())?;
-            Ok(devid)
-        })?;
+            Ok(Ok(devid))
+        })?
+        .map_err(|ctrl| ToolError::ControllerIndexInUse { domid, ctrl })?;
         tracing::info!(domid, devid, version, ports, "controller nodes written");
         crash::point("ctrl-attach-written");
         Ok(devid)

@@ -26,6 +26,14 @@ pub enum ToolError {
     /// `dom` matched more than one domain name.
     #[error("domain name {0:?} is used by several domains: give the domid instead")]
     AmbiguousDomain(String),
+    /// A new controller's index is taken by existing (possibly stale) nodes.
+    #[error("controller index {ctrl} of domain {domid} is already used by xenstore nodes: see `pvusb list {domid}` and remove stale ones (`pvusb ctrl-detach {domid} {ctrl} --force`, or xenstore-rm /local/domain/{domid}/device/vusb/{ctrl})")]
+    ControllerIndexInUse {
+        /// Guest.
+        domid: u16,
+        /// The index that is taken.
+        ctrl: u32,
+    },
     /// A config file could not be parsed.
     #[error("{file}:{line}: {reason}: fix the line (xl.cfg syntax, e.g. usbdev = ['hostbus=1, hostaddr=6'])")]
     Config {

@@ -542,3 +542,33 @@ fn reaper_thread_reaps_on_release_domain() {
     );
     h.assert_consistent();
 }
+
+#[test]
+fn config_apply_never_writes_over_stale_nodes_of_the_same_controller_index() {
+    let h = Harness::new();
+    // A leftover frontend node for devid 0 (no state, so not a live controller).
+    h.ts.store
+        .write(Tx::NONE, "/local/domain/3/device/vusb/0/backend-id", "7")
+        .unwrap();
+    let cfg = "usbctrl = [ 'version=2, ports=4' ]\n";
+    let e = h.ts.config_apply(GUEST, "g.cfg", cfg).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ToolError::ControllerIndexInUse {
+                domid: GUEST,
+                ctrl: 0
+            }
+        ),
+        "{e}"
+    );
+    assert!(!e.to_string().contains('\n'));
+    // Untouched: nothing was overwritten and no backend node was created.
+    assert_eq!(
+        h.read("/local/domain/3/device/vusb/0/backend-id")
+            .as_deref(),
+        Some("7")
+    );
+    assert_eq!(h.read("/local/domain/3/device/vusb/0/state"), None);
+    assert_eq!(h.read("/local/domain/0/backend/vusb/3/0"), None);
+}
