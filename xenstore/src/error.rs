@@ -14,14 +14,21 @@ pub enum XsError {
     Again,
     /// The daemon's reply did not have the shape the request calls for.
     #[error("xenstore sent a malformed reply to {op}: {reason}")]
-    BadReply { op: &'static str, reason: String },
+    BadReply {
+        /// The operation whose reply was malformed.
+        op: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The connection is gone (daemon exited, socket closed, or the reader stopped).
     #[error("xenstore connection closed")]
     Closed,
     /// Neither the socket nor the device could be opened.
     #[error("cannot connect to xenstore at {path}")]
     Connect {
+        /// The socket or device path tried last.
         path: std::path::PathBuf,
+        /// Why opening it failed.
         #[source]
         source: std::io::Error,
     },

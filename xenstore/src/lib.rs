@@ -1,5 +1,10 @@
 //! XenStore wire-protocol client and an embedded xenstore server.
 //!
+//! Why a crate of its own: the toolstack, the backend and the frontend all talk to
+//! xenstore, and the toolstack must do so without pulling in any ring or grant code;
+//! and on machines without Xen the same protocol has to be served by someone, so the
+//! server lives next to the client and both share one hardened parser ([`wire`]).
+//!
 //! * [`wire`]: the `xs_wire.h` framing and argument rules, shared by both sides.
 //! * [`XsClient`]: the synchronous client the backend, frontend and toolstack use,
 //!   over the xenstored socket or `/dev/xen/xenbus`.
@@ -22,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
 mod error;

@@ -8,9 +8,13 @@ use crate::wire::{parse_number, WireError};
 /// One domain's access to a node: `n`, `r`, `w` or `b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// `n`: no access.
     None,
+    /// `r`: read only.
     Read,
+    /// `w`: write only.
     Write,
+    /// `b`: read and write.
     Both,
 }
 
@@ -40,7 +44,9 @@ impl Access {
 /// for every domain not listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Perm {
+    /// The domain this entry is about (the owner, for the first entry).
     pub domid: u16,
+    /// What it may do (for the first entry: what unlisted domains may do).
     pub access: Access,
 }
 

@@ -25,7 +25,12 @@ pub enum WireError {
     BadPerm(String),
     /// The buffer ends before the header or the payload it announces.
     #[error("message is truncated: need {needed} bytes, have {have}")]
-    Incomplete { needed: usize, have: usize },
+    Incomplete {
+        /// Bytes the header and its announced payload take.
+        needed: usize,
+        /// Bytes available.
+        have: usize,
+    },
     /// The payload does not end in the NUL its message type requires.
     #[error("payload is missing its terminating NUL")]
     MissingNul,
@@ -34,7 +39,12 @@ pub enum WireError {
     TooLong(u32),
     /// The payload's NUL-separated argument count is not what the type requires.
     #[error("expected {expected} argument(s), found {found}")]
-    WrongArgCount { expected: usize, found: usize },
+    WrongArgCount {
+        /// Arguments the message type takes.
+        expected: usize,
+        /// Arguments the payload holds.
+        found: usize,
+    },
     /// The header names a message type this protocol does not define.
     #[error("unknown message type {0}")]
     UnknownType(u32),
@@ -49,27 +59,49 @@ pub enum WireError {
 pub enum MsgType {
     /// `XS_CONTROL` (formerly `XS_DEBUG`).
     Control = 0,
+    /// `XS_DIRECTORY`: list a node's children.
     Directory = 1,
+    /// `XS_READ`: read a value.
     Read = 2,
+    /// `XS_GET_PERMS`: read a node's permissions.
     GetPerms = 3,
+    /// `XS_WATCH`: register a watch.
     Watch = 4,
+    /// `XS_UNWATCH`: remove a watch.
     Unwatch = 5,
+    /// `XS_TRANSACTION_START`.
     TransactionStart = 6,
+    /// `XS_TRANSACTION_END` (`T` commits, `F` aborts).
     TransactionEnd = 7,
+    /// `XS_INTRODUCE`: a new domain exists.
     Introduce = 8,
+    /// `XS_RELEASE`: a domain is gone.
     Release = 9,
+    /// `XS_GET_DOMAIN_PATH`: `/local/domain/<id>`.
     GetDomainPath = 10,
+    /// `XS_WRITE`: write a value.
     Write = 11,
+    /// `XS_MKDIR`: create a node.
     Mkdir = 12,
+    /// `XS_RM`: remove a node and its subtree.
     Rm = 13,
+    /// `XS_SET_PERMS`: replace a node's permissions.
     SetPerms = 14,
+    /// `XS_WATCH_EVENT`: `path\0token\0`, server to client.
     WatchEvent = 15,
+    /// `XS_ERROR`: an errno name such as `ENOENT\0`.
     Error = 16,
+    /// `XS_IS_DOMAIN_INTRODUCED`.
     IsDomainIntroduced = 17,
+    /// `XS_RESUME`.
     Resume = 18,
+    /// `XS_SET_TARGET`.
     SetTarget = 19,
+    /// `XS_RESTRICT` (obsolete).
     Restrict = 20,
+    /// `XS_RESET_WATCHES`: drop every watch and transaction.
     ResetWatches = 21,
+    /// `XS_DIRECTORY_PART`: one chunk of a long directory.
     DirectoryPart = 22,
 }
 
@@ -115,9 +147,13 @@ impl TryFrom<u32> for MsgType {
 /// reply for a message whose type it does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawHeader {
+    /// `enum xsd_sockmsg_type`, unchecked.
     pub msg_type: u32,
+    /// Request id, echoed in the reply.
     pub req_id: u32,
+    /// Transaction id (0 = none).
     pub tx_id: u32,
+    /// Payload length, unchecked.
     pub len: u32,
 }
 
@@ -158,8 +194,11 @@ impl RawHeader {
 /// [`PAYLOAD_MAX`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The message type.
     pub msg_type: MsgType,
+    /// Request id, echoed in the reply (0 in watch events).
     pub req_id: u32,
+    /// Transaction id (0 = none).
     pub tx_id: u32,
     payload: Vec<u8>,
 }
@@ -338,13 +377,23 @@ pub enum ReadError {
     /// The header announced a payload over the maximum: the stream cannot be
     /// resynchronised, so the connection must be closed after replying.
     #[error("oversized message (req_id {req_id})")]
-    Oversized { req_id: u32, tx_id: u32, len: u32 },
+    Oversized {
+        /// Request id, for the error reply.
+        req_id: u32,
+        /// Transaction id, for the error reply.
+        tx_id: u32,
+        /// The announced payload length.
+        len: u32,
+    },
     /// A well-framed message of unknown type; its payload was consumed, so the
     /// stream is still in sync and the reader may answer `EINVAL` and go on.
     #[error("unknown message type {msg_type} (req_id {req_id})")]
     UnknownType {
+        /// The unknown type number.
         msg_type: u32,
+        /// Request id, for the error reply.
         req_id: u32,
+        /// Transaction id, for the error reply.
         tx_id: u32,
     },
 }

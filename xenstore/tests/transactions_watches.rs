@@ -243,3 +243,39 @@ fn losing_the_server_wakes_everyone_with_closed() {
     assert!(matches!(xs.read(Tx::NONE, "/x"), Err(XsError::Closed)));
     assert!(matches!(xs.watch("/y"), Err(XsError::Closed)));
 }
+
+#[test]
+fn concurrent_transactions_cannot_add_up_past_the_node_quota() {
+    let fx = start(ServerConfig {
+        max_nodes_per_domain: 3,
+        ..ServerConfig::simulation()
+    });
+    let dom0 = fx.dom0();
+    let own5 = [pvusb_xenstore::Perm {
+        domid: 5,
+        access: pvusb_xenstore::Access::None,
+    }];
+    for p in ["/local/domain/5/a", "/local/domain/5/b"] {
+        dom0.mkdir(Tx::NONE, p).unwrap();
+        dom0.set_perms(Tx::NONE, p, &own5).unwrap();
+    }
+    // dom5 owns a and b (2 of 3). Each transaction alone stays within the quota and
+    // they touch disjoint subtrees, so neither conflicts with the other.
+    let dom5 = fx.dom(5);
+    let t1 = dom5.transaction_start().unwrap();
+    let t2 = dom5.transaction_start().unwrap();
+    dom5.write(t1, "a/x", "1").unwrap();
+    dom5.write(t2, "b/y", "1").unwrap();
+    assert!(dom5.transaction_end(t1, true).unwrap());
+    assert!(matches!(
+        dom5.transaction_end(t2, true),
+        Err(XsError::Quota)
+    ));
+    assert_eq!(dom0.read(Tx::NONE, "/local/domain/5/b/y").unwrap(), None);
+    assert_eq!(
+        dom0.read(Tx::NONE, "/local/domain/5/a/x")
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+}

@@ -84,7 +84,9 @@ pub enum ServerError {
     /// Binding the socket failed.
     #[error("cannot listen on {path}")]
     Bind {
+        /// The socket path.
         path: PathBuf,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },

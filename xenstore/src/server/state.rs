@@ -510,6 +510,7 @@ impl State {
         {
             return Err(Errno::Again);
         }
+        self.check_commit_quota(&txn)?;
         self.stamp = self.stamp.wrapping_add(1);
         for path in &txn.modified {
             match txn.tree.get(path) {
@@ -525,6 +526,32 @@ impl State {
             events: txn.events,
             ..Outcome::ok()
         })
+    }
+
+    /// The per-domain node quota, re-checked against the committed tree: each
+    /// transaction checked it against its own snapshot only, so several concurrent
+    /// transactions of one domain touching disjoint subtrees (no conflict) could
+    /// otherwise add up past it. Dom0 (privileged) owns without limit.
+    fn check_commit_quota(&self, txn: &Txn) -> Result<(), Errno> {
+        let mut delta: HashMap<u16, i64> = HashMap::new();
+        for path in &txn.modified {
+            if let Some(old) = self.tree.get(path) {
+                *delta.entry(old.owner()).or_insert(0) -= 1;
+            }
+            if let Some(new) = txn.tree.get(path) {
+                *delta.entry(new.owner()).or_insert(0) += 1;
+            }
+        }
+        let max = self.config.max_nodes_per_domain;
+        for (domid, d) in delta {
+            let Ok(added) = usize::try_from(d) else {
+                continue; // the domain owns fewer nodes afterwards
+            };
+            if domid != 0 && self.tree.owned_by(domid).saturating_add(added) > max {
+                return Err(Errno::Quota);
+            }
+        }
+        Ok(())
     }
 
     /// Queues watch events: a change fires the watches on its path and above it; a

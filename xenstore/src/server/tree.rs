@@ -20,6 +20,13 @@ pub(crate) struct Node {
     pub gen: u64,
 }
 
+impl Node {
+    /// The owning domain: the first permission entry's (dom0 if there is none).
+    pub fn owner(&self) -> u16 {
+        self.perms.first().map_or(0, |p| p.domid)
+    }
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller {
@@ -101,9 +108,14 @@ impl Tree {
         self.nodes.get(path).map(|n| n.gen)
     }
 
+    /// Nodes owned by `domid`.
+    pub fn owned_by(&self, domid: u16) -> usize {
+        self.owned.get(&domid).copied().unwrap_or(0)
+    }
+
     /// Inserts or replaces a node, keeping the ownership counts right.
     pub fn put(&mut self, path: &str, node: Node) {
-        let owner = node.perms.first().map_or(0, |p| p.domid);
+        let owner = node.owner();
         if let Some(old) = self.nodes.insert(path.to_owned(), node) {
             self.disown(&old);
         }
@@ -118,7 +130,7 @@ impl Tree {
     }
 
     fn disown(&mut self, node: &Node) {
-        let owner = node.perms.first().map_or(0, |p| p.domid);
+        let owner = node.owner();
         if let Some(n) = self.owned.get_mut(&owner) {
             *n = n.saturating_sub(1);
         }
@@ -265,7 +277,7 @@ impl Tree {
             return Err(Errno::Access);
         }
         if !caller.privileged {
-            let owned = self.owned.get(&caller.domid).copied().unwrap_or(0);
+            let owned = self.owned_by(caller.domid);
             if owned.saturating_add(missing.len()) > limits.max_nodes_per_domain {
                 return Err(Errno::Quota);
             }
