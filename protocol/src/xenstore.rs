@@ -141,6 +141,9 @@ fn parse_ranged(s: &str, min: u64, max: u64) -> Result<u64, ValueError> {
     Ok(value)
 }
 
+// The `as` casts below cannot truncate: `parse_ranged` bounded each value by the
+// target type's MAX (or MAX_PORTNR).
+
 /// A decimal u32 (grant refs, event channels, devids).
 pub fn parse_u32(s: &str) -> Result<u32, ValueError> {
     parse_ranged(s, 0, u32::MAX.into()).map(|v| v as u32)

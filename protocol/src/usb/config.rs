@@ -92,19 +92,8 @@ impl ConfigBuilder {
     /// after the last interface or endpoint, or after the configuration
     /// header if none yet (e.g. an interface association descriptor).
     pub fn class_descriptor(mut self, bytes: &[u8]) -> Self {
-        let target = match self
-            .config
-            .interfaces
-            .last_mut()
-            .and_then(|i| i.alt_settings.last_mut())
-        {
-            Some(alt) => match alt.endpoints.last_mut() {
-                Some(ep) => &mut ep.extra,
-                None => &mut alt.extra,
-            },
-            None => &mut self.config.extra,
-        };
-        target.extend_from_slice(bytes);
+        // The same placement the parser uses for descriptors it does not know.
+        self.config.last_extra().extend_from_slice(bytes);
         self
     }
 

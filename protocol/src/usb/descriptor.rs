@@ -473,7 +473,7 @@ impl ConfigDescriptor {
 
     /// Where an unknown descriptor goes: after the last endpoint, else the
     /// last alternate setting, else the configuration header (as libusb).
-    fn last_extra(&mut self) -> &mut Vec<u8> {
+    pub(super) fn last_extra(&mut self) -> &mut Vec<u8> {
         match self
             .interfaces
             .last_mut()
