@@ -37,6 +37,7 @@
 //! # Ok::<(), pvusb_ring::RingError>(())
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod back;
 pub mod error;
