@@ -60,6 +60,7 @@
 //! record is written before and removed after), and a record's target controller is
 //! checked before every resume.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod attach;
 pub mod config;
