@@ -6,8 +6,13 @@
 //! Why traits: the backend and frontend are generic over these, so the very same
 //! code runs on real Xen, in the demo, in tests and in benches.
 //!
-//! `unsafe` is confined to the ioctl/mmap modules; every block carries a
-//! `// SAFETY:` comment.
+//! `unsafe` is confined to three small modules, each with
+//! `#![allow(unsafe_code)]`: `linux::abi` (the ioctls), `mmap` (shared mappings
+//! and their volatile accessors) and `fdpass` (adopting descriptors received over
+//! `SCM_RIGHTS`). Every block carries a `// SAFETY:` comment.
+//!
+//! Which implementation to use: [`linux`] on Xen (dom0, driver domain or guest),
+//! [`sim`] everywhere else; both implement the same traits.
 #![deny(unsafe_code)]
 
 use std::os::fd::AsFd;

@@ -58,44 +58,66 @@ impl LinuxGrantMapper {
     ) -> Result<(), GrantError> {
         check_copy_segments(segs, local_len)?;
         let mut batch = [GntdevGrantCopySegment::ZERO; COPY_BATCH];
+        // The grant ref of each batched segment, to name it in an error.
+        let mut grefs = [0 as GrantRef; COPY_BATCH];
+        let mut n = 0;
         let mut pos = 0usize;
-        for chunk in segs.chunks(COPY_BATCH) {
-            for (slot, s) in batch.iter_mut().zip(chunk) {
-                let foreign = GntdevCopyPtr {
-                    foreign: GntdevForeign {
-                        gref: s.gref,
-                        offset: s.offset,
-                        domid,
-                    },
-                };
-                // `pos + len <= local_len` was checked by check_copy_segments.
-                let virt = GntdevCopyPtr {
-                    virt: local.wrapping_add(pos).cast::<c_void>(),
-                };
-                let (source, dest, flags) = if to_guest {
-                    (virt, foreign, abi::GNTCOPY_DEST_GREF)
-                } else {
-                    (foreign, virt, abi::GNTCOPY_SOURCE_GREF)
-                };
-                *slot = GntdevGrantCopySegment {
-                    source,
-                    dest,
-                    len: s.len,
-                    flags,
-                    status: 0,
-                };
-                pos += usize::from(s.len);
+        for s in segs {
+            let at = pos;
+            pos += usize::from(s.len);
+            if s.len == 0 {
+                continue; // nothing to copy; the hypervisor need not see it
             }
-            let n = chunk.len();
-            abi::gntdev_grant_copy(self.dev.as_fd(), &mut batch[..n]).map_err(|source| {
-                GrantError::Os {
-                    op: "gntdev grant copy",
-                    source,
-                }
-            })?;
-            for (slot, s) in batch[..n].iter().zip(chunk) {
-                status_to_result(slot.status, s.gref, domid, to_guest)?;
+            let foreign = GntdevCopyPtr {
+                foreign: GntdevForeign {
+                    gref: s.gref,
+                    offset: s.offset,
+                    domid,
+                },
+            };
+            // `at + len <= local_len` was checked by check_copy_segments.
+            let virt = GntdevCopyPtr {
+                virt: local.wrapping_add(at).cast::<c_void>(),
+            };
+            let (source, dest, flags) = if to_guest {
+                (virt, foreign, abi::GNTCOPY_DEST_GREF)
+            } else {
+                (foreign, virt, abi::GNTCOPY_SOURCE_GREF)
+            };
+            batch[n] = GntdevGrantCopySegment {
+                source,
+                dest,
+                len: s.len,
+                flags,
+                status: 0,
+            };
+            grefs[n] = s.gref;
+            n += 1;
+            if n == COPY_BATCH {
+                self.flush(&mut batch[..n], &grefs[..n], domid, to_guest)?;
+                n = 0;
             }
+        }
+        if n > 0 {
+            self.flush(&mut batch[..n], &grefs[..n], domid, to_guest)?;
+        }
+        Ok(())
+    }
+
+    /// One `IOCTL_GNTDEV_GRANT_COPY`, then every segment's status.
+    fn flush(
+        &self,
+        batch: &mut [GntdevGrantCopySegment],
+        grefs: &[GrantRef],
+        domid: DomId,
+        to_guest: bool,
+    ) -> Result<(), GrantError> {
+        abi::gntdev_grant_copy(self.dev.as_fd(), batch).map_err(|source| GrantError::Os {
+            op: "gntdev grant copy",
+            source,
+        })?;
+        for (slot, &gref) in batch.iter().zip(grefs) {
+            status_to_result(slot.status, gref, domid, to_guest)?;
         }
         Ok(())
     }
