@@ -14,6 +14,7 @@
 //! Which implementation to use: [`linux`] on Xen (dom0, driver domain or guest),
 //! [`sim`] everywhere else; both implement the same traits.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::os::fd::AsFd;
 use std::time::Duration;
