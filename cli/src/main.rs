@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_demo;
 mod cmd_toolstack;
 mod cmd_xenstored;
+mod demo;
 mod logging;
 
 /// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
@@ -23,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
     /// backend and frontend as separate processes, emulated devices.
-    Demo,
+    Demo(cmd_demo::Args),
     /// Run an embedded xenstore server on a UNIX socket.
     Xenstored(cmd_xenstored::Args),
     #[command(flatten)]
@@ -34,9 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     let result: Result<(), String> = match cli.command {
-        Command::Demo => Err("the demo is not built yet: it arrives with the frontend \
-                              (issue 5); run `cargo test --workspace` meanwhile"
-            .into()),
+        Command::Demo(args) => cmd_demo::run(args),
         Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
     };

@@ -361,8 +361,12 @@ impl Frontend {
         self.stop_threads();
         let s = &self.shared;
         let timeout = s.options.close_timeout;
-        let mut result = s.cfg.set_state(&s.xs, XenbusState::Closing);
-        if result.is_ok() {
+        // The toolstack already removed the controller (ctrl-detach after the
+        // backend closed): as when xenbus unregisters xen-hcd's device, there is
+        // no state left to write, and writing would recreate removed nodes.
+        let removed = matches!(s.xs.exists(pvusb_xenstore::Tx::NONE, &s.cfg.frontend_dir), Ok(false));
+        let mut result = if removed { Ok(()) } else { s.cfg.set_state(&s.xs, XenbusState::Closing) };
+        if result.is_ok() && !removed {
             result = s
                 .cfg
                 .wait_backend(&s.xs, "Closed", timeout, |st| matches!(st, Some(XenbusState::Closed) | None))
@@ -377,6 +381,9 @@ impl Frontend {
             if left > 0 && result.is_ok() {
                 result = Err(FrontendError::GrantsStillMapped(left));
             }
+        }
+        if removed {
+            return result;
         }
         let closed = s.cfg.set_state(&s.xs, XenbusState::Closed);
         result.and(closed)
