@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_demo;
+mod cmd_front;
 mod cmd_toolstack;
 mod cmd_xenstored;
 mod demo;
@@ -26,6 +27,8 @@ enum Command {
     /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
     /// backend and frontend as separate processes, emulated devices.
     Demo(cmd_demo::Args),
+    /// The guest-side frontend: list devices, descriptors, mass-storage I/O, self-test.
+    Front(cmd_front::Args),
     /// Run an embedded xenstore server on a UNIX socket.
     Xenstored(cmd_xenstored::Args),
     #[command(flatten)]
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     logging::init();
     let result: Result<(), String> = match cli.command {
         Command::Demo(args) => cmd_demo::run(args),
+        Command::Front(args) => cmd_front::run(args),
         Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
     };

@@ -63,7 +63,10 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Grants both ring pages (writable), initialises them and allocates the
     /// unbound event channel: everything `xenhcd_setup_rings` does.
-    pub(crate) fn new(transport: Arc<dyn Transport>, backend: DomId) -> Result<Self, FrontendError> {
+    pub(crate) fn new(
+        transport: Arc<dyn Transport>,
+        backend: DomId,
+    ) -> Result<Self, FrontendError> {
         let urb_page = transport.alloc_pages(backend, 1, true)?;
         let conn_page = transport.alloc_pages(backend, 1, true)?;
         let urb = FrontRing::new(Arc::clone(&urb_page))?;
@@ -101,10 +104,9 @@ impl Connection {
 
     fn pages(&mut self, id: usize, which: Which) -> Result<Page, FrontendError> {
         let (backend, transport) = (self.backend, Arc::clone(&self.transport));
-        let set = self
-            .slot_pages
-            .get_mut(id)
-            .ok_or_else(|| FrontendError::InvalidRequest(format!("request id {id} out of range")))?;
+        let set = self.slot_pages.get_mut(id).ok_or_else(|| {
+            FrontendError::InvalidRequest(format!("request id {id} out of range"))
+        })?;
         let (cell, count, writable) = match which {
             Which::Out => (&mut set.out, MAX_SEGMENTS_PER_REQUEST, false),
             Which::In => (&mut set.inp, MAX_SEGMENTS_PER_REQUEST, true),
@@ -120,7 +122,11 @@ impl Connection {
 
     /// Copies the URB's OUT data (and iso descriptors) into the pages of `id`
     /// and builds the request. Nothing is pushed.
-    pub(crate) fn build_request(&mut self, id: u16, urb: &Urb) -> Result<(UrbRequest, Pipe), FrontendError> {
+    pub(crate) fn build_request(
+        &mut self,
+        id: u16,
+        urb: &Urb,
+    ) -> Result<(UrbRequest, Pipe), FrontendError> {
         let slot = usize::from(id);
         let ttype = match urb.kind {
             UrbKind::Control(_) => TransferType::Control,
@@ -133,10 +139,16 @@ impl Connection {
         let mut data = [RequestSegment::default(); MAX_SEGMENTS_PER_REQUEST];
         let n = urb.data_pages();
         if n > 0 {
-            let which = if urb.direction == Direction::In { Which::In } else { Which::Out };
+            let which = if urb.direction == Direction::In {
+                Which::In
+            } else {
+                Which::Out
+            };
             let pages = self.pages(slot, which)?;
             if urb.direction == Direction::Out {
-                pages.write(0, &urb.buffer).map_err(pvusb_ring::RingError::from)?;
+                pages
+                    .write(0, &urb.buffer)
+                    .map_err(pvusb_ring::RingError::from)?;
             }
             segments(pages.refs(), urb.buffer.len(), &mut data)?;
         }
@@ -148,12 +160,20 @@ impl Connection {
             UrbKind::Interrupt { interval } => {
                 UrbRequest::interrupt(id, pipe, *interval, urb.short_not_ok, data).map_err(wire)?
             }
-            UrbKind::Isochronous { interval, packet_lengths } => {
+            UrbKind::Isochronous {
+                interval,
+                packet_lengths,
+            } => {
                 let desc_page = self.pages(slot, Which::Desc)?;
                 let mut offset = 0u32;
                 let mut records = Vec::with_capacity(packet_lengths.len());
                 for &length in packet_lengths {
-                    records.push(IsoPacketDescriptor { offset, length, actual_length: 0, status: 0 });
+                    records.push(IsoPacketDescriptor {
+                        offset,
+                        length,
+                        actual_length: 0,
+                        status: 0,
+                    });
                     offset = offset.saturating_add(length);
                 }
                 desc_page
@@ -164,7 +184,8 @@ impl Connection {
                 let gref = desc_page.refs().first().copied().unwrap_or(0);
                 let desc = [RequestSegment::new(gref, 0, desc_len)];
                 let packets = u16::try_from(records.len()).unwrap_or(u16::MAX);
-                UrbRequest::isochronous(id, pipe, *interval, 0, packets, data, &desc).map_err(wire)?
+                UrbRequest::isochronous(id, pipe, *interval, 0, packets, data, &desc)
+                    .map_err(wire)?
             }
         };
         Ok((req, pipe))
@@ -173,10 +194,18 @@ impl Connection {
     /// Reads the results of the URB that used `id` back: IN data into its
     /// buffer and, for isochronous URBs, the per-packet records. Every value
     /// the backend wrote is clamped or translated, never trusted.
-    pub(crate) fn finish(&mut self, id: u16, urb: Urb, rsp: &UrbResponse, status: UrbStatus) -> Completion {
+    pub(crate) fn finish(
+        &mut self,
+        id: u16,
+        urb: Urb,
+        rsp: &UrbResponse,
+        status: UrbStatus,
+    ) -> Completion {
         let slot = usize::from(id);
         let requested = urb.buffer.len();
-        let actual = usize::try_from(rsp.actual_length_clamped()).unwrap_or(0).min(requested);
+        let actual = usize::try_from(rsp.actual_length_clamped())
+            .unwrap_or(0)
+            .min(requested);
         let mut completion = Completion::local(status, urb.buffer);
         completion.actual_length = actual;
         completion.start_frame = rsp.start_frame;
@@ -186,7 +215,10 @@ impl Connection {
             // Iso IN packets sit at their own offsets: copy the whole buffer.
             let len = if iso { requested } else { actual };
             let copied = match self.slot_pages.get(slot).and_then(|s| s.inp.as_ref()) {
-                Some(p) => completion.buffer.get_mut(..len).map(|dst| p.read(0, dst).is_ok()),
+                Some(p) => completion
+                    .buffer
+                    .get_mut(..len)
+                    .map(|dst| p.read(0, dst).is_ok()),
                 None => None,
             };
             if copied != Some(true) {
@@ -204,8 +236,16 @@ impl Connection {
                 .iter()
                 .zip(&records)
                 .map(|(&len, rec)| IsoPacketResult {
-                    actual_length: if read == Some(true) { rec.actual_length.min(len) } else { 0 },
-                    status: if read == Some(true) { UrbStatus::from_wire(rec.status) } else { UrbStatus::Shutdown },
+                    actual_length: if read == Some(true) {
+                        rec.actual_length.min(len)
+                    } else {
+                        0
+                    },
+                    status: if read == Some(true) {
+                        UrbStatus::from_wire(rec.status)
+                    } else {
+                        UrbStatus::Shutdown
+                    },
                 })
                 .collect();
         }
@@ -219,7 +259,11 @@ impl Connection {
         let all: Vec<&Page> = self
             .ring_pages
             .iter()
-            .chain(self.slot_pages.iter().flat_map(|s| [&s.out, &s.inp, &s.desc].into_iter().flatten()))
+            .chain(
+                self.slot_pages
+                    .iter()
+                    .flat_map(|s| [&s.out, &s.inp, &s.desc].into_iter().flatten()),
+            )
             .collect();
         let mut pending: Vec<&Page> = all;
         loop {
@@ -247,15 +291,20 @@ fn segments(refs: &[u32], len: usize, out: &mut [RequestSegment]) -> Result<(), 
         if left == 0 {
             break;
         }
-        let gref = *refs
-            .get(i)
-            .ok_or_else(|| FrontendError::InvalidRequest(format!("{len} bytes need more than {} pages", refs.len())))?;
+        let gref = *refs.get(i).ok_or_else(|| {
+            FrontendError::InvalidRequest(format!(
+                "{len} bytes need more than {} pages",
+                refs.len()
+            ))
+        })?;
         let n = left.min(PAGE_SIZE);
         *slot = RequestSegment::new(gref, 0, n as u16); // n ≤ 4096
         left -= n;
     }
     if left > 0 {
-        return Err(FrontendError::InvalidRequest(format!("{len} bytes need more than 16 segments")));
+        return Err(FrontendError::InvalidRequest(format!(
+            "{len} bytes need more than 16 segments"
+        )));
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use pvusb_protocol::usb::request::dt;
-use pvusb_protocol::usb::{decode_language_ids, decode_string, ConfigDescriptor, DeviceDescriptor, EndpointDescriptor};
+use pvusb_protocol::usb::{
+    decode_language_ids, decode_string, ConfigDescriptor, DeviceDescriptor, EndpointDescriptor,
+};
 use pvusb_protocol::{SetupPacket, Speed};
 
 use crate::error::FrontendError;
@@ -52,7 +54,10 @@ impl Device {
 }
 
 fn device_err(port: u8, reason: impl Into<String>) -> FrontendError {
-    FrontendError::Device { port, reason: reason.into() }
+    FrontendError::Device {
+        port,
+        reason: reason.into(),
+    }
 }
 
 impl Frontend {
@@ -72,24 +77,49 @@ impl Frontend {
         let t = ENUM_TIMEOUT;
         let head = self.control_in(port, 0, SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 8), t)?;
         if head.len() < 8 {
-            return Err(device_err(port, format!("first device descriptor read gave {} bytes", head.len())));
+            return Err(device_err(
+                port,
+                format!("first device descriptor read gave {} bytes", head.len()),
+            ));
         }
-        let raw = self.control_in(port, 0, SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 18), t)?;
-        let descriptor = DeviceDescriptor::parse(&raw).map_err(|e| device_err(port, e.to_string()))?;
+        let raw = self.control_in(
+            port,
+            0,
+            SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 18),
+            t,
+        )?;
+        let descriptor =
+            DeviceDescriptor::parse(&raw).map_err(|e| device_err(port, e.to_string()))?;
         let address = self.alloc_address()?;
         if let Err(e) = self.control_out(port, 0, SetupPacket::set_address(address), &[], t) {
             self.release_address(address);
             return Err(e);
         }
         self.set_port_address(port, Some(address));
-        let cfg_head = self.control_in(port, address, SetupPacket::get_descriptor(dt::CONFIG, 0, 0, 9), t)?;
+        let cfg_head = self.control_in(
+            port,
+            address,
+            SetupPacket::get_descriptor(dt::CONFIG, 0, 0, 9),
+            t,
+        )?;
         let total = ConfigDescriptor::total_length(&cfg_head)
             .ok_or_else(|| device_err(port, "configuration header too short"))?;
-        let raw_config =
-            self.control_in(port, address, SetupPacket::get_descriptor(dt::CONFIG, 0, 0, total), t)?;
-        let config = ConfigDescriptor::parse(&raw_config).map_err(|e| device_err(port, e.to_string()))?;
+        let raw_config = self.control_in(
+            port,
+            address,
+            SetupPacket::get_descriptor(dt::CONFIG, 0, 0, total),
+            t,
+        )?;
+        let config =
+            ConfigDescriptor::parse(&raw_config).map_err(|e| device_err(port, e.to_string()))?;
         let (manufacturer, product, serial) = self.strings(port, address, &descriptor);
-        self.control_out(port, address, SetupPacket::set_configuration(config.configuration_value), &[], t)?;
+        self.control_out(
+            port,
+            address,
+            SetupPacket::set_configuration(config.configuration_value),
+            &[],
+            t,
+        )?;
         Ok(Device {
             port,
             address,
@@ -103,26 +133,49 @@ impl Frontend {
         })
     }
 
-    fn strings(&self, port: u8, address: u8, d: &DeviceDescriptor) -> (Option<String>, Option<String>, Option<String>) {
+    fn strings(
+        &self,
+        port: u8,
+        address: u8,
+        d: &DeviceDescriptor,
+    ) -> (Option<String>, Option<String>, Option<String>) {
         if d.i_manufacturer == 0 && d.i_product == 0 && d.i_serial_number == 0 {
             return (None, None, None);
         }
         let langs = self
-            .control_in(port, address, SetupPacket::get_descriptor(dt::STRING, 0, 0, 255), ENUM_TIMEOUT)
+            .control_in(
+                port,
+                address,
+                SetupPacket::get_descriptor(dt::STRING, 0, 0, 255),
+                ENUM_TIMEOUT,
+            )
             .ok()
             .and_then(|b| decode_language_ids(&b).ok())
             .unwrap_or_default();
-        let lang = if langs.contains(&LANG_EN_US) { LANG_EN_US } else { langs.first().copied().unwrap_or(LANG_EN_US) };
+        let lang = if langs.contains(&LANG_EN_US) {
+            LANG_EN_US
+        } else {
+            langs.first().copied().unwrap_or(LANG_EN_US)
+        };
         let read = |index: u8| -> Option<String> {
             if index == 0 {
                 return None;
             }
             let b = self
-                .control_in(port, address, SetupPacket::get_descriptor(dt::STRING, index, lang, 255), ENUM_TIMEOUT)
+                .control_in(
+                    port,
+                    address,
+                    SetupPacket::get_descriptor(dt::STRING, index, lang, 255),
+                    ENUM_TIMEOUT,
+                )
                 .ok()?;
             decode_string(&b).ok()
         };
-        (read(d.i_manufacturer), read(d.i_product), read(d.i_serial_number))
+        (
+            read(d.i_manufacturer),
+            read(d.i_product),
+            read(d.i_serial_number),
+        )
     }
 
     fn set_port_address(&self, port: u8, address: Option<u8>) {

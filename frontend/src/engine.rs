@@ -25,7 +25,9 @@ enum Slot {
     Free,
     Submit(Box<InFlight>),
     /// An unlink request for the submit at `target`.
-    Unlink { target: u16 },
+    Unlink {
+        target: u16,
+    },
 }
 
 struct InFlight {
@@ -38,8 +40,14 @@ struct InFlight {
 }
 
 enum Queued {
-    Submit { token: u64, urb: Urb, callback: Callback },
-    Unlink { token: u64 },
+    Submit {
+        token: u64,
+        urb: Urb,
+        callback: Callback,
+    },
+    Unlink {
+        token: u64,
+    },
 }
 
 /// Counters a test or a user can read.
@@ -130,12 +138,22 @@ impl Engine {
             self.place(token, urb, callback, done);
             self.flush();
         } else {
-            self.queue.push_back(Queued::Submit { token, urb, callback });
+            self.queue.push_back(Queued::Submit {
+                token,
+                urb,
+                callback,
+            });
         }
         token
     }
 
-    fn complete_local(&mut self, callback: Callback, status: UrbStatus, buffer: Vec<u8>, done: &mut Done) {
+    fn complete_local(
+        &mut self,
+        callback: Callback,
+        status: UrbStatus,
+        buffer: Vec<u8>,
+        done: &mut Done,
+    ) {
         self.stats.completed += 1;
         done.push((callback, Completion::local(status, buffer)));
     }
@@ -152,7 +170,13 @@ impl Engine {
         match pushed {
             Ok(((), pipe)) => {
                 if let Some(s) = self.slots.get_mut(usize::from(id)) {
-                    *s = Slot::Submit(Box::new(InFlight { token, urb, callback, pipe, unlink_status: None }));
+                    *s = Slot::Submit(Box::new(InFlight {
+                        token,
+                        urb,
+                        callback,
+                        pipe,
+                        unlink_status: None,
+                    }));
                 }
             }
             Err(e) => {
@@ -168,7 +192,11 @@ impl Engine {
         let (Some(id), Some(conn)) = (self.free_ids.pop(), self.conn.as_mut()) else {
             return false;
         };
-        if conn.urb.push_request(&UrbRequest::unlink(id, pipe, target)).is_err() {
+        if conn
+            .urb
+            .push_request(&UrbRequest::unlink(id, pipe, target))
+            .is_err()
+        {
             self.free_ids.push(id);
             return false;
         }
@@ -181,7 +209,9 @@ impl Engine {
 
     /// Publishes pushed requests and notifies the backend if it asked for it.
     pub(crate) fn flush(&mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         match conn.urb.push_requests_and_check_notify() {
             Ok(true) => {
                 self.stats.notifications += 1;
@@ -199,7 +229,11 @@ impl Engine {
         while !self.free_ids.is_empty() && self.usable() {
             match self.queue.pop_front() {
                 None => break,
-                Some(Queued::Submit { token, urb, callback }) => self.place(token, urb, callback, done),
+                Some(Queued::Submit {
+                    token,
+                    urb,
+                    callback,
+                }) => self.place(token, urb, callback, done),
                 Some(Queued::Unlink { token }) => {
                     if let Some((target, pipe)) = self.in_flight(token) {
                         self.place_unlink(target, pipe);
@@ -220,12 +254,19 @@ impl Engine {
     /// in-flight one gets an unlink request and completes with `status` when
     /// its own response arrives. Returns false if the URB had already completed.
     pub(crate) fn unlink(&mut self, token: u64, status: UrbStatus, done: &mut Done) -> bool {
-        let queued = self.queue.iter().position(|q| matches!(q, Queued::Submit { token: t, .. } if *t == token));
-        if let Some(Queued::Submit { urb, callback, .. }) = queued.and_then(|i| self.queue.remove(i)) {
+        let queued = self
+            .queue
+            .iter()
+            .position(|q| matches!(q, Queued::Submit { token: t, .. } if *t == token));
+        if let Some(Queued::Submit { urb, callback, .. }) =
+            queued.and_then(|i| self.queue.remove(i))
+        {
             self.complete_local(callback, status, urb.buffer, done);
             return true;
         }
-        let Some((target, pipe)) = self.in_flight(token) else { return false };
+        let Some((target, pipe)) = self.in_flight(token) else {
+            return false;
+        };
         if let Some(Slot::Submit(f)) = self.slots.get_mut(usize::from(target)) {
             if f.unlink_status.is_some() {
                 return true; // already being unlinked
@@ -258,7 +299,10 @@ impl Engine {
             self.drain_queue(done);
             self.flush();
             let more = match self.conn.as_mut() {
-                Some(c) => c.urb.final_check_for_responses().and_then(|u| Ok(u | c.conn.final_check_for_responses()?)),
+                Some(c) => c
+                    .urb
+                    .final_check_for_responses()
+                    .and_then(|u| Ok(u | c.conn.final_check_for_responses()?)),
                 None => Ok(false),
             };
             match more {
@@ -279,7 +323,9 @@ impl Engine {
     fn process_urb_ring(&mut self, done: &mut Done) -> usize {
         let mut n = 0;
         while n < NR_IDS {
-            let Some(conn) = self.conn.as_mut() else { break };
+            let Some(conn) = self.conn.as_mut() else {
+                break;
+            };
             let rsp = match conn.urb.take_response() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -305,10 +351,19 @@ impl Engine {
             .get_mut(usize::from(id))
             .ok_or_else(|| format!("response with request id {id}, which is not below {NR_IDS}"))?;
         match std::mem::replace(slot, Slot::Free) {
-            Slot::Free => return Err(format!("response for request id {id}, which is not in flight")),
+            Slot::Free => {
+                return Err(format!(
+                    "response for request id {id}, which is not in flight"
+                ))
+            }
             Slot::Unlink { target } => debug!("unlink {id} of {target} answered {}", rsp.status),
             Slot::Submit(f) => {
-                let InFlight { urb, callback, unlink_status, .. } = *f;
+                let InFlight {
+                    urb,
+                    callback,
+                    unlink_status,
+                    ..
+                } = *f;
                 if rsp.status().is_none() {
                     self.stats.bad_statuses += 1;
                     self.warn(&format!("undefined status {} for request {id}", rsp.status));
@@ -316,7 +371,10 @@ impl Engine {
                 let requested = urb.buffer.len() as u64;
                 if rsp.actual_length < 0 || rsp.actual_length as u64 > requested {
                     self.stats.clamped_lengths += 1;
-                    self.warn(&format!("actual_length {} of a {requested}-byte request", rsp.actual_length));
+                    self.warn(&format!(
+                        "actual_length {} of a {requested}-byte request",
+                        rsp.actual_length
+                    ));
                 }
                 let status = unlink_status.unwrap_or_else(|| UrbStatus::from_wire(rsp.status));
                 let conn = self.conn.as_mut().ok_or("no connection")?;
@@ -333,7 +391,9 @@ impl Engine {
         let mut n = 0;
         let mut error = None;
         while n < 512 {
-            let Some(conn) = self.conn.as_mut() else { break };
+            let Some(conn) = self.conn.as_mut() else {
+                break;
+            };
             let rsp = match conn.conn.take_response() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -388,7 +448,10 @@ impl Engine {
         for slot in &mut self.slots {
             if let Slot::Submit(f) = std::mem::replace(slot, Slot::Free) {
                 self.stats.completed += 1;
-                done.push((f.callback, Completion::local(UrbStatus::Shutdown, f.urb.buffer)));
+                done.push((
+                    f.callback,
+                    Completion::local(UrbStatus::Shutdown, f.urb.buffer),
+                ));
             }
         }
         self.free_ids = (0..NR_IDS as u16).rev().collect();

@@ -103,7 +103,11 @@ impl Shared {
             self.changed.notify_all();
         }
         for (callback, completion) in done.drain(..) {
-            callback(completion);
+            // A panicking user callback must not take the worker down with it.
+            let run = std::panic::AssertUnwindSafe(|| callback(completion));
+            if std::panic::catch_unwind(run).is_err() {
+                warn!("a URB completion callback panicked");
+            }
         }
     }
 }
@@ -119,7 +123,9 @@ pub struct Frontend {
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frontend").field("config", &self.shared.cfg).finish()
+        f.debug_struct("Frontend")
+            .field("config", &self.shared.cfg)
+            .finish()
     }
 }
 
@@ -136,7 +142,9 @@ impl UrbHandle {
     /// locally, else when its own response arrives), or normally if it had
     /// already finished. Returns false if it had already completed.
     pub fn unlink(&self, status: UrbStatus) -> bool {
-        let Some(shared) = self.shared.upgrade() else { return false };
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
         let mut done = Vec::new();
         let mut engine = shared.engine();
         let found = engine.unlink(self.token, status, &mut done);
@@ -158,9 +166,17 @@ impl Frontend {
         options: Options,
     ) -> Result<Self, FrontendError> {
         let cfg = ControllerConfig::read(&xs, domid, devid)?;
-        cfg.wait_backend(&xs, "InitWait, Initialised or Connected", options.handshake_timeout, |s| {
-            matches!(s, Some(XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected))
-        })?;
+        cfg.wait_backend(
+            &xs,
+            "InitWait, Initialised or Connected",
+            options.handshake_timeout,
+            |s| {
+                matches!(
+                    s,
+                    Some(XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected)
+                )
+            },
+        )?;
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| FrontendError::Thread("wake-up eventfd", e.into()))?;
         let (kick, kick_rx) = crossbeam_channel::unbounded();
@@ -197,8 +213,17 @@ impl Frontend {
                     .map_err(|e| FrontendError::Thread("supervisor", e))?,
             );
         }
-        info!(devid, domid, num_ports = shared.cfg.num_ports, "pvUSB frontend connected");
-        Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
+        info!(
+            devid,
+            domid,
+            num_ports = shared.cfg.num_ports,
+            "pvUSB frontend connected"
+        );
+        Ok(Self {
+            shared,
+            threads: Mutex::new(threads),
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// The controller's configuration.
@@ -218,10 +243,15 @@ impl Frontend {
 
     /// One port's status.
     pub fn port(&self, port: u8) -> Result<PortStatus, FrontendError> {
-        self.shared.engine().hub.port(port).copied().ok_or(FrontendError::NoSuchPort {
-            port,
-            num_ports: self.shared.cfg.num_ports,
-        })
+        self.shared
+            .engine()
+            .hub
+            .port(port)
+            .copied()
+            .ok_or(FrontendError::NoSuchPort {
+                port,
+                num_ports: self.shared.cfg.num_ports,
+            })
     }
 
     /// A new channel of every [`PortEvent`] from now on.
@@ -233,7 +263,8 @@ impl Frontend {
 
     /// Waits until `port` has a device, returning its speed.
     pub fn wait_for_device(&self, port: u8, timeout: Duration) -> Result<Speed, FrontendError> {
-        self.wait_port(port, timeout, |p| p.connected()).map(|p| p.speed)
+        self.wait_port(port, timeout, |p| p.connected())
+            .map(|p| p.speed)
     }
 
     /// Waits until `port` is empty.
@@ -261,7 +292,12 @@ impl Frontend {
             if left.is_zero() {
                 return Err(FrontendError::Timeout("a port change"));
             }
-            engine = self.shared.changed.wait_timeout(engine, left).unwrap_or_else(|p| p.into_inner()).0;
+            engine = self
+                .shared
+                .changed
+                .wait_timeout(engine, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -274,7 +310,12 @@ impl Frontend {
             if left.is_zero() {
                 return Err(FrontendError::Timeout("the controller to connect"));
             }
-            engine = self.shared.changed.wait_timeout(engine, left).unwrap_or_else(|p| p.into_inner()).0;
+            engine = self
+                .shared
+                .changed
+                .wait_timeout(engine, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         Ok(())
     }
@@ -308,7 +349,10 @@ impl Frontend {
             Some(ev) => engine.events.push(ev),
             None => {
                 return Err(match engine.hub.port(port) {
-                    None => FrontendError::NoSuchPort { port, num_ports: self.shared.cfg.num_ports },
+                    None => FrontendError::NoSuchPort {
+                        port,
+                        num_ports: self.shared.cfg.num_ports,
+                    },
                     Some(_) => FrontendError::NoDevice(port),
                 })
             }
@@ -321,7 +365,11 @@ impl Frontend {
     }
 
     /// Submits a URB; `callback` runs exactly once with its completion.
-    pub fn submit(&self, urb: Urb, callback: impl FnOnce(crate::Completion) + Send + 'static) -> UrbHandle {
+    pub fn submit(
+        &self,
+        urb: Urb,
+        callback: impl FnOnce(crate::Completion) + Send + 'static,
+    ) -> UrbHandle {
         self.submit_boxed(urb, Box::new(callback))
     }
 
@@ -331,7 +379,10 @@ impl Frontend {
         let mut engine = self.shared.engine();
         let token = engine.submit(urb, callback, &mut done);
         self.shared.deliver(&mut done, engine);
-        UrbHandle { shared: Arc::downgrade(&self.shared), token }
+        UrbHandle {
+            shared: Arc::downgrade(&self.shared),
+            token,
+        }
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -340,7 +391,9 @@ impl Frontend {
 
     pub(crate) fn alloc_address(&self) -> Result<u8, FrontendError> {
         let mut used = lock(&self.shared.addresses);
-        let free = (1..128u8).find(|&a| !used[usize::from(a)]).ok_or(FrontendError::NoFreeAddress)?;
+        let free = (1..128u8)
+            .find(|&a| !used[usize::from(a)])
+            .ok_or(FrontendError::NoFreeAddress)?;
         used[usize::from(free)] = true;
         Ok(free)
     }
@@ -364,12 +417,21 @@ impl Frontend {
         // The toolstack already removed the controller (ctrl-detach after the
         // backend closed): as when xenbus unregisters xen-hcd's device, there is
         // no state left to write, and writing would recreate removed nodes.
-        let removed = matches!(s.xs.exists(pvusb_xenstore::Tx::NONE, &s.cfg.frontend_dir), Ok(false));
-        let mut result = if removed { Ok(()) } else { s.cfg.set_state(&s.xs, XenbusState::Closing) };
+        let removed = matches!(
+            s.xs.exists(pvusb_xenstore::Tx::NONE, &s.cfg.frontend_dir),
+            Ok(false)
+        );
+        let mut result = if removed {
+            Ok(())
+        } else {
+            s.cfg.set_state(&s.xs, XenbusState::Closing)
+        };
         if result.is_ok() && !removed {
             result = s
                 .cfg
-                .wait_backend(&s.xs, "Closed", timeout, |st| matches!(st, Some(XenbusState::Closed) | None))
+                .wait_backend(&s.xs, "Closed", timeout, |st| {
+                    matches!(st, Some(XenbusState::Closed) | None)
+                })
                 .map(drop);
         }
         let mut done = Vec::new();
@@ -478,7 +540,9 @@ fn step(shared: &Shared, state: Option<XenbusState>, lost: bool) {
             *lock(&shared.phase) = Phase::Initialising;
             step(shared, state, false);
         }
-        Phase::Initialising if matches!(state, Some(S::InitWait | S::Initialised | S::Connected)) => {
+        Phase::Initialising
+            if matches!(state, Some(S::InitWait | S::Initialised | S::Connected)) =>
+        {
             match handshake(shared) {
                 Ok(()) => info!("re-handshake with the backend done"),
                 Err(e) => warn!("re-handshake failed: {e}"),
@@ -494,7 +558,11 @@ fn worker(shared: &Shared) {
     while !shared.stop.load(Ordering::SeqCst) {
         let ch = {
             let engine = shared.engine();
-            engine.conn.as_ref().filter(|_| engine.dead.is_none()).map(|c| Arc::clone(&c.evtchn))
+            engine
+                .conn
+                .as_ref()
+                .filter(|_| engine.dead.is_none())
+                .map(|c| Arc::clone(&c.evtchn))
         };
         let (event, woken) = {
             let mut fds = vec![PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
@@ -509,7 +577,10 @@ fn worker(shared: &Shared) {
                 continue;
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (fds.get(1).is_some_and(ready), fds.first().is_some_and(ready))
+            (
+                fds.get(1).is_some_and(ready),
+                fds.first().is_some_and(ready),
+            )
         };
         if woken {
             let _ = shared.wake.read();

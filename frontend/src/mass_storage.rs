@@ -84,8 +84,15 @@ impl<'a> MassStorage<'a> {
             .interfaces
             .iter()
             .filter_map(|i| i.alt_settings.first())
-            .find(|a| a.class == class::MASS_STORAGE && a.subclass == SUBCLASS_SCSI && a.protocol == PROTOCOL_BOT)
-            .ok_or_else(|| FrontendError::Device { port: dev.port, reason: "no bulk-only mass-storage interface".into() })?;
+            .find(|a| {
+                a.class == class::MASS_STORAGE
+                    && a.subclass == SUBCLASS_SCSI
+                    && a.protocol == PROTOCOL_BOT
+            })
+            .ok_or_else(|| FrontendError::Device {
+                port: dev.port,
+                reason: "no bulk-only mass-storage interface".into(),
+            })?;
         let find = |dir| {
             alt.endpoints
                 .iter()
@@ -93,7 +100,10 @@ impl<'a> MassStorage<'a> {
                 .map(|e| e.number())
         };
         let (Some(ep_in), Some(ep_out)) = (find(Direction::In), find(Direction::Out)) else {
-            return Err(FrontendError::Device { port: dev.port, reason: "mass storage without bulk endpoints".into() });
+            return Err(FrontendError::Device {
+                port: dev.port,
+                reason: "mass storage without bulk endpoints".into(),
+            });
         };
         let mut ms = Self {
             front,
@@ -140,7 +150,11 @@ impl<'a> MassStorage<'a> {
     pub fn request_sense(&mut self) -> Result<Sense, FrontendError> {
         let d = self.command(&[0x03, 0, 0, 0, 18, 0], DataPhase::In(18), &[])?;
         let b = |i: usize| d.get(i).copied().unwrap_or(0);
-        Ok(Sense { key: b(2) & 0x0f, asc: b(12), ascq: b(13) })
+        Ok(Sense {
+            key: b(2) & 0x0f,
+            asc: b(12),
+            ascq: b(13),
+        })
     }
 
     /// READ CAPACITY(10): sets and returns (blocks, block size).
@@ -169,7 +183,13 @@ impl<'a> MassStorage<'a> {
         let end = lba.checked_add(count);
         match (u32::try_from(lba), u16::try_from(count), end) {
             (Ok(l), Ok(c), Some(e)) if e <= self.blocks => Ok((l, c)),
-            _ => Err(self.fail(op, format!("blocks {lba}+{count} outside the {}-block medium", self.blocks))),
+            _ => Err(self.fail(
+                op,
+                format!(
+                    "blocks {lba}+{count} outside the {}-block medium",
+                    self.blocks
+                ),
+            )),
         }
     }
 
@@ -185,10 +205,14 @@ impl<'a> MassStorage<'a> {
     pub fn write_blocks(&mut self, lba: u64, data: &[u8]) -> Result<(), FrontendError> {
         let bs = self.block_size as usize;
         if data.len() % bs != 0 {
-            return Err(self.fail(0x2a, format!("{} bytes are not whole {bs}-byte blocks", data.len())));
+            return Err(self.fail(
+                0x2a,
+                format!("{} bytes are not whole {bs}-byte blocks", data.len()),
+            ));
         }
         let (l, c) = self.check_range(0x2a, lba, (data.len() / bs) as u64)?;
-        self.command(&Self::rw_cdb(0x2a, l, c), DataPhase::Out, data).map(drop)
+        self.command(&Self::rw_cdb(0x2a, l, c), DataPhase::Out, data)
+            .map(drop)
     }
 
     fn fail(&self, command: u8, reason: String) -> FrontendError {
@@ -196,7 +220,12 @@ impl<'a> MassStorage<'a> {
     }
 
     /// One BOT command: CBW, data phase, CSW, with recovery.
-    fn command(&mut self, cdb: &[u8], phase: DataPhase, out: &[u8]) -> Result<Vec<u8>, FrontendError> {
+    fn command(
+        &mut self,
+        cdb: &[u8],
+        phase: DataPhase,
+        out: &[u8],
+    ) -> Result<Vec<u8>, FrontendError> {
         let op = cdb.first().copied().unwrap_or(0);
         let tag = self.tag;
         self.tag = self.tag.wrapping_add(1);
@@ -225,12 +254,19 @@ impl<'a> MassStorage<'a> {
         let data = match phase {
             DataPhase::None => Ok(Vec::new()),
             DataPhase::In(n) => self.front.bulk_in(port, addr, self.ep_in, n, TIMEOUT),
-            DataPhase::Out => self.front.bulk_out(port, addr, self.ep_out, out, TIMEOUT).map(|_| Vec::new()),
+            DataPhase::Out => self
+                .front
+                .bulk_out(port, addr, self.ep_out, out, TIMEOUT)
+                .map(|_| Vec::new()),
         };
         let data = match data {
             Ok(d) => d,
             Err(FrontendError::Transfer(UrbStatus::Stall)) => {
-                let ep = if matches!(phase, DataPhase::In(_)) { self.ep_in | 0x80 } else { self.ep_out };
+                let ep = if matches!(phase, DataPhase::In(_)) {
+                    self.ep_in | 0x80
+                } else {
+                    self.ep_out
+                };
                 self.clear_halt(ep);
                 Vec::new()
             }
@@ -266,7 +302,10 @@ impl<'a> MassStorage<'a> {
     }
 
     fn read_csw(&mut self) -> Result<Vec<u8>, FrontendError> {
-        let c = self.front.transfer(Urb::bulk_in(self.port, self.address, self.ep_in, CSW_LEN), TIMEOUT)?;
+        let c = self.front.transfer(
+            Urb::bulk_in(self.port, self.address, self.ep_in, CSW_LEN),
+            TIMEOUT,
+        )?;
         if !c.status.is_ok() {
             return Err(FrontendError::Transfer(c.status));
         }
@@ -275,13 +314,17 @@ impl<'a> MassStorage<'a> {
 
     fn clear_halt(&self, endpoint_address: u8) {
         let setup = SetupPacket::clear_halt(endpoint_address);
-        let _ = self.front.control_out(self.port, self.address, setup, &[], TIMEOUT);
+        let _ = self
+            .front
+            .control_out(self.port, self.address, setup, &[], TIMEOUT);
     }
 
     /// BOT 5.3.4 reset recovery: mass-storage reset, clear halt on both pipes.
     pub fn reset_recovery(&self) {
         let setup = SetupPacket::new(0x21, BOMS_RESET, 0, u16::from(self.interface), 0);
-        let _ = self.front.control_out(self.port, self.address, setup, &[], TIMEOUT);
+        let _ = self
+            .front
+            .control_out(self.port, self.address, setup, &[], TIMEOUT);
         self.clear_halt(self.ep_in | 0x80);
         self.clear_halt(self.ep_out);
     }

@@ -81,7 +81,12 @@ pub struct PortStatus {
 
 impl PortStatus {
     fn empty(port: u8) -> Self {
-        Self { port, speed: Speed::None, bits: stat::POWER, address: None }
+        Self {
+            port,
+            speed: Speed::None,
+            bits: stat::POWER,
+            address: None,
+        }
     }
 
     /// Whether a device is connected.
@@ -116,7 +121,9 @@ pub struct RootHub {
 impl RootHub {
     /// `num_ports` empty, powered ports.
     pub fn new(num_ports: u8) -> Self {
-        Self { ports: (1..=num_ports).map(PortStatus::empty).collect() }
+        Self {
+            ports: (1..=num_ports).map(PortStatus::empty).collect(),
+        }
     }
 
     /// Number of ports.
@@ -131,11 +138,15 @@ impl RootHub {
 
     /// Port `port` (1-based).
     pub fn port(&self, port: u8) -> Option<&PortStatus> {
-        usize::from(port).checked_sub(1).and_then(|i| self.ports.get(i))
+        usize::from(port)
+            .checked_sub(1)
+            .and_then(|i| self.ports.get(i))
     }
 
     fn port_mut(&mut self, port: u8) -> Option<&mut PortStatus> {
-        usize::from(port).checked_sub(1).and_then(|i| self.ports.get_mut(i))
+        usize::from(port)
+            .checked_sub(1)
+            .and_then(|i| self.ports.get_mut(i))
     }
 
     /// Applies one conn-ring message (already copied out of the ring). Level
@@ -143,16 +154,18 @@ impl RootHub {
     pub fn apply(&mut self, rsp: &ConnResponse) -> Result<Option<PortEvent>, ConnError> {
         let num_ports = self.num_ports();
         let speed = Speed::try_from(rsp.speed).map_err(|e| ConnError::BadSpeed(e.0))?;
-        let p = self
-            .port_mut(rsp.portnum)
-            .ok_or(ConnError::BadPort { port: rsp.portnum, num_ports })?;
+        let p = self.port_mut(rsp.portnum).ok_or(ConnError::BadPort {
+            port: rsp.portnum,
+            num_ports,
+        })?;
         if p.speed == speed {
             return Ok(None);
         }
         p.speed = speed;
         p.address = None;
         let change = stat::C_CONNECTION << stat::CHANGE_SHIFT;
-        let speed_bits = stat::CONNECTION | stat::ENABLE | stat::LOW_SPEED | stat::HIGH_SPEED | stat::SUSPEND;
+        let speed_bits =
+            stat::CONNECTION | stat::ENABLE | stat::LOW_SPEED | stat::HIGH_SPEED | stat::SUSPEND;
         p.bits &= !speed_bits;
         p.bits |= change;
         Ok(Some(match speed {
@@ -164,7 +177,10 @@ impl RootHub {
                     Speed::High => p.bits |= stat::HIGH_SPEED,
                     _ => {}
                 }
-                PortEvent::Connected { port: rsp.portnum, speed }
+                PortEvent::Connected {
+                    port: rsp.portnum,
+                    speed,
+                }
             }
         }))
     }
@@ -214,32 +230,72 @@ mod tests {
     use super::*;
 
     fn ev(port: u8, speed: u8) -> ConnResponse {
-        ConnResponse { id: 0, portnum: port, speed }
+        ConnResponse {
+            id: 0,
+            portnum: port,
+            speed,
+        }
     }
 
     #[test]
     fn connect_disconnect_and_level_semantics() {
         let mut hub = RootHub::new(2);
-        assert_eq!(hub.apply(&ev(1, 3)), Ok(Some(PortEvent::Connected { port: 1, speed: Speed::High })));
+        assert_eq!(
+            hub.apply(&ev(1, 3)),
+            Ok(Some(PortEvent::Connected {
+                port: 1,
+                speed: Speed::High
+            }))
+        );
         let p = *hub.port(1).unwrap();
-        assert_eq!(p.bits & 0xffff, stat::POWER | stat::CONNECTION | stat::HIGH_SPEED);
+        assert_eq!(
+            p.bits & 0xffff,
+            stat::POWER | stat::CONNECTION | stat::HIGH_SPEED
+        );
         assert_ne!(p.bits & (stat::C_CONNECTION << 16), 0);
         assert_eq!(hub.apply(&ev(1, 3)), Ok(None));
         assert_eq!(hub.reset(1), Some(PortEvent::Reset { port: 1 }));
         assert_ne!(hub.port(1).unwrap().bits & stat::ENABLE, 0);
-        assert_eq!(hub.apply(&ev(1, 0)), Ok(Some(PortEvent::Disconnected { port: 1 })));
+        assert_eq!(
+            hub.apply(&ev(1, 0)),
+            Ok(Some(PortEvent::Disconnected { port: 1 }))
+        );
         assert!(!hub.port(1).unwrap().connected());
         assert_eq!(hub.reset(1), None);
-        assert_eq!(hub.apply(&ev(2, 1)), Ok(Some(PortEvent::Connected { port: 2, speed: Speed::Low })));
+        assert_eq!(
+            hub.apply(&ev(2, 1)),
+            Ok(Some(PortEvent::Connected {
+                port: 2,
+                speed: Speed::Low
+            }))
+        );
         assert_ne!(hub.port(2).unwrap().bits & stat::LOW_SPEED, 0);
     }
 
     #[test]
     fn hostile_conn_events_are_errors() {
         let mut hub = RootHub::new(2);
-        assert_eq!(hub.apply(&ev(0, 1)), Err(ConnError::BadPort { port: 0, num_ports: 2 }));
-        assert_eq!(hub.apply(&ev(3, 1)), Err(ConnError::BadPort { port: 3, num_ports: 2 }));
-        assert_eq!(hub.apply(&ev(255, 1)), Err(ConnError::BadPort { port: 255, num_ports: 2 }));
+        assert_eq!(
+            hub.apply(&ev(0, 1)),
+            Err(ConnError::BadPort {
+                port: 0,
+                num_ports: 2
+            })
+        );
+        assert_eq!(
+            hub.apply(&ev(3, 1)),
+            Err(ConnError::BadPort {
+                port: 3,
+                num_ports: 2
+            })
+        );
+        assert_eq!(
+            hub.apply(&ev(255, 1)),
+            Err(ConnError::BadPort {
+                port: 255,
+                num_ports: 2
+            })
+        );
         assert_eq!(hub.apply(&ev(1, 4)), Err(ConnError::BadSpeed(4)));
         assert!(hub.ports().iter().all(|p| !p.connected()));
     }

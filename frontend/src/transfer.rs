@@ -47,7 +47,9 @@ impl Frontend {
         timeout: Duration,
     ) -> Result<Vec<u8>, FrontendError> {
         if !setup.is_in() {
-            return Err(FrontendError::InvalidRequest("control_in needs an IN setup packet".into()));
+            return Err(FrontendError::InvalidRequest(
+                "control_in needs an IN setup packet".into(),
+            ));
         }
         let c = self.transfer_ok(Urb::control(port, device, setup, Vec::new()), timeout)?;
         let mut buf = c.buffer;
@@ -66,7 +68,9 @@ impl Frontend {
         timeout: Duration,
     ) -> Result<usize, FrontendError> {
         if setup.is_in() && setup.w_length > 0 {
-            return Err(FrontendError::InvalidRequest("control_out needs an OUT setup packet".into()));
+            return Err(FrontendError::InvalidRequest(
+                "control_out needs an OUT setup packet".into(),
+            ));
         }
         let c = self.transfer_ok(Urb::control(port, device, setup, data.to_vec()), timeout)?;
         Ok(c.actual_length)
@@ -85,7 +89,11 @@ impl Frontend {
         timeout: Duration,
     ) -> Result<Vec<u8>, FrontendError> {
         let mut out = Vec::with_capacity(len);
-        let chunk = if len > MAX_URB_DATA { BULK_CHUNK } else { len.max(1) };
+        let chunk = if len > MAX_URB_DATA {
+            BULK_CHUNK
+        } else {
+            len.max(1)
+        };
         while out.len() < len || len == 0 {
             let want = chunk.min(len - out.len());
             let c = self.transfer_ok(Urb::bulk_in(port, device, endpoint, want), timeout)?;
@@ -110,7 +118,10 @@ impl Frontend {
         timeout: Duration,
     ) -> Result<usize, FrontendError> {
         if data.len() <= MAX_URB_DATA {
-            let c = self.transfer_ok(Urb::bulk_out(port, device, endpoint, data.to_vec()), timeout)?;
+            let c = self.transfer_ok(
+                Urb::bulk_out(port, device, endpoint, data.to_vec()),
+                timeout,
+            )?;
             return Ok(c.actual_length);
         }
         let pieces: Vec<&[u8]> = data.chunks(BULK_CHUNK).collect();
@@ -125,7 +136,8 @@ impl Frontend {
         }
         drop(tx);
         let mut results: Vec<Option<Completion>> = vec![None; pieces.len()];
-        let deadline = std::time::Instant::now() + timeout.saturating_mul(u32::try_from(pieces.len()).unwrap_or(u32::MAX));
+        let deadline = std::time::Instant::now()
+            + timeout.saturating_mul(u32::try_from(pieces.len()).unwrap_or(u32::MAX));
         let mut received = 0;
         while received < pieces.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -165,7 +177,10 @@ impl Frontend {
         interval: u16,
         timeout: Duration,
     ) -> Result<Vec<u8>, FrontendError> {
-        let c = self.transfer_ok(Urb::interrupt_in(port, device, endpoint, len, interval), timeout)?;
+        let c = self.transfer_ok(
+            Urb::interrupt_in(port, device, endpoint, len, interval),
+            timeout,
+        )?;
         let mut buf = c.buffer;
         buf.truncate(c.actual_length);
         Ok(buf)
@@ -182,22 +197,42 @@ impl Frontend {
         packet_lengths: Vec<u32>,
         timeout: Duration,
     ) -> Result<Completion, FrontendError> {
-        let urb = Urb::isochronous(port, device, endpoint, Direction::In, interval, packet_lengths, Vec::new());
+        let urb = Urb::isochronous(
+            port,
+            device,
+            endpoint,
+            Direction::In,
+            interval,
+            packet_lengths,
+            Vec::new(),
+        );
         self.transfer_ok(urb, timeout)
     }
 
-    /// An isochronous OUT of `data` cut into `packet_lengths`.
+    /// An isochronous OUT of `packets` (one slice per packet, sent back to
+    /// back); the completion has per-packet results.
     pub fn iso_out(
         &self,
         port: u8,
         device: u8,
         endpoint: u8,
         interval: u16,
-        packet_lengths: Vec<u32>,
-        data: Vec<u8>,
+        packets: &[&[u8]],
         timeout: Duration,
     ) -> Result<Completion, FrontendError> {
-        let urb = Urb::isochronous(port, device, endpoint, Direction::Out, interval, packet_lengths, data);
+        let lengths = packets
+            .iter()
+            .map(|p| u32::try_from(p.len()).unwrap_or(u32::MAX))
+            .collect();
+        let urb = Urb::isochronous(
+            port,
+            device,
+            endpoint,
+            Direction::Out,
+            interval,
+            lengths,
+            packets.concat(),
+        );
         self.transfer_ok(urb, timeout)
     }
 }

@@ -38,7 +38,9 @@ where
         count: usize,
         writable: bool,
     ) -> Result<Arc<dyn GrantedPages>, GrantError> {
-        Ok(Arc::new(GrantAllocator::alloc(self, peer, count, writable)?))
+        Ok(Arc::new(GrantAllocator::alloc(
+            self, peer, count, writable,
+        )?))
     }
 
     fn alloc_event_channel(&self, peer: DomId) -> Result<Arc<dyn EventChannel>, EvtchnError> {

@@ -69,17 +69,36 @@ impl Urb {
     /// A control transfer: for IN, a buffer of `wLength` zeroes is prepared;
     /// for OUT, `data` must be `wLength` bytes.
     pub fn control(port: u8, device: u8, setup: SetupPacket, data: Vec<u8>) -> Self {
-        let direction = if setup.is_in() { Direction::In } else { Direction::Out };
+        let direction = if setup.is_in() {
+            Direction::In
+        } else {
+            Direction::Out
+        };
         let buffer = match direction {
             Direction::In => vec![0; usize::from(setup.w_length)],
             Direction::Out => data,
         };
-        Self { port, device, endpoint: 0, direction, kind: UrbKind::Control(setup), buffer, short_not_ok: false }
+        Self {
+            port,
+            device,
+            endpoint: 0,
+            direction,
+            kind: UrbKind::Control(setup),
+            buffer,
+            short_not_ok: false,
+        }
     }
 
     /// A bulk IN of `len` bytes.
     pub fn bulk_in(port: u8, device: u8, endpoint: u8, len: usize) -> Self {
-        Self::data(port, device, endpoint, Direction::In, UrbKind::Bulk, vec![0; len])
+        Self::data(
+            port,
+            device,
+            endpoint,
+            Direction::In,
+            UrbKind::Bulk,
+            vec![0; len],
+        )
     }
 
     /// A bulk OUT of `data`.
@@ -89,12 +108,26 @@ impl Urb {
 
     /// An interrupt IN of up to `len` bytes.
     pub fn interrupt_in(port: u8, device: u8, endpoint: u8, len: usize, interval: u16) -> Self {
-        Self::data(port, device, endpoint, Direction::In, UrbKind::Interrupt { interval }, vec![0; len])
+        Self::data(
+            port,
+            device,
+            endpoint,
+            Direction::In,
+            UrbKind::Interrupt { interval },
+            vec![0; len],
+        )
     }
 
     /// An interrupt OUT of `data`.
     pub fn interrupt_out(port: u8, device: u8, endpoint: u8, data: Vec<u8>, interval: u16) -> Self {
-        Self::data(port, device, endpoint, Direction::Out, UrbKind::Interrupt { interval }, data)
+        Self::data(
+            port,
+            device,
+            endpoint,
+            Direction::Out,
+            UrbKind::Interrupt { interval },
+            data,
+        )
     }
 
     /// An isochronous transfer; for IN `buffer` is resized to Σ packet lengths.
@@ -109,14 +142,37 @@ impl Urb {
     ) -> Self {
         if direction == Direction::In {
             let total: u64 = packet_lengths.iter().map(|&l| u64::from(l)).sum();
-            buffer.resize(usize::try_from(total).unwrap_or(usize::MAX).min(MAX_URB_DATA + 1), 0);
+            buffer.resize(
+                usize::try_from(total)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_URB_DATA + 1),
+                0,
+            );
         }
-        let kind = UrbKind::Isochronous { interval, packet_lengths };
+        let kind = UrbKind::Isochronous {
+            interval,
+            packet_lengths,
+        };
         Self::data(port, device, endpoint, direction, kind, buffer)
     }
 
-    fn data(port: u8, device: u8, endpoint: u8, direction: Direction, kind: UrbKind, buffer: Vec<u8>) -> Self {
-        Self { port, device, endpoint, direction, kind, buffer, short_not_ok: false }
+    fn data(
+        port: u8,
+        device: u8,
+        endpoint: u8,
+        direction: Direction,
+        kind: UrbKind,
+        buffer: Vec<u8>,
+    ) -> Self {
+        Self {
+            port,
+            device,
+            endpoint,
+            direction,
+            kind,
+            buffer,
+            short_not_ok: false,
+        }
     }
 
     /// Number of data pages the buffer needs (it starts at offset 0 of the
@@ -131,10 +187,16 @@ impl Urb {
             return Err(format!("port {} is outside 1..={num_ports}", self.port));
         }
         if self.device > 127 || self.endpoint > 15 {
-            return Err(format!("address {} / endpoint {} out of range", self.device, self.endpoint));
+            return Err(format!(
+                "address {} / endpoint {} out of range",
+                self.device, self.endpoint
+            ));
         }
         if self.buffer.len() > MAX_URB_DATA {
-            return Err(format!("{} bytes exceed the {MAX_URB_DATA}-byte URB limit", self.buffer.len()));
+            return Err(format!(
+                "{} bytes exceed the {MAX_URB_DATA}-byte URB limit",
+                self.buffer.len()
+            ));
         }
         match &self.kind {
             UrbKind::Control(setup) => {
@@ -151,11 +213,17 @@ impl Urb {
             }
             UrbKind::Isochronous { packet_lengths, .. } => {
                 if packet_lengths.is_empty() || packet_lengths.len() > MAX_ISO_PACKETS {
-                    return Err(format!("{} iso packets (1..={MAX_ISO_PACKETS} allowed)", packet_lengths.len()));
+                    return Err(format!(
+                        "{} iso packets (1..={MAX_ISO_PACKETS} allowed)",
+                        packet_lengths.len()
+                    ));
                 }
                 let total: u64 = packet_lengths.iter().map(|&l| u64::from(l)).sum();
                 if total != self.buffer.len() as u64 {
-                    return Err(format!("iso packets total {total} bytes, the buffer has {}", self.buffer.len()));
+                    return Err(format!(
+                        "iso packets total {total} bytes, the buffer has {}",
+                        self.buffer.len()
+                    ));
                 }
                 if self.data_pages() + 1 > MAX_SEGMENTS_PER_REQUEST {
                     return Err("iso data and descriptors need more than 16 segments".into());
@@ -197,12 +265,21 @@ pub struct Completion {
 impl Completion {
     /// The transferred bytes (IN data).
     pub fn data(&self) -> &[u8] {
-        self.buffer.get(..self.actual_length).unwrap_or(&self.buffer)
+        self.buffer
+            .get(..self.actual_length)
+            .unwrap_or(&self.buffer)
     }
 
     /// A completion decided locally, with nothing transferred.
     pub(crate) fn local(status: UrbStatus, buffer: Vec<u8>) -> Self {
-        Self { status, actual_length: 0, buffer, start_frame: 0, error_count: 0, iso_packets: Vec::new() }
+        Self {
+            status,
+            actual_length: 0,
+            buffer,
+            start_frame: 0,
+            error_count: 0,
+            iso_packets: Vec::new(),
+        }
     }
 }
 

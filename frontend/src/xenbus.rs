@@ -36,7 +36,11 @@ fn read_required(xs: &XsClient, path: &str) -> Result<String, FrontendError> {
 }
 
 fn bad(path: &str, value: &str, expected: &'static str) -> FrontendError {
-    FrontendError::BadXenstoreValue { path: path.to_owned(), value: value.to_owned(), expected }
+    FrontendError::BadXenstoreValue {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        expected,
+    }
 }
 
 impl ControllerConfig {
@@ -47,18 +51,31 @@ impl ControllerConfig {
         let backend_path = xenstore::join(&frontend_dir, keys::BACKEND);
         let backend_dir = read_required(xs, &backend_path)?;
         if !backend_dir.starts_with('/') || backend_dir.len() > 256 {
-            return Err(bad(&backend_path, &backend_dir, "an absolute xenstore path"));
+            return Err(bad(
+                &backend_path,
+                &backend_dir,
+                "an absolute xenstore path",
+            ));
         }
         let id_path = xenstore::join(&frontend_dir, keys::BACKEND_ID);
         let id = read_required(xs, &id_path)?;
         let backend_domid = parse_u16(&id).map_err(|_| bad(&id_path, &id, "a domain id"))?;
         let np_path = xenstore::join(&backend_dir, keys::NUM_PORTS);
         let np = read_required(xs, &np_path)?;
-        let num_ports = parse_num_ports(&np).map_err(|_| bad(&np_path, &np, "a port count 1..=31"))?;
+        let num_ports =
+            parse_num_ports(&np).map_err(|_| bad(&np_path, &np, "a port count 1..=31"))?;
         let ver_path = xenstore::join(&backend_dir, keys::USB_VER);
         let ver = read_required(xs, &ver_path)?;
         let usb_ver: UsbVer = ver.parse().map_err(|_| bad(&ver_path, &ver, "1 or 2"))?;
-        Ok(Self { domid, devid, frontend_dir, backend_dir, backend_domid, num_ports, usb_ver })
+        Ok(Self {
+            domid,
+            devid,
+            frontend_dir,
+            backend_dir,
+            backend_domid,
+            num_ports,
+            usb_ver,
+        })
     }
 
     /// Path of the backend's `state`.
@@ -69,7 +86,9 @@ impl ControllerConfig {
     /// The backend's state; `None` if missing or unparsable (a hostile value
     /// is just "not a state we act on").
     pub fn backend_state(&self, xs: &XsClient) -> Result<Option<XenbusState>, FrontendError> {
-        Ok(xs.read(Tx::NONE, &self.backend_state_path())?.and_then(|v| v.parse().ok()))
+        Ok(xs
+            .read(Tx::NONE, &self.backend_state_path())?
+            .and_then(|v| v.parse().ok()))
     }
 
     /// Writes our own `state`.
@@ -96,24 +115,46 @@ impl ControllerConfig {
             }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(FrontendError::BackendTimeout { wanted, seen, waited_ms: start.elapsed().as_millis() });
+                return Err(FrontendError::BackendTimeout {
+                    wanted,
+                    seen,
+                    waited_ms: start.elapsed().as_millis(),
+                });
             }
             // A watch event, or re-read at least every 100 ms in case the
             // connection's watch delivery lags.
-            let _ = watch.receiver().recv_timeout(left.min(Duration::from_millis(100)));
+            let _ = watch
+                .receiver()
+                .recv_timeout(left.min(Duration::from_millis(100)));
         }
     }
 
     /// xen-hcd step 2 after the rings exist: the three keys in one
     /// transaction, all conn requests posted, then straight to Connected.
-    pub(crate) fn publish(&self, xs: &XsClient, conn: &mut Connection) -> Result<(), FrontendError> {
+    pub(crate) fn publish(
+        &self,
+        xs: &XsClient,
+        conn: &mut Connection,
+    ) -> Result<(), FrontendError> {
         let (urb_ref, conn_ref) = conn.ring_refs();
         let port = conn.evtchn.port();
         let dir = &self.frontend_dir;
         xs.transaction(|tx| {
-            xs.write(tx, &xenstore::join(dir, keys::URB_RING_REF), &urb_ref.to_string())?;
-            xs.write(tx, &xenstore::join(dir, keys::CONN_RING_REF), &conn_ref.to_string())?;
-            xs.write(tx, &xenstore::join(dir, keys::EVENT_CHANNEL), &port.to_string())
+            xs.write(
+                tx,
+                &xenstore::join(dir, keys::URB_RING_REF),
+                &urb_ref.to_string(),
+            )?;
+            xs.write(
+                tx,
+                &xenstore::join(dir, keys::CONN_RING_REF),
+                &conn_ref.to_string(),
+            )?;
+            xs.write(
+                tx,
+                &xenstore::join(dir, keys::EVENT_CHANNEL),
+                &port.to_string(),
+            )
         })?;
         if conn.post_all_conn_requests()? {
             conn.evtchn.notify()?;
@@ -133,6 +174,8 @@ pub fn own_domid(xs: &XsClient) -> Result<u16, FrontendError> {
 pub fn read_u32(xs: &XsClient, path: &str) -> Result<Option<u32>, FrontendError> {
     match xs.read(Tx::NONE, path)? {
         None => Ok(None),
-        Some(v) => parse_u32(&v).map(Some).map_err(|_| bad(path, &v, "a decimal u32")),
+        Some(v) => parse_u32(&v)
+            .map(Some)
+            .map_err(|_| bad(path, &v, "a decimal u32")),
     }
 }

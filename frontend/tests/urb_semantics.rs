@@ -1,0 +1,139 @@
+//! URB semantics against a scripted backend: data round trips through the
+//! granted pages, local queueing beyond 16, unlink (spec 7.6), bulk splitting,
+//! close releasing every grant, and reconnect after the backend went away.
+
+mod support;
+
+use std::time::Duration;
+
+use pvusb_frontend::{PortEvent, Urb, UrbStatus};
+use pvusb_protocol::{Status, UrbResponse};
+use support::{collector, Env, T};
+
+#[test]
+fn out_and_in_data_travel_through_the_slot_pages() {
+    let env = Env::new();
+    let front = env.connect();
+    let mut peer = env.backend();
+    let (tx, rx) = collector();
+    let data: Vec<u8> = (0..65535u32).map(|i| (i % 251) as u8).collect();
+    front.submit(Urb::bulk_out(1, 3, 2, data.clone()), {
+        let tx = tx.clone();
+        move |c| tx.send(c).unwrap()
+    });
+    let req = peer.requests(1)[0];
+    assert_eq!(req.nr_buffer_segs, 16);
+    assert_eq!(peer.read_data(&req), data);
+    peer.respond(UrbResponse::new(req.id, Status::Ok, 65535));
+    assert_eq!(rx.recv_timeout(T).unwrap().actual_length, 65535);
+    front.submit(Urb::bulk_in(1, 3, 1, 5000), move |c| tx.send(c).unwrap());
+    let req = peer.requests(1)[0];
+    peer.write_data(&req, &[9; 4500]);
+    peer.respond(UrbResponse::new(req.id, Status::Ok, 4500));
+    let c = rx.recv_timeout(T).unwrap();
+    assert_eq!(c.data(), &[9; 4500][..]);
+}
+
+#[test]
+fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
+    let env = Env::new();
+    let front = env.connect();
+    let mut peer = env.backend();
+    let (tx, rx) = collector();
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        handles.push(front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap()));
+    }
+    let reqs = peer.requests(16);
+    assert_eq!(reqs.len(), 16, "never more than 16 on the ring");
+    assert_eq!(front.outstanding(), 20);
+    // A queued URB completes locally with the requested status.
+    assert!(handles[19].unlink(UrbStatus::Cancelled));
+    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Cancelled);
+    // An in-flight URB: the unlink request waits for a free id...
+    assert!(handles[0].unlink(UrbStatus::Cancelled));
+    assert!(rx.try_recv().is_err());
+    // ...which the response to request 1 frees; the unlink goes first, before queued submits.
+    peer.respond(UrbResponse::new(reqs[1].id, Status::Ok, 0));
+    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Ok);
+    let next = peer.requests(1)[0];
+    assert!(next.pipe().is_unlink());
+    assert_eq!(next.unlink_id(), reqs[0].id);
+    // The target completes with the caller's status when ITS response arrives.
+    peer.respond(UrbResponse::new(reqs[0].id, Status::IoError, 0));
+    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Cancelled);
+    peer.respond(UrbResponse::new(next.id, Status::Ok, 0));
+    // Drain the rest: everything completes exactly once.
+    let mut seen = 3;
+    let mut ids: Vec<u16> = reqs[2..].iter().map(|r| r.id).collect();
+    ids.extend(peer.requests(2).iter().map(|r| r.id));
+    for id in ids {
+        peer.respond(UrbResponse::new(id, Status::Ok, 64));
+    }
+    // The last queued URB got an id freed by those responses.
+    let last = peer.requests(1)[0];
+    peer.respond(UrbResponse::new(last.id, Status::Ok, 64));
+    while seen < 20 {
+        rx.recv_timeout(T).unwrap();
+        seen += 1;
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    assert_eq!(front.outstanding(), 0);
+    let s = front.stats();
+    assert_eq!((s.submitted, s.completed), (20, 20));
+}
+
+#[test]
+fn blocking_timeout_unlinks_and_waits_for_the_response() {
+    let env = Env::new();
+    let front = env.connect();
+    let mut peer = env.backend();
+    let worker = std::thread::spawn(move || {
+        let reqs = peer.requests(2);
+        assert!(reqs[1].pipe().is_unlink());
+        peer.respond(UrbResponse::new(reqs[0].id, Status::IoError, 0));
+        peer.respond(UrbResponse::new(reqs[1].id, Status::Ok, 0));
+        peer
+    });
+    let r = front.interrupt_in(1, 2, 1, 8, 10, Duration::from_millis(50));
+    assert!(
+        matches!(
+            r,
+            Err(pvusb_frontend::FrontendError::Transfer(UrbStatus::TimedOut))
+        ),
+        "{r:?}"
+    );
+    worker.join().unwrap();
+}
+
+#[test]
+fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
+    let env = Env::new();
+    let front = env.connect();
+    let events = front.subscribe();
+    let mut peer = env.backend();
+    let old_ref = env.frontend_key("urb-ring-ref");
+    let (tx, rx) = collector();
+    front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+    peer.requests(1);
+    env.set_backend_state(5); // Closing
+    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    drop(peer);
+    env.set_backend_state(6); // Closed
+    env.set_backend_state(2); // a new backend: InitWait
+    front.wait_connected(T).unwrap();
+    assert_eq!(env.frontend_key("state").as_deref(), Some("4"));
+    assert_ne!(env.frontend_key("urb-ring-ref"), old_ref);
+    let seen: Vec<PortEvent> = events.try_iter().collect();
+    assert!(
+        seen.contains(&PortEvent::ControllerDisconnected),
+        "{seen:?}"
+    );
+    let mut peer = env.backend();
+    let (tx, rx) = collector();
+    front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+    let req = peer.requests(1)[0];
+    peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
+    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Ok);
+}
