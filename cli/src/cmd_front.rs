@@ -449,43 +449,54 @@ fn test_device(front: &Frontend, d: &Device) -> Vec<Outcome> {
             },
         });
     }
-    for dir in [Direction::In, Direction::Out] {
-        let Some(e) = find(EndpointType::Isochronous, dir) else {
+    // Isochronous endpoints usually live in a non-zero alternate setting.
+    for alt in d.config.interfaces.iter().flat_map(|i| &i.alt_settings) {
+        let iso: Vec<_> = alt
+            .endpoints
+            .iter()
+            .filter(|e| e.endpoint_type() == EndpointType::Isochronous)
+            .collect();
+        if iso.is_empty() {
             continue;
-        };
-        let mps = u32::from(e.max_packet_size & 0x7ff).max(1);
-        let lens = vec![mps; 8];
-        let (r, el) = timed(|| match dir {
-            Direction::In => front.iso_in(port, addr, e.number(), 1, lens.clone(), t),
-            Direction::Out => front.iso_out(
-                port,
-                addr,
-                e.number(),
-                1,
-                &[&vec![0x55u8; mps as usize][..]; 8],
-                t,
-            ),
-        });
-        let name = format!("isochronous {dir:?}");
-        out.push(match r {
-            Ok(c) => {
-                let good = c.iso_packets.iter().filter(|p| p.status.is_ok()).count();
-                Outcome {
-                    name,
-                    ok: good == c.iso_packets.len(),
-                    detail: format!(
-                        "{good}/{} packets ok, {} bytes in {el:?}",
-                        c.iso_packets.len(),
-                        c.iso_packets.iter().map(|p| p.actual_length).sum::<u32>()
-                    ),
-                }
-            }
-            Err(e) => Outcome {
-                name,
+        }
+        let select = SetupPacket::set_interface(alt.interface_number, alt.alternate_setting);
+        if let Err(e) = front.control_out(port, addr, select, &[], t) {
+            out.push(Outcome {
+                name: "SET_INTERFACE for isochronous".into(),
                 ok: false,
                 detail: e.to_string(),
-            },
-        });
+            });
+            continue;
+        }
+        for e in iso {
+            let dir = e.direction();
+            let mps = u32::from(e.max_packet_size & 0x7ff).max(1);
+            let payload = vec![0x55u8; mps as usize];
+            let (r, el) = timed(|| match dir {
+                Direction::In => front.iso_in(port, addr, e.number(), 1, vec![mps; 8], t),
+                Direction::Out => front.iso_out(port, addr, e.number(), 1, &[&payload[..]; 8], t),
+            });
+            let name = format!("isochronous {dir:?} ep {:#04x}", e.address);
+            out.push(match r {
+                Ok(c) => {
+                    let good = c.iso_packets.iter().filter(|p| p.status.is_ok()).count();
+                    let bytes: u32 = c.iso_packets.iter().map(|p| p.actual_length).sum();
+                    Outcome {
+                        name,
+                        ok: good == c.iso_packets.len(),
+                        detail: format!(
+                            "{good}/{} packets ok, {bytes} bytes in {el:?}",
+                            c.iso_packets.len()
+                        ),
+                    }
+                }
+                Err(e) => Outcome {
+                    name,
+                    ok: false,
+                    detail: e.to_string(),
+                },
+            });
+        }
     }
     out
 }

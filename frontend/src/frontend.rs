@@ -405,7 +405,8 @@ impl Frontend {
     }
 
     /// Closes the controller (xen-hcd remove): state Closing, wait for the
-    /// backend to close, fail every URB with shutdown, end access to every
+    /// backend to disconnect (Closing or Closed: usbback only goes Closed after
+    /// the frontend did), fail every URB with shutdown, end access to every
     /// granted page (retrying while the backend still maps them), state Closed.
     pub fn close(&self) -> Result<(), FrontendError> {
         if self.closed.swap(true, Ordering::SeqCst) {
@@ -429,8 +430,8 @@ impl Frontend {
         if result.is_ok() && !removed {
             result = s
                 .cfg
-                .wait_backend(&s.xs, "Closed", timeout, |st| {
-                    matches!(st, Some(XenbusState::Closed) | None)
+                .wait_backend(&s.xs, "Closing or Closed", timeout, |st| {
+                    matches!(st, Some(XenbusState::Closing | XenbusState::Closed) | None)
                 })
                 .map(drop);
         }
@@ -565,11 +566,17 @@ fn worker(shared: &Shared) {
                 .map(|c| Arc::clone(&c.evtchn))
         };
         let (event, woken) = {
-            let mut fds = vec![PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
-            if let Some(ch) = &ch {
-                fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
-            }
-            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+            // No allocation per wake-up: a fixed array, the second entry only
+            // used while a connection exists.
+            let wake_fd = shared.wake.as_fd();
+            let ch_fd = ch.as_ref().map_or(wake_fd, |c| c.as_fd());
+            let mut all = [
+                PollFd::new(wake_fd, PollFlags::POLLIN),
+                PollFd::new(ch_fd, PollFlags::POLLIN),
+            ];
+            let used = if ch.is_some() { 2 } else { 1 };
+            let fds = &mut all[..used];
+            if let Err(e) = poll(fds, PollTimeout::NONE) {
                 if e != nix::errno::Errno::EINTR {
                     warn!("poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));

@@ -1,0 +1,358 @@
+//! The frontend against the real backend daemon and its emulated devices over
+//! the simulated transport: every transfer type, an unlink storm, hot-unplug
+//! during transfers and a backend restart.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
+use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
+use pvusb_backend::usb::emulated::loopback::{
+    LoopbackDevice, VENDOR_GET_COUNTERS, VENDOR_SET_MODE,
+};
+use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
+use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
+use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_backend::{CompositeHost, Daemon, DaemonConfig, DaemonHandle};
+use pvusb_frontend::{Frontend, MassStorage, Options, PortEvent, Urb, UrbStatus};
+use pvusb_protocol::usb::request::dt;
+use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
+use pvusb_protocol::{SetupPacket, Speed};
+use pvusb_xen::sim::SimXen;
+use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer, XsServerHandle};
+
+const T: Duration = Duration::from_secs(20);
+const DOM: u16 = 1;
+
+struct World {
+    dir: tempfile::TempDir,
+    _server: XsServerHandle,
+    xs: Arc<XsClient>,
+    emu: EmulatedHost,
+    keyboard: KeyboardHandle,
+    busids: Vec<String>,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pvf")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let sock = dir.path().join("xs.sock");
+        let server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
+        let xs = Arc::new(XsClient::connect(&sock).unwrap());
+        let emu = EmulatedHost::new();
+        let keyboard = KeyboardHandle::new();
+        let store = Arc::new(MemoryStore::new(4096));
+        let kb = keyboard.clone();
+        let stats = Arc::new(AudioStats::default());
+        let busids = vec![
+            emu.add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 17))))
+                .unwrap(),
+            emu.add_next(Arc::new(move || Box::new(kb.device())))
+                .unwrap(),
+            emu.add_next(Arc::new(move || {
+                Box::new(MassStorageDevice::new(store.clone()))
+            }))
+            .unwrap(),
+            emu.add_next(Arc::new(move || Box::new(AudioDevice::new(stats.clone()))))
+                .unwrap(),
+        ]
+        .into_iter()
+        .map(|b| b.to_string())
+        .collect();
+        let w = Self {
+            dir,
+            _server: server,
+            xs,
+            emu,
+            keyboard,
+            busids,
+        };
+        w.add_controller();
+        w
+    }
+
+    fn daemon(&self) -> DaemonHandle {
+        let xs = Arc::new(XsClient::connect(&self.dir.path().join("xs.sock")).unwrap());
+        let back = Arc::new(SimXen::new(self.dir.path(), 0));
+        let host = Arc::new(CompositeHost::new(self.emu.clone(), None));
+        Daemon::start(xs, Arc::clone(&back), back, host, DaemonConfig::new(0)).unwrap()
+    }
+
+    fn add_controller(&self) {
+        let (be, fe) = (backend_dir(0, DOM, 0), frontend_dir(DOM, 0));
+        let xs = &self.xs;
+        xs.transaction(|tx| {
+            for (k, v) in [
+                ("frontend", fe.as_str()),
+                ("frontend-id", "1"),
+                ("online", "1"),
+                ("type", "pv"),
+                ("usb-ver", "2"),
+                ("num-ports", "4"),
+            ] {
+                xs.write(tx, &format!("{be}/{k}"), v)?;
+            }
+            for (p, busid) in self.busids.iter().enumerate() {
+                xs.write(tx, &format!("{be}/port/{}", p + 1), busid)?;
+            }
+            xs.write(tx, &format!("{fe}/backend"), &be)?;
+            xs.write(tx, &format!("{fe}/backend-id"), "0")?;
+            xs.write(tx, &format!("{fe}/state"), "1")?;
+            xs.write(tx, &format!("{be}/state"), "1")
+        })
+        .unwrap();
+    }
+
+    fn frontend(&self) -> Frontend {
+        let options = Options {
+            handshake_timeout: T,
+            close_timeout: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let front = Frontend::connect(
+            Arc::clone(&self.xs),
+            Arc::new(SimXen::new(self.dir.path(), DOM)),
+            DOM,
+            0,
+            options,
+        )
+        .unwrap();
+        for port in 1..=4 {
+            front.wait_for_device(port, T).unwrap();
+        }
+        front
+    }
+}
+
+#[test]
+fn every_transfer_type_against_emulated_devices() {
+    let w = World::new();
+    let daemon = w.daemon();
+    let front = w.frontend();
+    // Control, including a wLength far above the configuration's size.
+    let lb = front.enumerate(1).unwrap();
+    assert_eq!(lb.speed, Speed::High);
+    assert_eq!(lb.product.as_deref(), Some("pvusb loopback"));
+    let big = front
+        .control_in(
+            1,
+            lb.address,
+            SetupPacket::get_descriptor(dt::CONFIG, 0, 0, 4096),
+            T,
+        )
+        .unwrap();
+    assert_eq!(big, lb.raw_config);
+    // Bulk loopback, then source/sink with transfers split above 64 KiB.
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
+    assert_eq!(front.bulk_out(1, lb.address, 1, &data, T).unwrap(), 4096);
+    assert_eq!(front.bulk_in(1, lb.address, 1, 4096, T).unwrap(), data);
+    front
+        .control_out(
+            1,
+            lb.address,
+            SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
+            &[],
+            T,
+        )
+        .unwrap();
+    let n = 200_000;
+    let got = front.bulk_in(1, lb.address, 1, n, T).unwrap();
+    assert_eq!(got.len(), n);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == LoopbackDevice::pattern_byte(i as u64)));
+    assert_eq!(front.bulk_out(1, lb.address, 1, &vec![1; n], T).unwrap(), n);
+    let counters = front
+        .control_in(
+            1,
+            lb.address,
+            SetupPacket::new(0xc0, VENDOR_GET_COUNTERS, 0, 0, 16),
+            T,
+        )
+        .unwrap();
+    assert_eq!(
+        u64::from_le_bytes(counters[..8].try_into().unwrap()),
+        (4096 + n) as u64
+    );
+    // Interrupt: key reports from the keyboard.
+    let kb = front.enumerate(2).unwrap();
+    w.keyboard.press("a");
+    let report = front.interrupt_in(2, kb.address, 1, 8, 10, T).unwrap();
+    assert_eq!(report.len(), 8);
+    assert_eq!(report[2], 0x04, "usage of 'a'");
+    // Mass storage: write and read back blocks.
+    let disk = front.enumerate(3).unwrap();
+    let mut ms = MassStorage::open(&front, &disk).unwrap();
+    assert_eq!((ms.blocks, ms.block_size), (4096, 512));
+    assert_eq!(ms.inquiry().unwrap().device_type, 0);
+    let blocks: Vec<u8> = (0..512 * 300).map(|i| (i % 253) as u8).collect();
+    ms.write_blocks(17, &blocks).unwrap();
+    assert_eq!(ms.read_blocks(17, 300).unwrap(), blocks);
+    assert!(ms.read_blocks(4095, 2).is_err(), "beyond the medium");
+    // Isochronous IN and OUT with per-packet results (alt setting 1).
+    let audio = front.enumerate(4).unwrap();
+    front
+        .control_out(4, audio.address, SetupPacket::set_interface(0, 1), &[], T)
+        .unwrap();
+    let c = front
+        .iso_in(4, audio.address, 2, 1, vec![192; 10], T)
+        .unwrap();
+    assert_eq!(c.iso_packets.len(), 10);
+    assert!(
+        c.iso_packets
+            .iter()
+            .all(|p| p.status.is_ok() && p.actual_length == 192),
+        "{:?}",
+        c.iso_packets
+    );
+    let payload = [0x11u8; 192];
+    let c = front
+        .iso_out(4, audio.address, 1, 1, &[&payload[..]; 4], T)
+        .unwrap();
+    assert!(
+        c.iso_packets.iter().all(|p| p.status.is_ok()),
+        "{:?}",
+        c.iso_packets
+    );
+    front.close().unwrap();
+    assert_eq!(
+        w.xs.read(Tx::NONE, &format!("{}/state", frontend_dir(DOM, 0)))
+            .unwrap()
+            .as_deref(),
+        Some("6")
+    );
+    daemon.shutdown();
+}
+
+#[test]
+fn unlink_storm_completes_every_urb_exactly_once() {
+    let w = World::new();
+    let daemon = w.daemon();
+    let front = w.frontend();
+    let lb = front.enumerate(1).unwrap();
+    front
+        .control_out(
+            1,
+            lb.address,
+            SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
+            &[],
+            T,
+        )
+        .unwrap();
+    let completed = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut seed = 0x1234_5678u32;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    let mut handles = Vec::new();
+    for i in 0..1000usize {
+        let (c, tx) = (Arc::clone(&completed), tx.clone());
+        let urb = Urb::bulk_in(1, lb.address, 1, 512 + (rand() as usize % 8192));
+        handles.push(front.submit(urb, move |comp| {
+            c.fetch_add(1, Ordering::SeqCst);
+            tx.send((i, comp.status)).unwrap();
+        }));
+        if rand() % 2 == 0 {
+            let victim = rand() as usize % handles.len();
+            handles[victim].unlink(UrbStatus::Cancelled);
+        }
+    }
+    let mut seen = vec![0u8; 1000];
+    for _ in 0..1000 {
+        let (i, status) = rx.recv_timeout(T).unwrap();
+        seen[i] += 1;
+        assert!(
+            matches!(status, UrbStatus::Ok | UrbStatus::Cancelled),
+            "{status:?}"
+        );
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    assert!(seen.iter().all(|&n| n == 1));
+    assert_eq!(completed.load(Ordering::SeqCst), 1000);
+    assert_eq!(front.outstanding(), 0);
+    assert_eq!(front.dead_reason(), None);
+    // The controller still works after the storm.
+    assert_eq!(front.bulk_in(1, lb.address, 1, 100, T).unwrap().len(), 100);
+    drop(front);
+    daemon.shutdown();
+}
+
+#[test]
+fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
+    let w = World::new();
+    let daemon = w.daemon();
+    let front = w.frontend();
+    let kb = front.enumerate(2).unwrap();
+    let events = front.subscribe();
+    // Interrupt URBs pending on a keyboard nobody types on.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..4 {
+        let tx = tx.clone();
+        front.submit(Urb::interrupt_in(2, kb.address, 1, 8, 10), move |c| {
+            tx.send(c.status).unwrap()
+        });
+    }
+    let busid = w.busids[1].parse().unwrap();
+    assert!(w.emu.remove(&busid));
+    for _ in 0..4 {
+        let status = rx.recv_timeout(T).unwrap();
+        assert!(
+            matches!(
+                status,
+                UrbStatus::NoDev | UrbStatus::IoError | UrbStatus::Shutdown
+            ),
+            "{status:?}"
+        );
+    }
+    front.wait_for_disconnect(2, T).unwrap();
+    assert_eq!(front.port(2).unwrap().speed, Speed::None);
+    let kb2 = w.keyboard.clone();
+    w.emu
+        .add(busid, Arc::new(move || Box::new(kb2.device())))
+        .unwrap();
+    front.wait_for_device(2, T).unwrap();
+    let again = front.enumerate(2).unwrap();
+    w.keyboard.press("b");
+    assert_eq!(
+        front.interrupt_in(2, again.address, 1, 8, 10, T).unwrap()[2],
+        0x05
+    );
+    let seen: Vec<PortEvent> = events.try_iter().collect();
+    assert!(
+        seen.contains(&PortEvent::Disconnected { port: 2 }),
+        "{seen:?}"
+    );
+    drop(front);
+    daemon.shutdown();
+}
+
+#[test]
+fn backend_restart_reconnects_the_frontend() {
+    let w = World::new();
+    let daemon = w.daemon();
+    let front = w.frontend();
+    let lb = front.enumerate(1).unwrap();
+    assert_eq!(front.bulk_out(1, lb.address, 1, &[1, 2, 3], T).unwrap(), 3);
+    daemon.shutdown();
+    // Whatever the old daemon left behind, a new one serves the controller again.
+    let daemon = w.daemon();
+    front.wait_connected(T).unwrap();
+    front.wait_for_device(1, T).unwrap();
+    let lb = front.enumerate(1).unwrap();
+    assert_eq!(front.bulk_out(1, lb.address, 1, &[4, 5, 6], T).unwrap(), 3);
+    assert_eq!(
+        front.bulk_in(1, lb.address, 1, 3, T).unwrap(),
+        vec![4, 5, 6]
+    );
+    drop(front);
+    daemon.shutdown();
+}
