@@ -36,7 +36,7 @@ DOM0_MODULES=(xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xhci-pci usb-
               usbhid hid-generic evdev virtio_pci 9p 9pnet_virtio dummy_hcd libcomposite
               usb_f_ss_lb usb_f_mass_storage)
 # Kernel modules the domU initramfs carries, besides xen-hcd.ko.
-DOMU_MODULES=(usb-storage sd_mod usbhid hid-generic evdev snd-usb-audio)
+DOMU_MODULES=(usb-storage sd_mod usbhid hid-generic evdev snd-usb-audio xen-evtchn xen-gntalloc xen-gntdev)
 STICK_MIB=192      # 0-64 MiB: pattern (read tests); 64-192 MiB: zeros (write tests)
 PATTERN_MIB=64
 

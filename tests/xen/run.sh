@@ -5,6 +5,8 @@
 #   sudo tests/xen/run.sh 7            # one scenario (by number or file name)
 #   sudo tests/xen/run.sh ci           # scenarios 1 3 6 7 (the CI subset)
 #   sudo tests/xen/run.sh 1 3 bench    # any list
+#   sudo tests/xen/run.sh 3@qusb       # scenario 3 against QEMU's backend instead of pvusb
+#   sudo tests/xen/run.sh qusb         # scenarios 1-6 against QEMU's backend
 #   PVUSB_BIN=path/to/pvusb tests/xen/run.sh ...   # else target/{release,debug}/pvusb if present
 #
 # Builds what is missing first (tests/xen/build.sh). Each run gets its own directory
@@ -19,23 +21,27 @@ SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600}   # per scenario, enforced inside dom0
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}           # QEMU start -> toolstack ready, enforced here
 KEEP_RUNS=${KEEP_RUNS:-4}
 CI_SCENARIOS="1 3 6 7"
+QUSB_SCENARIOS="1@qusb 2@qusb 3@qusb 4@qusb 5@qusb 6@qusb"   # the pvusb scenarios against qusb
 
 log() { printf '[run %(%T)T] %s\n' -1 "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 # --- scenario selection ----------------------------------------------------------------------
-scenario_names() { # map arguments (numbers, names, all, ci, bench) to scenario file names
-    local a f
+scenario_names() { # map arguments (numbers, names, all, ci, qusb, bench, N@PEER) to names
+    local a f peer
     [[ $# -eq 0 ]] && set -- all
     for a in "$@"; do
         case $a in
             all) for f in "$HERE"/scenarios/[0-9]*.sh; do basename "$f" .sh; done
                  echo bench ;;
             ci) scenario_names $CI_SCENARIOS ;;
-            *) f=$(ls "$HERE/scenarios/$a".sh "$HERE/scenarios/$a"-*.sh 2>/dev/null | head -n1) ||
+            qusb) scenario_names $QUSB_SCENARIOS ;;
+            *) peer=""; [[ $a == *@* ]] && peer=@${a#*@}
+               [[ -z $peer || $peer == @qusb || $peer == @pvusb ]] || die "unknown peer in '$a' (qusb or pvusb)"
+               f=$(ls "$HERE/scenarios/${a%@*}".sh "$HERE/scenarios/${a%@*}"-*.sh 2>/dev/null | head -n1) ||
                    true
-               [[ -n $f ]] || die "no scenario '$a' in tests/xen/scenarios"
-               basename "$f" .sh ;;
+               [[ -n $f ]] || die "no scenario '${a%@*}' in tests/xen/scenarios"
+               echo "$(basename "$f" .sh)$peer" ;;
         esac
     done
 }
@@ -64,8 +70,12 @@ SCENARIOS="$SCENARIOS"
 SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT
 PATTERN_MD5=$(cat "$TB/out/stick.pattern.md5")
 PVUSB=$pv
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 EOF
+    # Knobs the scenarios read, passed through when set on the host.
+    local v
+    for v in BENCH_ROUNDS BENCH_MIB HOTPLUG_CYCLES UNLINK_ROUNDS PVUSB_FRONT_READ RUST_LOG; do
+        [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
+    done
     ln -sfn "$stamp" "$TB/runs/last"
     # Keep the newest KEEP_RUNS run directories (each holds a 192 MB stick image).
     ls -1d "$TB"/runs/2* 2>/dev/null | head -n -"$KEEP_RUNS" | xargs -r rm -rf
@@ -192,6 +202,8 @@ report() {
     [[ -f $RUN/results/bench.table ]] && { echo; cat "$RUN/results/bench.table"; }
     echo
     echo "boot to toolstack: $(cat "$RUN/boot-seconds" 2>/dev/null || echo '?') s; whole run: $((SECONDS - RUN_T0)) s; QEMU exit status $qemu_rc"
+    # TCG timings depend on what else the 2 host cores do; say how busy they were.
+    echo "host load average (1/5/15 min): at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
     grep -qa '^XENTB-DONE' "$RUN/serial.log" 2>/dev/null || { failed=$((failed + 1)); echo "dom0 never reported XENTB-DONE"; }
     if [[ $failed -gt 0 ]]; then
         echo "FAILED: $failed of $total scenario(s) (or the run itself)"
@@ -212,11 +224,15 @@ main() {
     exec 9> "$TB/run.lock"
     flock -n 9 || { log "another test-bed run holds $TB/run.lock; waiting"; flock 9; }
     RUN_T0=$SECONDS
+    LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
     prepare_run_dir
     log "scenarios: $SCENARIOS"
     log "pvusb: ${PVUSB_HOST:-none (pvusb scenarios will SKIP)}"
-    local n; n=$(wc -w <<<"$SCENARIOS")
-    local limit=$((BOOT_TIMEOUT + 60 + n * (SCENARIO_TIMEOUT + 30)))
+    local limit=$((BOOT_TIMEOUT + 60)) s t
+    for s in $SCENARIOS; do # the same per-scenario budgets dom0-init enforces, plus cleanup
+        t=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$HERE/scenarios/${s%@*}.sh" | head -n1)
+        limit=$((limit + ${t:-$SCENARIO_TIMEOUT} + 30))
+    done
     log "run dir $RUN; hard timeout ${limit}s"
     trap teardown EXIT INT TERM
     start_qemu "$limit"

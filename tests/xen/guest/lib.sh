@@ -67,7 +67,7 @@ name = "$name"
 type = "pv"
 kernel = "$TB/out/vmlinuz"
 ramdisk = "$rd"
-extra = "console=hvc0 rdinit=/init"
+extra = "$DOMU_ARGS"
 memory = 256
 vcpus = 1
 cpus = "${DOMU_CPUS:-1}"
@@ -97,7 +97,7 @@ domu_wait() {
     local n=$1 limit=${2:-300} rc
     wait_for "$limit" xenstore-read "/local/domain/$DOMID/data/rc/$n" || {
         echo "domU command $n: no answer within ${limit}s"; return 124; }
-    xenstore-read -R "/local/domain/$DOMID/data/out/$n" 2>/dev/null
+    xenstore-read -R "/local/domain/$DOMID/data/out/$n" 2>/dev/null && echo
     rc=$(xenstore-read "/local/domain/$DOMID/data/rc/$n")
     return "$rc"
 }
@@ -113,25 +113,160 @@ domu_destroy() { xl destroy "${1:-$DOMNAME}" 2>/dev/null || true; }
 
 # domu_stick_dev: in the domU, the block device (sdX) behind a usb-storage device.
 DOMU_FIND_SD='ls /sys/block | grep -m1 "^sd"'
+# The domU's kernel command line; add tb.nohcd to keep xen-hcd unloaded (scenario 6).
+DOMU_ARGS="console=hvc0 rdinit=/init"
 
 # ---- the pvusb binary --------------------------------------------------------------------------
+# pvusb_has SUBCOMMAND: does the supplied binary know it? (clap: `CMD --help` exits 0)
+pvusb_has() { [ -n "${PVUSB:-}" ] && "$PVUSB" $1 --help >/dev/null 2>&1; }
 # pvusb_require SUBCOMMAND...: skip the scenario unless the pvusb binary has them all.
 pvusb_require() {
-    [ -n "${PVUSB:-}" ] && [ -x "$PVUSB" ] || skip "no pvusb binary supplied (set PVUSB_BIN or build target/*/pvusb)"
+    [ -n "${PVUSB:-}" ] && [ -x "$PVUSB" ] ||
+        skip "no pvusb binary supplied (set PVUSB_BIN or build target/*/pvusb)"
     local c
-    for c in "$@"; do
-        # shellcheck disable=SC2086
-        "$PVUSB" $c --help >/dev/null 2>&1 || skip "pvusb lacks the '$c' command"
-    done
+    for c in "$@"; do pvusb_has "$c" || skip "pvusb ($PVUSB) lacks the '$c' command"; done
 }
-# pvusb_backend_start: run `pvusb backend` as a daemon; sets BACKEND_PID.
+# pvusb_backend_start: run `pvusb backend` as the dom0 daemon; sets BACKEND_PID.
 pvusb_backend_start() {
-    "$PVUSB" backend --domid 0 > "$RES/$SCEN.backend.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-info} "$PVUSB" backend --domid 0 > "$RES/$SCEN.backend.log" 2>&1 &
     BACKEND_PID=$!
     echo "$BACKEND_PID" >> /tmp/tb-pids
-    sleep 1
-    kill -0 "$BACKEND_PID" 2>/dev/null || fail "pvusb backend exited at start: $(tail -n 5 "$RES/$SCEN.backend.log")"
+    sleep 2
+    kill -0 "$BACKEND_PID" 2>/dev/null ||
+        fail "pvusb backend exited at start: $(tail -n 5 "$RES/$SCEN.backend.log")"
 }
+
+# xs_ctrl_attach DOM DEVID VERSION PORTS: what `xl usbctrl-attach type=pv` writes (libxl's
+# layout), for testing the backend alone before `pvusb ctrl-attach` exists. The backend dir is
+# complete and readable by the guest before the frontend dir appears (xen-hcd reads usb-ver and
+# num-ports at probe); each xenstore-write call is one transaction.
+xs_ctrl_attach() {
+    local dom=$1 dev=$2 ver=$3 ports=$4 p
+    local be=/local/domain/0/backend/vusb/$dom/$dev fe=/local/domain/$dom/device/vusb/$dev
+    local kv=("$be/frontend" "$fe" "$be/frontend-id" "$dom" "$be/online" 1 "$be/state" 1
+              "$be/type" pv "$be/usb-ver" "$ver" "$be/num-ports" "$ports")
+    for p in $(seq "$ports"); do kv+=("$be/port/$p" ""); done
+    xenstore-write "${kv[@]}"
+    xenstore-chmod -r "$be" n0 "r$dom"
+    xenstore-write "$fe/backend" "$be" "$fe/backend-id" 0 "$fe/state" 1
+    xenstore-chmod -r "$fe" "n$dom" r0
+}
+# pvusb_ctrl_attach DOM: a USB 2 controller with 4 ports as devid 0, by `pvusb ctrl-attach`
+# when the binary has it, else by writing the nodes (see xs_ctrl_attach).
+pvusb_ctrl_attach() {
+    if pvusb_has ctrl-attach; then
+        "$PVUSB" ctrl-attach "$1" version=2 ports=4 || fail "pvusb ctrl-attach $1"
+    else
+        note "pvusb has no ctrl-attach: controller nodes written by the test script"
+        xs_ctrl_attach "$1" 0 2 4
+        wait_for 30 test "$(xenstore-read "/local/domain/0/backend/vusb/$1/0/state")" = 4 ||
+            fail "controller did not connect: backend state $(xenstore-read "/local/domain/0/backend/vusb/$1/0/state")"
+    fi
+}
+# pvusb_dev_attach DOM VID PID PORT: give a dom0 USB device to the domU's controller 0.
+pvusb_dev_attach() {
+    local bus addr busid
+    read -r bus addr busid < <(usb_find "$2" "$3") || fail "device $2:$3 not in dom0"
+    if pvusb_has dev-attach; then
+        "$PVUSB" dev-attach "$1" "$bus.$addr" controller=0 port="$4" || fail "pvusb dev-attach $1 $bus.$addr"
+    else
+        note "pvusb has no dev-attach: busid written to port/$4 by the test script"
+        xenstore-write "/local/domain/0/backend/vusb/$1/0/port/$4" "$busid"
+    fi
+}
+pvusb_dev_detach() { # pvusb_dev_detach DOM PORT
+    if pvusb_has dev-detach; then
+        "$PVUSB" dev-detach "$1" 0 "$2" || fail "pvusb dev-detach $1 0 $2"
+    else
+        xenstore-write "/local/domain/0/backend/vusb/$1/0/port/$2" ""
+    fi
+}
+pvusb_ctrl_detach() { # pvusb_ctrl_detach DOM
+    if pvusb_has ctrl-detach; then
+        "$PVUSB" ctrl-detach "$1" 0 || fail "pvusb ctrl-detach $1 0"
+    else
+        local be=/local/domain/0/backend/vusb/$1/0
+        xenstore-write "$be/online" 0 "$be/state" 5
+        wait_for 20 test "$(xenstore-read "$be/state")" = 6 || note "backend did not reach Closed"
+        xenstore-rm "$be" "/local/domain/$1/device/vusb/0"
+    fi
+}
+# ---- the backend under test ("peer"): pvusb (default) or qusb, from the scenario name ----------
+# run.sh's "3@qusb" runs scenario 3 with PEER=qusb: the same steps through QEMU's backend
+# (controller in the domain config, xl usbdev-attach/detach), for comparison and to prove the
+# scenario itself. PEER_PID is the process serving the guest (pvusb backend or the guest's QEMU).
+PEER=${PEER:-pvusb}
+peer_require() { # peer_require [PVUSB-SUBCOMMAND...]
+    [ "$PEER" = qusb ] || pvusb_require backend "$@"
+}
+peer_start() {
+    [ "$PEER" = pvusb ] || return 0
+    pvusb_backend_start
+    PEER_PID=$BACKEND_PID
+}
+peer_domu_create() { # NAME
+    if [ "$PEER" = qusb ]; then
+        domu_create "$1" 'usbctrl = [ "type=qusb,version=2,ports=4" ]'
+        PEER_PID=$(xenstore-read "/local/domain/$DOMID/image/device-model-pid") ||
+            fail "no device-model QEMU for the qusb domU"
+    else
+        domu_create "$1"
+    fi
+}
+peer_ctrl_attach() { [ "$PEER" = qusb ] || pvusb_ctrl_attach "$1"; }
+peer_dev_attach() { # DOM VID PID PORT
+    if [ "$PEER" = qusb ]; then
+        local bus addr busid
+        read -r bus addr busid < <(usb_find "$2" "$3") || fail "device $2:$3 not in dom0"
+        xl usbdev-attach "$1" hostbus="$bus" hostaddr="$addr" controller=0 port="$4" ||
+            fail "xl usbdev-attach $1 hostbus=$bus hostaddr=$addr"
+    else
+        pvusb_dev_attach "$@"
+    fi
+}
+peer_dev_detach() { # DOM PORT
+    if [ "$PEER" = qusb ]; then xl usbdev-detach "$1" 0 "$2" || fail "xl usbdev-detach $1 0 $2"
+    else pvusb_dev_detach "$@"; fi
+}
+peer_ctrl_detach() { # DOM
+    if [ "$PEER" = qusb ]; then xl usbctrl-detach "$1" 0 || fail "xl usbctrl-detach $1 0"
+    else pvusb_ctrl_detach "$1"; fi
+}
+peer_alive() {
+    kill -0 "$PEER_PID" 2>/dev/null && return 0
+    [ "$PEER" = pvusb ] && fail "pvusb backend died: $(tail -n 5 "$RES/$SCEN.backend.log")"
+    fail "the qusb QEMU ($PEER_PID) died"
+}
+# peer_usage: "<open fds> <mappings>" of the serving process (leak checks compare these).
+peer_usage() { echo "$(ls "/proc/$PEER_PID/fd" | wc -l) $(wc -l < "/proc/$PEER_PID/maps")"; }
+
+# stick_to_domu [NAME]: backend, domU (named $SCEN unless NAME), controller 0 and the stick on
+# its port 1, block device visible in the domU. Sets PEER_PID, DOMID.
+stick_to_domu() {
+    step "start the $PEER backend"
+    peer_start
+    step "create domU"
+    peer_domu_create "${1:-$SCEN}"
+    step "$PEER: controller for domU $DOMID"
+    peer_ctrl_attach "$DOMID"
+    step "$PEER: attach the stick"
+    peer_dev_attach "$DOMID" $STICK_ID 1
+    step "domU: xen-hcd enumerates the stick"
+    domu_wait_sd
+}
+domu_wait_sd() { # wait up to 120 s for a usb-storage disk in the domU
+    domu_exec -t 150 "for i in \$(seq 240); do $DOMU_FIND_SD && exit 0; sleep 0.5; done; exit 1" ||
+        fail "no sd block device in the domU within 120 s"
+}
+# domu_md5 MIB SKIP_MIB [BS]: md5 of a region of the domU's stick, read with O_DIRECT.
+domu_md5() {
+    local out
+    out=$(domu_exec -t 600 "d=\$($DOMU_FIND_SD); export d; tb-time sh -c 'dd if=/dev/\$d bs=${3:-1M} count=\$(($1 * 1048576 / $(bs_bytes "${3:-1M}"))) skip=\$(($2 * 1048576 / $(bs_bytes "${3:-1M}"))) iflag=direct 2>/dev/null | md5sum'") ||
+        { echo "domU read failed: $out" >&2; return 1; }
+    echo "$out" | awk 'NR == 1 {print $1}'
+    echo "$out" | sed -n 's/^ELAPSED //p' > /tmp/last-elapsed
+}
+bs_bytes() { case $1 in *M) echo $(( ${1%M} * 1048576 ));; *K) echo $(( ${1%K} * 1024 ));; *) echo "$1";; esac; }
 
 # ---- host side (QMP) ---------------------------------------------------------------------------
 # host_do ACTION ARGS...: ask run.sh on the host to act (QMP); see host_action in run.sh.

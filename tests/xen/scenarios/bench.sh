@@ -1,0 +1,100 @@
+# Measurements (benchmark, not pass/fail; it fails only if a path stops working).
+# Sequential O_DIRECT reads and writes of the stick, 1 MiB and 64 KiB blocks, BENCH_MIB MiB each
+# (default 32), along three paths: natively in dom0, in a domU through qusb, in a domU through
+# pvusb (when the binary has `backend`). dom0 is pinned to pCPU 0 (dom0_vcpus_pin) and the domU to
+# pCPU 1. The paths alternate within each of BENCH_ROUNDS rounds (default 3), each round in a
+# fresh domU (qusb slows down run after run inside one domU). Writes go to the scratch region at
+# 128 MiB. Output: results/bench.csv (every run) and results/bench.table (medians).
+# timeout: 5400
+mib=${BENCH_MIB:-32}
+rounds=${BENCH_ROUNDS:-3}
+tests="read:1M read:64K write:1M write:64K"
+paths="native qusb"
+pvusb_has backend && paths="$paths pvusb"
+csv=$RES/bench.csv
+echo "path,test,round,seconds,MBps" > "$csv"
+
+# dd_cmd TEST DEV: the dd command line for TEST (read:BS or write:BS) on /dev/DEV.
+dd_cmd() {
+    local op=${1%%:*} bs=${1#*:} b n
+    b=$(bs_bytes "$bs"); n=$((mib * 1048576 / b))
+    if [ "$op" = read ]; then
+        echo "dd if=/dev/$2 of=/dev/null bs=$bs count=$n iflag=direct"
+    else
+        echo "dd if=/dev/zero of=/dev/$2 bs=$bs count=$n seek=$((128 * 1048576 / b)) oflag=direct"
+    fi
+}
+record() { # record PATH TEST ROUND ELAPSED
+    local mbps; mbps=$(awk -v m="$mib" -v s="$4" 'BEGIN { printf "%.2f", m * 1.048576 / s }')
+    echo "$1,$2,$3,$4,$mbps" >> "$csv"
+    echo "round $3 $1 $2: $mbps MB/s ($4 s)"
+}
+measure_native() {
+    local t e dev; dev=$(stick_dev) || fail "no stick in dom0 for the native run"
+    for t in $tests; do
+        e=$(/tb/guest/tb-time $(dd_cmd "$t" "$dev") 2>&1 >/dev/null | sed -n 's/^ELAPSED //p')
+        [ -n "$e" ] || fail "native $t failed"
+        record native "$t" "$1" "$e"
+    done
+}
+measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
+    local t out e
+    domu_wait_sd
+    for t in $tests; do
+        out=$(domu_exec -t 1200 "d=\$($DOMU_FIND_SD); tb-time $(dd_cmd "$t" "\$d") 2>&1") ||
+            fail "$1 $t failed in the domU: $out"
+        e=$(echo "$out" | sed -n 's/^ELAPSED //p')
+        record "$1" "$t" "$2" "$e"
+    done
+}
+run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH (qusb or pvusb)
+    PEER=$1
+    peer_domu_create "bench-$1-$2"
+    peer_ctrl_attach "$DOMID"
+    peer_dev_attach "$DOMID" $STICK_ID 1
+    measure_domu "$1" "$2"
+    peer_dev_detach "$DOMID" 1
+    peer_ctrl_detach "$DOMID" || true
+    domu_destroy
+    wait_for 60 stick_dev || fail "stick did not return to dom0 after $1 round $2"
+}
+
+case " $paths " in
+    *" pvusb "*) PEER=pvusb; peer_start ;;
+    *) note "pvusb path skipped: no pvusb binary with a backend command" ;;
+esac
+for r in $(seq "$rounds"); do
+    for p in $paths; do
+        step "round $r/$rounds: $p"
+        case $p in
+            native) measure_native "$r" ;;
+            *) run_domu "$p" "$r" ;;
+        esac
+    done
+done
+
+# Medians per path and test, and the ratios the issue sets targets for.
+awk -F, -v mib="$mib" -v rounds="$rounds" '
+    NR > 1 { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1; tst[$2] = 1 }
+    function median(s,   a, n, i, j, t) {
+        n = split(s, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n ? (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) : ""
+    }
+    END {
+        printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
+        printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
+        split("native qusb pvusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
+        for (i = 1; i <= 3; i++) {
+            if (!(P[i] in seen)) continue
+            printf "%-10s", P[i]
+            for (j = 1; j <= 4; j++) { m[P[i], j] = median(v[P[i] "," T[j]]); printf " %10s", m[P[i], j] }
+            printf "\n"
+        }
+        if ("pvusb" in seen) {
+            printf "%-10s", "pvusb/nat"; for (j = 1; j <= 4; j++) printf " %9.0f%%", 100 * m["pvusb", j] / m["native", j]; printf "\n"
+            printf "%-10s", "pvusb/qusb"; for (j = 1; j <= 4; j++) printf " %9.2fx", m["pvusb", j] / m["qusb", j]; printf "\n"
+        }
+        printf "%-10s", "qusb/nat"; for (j = 1; j <= 4; j++) printf " %9.0f%%", 100 * m["qusb", j] / m["native", j]; printf "\n"
+    }' "$csv" > "$RES/bench.table"
+cat "$RES/bench.table"
