@@ -36,6 +36,8 @@ const STDOUT_LINES: usize = 256;
 #[derive(Clone, Default)]
 pub struct Children {
     procs: Arc<Mutex<Vec<Proc>>>,
+    /// Set when the user interrupted the demo: children dying is then expected.
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Children {
@@ -164,6 +166,17 @@ impl Children {
             stdin,
             stdout,
         })
+    }
+
+    /// Marks the run as interrupted (before the children are stopped).
+    pub fn interrupt(&self) {
+        self.interrupted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the run was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The name a child was started under.

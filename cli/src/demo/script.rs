@@ -125,6 +125,13 @@ pub fn run(opts: Options) -> Result<(), String> {
     let result = demo.script();
     let outcome = match result {
         Ok(()) => demo.finish(dir),
+        Err(_) if demo.children.interrupted() => {
+            // Ctrl-C killed the children under this step: the signal thread
+            // is cleaning up and exits with 130; a failure report would mislead.
+            loop {
+                std::thread::park();
+            }
+        }
         Err(f) => {
             println!("\nFAILED at step \"{}\": {}", demo.stage, f.message);
             let ids: Vec<ProcId> = match f.child {
@@ -169,6 +176,7 @@ fn watch_signals(children: Children, dir: PathBuf) -> Result<(), String> {
         .name("demo-signals".into())
         .spawn(move || {
             if signals.forever().next().is_some() {
+                children.interrupt();
                 eprintln!(
                     "\npvusb demo: interrupted; stopping the processes and removing {}",
                     dir.display()
