@@ -2,6 +2,42 @@
 //!
 //! Unsafe code is denied crate-wide; the only exception is the libusb FFI
 //! module (`usb::libusb::ffi`), which needs libusb's asynchronous transfer API.
+//!
+//! Layout (one concern per module):
+//! * [`daemon`]: watches the backend directory, one worker per controller;
+//! * [`worker`]: the per-controller thread and its poll loop, panic boundary;
+//! * [`controller`]: the xenbus life-cycle and port handling of a controller;
+//! * [`xenbus`]: reading/writing the controller's xenstore nodes;
+//! * [`connection`]: the mapped rings and the event channel;
+//! * [`engine`]: requests → device transfers → responses (in-flight table);
+//! * [`addr`]: address virtualisation and intercepted standard requests;
+//! * [`guest`]: grant copies over request segments;
+//! * [`ports`]: root-hub ports, attach policy;
+//! * [`mailbox`]: completions and control messages into a worker;
+//! * [`pool`], [`ratelimit`], [`stats`], [`host`], [`error`].
 #![deny(unsafe_code)]
 
+pub mod addr;
+pub mod connection;
+pub mod controller;
+pub mod daemon;
+pub mod engine;
+pub mod error;
+pub mod guest;
+pub mod host;
+pub mod mailbox;
+pub mod pool;
+pub mod ports;
+pub mod ratelimit;
+pub mod stats;
 pub mod usb;
+pub mod worker;
+pub mod xenbus;
+
+pub use daemon::{Daemon, DaemonConfig, DaemonHandle};
+pub use engine::{Devices, UrbEngine};
+pub use error::BackendError;
+pub use guest::{GrantedMemory, GuestMemory};
+pub use host::CompositeHost;
+pub use stats::{Stats, StatsSnapshot};
+pub use xenbus::ControllerId;

@@ -1,0 +1,710 @@
+//! The xenbus life-cycle of one controller (spec 6) and the glue between its
+//! xenstore nodes, its ports, its URB engine and its rings. Runs on the
+//! controller's worker thread only.
+//!
+//! States as written to the backend's `state` node:
+//! * InitWait (2) once `usb-ver`/`num-ports` are valid (invalid: logged, the
+//!   state is left alone, re-checked on every change of the directory);
+//! * Connected (4) when the frontend is Initialised (3) or Connected (4) — a
+//!   jump straight from Initialising is the normal xen-hcd path — and both
+//!   rings are mapped and the event channel bound;
+//! * Closing (5) mirrors a closing frontend, follows `online = 0` and marks a
+//!   ring the frontend broke; Closed (6) once the frontend is Closed (or gone);
+//! * back to InitWait when a frontend returns to Initialising after Closed.
+//!
+//! A restarted daemon finds state 4 with a Connected frontend and reconnects
+//! without going through InitWait.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use pvusb_protocol::xenstore::{self as xsp, keys};
+use pvusb_protocol::{Status, UrbRequest, UrbResponse, XenbusState};
+use pvusb_xen::{EventChannel, EventChannels, GrantMapper};
+use pvusb_xenstore::XsClient;
+
+use crate::connection::Connection;
+use crate::engine::UrbEngine;
+use crate::error::BackendError;
+use crate::guest::GrantedMemory;
+use crate::guest_warn;
+use crate::mailbox::Mailbox;
+use crate::ports::Ports;
+use crate::ratelimit::RateLimiter;
+use crate::stats::Stats;
+use crate::usb::{Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
+use crate::xenbus::{self, ControllerConfig, ControllerId};
+
+/// Backend-directory key holding the guest address table ("addr:port,...").
+pub const ADDRESS_MAP_KEY: &str = "pvusb-addresses";
+
+/// What every controller of a daemon shares.
+pub struct Context<G, E> {
+    /// The xenstore connection.
+    pub xs: Arc<XsClient>,
+    /// Grant copies and ring mapping.
+    pub grants: Arc<G>,
+    /// Event channel binding.
+    pub evtchns: Arc<E>,
+    /// Host devices (libusb, emulated, or both).
+    pub host: Arc<dyn UsbHost>,
+    /// The backend domain's own id.
+    pub own_domid: u16,
+}
+
+impl<G, E> std::fmt::Debug for Context<G, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("own_domid", &self.own_domid)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Unconfigured,
+    InitWait,
+    Connected,
+    Closing,
+    Closed,
+}
+
+struct Setup {
+    config: ControllerConfig,
+    ports: Ports,
+    engine: UrbEngine,
+}
+
+type Conn<G, E> = Connection<<G as GrantMapper>::Mapping, <E as EventChannels>::Channel>;
+
+/// One controller's state, owned by its worker thread.
+pub struct Controller<G: GrantMapper, E: EventChannels> {
+    id: ControllerId,
+    ctx: Arc<Context<G, E>>,
+    be: String,
+    fe: String,
+    mailbox: Arc<Mailbox>,
+    stats: Arc<Stats>,
+    phase: Phase,
+    setup: Option<Setup>,
+    conn: Option<Conn<G, E>>,
+    fe_watch_stop: Option<Sender<()>>,
+    limiter: RateLimiter,
+    completions: Vec<(TransferId, Completion)>,
+    requests: Vec<UrbRequest>,
+    responses: Vec<UrbResponse>,
+    last_config_error: Option<String>,
+    /// Started on a controller that was Connected (daemon restart): keep
+    /// devices as they are and restore the address table.
+    resuming: bool,
+}
+
+impl<G: GrantMapper, E: EventChannels> std::fmt::Debug for Controller<G, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("id", &self.id)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
+    /// A controller for backend directory `be`, not started.
+    pub fn new(
+        id: ControllerId,
+        be: String,
+        ctx: Arc<Context<G, E>>,
+        mailbox: Arc<Mailbox>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let fe = xsp::frontend_dir(id.domid, id.devid);
+        Self {
+            id,
+            ctx,
+            be,
+            fe,
+            mailbox,
+            stats,
+            phase: Phase::Unconfigured,
+            setup: None,
+            conn: None,
+            fe_watch_stop: None,
+            limiter: RateLimiter::default(),
+            completions: Vec::with_capacity(32),
+            requests: Vec::with_capacity(16),
+            responses: Vec::with_capacity(32),
+            last_config_error: None,
+            resuming: false,
+        }
+    }
+
+    /// Whether the rings are connected.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The event channel to poll, when connected.
+    pub fn evtchn(&self) -> Option<&<E as EventChannels>::Channel> {
+        self.conn.as_ref().map(|c| c.evtchn())
+    }
+
+    /// Reads the frontend path, starts watching it, and runs the state machine
+    /// once (this is also how a restarted daemon resumes).
+    pub fn start(&mut self) {
+        let path = xsp::join(&self.be, keys::FRONTEND);
+        match xenbus::read(&self.ctx.xs, &path) {
+            Ok(Some(fe)) if fe.starts_with('/') && fe.len() < 256 && !fe.contains("//") => {
+                self.fe = fe.trim_end_matches('/').to_owned()
+            }
+            Ok(Some(fe)) => {
+                tracing::warn!(ctl = %self.id, "ignoring malformed frontend path {fe:?}; using {}", self.fe)
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(ctl = %self.id, "{e}"),
+        }
+        self.watch_frontend();
+        let own = xenbus::read_state(&self.ctx.xs, &self.be).ok().flatten();
+        self.phase = match own {
+            Some(XenbusState::Closing) => Phase::Closing,
+            Some(XenbusState::Closed) => Phase::Closed,
+            _ => Phase::Unconfigured,
+        };
+        let resume = own == Some(XenbusState::Connected);
+        self.resuming = resume;
+        if self.configure() && resume {
+            // Daemon restart: reconnect without going back to InitWait.
+            self.phase = Phase::InitWait;
+            if matches!(
+                self.frontend_state(),
+                Some(XenbusState::Connected | XenbusState::Initialised)
+            ) {
+                tracing::info!(ctl = %self.id, "resuming a connected controller after a daemon restart");
+            } else {
+                self.write_state(XenbusState::InitWait);
+            }
+        }
+        self.reconcile();
+    }
+
+    fn watch_frontend(&mut self) {
+        let watch = match self.ctx.xs.watch(&self.fe) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(ctl = %self.id, "cannot watch the frontend at {}: {e}", self.fe);
+                return;
+            }
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mailbox = Arc::clone(&self.mailbox);
+        let spawned = std::thread::Builder::new()
+            .name(format!("vusb-fe-{}-{}", self.id.domid, self.id.devid))
+            .spawn(move || loop {
+                crossbeam_channel::select! {
+                    recv(watch.receiver()) -> p => match p {
+                        Ok(_) => mailbox.send(crate::mailbox::Control::FrontendChanged),
+                        Err(_) => break,
+                    },
+                    recv(stop_rx) -> _ => break,
+                }
+            });
+        match spawned {
+            Ok(_) => self.fe_watch_stop = Some(stop_tx),
+            Err(e) => {
+                tracing::error!(ctl = %self.id, "cannot start the frontend watch thread: {e}")
+            }
+        }
+    }
+
+    /// Reads and validates the configuration if not done yet. Returns whether
+    /// the controller is configured.
+    fn configure(&mut self) -> bool {
+        if self.setup.is_some() {
+            return true;
+        }
+        match xenbus::read_config(&self.ctx.xs, &self.be) {
+            Ok(config) => {
+                self.last_config_error = None;
+                let mut engine =
+                    UrbEngine::new(config.num_ports, self.id.domid, Arc::clone(&self.stats));
+                engine.reset_addresses();
+                self.setup = Some(Setup {
+                    config,
+                    ports: Ports::new(config.num_ports, config.usb_ver),
+                    engine,
+                });
+                tracing::info!(ctl = %self.id, usb_ver = %config.usb_ver, num_ports = config.num_ports, "controller configured");
+                for p in 1..=config.num_ports {
+                    self.port_changed(p);
+                }
+                true
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.last_config_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(ctl = %self.id, "controller not usable, state left unchanged: {msg}");
+                    self.last_config_error = Some(msg);
+                }
+                false
+            }
+        }
+    }
+
+    fn frontend_state(&mut self) -> Option<XenbusState> {
+        match xenbus::read_state(&self.ctx.xs, &self.fe) {
+            Ok(s) => s,
+            Err(e) => {
+                guest_warn!(self.limiter, ctl = %self.id, "frontend state unreadable, treated as Unknown: {e}");
+                Some(XenbusState::Unknown)
+            }
+        }
+    }
+
+    fn write_state(&mut self, state: XenbusState) {
+        match xenbus::write_state(&self.ctx.xs, &self.be, state) {
+            Ok(true) => tracing::debug!(ctl = %self.id, "backend state {state}"),
+            Ok(false) => {
+                tracing::debug!(ctl = %self.id, "backend directory gone; state {state} not written")
+            }
+            Err(e) => tracing::error!(ctl = %self.id, "cannot write backend state {state}: {e}"),
+        }
+    }
+
+    /// Runs the state machine until it is stable.
+    pub fn reconcile(&mut self) {
+        for _ in 0..4 {
+            if !self.step() {
+                break;
+            }
+        }
+    }
+
+    /// One transition; returns whether the phase changed.
+    fn step(&mut self) -> bool {
+        let before = self.phase;
+        let online = xenbus::read_online(&self.ctx.xs, &self.be).unwrap_or(true);
+        if self.phase == Phase::Unconfigured {
+            if !online || !self.configure() {
+                return false;
+            }
+            self.phase = Phase::InitWait;
+            self.write_state(XenbusState::InitWait);
+            return true;
+        }
+        let fe = self.frontend_state();
+        let fe_gone = matches!(fe, None | Some(XenbusState::Unknown | XenbusState::Closed));
+        match self.phase {
+            Phase::Unconfigured => {}
+            Phase::InitWait => {
+                if !online {
+                    self.phase = Phase::Closed;
+                    self.write_state(XenbusState::Closed);
+                } else if matches!(fe, Some(XenbusState::Initialised | XenbusState::Connected)) {
+                    self.connect();
+                }
+            }
+            Phase::Connected => {
+                if !online || fe == Some(XenbusState::Closing) {
+                    self.disconnect(Status::Shutdown, true);
+                    self.phase = Phase::Closing;
+                    self.write_state(XenbusState::Closing);
+                } else if fe_gone || fe == Some(XenbusState::Initialising) {
+                    self.disconnect(Status::Shutdown, true);
+                    self.phase = Phase::Closed;
+                    self.write_state(XenbusState::Closed);
+                }
+            }
+            Phase::Closing => {
+                if fe_gone || fe == Some(XenbusState::Initialising) {
+                    self.phase = Phase::Closed;
+                    self.write_state(XenbusState::Closed);
+                }
+            }
+            Phase::Closed => {
+                if online && fe == Some(XenbusState::Initialising) {
+                    tracing::info!(ctl = %self.id, "frontend is initialising again: re-handshake");
+                    self.phase = Phase::InitWait;
+                    self.write_state(XenbusState::InitWait);
+                }
+            }
+        }
+        self.phase != before
+    }
+
+    fn connect(&mut self) {
+        let domid = self.id.domid;
+        let result =
+            (|| {
+                let refs = xenbus::read_refs(&self.ctx.xs, &self.fe)?;
+                let grants = &self.ctx.grants;
+                let urb = grants.map(domid, &[refs.urb], true).map_err(|source| {
+                    BackendError::MapRing {
+                        ring: "urb",
+                        gref: refs.urb,
+                        domid,
+                        source,
+                    }
+                })?;
+                let conn = grants.map(domid, &[refs.conn], true).map_err(|source| {
+                    BackendError::MapRing {
+                        ring: "conn",
+                        gref: refs.conn,
+                        domid,
+                        source,
+                    }
+                })?;
+                let ch = self
+                    .ctx
+                    .evtchns
+                    .bind_interdomain(domid, refs.evtchn)
+                    .map_err(|source| BackendError::BindEvtchn {
+                        port: refs.evtchn,
+                        domid,
+                        source,
+                    })?;
+                Connection::new(urb, conn, ch, Arc::clone(&self.stats))
+            })();
+        let mut conn = match result {
+            Ok(c) => c,
+            Err(e) => {
+                guest_warn!(self.limiter, ctl = %self.id, "cannot connect, staying in InitWait: {e}");
+                return;
+            }
+        };
+        let saved_path = xsp::join(&self.be, ADDRESS_MAP_KEY);
+        let saved = if self.resuming {
+            xenbus::read(&self.ctx.xs, &saved_path).ok().flatten()
+        } else {
+            None
+        };
+        self.resuming = false;
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
+        setup.engine.reset_addresses();
+        if let Some(saved) = saved {
+            setup.engine.restore_addresses(&saved);
+            tracing::info!(ctl = %self.id, "guest address table restored: {saved}");
+        }
+        for p in setup.ports.numbers() {
+            let speed = setup.ports.speed(p);
+            if speed != Speed::None {
+                if let Err(e) = conn.post(p, speed) {
+                    tracing::error!(ctl = %self.id, "conn ring unusable at connect: {e}");
+                    self.stats
+                        .ring_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.phase = Phase::Closing;
+                    self.write_state(XenbusState::Closing);
+                    return;
+                }
+            }
+        }
+        self.conn = Some(conn);
+        self.phase = Phase::Connected;
+        Stats::inc(&self.stats.connects);
+        self.write_state(XenbusState::Connected);
+        tracing::info!(ctl = %self.id, "connected");
+    }
+
+    /// Answers every in-flight request (cancelling it in its device first),
+    /// then releases the rings and the event channel. `push`: whether the
+    /// rings are still usable for the answers.
+    fn disconnect(&mut self, status: Status, push: bool) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if let Some(setup) = self.setup.as_mut() {
+            // Devices may complete cancelled transfers synchronously.
+            for p in setup.ports.numbers().collect::<Vec<_>>() {
+                if setup.ports.is_attached(p) && setup.engine.in_flight() > 0 {
+                    setup.engine.cancel_port(p, &mut setup.ports);
+                }
+            }
+            self.mailbox.take_completions(&mut self.completions);
+            let mem = GrantedMemory {
+                grants: &*self.ctx.grants,
+                domid: self.id.domid,
+            };
+            for (tid, c) in self.completions.drain(..) {
+                setup.engine.complete(tid, c, &mem, &mut self.responses);
+            }
+            setup.engine.abort_all(status, &mut self.responses);
+        }
+        if push {
+            if let Err(e) = conn.respond(&self.responses) {
+                tracing::warn!(ctl = %self.id, "could not deliver the final answers: {e}");
+            }
+        }
+        self.responses.clear();
+        drop(conn);
+        tracing::info!(ctl = %self.id, "disconnected; rings unmapped, event channel unbound");
+    }
+
+    /// Stops the controller for good (daemon shutdown or removal): answers
+    /// everything, closes every device, stops the frontend watch. Xenstore is
+    /// left as it is, so a restarted daemon picks a connected controller up.
+    pub fn stop(&mut self) {
+        self.disconnect(Status::Shutdown, true);
+        if let Some(setup) = self.setup.as_mut() {
+            setup.ports.detach_all();
+        }
+        self.fe_watch_stop = None;
+    }
+
+    /// A control message.
+    pub fn on_backend_changed(&mut self, rel: &str) {
+        if rel == ADDRESS_MAP_KEY {
+            return;
+        }
+        if let Some(n) = rel.strip_prefix("port/") {
+            if let Ok(port) = n.parse::<u8>() {
+                if self
+                    .setup
+                    .as_ref()
+                    .is_some_and(|s| port >= 1 && port <= s.config.num_ports)
+                {
+                    self.port_changed(port);
+                }
+                return;
+            }
+        }
+        self.reconcile();
+    }
+
+    fn port_changed(&mut self, port: u8) {
+        let new = match xenbus::read_port(&self.ctx.xs, &self.be, port) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(ctl = %self.id, port, "port left empty: {e}");
+                None
+            }
+        };
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
+        let old = setup.ports.busid(port).cloned();
+        let attached = setup.ports.is_attached(port);
+        if old == new && (attached || new.is_none()) {
+            return;
+        }
+        if attached {
+            self.detach_port(port);
+        }
+        if let Some(setup) = self.setup.as_mut() {
+            setup.ports.set_busid(port, new);
+        }
+        if new.is_some() {
+            self.attach_port(port);
+        }
+    }
+
+    fn attach_port(&mut self, port: u8) {
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
+        let sink: Arc<dyn CompletionSink> = self.mailbox.clone();
+        match setup
+            .ports
+            .attach(port, &*self.ctx.host, sink, !self.resuming)
+        {
+            Ok(speed) => {
+                Stats::inc(&self.stats.attached);
+                tracing::info!(ctl = %self.id, port, ?speed, busid = ?setup.ports.busid(port).map(|b| b.to_string()), "device attached");
+                setup.engine.forget_port(port);
+                self.post(port, speed);
+            }
+            Err(e) => {
+                Stats::inc(&self.stats.attach_refused);
+                tracing::warn!(ctl = %self.id, port, "port left empty: {e}");
+            }
+        }
+    }
+
+    /// Closes the device of `port`: its requests are cancelled and each
+    /// answered, then speed 0 is posted.
+    fn detach_port(&mut self, port: u8) {
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
+        setup.ports.detach(port);
+        self.mailbox.take_completions(&mut self.completions);
+        let mem = GrantedMemory {
+            grants: &*self.ctx.grants,
+            domid: self.id.domid,
+        };
+        for (tid, c) in self.completions.drain(..) {
+            setup.engine.complete(tid, c, &mem, &mut self.responses);
+        }
+        setup
+            .engine
+            .abort_port(port, Status::NoDev, &mut self.responses);
+        setup.engine.forget_port(port);
+        tracing::info!(ctl = %self.id, port, "device detached");
+        self.flush_responses();
+        self.post(port, Speed::None);
+    }
+
+    /// A host device arrived or left.
+    pub fn on_hotplug(&mut self, ev: &HotplugEvent) {
+        let Some(setup) = self.setup.as_ref() else {
+            return;
+        };
+        match ev {
+            HotplugEvent::Left(busid) => {
+                for p in setup.ports.ports_of(busid) {
+                    if self.setup.as_ref().is_some_and(|s| s.ports.is_attached(p)) {
+                        tracing::info!(ctl = %self.id, port = p, %busid, "host device unplugged");
+                        self.detach_port(p);
+                    }
+                }
+            }
+            HotplugEvent::Arrived(busid) => {
+                for p in setup.ports.ports_of(busid) {
+                    if self.setup.as_ref().is_some_and(|s| !s.ports.is_attached(p)) {
+                        tracing::info!(ctl = %self.id, port = p, %busid, "configured host device plugged in again");
+                        self.attach_port(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn post(&mut self, port: u8, speed: Speed) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn.post(port, speed) {
+            self.ring_failed(e);
+        }
+    }
+
+    fn flush_responses(&mut self) {
+        if self.responses.is_empty() {
+            return;
+        }
+        let result = match self.conn.as_mut() {
+            Some(conn) => conn.respond(&self.responses),
+            None => Ok(()),
+        };
+        self.responses.clear();
+        if let Err(e) = result {
+            self.ring_failed(e);
+        }
+    }
+
+    /// The frontend broke a ring: stop serving this controller (QEMU does the
+    /// same), go Closing; other controllers are unaffected.
+    fn ring_failed(&mut self, e: BackendError) {
+        Stats::inc(&self.stats.ring_errors);
+        tracing::error!(ctl = %self.id, "stopping the controller: {e}");
+        self.disconnect(Status::Shutdown, false);
+        self.phase = Phase::Closing;
+        self.write_state(XenbusState::Closing);
+    }
+
+    /// An event arrived on the event channel (or the peer died).
+    pub fn on_event(&mut self) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        Stats::inc(&self.stats.events);
+        if let Err(e) = conn.evtchn().ack() {
+            tracing::warn!(ctl = %self.id, "event channel failed, frontend gone: {e}");
+            self.disconnect(Status::Shutdown, false);
+            self.phase = Phase::Closing;
+            self.write_state(XenbusState::Closing);
+            self.reconcile();
+        }
+    }
+
+    /// Does all pending ring and completion work, then arms the ring's event
+    /// index so that the next request notifies us.
+    /// Saves the address table in the backend directory when it changed.
+    pub fn save_addresses(&mut self) {
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
+        let Some(map) = setup.engine.take_address_changes() else {
+            return;
+        };
+        let path = xsp::join(&self.be, ADDRESS_MAP_KEY);
+        let dir = self.be.clone();
+        let xs = &self.ctx.xs;
+        let r = xs.transaction(|tx| {
+            if xs.exists(tx, &dir)? {
+                xs.write(tx, &path, &map)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!(ctl = %self.id, "cannot save the address table: {e}");
+        }
+    }
+
+    /// Returns whether there was any work.
+    pub fn service(&mut self) -> bool {
+        let mut work = false;
+        loop {
+            let Some(setup) = self.setup.as_mut() else {
+                return work;
+            };
+            let Some(conn) = self.conn.as_mut() else {
+                return work;
+            };
+            let mem = GrantedMemory {
+                grants: &*self.ctx.grants,
+                domid: self.id.domid,
+            };
+            self.mailbox.take_completions(&mut self.completions);
+            let had_completions = !self.completions.is_empty();
+            for (tid, c) in self.completions.drain(..) {
+                setup.engine.complete(tid, c, &mem, &mut self.responses);
+            }
+            let result = (|| {
+                let n = conn.take_requests(&mut self.requests)?;
+                for r in self.requests.drain(..) {
+                    setup
+                        .engine
+                        .handle_request(&r, &mem, &mut setup.ports, &mut self.responses);
+                }
+                conn.respond(&self.responses)?;
+                self.responses.clear();
+                conn.flush_conn()?;
+                Ok::<_, BackendError>(n)
+            })();
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    self.requests.clear();
+                    self.ring_failed(e);
+                    return true;
+                }
+            };
+            work |= n > 0 || had_completions;
+            if self.mailbox.has_completions() {
+                continue;
+            }
+            match conn.final_check() {
+                Ok(true) => continue,
+                Ok(false) => return work,
+                Err(e) => {
+                    self.ring_failed(e);
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+impl UrbEngine {
+    /// Asks the device on `port` to cancel every in-flight transfer of it.
+    pub(crate) fn cancel_port(&mut self, port: u8, ports: &mut Ports) {
+        use crate::engine::Devices;
+        let tids = self.tids_of(port);
+        if let Some(dev) = ports.device(port) {
+            for tid in tids {
+                dev.cancel(tid);
+            }
+        }
+    }
+}

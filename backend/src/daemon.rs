@@ -1,0 +1,388 @@
+//! The daemon: finds every controller under `/local/domain/<own>/backend/vusb`
+//! (one watch covers every guest's `<domid>/<devid>`), runs one worker thread
+//! per controller, routes xenstore changes and host hot-plug events to them,
+//! and stops a worker when its directory or its guest disappears.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use pvusb_protocol::xenstore::{backend_dir_of_type, BACKEND_TYPE_VUSB};
+use pvusb_xen::{EventChannels, GrantMapper};
+use pvusb_xenstore::{Tx, XsClient};
+
+use crate::controller::Context;
+use crate::error::BackendError;
+use crate::mailbox::{Control, Mailbox};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::usb::UsbHost;
+use crate::worker;
+use crate::xenbus::ControllerId;
+
+/// Most controllers the daemon serves (bounds work on a flooded directory).
+const MAX_CONTROLLERS: usize = 1024;
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The backend domain's own id (0 in dom0).
+    pub own_domid: u16,
+    /// The backend type directory (`vusb`).
+    pub backend_type: String,
+}
+
+impl DaemonConfig {
+    /// `vusb` controllers of domain `own_domid`.
+    pub fn new(own_domid: u16) -> Self {
+        Self {
+            own_domid,
+            backend_type: BACKEND_TYPE_VUSB.to_owned(),
+        }
+    }
+
+    /// The watched directory.
+    pub fn root(&self) -> String {
+        format!(
+            "/local/domain/{}/backend/{}",
+            self.own_domid, self.backend_type
+        )
+    }
+}
+
+struct Worker {
+    mailbox: Arc<Mailbox>,
+    stats: Arc<Stats>,
+    finished: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    workers: Mutex<HashMap<ControllerId, Worker>>,
+    retired: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running daemon. Dropping it shuts it down like [`DaemonHandle::shutdown`].
+pub struct DaemonHandle {
+    registry: Arc<Registry>,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DaemonHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonHandle")
+            .field("controllers", &self.controllers())
+            .finish()
+    }
+}
+
+/// The backend daemon.
+#[derive(Debug)]
+pub struct Daemon;
+
+impl Daemon {
+    /// Starts the daemon in background threads.
+    pub fn start<G, E>(
+        xs: Arc<XsClient>,
+        grants: Arc<G>,
+        evtchns: Arc<E>,
+        host: Arc<dyn UsbHost>,
+        config: DaemonConfig,
+    ) -> Result<DaemonHandle, BackendError>
+    where
+        G: GrantMapper + 'static,
+        E: EventChannels + 'static,
+    {
+        let ctx = Arc::new(Context {
+            xs: Arc::clone(&xs),
+            grants,
+            evtchns,
+            host: Arc::clone(&host),
+            own_domid: config.own_domid,
+        });
+        let registry = Arc::new(Registry::default());
+        let weak: Weak<Registry> = Arc::downgrade(&registry);
+        host.set_hotplug_handler(Arc::new(move |ev| {
+            if let Some(reg) = weak.upgrade() {
+                for w in lock(&reg.workers).values() {
+                    w.mailbox.send(Control::Hotplug(ev.clone()));
+                }
+            }
+        }));
+        let root = config.root();
+        let root_watch = xs
+            .watch(&root)
+            .map_err(|e| BackendError::xs("watch", &root, e))?;
+        let release = xs
+            .watch("@releaseDomain")
+            .map_err(|e| BackendError::xs("watch", "@releaseDomain", e))?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let reg = Arc::clone(&registry);
+        let thread = std::thread::Builder::new()
+            .name("pvusb-daemon".into())
+            .spawn(move || {
+                let d = Dispatcher {
+                    ctx,
+                    registry: reg,
+                    root,
+                };
+                d.run(root_watch.receiver(), release.receiver(), &stop_rx);
+                drop((root_watch, release));
+            })
+            .map_err(|source| BackendError::Os {
+                op: "spawn the daemon thread",
+                source,
+            })?;
+        tracing::info!(own_domid = config.own_domid, "pvusb backend daemon started");
+        Ok(DaemonHandle {
+            registry,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl DaemonHandle {
+    /// Controllers with a live worker.
+    pub fn controllers(&self) -> Vec<ControllerId> {
+        let mut v: Vec<_> = lock(&self.registry.workers)
+            .iter()
+            .filter(|(_, w)| !w.finished.load(Ordering::SeqCst))
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The counters of a controller (also after its worker stopped, until it
+    /// is removed).
+    pub fn stats(&self, domid: u16, devid: u32) -> Option<StatsSnapshot> {
+        lock(&self.registry.workers)
+            .get(&ControllerId { domid, devid })
+            .map(|w| w.stats.snapshot())
+    }
+
+    /// Whether the worker of a controller is running.
+    pub fn is_running(&self, domid: u16, devid: u32) -> bool {
+        lock(&self.registry.workers)
+            .get(&ControllerId { domid, devid })
+            .is_some_and(|w| !w.finished.load(Ordering::SeqCst))
+    }
+
+    /// Stops everything: every worker answers its in-flight requests, releases
+    /// its grants and devices, and exits; xenstore states are left as they are
+    /// so that a restarted daemon resumes.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let workers: Vec<Worker> = lock(&self.registry.workers)
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
+        for w in &workers {
+            w.mailbox.send(Control::Shutdown);
+        }
+        for mut w in workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        for t in lock(&self.registry.retired).drain(..) {
+            let _ = t.join();
+        }
+        tracing::info!("pvusb backend daemon stopped");
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+struct Dispatcher<G, E> {
+    ctx: Arc<Context<G, E>>,
+    registry: Arc<Registry>,
+    root: String,
+}
+
+impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
+    fn run(&self, root: &Receiver<String>, release: &Receiver<String>, stop: &Receiver<()>) {
+        loop {
+            crossbeam_channel::select! {
+                recv(root) -> p => match p {
+                    Ok(p) => self.on_path(&p),
+                    Err(_) => { tracing::error!("xenstore connection lost; the daemon stops watching"); return; }
+                },
+                recv(release) -> p => match p {
+                    Ok(_) => self.check_domains(),
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => return,
+            }
+        }
+    }
+
+    fn xs(&self) -> &XsClient {
+        &self.ctx.xs
+    }
+
+    fn on_path(&self, path: &str) {
+        let Some(rel) = path.strip_prefix(&self.root) else {
+            return;
+        };
+        let rel = rel.trim_start_matches('/');
+        let mut parts = rel.splitn(3, '/');
+        let (Some(d), Some(v)) = (parts.next().filter(|s| !s.is_empty()), parts.next()) else {
+            return self.rescan();
+        };
+        let (Ok(domid), Ok(devid)) = (d.parse::<u16>(), v.parse::<u32>()) else {
+            return;
+        };
+        let id = ControllerId { domid, devid };
+        let rest = parts.next().unwrap_or("").to_owned();
+        let dir = self.dir(id);
+        let exists = self.xs().exists(Tx::NONE, &dir).unwrap_or(false);
+        if !exists {
+            return self.remove(id, "backend directory removed");
+        }
+        let running = lock(&self.registry.workers)
+            .get(&id)
+            .map(|w| (Arc::clone(&w.mailbox), w.finished.load(Ordering::SeqCst)));
+        match running {
+            Some((mailbox, false)) => mailbox.send(Control::BackendChanged(rest)),
+            Some((_, true)) => {} // crashed worker: stays stopped until its directory is recreated
+            None => self.spawn(id),
+        }
+    }
+
+    fn dir(&self, id: ControllerId) -> String {
+        backend_dir_of_type(&self.root_type(), self.ctx.own_domid, id.domid, id.devid)
+    }
+
+    fn root_type(&self) -> String {
+        self.root
+            .rsplit('/')
+            .next()
+            .unwrap_or(BACKEND_TYPE_VUSB)
+            .to_owned()
+    }
+
+    fn rescan(&self) {
+        let mut found = Vec::new();
+        let domids = self
+            .xs()
+            .directory(Tx::NONE, &self.root)
+            .unwrap_or_default();
+        for d in domids.iter().take(MAX_CONTROLLERS) {
+            let Ok(domid) = d.parse::<u16>() else {
+                continue;
+            };
+            let devs = self
+                .xs()
+                .directory(Tx::NONE, &format!("{}/{d}", self.root))
+                .unwrap_or_default();
+            for v in devs.iter().take(MAX_CONTROLLERS) {
+                if let Ok(devid) = v.parse::<u32>() {
+                    found.push(ControllerId { domid, devid });
+                }
+            }
+        }
+        found.truncate(MAX_CONTROLLERS);
+        let known: Vec<ControllerId> = lock(&self.registry.workers).keys().copied().collect();
+        for id in &known {
+            if !found.contains(id) {
+                self.remove(*id, "backend directory removed");
+            }
+        }
+        for id in found {
+            if !lock(&self.registry.workers).contains_key(&id) {
+                self.spawn(id);
+            }
+        }
+    }
+
+    fn spawn(&self, id: ControllerId) {
+        // A dead guest's backend directory lingers until the toolstack
+        // cleans up: do not serve it again.
+        let home = format!("/local/domain/{}", id.domid);
+        if let Ok(false) = self.xs().exists(Tx::NONE, &home) {
+            return;
+        }
+        if lock(&self.registry.workers).len() >= MAX_CONTROLLERS {
+            tracing::error!(ctl = %id, "too many controllers; not serving this one");
+            return;
+        }
+        let mailbox = match Mailbox::new() {
+            Ok(m) => Arc::new(m),
+            Err(e) => return tracing::error!(ctl = %id, "{e}"),
+        };
+        let stats = Arc::new(Stats::default());
+        let finished = Arc::new(AtomicBool::new(false));
+        let (ctx, mb, st, fin, be) = (
+            Arc::clone(&self.ctx),
+            Arc::clone(&mailbox),
+            Arc::clone(&stats),
+            Arc::clone(&finished),
+            self.dir(id),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("vusb-{}-{}", id.domid, id.devid))
+            .spawn(move || worker::run(id, be, ctx, mb, st, fin));
+        match thread {
+            Ok(t) => {
+                tracing::info!(ctl = %id, "serving controller");
+                lock(&self.registry.workers).insert(
+                    id,
+                    Worker {
+                        mailbox,
+                        stats,
+                        finished,
+                        thread: Some(t),
+                    },
+                );
+            }
+            Err(e) => tracing::error!(ctl = %id, "cannot start a worker thread: {e}"),
+        }
+    }
+
+    fn remove(&self, id: ControllerId, why: &str) {
+        let Some(mut w) = lock(&self.registry.workers).remove(&id) else {
+            return;
+        };
+        tracing::info!(ctl = %id, "stopping controller: {why}");
+        w.mailbox.send(Control::Remove);
+        if let Some(t) = w.thread.take() {
+            let mut retired = lock(&self.registry.retired);
+            retired.retain(|t| !t.is_finished());
+            retired.push(t);
+        }
+    }
+
+    /// `@releaseDomain` fired: a guest died. Its controllers stop (their
+    /// backend directories may linger until the toolstack cleans up).
+    fn check_domains(&self) {
+        let ids: Vec<ControllerId> = lock(&self.registry.workers).keys().copied().collect();
+        for id in ids {
+            let home = format!("/local/domain/{}", id.domid);
+            if let Ok(false) = self.xs().exists(Tx::NONE, &home) {
+                self.remove(id, "its domain is gone");
+            }
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The URB engine of one controller: turns each copied-out request into a
+//! response or a device transfer, and each device completion into a response.
+//!
+//! It owns no ring and no thread; the worker feeds it requests and completions
+//! and pushes what it appends to `out` (so the fuzz target and unit tests
+//! drive it directly). Rules it keeps:
+//!
+//! * every request gets exactly one response (the in-flight table holds each
+//!   submitted request until its completion or an abort answers it);
+//! * a response is appended only after all grant work for it is done;
+//! * unlinks resolve against what was consumed before them (ring order);
+//! * a submit whose id is still in flight is answered -EINVAL and the earlier
+//!   request is left alone (xen-hcd never does this; a hostile guest gets an
+//!   answer for each slot it used, and the original still completes once);
+//! * a completion that no longer matches the in-flight entry (its request was
+//!   already answered by an abort) only returns its buffer to the pool.
+
+use std::sync::Arc;
+
+use pvusb_protocol::{
+    IsoPacketDescriptor, Status, Submit, SubmitKind, UrbRequest, UrbResponse, ValidatedUrb,
+};
+
+use crate::addr::{AddressTable, DeviceOp, Route};
+use crate::guest::{GuestMemory, SegList};
+use crate::guest_warn;
+use crate::pool::BufferPool;
+use crate::ratelimit::RateLimiter;
+use crate::stats::Stats;
+use crate::usb::{
+    Completion, IsoPacket, Transfer, TransferId, TransferKind, TransferOutcome, UsbDevice,
+};
+
+/// Requests a controller can have in flight: the urb ring's slot count.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// The devices of a controller, by root-hub port.
+pub trait Devices {
+    /// The device attached on `port`, if any.
+    fn device(&mut self, port: u8) -> Option<&mut dyn UsbDevice>;
+}
+
+#[derive(Debug)]
+struct IsoState {
+    desc: SegList,
+    descriptors: Vec<IsoPacketDescriptor>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    ring_id: u16,
+    tid: TransferId,
+    port: u8,
+    is_in: bool,
+    data: SegList,
+    /// Bytes the response may report at most.
+    max_len: usize,
+    iso: Option<IsoState>,
+}
+
+/// The per-controller URB engine.
+#[derive(Debug)]
+pub struct UrbEngine {
+    num_ports: u8,
+    domid: u16,
+    in_flight: Vec<Entry>,
+    addresses: AddressTable,
+    pool: BufferPool,
+    seq: u64,
+    stats: Arc<Stats>,
+    limiter: RateLimiter,
+    scratch: Vec<u8>,
+}
+
+fn response(id: u16, status: Status, len: usize) -> UrbResponse {
+    UrbResponse::new(id, status, u32::try_from(len).unwrap_or(u32::MAX))
+}
+
+impl UrbEngine {
+    /// An engine for a controller of `num_ports` ports serving domain `domid`
+    /// (used in log lines only).
+    pub fn new(num_ports: u8, domid: u16, stats: Arc<Stats>) -> Self {
+        Self {
+            num_ports,
+            domid,
+            in_flight: Vec::with_capacity(MAX_IN_FLIGHT),
+            addresses: AddressTable::new(),
+            pool: BufferPool::new(MAX_IN_FLIGHT + 2),
+            seq: 0,
+            stats,
+            limiter: RateLimiter::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Replaces the log rate limiter (tests).
+    pub fn set_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.limiter = limiter;
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Idle pooled buffers.
+    pub fn pool_free(&self) -> usize {
+        self.pool.free_count()
+    }
+
+    /// Guest addresses of the device on `port` are no longer valid.
+    pub fn forget_port(&mut self, port: u8) {
+        self.addresses.forget_port(port);
+    }
+
+    /// A new connection starts with no addresses.
+    pub fn reset_addresses(&mut self) {
+        self.addresses.clear();
+    }
+
+    /// The address table as text if it changed (see [`AddressTable::take_changes`]).
+    pub fn take_address_changes(&mut self) -> Option<String> {
+        self.addresses.take_changes()
+    }
+
+    /// Restores a saved address table (daemon restart).
+    pub fn restore_addresses(&mut self, saved: &str) {
+        self.addresses.restore(saved, self.num_ports);
+    }
+
+    fn gauges(&self) {
+        Stats::set(&self.stats.in_flight, self.in_flight.len() as u64);
+        Stats::set(&self.stats.pool_free, self.pool.free_count() as u64);
+        Stats::set(&self.stats.pool_allocated, self.pool.allocated());
+    }
+
+    /// Handles one request copied out of the ring.
+    pub fn handle_request(
+        &mut self,
+        req: &UrbRequest,
+        mem: &dyn GuestMemory,
+        devices: &mut dyn Devices,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        Stats::inc(&self.stats.requests);
+        match pvusb_protocol::validate(req, self.num_ports) {
+            Err(e) => {
+                Stats::inc(&self.stats.invalid);
+                guest_warn!(
+                    self.limiter,
+                    domid = self.domid,
+                    id = req.id,
+                    "invalid request: {e}"
+                );
+                out.push(response(req.id, e.status(), 0));
+            }
+            Ok(ValidatedUrb::Unlink { id, unlink_id, .. }) => {
+                Stats::inc(&self.stats.unlinks);
+                if let Some(e) = self.in_flight.iter().find(|e| e.ring_id == unlink_id) {
+                    let (port, tid) = (e.port, e.tid);
+                    if let Some(dev) = devices.device(port) {
+                        Stats::inc(&self.stats.unlinks_hit);
+                        // Its own response comes with the completion.
+                        dev.cancel(tid);
+                    }
+                }
+                out.push(response(id, Status::Ok, 0));
+            }
+            Ok(ValidatedUrb::Submit(s)) => self.submit(&s, mem, devices, out),
+        }
+        self.gauges();
+    }
+
+    fn submit(
+        &mut self,
+        s: &Submit,
+        mem: &dyn GuestMemory,
+        devices: &mut dyn Devices,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let id = s.id();
+        if self.in_flight.iter().any(|e| e.ring_id == id) || self.in_flight.len() >= MAX_IN_FLIGHT {
+            Stats::inc(&self.stats.duplicate_ids);
+            guest_warn!(
+                self.limiter,
+                domid = self.domid,
+                id,
+                "request id is already in flight"
+            );
+            out.push(response(id, Status::Inval, 0));
+            return;
+        }
+        let mut present = [false; 32];
+        for p in 1..=self.num_ports {
+            if let Some(slot) = present.get_mut(usize::from(p)) {
+                *slot = devices.device(p).is_some();
+            }
+        }
+        let route = self
+            .addresses
+            .route(s, |p| present.get(usize::from(p)).copied().unwrap_or(false));
+        let (port, op) = match route {
+            Route::Answer(a) => {
+                let counter = match a {
+                    crate::addr::Answer::AddressSet => &self.stats.set_address,
+                    crate::addr::Answer::NoDevice => &self.stats.no_device,
+                    crate::addr::Answer::Refused => &self.stats.refused,
+                };
+                Stats::inc(counter);
+                out.push(response(id, a.status(), 0));
+                return;
+            }
+            Route::Device { port, op } => (port, op),
+        };
+        let (kind, is_in, len) = match (op, s.kind()) {
+            (DeviceOp::Control(setup), _) => (
+                TransferKind::Control { setup },
+                setup.is_in(),
+                usize::from(setup.w_length),
+            ),
+            (DeviceOp::SetConfiguration(c), _) => (TransferKind::SetConfiguration(c), false, 0),
+            (
+                DeviceOp::SetInterface {
+                    interface,
+                    alt_setting,
+                },
+                _,
+            ) => (
+                TransferKind::SetInterface {
+                    interface,
+                    alt_setting,
+                },
+                false,
+                0,
+            ),
+            (DeviceOp::ClearHalt { endpoint }, _) => {
+                (TransferKind::ClearHalt { endpoint }, false, 0)
+            }
+            (DeviceOp::Data, SubmitKind::Bulk) => (
+                TransferKind::Bulk,
+                s.endpoint_address() & 0x80 != 0,
+                data_len(s),
+            ),
+            (DeviceOp::Data, SubmitKind::Interrupt { .. }) => (
+                TransferKind::Interrupt,
+                s.endpoint_address() & 0x80 != 0,
+                data_len(s),
+            ),
+            (DeviceOp::Data, SubmitKind::Isochronous { .. }) => (
+                TransferKind::Isochronous {
+                    packets: Vec::new(),
+                },
+                s.endpoint_address() & 0x80 != 0,
+                data_len(s),
+            ),
+            (DeviceOp::Data, SubmitKind::Control(_)) => {
+                // route() only returns Data for non-control submits.
+                out.push(response(id, Status::Inval, 0));
+                return;
+            }
+        };
+        let data = SegList::prefix(s.data_segments(), len);
+        let mut kind = kind;
+        let mut iso = None;
+        if let SubmitKind::Isochronous {
+            number_of_packets,
+            desc_segs,
+            ..
+        } = s.kind()
+        {
+            match self.read_iso(mem, *number_of_packets, desc_segs.as_slice(), len) {
+                Ok((state, packets)) => {
+                    kind = TransferKind::Isochronous { packets };
+                    iso = Some(state);
+                }
+                Err(status) => {
+                    out.push(response(id, status, 0));
+                    return;
+                }
+            }
+        }
+        let mut buffer = if len == 0 {
+            Vec::new()
+        } else {
+            self.pool.take(len)
+        };
+        if is_in {
+            if iso.is_some() {
+                buffer.fill(0);
+            }
+        } else if len > 0 {
+            if let Err(e) = mem.copy_from(data.as_slice(), &mut buffer) {
+                Stats::inc(&self.stats.grant_errors);
+                guest_warn!(
+                    self.limiter,
+                    domid = self.domid,
+                    id,
+                    "cannot copy OUT data from the guest: {e}"
+                );
+                self.pool.put(buffer);
+                out.push(response(id, Status::Inval, 0));
+                return;
+            }
+        }
+        let Some(device) = devices.device(port) else {
+            self.pool.put(buffer);
+            Stats::inc(&self.stats.no_device);
+            out.push(response(id, Status::NoDev, 0));
+            return;
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let tid = (self.seq << 16) | u64::from(id);
+        self.in_flight.push(Entry {
+            ring_id: id,
+            tid,
+            port,
+            is_in,
+            data,
+            max_len: len,
+            iso,
+        });
+        Stats::inc(&self.stats.submitted);
+        let endpoint = match s.kind() {
+            SubmitKind::Control(_) => 0,
+            _ => s.endpoint_address(),
+        };
+        device.submit(
+            tid,
+            Transfer {
+                endpoint,
+                kind,
+                buffer,
+                short_not_ok: s.short_not_ok(),
+            },
+        );
+    }
+
+    /// Reads the isochronous packet descriptors (a byte stream over the
+    /// descriptor segments, which may straddle pages) and checks each packet
+    /// against the data buffer.
+    fn read_iso(
+        &mut self,
+        mem: &dyn GuestMemory,
+        packets: u16,
+        desc_segs: &[pvusb_protocol::RequestSegment],
+        data_len: usize,
+    ) -> Result<(IsoState, Vec<IsoPacket>), Status> {
+        let bytes = usize::from(packets) * 16;
+        let desc = SegList::prefix(desc_segs, bytes);
+        if desc.total() != bytes {
+            Stats::inc(&self.stats.bad_iso);
+            return Err(Status::Inval);
+        }
+        self.scratch.clear();
+        self.scratch.resize(bytes, 0);
+        if let Err(e) = mem.copy_from(desc.as_slice(), &mut self.scratch) {
+            Stats::inc(&self.stats.grant_errors);
+            guest_warn!(
+                self.limiter,
+                domid = self.domid,
+                "cannot read iso descriptors: {e}"
+            );
+            return Err(Status::Inval);
+        }
+        let mut descriptors = Vec::with_capacity(usize::from(packets));
+        let mut out = Vec::with_capacity(usize::from(packets));
+        let data_len = u32::try_from(data_len).unwrap_or(u32::MAX);
+        for chunk in self.scratch.chunks_exact(16) {
+            let d: IsoPacketDescriptor = bytemuck::pod_read_unaligned(chunk);
+            match d.checked_range(data_len) {
+                Ok(r) => out.push(IsoPacket {
+                    offset: r.start,
+                    length: r.end - r.start,
+                }),
+                Err(e) => {
+                    Stats::inc(&self.stats.bad_iso);
+                    guest_warn!(self.limiter, domid = self.domid, "bad iso descriptor: {e}");
+                    return Err(Status::Inval);
+                }
+            }
+            descriptors.push(d);
+        }
+        Ok((IsoState { desc, descriptors }, out))
+    }
+
+    /// Handles the completion of transfer `tid`.
+    pub fn complete(
+        &mut self,
+        tid: TransferId,
+        c: Completion,
+        mem: &dyn GuestMemory,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let ring_id = (tid & 0xffff) as u16;
+        let Some(pos) = self
+            .in_flight
+            .iter()
+            .position(|e| e.ring_id == ring_id && e.tid == tid)
+        else {
+            Stats::inc(&self.stats.stale_completions);
+            self.pool.put(c.buffer);
+            return;
+        };
+        let entry = self.in_flight.swap_remove(pos);
+        let rsp = self.finish(&entry, &c, mem);
+        self.pool.put(c.buffer);
+        out.push(rsp);
+        self.gauges();
+    }
+
+    fn finish(&mut self, e: &Entry, c: &Completion, mem: &dyn GuestMemory) -> UrbResponse {
+        let mut status = c.outcome.status();
+        let actual = c.actual_length.min(e.max_len).min(c.buffer.len());
+        if let Some(iso) = &e.iso {
+            let mut records: Vec<u8> = Vec::with_capacity(iso.descriptors.len() * 16);
+            for (i, d) in iso.descriptors.iter().enumerate() {
+                let (len, st) = match c.iso.get(i) {
+                    Some(r) => (r.actual_length.min(d.length), r.outcome.status()),
+                    None => (0, TransferOutcome::Error.status()),
+                };
+                let rec = IsoPacketDescriptor {
+                    actual_length: len,
+                    status: st.as_i32(),
+                    ..*d
+                };
+                records.extend_from_slice(bytemuck::bytes_of(&rec));
+            }
+            let mut ok = mem.copy_to(iso.desc.as_slice(), &records).is_ok();
+            if e.is_in && ok {
+                let n = e.max_len.min(c.buffer.len());
+                let segs = e.data.truncated(n);
+                ok = c
+                    .buffer
+                    .get(..segs.total())
+                    .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
+            }
+            if !ok {
+                Stats::inc(&self.stats.grant_errors);
+                guest_warn!(
+                    self.limiter,
+                    domid = self.domid,
+                    id = e.ring_id,
+                    "cannot write iso results to the guest"
+                );
+                return response(e.ring_id, Status::Inval, 0);
+            }
+            let mut r = response(e.ring_id, status, actual);
+            r.error_count = i32::try_from(c.error_count).unwrap_or(i32::MAX);
+            r.start_frame = c.start_frame as u16;
+            return r;
+        }
+        if e.is_in && actual > 0 {
+            let segs = e.data.truncated(actual);
+            let copied = c
+                .buffer
+                .get(..segs.total())
+                .map(|b| mem.copy_to(segs.as_slice(), b));
+            if !matches!(copied, Some(Ok(()))) {
+                Stats::inc(&self.stats.grant_errors);
+                guest_warn!(
+                    self.limiter,
+                    domid = self.domid,
+                    id = e.ring_id,
+                    "cannot copy IN data to the guest"
+                );
+                status = Status::Inval;
+                return response(e.ring_id, status, 0);
+            }
+        }
+        let len = if e.is_in || status == Status::Ok {
+            actual
+        } else {
+            0
+        };
+        response(e.ring_id, status, len)
+    }
+
+    /// Transfer ids in flight on `port`.
+    pub fn tids_of(&self, port: u8) -> Vec<TransferId> {
+        self.in_flight
+            .iter()
+            .filter(|e| e.port == port)
+            .map(|e| e.tid)
+            .collect()
+    }
+
+    /// Answers every in-flight request of `port` with `status` (the device
+    /// was closed; late completions are dropped as stale).
+    pub fn abort_port(&mut self, port: u8, status: Status, out: &mut Vec<UrbResponse>) {
+        self.abort_where(|e| e.port == port, status, out);
+    }
+
+    /// Answers every in-flight request with `status`.
+    pub fn abort_all(&mut self, status: Status, out: &mut Vec<UrbResponse>) {
+        self.abort_where(|_| true, status, out);
+    }
+
+    fn abort_where(
+        &mut self,
+        pred: impl Fn(&Entry) -> bool,
+        status: Status,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            if self.in_flight.get(i).is_some_and(&pred) {
+                let e = self.in_flight.swap_remove(i);
+                Stats::inc(&self.stats.aborted);
+                out.push(response(e.ring_id, status, 0));
+            } else {
+                i += 1;
+            }
+        }
+        self.gauges();
+    }
+}
+
+fn data_len(s: &Submit) -> usize {
+    s.data_len() as usize
+}

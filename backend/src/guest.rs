@@ -1,0 +1,122 @@
+//! Guest memory as the URB engine sees it: grant copies over a request's
+//! segments. WHY a trait of its own: the engine (and its fuzz target) can run
+//! against any memory model, while the daemon plugs in a [`GrantMapper`].
+
+use pvusb_protocol::RequestSegment;
+use pvusb_xen::{CopySeg, DomId, GrantError, GrantMapper};
+
+/// Copies to and from one guest's granted pages.
+pub trait GuestMemory {
+    /// Copies the segments, in order, into `dst` (Σ lengths = `dst.len()`).
+    fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError>;
+    /// Copies `src` into the segments, in order (Σ lengths = `src.len()`).
+    fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError>;
+}
+
+/// A frontend domain's memory through a grant mapper (grant copy, so nothing
+/// stays mapped once a request is answered: spec 11).
+#[derive(Debug)]
+pub struct GrantedMemory<'a, G> {
+    /// The grant implementation.
+    pub grants: &'a G,
+    /// The frontend domain.
+    pub domid: DomId,
+}
+
+impl<G: GrantMapper> GuestMemory for GrantedMemory<'_, G> {
+    fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
+        self.grants.copy_from_guest(self.domid, segs, dst)
+    }
+    fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
+        self.grants.copy_to_guest(self.domid, segs, src)
+    }
+}
+
+/// At most 16 copy segments, on the stack (no allocation per URB).
+#[derive(Debug, Clone, Copy)]
+pub struct SegList {
+    segs: [CopySeg; 16],
+    len: usize,
+}
+
+impl SegList {
+    /// The copy segments covering the first `bytes` bytes of `segs` (fewer if
+    /// the segments are shorter: the caller sized `bytes` from them).
+    pub fn prefix(segs: &[RequestSegment], bytes: usize) -> Self {
+        let mut out = SegList {
+            segs: [CopySeg {
+                gref: 0,
+                offset: 0,
+                len: 0,
+            }; 16],
+            len: 0,
+        };
+        let mut left = bytes;
+        for (slot, s) in out.segs.iter_mut().zip(segs) {
+            if left == 0 {
+                break;
+            }
+            let take = usize::from(s.length).min(left);
+            // take ≤ s.length, a u16.
+            *slot = CopySeg {
+                gref: s.gref,
+                offset: s.offset,
+                len: take as u16,
+            };
+            left -= take;
+            out.len += 1;
+        }
+        out
+    }
+
+    /// The first `bytes` bytes of these segments.
+    pub fn truncated(&self, bytes: usize) -> Self {
+        let mut out = *self;
+        let mut left = bytes;
+        out.len = 0;
+        for s in self.as_slice() {
+            if left == 0 {
+                break;
+            }
+            let take = usize::from(s.len).min(left);
+            if let Some(slot) = out.segs.get_mut(out.len) {
+                *slot = CopySeg {
+                    len: take as u16,
+                    ..*s
+                };
+            }
+            left -= take;
+            out.len += 1;
+        }
+        out
+    }
+
+    /// The segments.
+    pub fn as_slice(&self) -> &[CopySeg] {
+        self.segs.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Σ lengths.
+    pub fn total(&self) -> usize {
+        self.as_slice().iter().map(|s| usize::from(s.len)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_cuts_inside_a_segment() {
+        let segs = [
+            RequestSegment::new(8, 100, 3996),
+            RequestSegment::new(9, 0, 4096),
+        ];
+        let p = SegList::prefix(&segs, 5000);
+        assert_eq!(p.as_slice().len(), 2);
+        assert_eq!(p.as_slice()[1].len, 1004);
+        assert_eq!(p.total(), 5000);
+        assert_eq!(SegList::prefix(&segs, 0).total(), 0);
+        assert_eq!(SegList::prefix(&segs, 100_000).total(), 8092);
+    }
+}

@@ -1,0 +1,95 @@
+//! Per-controller counters, shared between the worker (which writes them) and
+//! whoever asks (tests, logs). Relaxed atomics: they are statistics, not
+//! synchronisation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters of one controller.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`Stats`] at one moment.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Copies every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Requests taken from the urb ring.
+    requests,
+    /// Responses pushed on the urb ring.
+    responses,
+    /// Submits handed to a device.
+    submitted,
+    /// Unlink requests.
+    unlinks,
+    /// Unlinks whose target was in flight (a cancel was sent to the device).
+    unlinks_hit,
+    /// Requests refused by validation (answered -EINVAL).
+    invalid,
+    /// Requests whose id was already in flight (answered -EINVAL).
+    duplicate_ids,
+    /// Requests to an address or port without a device (answered -ENODEV).
+    no_device,
+    /// Requests refused by the address model (e.g. unknown request to address 0).
+    refused,
+    /// SET_ADDRESS requests emulated.
+    set_address,
+    /// Grant copies that failed (bad, foreign or read-only grants).
+    grant_errors,
+    /// Isochronous descriptors pointing outside the data buffer.
+    bad_iso,
+    /// Requests answered without a device completion (detach, close, shutdown).
+    aborted,
+    /// Completions that arrived for a request already answered.
+    stale_completions,
+    /// Event-channel events received.
+    events,
+    /// Events that brought no work.
+    spurious_events,
+    /// Notifications sent to the frontend.
+    notifications,
+    /// Conn-ring events posted.
+    conn_events,
+    /// Conn-ring events waiting for the frontend to post requests.
+    conn_backlog_drops,
+    /// Ring failures that stopped the controller.
+    ring_errors,
+    /// Devices attached.
+    attached,
+    /// Devices refused (hub, speed, open failure).
+    attach_refused,
+    /// Connections established.
+    connects,
+    /// Requests in flight now (a gauge).
+    in_flight,
+    /// Pooled buffers allocated in total (a gauge of pool growth).
+    pool_allocated,
+    /// Pooled buffers idle in the pool now (a gauge).
+    pool_free,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub(crate) fn set(c: &AtomicU64, v: u64) {
+        c.store(v, Ordering::Relaxed);
+    }
+}

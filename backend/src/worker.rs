@@ -1,0 +1,93 @@
+//! The worker thread of one controller: a poll loop over the event channel
+//! and the mailbox's eventfd. Faults stay inside: a panic is caught at the
+//! thread boundary, logged, and only this controller stops.
+
+use std::os::fd::AsFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_xen::{EventChannels, GrantMapper};
+
+use crate::controller::{Context, Controller};
+use crate::mailbox::{Control, Mailbox};
+use crate::stats::Stats;
+use crate::xenbus::ControllerId;
+
+/// Runs a controller until it is told to stop. Never panics (a panic inside
+/// is caught and logged). `finished` is set when the thread is done.
+pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
+    id: ControllerId,
+    be: String,
+    ctx: Arc<Context<G, E>>,
+    mailbox: Arc<Mailbox>,
+    stats: Arc<Stats>,
+    finished: Arc<AtomicBool>,
+) {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut ctl = Controller::new(id, be, ctx, Arc::clone(&mailbox), stats.clone());
+        ctl.start();
+        event_loop(&mut ctl, &mailbox, &stats);
+    }));
+    if let Err(panic) = result {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(ctl = %id, "controller worker crashed and was stopped (other controllers are unaffected): {what}");
+    }
+    finished.store(true, Ordering::SeqCst);
+}
+
+fn event_loop<G: GrantMapper, E: EventChannels>(
+    ctl: &mut Controller<G, E>,
+    mailbox: &Mailbox,
+    stats: &Stats,
+) {
+    let mut event = false;
+    loop {
+        mailbox.clear_wake();
+        for msg in mailbox.take_control() {
+            match msg {
+                Control::Shutdown | Control::Remove => {
+                    ctl.stop();
+                    return;
+                }
+                Control::BackendChanged(rel) => ctl.on_backend_changed(&rel),
+                Control::FrontendChanged => ctl.reconcile(),
+                Control::Hotplug(ev) => ctl.on_hotplug(&ev),
+            }
+        }
+        let work = ctl.service();
+        ctl.save_addresses();
+        if event && !work {
+            Stats::inc(&stats.spurious_events);
+        }
+        let (woke_evtchn, _) = {
+            let evtchn = ctl.evtchn();
+            let mut fds = Vec::with_capacity(2);
+            fds.push(PollFd::new(mailbox.fd(), PollFlags::POLLIN));
+            if let Some(ch) = evtchn {
+                fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("poll failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (
+                fds.get(1).is_some_and(ready),
+                fds.first().is_some_and(ready),
+            )
+        };
+        event = woke_evtchn;
+        if woke_evtchn {
+            ctl.on_event();
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Reading and writing one controller's xenstore nodes (spec 5.1). Every value
+//! is treated as hostile: the frontend's keys are written by the guest, and
+//! even the toolstack's are only trusted after parsing.
+
+use pvusb_protocol::xenstore::{self as xsp, keys};
+use pvusb_protocol::{UsbVer, XenbusState};
+use pvusb_xenstore::{Tx, XsClient};
+
+use crate::error::BackendError;
+use crate::usb::BusId;
+
+/// One controller: the frontend domain and the device id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ControllerId {
+    /// Frontend domain.
+    pub domid: u16,
+    /// Device id under `vusb/<domid>/`.
+    pub devid: u32,
+}
+
+impl std::fmt::Display for ControllerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vusb {}/{}", self.domid, self.devid)
+    }
+}
+
+/// What the toolstack configured (validated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// 1 or 2.
+    pub usb_ver: UsbVer,
+    /// 1..=31.
+    pub num_ports: u8,
+}
+
+/// What the frontend published for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingRefs {
+    /// Grant of the urb ring page.
+    pub urb: u32,
+    /// Grant of the conn ring page.
+    pub conn: u32,
+    /// The frontend's event-channel port.
+    pub evtchn: u32,
+}
+
+/// Longest value the backend reads; anything longer is refused unparsed.
+const MAX_VALUE: usize = 256;
+
+/// Reads a node; a missing node is `None`.
+pub fn read(xs: &XsClient, path: &str) -> Result<Option<String>, BackendError> {
+    xs.read(Tx::NONE, path)
+        .map_err(|e| BackendError::xs("read", path, e))
+}
+
+fn read_required(xs: &XsClient, path: &str) -> Result<String, BackendError> {
+    read(xs, path)?.ok_or_else(|| BackendError::MissingKey {
+        path: path.to_owned(),
+    })
+}
+
+fn bounded(path: &str, v: String) -> Result<String, BackendError> {
+    if v.len() > MAX_VALUE {
+        return Err(BackendError::BadValue {
+            path: path.to_owned(),
+            source: xsp::ValueError::NotDecimal(v.chars().take(32).collect()),
+        });
+    }
+    Ok(v)
+}
+
+fn read_u32(xs: &XsClient, path: &str) -> Result<u32, BackendError> {
+    let v = bounded(path, read_required(xs, path)?)?;
+    xsp::parse_u32(v.trim_ascii()).map_err(|source| BackendError::BadValue {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads and validates `usb-ver` and `num-ports` of a backend directory.
+pub fn read_config(xs: &XsClient, be: &str) -> Result<ControllerConfig, BackendError> {
+    let path = xsp::join(be, keys::USB_VER);
+    let v = bounded(&path, read_required(xs, &path)?)?;
+    let usb_ver = v
+        .trim_ascii()
+        .parse::<UsbVer>()
+        .map_err(|source| BackendError::BadUsbVer { path, source })?;
+    let path = xsp::join(be, keys::NUM_PORTS);
+    let v = bounded(&path, read_required(xs, &path)?)?;
+    let num_ports = xsp::parse_num_ports(v.trim_ascii())
+        .map_err(|source| BackendError::BadValue { path, source })?;
+    Ok(ControllerConfig { usb_ver, num_ports })
+}
+
+/// Reads the frontend's ring references and event channel.
+pub fn read_refs(xs: &XsClient, fe: &str) -> Result<RingRefs, BackendError> {
+    Ok(RingRefs {
+        urb: read_u32(xs, &xsp::join(fe, keys::URB_RING_REF))?,
+        conn: read_u32(xs, &xsp::join(fe, keys::CONN_RING_REF))?,
+        evtchn: read_u32(xs, &xsp::join(fe, keys::EVENT_CHANNEL))?,
+    })
+}
+
+/// Reads a `state` node; missing is `None`.
+pub fn read_state(xs: &XsClient, dir: &str) -> Result<Option<XenbusState>, BackendError> {
+    let path = xsp::join(dir, keys::STATE);
+    match read(xs, &path)? {
+        None => Ok(None),
+        Some(v) => {
+            let v = bounded(&path, v)?;
+            v.parse::<XenbusState>()
+                .map(Some)
+                .map_err(|source| BackendError::BadState { path, source })
+        }
+    }
+}
+
+/// `online`: missing counts as online (older toolstacks), anything but "0" too.
+pub fn read_online(xs: &XsClient, be: &str) -> Result<bool, BackendError> {
+    let path = xsp::join(be, keys::ONLINE);
+    Ok(match read(xs, &path)? {
+        Some(v) => v.trim_ascii() != "0",
+        None => true,
+    })
+}
+
+/// `port/N`: `Ok(None)` for an empty port; a malformed busid is an error.
+pub fn read_port(xs: &XsClient, be: &str, port: u8) -> Result<Option<BusId>, BackendError> {
+    let path = xsp::join(be, &xsp::port_key(port));
+    let Some(v) = read(xs, &path)? else {
+        return Ok(None);
+    };
+    let v = v.trim_ascii();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<BusId>()
+        .map(Some)
+        .map_err(|e| BackendError::Attach {
+            port,
+            busid: v.chars().take(64).collect(),
+            reason: e.to_string(),
+        })
+}
+
+/// Writes `dir/state` if `dir` still exists (so a removed controller is
+/// never resurrected by a late write). Returns whether it was written.
+pub fn write_state(xs: &XsClient, dir: &str, state: XenbusState) -> Result<bool, BackendError> {
+    let path = xsp::join(dir, keys::STATE);
+    xs.transaction(|tx| {
+        if !xs.exists(tx, dir)? {
+            return Ok(false);
+        }
+        xs.write(tx, &path, &state.to_string())?;
+        Ok(true)
+    })
+    .map_err(|e| BackendError::xs("write", &path, e))
+}

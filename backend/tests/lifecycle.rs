@@ -1,0 +1,322 @@
+//! xenbus life-cycle of the daemon over the simulated transport and the
+//! embedded xenstore: handshake variants, close paths, re-handshake, daemon
+//! restart, bad configuration, hot-plug on the conn ring.
+mod support;
+
+use std::sync::Arc;
+
+use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
+use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
+use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_protocol::SetupPacket;
+use pvusb_xen::{EventChannel, EventChannels};
+use support::*;
+
+fn loopback_host() -> (EmulatedHost, String) {
+    let emu = EmulatedHost::new();
+    let busid = emu
+        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
+        .expect("add");
+    (emu, busid.to_string())
+}
+
+#[test]
+fn frontend_jumping_from_initialising_to_connected_is_served() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(3, 0, "2", "8");
+    w.wait_state(&w.be(3, 0), "2");
+    w.set_port(3, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 3, 0);
+    let ev = drv.conn_event();
+    assert_eq!(
+        (ev.portnum, ev.speed),
+        (1, 3),
+        "occupied port posted at connect"
+    );
+    assert!(drv.conn_events.is_empty());
+    drv.enumerate(1, 1);
+    d.shutdown();
+}
+
+#[test]
+fn frontend_initialised_state_is_accepted_too() {
+    let w = World::new();
+    let (emu, _) = loopback_host();
+    let _d = w.daemon(host(&emu));
+    w.add_controller(3, 1, "1", "2");
+    w.wait_state(&w.be(3, 1), "2");
+    let _drv = Driver::connect_with(&w, 3, 1, 512, "3");
+    w.wait_state(&w.be(3, 1), "4");
+}
+
+#[test]
+fn close_paths_and_rehandshake() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(4, 0, "2", "4");
+    w.set_port(4, 0, 2, &busid);
+    let be = w.be(4, 0);
+    let fe = w.fe(4, 0);
+    let mut drv = Driver::connect(&w, 4, 0);
+    assert_eq!(drv.conn_event().portnum, 2);
+    // Frontend Closing -> backend mirrors Closing; Closed -> Closed.
+    w.write(&format!("{fe}/state"), "5");
+    w.wait_state(&be, "5");
+    w.write(&format!("{fe}/state"), "6");
+    w.wait_state(&be, "6");
+    drop(drv);
+    // Back to Initialising: re-handshake on the same node.
+    w.write(&format!("{fe}/state"), "1");
+    w.wait_state(&be, "2");
+    let mut drv = Driver::connect(&w, 4, 0);
+    let ev = drv.conn_event();
+    assert_eq!(
+        (ev.portnum, ev.speed),
+        (2, 3),
+        "port state posted again after re-handshake"
+    );
+    let (r, _) = drv.control_in(0, 0, 2, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
+    assert_eq!(r.status, 0);
+    let s = wait_stats(&d, 4, 0, "two connects", |s| s.connects == 2);
+    assert_eq!(s.in_flight, 0);
+}
+
+#[test]
+fn online_zero_closes_the_controller() {
+    let w = World::new();
+    let (emu, _) = loopback_host();
+    let _d = w.daemon(host(&emu));
+    w.add_controller(6, 0, "2", "1");
+    let be = w.be(6, 0);
+    let _drv = Driver::connect(&w, 6, 0);
+    // What libxl does on remove: online=0, state=5, then waits for 6.
+    w.write(&format!("{be}/online"), "0");
+    w.write(&format!("{be}/state"), "5");
+    w.write(&format!("{}/state", w.fe(6, 0)), "6");
+    w.wait_state(&be, "6");
+}
+
+#[test]
+fn bad_configuration_is_logged_and_left_alone_until_fixed() {
+    let w = World::new();
+    let (emu, _) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(7, 0, "3", "8");
+    let be = w.be(7, 0);
+    wait_stats(&d, 7, 0, "worker running", |_| true);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        w.read(&format!("{be}/state")).as_deref(),
+        Some("1"),
+        "usb-ver 3 refused"
+    );
+    w.write(&format!("{be}/num-ports"), "99");
+    w.write(&format!("{be}/usb-ver"), "2");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        w.read(&format!("{be}/state")).as_deref(),
+        Some("1"),
+        "num-ports 99 refused"
+    );
+    assert!(
+        d.is_running(7, 0),
+        "a bad configuration never kills the worker"
+    );
+    w.write(&format!("{be}/num-ports"), "31");
+    w.wait_state(&be, "2");
+}
+
+#[test]
+fn hostile_ring_references_keep_initwait() {
+    let w = World::new();
+    let (emu, _) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(8, 0, "2", "1");
+    let be = w.be(8, 0);
+    let fe = w.fe(8, 0);
+    w.wait_state(&be, "2");
+    for (urb, conn, ev) in [
+        ("x", "9", "1"),
+        ("99999999999", "9", "1"),
+        ("5000", "5001", "1"),
+        ("-1", "0", "0"),
+    ] {
+        w.write(&format!("{fe}/urb-ring-ref"), urb);
+        w.write(&format!("{fe}/conn-ring-ref"), conn);
+        w.write(&format!("{fe}/event-channel"), ev);
+        w.write(&format!("{fe}/state"), "4");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(w.read(&format!("{be}/state")).as_deref(), Some("2"));
+        w.write(&format!("{fe}/state"), "1");
+    }
+    assert!(d.is_running(8, 0));
+    // A good frontend still connects afterwards.
+    let _drv = Driver::connect(&w, 8, 0);
+}
+
+#[test]
+fn daemon_restart_picks_up_a_connected_controller() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(9, 0, "2", "2");
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    d.shutdown();
+    assert_eq!(
+        w.read(&format!("{}/state", w.be(9, 0))).as_deref(),
+        Some("4"),
+        "shutdown keeps the state"
+    );
+    assert_eq!(
+        w.read(&format!("{}/pvusb-addresses", w.be(9, 0)))
+            .as_deref(),
+        Some("4:1"),
+        "address table saved"
+    );
+    // The simulation, unlike Xen, does not offer a port for binding again
+    // once the backend closed it: the test frontend publishes a fresh one.
+    // Ring references and the rest of xenstore stay as they were.
+    drv.evtchn = drv.xen.alloc_unbound(0).expect("event channel");
+    w.write(
+        &format!("{}/event-channel", w.fe(9, 0)),
+        &drv.evtchn.port().to_string(),
+    );
+    // A request sent while no daemon runs is served by the next one.
+    let pipe = pvusb_protocol::Pipe::new(
+        pvusb_protocol::TransferType::Control,
+        pvusb_protocol::Direction::In,
+        4,
+        0,
+        1,
+    )
+    .expect("pipe");
+    let get = SetupPacket::new(0x80, 6, 0x0100, 0, 18);
+    let pending =
+        pvusb_protocol::UrbRequest::control(5, pipe, get, &drv.segs(5, 0, 18)).expect("req");
+    drv.send(&[pending]);
+    let d2 = w.daemon(host(&emu));
+    let r = drv.response_for(5);
+    assert_eq!(
+        (r.status, r.actual_length),
+        (0, 18),
+        "request to address 4 made while the daemon was down: {:?}",
+        d2.stats(9, 0)
+    );
+    let ev = drv.conn_event();
+    assert_eq!(
+        (ev.portnum, ev.speed),
+        (1, 3),
+        "port state re-posted on resume"
+    );
+    // The restarted daemon has a fresh address table: re-enumeration works.
+    drv.enumerate(1, 4);
+    wait_stats(&d2, 9, 0, "one connect", |s| s.connects == 1);
+}
+
+#[test]
+fn hotplug_and_unplug_are_seen_on_the_conn_ring() {
+    let w = World::new();
+    let emu = EmulatedHost::new();
+    let kb = KeyboardHandle::new();
+    let d = w.daemon(host(&emu));
+    w.add_controller(10, 0, "2", "4");
+    let mut drv = Driver::connect(&w, 10, 0);
+    let busid = EmulatedHost::busid(3).expect("busid");
+    w.set_port(10, 0, 4, &busid.to_string());
+    // Configured but absent: nothing posted. Plug it in: posted.
+    let k = kb.clone();
+    emu.add(busid, Arc::new(move || Box::new(k.device())))
+        .expect("plug");
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (4, 2), "keyboard is full speed");
+    drv.enumerate(4, 2);
+    // An interrupt IN waits for a key; host unplug answers it and posts 0.
+    let pipe = pvusb_protocol::Pipe::new(
+        pvusb_protocol::TransferType::Interrupt,
+        pvusb_protocol::Direction::In,
+        2,
+        1,
+        4,
+    )
+    .expect("pipe");
+    let req =
+        pvusb_protocol::UrbRequest::interrupt(9, pipe, 10, false, &drv.segs(9, 0, 8)).expect("req");
+    drv.send(&[req]);
+    wait_stats(&d, 10, 0, "interrupt in flight", |s| s.in_flight == 1);
+    assert!(emu.remove(&busid));
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (4, 0));
+    let r = drv.response_for(9);
+    assert_eq!(
+        r.status, -19,
+        "in-flight request of an unplugged device: NODEV"
+    );
+    // Replug with the busid still configured: reattached.
+    let k = kb.clone();
+    emu.add(busid, Arc::new(move || Box::new(k.device())))
+        .expect("replug");
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (4, 2));
+    // Toolstack empties the port: speed 0.
+    w.set_port(10, 0, 4, "");
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (4, 0));
+    // A different device on a port gets a 0 first.
+    let lb = EmulatedHost::busid(5).expect("busid");
+    emu.add(lb, Arc::new(|| Box::new(LoopbackDevice::new(1024))))
+        .expect("add");
+    w.set_port(10, 0, 1, &busid.to_string());
+    assert_eq!((drv.conn_event().portnum, drv.conn_events.len()), (1, 0));
+    w.set_port(10, 0, 1, &lb.to_string());
+    let a = drv.conn_event();
+    let b = drv.conn_event();
+    assert_eq!(
+        [(a.portnum, a.speed), (b.portnum, b.speed)],
+        [(1, 0), (1, 3)]
+    );
+}
+
+#[test]
+fn high_speed_device_on_a_usb11_controller_is_refused() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(11, 0, "1", "2");
+    w.set_port(11, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 11, 0);
+    wait_stats(&d, 11, 0, "refused", |s| s.attach_refused >= 1);
+    let (r, _) = drv.control_in(0, 0, 1, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
+    assert_eq!(r.status, -19, "port left empty");
+    assert!(drv.conn_events.is_empty());
+}
+
+#[test]
+fn a_dead_guest_stops_its_controller_only() {
+    let w = World::new();
+    let (emu, _) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(12, 0, "2", "1");
+    w.add_controller(13, 0, "2", "1");
+    let _a = Driver::connect(&w, 12, 0);
+    let mut b = Driver::connect(&w, 13, 0);
+    w.xs.introduce_domain(12, 0, 0).expect("introduce");
+    w.rm("/local/domain/12");
+    w.xs.release_domain(12).expect("release");
+    w.wait_for("controller of the dead guest stopped", || {
+        !d.is_running(12, 0)
+    });
+    assert!(d.is_running(13, 0));
+    let (r, _) = b.control_in(0, 0, 1, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
+    assert_eq!(r.status, -19, "the other controller still answers");
+    // Removing the backend directory stops a controller as well.
+    w.rm(&w.be(13, 0));
+    w.wait_for("controller with removed directory stopped", || {
+        !d.is_running(13, 0)
+    });
+}
