@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_backend;
 mod cmd_demo;
 mod cmd_front;
 mod cmd_toolstack;
@@ -27,6 +28,8 @@ enum Command {
     /// Run the whole stack on this machine without Xen or USB: embedded xenstore,
     /// backend and frontend as separate processes, emulated devices.
     Demo(cmd_demo::Args),
+    /// Run the backend daemon (userspace usbback) in dom0 or a driver domain.
+    Backend(cmd_backend::Args),
     /// The guest-side frontend: list devices, descriptors, mass-storage I/O, self-test.
     Front(cmd_front::Args),
     /// Run an embedded xenstore server on a UNIX socket.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     logging::init();
     let result: Result<(), String> = match cli.command {
         Command::Demo(args) => cmd_demo::run(args),
+        Command::Backend(args) => cmd_backend::run(args),
         Command::Front(args) => cmd_front::run(args),
         Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),

@@ -1,0 +1,242 @@
+//! `pvusb backend`: the backend daemon (a userspace usbback) for dom0 or a USB
+//! driver domain. A thin adapter: parses flags, builds the host (libusb plus
+//! emulated devices) and the transport (real Xen or the simulation), starts
+//! [`pvusb_backend::Daemon`] and waits for SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
+use pvusb_backend::usb::emulated::faulty::{SlowDevice, StallDevice, VanishingDevice};
+use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
+use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
+use pvusb_backend::usb::emulated::mass_storage::store::{BlockStore, FileStore, MemoryStore};
+use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
+use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
+use pvusb_backend::usb::libusb::LibusbHost;
+use pvusb_backend::usb::UsbHost;
+use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
+use pvusb_xenstore::{Tx, XsClient};
+
+/// Default size of an emulated disk whose file does not exist yet.
+const DEFAULT_DISK: u64 = 64 << 20;
+
+/// Which grant/event-channel implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// /dev/xen/gntdev and /dev/xen/evtchn.
+    Xen,
+    /// The simulated transport (needs --sim-dir or PVUSB_SIM_DIR).
+    Sim,
+}
+
+/// Flags of `pvusb backend`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// This domain's id (default: xenstore's `domid` key, else 0).
+    #[arg(long)]
+    pub domid: Option<u16>,
+    /// Grant and event-channel transport.
+    #[arg(long, value_enum, default_value_t = Transport::Xen)]
+    pub transport: Transport,
+    /// Directory of the simulated transport (also PVUSB_SIM_DIR).
+    #[arg(long)]
+    pub sim_dir: Option<PathBuf>,
+    /// Emulated device, repeatable: storage:FILE[:SIZE], storage-mem:SIZE,
+    /// keyboard[:TEXT], loopback, audio, stall, slow, vanish.
+    #[arg(long = "emulate", value_name = "SPEC")]
+    pub emulate: Vec<String>,
+    /// Do not use host USB devices (libusb) at all.
+    #[arg(long)]
+    pub no_host_usb: bool,
+}
+
+/// Parses "64M", "1G", "512K" or a byte count.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?} is not a number (e.g. 64M)"))?;
+    n.checked_mul(mult)
+        .filter(|b| *b >= 512)
+        .ok_or_else(|| format!("size {s:?} is out of range"))
+}
+
+fn blocks(bytes: u64) -> Result<u32, String> {
+    u32::try_from(bytes / 512)
+        .map_err(|_| format!("{bytes} bytes is too large for an emulated disk"))
+}
+
+fn storage(store: Arc<dyn BlockStore>) -> DeviceFactory {
+    Arc::new(move || Box::new(MassStorageDevice::new(Arc::clone(&store))))
+}
+
+/// A device factory and its description for one `--emulate` spec.
+fn factory(spec: &str) -> Result<(DeviceFactory, String), String> {
+    let (kind, rest) = spec
+        .split_once(':')
+        .map_or((spec, None), |(k, r)| (k, Some(r)));
+    Ok(match (kind, rest) {
+        ("storage", Some(rest)) => {
+            let (file, size) = match rest.rsplit_once(':') {
+                Some((f, s)) if parse_size(s).is_ok() => (f, Some(parse_size(s)?)),
+                _ => (rest, None),
+            };
+            let path = PathBuf::from(file);
+            let store = if size.is_some() || !path.exists() {
+                FileStore::create(&path, blocks(size.unwrap_or(DEFAULT_DISK))?)
+            } else {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .and_then(FileStore::new)
+            }
+            .map_err(|e| format!("emulated storage {}: {e}", path.display()))?;
+            (
+                storage(Arc::new(store)),
+                format!("storage ({})", path.display()),
+            )
+        }
+        ("storage-mem", Some(size)) => {
+            let store = MemoryStore::new(blocks(parse_size(size)?)?);
+            (
+                storage(Arc::new(store)),
+                format!("storage in memory ({size})"),
+            )
+        }
+        ("keyboard", text) => {
+            let handle = KeyboardHandle::new();
+            if let Some(t) = text {
+                handle.press(t);
+            }
+            (
+                Arc::new(move || Box::new(handle.device())),
+                "keyboard".into(),
+            )
+        }
+        ("loopback", None) => (
+            Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))),
+            "loopback".into(),
+        ),
+        ("audio", None) => {
+            let stats = Arc::new(AudioStats::default());
+            (
+                Arc::new(move || Box::new(AudioDevice::new(Arc::clone(&stats)))),
+                "audio".into(),
+            )
+        }
+        ("stall", None) => (Arc::new(|| Box::new(StallDevice)), "stall".into()),
+        ("slow", None) => (
+            Arc::new(|| {
+                Box::new(SlowDevice::new(
+                    LoopbackDevice::new(1 << 20),
+                    Duration::from_millis(100),
+                ))
+            }),
+            "slow loopback (100 ms)".into(),
+        ),
+        ("vanish", None) => (
+            Arc::new(|| Box::new(VanishingDevice::new(LoopbackDevice::new(1 << 20), 100))),
+            "loopback that vanishes at its 100th transfer".into(),
+        ),
+        _ => {
+            return Err(format!(
+                "unknown --emulate spec {spec:?}; use storage:FILE[:SIZE], storage-mem:SIZE, \
+                 keyboard[:TEXT], loopback, audio, stall, slow or vanish"
+            ))
+        }
+    })
+}
+
+fn own_domid(args: &Args, xs: &XsClient) -> u16 {
+    args.domid.unwrap_or_else(|| {
+        xs.read(Tx::NONE, "domid")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: Args) -> Result<(), String> {
+    // Block the signals before any thread starts, so every thread inherits
+    // the mask and only the sigwait below receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let emulated = EmulatedHost::new();
+    for spec in &args.emulate {
+        let (f, what) = factory(spec)?;
+        let busid = emulated.add_next(f).map_err(|e| e.to_string())?;
+        println!("emulated {what} at busid {busid}");
+    }
+    let real: Option<Arc<dyn UsbHost>> = if args.no_host_usb {
+        None
+    } else {
+        match LibusbHost::new() {
+            Ok(h) => Some(Arc::new(h)),
+            Err(e) => {
+                tracing::warn!("no host USB: {e}");
+                None
+            }
+        }
+    };
+    let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
+    let xs =
+        Arc::new(XsClient::connect_default().map_err(|e| format!("cannot reach xenstore: {e}"))?);
+    let config = DaemonConfig::new(own_domid(&args, &xs));
+    let daemon = match args.transport {
+        Transport::Xen => {
+            let grants = pvusb_xen::linux::LinuxGrantMapper::open().map_err(|e| e.to_string())?;
+            let evtchns =
+                pvusb_xen::linux::LinuxEventChannels::open().map_err(|e| e.to_string())?;
+            Daemon::start(xs, Arc::new(grants), Arc::new(evtchns), host, config)
+        }
+        Transport::Sim => {
+            let dir = args
+                .sim_dir
+                .or_else(|| std::env::var_os("PVUSB_SIM_DIR").map(PathBuf::from))
+                .ok_or("--transport sim needs --sim-dir DIR (or PVUSB_SIM_DIR)")?;
+            let sim = Arc::new(pvusb_xen::sim::SimXen::new(&dir, config.own_domid));
+            Daemon::start(xs, Arc::clone(&sim), sim, host, config)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let sig = signals
+        .wait()
+        .map_err(|e| format!("waiting for signals failed: {e}"))?;
+    tracing::info!(signal = ?sig, "shutting down");
+    daemon.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_specs() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(factory("storage-mem:1M").is_ok());
+        assert!(factory("loopback").is_ok());
+        assert!(factory("keyboard:hi").is_ok());
+        assert!(factory("bogus").is_err());
+        assert!(factory("storage-mem").is_err());
+    }
+}
