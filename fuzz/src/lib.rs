@@ -9,3 +9,4 @@
 pub mod back_ring;
 pub mod input;
 pub mod replay;
+pub mod urb_engine;

@@ -1,0 +1,135 @@
+//! The backend daemon and the test driver in two processes over the
+//! simulated transport: the test re-executes its own binary with
+//! `PVUSB_TEST_ROLE=backend` for the daemon side.
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
+use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
+use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_xenstore::{Tx, XsClient};
+use support::bot::{command, rw10};
+use support::*;
+
+const ROLE: &str = "PVUSB_TEST_ROLE";
+const DIR: &str = "PVUSB_TEST_DIR";
+const STOP_KEY: &str = "/test/stop-backend";
+const READY_KEY: &str = "/test/backend-ready";
+
+/// The child: a daemon with an emulated 8 MiB disk, until the parent writes
+/// the stop key. Not a test of its own (ignored unless re-executed).
+#[test]
+#[ignore = "child process of two_processes_over_the_sim"]
+fn backend_child() {
+    if std::env::var(ROLE).as_deref() != Ok("backend") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::env::var(DIR).expect("dir"));
+    let xs = Arc::new(XsClient::connect(&dir.join("xs.sock")).expect("xenstore"));
+    let emu = EmulatedHost::new();
+    let store = Arc::new(MemoryStore::new(16384));
+    let busid = emu
+        .add_next(Arc::new(move || {
+            Box::new(MassStorageDevice::new(store.clone()))
+        }))
+        .expect("disk");
+    let sim = Arc::new(pvusb_xen::sim::SimXen::new(&dir, 0));
+    let d = pvusb_backend::Daemon::start(
+        Arc::clone(&xs),
+        Arc::clone(&sim),
+        sim,
+        host(&emu),
+        pvusb_backend::DaemonConfig::new(0),
+    )
+    .expect("daemon");
+    xs.write(Tx::NONE, READY_KEY, &busid.to_string())
+        .expect("ready");
+    let end = Instant::now() + Duration::from_secs(120);
+    while xs.read(Tx::NONE, STOP_KEY).ok().flatten().is_none() {
+        assert!(Instant::now() < end, "parent never asked to stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.shutdown();
+}
+
+#[test]
+fn two_processes_over_the_sim() {
+    let w = World::new();
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "backend_child", "--ignored", "--nocapture"])
+        .env(ROLE, "backend")
+        .env(DIR, w.sim_dir())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the backend process");
+    let mut busid = None;
+    w.wait_for("the backend process", || {
+        busid = w.read(READY_KEY);
+        busid.is_some()
+    });
+    w.add_controller(50, 0, "2", "2");
+    w.set_port(50, 0, 2, busid.as_deref().expect("busid"));
+    let mut drv = Driver::connect(&w, 50, 0);
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (2, 3));
+    drv.enumerate(2, 9);
+    // 4 MiB written and read back through BOT across the process boundary.
+    let chunk = 64 * 1024;
+    let mut rng = Rng(7);
+    let mut data = vec![0u8; 4 << 20];
+    rng.fill(&mut data);
+    let mut tag = 1;
+    for (i, c) in data.chunks(chunk).enumerate() {
+        tag += 1;
+        command(
+            &mut drv,
+            [0, 1, 2],
+            9,
+            2,
+            tag,
+            &rw10(0x2a, (i * 128) as u32, 128),
+            false,
+            chunk,
+            c,
+            &[],
+        );
+    }
+    for (i, c) in data.chunks(chunk).enumerate() {
+        tag += 1;
+        let got = command(
+            &mut drv,
+            [0, 1, 2],
+            9,
+            2,
+            tag,
+            &rw10(0x28, (i * 128) as u32, 128),
+            true,
+            chunk,
+            &[],
+            &[],
+        );
+        assert!(got == c, "chunk {i} differs");
+    }
+    // Host hot-unplug seen across processes: the toolstack empties the port.
+    w.set_port(50, 0, 2, "");
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (2, 0));
+    w.write(STOP_KEY, "1");
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "backend process failed: {status}");
+            break;
+        }
+        assert!(Instant::now() < end, "backend process did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        w.read(&format!("{}/state", w.be(50, 0))).as_deref(),
+        Some("4"),
+        "state kept for a restart"
+    );
+}
