@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd_backend;
+mod cmd_bench;
 mod cmd_demo;
 mod cmd_front;
 mod cmd_toolstack;
@@ -34,6 +36,9 @@ enum Command {
     Front(cmd_front::Args),
     /// Run an embedded xenstore server on a UNIX socket.
     Xenstored(cmd_xenstored::Args),
+    /// Measure URB throughput (frontend and backend as two processes) against
+    /// memcpy and the cross-process event round trip.
+    Bench(cmd_bench::Args),
     #[command(flatten)]
     Toolstack(cmd_toolstack::Command),
 }
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
         Command::Backend(args) => cmd_backend::run(args),
         Command::Front(args) => cmd_front::run(args),
         Command::Xenstored(args) => cmd_xenstored::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
     };
     match result {

@@ -1,0 +1,85 @@
+//! The backend process of `pvusb bench` (hidden `pvusb bench --role backend`):
+//! the backend daemon library over the simulated transport with the emulated
+//! loopback device (or libusb for `--device`), plus an event-channel echo for
+//! the round-trip reference. It is driven over stdin/stdout by the bench
+//! process: `cpu` answers `cpu <seconds>` (its own getrusage), `quit` or EOF
+//! stops it.
+//!
+//! Why a role of the bench and not `pvusb backend`: the bench must plug its
+//! own emulated device and answer CPU queries, which the daemon subcommand
+//! has no reason to offer.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
+use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
+use pvusb_backend::usb::UsbHost;
+use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
+use pvusb_xen::sim::SimXen;
+use pvusb_xen::{EventChannel, EventChannels};
+use pvusb_xenstore::XsClient;
+
+use super::cpu;
+
+/// Domain id of the frontend (the bench process).
+pub const FRONT_DOMID: u16 = 1;
+/// Root port of the emulated bus the loopback device is plugged into.
+pub const LOOPBACK_PORT: u8 = 1;
+/// Bytes of OUT data the loopback device keeps (one maximal URB).
+pub const LOOPBACK_CAPACITY: usize = 64 * 1024;
+
+/// Serve until told to stop.
+pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, real_usb: bool) -> Result<(), String> {
+    let xen = Arc::new(SimXen::new(sim_dir, 0));
+    let echo = xen
+        .bind_interdomain(FRONT_DOMID, echo_port)
+        .map_err(|e| format!("cannot bind the echo event channel: {e}"))?;
+    std::thread::Builder::new()
+        .name("bench-echo".into())
+        .spawn(move || {
+            // Ends when the bench process goes away (PeerGone).
+            while let Ok(got) = echo.wait(None) {
+                if got && echo.notify().is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the echo thread: {e}"))?;
+
+    let emulated = EmulatedHost::new();
+    let busid = EmulatedHost::busid(LOOPBACK_PORT).ok_or("no busid for the loopback port")?;
+    let factory: DeviceFactory = Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
+    emulated
+        .add(busid, factory)
+        .map_err(|e| format!("cannot plug the loopback device: {e}"))?;
+    let real: Option<Arc<dyn UsbHost>> = if real_usb {
+        let host = pvusb_backend::usb::libusb::LibusbHost::new().map_err(|e| e.to_string())?;
+        Some(Arc::new(host))
+    } else {
+        None
+    };
+    let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
+    let xs =
+        Arc::new(XsClient::connect(xs_path).map_err(|e| format!("cannot reach xenstore: {e}"))?);
+    let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, DaemonConfig::new(0))
+        .map_err(|e| format!("the backend daemon did not start: {e}"))?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match line.trim() {
+            "cpu" => writeln!(out, "cpu {}", cpu::self_seconds())
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())?,
+            "quit" => break,
+            _ => {}
+        }
+    }
+    daemon.shutdown();
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The bench process: an embedded xenstore, the backend as a child process,
+//! one controller with the loopback device in port 1, the frontend library
+//! connected to it — then every figure of the report.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
+use pvusb_protocol::usb::request::{DIR_IN, GET_STATUS, RECIP_DEVICE, TYPE_STANDARD};
+use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
+use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_xen::sim::{SimEventChannel, SimXen};
+use pvusb_xen::{EventChannel, EventChannels};
+use pvusb_xenstore::{ServerConfig, XsClient, XsServer, XsServerHandle};
+
+use super::child::{FRONT_DOMID, LOOPBACK_PORT};
+use super::load::{self, MakeUrb};
+use super::report::{Ratio, Report, Row};
+use super::stats::{quantile, repeat, Plan, Summary};
+use super::{cpu, refs};
+
+/// Controller index used by the bench.
+const DEVID: u32 = 0;
+/// Ports of the bench's controller.
+const NUM_PORTS: u8 = 1;
+/// How long set-up steps may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bulk endpoint number of the loopback device (0x01 OUT, 0x81 IN).
+const BULK_EP: u8 = 1;
+/// Bulk sizes of the throughput figures.
+const BULK_SIZES: [usize; 3] = [4096, 16 * 1024, 63 * 1024];
+/// URBs in flight for the batched figures (the ring size).
+const DEEP: usize = 16;
+
+/// A running bench set-up. Field order is drop order: the frontend goes
+/// before the backend, the xenstore and the directory.
+pub struct Session {
+    front: Arc<Frontend>,
+    echo: SimEventChannel,
+    child: Child,
+    child_in: ChildStdin,
+    child_out: BufReader<ChildStdout>,
+    /// The device's address and port.
+    pub address: u8,
+    port: u8,
+    _xen: Arc<SimXen>,
+    _xs_server: XsServerHandle,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("dir", &self.dir.path())
+            .field("child", &self.child.id())
+            .finish()
+    }
+}
+
+fn write_controller(xs: &XsClient) -> Result<(), String> {
+    let be = backend_dir(0, FRONT_DOMID, DEVID);
+    let fe = frontend_dir(FRONT_DOMID, DEVID);
+    xs.transaction(|tx| {
+        xs.write(tx, &format!("/local/domain/{FRONT_DOMID}/name"), "bench")?;
+        for (k, v) in [
+            ("frontend", fe.as_str()),
+            ("frontend-id", &FRONT_DOMID.to_string()),
+            ("online", "1"),
+            ("type", "pv"),
+            ("usb-ver", "2"),
+            ("num-ports", &NUM_PORTS.to_string()),
+        ] {
+            xs.write(tx, &format!("{be}/{k}"), v)?;
+        }
+        for p in 1..=NUM_PORTS {
+            xs.write(tx, &format!("{be}/port/{p}"), "")?;
+        }
+        xs.write(tx, &format!("{fe}/backend"), &be)?;
+        xs.write(tx, &format!("{fe}/backend-id"), "0")?;
+        xs.write(tx, &format!("{fe}/state"), "1")?;
+        // Last: the daemon reacts to the backend state node.
+        xs.write(tx, &format!("{be}/state"), "1")?;
+        Ok(())
+    })
+    .map_err(|e| format!("cannot write the controller nodes: {e}"))
+}
+
+impl Session {
+    /// Start everything; `busid` is the device to put in port 1 (the emulated
+    /// loopback device unless `--device`).
+    pub fn start(busid: &str, real_usb: bool) -> Result<Session, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("pvusb-bench")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot create a directory: {e}"))?;
+        let xs_path: PathBuf = dir.path().join("xs.sock");
+        let xs_server = XsServer::start_with(&xs_path, ServerConfig::simulation())
+            .map_err(|e| format!("cannot start the embedded xenstore: {e}"))?;
+        let xs = Arc::new(
+            XsClient::connect(&xs_path).map_err(|e| format!("cannot reach xenstore: {e}"))?,
+        );
+        let xen = Arc::new(SimXen::new(dir.path(), FRONT_DOMID));
+        let echo = xen
+            .alloc_unbound(0)
+            .map_err(|e| format!("cannot allocate the echo port: {e}"))?;
+
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["bench", "--role", "backend", "--sim-dir"])
+            .arg(dir.path())
+            .arg("--xs-path")
+            .arg(&xs_path)
+            .args(["--echo-port", &echo.port().to_string()]);
+        if real_usb {
+            cmd.arg("--real-usb");
+        }
+        // The backend's per-controller info lines would tear the progress line.
+        if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("PVUSB_LOG", "warn");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the backend process: {e}"))?;
+        let (Some(child_in), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err("the backend process has no pipes".into());
+        };
+        let mut child_out = BufReader::new(out);
+        let mut line = String::new();
+        if child_out.read_line(&mut line).map_err(|e| e.to_string())? == 0 || line.trim() != "ready"
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the backend process exited before it was ready".into());
+        }
+
+        write_controller(&xs)?;
+        let options = Options {
+            reconnect: false,
+            ..Options::default()
+        };
+        let front = Frontend::connect(Arc::clone(&xs), xen.clone(), FRONT_DOMID, DEVID, options)
+            .map_err(|e| format!("the frontend did not connect: {e}"))?;
+        let front = Arc::new(front);
+        let port = LOOPBACK_PORT.min(NUM_PORTS);
+        xs.write(
+            pvusb_xenstore::Tx::NONE,
+            &format!("{}/port/{port}", backend_dir(0, FRONT_DOMID, DEVID)),
+            busid,
+        )
+        .map_err(|e| format!("cannot attach {busid}: {e}"))?;
+        front
+            .wait_for_device(port, SETUP_TIMEOUT)
+            .map_err(|e| format!("device {busid} did not appear: {e}"))?;
+        let dev = front
+            .enumerate(port)
+            .map_err(|e| format!("cannot enumerate {busid}: {e}"))?;
+        front
+            .control_out(
+                port,
+                dev.address,
+                SetupPacket::set_configuration(1),
+                &[],
+                SETUP_TIMEOUT,
+            )
+            .map_err(|e| format!("cannot configure {busid}: {e}"))?;
+        Ok(Session {
+            front,
+            echo,
+            child,
+            child_in,
+            child_out,
+            address: dev.address,
+            port,
+            _xen: xen,
+            _xs_server: xs_server,
+            dir,
+        })
+    }
+
+    /// The frontend.
+    pub fn front(&self) -> &Arc<Frontend> {
+        &self.front
+    }
+
+    /// The backend process's CPU seconds so far.
+    pub fn child_cpu(&mut self) -> Result<f64, String> {
+        writeln!(self.child_in, "cpu")
+            .and_then(|()| self.child_in.flush())
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        self.child_out
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        line.trim()
+            .strip_prefix("cpu ")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("the backend process answered {line:?} to a CPU query"))
+    }
+
+    /// A URB maker for bulk transfers of `len` bytes on the loopback endpoint.
+    pub fn bulk(&self, direction: Direction, endpoint: u8, len: usize) -> MakeUrb {
+        let (port, device) = (self.port, self.address);
+        Arc::new(move |mut buffer: Vec<u8>| {
+            buffer.resize(len, 0x5a);
+            Urb {
+                port,
+                device,
+                endpoint,
+                direction,
+                kind: UrbKind::Bulk,
+                buffer,
+                short_not_ok: false,
+            }
+        })
+    }
+
+    /// A URB maker for GET_STATUS on the device.
+    pub fn get_status(&self) -> MakeUrb {
+        let (port, device) = (self.port, self.address);
+        let setup = SetupPacket::new(DIR_IN | TYPE_STANDARD | RECIP_DEVICE, GET_STATUS, 0, 0, 2);
+        Arc::new(move |mut buffer: Vec<u8>| {
+            buffer.resize(2, 0);
+            Urb {
+                port,
+                device,
+                endpoint: 0,
+                direction: Direction::In,
+                kind: UrbKind::Control(setup),
+                buffer,
+                short_not_ok: false,
+            }
+        })
+    }
+
+    /// Stop the frontend and the backend process.
+    pub fn close(mut self) {
+        let _ = self.front.close();
+        let _ = writeln!(self.child_in, "quit").and_then(|()| self.child_in.flush());
+        let _ = self.child.wait();
+    }
+}
+
+/// Prints "[i/n] what" over the previous progress line.
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        eprint!("\r\x1b[K[{}/{}] {what}", self.done, self.total);
+    }
+    fn finish(&self) {
+        eprint!("\r\x1b[K");
+    }
+}
+
+fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
+    Row {
+        name,
+        unit,
+        value,
+        front_cpu_s_per_gb: None,
+        back_cpu_s_per_gb: None,
+    }
+}
+
+/// Measure every figure (simulated transport, loopback device).
+pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report, String> {
+    let mut progress = Progress {
+        done: 0,
+        total: 4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len(),
+    };
+    let front = Arc::clone(s.front());
+    let mut pvusb = Vec::new();
+
+    // Prime the loopback device with one maximal OUT, so IN returns full URBs.
+    let prime = (s.bulk(Direction::Out, BULK_EP, 63 * 1024))(Vec::new());
+    front
+        .transfer(prime, SETUP_TIMEOUT)
+        .map_err(|e| format!("cannot prime the loopback device: {e}"))?;
+
+    let small: [(&str, MakeUrb); 2] = [
+        ("control GET_STATUS", s.get_status()),
+        ("bulk IN 64 B", s.bulk(Direction::In, BULK_EP, 64)),
+    ];
+    let mut small16 = 0.0;
+    for (name, make) in &small {
+        for depth in [1, DEEP] {
+            progress.step(&format!("{name}, {depth} in flight"));
+            let v = repeat(plan, |d| {
+                load::stream(&front, make, depth, d)
+                    .map(|o| o.urbs as f64 / o.elapsed.as_secs_f64())
+            })?;
+            if depth == DEEP && name.starts_with("bulk") {
+                small16 = v.median;
+            }
+            pvusb.push(rate_row(format!("{name}, {depth} in flight"), "URB/s", v));
+        }
+    }
+
+    let mut bulk63 = 0.0;
+    for (dir, ep) in [(Direction::In, BULK_EP), (Direction::Out, BULK_EP)] {
+        for len in BULK_SIZES {
+            let name = format!(
+                "bulk {} {} KiB, {DEEP} in flight",
+                if dir == Direction::In { "IN" } else { "OUT" },
+                len / 1024
+            );
+            progress.step(&name);
+            let make = s.bulk(dir, ep, len);
+            let (f0, b0) = (cpu::self_seconds(), s.child_cpu()?);
+            let mut bytes = 0u64;
+            let v = repeat(plan, |d| {
+                load::stream(&front, &make, DEEP, d).map(|o| {
+                    bytes += o.bytes;
+                    o.bytes as f64 / o.elapsed.as_secs_f64() / 1e6
+                })
+            })?;
+            let (f1, b1) = (cpu::self_seconds(), s.child_cpu()?);
+            let gb = bytes as f64 / 1e9;
+            if dir == Direction::In && len == 63 * 1024 {
+                bulk63 = v.median;
+            }
+            pvusb.push(Row {
+                name,
+                unit: "MB/s",
+                value: v,
+                front_cpu_s_per_gb: Some((f1 - f0) / gb),
+                back_cpu_s_per_gb: Some((b1 - b0) / gb),
+            });
+        }
+    }
+
+    progress.step("latency of one 64 B bulk IN");
+    let make = s.bulk(Direction::In, BULK_EP, 64);
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
+    repeat(plan, |d| {
+        let mut lat = load::latencies(&front, &make, d)?;
+        lat.sort_by(f64::total_cmp);
+        p50.push(quantile(&lat, 0.50));
+        p99.push(quantile(&lat, 0.99));
+        Ok::<_, String>(0.0)
+    })?;
+    // The warm-up run is the first entry of each list.
+    pvusb.push(rate_row(
+        "latency p50, 64 B bulk IN".into(),
+        "us",
+        Summary::of(p50.get(1..).unwrap_or(&[])),
+    ));
+    pvusb.push(rate_row(
+        "latency p99, 64 B bulk IN".into(),
+        "us",
+        Summary::of(p99.get(1..).unwrap_or(&[])),
+    ));
+
+    let mut reference = Vec::new();
+    progress.step("event round trip between the two processes");
+    let rt = repeat(plan, |d| refs::evtchn_round_trips(&s.echo, d))?;
+    reference.push(rate_row(
+        "event channel round trip, cross-process".into(),
+        "RT/s",
+        rt,
+    ));
+    let mut memcpy63 = 0.0;
+    for len in BULK_SIZES {
+        progress.step(&format!("memcpy {} KiB", len / 1024));
+        let v = repeat(plan, |d| Ok::<_, String>(refs::memcpy_mb_s(len, d)))?;
+        if len == 63 * 1024 {
+            memcpy63 = v.median;
+        }
+        reference.push(rate_row(
+            format!("memcpy {} KiB, one thread", len / 1024),
+            "MB/s",
+            v,
+        ));
+    }
+    progress.finish();
+
+    let ratio = |name: &str, value: f64, target: f64| Ratio {
+        name: name.into(),
+        value,
+        target,
+        met: value >= target,
+    };
+    let ratios = vec![
+        ratio(
+            "bulk IN 64 B URB/s at 16 in flight / event round trips/s",
+            small16 / rt.median,
+            10.0,
+        ),
+        ratio(
+            "bulk IN 63 KiB MB/s / memcpy 63 KiB MB/s",
+            bulk63 / memcpy63,
+            0.4,
+        ),
+    ];
+    Ok(Report {
+        transport,
+        runs_per_figure: plan.runs,
+        run_seconds: plan.run.as_secs_f64(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        pvusb,
+        reference,
+        ratios,
+    })
+}

@@ -1,0 +1,77 @@
+//! `pvusb bench`: URB throughput of frontend and backend as two processes
+//! over the simulated transport, against memcpy and the cross-process event
+//! round trip measured in the same run (see [`crate::bench`]).
+
+use std::path::PathBuf;
+
+use crate::bench::stats::Plan;
+use crate::bench::{child, device, session};
+
+/// Arguments of `pvusb bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A few seconds in total: fewer and shorter runs.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Measure a real device (lsusb's BUS.ADDR) through libusb, against native libusb.
+    #[arg(long, value_name = "BUS.ADDR")]
+    device: Option<String>,
+    /// Internal: run as the bench's backend process.
+    #[arg(long, hide = true, value_parser = ["backend"])]
+    role: Option<String>,
+    /// Internal: the simulation directory (backend role).
+    #[arg(long, hide = true)]
+    sim_dir: Option<PathBuf>,
+    /// Internal: the xenstore socket (backend role).
+    #[arg(long, hide = true)]
+    xs_path: Option<PathBuf>,
+    /// Internal: the event-channel port to echo (backend role).
+    #[arg(long, hide = true)]
+    echo_port: Option<u32>,
+    /// Internal: serve real USB devices too (backend role, `--device`).
+    #[arg(long, hide = true)]
+    real_usb: bool,
+}
+
+/// Run the bench (or its backend role).
+pub fn run(args: Args) -> Result<(), String> {
+    if args.role.is_some() {
+        let (Some(dir), Some(xs), Some(port)) = (&args.sim_dir, &args.xs_path, args.echo_port)
+        else {
+            return Err("--role backend needs --sim-dir, --xs-path and --echo-port".into());
+        };
+        return child::run(dir, xs, port, args.real_usb);
+    }
+    let plan = if args.quick {
+        Plan::QUICK
+    } else {
+        Plan::DEFAULT
+    };
+    let report = match &args.device {
+        Some(spec) => device::measure(spec, &plan)?,
+        None => {
+            let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(child::LOOPBACK_PORT)
+                .ok_or("no busid for the emulated loopback port")?
+                .to_string();
+            let mut s = session::Session::start(&busid, false)?;
+            let r = session::measure(
+                &mut s,
+                &plan,
+                "simulated transport, emulated loopback device".into(),
+            );
+            s.close();
+            r?
+        }
+    };
+    if args.json {
+        let json =
+            serde_json::to_string(&report).map_err(|e| format!("cannot encode the report: {e}"))?;
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
