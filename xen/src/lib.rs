@@ -21,6 +21,30 @@ use std::time::Duration;
 
 pub use pvusb_ring::{MemError, SharedMem};
 
+/// Forwards [`SharedMem`] to the `region` field (an `MmapRegion`): every
+/// mapping type of both implementations is such a wrapper.
+macro_rules! shared_mem_via_region {
+    ($t:ty) => {
+        impl $crate::SharedMem for $t {
+            fn size(&self) -> usize {
+                $crate::SharedMem::size(&self.region)
+            }
+            fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::read(&self.region, offset, buf)
+            }
+            fn write(&self, offset: usize, buf: &[u8]) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::write(&self.region, offset, buf)
+            }
+            fn load_u32(&self, offset: usize) -> Result<u32, $crate::MemError> {
+                $crate::SharedMem::load_u32(&self.region, offset)
+            }
+            fn store_u32(&self, offset: usize, value: u32) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::store_u32(&self.region, offset, value)
+            }
+        }
+    };
+}
+
 mod fdpass;
 pub mod linux;
 mod mmap;

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use super::abi;
 use crate::mmap::MmapRegion;
-use crate::{
-    DomId, GrantAllocator, GrantError, GrantRef, GrantedPages, MemError, SharedMem, PAGE_SIZE,
-};
+use crate::{DomId, GrantAllocator, GrantError, GrantRef, GrantedPages, PAGE_SIZE};
 
 /// Where the grant-allocation device lives.
 pub const GNTALLOC_PATH: &str = "/dev/xen/gntalloc";
@@ -29,16 +27,9 @@ impl LinuxGrantAllocator {
 
     /// Open the gntalloc device at `path`.
     pub fn open_at(path: &Path) -> Result<Self, GrantError> {
-        match super::open_device(path, false) {
-            Ok(f) => Ok(Self { dev: Arc::new(f) }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(GrantError::Unavailable(super::missing_device(path)))
-            }
-            Err(source) => Err(GrantError::Os {
-                op: "open gntalloc",
-                source,
-            }),
-        }
+        Ok(Self {
+            dev: super::open_grant_device(path, "open gntalloc")?,
+        })
     }
 }
 
@@ -115,23 +106,7 @@ pub struct GntallocPages {
     _index: GntallocIndex,
 }
 
-impl SharedMem for GntallocPages {
-    fn size(&self) -> usize {
-        self.region.size()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-        self.region.read(offset, buf)
-    }
-    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-        self.region.write(offset, buf)
-    }
-    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-        self.region.load_u32(offset)
-    }
-    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-        self.region.store_u32(offset, value)
-    }
-}
+shared_mem_via_region!(GntallocPages);
 
 impl GrantedPages for GntallocPages {
     fn refs(&self) -> &[GrantRef] {

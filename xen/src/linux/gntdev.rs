@@ -9,10 +9,7 @@ use std::sync::Arc;
 
 use super::abi::{self, gntst, GntdevCopyPtr, GntdevForeign, GntdevGrantCopySegment};
 use crate::mmap::MmapRegion;
-use crate::{
-    check_copy_segments, CopySeg, DomId, GrantError, GrantMapper, GrantRef, MemError, SharedMem,
-    PAGE_SIZE,
-};
+use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantMapper, GrantRef, PAGE_SIZE};
 
 /// Where the grant-mapping device lives.
 pub const GNTDEV_PATH: &str = "/dev/xen/gntdev";
@@ -36,16 +33,9 @@ impl LinuxGrantMapper {
 
     /// Open the gntdev device at `path` (tests, unusual device layouts).
     pub fn open_at(path: &Path) -> Result<Self, GrantError> {
-        match super::open_device(path, false) {
-            Ok(f) => Ok(Self { dev: Arc::new(f) }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(GrantError::Unavailable(super::missing_device(path)))
-            }
-            Err(source) => Err(GrantError::Os {
-                op: "open gntdev",
-                source,
-            }),
-        }
+        Ok(Self {
+            dev: super::open_grant_device(path, "open gntdev")?,
+        })
     }
 
     fn copy(
@@ -230,23 +220,7 @@ pub struct GntdevMapping {
     _index: GntdevIndex,
 }
 
-impl SharedMem for GntdevMapping {
-    fn size(&self) -> usize {
-        self.region.size()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-        self.region.read(offset, buf)
-    }
-    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-        self.region.write(offset, buf)
-    }
-    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-        self.region.load_u32(offset)
-    }
-    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-        self.region.store_u32(offset, value)
-    }
-}
+shared_mem_via_region!(GntdevMapping);
 
 #[cfg(test)]
 mod tests {

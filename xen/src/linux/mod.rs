@@ -16,6 +16,9 @@ mod gntdev;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::GrantError;
 
 pub use evtchn::{LinuxEventChannel, LinuxEventChannels, EVTCHN_PATH};
 pub use gntalloc::{GntallocPages, LinuxGrantAllocator, GNTALLOC_PATH};
@@ -39,6 +42,18 @@ fn missing_device(path: &Path) -> String {
         "{} does not exist: not running on Xen, or the Xen device driver module is not loaded",
         path.display()
     )
+}
+
+/// Open a grant device (gntdev, gntalloc) for sharing between a handle and
+/// the mappings that outlive it; a missing device gets [`missing_device`]'s text.
+fn open_grant_device(path: &Path, op: &'static str) -> Result<Arc<File>, GrantError> {
+    match open_device(path, false) {
+        Ok(f) => Ok(Arc::new(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(GrantError::Unavailable(missing_device(path)))
+        }
+        Err(source) => Err(GrantError::Os { op, source }),
+    }
 }
 
 #[cfg(test)]

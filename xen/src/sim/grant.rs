@@ -7,30 +7,7 @@ use std::sync::Arc;
 use super::peer::MapCount;
 use super::table::{page_offset, GrantTable};
 use crate::mmap::MmapRegion;
-use crate::{GrantError, GrantRef, GrantedPages, MemError, SharedMem};
-
-/// Forwards [`SharedMem`] to the `region` field.
-macro_rules! shared_mem_via_region {
-    ($t:ty) => {
-        impl SharedMem for $t {
-            fn size(&self) -> usize {
-                self.region.size()
-            }
-            fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-                self.region.read(offset, buf)
-            }
-            fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-                self.region.write(offset, buf)
-            }
-            fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-                self.region.load_u32(offset)
-            }
-            fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-                self.region.store_u32(offset, value)
-            }
-        }
-    };
-}
+use crate::{GrantError, GrantRef, GrantedPages};
 
 /// Ends the grants on drop (deferred by the table while a peer maps them).
 #[derive(Debug)]

@@ -182,13 +182,11 @@ impl PeerGrants {
         }
         {
             let mut sock = lock(&self.sock);
-            Request::Map {
+            let request = Request::Map {
                 writable,
                 refs: refs.to_vec(),
-            }
-            .send(&mut sock)
-            .map_err(|e| gone(self.peer, e))?;
-            let (reply, _) = Reply::recv(&sock).map_err(|e| gone(self.peer, e))?;
+            };
+            let reply = round_trip(&mut sock, &request).map_err(|e| gone(self.peer, e))?;
             if let Some(e) = reply.grant_error() {
                 return Err(e);
             }
@@ -207,16 +205,30 @@ impl PeerGrants {
     /// that, once a mapping is dropped, the granter's `try_end_access` sees it.
     pub(crate) fn unmap(&self, refs: &[GrantRef]) {
         let mut sock = lock(&self.sock);
-        let done = (Request::Unmap {
+        let request = Request::Unmap {
             refs: refs.to_vec(),
-        })
-        .send(&mut sock)
-        .and_then(|()| Reply::recv(&sock).map(drop));
-        if let Err(e) = done {
+        };
+        if let Err(e) = round_trip(&mut sock, &request) {
             // The granter is gone: its table, and so the count, went with it.
             tracing::debug!(error = %e, peer = self.peer, "unmap notice not delivered");
         }
     }
+}
+
+/// One request and its reply on the cached connection. Any failure (a timeout,
+/// a short or malformed reply) leaves the stream at an unknown position: a late
+/// reply would be taken as the answer to the next request. So the connection is
+/// shut down, which makes [`PeerGrants::alive`] false (the next use reconnects)
+/// and tells the granter to release what this connection mapped.
+fn round_trip(sock: &mut UnixStream, request: &Request) -> std::io::Result<Reply> {
+    let result = request
+        .send(sock)
+        .and_then(|()| Reply::recv(sock))
+        .map(|(reply, _fds)| reply);
+    if result.is_err() {
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+    result
 }
 
 /// Keeps the count of a mapping at the granter; sends the unmap notice on drop.
@@ -229,5 +241,56 @@ pub(crate) struct MapCount {
 impl Drop for MapCount {
     fn drop(&mut self) {
         self.peer.unmap(&self.refs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::table::GrantTable;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+
+    /// Regression: after a malformed reply the cached connection stayed in use,
+    /// so whatever the granter sent next was read as the answer to the next
+    /// request. It is shut down (and so replaced) now.
+    #[test]
+    fn a_malformed_reply_retires_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(socket_path(dir.path(), 1)).unwrap();
+        let table = GrantTable::new().unwrap();
+        let gref = table.alloc(0, 1, true).unwrap()[0];
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            assert!(matches!(
+                Request::recv(&mut sock).unwrap(),
+                Some(Request::Grants { domid: 0 })
+            ));
+            let fds = [
+                table.data_file().as_raw_fd(),
+                table.meta_file_ro().as_raw_fd(),
+            ];
+            Reply::Ok(NR_REFS).send(&sock, &fds).unwrap();
+            assert!(matches!(
+                Request::recv(&mut sock).unwrap(),
+                Some(Request::Map { .. })
+            ));
+            sock.write_all(&[99; 16]).unwrap(); // no such reply code
+                                                // Keep our end open until the client has looked at its connection.
+            let _ = Request::recv(&mut sock);
+        });
+        let peer = PeerGrants::connect(dir.path(), 0, 1).unwrap();
+        assert!(peer.alive());
+        assert!(matches!(
+            peer.map(&[gref], true),
+            Err(GrantError::Unavailable(_))
+        ));
+        assert!(
+            !peer.alive(),
+            "a desynchronised connection must not be reused"
+        );
+        drop(peer);
+        server.join().unwrap();
     }
 }
