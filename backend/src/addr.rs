@@ -162,7 +162,7 @@ impl AddressTable {
 
     /// Decides where `s` goes; emulates SET_ADDRESS in the table.
     /// `has_device(port)` says whether a device is attached on a port.
-    pub fn route(&mut self, s: &Submit, has_device: impl Fn(u8) -> bool) -> Route {
+    pub fn route(&mut self, s: &Submit, mut has_device: impl FnMut(u8) -> bool) -> Route {
         let devnum = s.devnum();
         let setup = match s.kind() {
             SubmitKind::Control(setup) => Some(*setup),

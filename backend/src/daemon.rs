@@ -184,9 +184,10 @@ impl DaemonHandle {
     }
 
     fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let Some(stop) = self.stop.take() else {
+            return; // already stopped
+        };
+        let _ = stop.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

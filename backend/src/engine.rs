@@ -195,15 +195,7 @@ impl UrbEngine {
             out.push(response(id, Status::Inval, 0));
             return;
         }
-        let mut present = [false; 32];
-        for p in 1..=self.num_ports {
-            if let Some(slot) = present.get_mut(usize::from(p)) {
-                *slot = devices.device(p).is_some();
-            }
-        }
-        let route = self
-            .addresses
-            .route(s, |p| present.get(usize::from(p)).copied().unwrap_or(false));
+        let route = self.addresses.route(s, |p| devices.device(p).is_some());
         let (port, op) = match route {
             Route::Answer(a) => {
                 let counter = match a {

@@ -189,7 +189,8 @@ pub fn run(args: Args) -> Result<(), String> {
         match LibusbHost::new() {
             Ok(h) => Some(Arc::new(h)),
             Err(e) => {
-                tracing::warn!("no host USB: {e}");
+                // The message starts with "no host USB".
+                tracing::warn!("{e}");
                 None
             }
         }
