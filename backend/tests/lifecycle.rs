@@ -320,3 +320,59 @@ fn a_dead_guest_stops_its_controller_only() {
         !d.is_running(13, 0)
     });
 }
+
+#[test]
+fn shutdown_answers_in_flight_requests_and_releases_grants() {
+    let w = World::new();
+    let emu = EmulatedHost::new();
+    let kb = KeyboardHandle::new();
+    let k = kb.clone();
+    let busid = emu
+        .add_next(Arc::new(move || Box::new(k.device())))
+        .expect("add");
+    let d = w.daemon(host(&emu));
+    w.add_controller(14, 0, "2", "1");
+    w.set_port(14, 0, 1, &busid.to_string());
+    let mut drv = Driver::connect(&w, 14, 0);
+    drv.conn_event();
+    drv.enumerate(1, 1);
+    let pipe = pvusb_protocol::Pipe::new(
+        pvusb_protocol::TransferType::Interrupt,
+        pvusb_protocol::Direction::In,
+        1,
+        1,
+        1,
+    )
+    .expect("pipe");
+    let reqs: Vec<_> = (4..8u16)
+        .map(|id| {
+            pvusb_protocol::UrbRequest::interrupt(id, pipe, 10, false, &drv.segs(id as usize, 0, 8))
+                .expect("req")
+        })
+        .collect();
+    drv.send(&reqs);
+    wait_stats(&d, 14, 0, "4 pending", |s| s.in_flight == 4);
+    d.shutdown();
+    let rs = drv.responses(4);
+    let mut ids: Vec<u16> = rs.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        vec![4, 5, 6, 7],
+        "every in-flight request answered once"
+    );
+    assert!(
+        rs.iter().all(|r| r.status == -108 || r.status == -71),
+        "{rs:?}"
+    );
+    use pvusb_xen::GrantedPages;
+    drv.urb_page
+        .try_end_access()
+        .expect("urb ring no longer mapped by the backend");
+    drv.conn_page
+        .try_end_access()
+        .expect("conn ring no longer mapped by the backend");
+    for b in &drv.bufs {
+        b.try_end_access().expect("no data page left mapped");
+    }
+}
