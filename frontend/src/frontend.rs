@@ -7,8 +7,8 @@
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -73,8 +73,9 @@ pub(crate) struct Shared {
     subscribers: Mutex<Vec<Sender<PortEvent>>>,
     kick: Sender<()>,
     phase: Mutex<Phase>,
-    /// Addresses handed out by enumeration (index = address).
-    pub(crate) addresses: Mutex<[bool; 128]>,
+    /// The worker thread: completions of ring responses run on it, so a
+    /// blocking call made there could never see its own response.
+    worker: OnceLock<ThreadId>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,17 +193,17 @@ impl Frontend {
             subscribers: Mutex::new(Vec::new()),
             kick,
             phase: Mutex::new(Phase::Initialising),
-            addresses: Mutex::new([false; 128]),
+            worker: OnceLock::new(),
         });
         handshake(&shared)?;
         let mut threads = Vec::new();
         let s = Arc::clone(&shared);
-        threads.push(
-            std::thread::Builder::new()
-                .name("pvusb-front-worker".into())
-                .spawn(move || worker(&s))
-                .map_err(|e| FrontendError::Thread("worker", e))?,
-        );
+        let worker_thread = std::thread::Builder::new()
+            .name("pvusb-front-worker".into())
+            .spawn(move || worker(&s))
+            .map_err(|e| FrontendError::Thread("worker", e))?;
+        let _ = shared.worker.set(worker_thread.thread().id());
+        threads.push(worker_thread);
         if shared.options.reconnect {
             let watch = shared.xs.watch(&shared.cfg.backend_state_path())?;
             let s = Arc::clone(&shared);
@@ -278,37 +279,46 @@ impl Frontend {
         timeout: Duration,
         ok: impl Fn(&PortStatus) -> bool,
     ) -> Result<PortStatus, FrontendError> {
-        let deadline = Instant::now() + timeout;
-        let mut engine = self.shared.engine();
-        loop {
-            let p = *engine.hub.port(port).ok_or(FrontendError::NoSuchPort {
-                port,
-                num_ports: self.shared.cfg.num_ports,
-            })?;
-            if ok(&p) {
-                return Ok(p);
+        // `Some(None)`: the port does not exist, no use waiting.
+        self.wait_engine(timeout, "a port change", |engine| {
+            match engine.hub.port(port) {
+                None => Some(None),
+                Some(p) if ok(p) => Some(Some(*p)),
+                Some(_) => None,
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(FrontendError::Timeout("a port change"));
-            }
-            engine = self
-                .shared
-                .changed
-                .wait_timeout(engine, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        })?
+        .ok_or(FrontendError::NoSuchPort {
+            port,
+            num_ports: self.shared.cfg.num_ports,
+        })
     }
 
     /// Waits until the controller is connected (again) and usable.
     pub fn wait_connected(&self, timeout: Duration) -> Result<(), FrontendError> {
-        let deadline = Instant::now() + timeout;
+        self.wait_engine(timeout, "the controller to connect", |engine| {
+            engine.usable().then_some(())
+        })
+    }
+
+    /// Re-evaluates `ready` under the engine lock at every change until it
+    /// yields a value or `timeout` passes (`Duration::MAX` waits forever).
+    fn wait_engine<T>(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        mut ready: impl FnMut(&Engine) -> Option<T>,
+    ) -> Result<T, FrontendError> {
+        let deadline = Instant::now().checked_add(timeout);
         let mut engine = self.shared.engine();
-        while !engine.usable() {
-            let left = deadline.saturating_duration_since(Instant::now());
+        loop {
+            if let Some(v) = ready(&engine) {
+                return Ok(v);
+            }
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
-                return Err(FrontendError::Timeout("the controller to connect"));
+                return Err(FrontendError::Timeout(what));
             }
             engine = self
                 .shared
@@ -317,7 +327,6 @@ impl Frontend {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        Ok(())
     }
 
     /// Why the controller is dead, if a backend protocol error killed it.
@@ -343,8 +352,8 @@ impl Frontend {
     /// A local port reset (spec 9, xen-hcd): nothing goes to the backend; the
     /// device must be enumerated again from address 0.
     pub fn reset_port(&self, port: u8) -> Result<(), FrontendError> {
+        // The reset gives the port's address back to the hub's pool.
         let mut engine = self.shared.engine();
-        let old = engine.hub.port(port).and_then(|p| p.address);
         match engine.hub.reset(port) {
             Some(ev) => engine.events.push(ev),
             None => {
@@ -356,9 +365,6 @@ impl Frontend {
                     Some(_) => FrontendError::NoDevice(port),
                 })
             }
-        }
-        if let Some(a) = old {
-            self.release_address(a);
         }
         self.shared.deliver(&mut Vec::new(), engine);
         Ok(())
@@ -390,18 +396,15 @@ impl Frontend {
     }
 
     pub(crate) fn alloc_address(&self) -> Result<u8, FrontendError> {
-        let mut used = lock(&self.shared.addresses);
-        let free = (1..128u8)
-            .find(|&a| !used[usize::from(a)])
-            .ok_or(FrontendError::NoFreeAddress)?;
-        used[usize::from(free)] = true;
-        Ok(free)
+        self.shared
+            .engine()
+            .hub
+            .alloc_address()
+            .ok_or(FrontendError::NoFreeAddress)
     }
 
     pub(crate) fn release_address(&self, address: u8) {
-        if let Some(slot) = lock(&self.shared.addresses).get_mut(usize::from(address)) {
-            *slot = false;
-        }
+        self.shared.engine().hub.release_address(Some(address));
     }
 
     /// Closes the controller (xen-hcd remove): state Closing, wait for the
@@ -440,7 +443,7 @@ impl Frontend {
         let conn = engine.teardown(&mut done);
         s.deliver(&mut done, engine);
         if let Some(conn) = conn {
-            let left = conn.release_grants(Instant::now() + timeout);
+            let left = conn.release_grants(deadline_after(timeout));
             if left > 0 && result.is_ok() {
                 result = Err(FrontendError::GrantsStillMapped(left));
             }
@@ -452,13 +455,31 @@ impl Frontend {
         result.and(closed)
     }
 
+    /// Stops and joins the threads. A thread cannot join itself: when the last
+    /// handle is dropped (or `close` called) inside a completion callback, the
+    /// callback runs on one of these threads, which is left to finish on its
+    /// own (it sees `stop` as soon as the callback returns).
     fn stop_threads(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake_worker();
         let _ = self.shared.kick.send(());
+        let me = std::thread::current().id();
         for t in lock(&self.threads).drain(..) {
-            let _ = t.join();
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
+    }
+
+    /// Refuses a blocking call on the worker thread (inside a completion
+    /// callback): it would wait for a response only that thread can process.
+    pub(crate) fn check_may_block(&self) -> Result<(), FrontendError> {
+        if self.shared.worker.get() == Some(&std::thread::current().id()) {
+            return Err(FrontendError::InvalidRequest(
+                "a blocking transfer cannot run inside a completion callback; use submit".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -470,6 +491,13 @@ impl Drop for Frontend {
             }
         }
     }
+}
+
+/// `timeout` from now, saturating far in the future instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Fresh rings, keys, conn requests, Connected.
@@ -497,8 +525,6 @@ fn teardown(shared: &Shared) {
             debug!("{left} pages still mapped by the departed backend; released when it unmaps");
         }
     }
-    let mut used = lock(&shared.addresses);
-    *used = [false; 128];
 }
 
 /// Follows the backend's state (and the worker's "peer gone" kicks).

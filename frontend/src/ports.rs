@@ -116,6 +116,12 @@ pub enum ConnError {
 #[derive(Debug, Clone)]
 pub struct RootHub {
     ports: Vec<PortStatus>,
+    /// Device addresses handed out by enumeration (index = address; 0 is the
+    /// default address and never handed out). Kept here, next to the ports,
+    /// so that an address is given back the moment its port loses it (a
+    /// disconnect or speed change from the conn ring, a reset): a backend that
+    /// plugs and unplugs forever must not exhaust the 127 addresses.
+    used: [bool; 128],
 }
 
 impl RootHub {
@@ -123,6 +129,7 @@ impl RootHub {
     pub fn new(num_ports: u8) -> Self {
         Self {
             ports: (1..=num_ports).map(PortStatus::empty).collect(),
+            used: [false; 128],
         }
     }
 
@@ -162,13 +169,13 @@ impl RootHub {
             return Ok(None);
         }
         p.speed = speed;
-        p.address = None;
+        let old = p.address.take();
         let change = stat::C_CONNECTION << stat::CHANGE_SHIFT;
         let speed_bits =
             stat::CONNECTION | stat::ENABLE | stat::LOW_SPEED | stat::HIGH_SPEED | stat::SUSPEND;
         p.bits &= !speed_bits;
         p.bits |= change;
-        Ok(Some(match speed {
+        let event = match speed {
             Speed::None => PortEvent::Disconnected { port: rsp.portnum },
             Speed::Low | Speed::Full | Speed::High => {
                 p.bits |= stat::CONNECTION;
@@ -182,7 +189,25 @@ impl RootHub {
                     speed,
                 }
             }
-        }))
+        };
+        self.release_address(old);
+        Ok(Some(event))
+    }
+
+    /// Hands out the lowest free device address (1..=127), `None` if all are
+    /// taken. The caller puts it on a port with [`Self::set_address`] or gives
+    /// it back with [`Self::release_address`].
+    pub fn alloc_address(&mut self) -> Option<u8> {
+        let free = (1..128u8).find(|&a| !self.used[usize::from(a)])?; // a < 128
+        self.used[usize::from(free)] = true;
+        Some(free)
+    }
+
+    /// Gives an address back (no-op for `None`, 0 or one not handed out).
+    pub fn release_address(&mut self, address: Option<u8>) {
+        if let Some(slot) = address.and_then(|a| self.used.get_mut(usize::from(a))) {
+            *slot = false;
+        }
     }
 
     /// A local port reset (spec 9): the port is enabled, its change bit set, and
@@ -193,8 +218,9 @@ impl RootHub {
         if !p.connected() {
             return None;
         }
-        p.address = None;
+        let old = p.address.take();
         p.bits |= stat::ENABLE | (stat::C_RESET << stat::CHANGE_SHIFT);
+        self.release_address(old);
         Some(PortEvent::Reset { port })
     }
 
@@ -205,10 +231,16 @@ impl RootHub {
         }
     }
 
-    /// Records the address enumeration gave the device on `port`.
+    /// Records the address enumeration gave the device on `port`; the address
+    /// it replaces is given back (as is `address` itself if the port does not
+    /// exist), so no address outlives its port.
     pub fn set_address(&mut self, port: u8, address: Option<u8>) {
-        if let Some(p) = self.port_mut(port) {
-            p.address = address;
+        let old = match self.port_mut(port) {
+            Some(p) => std::mem::replace(&mut p.address, address),
+            None => address,
+        };
+        if old != address || self.port(port).is_none() {
+            self.release_address(old);
         }
     }
 
@@ -221,6 +253,7 @@ impl RootHub {
             }
             *p = PortStatus::empty(p.port);
         }
+        self.used = [false; 128];
         events
     }
 }
@@ -270,6 +303,31 @@ mod tests {
             }))
         );
         assert_ne!(hub.port(2).unwrap().bits & stat::LOW_SPEED, 0);
+    }
+
+    /// Regression: the address of an unplugged device used to stay taken, so
+    /// 127 plug/unplug cycles exhausted the addresses until a reconnect.
+    #[test]
+    fn addresses_come_back_when_their_port_loses_the_device() {
+        let mut hub = RootHub::new(2);
+        for cycle in 0..300 {
+            hub.apply(&ev(1, 2)).unwrap();
+            let a = hub.alloc_address().expect("a free address");
+            hub.set_address(1, Some(a));
+            if cycle % 2 == 0 {
+                hub.apply(&ev(1, 0)).unwrap();
+            } else {
+                hub.reset(1).unwrap();
+                hub.apply(&ev(1, 0)).unwrap();
+            }
+        }
+        let all: Vec<u8> = std::iter::from_fn(|| hub.alloc_address()).collect();
+        assert_eq!(all, (1..128).collect::<Vec<u8>>());
+        hub.release_address(Some(5));
+        hub.set_address(9, Some(5)); // no such port: given back at once
+        assert_eq!(hub.alloc_address(), Some(5));
+        hub.clear();
+        assert_eq!(hub.alloc_address(), Some(1));
     }
 
     #[test]

@@ -13,7 +13,12 @@ impl Frontend {
     /// Submits `urb` and waits for its completion. On `timeout` the URB is
     /// unlinked with [`UrbStatus::TimedOut`] and the call waits (at most the
     /// unlink grace) for it to complete, so the buffer comes back.
+    ///
+    /// Fails with [`FrontendError::InvalidRequest`] when called inside a
+    /// completion callback run by the worker thread, which would otherwise
+    /// block the only thread that can deliver the response.
     pub fn transfer(&self, urb: Urb, timeout: Duration) -> Result<Completion, FrontendError> {
+        self.check_may_block()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let handle = self.submit(urb, move |c| {
             let _ = tx.send(c);
@@ -124,6 +129,7 @@ impl Frontend {
             )?;
             return Ok(c.actual_length);
         }
+        self.check_may_block()?;
         let pieces: Vec<&[u8]> = data.chunks(BULK_CHUNK).collect();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut handles = Vec::with_capacity(pieces.len());
@@ -136,11 +142,14 @@ impl Frontend {
         }
         drop(tx);
         let mut results: Vec<Option<Completion>> = vec![None; pieces.len()];
+        // `None` (a timeout too large to add): wait without a deadline.
         let deadline = std::time::Instant::now()
-            + timeout.saturating_mul(u32::try_from(pieces.len()).unwrap_or(u32::MAX));
+            .checked_add(timeout.saturating_mul(u32::try_from(pieces.len()).unwrap_or(u32::MAX)));
         let mut received = 0;
         while received < pieces.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
             match rx.recv_timeout(left) {
                 Ok((i, c)) => {
                     if let Some(slot) = results.get_mut(i) {

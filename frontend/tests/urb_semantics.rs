@@ -137,3 +137,52 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
     peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
     assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Ok);
 }
+
+/// Regression: a blocking transfer inside a completion callback ran on the
+/// worker, the only thread that processes responses, so it could only time
+/// out (and stalled every other URB meanwhile). It is refused at once now.
+#[test]
+fn blocking_transfer_inside_a_callback_is_refused() {
+    let env = Env::new();
+    let front = std::sync::Arc::new(env.connect());
+    let mut peer = env.backend();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let inner = std::sync::Arc::clone(&front);
+    front.submit(Urb::bulk_in(1, 3, 1, 8), move |_| {
+        let r = inner.transfer(Urb::bulk_in(1, 3, 1, 8), Duration::from_millis(200));
+        tx.send(r).unwrap();
+    });
+    let req = peer.requests(1)[0];
+    peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
+    let r = rx.recv_timeout(T).unwrap();
+    assert!(
+        matches!(r, Err(pvusb_frontend::FrontendError::InvalidRequest(_))),
+        "{r:?}"
+    );
+    // The controller still works afterwards.
+    assert!(front.is_usable());
+}
+
+/// Regression: dropping the last handle inside a completion callback closed
+/// the controller on the worker thread, which then tried to join itself
+/// (a panic, so the frontend never reached Closed).
+#[test]
+fn last_handle_dropped_inside_a_callback_still_closes() {
+    let env = Env::new();
+    let front = std::sync::Arc::new(env.connect());
+    let mut peer = env.backend();
+    let inner = std::sync::Arc::clone(&front);
+    front.submit(Urb::bulk_in(1, 3, 1, 8), move |_| drop(inner));
+    drop(front);
+    let req = peer.requests(1)[0];
+    peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
+    let mut state = None;
+    for _ in 0..1000 {
+        state = env.frontend_key("state");
+        if state.as_deref() == Some("6") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(state.as_deref(), Some("6"));
+}
