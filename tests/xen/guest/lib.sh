@@ -155,7 +155,9 @@ xs_ctrl_attach() {
 # when the binary has it, else by writing the nodes (see xs_ctrl_attach).
 pvusb_ctrl_attach() {
     if pvusb_has ctrl-attach; then
-        "$PVUSB" ctrl-attach "$1" version=2 ports=4 || fail "pvusb ctrl-attach $1"
+        # TCG is slow: give the connection more than ctrl-attach's default wait when we can.
+        local t=""; "$PVUSB" ctrl-attach --help 2>&1 | grep -q -- --timeout && t="--timeout 90"
+        "$PVUSB" ctrl-attach $t "$1" version=2 ports=4 || fail "pvusb ctrl-attach $1"
     else
         note "pvusb has no ctrl-attach: controller nodes written by the test script"
         xs_ctrl_attach "$1" 0 2 4
