@@ -4,13 +4,22 @@
 //! Why a socketpair for liveness: an eventfd cannot report that its writer died,
 //! a socket end does (`POLLHUP`/`POLLRDHUP`) the moment the peer process exits,
 //! whatever the cause.
+//!
+//! Re-binding (as on Xen): when the binder closes its end (or dies), the
+//! allocator's port goes back to unbound and the domain it was allocated for may
+//! bind it again — a restarted backend daemon binds the port the frontend still
+//! publishes in xenstore. The allocator's end reports [`EvtchnError::PeerGone`]
+//! while its port is unbound after a close (that is the simulation's only way to
+//! say "the backend went away"; Xen itself says nothing), and works again as soon
+//! as a new binder arrives: the rendezvous server installs a fresh liveness link
+//! in the allocator's [`Link`], the eventfds stay the same.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -32,15 +41,61 @@ pub(crate) fn new_eventfd() -> Result<OwnedFd, EvtchnError> {
     ev.as_fd().try_clone_to_owned().map_err(os("dup eventfd"))
 }
 
+/// The liveness side of one channel end: the current socketpair end and the
+/// epoll fd callers poll. Shared with the rendezvous server on the allocating
+/// side, which replaces the link when the port is bound again.
+#[derive(Debug)]
+pub(crate) struct Link {
+    current: Mutex<Arc<UnixStream>>,
+    /// Readable when an event is pending or the peer is gone.
+    epoll: Epoll,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn epoll_err(e: nix::Error) -> EvtchnError {
+    EvtchnError::Os {
+        op: "epoll",
+        source: e.into(),
+    }
+}
+
+impl Link {
+    /// The link currently in use (cheap: an `Arc` clone, no syscall).
+    fn current(&self) -> Arc<UnixStream> {
+        Arc::clone(&lock(&self.current))
+    }
+
+    /// Whether the other end of the current link is closed (binder gone).
+    pub(crate) fn is_closed(&self) -> bool {
+        crate::poll::hung_up(self.current().as_fd()).unwrap_or(true)
+    }
+
+    /// Installs a fresh link (a new binder): the old one leaves the epoll set so
+    /// its hang-up is no longer reported.
+    pub(crate) fn replace(&self, new: UnixStream) -> Result<(), EvtchnError> {
+        new.set_nonblocking(true)
+            .map_err(os("configure evtchn link"))?;
+        let mut cur = lock(&self.current);
+        // Deleting may fail if it was never added; either way it is gone after.
+        let _ = self.epoll.delete(&**cur);
+        self.epoll
+            .add(&new, EpollEvent::new(EpollFlags::EPOLLRDHUP, 1))
+            .map_err(epoll_err)?;
+        *cur = Arc::new(new);
+        Ok(())
+    }
+}
+
 /// One end of a simulated interdomain event channel.
 #[derive(Debug)]
 pub struct SimEventChannel {
     port: EvtchnPort,
     rx: File,
     tx: File,
-    link: UnixStream,
-    /// Readable when an event is pending or the peer is gone: the fd callers poll.
-    epoll: Epoll,
+    link: Arc<Link>,
     /// The allocating side removes its port from the server on drop.
     owner: Option<Arc<Local>>,
 }
@@ -53,10 +108,7 @@ impl SimEventChannel {
         link: OwnedFd,
         owner: Option<Arc<Local>>,
     ) -> Result<Self, EvtchnError> {
-        let e = |e: nix::Error| EvtchnError::Os {
-            op: "epoll",
-            source: e.into(),
-        };
+        let e = epoll_err;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(e)?;
         epoll
             .add(&rx, EpollEvent::new(EpollFlags::EPOLLIN, 0))
@@ -75,12 +127,18 @@ impl SimEventChannel {
         let (rx, tx, link) = (File::from(rx), File::from(tx), UnixStream::from(link));
         link.set_nonblocking(true)
             .map_err(os("configure evtchn link"))?;
+        let link = Arc::new(Link {
+            current: Mutex::new(Arc::new(link)),
+            epoll,
+        });
+        if let Some(local) = &owner {
+            local.register_link(port, Arc::clone(&link));
+        }
         Ok(Self {
             port,
             rx,
             tx,
             link,
-            epoll,
             owner,
         })
     }
@@ -104,7 +162,7 @@ impl SimEventChannel {
 
 impl AsFd for SimEventChannel {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.epoll.0.as_fd()
+        self.link.epoll.0.as_fd()
     }
 }
 
@@ -128,23 +186,36 @@ impl EventChannel for SimEventChannel {
 
     /// Pending events are reported before a peer's death, so the last event a
     /// dying peer sent is not lost.
+    /// A link replaced while waiting (the port was bound again) is not a death:
+    /// the wait goes on with the new one.
     fn wait(&self, timeout: Option<Duration>) -> Result<bool, EvtchnError> {
-        let ready = crate::poll_readable(self.rx.as_fd(), Some(self.link.as_fd()), timeout)
-            .map_err(os("poll eventfd"))?;
-        if ready.readable && self.consume()? {
-            return Ok(true);
+        let deadline = timeout.map(|t| Instant::now().checked_add(t));
+        loop {
+            let link = self.link.current();
+            let left = match deadline {
+                None | Some(None) => None,
+                Some(Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+            };
+            let ready = crate::poll_readable(self.rx.as_fd(), Some(link.as_fd()), left)
+                .map_err(os("poll eventfd"))?;
+            if ready.readable && self.consume()? {
+                return Ok(true);
+            }
+            if !ready.hangup {
+                return Ok(false);
+            }
+            if Arc::ptr_eq(&link, &self.link.current()) {
+                return Err(EvtchnError::PeerGone);
+            }
         }
-        if ready.hangup {
-            return Err(EvtchnError::PeerGone);
-        }
-        Ok(false)
     }
 
     fn ack(&self) -> Result<bool, EvtchnError> {
         if self.consume()? {
             return Ok(true);
         }
-        if crate::poll::hung_up(self.link.as_fd()).map_err(os("poll evtchn link"))? {
+        let link = self.link.current();
+        if crate::poll::hung_up(link.as_fd()).map_err(os("poll evtchn link"))? {
             return Err(EvtchnError::PeerGone);
         }
         Ok(false)

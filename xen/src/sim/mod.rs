@@ -21,7 +21,8 @@
 //!   restarts) releases its mappings when its connection closes.
 //! - Event channels: an eventfd per direction and a socketpair whose hang-up tells
 //!   each side that the other died ([`EvtchnError::PeerGone`] from `wait`/`ack`).
-//!   A port binds once, and only by the domain it was allocated for. The pollable
+//!   A port is bound by one binder at a time, only the domain it was allocated
+//!   for, and again after that binder closed or died (as on Xen). The pollable
 //!   fd ([`AsFd`](std::os::fd::AsFd)) is an epoll fd that becomes readable on an
 //!   event *or* on the peer's death, so event loops notice both.
 //! - Hostile input (a reference out of range, a grant for another domain, a

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use super::evtchn::Link;
 use super::table::{GrantTable, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::{DomId, EvtchnPort, GrantError, GrantRef};
@@ -34,8 +36,11 @@ pub(crate) type PeerEnd = [OwnedFd; 3];
 #[derive(Debug)]
 struct PortEntry {
     peer: DomId,
-    /// `None` once bound: a port binds once.
-    for_peer: Option<PeerEnd>,
+    /// The binder's receive and send eventfds (duplicated for every binder).
+    eventfds: [OwnedFd; 2],
+    /// The first binder's liveness end, created with the port; `None` once
+    /// taken. Later binders get a fresh socketpair (see [`Local::take_port`]).
+    first_link: Option<OwnedFd>,
 }
 
 /// State of this domain that the server threads share with the handles.
@@ -44,6 +49,9 @@ pub(crate) struct Local {
     pub(crate) domid: DomId,
     table: Mutex<Option<Arc<GrantTable>>>,
     ports: Mutex<HashMap<EvtchnPort, PortEntry>>,
+    /// The liveness links of this domain's own (allocated) channel ends, so that
+    /// a re-bind can install a new one.
+    links: Mutex<HashMap<EvtchnPort, Arc<Link>>>,
     next_port: AtomicU32,
     stopping: AtomicBool,
 }
@@ -54,6 +62,7 @@ impl Local {
             domid,
             table: Mutex::new(None),
             ports: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             next_port: AtomicU32::new(1),
             stopping: AtomicBool::new(false),
         }
@@ -79,29 +88,56 @@ impl Local {
 
     /// Register an unbound port whose other end `peer` may bind.
     pub(crate) fn add_port(&self, port: EvtchnPort, peer: DomId, for_peer: PeerEnd) {
+        let [rx, tx, link] = for_peer;
         lock(&self.ports).insert(
             port,
             PortEntry {
                 peer,
-                for_peer: Some(for_peer),
+                eventfds: [rx, tx],
+                first_link: Some(link),
             },
         );
+    }
+
+    /// Remember the liveness link of one of our own channel ends.
+    pub(crate) fn register_link(&self, port: EvtchnPort, link: Arc<Link>) {
+        lock(&self.links).insert(port, link);
     }
 
     /// Forget a port (its owner closed it).
     pub(crate) fn remove_port(&self, port: EvtchnPort) {
         lock(&self.ports).remove(&port);
+        lock(&self.links).remove(&port);
     }
 
-    /// Take the peer end of `port` for `domid`: only the domain it was allocated
-    /// for, only once.
+    /// The peer end of `port` for `domid`: only the domain it was allocated for,
+    /// and only while no one else holds it bound. Like Xen, a port whose binder
+    /// closed its end (or died) is unbound again and may be bound anew: the new
+    /// binder gets the same eventfds and a fresh liveness link.
     fn take_port(&self, domid: DomId, port: EvtchnPort) -> Option<PeerEnd> {
         let mut ports = lock(&self.ports);
         let entry = ports.get_mut(&port)?;
         if entry.peer != domid {
             return None;
         }
-        entry.for_peer.take()
+        let [rx, tx] = &entry.eventfds;
+        let (rx, tx) = (rx.try_clone().ok()?, tx.try_clone().ok()?);
+        let link = match entry.first_link.take() {
+            Some(first) => first,
+            None => {
+                let own = lock(&self.links).get(&port).cloned()?;
+                if !own.is_closed() {
+                    return None; // still bound
+                }
+                let (mine, theirs) = UnixStream::pair().ok()?;
+                if let Err(e) = own.replace(mine) {
+                    tracing::warn!(port, error = %e, "cannot re-bind a port");
+                    return None;
+                }
+                theirs.into()
+            }
+        };
+        Some([rx, tx, link])
     }
 }
 
@@ -154,9 +190,17 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the accept thread three ways, any one of which suffices: the
+    /// `stopping` flag (re-checked at least every [`STOP_CHECK`]), a byte on the
+    /// wake socket, and closing it. WHY not the close alone: a hang-up is only
+    /// reported once every copy of the descriptor is closed, and a copy can
+    /// outlive us (a child process forked while it was open, before its exec),
+    /// which left `join` below waiting forever.
     fn drop(&mut self) {
         self.local.stopping.store(true, Ordering::Release);
-        drop(self.wake.take());
+        if let Some(mut w) = self.wake.take() {
+            let _ = io::Write::write(&mut w, &[1]);
+        }
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
@@ -175,14 +219,18 @@ fn accept_loop(
 ) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     loop {
-        let ready = match crate::poll_readable(listener.as_fd(), Some(wake.as_fd()), None) {
-            Ok(r) => r,
+        if local.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        match wait_for_accept(listener, wake) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "rendezvous server poll failed; stopping");
                 return;
             }
-        };
-        if ready.hangup {
+        }
+        if local.stopping.load(Ordering::Acquire) {
             return;
         }
         let sock = match listener.accept() {
@@ -209,6 +257,26 @@ fn accept_loop(
             lock(conns).remove(&id);
         }
     }
+}
+
+/// Longest the accept thread sleeps without re-checking `stopping`.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Waits (at most [`STOP_CHECK`]) until a peer connects or the wake socket is
+/// readable or hung up. `Ok(true)`: try `accept`; `Ok(false)`: re-check.
+fn wait_for_accept(listener: &UnixListener, wake: &UnixStream) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [
+        PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+    ];
+    let timeout = PollTimeout::try_from(STOP_CHECK.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let [l, _] = &fds;
+    Ok(l.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN)))
 }
 
 /// One peer connection: requests in order until it closes, then release what it
@@ -290,5 +358,117 @@ fn serve_conn(mut sock: UnixStream, local: &Local) {
                 t.unmap_counted(r, n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimXen;
+    use crate::{EventChannel, EventChannels, EvtchnError};
+    use std::os::fd::AsFd;
+
+    /// Liveness bound for the joins below (not a timing assertion).
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn finishes(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(LONG).is_ok(), "{what} never finished");
+    }
+
+    #[test]
+    fn drop_finishes_while_a_copy_of_the_wake_socket_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), Arc::new(Local::new(1))).unwrap();
+        // What a child forked before its exec holds: a second reference to the
+        // wake socket, so closing ours raises no hang-up on the other end.
+        let copy = server.wake.as_ref().unwrap().try_clone().unwrap();
+        finishes("Server::drop", move || drop(server));
+        drop(copy);
+    }
+
+    #[test]
+    fn dropping_a_domain_that_served_a_bound_port_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let front = SimXen::new(dir.path(), 1);
+        let back = SimXen::new(dir.path(), 0);
+        let f = front.alloc_unbound(0).unwrap();
+        let b = back.bind_interdomain(1, f.port()).unwrap();
+        b.notify().unwrap();
+        assert!(f.wait(Some(LONG)).unwrap());
+        finishes("dropping the serving domain", move || {
+            drop(f);
+            drop(front);
+        });
+        assert!(matches!(b.wait(Some(LONG)), Err(EvtchnError::PeerGone)));
+    }
+
+    #[test]
+    fn a_port_is_bound_again_after_its_binder_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let front = SimXen::new(dir.path(), 1);
+        let back = SimXen::new(dir.path(), 0);
+        let other = SimXen::new(dir.path(), 3);
+        let f = front.alloc_unbound(0).unwrap();
+        let b = back.bind_interdomain(1, f.port()).unwrap();
+        // Bound: nobody else, not even the same domain, binds it meanwhile.
+        assert!(matches!(
+            back.bind_interdomain(1, f.port()),
+            Err(EvtchnError::BadPort { .. })
+        ));
+        f.notify().unwrap();
+        assert!(b.wait(Some(LONG)).unwrap());
+        drop(b);
+        // The allocator learns that the binder went away, and the port stays.
+        assert!(matches!(f.wait(Some(LONG)), Err(EvtchnError::PeerGone)));
+        assert!(matches!(f.ack(), Err(EvtchnError::PeerGone)));
+        // Only the domain it was allocated for may bind it again.
+        assert!(other.bind_interdomain(1, f.port()).is_err());
+        let b2 = back.bind_interdomain(1, f.port()).unwrap();
+        assert!(!f.ack().unwrap(), "bound again: no longer gone");
+        b2.notify().unwrap();
+        assert!(f.wait(Some(LONG)).unwrap());
+        f.notify().unwrap();
+        assert!(b2.wait(Some(LONG)).unwrap());
+        assert!(matches!(
+            back.bind_interdomain(1, f.port()),
+            Err(EvtchnError::BadPort { .. })
+        ));
+        // The pollable fd no longer reports the old binder's hang-up.
+        let mut fds = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap(),
+            0
+        );
+        // A binder that dies (here: drops) leaves it bindable once more.
+        drop(b2);
+        assert!(matches!(f.wait(Some(LONG)), Err(EvtchnError::PeerGone)));
+        let b3 = back.bind_interdomain(1, f.port()).unwrap();
+        b3.notify().unwrap();
+        assert!(f.wait(Some(LONG)).unwrap());
+    }
+
+    #[test]
+    fn a_re_bound_port_wakes_a_thread_waiting_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let front = SimXen::new(dir.path(), 1);
+        let back = SimXen::new(dir.path(), 0);
+        let f = Arc::new(front.alloc_unbound(0).unwrap());
+        let port = f.port();
+        let b = back.bind_interdomain(1, port).unwrap();
+        drop(b);
+        assert!(matches!(f.ack(), Err(EvtchnError::PeerGone)));
+        let b2 = back.bind_interdomain(1, port).unwrap();
+        let f2 = Arc::clone(&f);
+        let waiter = std::thread::spawn(move || f2.wait(Some(LONG)));
+        b2.notify().unwrap();
+        assert!(waiter.join().unwrap().unwrap());
     }
 }
