@@ -198,22 +198,25 @@ impl Peer {
                     {
                         let be = format!("{base}/{g}/{d}");
                         let fe = format!("/local/domain/{domid}/device/vusb/{d}/state");
-                        let Ok(Some(state)) = back.read(Tx::NONE, &format!("{be}/state")) else {
-                            continue;
-                        };
                         let guest = guests
                             .entry(domid)
                             .or_insert_with(|| XsClient::connect_as(&sock, domid).unwrap());
-                        match state.as_str() {
-                            "1" => {
-                                let _ = guest.write(Tx::NONE, &fe, "4");
-                                let _ = back.write(Tx::NONE, &format!("{be}/state"), "4");
-                            }
-                            "5" => {
-                                let _ = guest.write(Tx::NONE, &fe, "6");
-                                let _ = back.write(Tx::NONE, &format!("{be}/state"), "6");
-                            }
-                            _ => {}
+                        // Read and answer the backend state in one transaction, so a
+                        // toolstack write in between (e.g. ctrl-detach's Closing right
+                        // after a crashed ctrl-attach) makes the answer retry instead of
+                        // overwriting it with a stale Connected.
+                        let answer = back.transaction(|tx| {
+                            let state = back.read(tx, &format!("{be}/state"))?;
+                            let next = match state.as_deref() {
+                                Some("1") => "4",
+                                Some("5") => "6",
+                                _ => return Ok(None),
+                            };
+                            back.write(tx, &format!("{be}/state"), next)?;
+                            Ok(Some(next))
+                        });
+                        if let Ok(Some(next)) = answer {
+                            let _ = guest.write(Tx::NONE, &fe, next);
                         }
                     }
                 }
