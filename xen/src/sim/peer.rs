@@ -1,13 +1,18 @@
 //! The mapping side's view of one granting domain: its connection, its page memfd
 //! and a read-only mapping of its grant metadata.
 //!
-//! Why copies need no round trip: the grant words are in shared memory, so the
-//! checks a copy needs are a load each, and the data moves with one `pread` or
-//! `pwrite` per segment straight on the memfd.
+//! Why copies need no round trip and no syscall: the grant words are in shared
+//! memory, so the checks a copy needs are a load each, and the granter's whole
+//! page memfd is mapped once per connection (shared, read-write), so the data
+//! moves with one bounds-checked memory copy per segment. The mapping cannot
+//! fault: the memfd is sealed against shrinking and was checked to be large
+//! enough, and it lives as long as it is mapped, even after the granter died.
+//! What remains per copy is one `poll` of the rendezvous socket
+//! ([`PeerGrants::alive`], in the caller), so that a granter that died or
+//! stopped is refused at once, not only after its event channel reported it.
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -20,7 +25,7 @@ use super::server::{lock, socket_path};
 use super::table::{check_grant, page_offset, META_ENTRY, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::mmap::MmapRegion;
-use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantRef, PAGE_SIZE};
+use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantRef, SharedMem, PAGE_SIZE};
 
 /// How long a request to a granter may take before we call it gone. A live server
 /// answers in microseconds; this only bounds a wedged or hostile one.
@@ -46,6 +51,9 @@ pub(crate) struct PeerGrants {
     sock: Mutex<UnixStream>,
     watch: UnixStream,
     data: File,
+    /// All of `data`, mapped shared and writable: the source and destination of
+    /// grant copies (access is decided per copy by the grant words).
+    pages: MmapRegion,
     meta: MmapRegion,
     nrefs: u32,
 }
@@ -90,6 +98,8 @@ impl PeerGrants {
         check_memfd(&meta, meta_len as u64).map_err(|e| gone(peer, e))?;
         let meta = MmapRegion::map_shared(meta.as_fd(), meta_len, 0, false)
             .map_err(|e| gone(peer, format!("cannot map metadata: {e}")))?;
+        let pages = MmapRegion::map_shared(data.as_fd(), nrefs as usize * PAGE_SIZE, 0, true)
+            .map_err(|e| gone(peer, format!("cannot map the grant pages: {e}")))?;
         let watch = sock.try_clone().map_err(|e| gone(peer, e))?;
         Ok(Self {
             peer,
@@ -97,6 +107,7 @@ impl PeerGrants {
             sock: Mutex::new(sock),
             watch,
             data,
+            pages,
             meta,
             nrefs,
         })
@@ -120,47 +131,58 @@ impl PeerGrants {
         check_grant(u32::from_le(word), gref, self.my, write)
     }
 
-    /// Validate every segment, then copy each with one `pread`.
-    pub(crate) fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
-        check_copy_segments(segs, dst.len())?;
+    /// Check every segment (bounds against the local buffer, then the grant
+    /// words) before any byte moves, so a refused copy changes nothing.
+    fn check_copy(
+        &self,
+        segs: &[CopySeg],
+        local_len: usize,
+        write: bool,
+    ) -> Result<(), GrantError> {
+        check_copy_segments(segs, local_len)?;
         for s in segs {
-            self.check(s.gref, false)?;
+            self.check(s.gref, write)?;
         }
+        Ok(())
+    }
+
+    /// Where segment `s` lies in the page mapping (its grant was checked, so
+    /// `gref < nrefs`, and `offset + len <= PAGE_SIZE`).
+    fn seg_offset(s: &CopySeg) -> Result<usize, GrantError> {
+        usize::try_from(page_offset(s.gref) + u64::from(s.offset))
+            .map_err(|_| GrantError::BadSegment("segment outside the grant table"))
+    }
+
+    /// Validate every segment, then copy each from the mapped pages.
+    pub(crate) fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
+        self.check_copy(segs, dst.len(), false)?;
         let mut pos = 0usize;
         for s in segs {
             let end = pos + usize::from(s.len);
             let buf = dst
                 .get_mut(pos..end)
                 .ok_or(GrantError::BadSegment("segment outside buffer"))?;
-            self.data
-                .read_exact_at(buf, page_offset(s.gref) + u64::from(s.offset))
-                .map_err(|source| GrantError::Os {
-                    op: "read a grant page",
-                    source,
-                })?;
+            self.pages
+                .read(Self::seg_offset(s)?, buf)
+                .map_err(|_| GrantError::BadSegment("segment outside the grant table"))?;
             pos = end;
         }
         Ok(())
     }
 
-    /// Validate every segment (writable grants), then copy each with one `pwrite`.
+    /// Validate every segment (writable grants), then copy each into the
+    /// mapped pages.
     pub(crate) fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
-        check_copy_segments(segs, src.len())?;
-        for s in segs {
-            self.check(s.gref, true)?;
-        }
+        self.check_copy(segs, src.len(), true)?;
         let mut pos = 0usize;
         for s in segs {
             let end = pos + usize::from(s.len);
             let buf = src
                 .get(pos..end)
                 .ok_or(GrantError::BadSegment("segment outside buffer"))?;
-            self.data
-                .write_all_at(buf, page_offset(s.gref) + u64::from(s.offset))
-                .map_err(|source| GrantError::Os {
-                    op: "write a grant page",
-                    source,
-                })?;
+            self.pages
+                .write(Self::seg_offset(s)?, buf)
+                .map_err(|_| GrantError::BadSegment("segment outside the grant table"))?;
             pos = end;
         }
         Ok(())
