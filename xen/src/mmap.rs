@@ -266,38 +266,46 @@ fn head_len(ptr: usize, len: usize) -> usize {
 /// and the ranges must not overlap.
 unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
     let head = head_len(src as usize, len);
-    for i in 0..head {
-        // SAFETY: i < head <= len, inside both ranges per the contract.
-        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+    let mut i = 0;
+    while i < head {
+        // SAFETY: i < head <= len: inside the source range per the contract.
+        let b = unsafe { src.wrapping_add(i).read_volatile() };
+        // SAFETY: i < len: inside the destination range.
+        unsafe { dst.wrapping_add(i).write(b) };
+        i += 1;
     }
-    let mut i = head;
+    // From here on the source is WORD aligned; the destination is written
+    // unaligned. i + 32 <= len keeps the whole step inside both ranges.
     while i + UNROLL * WORD <= len {
-        // SAFETY: i + 32 <= len keeps all four words inside both ranges; the
-        // source is WORD aligned from `head` on, the destination is written
-        // unaligned.
+        let s = src.wrapping_add(i).cast::<Word>();
+        // SAFETY: aligned, in range (see above).
+        let w0 = unsafe { s.read_volatile() };
+        // SAFETY: aligned, in range.
+        let w1 = unsafe { s.wrapping_add(1).read_volatile() };
+        // SAFETY: aligned, in range.
+        let w2 = unsafe { s.wrapping_add(2).read_volatile() };
+        // SAFETY: aligned, in range.
+        let w3 = unsafe { s.wrapping_add(3).read_volatile() };
+        // SAFETY: in range; unaligned store into the private buffer.
         unsafe {
-            let s = src.add(i).cast::<Word>();
-            let w = [
-                s.read_volatile(),
-                s.add(1).read_volatile(),
-                s.add(2).read_volatile(),
-                s.add(3).read_volatile(),
-            ];
-            dst.add(i).cast::<[Word; UNROLL]>().write_unaligned(w);
-        }
+            dst.wrapping_add(i)
+                .cast::<[Word; UNROLL]>()
+                .write_unaligned([w0, w1, w2, w3])
+        };
         i += UNROLL * WORD;
     }
     while i + WORD <= len {
-        // SAFETY: as above, for one word.
-        unsafe {
-            let w = src.add(i).cast::<Word>().read_volatile();
-            dst.add(i).cast::<Word>().write_unaligned(w);
-        }
+        // SAFETY: aligned, i + 8 <= len.
+        let w = unsafe { src.wrapping_add(i).cast::<Word>().read_volatile() };
+        // SAFETY: i + 8 <= len; unaligned store into the private buffer.
+        unsafe { dst.wrapping_add(i).cast::<Word>().write_unaligned(w) };
         i += WORD;
     }
     while i < len {
         // SAFETY: i < len.
-        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+        let b = unsafe { src.wrapping_add(i).read_volatile() };
+        // SAFETY: i < len.
+        unsafe { dst.wrapping_add(i).write(b) };
         i += 1;
     }
 }
@@ -311,36 +319,46 @@ unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
 /// and the ranges must not overlap.
 unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
     let head = head_len(dst as usize, len);
-    for i in 0..head {
-        // SAFETY: i < head <= len, inside both ranges per the contract.
-        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
+    let mut i = 0;
+    while i < head {
+        // SAFETY: i < head <= len: inside the source range per the contract.
+        let b = unsafe { src.wrapping_add(i).read() };
+        // SAFETY: i < len: inside the destination range.
+        unsafe { dst.wrapping_add(i).write_volatile(b) };
+        i += 1;
     }
-    let mut i = head;
+    // From here on the destination is WORD aligned; the source is read
+    // unaligned. i + 32 <= len keeps the whole step inside both ranges.
     while i + UNROLL * WORD <= len {
-        // SAFETY: i + 32 <= len keeps all four words inside both ranges; the
-        // destination is WORD aligned from `head` on, the source is read
-        // unaligned.
-        unsafe {
-            let w = src.add(i).cast::<[Word; UNROLL]>().read_unaligned();
-            let d = dst.add(i).cast::<Word>();
-            d.write_volatile(w[0]);
-            d.add(1).write_volatile(w[1]);
-            d.add(2).write_volatile(w[2]);
-            d.add(3).write_volatile(w[3]);
-        }
+        // SAFETY: in range; unaligned load from the private buffer.
+        let w = unsafe {
+            src.wrapping_add(i)
+                .cast::<[Word; UNROLL]>()
+                .read_unaligned()
+        };
+        let d = dst.wrapping_add(i).cast::<Word>();
+        // SAFETY: aligned, in range.
+        unsafe { d.write_volatile(w[0]) };
+        // SAFETY: aligned, in range.
+        unsafe { d.wrapping_add(1).write_volatile(w[1]) };
+        // SAFETY: aligned, in range.
+        unsafe { d.wrapping_add(2).write_volatile(w[2]) };
+        // SAFETY: aligned, in range.
+        unsafe { d.wrapping_add(3).write_volatile(w[3]) };
         i += UNROLL * WORD;
     }
     while i + WORD <= len {
-        // SAFETY: as above, for one word.
-        unsafe {
-            let w = src.add(i).cast::<Word>().read_unaligned();
-            dst.add(i).cast::<Word>().write_volatile(w);
-        }
+        // SAFETY: i + 8 <= len; unaligned load from the private buffer.
+        let w = unsafe { src.wrapping_add(i).cast::<Word>().read_unaligned() };
+        // SAFETY: aligned, i + 8 <= len.
+        unsafe { dst.wrapping_add(i).cast::<Word>().write_volatile(w) };
         i += WORD;
     }
     while i < len {
         // SAFETY: i < len.
-        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
+        let b = unsafe { src.wrapping_add(i).read() };
+        // SAFETY: i < len.
+        unsafe { dst.wrapping_add(i).write_volatile(b) };
         i += 1;
     }
 }
