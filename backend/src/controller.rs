@@ -14,6 +14,17 @@
 //!
 //! A restarted daemon finds state 4 with a Connected frontend and reconnects
 //! without going through InitWait.
+//!
+//! Ports and the toolstack's device records (toolstack/src/record.rs): the
+//! busid in `port/N` is opened only while its record
+//! `/pvusb/usbback/<busid-key>/state` is `claimed` or `assigned`, or when there
+//! is no record at all — a port written by another toolstack (libxl
+//! `type=pv`, a script, `xenstore-write` by hand) must still work, and those
+//! keep no record. When the record moves to `detach-releasing` (the toolstack
+//! withdrew its claim), the device is released while the port still lists it:
+//! its requests are cancelled and answered, speed 0 is posted, and the device
+//! is closed so the kernel drivers can be bound again. The daemon watches the
+//! records and forwards changes as [`xenbus::RECORD_CHANGED`] paths.
 
 use std::sync::Arc;
 
@@ -32,7 +43,7 @@ use crate::mailbox::Mailbox;
 use crate::ports::Ports;
 use crate::ratelimit::RateLimiter;
 use crate::stats::Stats;
-use crate::usb::{Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
+use crate::usb::{BusId, Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
 use crate::xenbus::{self, ControllerConfig, ControllerId};
 
 /// Backend-directory key holding the guest address table ("addr:port,...").
@@ -456,6 +467,10 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         if rel == ADDRESS_MAP_KEY {
             return;
         }
+        if let Some(key) = rel.strip_prefix(xenbus::RECORD_CHANGED) {
+            self.record_changed(key);
+            return;
+        }
         if let Some(n) = rel.strip_prefix("port/") {
             if let Ok(port) = n.parse::<u8>() {
                 if self
@@ -471,6 +486,40 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         self.reconcile();
     }
 
+    /// A device record changed: re-check the ports holding that busid (every
+    /// port when the key is empty or not a busid key).
+    fn record_changed(&mut self, key: &str) {
+        let Some(setup) = self.setup.as_ref() else {
+            return;
+        };
+        let ports: Vec<u8> = match BusId::from_key(key.split('/').next().unwrap_or("")) {
+            Ok(b) => setup.ports.ports_of(&b),
+            Err(_) => setup
+                .ports
+                .numbers()
+                .filter(|&p| setup.ports.busid(p).is_some())
+                .collect(),
+        };
+        for p in ports {
+            self.port_changed(p);
+        }
+    }
+
+    /// Whether the toolstack's record lets the backend open `busid`.
+    fn record_permits(&self, busid: &BusId, port: u8) -> bool {
+        match xenbus::read_record(&self.ctx.xs, busid) {
+            Ok(v) if v.permits_open() => true,
+            Ok(v) => {
+                tracing::info!(ctl = %self.id, port, %busid, verdict = ?v, "device not opened or released: the toolstack's record withholds it");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(ctl = %self.id, port, %busid, "device record unreadable, device not opened: {e}");
+                false
+            }
+        }
+    }
+
     fn port_changed(&mut self, port: u8) {
         let new = match xenbus::read_port(&self.ctx.xs, &self.be, port) {
             Ok(b) => b,
@@ -479,21 +528,26 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 None
             }
         };
+        let permitted = new.as_ref().is_some_and(|b| self.record_permits(b, port));
         let Some(setup) = self.setup.as_mut() else {
             return;
         };
         let old = setup.ports.busid(port).cloned();
         let attached = setup.ports.is_attached(port);
-        if old == new && (attached || new.is_none()) {
+        if old == new && attached == permitted {
             return;
         }
-        if attached {
+        if attached && (old != new || !permitted) {
             self.detach_port(port);
         }
         if let Some(setup) = self.setup.as_mut() {
             setup.ports.set_busid(port, new);
         }
-        if new.is_some() {
+        let attached = self
+            .setup
+            .as_ref()
+            .is_some_and(|s| s.ports.is_attached(port));
+        if permitted && !attached {
             self.attach_port(port);
         }
     }
@@ -560,7 +614,9 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             }
             HotplugEvent::Arrived(busid) => {
                 for p in setup.ports.ports_of(busid) {
-                    if self.setup.as_ref().is_some_and(|s| !s.ports.is_attached(p)) {
+                    if self.setup.as_ref().is_some_and(|s| !s.ports.is_attached(p))
+                        && self.record_permits(busid, p)
+                    {
                         tracing::info!(ctl = %self.id, port = p, %busid, "configured host device plugged in again");
                         self.attach_port(p);
                     }

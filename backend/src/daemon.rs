@@ -1,7 +1,9 @@
 //! The daemon: finds every controller under `/local/domain/<own>/backend/vusb`
 //! (one watch covers every guest's `<domid>/<devid>`), runs one worker thread
 //! per controller, routes xenstore changes and host hot-plug events to them,
-//! and stops a worker when its directory or its guest disappears.
+//! and stops a worker when its directory or its guest disappears. It also
+//! watches the toolstack's device records (`/pvusb/usbback`) and tells the
+//! workers when one changes, so a device whose claim is withdrawn is released.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use crate::mailbox::{Control, Mailbox};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::usb::UsbHost;
 use crate::worker;
-use crate::xenbus::ControllerId;
+use crate::xenbus::{ControllerId, RECORD_CHANGED, RECORD_ROOT};
 
 /// Most controllers the daemon serves (bounds work on a flooded directory).
 const MAX_CONTROLLERS: usize = 1024;
@@ -123,6 +125,9 @@ impl Daemon {
         let release = xs
             .watch("@releaseDomain")
             .map_err(|e| BackendError::xs("watch", "@releaseDomain", e))?;
+        let records = xs
+            .watch(RECORD_ROOT)
+            .map_err(|e| BackendError::xs("watch", RECORD_ROOT, e))?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let reg = Arc::clone(&registry);
         let thread = std::thread::Builder::new()
@@ -133,8 +138,13 @@ impl Daemon {
                     registry: reg,
                     root,
                 };
-                d.run(root_watch.receiver(), release.receiver(), &stop_rx);
-                drop((root_watch, release));
+                d.run(
+                    root_watch.receiver(),
+                    release.receiver(),
+                    records.receiver(),
+                    &stop_rx,
+                );
+                drop((root_watch, release, records));
             })
             .map_err(|source| BackendError::Os {
                 op: "spawn the daemon thread",
@@ -223,9 +233,19 @@ struct Dispatcher<G, E> {
 }
 
 impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
-    fn run(&self, root: &Receiver<String>, release: &Receiver<String>, stop: &Receiver<()>) {
+    fn run(
+        &self,
+        root: &Receiver<String>,
+        release: &Receiver<String>,
+        records: &Receiver<String>,
+        stop: &Receiver<()>,
+    ) {
         loop {
             crossbeam_channel::select! {
+                recv(records) -> p => match p {
+                    Ok(p) => self.on_record(&p),
+                    Err(_) => return,
+                },
                 recv(root) -> p => match p {
                     Ok(p) => self.on_path(&p),
                     Err(_) => { tracing::error!("xenstore connection lost; the daemon stops watching"); return; }
@@ -235,6 +255,22 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
                     Err(_) => return,
                 },
                 recv(stop) -> _ => return,
+            }
+        }
+    }
+
+    /// A toolstack device record changed: every running worker re-checks the
+    /// ports holding that device (see [`crate::controller`]).
+    fn on_record(&self, path: &str) {
+        let key = path
+            .strip_prefix(RECORD_ROOT)
+            .map(|r| r.trim_start_matches('/'))
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        let msg = format!("{RECORD_CHANGED}{key}");
+        for w in lock(&self.registry.workers).values() {
+            if !w.finished.load(Ordering::SeqCst) {
+                w.mailbox.send(Control::BackendChanged(msg.clone()));
             }
         }
     }

@@ -156,3 +156,57 @@ pub fn write_state(xs: &XsClient, dir: &str, state: XenbusState) -> Result<bool,
     })
     .map_err(|e| BackendError::xs("write", &path, e))
 }
+
+/// Where the toolstack keeps its per-device records
+/// (`/pvusb/usbback/<busid-key>/state`, toolstack/src/record.rs).
+pub const RECORD_ROOT: &str = "/pvusb/usbback";
+
+/// Prefix of the [`crate::mailbox::Control::BackendChanged`] path by which the
+/// daemon tells a worker that a device record changed: `@record/<busid-key>`
+/// (`@record/` alone: re-check every port). `@` cannot start a key the
+/// toolstack writes into a backend directory, and a collision would only cause a
+/// harmless re-check.
+pub const RECORD_CHANGED: &str = "@record/";
+
+/// What the toolstack's record says about opening a device found in a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordVerdict {
+    /// No record: the port was written by another toolstack (libxl `type=pv`,
+    /// a script, by hand), which does not journal; the device is opened.
+    NoRecord,
+    /// `claimed` or `assigned`: the toolstack gave the device to the backend.
+    Open,
+    /// Any other stage (`attach-recorded`: interfaces may still be on host
+    /// drivers; `detach-releasing`: claim withdrawn; `detach-rebinding`;
+    /// missing or unknown: treated as "give back", as the toolstack does).
+    Withheld(String),
+}
+
+impl RecordVerdict {
+    /// Whether the device may be open.
+    pub fn permits_open(&self) -> bool {
+        matches!(self, RecordVerdict::NoRecord | RecordVerdict::Open)
+    }
+}
+
+/// Reads the toolstack's record of `busid`.
+pub fn read_record(xs: &XsClient, busid: &BusId) -> Result<RecordVerdict, BackendError> {
+    let dir = format!("{RECORD_ROOT}/{}", busid.to_key());
+    let state = xsp::join(&dir, "state");
+    match read(xs, &state)? {
+        Some(v) => {
+            let v = v.trim_ascii();
+            Ok(match v {
+                "claimed" | "assigned" => RecordVerdict::Open,
+                other => RecordVerdict::Withheld(other.chars().take(32).collect()),
+            })
+        }
+        None if xs
+            .exists(Tx::NONE, &dir)
+            .map_err(|e| BackendError::xs("read", &dir, e))? =>
+        {
+            Ok(RecordVerdict::Withheld("(no state)".into()))
+        }
+        None => Ok(RecordVerdict::NoRecord),
+    }
+}

@@ -9,7 +9,6 @@ use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_protocol::SetupPacket;
-use pvusb_xen::{EventChannel, EventChannels};
 use support::*;
 
 fn loopback_host() -> (EmulatedHost, String) {
