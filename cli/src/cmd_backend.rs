@@ -2,6 +2,12 @@
 //! driver domain. A thin adapter: parses flags, builds the host (libusb plus
 //! emulated devices) and the transport (real Xen or the simulation), starts
 //! [`pvusb_backend::Daemon`] and waits for SIGTERM/SIGINT.
+//!
+//! It also runs the toolstack's reaper ([`Toolstack::run_reaper`]) on
+//! `@releaseDomain`: when a guest dies, its controllers are removed and its
+//! devices given back to their host drivers (through `--sysfs-root`, default
+//! `/sys`). The daemon itself only stops the dead guest's workers; giving the
+//! devices back needs the records and sysfs, which are the toolstack's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +24,9 @@ use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
 use pvusb_backend::usb::libusb::LibusbHost;
 use pvusb_backend::usb::UsbHost;
 use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
+use pvusb_toolstack::{SysfsRoot, Toolstack};
 use pvusb_xenstore::{Tx, XsClient};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Default size of an emulated disk whose file does not exist yet.
 const DEFAULT_DISK: u64 = 64 << 20;
@@ -51,6 +59,53 @@ pub struct Args {
     /// Do not use host USB devices (libusb) at all.
     #[arg(long)]
     pub no_host_usb: bool,
+    /// Sysfs root the reaper restores drivers through (also PVUSB_SYSFS_ROOT).
+    #[arg(long)]
+    pub sysfs_root: Option<PathBuf>,
+    /// Simulate driver binding in the sysfs tree (tests, demo; also
+    /// PVUSB_SYSFS_SIMULATED=1).
+    #[arg(long, hide = true)]
+    pub simulate_binding: bool,
+}
+
+/// How often the reaper re-checks whether the daemon is stopping.
+const REAPER_POLL: Duration = Duration::from_millis(200);
+
+/// Starts the dead-domain reaper in a thread; it ends when `stop` is set.
+/// WHY its own xenstore connection: the reaper blocks in toolstack commands
+/// (`ctrl-detach` waits for the backend to reach Closed) that the daemon's
+/// own connection must keep serving meanwhile.
+pub fn start_reaper(
+    backend_domid: u16,
+    sysfs: SysfsRoot,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let store =
+        XsClient::connect_default().map_err(|e| format!("reaper: cannot reach xenstore: {e}"))?;
+    let ts = Toolstack::new(store, sysfs, backend_domid);
+    std::thread::Builder::new()
+        .name("pvusb-reaper".into())
+        .spawn(move || {
+            if let Err(e) = ts.run_reaper(REAPER_POLL, || !stop.load(Ordering::SeqCst)) {
+                tracing::error!("the dead-domain reaper stopped: {e}");
+            }
+        })
+        .map_err(|e| format!("cannot start the reaper thread: {e}"))
+}
+
+fn sysfs_of(args: &Args) -> SysfsRoot {
+    let root = args
+        .sysfs_root
+        .clone()
+        .or_else(|| std::env::var_os("PVUSB_SYSFS_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/sys"));
+    let simulated =
+        args.simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
+    if simulated {
+        SysfsRoot::simulated(root)
+    } else {
+        SysfsRoot::new(root)
+    }
 }
 
 /// Parses "64M", "1G", "512K" or a byte count.
@@ -199,6 +254,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let xs =
         Arc::new(XsClient::connect_default().map_err(|e| format!("cannot reach xenstore: {e}"))?);
     let config = DaemonConfig::new(own_domid(&args, &xs));
+    let (own, sysfs) = (config.own_domid, sysfs_of(&args));
     let daemon = match args.transport {
         Transport::Xen => {
             let grants = pvusb_xen::linux::LinuxGrantMapper::open().map_err(|e| e.to_string())?;
@@ -216,10 +272,14 @@ pub fn run(args: Args) -> Result<(), String> {
         }
     }
     .map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reaper = start_reaper(own, sysfs, Arc::clone(&stop))?;
     let sig = signals
         .wait()
         .map_err(|e| format!("waiting for signals failed: {e}"))?;
     tracing::info!(signal = ?sig, "shutting down");
+    stop.store(true, Ordering::SeqCst);
+    let _ = reaper.join();
     daemon.shutdown();
     Ok(())
 }

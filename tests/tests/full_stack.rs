@@ -1,0 +1,92 @@
+//! The whole stack over the simulated transport with the real components:
+//! toolstack commands, backend daemon with emulated devices, frontend as
+//! domain 1.
+mod support;
+
+use pvusb_frontend::MassStorage;
+use pvusb_toolstack::DeviceSpec;
+use support::*;
+
+#[test]
+fn attach_use_detach_and_remove_a_storage_device() {
+    let m = Machine::new();
+    let daemon = m.daemon();
+    let ts = m.toolstack();
+    let (devid, front) = m.ctrl_attach(&ts);
+    assert_eq!(devid, 0);
+    assert_eq!(m.driver("200-1:1.0").as_deref(), Some("usb-storage"));
+
+    let a = ts
+        .dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
+        .expect("dev-attach");
+    assert_eq!((a.ctrl, a.port), (0, 1));
+    assert_eq!(
+        m.read(&format!("{}/state", record(DISK))).as_deref(),
+        Some("assigned")
+    );
+    assert_ne!(
+        m.driver("200-1:1.0").as_deref(),
+        Some("usb-storage"),
+        "host driver unbound"
+    );
+
+    front.wait_for_device(1, T).expect("device in port 1");
+    let dev = front.enumerate(1).expect("enumerate");
+    let mut ms = MassStorage::open(&front, &dev).expect("mass storage");
+    assert_eq!(ms.blocks, u64::from(DISK_BLOCKS));
+    let data: Vec<u8> = (0..512 * 64).map(|i| (i * 7 % 251) as u8).collect();
+    ms.write_blocks(100, &data).expect("write");
+    assert_eq!(ms.read_blocks(100, 64).expect("read"), data);
+
+    ts.dev_detach(DOM, 0, 1).expect("dev-detach");
+    front
+        .wait_for_disconnect(1, T)
+        .expect("port empty in the guest");
+    assert!(!m.exists(&record(DISK)), "record gone");
+    assert_eq!(
+        m.driver("200-1:1.0").as_deref(),
+        Some("usb-storage"),
+        "driver back"
+    );
+    assert_eq!(
+        m.read(&format!("{}/port/1", backend_dir(0))).as_deref(),
+        Some("")
+    );
+
+    ts.ctrl_detach(DOM, 0, false).expect("ctrl-detach");
+    assert!(!m.exists(&backend_dir(0)), "backend directory gone");
+    assert!(!m.exists(&frontend_dir(0)), "frontend directory gone");
+    front.close().expect("frontend closes cleanly");
+    wait_for("worker stopped", || !daemon.is_running(DOM, 0));
+    daemon.shutdown();
+}
+
+#[test]
+fn a_released_domain_gives_its_devices_back() {
+    let m = Machine::new();
+    let daemon = m.daemon();
+    let _reaper = Reaper::start(&m.dir);
+    let ts = m.toolstack();
+    let (_, front) = m.ctrl_attach(&ts);
+    ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), None, None)
+        .expect("dev-attach");
+    front.wait_for_device(1, T).expect("device");
+    assert!(daemon.is_running(DOM, 0));
+    // The guest dies. Its frontend first stops writing to xenstore (a live
+    // frontend thread would recreate the domain's home by writing its state).
+    front.close().expect("frontend closed");
+    // The toolstack removes its home and xenstored releases it.
+    m.xs.rm(pvusb_xenstore::Tx::NONE, &format!("/local/domain/{DOM}"))
+        .expect("rm");
+    m.xs.release_domain(DOM).expect("release");
+    wait_for("controller nodes removed", || !m.exists(&backend_dir(0)));
+    wait_for("record removed", || !m.exists(&record(DISK)));
+    assert_eq!(
+        m.driver("200-1:1.0").as_deref(),
+        Some("usb-storage"),
+        "driver restored"
+    );
+    assert!(!m.exists(&frontend_dir(0)));
+    wait_for("worker stopped", || !daemon.is_running(DOM, 0));
+    daemon.shutdown();
+}
