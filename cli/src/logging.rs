@@ -9,7 +9,9 @@ pub fn init() {
     let filter = EnvFilter::try_from_env("PVUSB_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("PVUSB_LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();
     } else {

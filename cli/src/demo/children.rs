@@ -27,6 +27,8 @@ struct Proc {
     tail: Arc<Mutex<VecDeque<String>>>,
     /// Its stdout lines (the first [`STDOUT_LINES`]), when not piped to the caller.
     stdout: Arc<Mutex<Vec<String>>>,
+    /// The threads copying its output; finished once the pipes hit end of file.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Stdout lines kept per child.
@@ -69,8 +71,8 @@ fn keep_tail(
     src: impl Read + Send + 'static,
     tail: Arc<Mutex<VecDeque<String>>>,
     all: Option<Arc<Mutex<Vec<String>>>>,
-) {
-    let _ = std::thread::Builder::new()
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
         .name("demo-child-output".into())
         .spawn(move || {
             for line in BufReader::new(src).lines() {
@@ -88,7 +90,8 @@ fn keep_tail(
                 }
                 t.push_back(line);
             }
-        });
+        })
+        .ok()
 }
 
 /// `line` without terminal colour sequences (`ESC [ ... letter`), which the
@@ -140,14 +143,19 @@ impl Children {
             .map_err(|e| format!("cannot start the {name}: {e}"))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stdout_log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         if let Some(err) = child.stderr.take() {
-            keep_tail(err, Arc::clone(&tail), None);
+            readers.extend(keep_tail(err, Arc::clone(&tail), None));
         }
         let (stdin, stdout) = if talk {
             (child.stdin.take(), child.stdout.take())
         } else {
             if let Some(out) = child.stdout.take() {
-                keep_tail(out, Arc::clone(&tail), Some(Arc::clone(&stdout_log)));
+                readers.extend(keep_tail(
+                    out,
+                    Arc::clone(&tail),
+                    Some(Arc::clone(&stdout_log)),
+                ));
             }
             (None, None)
         };
@@ -159,6 +167,7 @@ impl Children {
             status: None,
             tail,
             stdout: stdout_log,
+            readers,
         });
         Ok(Spawned {
             id: procs.len() - 1,
@@ -231,6 +240,22 @@ impl Children {
         }
     }
 
+    /// Waits (up to `limit`) until the output readers of an exited child are done.
+    /// A grandchild still holding the pipes open only costs the limit.
+    fn drain_output(&self, id: ProcId, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let done = self
+                .lock()
+                .get(id)
+                .is_none_or(|p| p.readers.iter().all(|r| r.is_finished()));
+            if done {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Runs a command to completion; Err unless it exits 0.
     pub fn run(
         &self,
@@ -239,7 +264,13 @@ impl Children {
         timeout: Duration,
     ) -> Result<ProcId, (String, Option<ProcId>)> {
         let s = self.spawn(name, cmd, false).map_err(|e| (e, None))?;
-        match self.wait(s.id, timeout) {
+        let waited = self.wait(s.id, timeout);
+        if waited.is_ok() {
+            // The child has exited, but its output may still be in the pipes: let the
+            // readers reach end of file so callers see all of it.
+            self.drain_output(s.id, Duration::from_secs(5));
+        }
+        match waited {
             Ok(st) if st.success() => Ok(s.id),
             Ok(st) => Err((format!("`{name}` failed ({})", describe(st)), Some(s.id))),
             Err(e) => {
