@@ -45,8 +45,16 @@ pub struct LoopbackDevice {
     stored_len: usize,
     /// Position in the source pattern.
     source_pos: u64,
+    /// The pattern from position 0, one period longer than the largest
+    /// transfer, so any stretch of it is one memcpy (not a `%` per byte).
+    pattern: Vec<u8>,
     counters: Arc<LoopbackCounters>,
 }
+
+/// The pattern's period.
+const PATTERN_PERIOD: u64 = 251;
+/// Length of the precomputed pattern: a whole URB buffer from any phase.
+const PATTERN_LEN: usize = 65536 + PATTERN_PERIOD as usize;
 
 /// The product id of the loopback device.
 pub const LOOPBACK_PRODUCT_ID: u16 = 0x0001;
@@ -64,6 +72,7 @@ impl LoopbackDevice {
             stored: vec![0; capacity],
             stored_len: 0,
             source_pos: 0,
+            pattern: (0..PATTERN_LEN as u64).map(Self::pattern_byte).collect(),
             counters,
         }
     }
@@ -75,7 +84,7 @@ impl LoopbackDevice {
 
     /// The pattern byte at stream position `pos`.
     pub fn pattern_byte(pos: u64) -> u8 {
-        (pos % 251) as u8
+        (pos % PATTERN_PERIOD) as u8
     }
 
     fn consume(&mut self, data: &[u8]) -> usize {
@@ -105,8 +114,19 @@ impl LoopbackDevice {
             }
             LoopbackMode::SourceSink => {
                 let start = self.source_pos;
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = Self::pattern_byte(start.wrapping_add(i as u64));
+                // phase < 251, so the slice exists for any buffer up to 64 KiB;
+                // larger ones (never from usbif) are filled in pieces.
+                let mut done = 0;
+                while done < buf.len() {
+                    let phase = (start.wrapping_add(done as u64) % PATTERN_PERIOD) as usize;
+                    let n = (buf.len() - done).min(PATTERN_LEN - phase);
+                    if let (Some(d), Some(p)) = (
+                        buf.get_mut(done..done + n),
+                        self.pattern.get(phase..phase + n),
+                    ) {
+                        d.copy_from_slice(p);
+                    }
+                    done += n;
                 }
                 self.source_pos = start.wrapping_add(buf.len() as u64);
                 buf.len()
@@ -166,6 +186,32 @@ impl EmulatedDevice for LoopbackDevice {
             0x01 => Reply::Done(self.consume(req.buffer)),
             0x81 => Reply::Done(self.produce(req.buffer)),
             _ => Reply::Stall,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The precomputed pattern continues across transfers of any size,
+    /// including larger ones than one period of the table.
+    #[test]
+    fn source_pattern_is_continuous_across_transfers() {
+        let mut dev = LoopbackDevice::new(16);
+        dev.mode = LoopbackMode::SourceSink;
+        let mut pos = 0u64;
+        for len in [1usize, 250, 251, 252, 4096, 65535, 65536, 70_000, 3] {
+            let mut buf = vec![0u8; len];
+            assert_eq!(dev.produce(&mut buf), len);
+            for (i, &b) in buf.iter().enumerate() {
+                assert_eq!(
+                    b,
+                    LoopbackDevice::pattern_byte(pos + i as u64),
+                    "len {len} at {i}"
+                );
+            }
+            pos += len as u64;
         }
     }
 }
