@@ -5,6 +5,7 @@
 //! previous daemon had not answered: such requests are taken again and
 //! answered once by this daemon.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -20,6 +21,21 @@ use crate::stats::Stats;
 /// Conn-ring events kept while the frontend has no request posted; older
 /// ones are dropped beyond this (events are level information, spec 8).
 const CONN_BACKLOG: usize = 64;
+
+thread_local! {
+    /// Set by a worker while it polls the rings (see [`set_polling`]).
+    static POLLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Worker side: while `on`, [`Connection::final_check`] on this thread only
+/// looks for requests and leaves `req_event` as it is, so a frontend
+/// publishing requests while we poll the ring does not notify us (one
+/// eventfd write per batch saved on its side, one spurious wake-up on ours).
+/// The worker must switch it off and service once more (which arms) before it
+/// sleeps, or requests could wait for an event that is never sent.
+pub fn set_polling(on: bool) {
+    POLLING.with(|p| p.set(on));
+}
 
 /// The rings and event channel of one connection.
 #[derive(Debug)]
@@ -107,7 +123,11 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
     }
 
     /// Whether requests are waiting; arms `req_event` before saying no.
+    /// While the worker polls ([`set_polling`]), only looks.
     pub fn final_check(&mut self) -> Result<bool, BackendError> {
+        if POLLING.with(Cell::get) {
+            return self.urb.has_unconsumed_requests().map_err(urb_err);
+        }
         self.urb.final_check_for_requests().map_err(urb_err)
     }
 

@@ -81,6 +81,13 @@ impl Mailbox {
         let _ = self.wake.read();
     }
 
+    /// Worker side: whether a wake-up is pending (a control message or a
+    /// completion arrived since [`Self::clear_wake`]); one load, for the
+    /// worker's spin loop.
+    pub fn wake_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
     /// Worker side: swaps the queued completions into `out` (which should be
     /// empty; its capacity is recycled).
     pub fn take_completions(&self, out: &mut Vec<(TransferId, Completion)>) {

@@ -23,7 +23,8 @@ pub(crate) type Done = Vec<(Callback, Completion)>;
 /// What one request id is doing.
 enum Slot {
     Free,
-    Submit(Box<InFlight>),
+    /// Not boxed: a steady stream of URBs allocates nothing here.
+    Submit(InFlight),
     /// An unlink request for the submit at `target`.
     Unlink {
         target: u16,
@@ -81,6 +82,16 @@ pub(crate) struct Engine {
     pub(crate) events: Vec<PortEvent>,
     pub(crate) stats: EngineStats,
     warn_budget: u32,
+    /// Set by the worker while it runs completion callbacks: URBs they submit
+    /// are pushed but published (and the backend notified) once, after the
+    /// last callback, instead of once per URB.
+    pub(crate) defer_flush: bool,
+    /// Set by the worker while it polls the rings: [`Self::process`] then only
+    /// looks for more responses and leaves `rsp_event` as it is, so the
+    /// backend does not notify us for responses we are about to see anyway.
+    /// The worker clears it and processes once more (which arms) before it
+    /// sleeps.
+    pub(crate) polling: bool,
 }
 
 impl Engine {
@@ -96,6 +107,8 @@ impl Engine {
             events: Vec::new(),
             stats: EngineStats::default(),
             warn_budget: 16,
+            defer_flush: false,
+            polling: false,
         }
     }
 
@@ -136,7 +149,9 @@ impl Engine {
         }
         if self.queue.is_empty() && !self.free_ids.is_empty() {
             self.place(token, urb, callback, done);
-            self.flush();
+            if !self.defer_flush {
+                self.flush();
+            }
         } else {
             self.queue.push_back(Queued::Submit {
                 token,
@@ -170,13 +185,13 @@ impl Engine {
         match pushed {
             Ok(((), pipe)) => {
                 if let Some(s) = self.slots.get_mut(usize::from(id)) {
-                    *s = Slot::Submit(Box::new(InFlight {
+                    *s = Slot::Submit(InFlight {
                         token,
                         urb,
                         callback,
                         pipe,
                         unlink_status: None,
-                    }));
+                    });
                 }
             }
             Err(e) => {
@@ -205,6 +220,17 @@ impl Engine {
         }
         self.stats.unlinks_sent += 1;
         true
+    }
+
+    /// Whether the backend published responses we have not consumed (a few
+    /// shared-memory loads; nothing is armed). The worker polls this while it
+    /// spins.
+    pub(crate) fn responses_pending(&self) -> bool {
+        self.usable()
+            && self.conn.as_ref().is_some_and(|c| {
+                c.urb.has_unconsumed_responses().unwrap_or(true)
+                    || c.conn.has_unconsumed_responses().unwrap_or(true)
+            })
     }
 
     /// Publishes pushed requests and notifies the backend if it asked for it.
@@ -298,7 +324,12 @@ impl Engine {
             worked |= n_urb + n_conn > 0;
             self.drain_queue(done);
             self.flush();
+            let polling = self.polling;
             let more = match self.conn.as_mut() {
+                Some(c) if polling => c
+                    .urb
+                    .has_unconsumed_responses()
+                    .and_then(|u| Ok(u | c.conn.has_unconsumed_responses()?)),
                 Some(c) => c
                     .urb
                     .final_check_for_responses()
@@ -363,7 +394,7 @@ impl Engine {
                     callback,
                     unlink_status,
                     ..
-                } = *f;
+                } = f;
                 if rsp.status().is_none() {
                     self.stats.bad_statuses += 1;
                     self.warn(&format!("undefined status {} for request {id}", rsp.status));
