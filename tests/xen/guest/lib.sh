@@ -283,17 +283,30 @@ host_do() {
 }
 
 # ---- between scenarios --------------------------------------------------------------------------
+# cleanup_after_scenario NAME: leave dom0 as it booted, so scenarios stay independent. pvusb's
+# own `recover --all` gets the first go (while its backend still runs); whatever it leaves is
+# removed by force and noted in the scenario's result, since that is a finding too.
 cleanup_after_scenario() {
-    local d p
+    local name=$1 d p left
     for d in $(xl list | awk 'NR > 2 {print $1}'); do xl destroy "$d"; done
+    if [ -n "${PVUSB:-}" ] && pvusb_has recover &&
+       [ -n "$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null)$(xenstore-list /pvusb/usbback 2>/dev/null)" ]; then
+        timeout 90 "$PVUSB" recover --all ||
+            echo "cleanup: 'pvusb recover --all' failed after this scenario" >> "$RES/$name.notes"
+    fi
     if [ -f /tmp/tb-pids ]; then
         for p in $(cat /tmp/tb-pids); do kill "$p" 2>/dev/null; done
         sleep 1
         for p in $(cat /tmp/tb-pids); do kill -9 "$p" 2>/dev/null; done
         rm -f /tmp/tb-pids
     fi
-    xenstore-rm /local/domain/0/backend/vusb 2>/dev/null
-    # Give the stick back to dom0's driver if a scenario left it unbound.
+    left=$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null; xenstore-list /pvusb/usbback 2>/dev/null)
+    if [ -n "$left" ]; then
+        echo "cleanup: removed leftover xenstore state (backend/vusb, /pvusb/usbback): $(echo $left)" >> "$RES/$name.notes"
+        xenstore-rm /local/domain/0/backend/vusb 2>/dev/null
+        xenstore-rm /pvusb/usbback 2>/dev/null
+    fi
+    # Give the stick back to dom0's driver if it was left unbound.
     local busid; busid=$(usb_find $STICK_ID | cut -d' ' -f3) &&
         [ ! -e "/sys/bus/usb/devices/$busid:1.0/driver" ] &&
         echo "$busid:1.0" > /sys/bus/usb/drivers/usb-storage/bind
