@@ -73,9 +73,9 @@ fn spin<G: GrantMapper, E: EventChannels>(ctl: &mut Controller<G, E>, mailbox: &
             ctl.save_addresses();
             last_work = Instant::now();
         } else {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
+            // Give the CPU to any other runnable thread (on 2 CPUs the
+            // thread waiting for this completion may have none).
+            std::thread::yield_now();
         }
     }
     // Arm req_event again (and catch what arrived just before).

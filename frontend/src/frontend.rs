@@ -680,9 +680,9 @@ fn spin(shared: &Shared, done: &mut Done) {
                     last_work = Instant::now();
                 }
             } else {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
+                // Give the CPU to any other runnable thread (on 2 CPUs the
+                // thread waiting for this completion may have none).
+                std::thread::yield_now();
             }
         }
         // Arm rsp_event again before sleeping (and take what slipped in).
