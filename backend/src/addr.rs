@@ -173,8 +173,10 @@ impl AddressTable {
             match setup {
                 None => return Route::Answer(Answer::NoDevice),
                 Some(setup) => {
+                    // Standard IN GET_DESCRIPTOR only (type bits 5-6 zero): a
+                    // class or vendor IN request 6 is not enumeration.
                     let is_get_descriptor =
-                        setup.b_request == GET_DESCRIPTOR && setup.bm_request_type & 0x80 != 0;
+                        setup.b_request == GET_DESCRIPTOR && setup.bm_request_type & 0xe0 == 0x80;
                     if !is_get_descriptor && pair(&setup) != SET_ADDRESS {
                         return Route::Answer(Answer::Refused);
                     }
@@ -196,15 +198,26 @@ impl AddressTable {
                 op: DeviceOp::Data,
             };
         };
+        // The host library takes these values as bytes; a request with a
+        // non-zero high byte is malformed (USB 2.0 9.4) and is refused rather
+        // than truncated into a different, valid request.
+        let byte = |v: u16| u8::try_from(v).ok();
         let op = match pair(&setup) {
             SET_ADDRESS => return Route::Answer(self.set_address(port, setup.w_value)),
-            SET_CONFIGURATION => DeviceOp::SetConfiguration(setup.w_value as u8),
-            SET_INTERFACE => DeviceOp::SetInterface {
-                interface: setup.w_index as u8,
-                alt_setting: setup.w_value as u8,
+            SET_CONFIGURATION => match byte(setup.w_value) {
+                Some(config) => DeviceOp::SetConfiguration(config),
+                None => return Route::Answer(Answer::Refused),
             },
-            CLEAR_FEATURE_ENDPOINT if setup.w_value == ENDPOINT_HALT => DeviceOp::ClearHalt {
-                endpoint: setup.w_index as u8,
+            SET_INTERFACE => match (byte(setup.w_index), byte(setup.w_value)) {
+                (Some(interface), Some(alt_setting)) => DeviceOp::SetInterface {
+                    interface,
+                    alt_setting,
+                },
+                _ => return Route::Answer(Answer::Refused),
+            },
+            CLEAR_FEATURE_ENDPOINT if setup.w_value == ENDPOINT_HALT => match byte(setup.w_index) {
+                Some(endpoint) => DeviceOp::ClearHalt { endpoint },
+                None => return Route::Answer(Answer::Refused),
             },
             _ => DeviceOp::Control(setup),
         };
@@ -238,6 +251,113 @@ fn pair(s: &SetupPacket) -> (u8, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvusb_protocol::{validate, Direction, Pipe, TransferType, UrbRequest, ValidatedUrb};
+
+    /// A validated control request without data stage on `port`.
+    fn control(dev: u8, port: u8, setup: SetupPacket) -> Submit {
+        let dir = if setup.bm_request_type & 0x80 != 0 {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        let pipe = Pipe::new(TransferType::Control, dir, dev, 0, port).expect("pipe");
+        let req = UrbRequest::control(1, pipe, setup, &[]).expect("request");
+        match validate(&req, 4) {
+            Ok(ValidatedUrb::Submit(s)) => s,
+            other => panic!("not a submit: {other:?}"),
+        }
+    }
+
+    /// Spec 10 / 12.13: at address 0 only standard GET_DESCRIPTOR and
+    /// SET_ADDRESS pass; a class or vendor IN request 6 is refused.
+    #[test]
+    fn address_zero_accepts_only_standard_enumeration() {
+        let mut t = AddressTable::new();
+        let anywhere = |_| true;
+        let get_desc = SetupPacket::new(0x80, 6, 0x0100, 0, 0);
+        assert_eq!(
+            t.route(&control(0, 2, get_desc), anywhere),
+            Route::Device {
+                port: 2,
+                op: DeviceOp::Control(get_desc)
+            }
+        );
+        for bm in [0xa1, 0xc0, 0xc1] {
+            let s = control(0, 2, SetupPacket::new(bm, 6, 0x0100, 0, 0));
+            assert_eq!(
+                t.route(&s, anywhere),
+                Route::Answer(Answer::Refused),
+                "{bm:#x}"
+            );
+        }
+        // Vendor 0xc0/5 at a real address goes to the device untouched.
+        assert_eq!(
+            t.route(&control(0, 2, SetupPacket::new(0x00, 5, 7, 0, 0)), anywhere),
+            Route::Answer(Answer::AddressSet)
+        );
+        let ftdi = SetupPacket::new(0xc0, 5, 0, 0, 0);
+        assert_eq!(
+            t.route(&control(7, 1, ftdi), anywhere),
+            Route::Device {
+                port: 2,
+                op: DeviceOp::Control(ftdi)
+            }
+        );
+    }
+
+    /// wValue/wIndex high bytes are not truncated into a different request.
+    #[test]
+    fn intercepted_requests_with_wide_values_are_refused() {
+        let mut t = AddressTable::new();
+        let anywhere = |_| true;
+        assert_eq!(t.set_address(3, 9), Answer::AddressSet);
+        let route = |t: &mut AddressTable, bm, req, value, index| {
+            t.route(
+                &control(9, 3, SetupPacket::new(bm, req, value, index, 0)),
+                anywhere,
+            )
+        };
+        assert_eq!(
+            route(&mut t, 0x00, 9, 0x0101, 0),
+            Route::Answer(Answer::Refused)
+        );
+        assert_eq!(
+            route(&mut t, 0x01, 11, 1, 0x0100),
+            Route::Answer(Answer::Refused)
+        );
+        assert_eq!(
+            route(&mut t, 0x01, 11, 0x0100, 0),
+            Route::Answer(Answer::Refused)
+        );
+        assert_eq!(
+            route(&mut t, 0x02, 1, 0, 0x0181),
+            Route::Answer(Answer::Refused)
+        );
+        assert_eq!(
+            route(&mut t, 0x00, 9, 1, 0),
+            Route::Device {
+                port: 3,
+                op: DeviceOp::SetConfiguration(1)
+            }
+        );
+        assert_eq!(
+            route(&mut t, 0x01, 11, 2, 1),
+            Route::Device {
+                port: 3,
+                op: DeviceOp::SetInterface {
+                    interface: 1,
+                    alt_setting: 2
+                }
+            }
+        );
+        assert_eq!(
+            route(&mut t, 0x02, 1, 0, 0x81),
+            Route::Device {
+                port: 3,
+                op: DeviceOp::ClearHalt { endpoint: 0x81 }
+            }
+        );
+    }
 
     #[test]
     fn save_and_restore() {

@@ -42,6 +42,10 @@ pub enum UsbError {
     #[error("busid {0} is already in use on the emulated bus: remove that device first")]
     AlreadyPresent(BusId),
     /// A device's descriptors are inconsistent.
+    /// A SuperSpeed device that cannot be shown as high speed (spec 12.16).
+    #[error("SuperSpeed device {0} cannot run at high speed ({1}); the usbif protocol has no SuperSpeed")]
+    NeedsSuperSpeed(BusId, String),
+
     #[error("device {0} has unusable descriptors: {1}")]
     BadDescriptors(BusId, String),
 }

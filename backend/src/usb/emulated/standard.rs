@@ -44,7 +44,11 @@ pub(super) fn standard_request(
     if setup.bm_request_type & 0x60 != 0 {
         return NotStandard;
     }
-    let index = setup.w_index;
+    // Interface numbers, endpoint addresses and configuration values are
+    // bytes: a non-zero high byte makes the request malformed (USB 2.0 9.4),
+    // so it stalls (0xffff here) instead of being truncated into a valid one.
+    let index = u8::try_from(setup.w_index).unwrap_or(0xff);
+    let value = u8::try_from(setup.w_value).ok();
     let reply = match (setup.bm_request_type, setup.b_request) {
         (0x80, GET_DESCRIPTOR) => get_descriptor(core, setup, data),
         // Interface/endpoint descriptors (HID report, ...) belong to the device.
@@ -59,8 +63,8 @@ pub(super) fn standard_request(
         }
         (0x81, GET_STATUS) => reply_with(data, &[0, 0]),
         (0x82, GET_STATUS) => {
-            let ep = index as u8;
-            if !core.endpoint_exists(ep) {
+            let ep = index;
+            if setup.w_index > 0xff || !core.endpoint_exists(ep) {
                 Reply::Stall
             } else {
                 let halted = core.halted.get(queue_index(ep)).copied().unwrap_or(false);
@@ -68,16 +72,28 @@ pub(super) fn standard_request(
             }
         }
         (0x80, GET_CONFIGURATION) => reply_with(data, &[core.configuration]),
-        (0x00, SET_CONFIGURATION) => core.set_configuration(setup.w_value as u8),
-        (0x81, GET_INTERFACE) => match core.alt_setting(index as u8) {
+        (0x00, SET_CONFIGURATION) => match value {
+            Some(v) => core.set_configuration(v),
+            None => Reply::Stall,
+        },
+        (0x81, GET_INTERFACE) if setup.w_index <= 0xff => match core.alt_setting(index) {
             Some(alt) => reply_with(data, &[alt]),
             None => Reply::Stall,
         },
-        (0x01, SET_INTERFACE) => core.set_interface(index as u8, setup.w_value as u8),
-        (0x02, CLEAR_FEATURE) if setup.w_value == ENDPOINT_HALT => core.clear_halt(index as u8),
+        (0x01, SET_INTERFACE) => match value {
+            Some(v) if setup.w_index <= 0xff => core.set_interface(index, v),
+            _ => Reply::Stall,
+        },
+        (0x02, CLEAR_FEATURE) if setup.w_value == ENDPOINT_HALT => {
+            if setup.w_index > 0xff {
+                Reply::Stall
+            } else {
+                core.clear_halt(index)
+            }
+        }
         (0x02, SET_FEATURE) if setup.w_value == ENDPOINT_HALT => {
-            let ep = index as u8;
-            if ep & 0x0f != 0 && core.endpoint_exists(ep) {
+            let ep = index;
+            if setup.w_index <= 0xff && ep & 0x0f != 0 && core.endpoint_exists(ep) {
                 if let Some(h) = core.halted.get_mut(queue_index(ep)) {
                     *h = true;
                 }

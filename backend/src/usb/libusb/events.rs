@@ -42,6 +42,21 @@ impl EventThread {
             thread: Some(thread),
         })
     }
+
+    /// Whether the caller runs on the event thread (inside a callback).
+    pub(super) fn is_current(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+
+    /// Runs `f` while no libusb callback can run (see
+    /// [`super::ffi::without_callbacks`]); wakes the event thread first so it
+    /// gives the event lock up at once. Must not be called on the event thread.
+    pub(super) fn paused<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.context.interrupt_handle_events();
+        super::ffi::without_callbacks(&self.context, f)
+    }
 }
 
 impl Drop for EventThread {

@@ -29,9 +29,10 @@ use rusb::constants::{
 };
 use rusb::ffi::{
     libusb_alloc_transfer, libusb_cancel_transfer, libusb_free_transfer,
-    libusb_iso_packet_descriptor, libusb_submit_transfer, libusb_transfer,
+    libusb_iso_packet_descriptor, libusb_lock_events, libusb_submit_transfer, libusb_transfer,
+    libusb_unlock_events,
 };
-use rusb::{Context, DeviceHandle};
+use rusb::{Context, DeviceHandle, UsbContext};
 
 use super::status::{
     is_get_device_descriptor, patch_ep0_max_packet, submit_error_outcome, transfer_outcome,
@@ -216,8 +217,6 @@ impl TransferEngine {
         let rc = unsafe { libusb_submit_transfer(xfer) };
         if rc != 0 {
             // SAFETY: libusb refused the transfer, so it never calls back: we
-            // still own both the transfer and the state box.
-            // SAFETY: libusb refused the transfer, so it never calls back: we
             // still own the transfer.
             unsafe { libusb_free_transfer(xfer) };
             // SAFETY: and the state box, leaked above and not reclaimed elsewhere.
@@ -279,6 +278,36 @@ impl TransferEngine {
             self.idle.notify_all();
         }
     }
+}
+
+/// Holds libusb's event-handling lock; released on drop (also on unwind).
+struct EventLock<'a>(&'a Context);
+
+impl Drop for EventLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `without_callbacks` took this lock on this thread with the
+        // same context, which `self.0` keeps alive.
+        unsafe { libusb_unlock_events(self.0.as_raw()) };
+    }
+}
+
+/// Runs `f` while holding libusb's event-handling lock: every callback runs
+/// inside `libusb_handle_events*` under that lock, so none runs during `f`.
+///
+/// WHY: libusb 1.0.27 (hotplug.c) releases its hotplug lock around a hotplug
+/// callback, so `libusb_hotplug_deregister_callback` can return while the
+/// callback still runs on the event thread, and rusb's `Registration::drop`
+/// frees the callback's box right after: dropping the registration inside `f`
+/// closes that use-after-free.
+///
+/// Must not be called on a thread that handles events (the lock is not
+/// recursive), nor while holding a lock that a callback takes.
+pub(super) fn without_callbacks<R>(context: &Context, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the context is valid for the borrow; the lock is released by
+    // `EventLock` on this thread, exactly once, even if `f` panics.
+    unsafe { libusb_lock_events(context.as_raw()) };
+    let _unlock = EventLock(context);
+    f()
 }
 
 /// Gives the caller's buffer back as it was submitted.

@@ -130,6 +130,34 @@ fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
     })
 }
 
+/// Whether every configuration of a SuperSpeed device can run on a
+/// high-speed port (see [`status::superspeed_runs_as_high`]).
+fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<(), String> {
+    for index in 0..configurations {
+        let config = device
+            .config_descriptor(index)
+            .map_err(|e| format!("configuration {index} unreadable: {e}"))?;
+        let alts: Vec<_> = config.interfaces().flat_map(|i| i.descriptors()).collect();
+        let endpoints: Vec<_> = alts.iter().flat_map(|a| a.endpoint_descriptors()).collect();
+        status::superspeed_runs_as_high(endpoints.iter().map(|e| {
+            (
+                e.address(),
+                status::EndpointFacts {
+                    transfer_type: match e.transfer_type() {
+                        rusb::TransferType::Control => 0,
+                        rusb::TransferType::Isochronous => 1,
+                        rusb::TransferType::Bulk => 2,
+                        rusb::TransferType::Interrupt => 3,
+                    },
+                    max_packet_size: e.max_packet_size(),
+                    extra: e.extra().unwrap_or_default(),
+                },
+            )
+        }))?;
+    }
+    Ok(())
+}
+
 impl UsbHost for LibusbHost {
     fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
         let devices = self
@@ -149,6 +177,10 @@ impl UsbHost for LibusbHost {
         let mut info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
         if info.is_hub {
             return Err(UsbError::IsHub(*busid));
+        }
+        if info.max_speed_is_super {
+            runs_as_high(&device, info.num_configurations)
+                .map_err(|why| UsbError::NeedsSuperSpeed(*busid, why))?;
         }
         let handle = device.open().map_err(|e| usb_error(*busid, "open", e))?;
         if let Ok(desc) = device.device_descriptor() {
@@ -177,8 +209,22 @@ impl UsbHost for LibusbHost {
 
 impl Drop for LibusbHost {
     fn drop(&mut self) {
-        // Deregister before the event thread may stop.
-        lock(&self.registration).take();
+        // From now on a callback still running forwards nothing.
+        lock(&self.handler).take();
+        let Some(registration) = lock(&self.registration).take() else {
+            return;
+        };
+        if self.events.is_current() {
+            // Dropped from a callback: the registration's box may be the one
+            // running, and the event lock is ours already. Leak it (the
+            // handler is gone, so it forwards nothing) rather than free it
+            // under our own feet.
+            std::mem::forget(registration);
+            return;
+        }
+        // Deregister (and free the callback box) only while no callback runs;
+        // before the event thread may stop.
+        self.events.paused(move || drop(registration));
     }
 }
 

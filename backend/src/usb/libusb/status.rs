@@ -115,6 +115,63 @@ pub fn patch_ep0_max_packet(data: &mut [u8]) {
     }
 }
 
+/// One endpoint as the SuperSpeed compatibility check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointFacts<'a> {
+    /// bmAttributes bits 0-1 (0 control, 1 iso, 2 bulk, 3 interrupt).
+    pub transfer_type: u8,
+    /// wMaxPacketSize as in the descriptor.
+    pub max_packet_size: u16,
+    /// The descriptors libusb kept after the endpoint (the SuperSpeed
+    /// endpoint companion, type 0x30, is among them).
+    pub extra: &'a [u8],
+}
+
+/// bDescriptorType of the SuperSpeed endpoint companion descriptor.
+const SS_ENDPOINT_COMPANION: u8 = 0x30;
+
+/// bmAttributes of the SuperSpeed companion in `extra`, if there is one. The
+/// walk is bounded by `extra` and stops at a zero or overlong bLength.
+fn companion_attributes(extra: &[u8]) -> Option<u8> {
+    let mut rest = extra;
+    while let [len, kind, ..] = *rest {
+        let len = usize::from(len);
+        if len < 2 || len > rest.len() {
+            return None;
+        }
+        if kind == SS_ENDPOINT_COMPANION && len >= 4 {
+            return rest.get(3).copied();
+        }
+        rest = rest.get(len..)?;
+    }
+    None
+}
+
+/// Whether a SuperSpeed device may be shown on a high-speed port (spec 10,
+/// 12.16; QEMU `usb_host_speed_compat`): no isochronous endpoint, no bulk
+/// streams, no interrupt endpoint with wMaxPacketSize above 1024. `Err` says
+/// which endpoint is in the way.
+pub fn superspeed_runs_as_high<'a>(
+    endpoints: impl IntoIterator<Item = (u8, EndpointFacts<'a>)>,
+) -> Result<(), String> {
+    for (address, e) in endpoints {
+        match e.transfer_type & 0x03 {
+            1 => return Err(format!("endpoint {address:#04x} is isochronous")),
+            2 if companion_attributes(e.extra).is_some_and(|a| a & 0x1f != 0) => {
+                return Err(format!("endpoint {address:#04x} uses bulk streams"))
+            }
+            3 if e.max_packet_size > 1024 => {
+                return Err(format!(
+                    "interrupt endpoint {address:#04x} has wMaxPacketSize {}",
+                    e.max_packet_size
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// bcdUSB from rusb's decoded version (the inverse of `Version::from_bcd`).
 pub fn version_to_bcd(v: rusb::Version) -> u16 {
     let major = u16::from(v.major());
@@ -147,6 +204,42 @@ pub fn device_descriptor_bytes(d: &rusb::DeviceDescriptor) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    fn ep(transfer_type: u8, max_packet_size: u16, extra: &[u8]) -> EndpointFacts<'_> {
+        EndpointFacts {
+            transfer_type,
+            max_packet_size,
+            extra,
+        }
+    }
+
+    /// Spec 12.16: a SuperSpeed device runs as HIGH only if compatible.
+    #[test]
+    fn superspeed_compatibility_follows_qemu() {
+        let plain_companion = [6, 0x30, 15, 0, 0, 0];
+        let streams_companion = [6, 0x30, 15, 4, 0, 0];
+        // A USB 3 stick: two bulk endpoints with plain companions.
+        assert_eq!(
+            superspeed_runs_as_high([
+                (0x81, ep(2, 1024, &plain_companion)),
+                (0x02, ep(2, 1024, &plain_companion)),
+                (0x83, ep(3, 1024, &[])),
+            ]),
+            Ok(())
+        );
+        assert!(superspeed_runs_as_high([(0x81, ep(1, 1024, &[]))])
+            .is_err_and(|e| e.contains("isochronous")));
+        // UAS: streams in the companion, found behind another descriptor.
+        let uas = [4, 0x24, 1, 0, 6, 0x30, 15, 4, 0, 0];
+        assert!(superspeed_runs_as_high([(0x02, ep(2, 1024, &uas))])
+            .is_err_and(|e| e.contains("streams")));
+        assert!(superspeed_runs_as_high([(0x02, ep(2, 1024, &streams_companion))]).is_err());
+        assert!(superspeed_runs_as_high([(0x83, ep(3, 2048, &[]))]).is_err());
+        // Hostile extra bytes: zero or overlong lengths end the walk.
+        for extra in [&[0u8, 0x30, 0, 4][..], &[200, 0x30, 0, 4], &[3], &[]] {
+            assert_eq!(companion_attributes(extra), None);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -212,3 +212,36 @@ fn loopback_and_source_modes() {
     let produced = u64::from_le_bytes(counters.buffer[8..].try_into().unwrap());
     assert_eq!((consumed, produced), (600, 600 + 600 + 600));
 }
+
+/// Hostile wValue/wIndex high bytes stall instead of being truncated into a
+/// valid request (SET_CONFIGURATION 0x0101 is not configuration 1, endpoint
+/// 0x0181 is not 0x81).
+#[test]
+fn wide_values_stall_instead_of_truncating() {
+    let (_host, _busid, dev, sink) = plug(factory(|| Box::new(LoopbackDevice::new(64))));
+    let mut d = Driver::new(dev, sink);
+    assert_eq!(
+        d.control_out(0x00, 9, 1, 0, vec![]).outcome,
+        TransferOutcome::Completed
+    );
+    assert_eq!(
+        d.control_out(0x00, 9, 0x0100, 0, vec![]).outcome,
+        TransferOutcome::Stall
+    );
+    assert_eq!(Driver::data_in(&d.control_in(0x80, 8, 0, 0, 1)), &[1]);
+    for (bm, req, value, index) in [(0x82, 0, 0, 0x0181), (0x81, 10, 0, 0x0100)] {
+        let r = d.control_in(bm, req, value, index, 2);
+        assert_eq!(r.outcome, TransferOutcome::Stall, "{bm:#x}/{req}");
+    }
+    for (bm, req, value, index) in [
+        (0x02, 3, 0, 0x0181),
+        (0x02, 1, 0, 0x0181),
+        (0x01, 11, 0x0100, 0),
+        (0x01, 11, 0, 0x0100),
+    ] {
+        let r = d.control_out(bm, req, value, index, vec![]);
+        assert_eq!(r.outcome, TransferOutcome::Stall, "{bm:#x}/{req}");
+    }
+    // The endpoint was not halted by the truncated SET_FEATURE.
+    assert_eq!(Driver::data_in(&d.control_in(0x82, 0, 0, 0x81, 2)), &[0, 0]);
+}
