@@ -41,7 +41,7 @@ use crate::guest::GrantedMemory;
 use crate::guest_warn;
 use crate::mailbox::Mailbox;
 use crate::ports::Ports;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{PortNotes, RateLimiter};
 use crate::stats::Stats;
 use crate::usb::{BusId, Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
 use crate::xenbus::{self, ControllerConfig, ControllerId};
@@ -101,6 +101,11 @@ pub struct Controller<G: GrantMapper, E: EventChannels> {
     conn: Option<Conn<G, E>>,
     fe_watch_stop: Option<Sender<()>>,
     limiter: RateLimiter,
+    /// Repeated attach failures of a port are logged once (toolstack and
+    /// hotplug retries must not flood the log).
+    port_notes: PortNotes,
+    /// Budget for port lines that are new (a toolstack cycling busids).
+    port_limiter: RateLimiter,
     completions: Vec<(TransferId, Completion)>,
     requests: Vec<UrbRequest>,
     responses: Vec<UrbResponse>,
@@ -141,6 +146,8 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             conn: None,
             fe_watch_stop: None,
             limiter: RateLimiter::default(),
+            port_notes: PortNotes::default(),
+            port_limiter: RateLimiter::default(),
             completions: Vec::with_capacity(32),
             requests: Vec::with_capacity(16),
             responses: Vec::with_capacity(32),
@@ -506,16 +513,37 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     }
 
     /// Whether the toolstack's record lets the backend open `busid`.
-    fn record_permits(&self, busid: &BusId, port: u8) -> bool {
+    fn record_permits(&mut self, busid: &BusId, port: u8) -> bool {
         match xenbus::read_record(&self.ctx.xs, busid) {
             Ok(v) if v.permits_open() => true,
             Ok(v) => {
-                tracing::info!(ctl = %self.id, port, %busid, verdict = ?v, "device not opened or released: the toolstack's record withholds it");
+                let msg = format!("device {busid} not opened or released: the toolstack's record withholds it ({v:?})");
+                self.port_note(port, false, msg);
                 false
             }
             Err(e) => {
-                tracing::warn!(ctl = %self.id, port, %busid, "device record unreadable, device not opened: {e}");
+                let msg = format!("device {busid} record unreadable, device not opened: {e}");
+                self.port_note(port, true, msg);
                 false
+            }
+        }
+    }
+
+    /// Logs `msg` about `port` unless it is what was said last about that
+    /// port (then only at debug level); new lines share a budget.
+    fn port_note(&mut self, port: u8, warn: bool, msg: String) {
+        if !self.port_notes.is_new(port, &msg) {
+            tracing::debug!(ctl = %self.id, port, "(repeated) {msg}");
+            return;
+        }
+        if let crate::ratelimit::Verdict::Log { suppressed } = self.port_limiter.check() {
+            if suppressed > 0 {
+                tracing::warn!(ctl = %self.id, suppressed, "suppressed {suppressed} port log lines");
+            }
+            if warn {
+                tracing::warn!(ctl = %self.id, port, "{msg}");
+            } else {
+                tracing::info!(ctl = %self.id, port, "{msg}");
             }
         }
     }
@@ -524,10 +552,13 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         let new = match xenbus::read_port(&self.ctx.xs, &self.be, port) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(ctl = %self.id, port, "port left empty: {e}");
+                self.port_note(port, true, format!("port left empty: {e}"));
                 None
             }
         };
+        if new.is_none() {
+            self.port_notes.clear(port);
+        }
         let permitted = new.as_ref().is_some_and(|b| self.record_permits(b, port));
         let Some(setup) = self.setup.as_mut() else {
             return;
@@ -562,6 +593,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             .attach(port, &*self.ctx.host, sink, !self.resuming)
         {
             Ok(speed) => {
+                self.port_notes.clear(port);
                 Stats::inc(&self.stats.attached);
                 tracing::info!(ctl = %self.id, port, ?speed, busid = ?setup.ports.busid(port).map(|b| b.to_string()), "device attached");
                 setup.engine.forget_port(port);
@@ -569,7 +601,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             }
             Err(e) => {
                 Stats::inc(&self.stats.attach_refused);
-                tracing::warn!(ctl = %self.id, port, "port left empty: {e}");
+                self.port_note(port, true, format!("port left empty: {e}"));
             }
         }
     }

@@ -92,6 +92,37 @@ impl Default for RateLimiter {
     }
 }
 
+/// The last message logged about each root-hub port, so a retry that fails
+/// the same way is not logged again.
+///
+/// WHY: every change of the backend directory or of a device record, and
+/// every hotplug arrival, re-tries the ports; a device that cannot be opened
+/// (a hub, a busy or missing device, a withheld record) would otherwise log
+/// the same line each time, as fast as the toolstack or the host changes
+/// things. A different message, or the same one after the port was attached
+/// or emptied, is logged again.
+#[derive(Debug, Default)]
+pub struct PortNotes {
+    last: std::collections::BTreeMap<u8, String>,
+}
+
+impl PortNotes {
+    /// Whether `message` about `port` is new (and should be logged);
+    /// remembers it.
+    pub fn is_new(&mut self, port: u8, message: &str) -> bool {
+        if self.last.get(&port).is_some_and(|m| m == message) {
+            return false;
+        }
+        self.last.insert(port, message.to_owned());
+        true
+    }
+
+    /// Forgets what was said about `port` (attached, emptied).
+    pub fn clear(&mut self, port: u8) {
+        self.last.remove(&port);
+    }
+}
+
 /// Logs a guest-triggerable warning through a [`RateLimiter`].
 #[macro_export]
 #[doc(hidden)]
@@ -124,5 +155,17 @@ mod tests {
         assert_eq!(r.check_at(t1), Verdict::Log { suppressed: 0 });
         assert_eq!(r.check_at(t1), Verdict::Drop);
         assert_eq!(r.suppressed_total(), 6);
+    }
+
+    #[test]
+    fn port_notes_log_a_repeated_failure_once() {
+        let mut n = PortNotes::default();
+        assert!(n.is_new(1, "busy"));
+        assert!(!n.is_new(1, "busy"));
+        assert!(n.is_new(2, "busy"), "per port");
+        assert!(n.is_new(1, "gone"), "a different message");
+        assert!(!n.is_new(1, "gone"));
+        n.clear(1);
+        assert!(n.is_new(1, "gone"), "again after the port changed");
     }
 }
