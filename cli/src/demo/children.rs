@@ -228,6 +228,9 @@ impl Children {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_status(id) {
+                // The child has exited, but its output may still be in the pipes: let
+                // the readers reach end of file so callers see all of it.
+                self.drain_output(id, Duration::from_secs(5));
                 return Ok(s);
             }
             if Instant::now() >= deadline {
@@ -264,13 +267,7 @@ impl Children {
         timeout: Duration,
     ) -> Result<ProcId, (String, Option<ProcId>)> {
         let s = self.spawn(name, cmd, false).map_err(|e| (e, None))?;
-        let waited = self.wait(s.id, timeout);
-        if waited.is_ok() {
-            // The child has exited, but its output may still be in the pipes: let the
-            // readers reach end of file so callers see all of it.
-            self.drain_output(s.id, Duration::from_secs(5));
-        }
-        match waited {
+        match self.wait(s.id, timeout) {
             Ok(st) if st.success() => Ok(s.id),
             Ok(st) => Err((format!("`{name}` failed ({})", describe(st)), Some(s.id))),
             Err(e) => {
