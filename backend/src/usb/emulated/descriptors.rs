@@ -5,6 +5,11 @@
 //! each alternate setting to validate transfers, and building the bytes from
 //! one description keeps the two from disagreeing.
 
+use pvusb_protocol::usb::{
+    encode_language_ids, encode_string, ConfigBuilder, DeviceDescriptor, EndpointDescriptor,
+    InterfaceSpec as ProtoInterface,
+};
+
 use crate::usb::proto::Speed;
 
 /// Descriptor type codes (USB 2.0 table 9-5).
@@ -32,6 +37,16 @@ pub enum EndpointType {
     Bulk = 2,
     /// Interrupt.
     Interrupt = 3,
+}
+
+impl EndpointType {
+    fn to_protocol(self) -> pvusb_protocol::usb::EndpointType {
+        match self {
+            EndpointType::Isochronous => pvusb_protocol::usb::EndpointType::Isochronous,
+            EndpointType::Bulk => pvusb_protocol::usb::EndpointType::Bulk,
+            EndpointType::Interrupt => pvusb_protocol::usb::EndpointType::Interrupt,
+        }
+    }
 }
 
 /// One endpoint of an alternate setting.
@@ -166,23 +181,22 @@ impl DeviceSpec {
 
     /// The 18-byte device descriptor.
     pub fn device_descriptor(&self) -> Vec<u8> {
-        let mut d = Vec::with_capacity(18);
-        d.extend_from_slice(&[18, descriptor_type::DEVICE]);
-        d.extend_from_slice(&self.usb_version.to_le_bytes());
-        d.extend_from_slice(&[
-            self.class,
-            self.subclass,
-            self.protocol,
-            self.max_packet_size0,
-        ]);
-        d.extend_from_slice(&self.vendor_id.to_le_bytes());
-        d.extend_from_slice(&self.product_id.to_le_bytes());
-        d.extend_from_slice(&self.device_version.to_le_bytes());
-        d.push(if self.manufacturer.is_some() { 1 } else { 0 });
-        d.push(if self.product.is_some() { 2 } else { 0 });
-        d.push(if self.serial.is_some() { 3 } else { 0 });
-        d.push(u8::try_from(self.configs.len()).unwrap_or(u8::MAX));
-        d
+        DeviceDescriptor {
+            bcd_usb: self.usb_version,
+            device_class: self.class,
+            device_subclass: self.subclass,
+            device_protocol: self.protocol,
+            max_packet_size0: self.max_packet_size0,
+            id_vendor: self.vendor_id,
+            id_product: self.product_id,
+            bcd_device: self.device_version,
+            i_manufacturer: if self.manufacturer.is_some() { 1 } else { 0 },
+            i_product: if self.product.is_some() { 2 } else { 0 },
+            i_serial_number: if self.serial.is_some() { 3 } else { 0 },
+            num_configurations: u8::try_from(self.configs.len()).unwrap_or(u8::MAX),
+        }
+        .to_bytes()
+        .to_vec()
     }
 
     /// The 10-byte device qualifier (only high-speed devices have one).
@@ -203,59 +217,50 @@ impl DeviceSpec {
         Some(d)
     }
 
-    /// The full configuration descriptor (with interfaces and endpoints) at `index`.
+    /// The full configuration descriptor (with interfaces and endpoints) at
+    /// `index`, built by the protocol crate's [`ConfigBuilder`] (one encoder
+    /// for the parser's round trip and the emulated devices). `None` (a
+    /// stall) if the description cannot be encoded.
     pub fn config_descriptor(&self, index: usize) -> Option<Vec<u8>> {
         let c = self.configs.get(index)?;
-        let mut body = Vec::new();
+        let mut b = ConfigBuilder::new(c.value)
+            .attributes(c.attributes)
+            .max_power(c.max_power);
         for i in &c.interfaces {
-            body.extend_from_slice(&[9, descriptor_type::INTERFACE, i.number, i.alt_setting]);
-            body.push(u8::try_from(i.endpoints.len()).unwrap_or(u8::MAX));
-            body.extend_from_slice(&[i.class, i.subclass, i.protocol, 0]);
-            body.extend_from_slice(&i.class_descriptors);
+            b = b.interface(ProtoInterface {
+                number: i.number,
+                alternate_setting: i.alt_setting,
+                class: i.class,
+                subclass: i.subclass,
+                protocol: i.protocol,
+                i_interface: 0,
+            });
+            if !i.class_descriptors.is_empty() {
+                b = b.class_descriptor(&i.class_descriptors);
+            }
             for e in &i.endpoints {
-                body.extend_from_slice(&[7, descriptor_type::ENDPOINT, e.address, e.kind as u8]);
-                body.extend_from_slice(&e.max_packet_size.to_le_bytes());
-                body.push(e.interval);
+                b = b.endpoint(EndpointDescriptor::new(
+                    e.address,
+                    e.kind.to_protocol(),
+                    e.max_packet_size,
+                    e.interval,
+                ));
             }
         }
-        let total = u16::try_from(body.len() + 9).ok()?;
-        let mut d = vec![9, descriptor_type::CONFIGURATION];
-        d.extend_from_slice(&total.to_le_bytes());
-        d.push(self.interface_count(c));
-        d.extend_from_slice(&[c.value, 0, c.attributes, c.max_power]);
-        d.extend_from_slice(&body);
-        Some(d)
+        b.build().ok()
     }
 
-    fn interface_count(&self, c: &ConfigSpec) -> u8 {
-        let mut numbers: Vec<u8> = c.interfaces.iter().map(|i| i.number).collect();
-        numbers.sort_unstable();
-        numbers.dedup();
-        u8::try_from(numbers.len()).unwrap_or(u8::MAX)
-    }
-
-    /// String descriptor `index` (0 = the language list).
+    /// String descriptor `index` (0 = the language list); a string too long
+    /// for a descriptor's one-byte bLength is not offered.
     pub fn string_descriptor(&self, index: u8) -> Option<Vec<u8>> {
         let text = match index {
-            0 => {
-                let mut d = vec![4, descriptor_type::STRING];
-                d.extend_from_slice(&LANGID_EN_US.to_le_bytes());
-                return Some(d);
-            }
+            0 => return encode_language_ids(&[LANGID_EN_US]).ok(),
             1 => self.manufacturer.as_deref()?,
             2 => self.product.as_deref()?,
             3 => self.serial.as_deref()?,
             _ => return None,
         };
-        // bLength is one byte: at most 126 UTF-16 units fit.
-        let units: Vec<u16> = text.encode_utf16().take(126).collect();
-        let mut d = Vec::with_capacity(2 + 2 * units.len());
-        d.push(u8::try_from(2 + 2 * units.len()).unwrap_or(u8::MAX));
-        d.push(descriptor_type::STRING);
-        for u in units {
-            d.extend_from_slice(&u.to_le_bytes());
-        }
-        Some(d)
+        encode_string(text).ok()
     }
 
     /// The configuration with this bConfigurationValue.
