@@ -438,14 +438,9 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                     setup.engine.cancel_port(p, &mut setup.ports);
                 }
             }
-            self.mailbox.take_completions(&mut self.completions);
-            let mem = GrantedMemory {
-                grants: &*self.ctx.grants,
-                domid: self.id.domid,
-            };
-            for (tid, c) in self.completions.drain(..) {
-                setup.engine.complete(tid, c, &mem, &mut self.responses);
-            }
+        }
+        self.drain_completions();
+        if let Some(setup) = self.setup.as_mut() {
             setup.engine.abort_all(status, &mut self.responses);
         }
         if push {
@@ -613,6 +608,24 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             return;
         };
         setup.ports.detach(port);
+        self.drain_completions();
+        if let Some(setup) = self.setup.as_mut() {
+            setup
+                .engine
+                .abort_port(port, Status::NoDev, &mut self.responses);
+            setup.engine.forget_port(port);
+        }
+        tracing::info!(ctl = %self.id, port, "device detached");
+        self.flush_responses();
+        self.post(port, Speed::None);
+    }
+
+    /// Hands every completion waiting in the mailbox to the engine; the
+    /// answers collect in `self.responses`.
+    fn drain_completions(&mut self) {
+        let Some(setup) = self.setup.as_mut() else {
+            return;
+        };
         self.mailbox.take_completions(&mut self.completions);
         let mem = GrantedMemory {
             grants: &*self.ctx.grants,
@@ -621,13 +634,6 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         for (tid, c) in self.completions.drain(..) {
             setup.engine.complete(tid, c, &mem, &mut self.responses);
         }
-        setup
-            .engine
-            .abort_port(port, Status::NoDev, &mut self.responses);
-        setup.engine.forget_port(port);
-        tracing::info!(ctl = %self.id, port, "device detached");
-        self.flush_responses();
-        self.post(port, Speed::None);
     }
 
     /// A host device arrived or left.
