@@ -2,9 +2,11 @@
 //!
 //! Why this module exists: memory mapped from a grant (real gntdev/gntalloc or the
 //! simulated memfd grant table) can be changed by the peer at any time, so no Rust
-//! reference to its bytes is ever formed. Every access is bounds-checked, copies use
-//! volatile loads/stores, and the only references handed out are to `AtomicU32`,
-//! which is sound for memory other parties mutate concurrently.
+//! reference to its bytes is ever formed. Every access is bounds-checked; short
+//! (structured) copies use volatile loads/stores, payload-sized ones `memcpy`
+//! through the raw pointer (see `copy_from_shared` for why both are sound), and
+//! the only references handed out are to `AtomicU32`, which is sound for memory
+//! other parties mutate concurrently.
 //!
 //! This is one of the two places of the crate where `unsafe` is allowed; every block
 //! carries a `// SAFETY:` comment.
@@ -15,7 +17,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
 use nix::sys::mman::{MapFlags, ProtFlags};
 use pvusb_ring::shared::{check_range, check_u32};
@@ -35,9 +37,10 @@ pub(crate) struct MmapRegion {
 }
 
 // SAFETY: the region is plain memory owned by this value; all accesses go through
-// volatile or atomic operations, which are safe to perform from any thread.
+// raw-pointer copies (volatile or memcpy) or atomics, never through references,
+// and are as valid from any thread as from the one that mapped it.
 unsafe impl Send for MmapRegion {}
-// SAFETY: as above, shared access only uses volatile copies and atomics.
+// SAFETY: as above, shared access only uses raw-pointer copies and atomics.
 unsafe impl Sync for MmapRegion {}
 
 fn prot(writable: bool) -> ProtFlags {
@@ -233,8 +236,20 @@ impl Drop for MmapRegion {
     }
 }
 
-/// The word the copies move: the widest naturally aligned access a volatile
-/// load or store is guaranteed to perform as one instruction.
+/// Copies at least this long are payload and move with `memcpy`
+/// ([`copy_nonoverlapping`](std::ptr::copy_nonoverlapping)); shorter ones with
+/// volatile words.
+///
+/// WHY a length threshold: everything structured that crosses a shared
+/// mapping is short (a urb ring entry is 148 bytes, a conn ring entry 4, ring
+/// indexes are atomics and never come here), while URB payload is as long as a
+/// transfer, up to 17 pages. Structured data keeps the strict volatile path
+/// (see [`copy_from_shared`]); payload gets memcpy's speed, which is what the
+/// bulk figures of `pvusb bench` are bound by.
+const PLAIN_COPY_MIN: usize = 256;
+
+/// The word the volatile copies move: the widest naturally aligned access a
+/// volatile load or store is guaranteed to perform as one instruction.
 type Word = u64;
 const WORD: usize = size_of::<Word>();
 /// Words per unrolled step (32 bytes): independent loads first, then the
@@ -247,24 +262,59 @@ fn head_len(ptr: usize, len: usize) -> usize {
 }
 
 /// Copy `len` bytes out of shared memory at `src` into private memory at
-/// `dst`.
+/// `dst`: with `memcpy` from [`PLAIN_COPY_MIN`] bytes on, with volatile aligned
+/// words below.
 ///
-/// WHY this shape: the peer may write the shared side at any time, so every
-/// access to it is volatile (the compiler must neither elide, duplicate nor
-/// widen them, and no reference to those bytes is ever formed), and it is made
-/// with aligned 8-byte words, four per step, whatever the alignment of the
-/// private side (which is accessed with ordinary unaligned loads and stores: it
-/// is our own buffer, borrowed exclusively by the caller). The first version
-/// fell back to one byte at a time when the two sides were aligned differently
-/// and did one word per iteration, which made copies several times slower than
-/// memcpy. Plain `copy_nonoverlapping` was not used on purpose: a racy plain
-/// copy is a data race in Rust's model, and the word loop is close to memcpy for
-/// URB-sized buffers (see the `grant_copy` criterion bench).
+/// WHY memcpy for payload is sound here. The shared side is another party's
+/// memory (a page of the peer's memfd, or a grant mapped by gntdev): nothing in
+/// this program writes it while we copy, no Rust reference to it is ever formed
+/// (only the raw pointer of the mapping, after the bounds check of the caller),
+/// and the abstract machine cannot observe the peer's stores, so for the
+/// compiler these are plain reads of memory nobody in the program modifies —
+/// exactly how every device model copies guest payload (QEMU's
+/// `address_space_rw`, rust-vmm's `vm-memory` and crosvm's `VolatileSlice`
+/// bulk copies). What a racing peer can cause at the machine level is a torn
+/// value: bytes partly old, partly new. For opaque payload bytes that is
+/// harmless (a guest racing its own buffer gets what it wrote, in some order).
+///
+/// WHY short copies stay volatile. Short copies are the structured ones (ring
+/// entries, copied out once and then validated): the validation is only
+/// sound if every later use reads the *private* copy. Volatile loads can be
+/// neither repeated nor re-derived from the source. A plain copy could, in
+/// principle, have a later read of the private copy satisfied by reading the
+/// shared source again (memcpy forwarding), i.e. a second fetch after the
+/// check. For the long copies a compiler fence follows the memcpy, which the
+/// optimiser must assume may change any escaped memory (the mapping is), so no
+/// read after it can be forwarded to the source; payload is not validated
+/// anyway. Reads of single words that must be atomic (ring indexes) go through
+/// [`MmapRegion::atomic_u32`], never here.
 ///
 /// # Safety
 /// `src` must be valid for `len` bytes of reads, `dst` for `len` bytes of writes,
 /// and the ranges must not overlap.
 unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
+    if len >= PLAIN_COPY_MIN {
+        // SAFETY: both ranges are valid for `len` bytes and disjoint (the
+        // contract); `src` is never referenced, only read through the raw
+        // pointer, and concurrent stores by the peer (outside this program)
+        // can only tear payload bytes (see the doc comment above).
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { volatile_copy_from_shared(src, dst, len) }
+}
+
+/// The volatile path of [`copy_from_shared`]: every access to the shared side
+/// is volatile (the compiler must neither elide, duplicate nor widen it) and
+/// made with aligned 8-byte words, four per step, whatever the alignment of the
+/// private side (which is accessed with ordinary unaligned loads and stores: it
+/// is our own buffer, borrowed exclusively by the caller).
+///
+/// # Safety
+/// As [`copy_from_shared`].
+unsafe fn volatile_copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
     let head = head_len(src as usize, len);
     let mut i = 0;
     while i < head {
@@ -311,13 +361,35 @@ unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
 }
 
 /// Copy `len` bytes from private memory at `src` into shared memory at `dst`:
-/// the mirror of [`copy_from_shared`] (volatile aligned words on the shared
-/// side, ordinary unaligned loads on the private side).
+/// the mirror of [`copy_from_shared`], for the same reasons (memcpy from
+/// [`PLAIN_COPY_MIN`] bytes on, volatile aligned words on the shared side
+/// below, ordinary unaligned loads on the private side).
 ///
 /// # Safety
 /// `src` must be valid for `len` bytes of reads, `dst` for `len` bytes of writes,
 /// and the ranges must not overlap.
 unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
+    if len >= PLAIN_COPY_MIN {
+        // The fence first: every store to our private source made before this
+        // point is done before the copy reads it, and none is sunk past it.
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: both ranges are valid for `len` bytes and disjoint (the
+        // contract); `dst` is never referenced, only written through the raw
+        // pointer; a peer reading concurrently may see a torn payload, which is
+        // the peer's own race.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { volatile_copy_to_shared(src, dst, len) }
+}
+
+/// The volatile path of [`copy_to_shared`].
+///
+/// # Safety
+/// As [`copy_to_shared`].
+unsafe fn volatile_copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
     let head = head_len(dst as usize, len);
     let mut i = 0;
     while i < head {
@@ -427,19 +499,39 @@ mod tests {
     }
 
     /// Every combination of shared-side and private-side misalignment, and
-    /// lengths around the unrolled step, copies exactly the bytes asked for.
+    /// lengths around the unrolled step and around the switch to `memcpy`
+    /// ([`PLAIN_COPY_MIN`]), copies exactly the bytes asked for.
     #[test]
     fn copies_at_every_alignment_touch_only_their_range() {
+        const AREA: usize = 1200;
         let f = memfd(1);
         let r = MmapRegion::map_shared(f.as_fd(), PAGE_SIZE, 0, true).unwrap();
-        let pattern: Vec<u8> = (0..200u32).map(|i| (i * 7 + 1) as u8).collect();
+        let pattern: Vec<u8> = (0..AREA as u32).map(|i| (i * 7 + 1) as u8).collect();
+        let lens = [
+            0,
+            1,
+            7,
+            8,
+            9,
+            31,
+            32,
+            33,
+            63,
+            64,
+            65,
+            100,
+            PLAIN_COPY_MIN - 1,
+            PLAIN_COPY_MIN,
+            PLAIN_COPY_MIN + 1,
+            1000,
+        ];
         for shared_off in 0..9 {
             for private_off in 0..9 {
-                for len in [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100] {
-                    r.write(0, &[0u8; 256]).unwrap();
+                for len in lens {
+                    r.write(0, &[0u8; AREA]).unwrap();
                     let src = &pattern[private_off..private_off + len];
                     r.write(shared_off, src).unwrap();
-                    let mut all = [0u8; 256];
+                    let mut all = [0u8; AREA];
                     r.read(0, &mut all).unwrap();
                     assert!(all[..shared_off].iter().all(|&b| b == 0));
                     assert_eq!(&all[shared_off..shared_off + len], src);
