@@ -7,9 +7,9 @@
 //! moves with one bounds-checked memory copy per segment. The mapping cannot
 //! fault: the memfd is sealed against shrinking and was checked to be large
 //! enough, and it lives as long as it is mapped, even after the granter died.
-//! What remains per copy is one `poll` of the rendezvous socket
-//! ([`PeerGrants::alive`], in the caller), so that a granter that died or
-//! stopped is refused at once, not only after its event channel reported it.
+//! A copy therefore makes no syscall at all and does not check that the
+//! granter is alive; [`PeerGrants::alive`] is consulted by maps only (see the
+//! module docs of `sim`, "Copies and a granter's death").
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -240,7 +240,7 @@ impl PeerGrants {
 /// One request and its reply on the cached connection. Any failure (a timeout,
 /// a short or malformed reply) leaves the stream at an unknown position: a late
 /// reply would be taken as the answer to the next request. So the connection is
-/// shut down, which makes [`PeerGrants::alive`] false (the next use reconnects)
+/// shut down, which makes [`PeerGrants::alive`] false (the next map reconnects)
 /// and tells the granter to release what this connection mapped.
 fn round_trip(sock: &mut UnixStream, request: &Request) -> std::io::Result<Reply> {
     let result = request
