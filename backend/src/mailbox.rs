@@ -6,7 +6,17 @@
 //! Producers push into a small mutex-protected Vec; the worker swaps the whole
 //! Vec out once per wake-up. The eventfd is written only when no wake-up is
 //! already pending, so a burst of completions costs one syscall.
+//!
+//! Completions made on the worker's own thread (a device that completes
+//! inside `submit`, like the emulated loopback, or a cancel answered at once)
+//! are queued without any wake-up: the worker drains the queue itself before
+//! it sleeps (`Controller::service` loops while completions are queued, and
+//! the worker calls it after everything else it does), so an eventfd write and
+//! read per service pass would buy nothing, and the pending flag would break
+//! the worker out of its polling loop for no reason. The worker marks its
+//! thread with [`Mailbox::serve_on_this_thread`].
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -15,6 +25,24 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::BackendError;
 use crate::usb::{Completion, CompletionSink, HotplugEvent, TransferId};
+
+thread_local! {
+    /// The address of the mailbox whose worker runs on this thread (0: none).
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks a thread as a mailbox's worker while it lives (see
+/// [`Mailbox::serve_on_this_thread`]).
+#[derive(Debug)]
+pub struct ServingGuard {
+    previous: usize,
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        SERVING.with(|s| s.set(self.previous));
+    }
+}
 
 /// A control message for a controller's worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +96,26 @@ impl Mailbox {
         }
     }
 
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Worker side: until the guard drops, completions made on the calling
+    /// thread are queued without waking it. The caller promises what the
+    /// worker loop does: it drains the completion queue (services the
+    /// controller) after anything that may complete a transfer and before it
+    /// sleeps.
+    pub fn serve_on_this_thread(&self) -> ServingGuard {
+        ServingGuard {
+            previous: SERVING.with(|s| s.replace(self.key())),
+        }
+    }
+
+    /// Whether the calling thread is this mailbox's worker.
+    fn on_worker_thread(&self) -> bool {
+        SERVING.with(|s| s.get() == self.key())
+    }
+
     /// Queues a control message and wakes the worker.
     pub fn send(&self, msg: Control) {
         lock(&self.control).push(msg);
@@ -111,8 +159,75 @@ impl Mailbox {
 }
 
 impl CompletionSink for Mailbox {
+    /// Queues a completion; wakes the worker unless this is the worker's own
+    /// thread (which drains the queue before it sleeps).
     fn complete(&self, id: TransferId, completion: Completion) {
         lock(&self.completions).push((id, completion));
-        self.wake();
+        if !self.on_worker_thread() {
+            self.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usb::TransferOutcome;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+    fn done() -> Completion {
+        Completion::failed(TransferOutcome::Cancelled, Vec::new())
+    }
+
+    fn readable(m: &Mailbox) -> bool {
+        let mut fds = [PollFd::new(m.fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+    }
+
+    #[test]
+    fn a_completion_from_another_thread_wakes_the_worker() {
+        let m = std::sync::Arc::new(Mailbox::new().unwrap());
+        let _serving = m.serve_on_this_thread();
+        let m2 = std::sync::Arc::clone(&m);
+        std::thread::spawn(move || m2.complete(7, done()))
+            .join()
+            .unwrap();
+        assert!(m.wake_pending());
+        assert!(readable(&m));
+        m.clear_wake();
+        let mut out = Vec::new();
+        m.take_completions(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!readable(&m));
+    }
+
+    #[test]
+    fn a_completion_on_the_worker_thread_is_queued_without_a_wake_up() {
+        let m = Mailbox::new().unwrap();
+        {
+            let _serving = m.serve_on_this_thread();
+            m.complete(1, done());
+            assert!(!m.wake_pending());
+            assert!(!readable(&m));
+            assert!(m.has_completions(), "queued for the worker's own drain");
+            // Control messages always wake, whoever sends them.
+            m.send(Control::FrontendChanged);
+            assert!(m.wake_pending());
+            m.clear_wake();
+        }
+        // Once the guard is gone this thread is an ordinary producer again.
+        m.complete(2, done());
+        assert!(m.wake_pending());
+        assert!(readable(&m));
+    }
+
+    #[test]
+    fn only_the_served_mailbox_skips_the_wake_up() {
+        let served = Mailbox::new().unwrap();
+        let other = Mailbox::new().unwrap();
+        let _serving = served.serve_on_this_thread();
+        other.complete(3, done());
+        assert!(other.wake_pending());
+        assert!(readable(&other));
     }
 }

@@ -28,6 +28,10 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
     finished: Arc<AtomicBool>,
 ) {
     let result = catch_unwind(AssertUnwindSafe(|| {
+        // The event loop services the controller (which drains completions)
+        // after everything that can complete a transfer and before it sleeps,
+        // so completions made on this thread need no wake-up.
+        let _serving = mailbox.serve_on_this_thread();
         let mut ctl = Controller::new(id, be, ctx, Arc::clone(&mailbox), stats.clone());
         ctl.start();
         event_loop(&mut ctl, &mailbox, &stats);
