@@ -1,8 +1,6 @@
 //! The synchronous event round trip between two threads: raw eventfds and the
 //! simulated event channel. The one-URB-in-flight floor.
 
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use pvusb_benches::pingpong::{EventfdPingPong, EvtchnPingPong};
 
@@ -23,12 +21,5 @@ fn bench_round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(pvusb_benches::MEASUREMENT_SECS))
-        .warm_up_time(Duration::from_millis(pvusb_benches::WARM_UP_MILLIS))
-        .sample_size(pvusb_benches::SAMPLE_SIZE)
-}
-
-criterion_group! { name = benches; config = config(); targets = bench_round_trip }
+criterion_group! { name = benches; config = pvusb_benches::criterion_config(); targets = bench_round_trip }
 criterion_main!(benches);

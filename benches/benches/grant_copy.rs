@@ -2,7 +2,6 @@
 //! per page), next to a plain memcpy of the same size as the ceiling.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pvusb_benches::grant_pair::GrantPair;
@@ -36,12 +35,5 @@ fn bench_grant_copy(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(pvusb_benches::MEASUREMENT_SECS))
-        .warm_up_time(Duration::from_millis(pvusb_benches::WARM_UP_MILLIS))
-        .sample_size(pvusb_benches::SAMPLE_SIZE)
-}
-
-criterion_group! { name = benches; config = config(); targets = bench_grant_copy }
+criterion_group! { name = benches; config = pvusb_benches::criterion_config(); targets = bench_grant_copy }
 criterion_main!(benches);

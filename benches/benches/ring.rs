@@ -4,7 +4,6 @@
 //! really write an eventfd when an event is due show what suppression saves.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -69,12 +68,5 @@ fn bench_ring(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(pvusb_benches::MEASUREMENT_SECS))
-        .warm_up_time(Duration::from_millis(pvusb_benches::WARM_UP_MILLIS))
-        .sample_size(pvusb_benches::SAMPLE_SIZE)
-}
-
-criterion_group! { name = benches; config = config(); targets = bench_ring }
+criterion_group! { name = benches; config = pvusb_benches::criterion_config(); targets = bench_ring }
 criterion_main!(benches);

@@ -2,7 +2,6 @@
 //! check of the backend, on the request kinds it sees most.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pvusb_benches::fixtures::{bulk, control_get_status, iso_in, NUM_PORTS};
@@ -23,12 +22,5 @@ fn bench_validate(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(pvusb_benches::MEASUREMENT_SECS))
-        .warm_up_time(Duration::from_millis(pvusb_benches::WARM_UP_MILLIS))
-        .sample_size(pvusb_benches::SAMPLE_SIZE)
-}
-
-criterion_group! { name = benches; config = config(); targets = bench_validate }
+criterion_group! { name = benches; config = pvusb_benches::criterion_config(); targets = bench_validate }
 criterion_main!(benches);

@@ -6,15 +6,26 @@
 //! (a bench that measures a failing operation measures nothing).
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
 pub mod fixtures;
 pub mod grant_pair;
 pub mod pingpong;
 pub mod ring_pair;
 
 /// Criterion settings shared by every bench: short, so the suite runs in a
-/// couple of minutes on two cores.
-pub const MEASUREMENT_SECS: u64 = 2;
+/// couple of minutes on two cores, and the same everywhere so the figures of
+/// different benches are comparable.
+pub fn criterion_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .measurement_time(Duration::from_secs(MEASUREMENT_SECS))
+        .warm_up_time(Duration::from_millis(WARM_UP_MILLIS))
+        .sample_size(SAMPLE_SIZE)
+}
+
+/// Measurement time per benchmark.
+const MEASUREMENT_SECS: u64 = 2;
 /// Samples per benchmark.
-pub const SAMPLE_SIZE: usize = 20;
+const SAMPLE_SIZE: usize = 20;
 /// Warm-up per benchmark.
-pub const WARM_UP_MILLIS: u64 = 500;
+const WARM_UP_MILLIS: u64 = 500;
