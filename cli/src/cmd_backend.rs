@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
 use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
 use pvusb_backend::usb::emulated::faulty::{SlowDevice, StallDevice, VanishingDevice};
 use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
@@ -27,6 +26,8 @@ use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
 use pvusb_toolstack::{SysfsRoot, Toolstack};
 use pvusb_xenstore::{Tx, XsClient};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::signals::StopSignals;
 
 /// Default size of an emulated disk whose file does not exist yet.
 const DEFAULT_DISK: u64 = 64 << 20;
@@ -223,14 +224,8 @@ fn own_domid(args: &Args, xs: &XsClient) -> u16 {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(args: Args) -> Result<(), String> {
-    // Block the signals before any thread starts, so every thread inherits
-    // the mask and only the sigwait below receives them.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals
-        .thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+    // Before any thread starts, so only the wait below receives them.
+    let signals = StopSignals::block()?;
 
     let emulated = EmulatedHost::new();
     for spec in &args.emulate {
@@ -274,9 +269,7 @@ pub fn run(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let reaper = start_reaper(own, sysfs, Arc::clone(&stop))?;
-    let sig = signals
-        .wait()
-        .map_err(|e| format!("waiting for signals failed: {e}"))?;
+    let sig = signals.wait()?;
     tracing::info!(signal = ?sig, "shutting down");
     stop.store(true, Ordering::SeqCst);
     let _ = reaper.join();

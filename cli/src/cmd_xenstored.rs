@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use nix::sys::signal::{SigSet, Signal};
 use pvusb_xenstore::{ServerConfig, XsServer};
+
+use crate::signals::StopSignals;
 
 /// Run an embedded xenstore server on a UNIX socket.
 #[derive(clap::Args, Debug)]
@@ -21,15 +22,8 @@ pub struct Args {
 
 /// Serves until SIGTERM or SIGINT, then stops cleanly (removing the socket).
 pub fn run(args: Args) -> Result<(), String> {
-    // Block the signals before the server threads exist so every thread inherits
-    // the mask and the signal is only ever collected by `wait` below; this needs
-    // no signal handler (and so no unsafe code).
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals
-        .thread_block()
-        .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
+    // Before the server threads exist, so only the wait below receives them.
+    let signals = StopSignals::block()?;
     let config = ServerConfig {
         trust_declared_domids: args.trust_declared_domids,
         ..ServerConfig::default()

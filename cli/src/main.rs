@@ -16,6 +16,7 @@ mod cmd_toolstack;
 mod cmd_xenstored;
 mod demo;
 mod logging;
+mod signals;
 
 /// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
 #[derive(Debug, Parser)]
