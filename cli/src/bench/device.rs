@@ -158,24 +158,18 @@ pub fn measure(spec: &str, plan: &Plan) -> Result<Report, String> {
         .iter()
         .zip(&reference)
         .map(|(p, n): (&Row, &Row)| {
-            let value = p.value.median / n.value.median;
-            Ratio {
-                name: format!("{} / native", p.name),
-                value,
-                target: 0.95,
-                met: value >= 0.95,
-            }
+            Ratio::new(
+                format!("{} / native", p.name),
+                p.value.median / n.value.median,
+                0.95,
+            )
         })
         .collect();
-    Ok(Report {
-        transport: format!("device {spec} ({busid})"),
-        runs_per_figure: plan.runs,
-        run_seconds: plan.run.as_secs_f64(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+    Ok(Report::new(
+        format!("device {spec} ({busid})"),
+        plan,
         pvusb,
         reference,
         ratios,
-    })
+    ))
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::stats::Summary;
+use super::stats::{Plan, Summary};
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +55,18 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
 }
 
+impl Ratio {
+    /// `value` against `target`; `met` is derived here so it cannot disagree.
+    pub fn new(name: impl Into<String>, value: f64, target: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            target,
+            met: value >= target,
+        }
+    }
+}
+
 fn fmt(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -66,6 +78,29 @@ fn fmt(v: f64) -> String {
 }
 
 impl Report {
+    /// A report of figures measured with `plan` on this machine (the run
+    /// settings and the CPU count are recorded with them, so figures from
+    /// different runs can be compared).
+    pub fn new(
+        transport: String,
+        plan: &Plan,
+        pvusb: Vec<Row>,
+        reference: Vec<Row>,
+        ratios: Vec<Ratio>,
+    ) -> Self {
+        Self {
+            transport,
+            runs_per_figure: plan.runs,
+            run_seconds: plan.run.as_secs_f64(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pvusb,
+            reference,
+            ratios,
+        }
+    }
+
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut s = format!(

@@ -386,33 +386,17 @@ pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report
     }
     progress.finish();
 
-    let ratio = |name: &str, value: f64, target: f64| Ratio {
-        name: name.into(),
-        value,
-        target,
-        met: value >= target,
-    };
     let ratios = vec![
-        ratio(
+        Ratio::new(
             "bulk IN 64 B URB/s at 16 in flight / event round trips/s",
             small16 / rt.median,
             10.0,
         ),
-        ratio(
+        Ratio::new(
             "bulk IN 63 KiB MB/s / memcpy 63 KiB MB/s",
             bulk63 / memcpy63,
             0.4,
         ),
     ];
-    Ok(Report {
-        transport,
-        runs_per_figure: plan.runs,
-        run_seconds: plan.run.as_secs_f64(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        pvusb,
-        reference,
-        ratios,
-    })
+    Ok(Report::new(transport, plan, pvusb, reference, ratios))
 }
