@@ -265,6 +265,33 @@ impl Demo {
         }
     }
 
+    /// Runs a toolstack command that returns only once the guest has done its
+    /// part (ctrl-attach waits for the frontend to connect, ctrl-detach for it
+    /// to close): starts the command, sends the guest `req` while the command
+    /// waits, then waits for the command; returns what it printed. The guest's
+    /// reply is left for the caller to read.
+    fn run_toolstack_with_guest(
+        &mut self,
+        name: &str,
+        cmd: Command,
+        req: &Request,
+    ) -> Result<Vec<String>, Failure> {
+        let ctrl = self.children.spawn(name, cmd, false)?;
+        let (g, _) = self.guest()?;
+        g.send(req)?;
+        let status = self
+            .children
+            .wait(ctrl.id, self.timeout)
+            .map_err(with_child(ctrl.id))?;
+        if !status.success() {
+            return Err(with_child(ctrl.id)(format!(
+                "`{name}` failed ({})",
+                describe(status)
+            )));
+        }
+        Ok(self.children.stdout(ctrl.id))
+    }
+
     fn xs(&self) -> Result<&XsClient, Failure> {
         self.xs
             .as_ref()
@@ -397,24 +424,10 @@ impl Demo {
         self.stage = "ctrl-attach";
         // ctrl-attach returns once backend and frontend are both Connected, so
         // the guest connects while it waits, like xen-hcd probing the new device.
-        let ctrl = self.children.spawn(
-            "ctrl-attach",
-            self.toolstack(&["ctrl-attach", GUEST_NAME, "version=2", &ports_arg]),
-            false,
-        )?;
-        let (g, _) = self.guest()?;
-        g.send(&Request::Connect { devid: DEVID })?;
-        let status = self
-            .children
-            .wait(ctrl.id, self.timeout)
-            .map_err(with_child(ctrl.id))?;
-        if !status.success() {
-            return Err(with_child(ctrl.id)(format!(
-                "`ctrl-attach` failed ({})",
-                describe(status)
-            )));
-        }
-        for l in self.children.stdout(ctrl.id) {
+        let cmd = self.toolstack(&["ctrl-attach", GUEST_NAME, "version=2", &ports_arg]);
+        let printed =
+            self.run_toolstack_with_guest("ctrl-attach", cmd, &Request::Connect { devid: DEVID })?;
+        for l in printed {
             line(format!("toolstack: {l}"));
         }
         let timeout = self.timeout;
@@ -632,24 +645,8 @@ impl Demo {
         line(format!("guest: ports {ports:?} empty"));
 
         self.stage = "ctrl-detach";
-        let ctrl = self.children.spawn(
-            "ctrl-detach",
-            self.toolstack(&["ctrl-detach", GUEST_NAME, "0"]),
-            false,
-        )?;
-        let (g, _) = self.guest()?;
-        g.send(&Request::Close)?;
-        let status = self
-            .children
-            .wait(ctrl.id, self.timeout)
-            .map_err(with_child(ctrl.id))?;
-        if !status.success() {
-            return Err(with_child(ctrl.id)(format!(
-                "`ctrl-detach` failed ({})",
-                describe(status)
-            )));
-        }
-        for l in self.children.stdout(ctrl.id) {
+        let cmd = self.toolstack(&["ctrl-detach", GUEST_NAME, "0"]);
+        for l in self.run_toolstack_with_guest("ctrl-detach", cmd, &Request::Close)? {
             line(l);
         }
         let timeout = self.timeout;
