@@ -75,6 +75,15 @@ impl World {
         w
     }
 
+    /// A world with the daemon serving it and the frontend connected, every
+    /// port's device present.
+    fn running() -> (Self, DaemonHandle, Frontend) {
+        let w = Self::new();
+        let daemon = w.daemon();
+        let front = w.frontend();
+        (w, daemon, front)
+    }
+
     fn daemon(&self) -> DaemonHandle {
         let xs = Arc::new(XsClient::connect(&self.dir.path().join("xs.sock")).unwrap());
         let back = Arc::new(SimXen::new(self.dir.path(), 0));
@@ -128,11 +137,24 @@ impl World {
     }
 }
 
+/// Switches the loopback on port 1 (at `address`) from echoing the last OUT
+/// data to source/sink: bulk IN returns a deterministic pattern of any length
+/// and bulk OUT is consumed without being kept.
+fn source_sink_mode(front: &Frontend, address: u8) {
+    front
+        .control_out(
+            1,
+            address,
+            SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
+            &[],
+            T,
+        )
+        .unwrap();
+}
+
 #[test]
 fn every_transfer_type_against_emulated_devices() {
-    let w = World::new();
-    let daemon = w.daemon();
-    let front = w.frontend();
+    let (w, daemon, front) = World::running();
     // Control, including a wLength far above the configuration's size.
     let lb = front.enumerate(1).unwrap();
     assert_eq!(lb.speed, Speed::High);
@@ -150,15 +172,7 @@ fn every_transfer_type_against_emulated_devices() {
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
     assert_eq!(front.bulk_out(1, lb.address, 1, &data, T).unwrap(), 4096);
     assert_eq!(front.bulk_in(1, lb.address, 1, 4096, T).unwrap(), data);
-    front
-        .control_out(
-            1,
-            lb.address,
-            SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
-            &[],
-            T,
-        )
-        .unwrap();
+    source_sink_mode(&front, lb.address);
     let n = 200_000;
     let got = front.bulk_in(1, lb.address, 1, n, T).unwrap();
     assert_eq!(got.len(), n);
@@ -231,19 +245,9 @@ fn every_transfer_type_against_emulated_devices() {
 
 #[test]
 fn unlink_storm_completes_every_urb_exactly_once() {
-    let w = World::new();
-    let daemon = w.daemon();
-    let front = w.frontend();
+    let (w, daemon, front) = World::running();
     let lb = front.enumerate(1).unwrap();
-    front
-        .control_out(
-            1,
-            lb.address,
-            SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
-            &[],
-            T,
-        )
-        .unwrap();
+    source_sink_mode(&front, lb.address);
     let completed = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut seed = 0x1234_5678u32;
@@ -288,9 +292,7 @@ fn unlink_storm_completes_every_urb_exactly_once() {
 
 #[test]
 fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
-    let w = World::new();
-    let daemon = w.daemon();
-    let front = w.frontend();
+    let (w, daemon, front) = World::running();
     let kb = front.enumerate(2).unwrap();
     let events = front.subscribe();
     // Interrupt URBs pending on a keyboard nobody types on.
@@ -337,9 +339,7 @@ fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
 
 #[test]
 fn backend_restart_reconnects_the_frontend() {
-    let w = World::new();
-    let daemon = w.daemon();
-    let front = w.frontend();
+    let (w, daemon, front) = World::running();
     let lb = front.enumerate(1).unwrap();
     assert_eq!(front.bulk_out(1, lb.address, 1, &[1, 2, 3], T).unwrap(), 3);
     daemon.shutdown();
