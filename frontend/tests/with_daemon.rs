@@ -245,7 +245,7 @@ fn every_transfer_type_against_emulated_devices() {
 
 #[test]
 fn unlink_storm_completes_every_urb_exactly_once() {
-    let (w, daemon, front) = World::running();
+    let (_w, daemon, front) = World::running();
     let lb = front.enumerate(1).unwrap();
     source_sink_mode(&front, lb.address);
     let completed = Arc::new(AtomicUsize::new(0));
