@@ -237,17 +237,7 @@ fn hotplug_and_unplug_are_seen_on_the_conn_ring() {
     assert_eq!((ev.portnum, ev.speed), (4, 2), "keyboard is full speed");
     drv.enumerate(4, 2);
     // An interrupt IN waits for a key; host unplug answers it and posts 0.
-    let pipe = pvusb_protocol::Pipe::new(
-        pvusb_protocol::TransferType::Interrupt,
-        pvusb_protocol::Direction::In,
-        2,
-        1,
-        4,
-    )
-    .expect("pipe");
-    let req =
-        pvusb_protocol::UrbRequest::interrupt(9, pipe, 10, false, &drv.segs(9, 0, 8)).expect("req");
-    drv.send(&[req]);
+    drv.send(&[drv.interrupt_in(9, 2, 4, 1, 8)]);
     wait_stats(&d, 10, 0, "interrupt in flight", |s| s.in_flight == 1);
     assert!(emu.remove(&busid));
     let ev = drv.conn_event();
@@ -336,19 +326,8 @@ fn shutdown_answers_in_flight_requests_and_releases_grants() {
     let mut drv = Driver::connect(&w, 14, 0);
     drv.conn_event();
     drv.enumerate(1, 1);
-    let pipe = pvusb_protocol::Pipe::new(
-        pvusb_protocol::TransferType::Interrupt,
-        pvusb_protocol::Direction::In,
-        1,
-        1,
-        1,
-    )
-    .expect("pipe");
     let reqs: Vec<_> = (4..8u16)
-        .map(|id| {
-            pvusb_protocol::UrbRequest::interrupt(id, pipe, 10, false, &drv.segs(id as usize, 0, 8))
-                .expect("req")
-        })
+        .map(|id| drv.interrupt_in(id, 1, 1, 1, 8))
         .collect();
     drv.send(&reqs);
     wait_stats(&d, 14, 0, "4 pending", |s| s.in_flight == 4);

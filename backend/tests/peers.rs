@@ -55,13 +55,9 @@ fn qemu_unlink_leak_1000_unlinks() {
     let pipe = Pipe::new(TransferType::Interrupt, Direction::In, 1, 1, 1).expect("pipe");
     let mut unlinks = 0;
     while unlinks < 1000 {
-        let mut reqs = Vec::new();
-        for id in 0..8u16 {
-            reqs.push(
-                UrbRequest::interrupt(id, pipe, 10, false, &drv.segs(id as usize, 0, 8))
-                    .expect("req"),
-            );
-        }
+        let reqs: Vec<_> = (0..8u16)
+            .map(|id| drv.interrupt_in(id, 1, 1, 1, 8))
+            .collect();
         drv.send(&reqs);
         wait_stats(&d, 31, 0, "8 pending", |s| s.in_flight == 8);
         let unl: Vec<_> = (0..8u16)
@@ -92,8 +88,7 @@ fn qemu_unlink_leak_1000_unlinks() {
     assert_eq!(s.stale_completions, 0);
     // The device still works afterwards.
     kb.press("a");
-    let r =
-        drv.roundtrip(UrbRequest::interrupt(0, pipe, 10, false, &drv.segs(0, 0, 8)).expect("req"));
+    let r = drv.roundtrip(drv.interrupt_in(0, 1, 1, 1, 8));
     assert_eq!((r.status, r.actual_length), (0, 8));
 }
 

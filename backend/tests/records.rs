@@ -102,17 +102,7 @@ fn detach_releasing_releases_the_device_while_the_port_still_lists_it() {
     assert_eq!(drv.conn_event().portnum, 2);
     drv.enumerate(2, 2);
     // An interrupt IN waiting for a key is in flight when the claim goes.
-    let pipe = pvusb_protocol::Pipe::new(
-        pvusb_protocol::TransferType::Interrupt,
-        pvusb_protocol::Direction::In,
-        2,
-        1,
-        2,
-    )
-    .expect("pipe");
-    let req =
-        pvusb_protocol::UrbRequest::interrupt(9, pipe, 10, false, &drv.segs(9, 0, 8)).expect("req");
-    drv.send(&[req]);
+    drv.send(&[drv.interrupt_in(9, 2, 2, 1, 8)]);
     wait_stats(&d, 4, 0, "interrupt in flight", |s| s.in_flight == 1);
     w.write(&record_state(&busid), "detach-releasing");
     let r = drv.response_for(9);

@@ -414,6 +414,14 @@ impl Driver {
         UrbRequest::bulk(id, pipe, false, &self.segs(id as usize, 0, len)).expect("request")
     }
 
+    /// Interrupt IN request on endpoint number `ep` of `len` bytes at buffer
+    /// `id`, polled every 10 frames, not yet sent.
+    pub fn interrupt_in(&self, id: u16, dev: u8, port: u8, ep: u8, len: usize) -> UrbRequest {
+        let pipe = Pipe::new(TransferType::Interrupt, Direction::In, dev, ep, port).expect("pipe");
+        UrbRequest::interrupt(id, pipe, 10, false, &self.segs(id as usize, 0, len))
+            .expect("request")
+    }
+
     /// Standard enumeration of the device on `port` at address 0, given
     /// address `addr`, configured with configuration 1. Returns the device
     /// descriptor.
