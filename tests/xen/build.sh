@@ -104,6 +104,7 @@ download_debs() {
 deb() { local f; f=$(ls "$TB/debs/$1"_*.deb 2>/dev/null | head -n1); [[ -n $f ]] || die "no $1 deb"; echo "$f"; }
 
 # --- 4. Xen and the kernel --------------------------------------------------------------------
+KROOT=$TB/extract/kernel   # the downloaded kernel package, unpacked (module source for images)
 extract_xen_kernel() {
     local x=$TB/extract
     rm -rf "$x"; mkdir -p "$x/xen" "$x/kernel"
@@ -115,7 +116,6 @@ extract_xen_kernel() {
     depmod -b "$x/kernel" "$KVER"
     rm -rf "$x/xen"
 }
-KMODS() { echo "$TB/extract/kernel"; }
 
 # --- 5. xen-hcd.ko out of tree (Debian's kernel lacks CONFIG_USB_XEN_HCD) --------------------
 build_xen_hcd() {
@@ -141,7 +141,7 @@ build_xen_hcd() {
 # copy_modules DESTROOT MODULE...: copy the modprobe dependency closure of MODULEs.
 copy_modules() {
     local dest=$1; shift
-    local src; src=$(KMODS)
+    local src=$KROOT
     local m f
     mkdir -p "$dest/lib/modules/$KVER"
     for m in "$@"; do
@@ -245,6 +245,8 @@ main() {
     source "$TB/out/versions"
     log "kernel $KVER, Xen $XENVER"
     local key="$KVER $XENVER"
+    # The image steps read modules from the unpacked kernel: redo it if it went missing.
+    [[ -d $KROOT/lib/modules/$KVER ]] || rm -f "$TB/stamps/xenkernel"
     run_step download   "$key" download_debs
     run_step xenkernel  "$key" extract_xen_kernel
     run_step xenhcd     "$key" build_xen_hcd

@@ -5,7 +5,8 @@
 # timeout: 900
 pvusb_require front
 peer_require
-front_read=${PVUSB_FRONT_READ:-front read --port 1 --offset 0 --length 67108864}
+# 131072 blocks of 512 bytes = 64 MiB from LBA 0 of the device on port 1, raw to stdout.
+front_read=${PVUSB_FRONT_READ:-front read --lba 0 --count 131072 --out /proc/self/fd/1 1}
 
 step "put pvusb into the domU's initramfs"
 DOMU_EXTRA=/tmp/$SCEN.extra
@@ -31,7 +32,9 @@ echo "$out" | grep -qi '46f4:0001' || fail "pvusb front list does not show the s
 
 step "domU: pvusb $front_read, verify the pattern"
 pvusb_has "front read" || skip "pvusb lacks 'front read' (front list passed)"
-out=$(domu_exec -t 900 "tb-time sh -c 'pvusb $front_read | md5sum'") || fail "pvusb front read: $out"
+# A second frontend session on the same controller: the backend must accept the re-handshake.
+out=$(domu_exec -t 900 "tb-time sh -c 'set -o pipefail; pvusb $front_read | md5sum'") ||
+    fail "pvusb front read failed: $(echo "$out" | grep -v '^ELAPSED' | tail -n 3 | tr '\n' ' ')"
 got=$(echo "$out" | awk 'NR == 1 {print $1}')
 [ "$got" = "$PATTERN_MD5" ] || fail "pvusb front read: md5 $got, want $PATTERN_MD5"
 note "pvusb frontend read 64 MiB + md5: $(echo "$out" | sed -n 's/^ELAPSED //p') s"
