@@ -9,23 +9,62 @@ use pvusb_frontend::Frontend;
 use pvusb_toolstack::DeviceSpec;
 use support::*;
 
-/// Bulk OUT/IN echo loops on the loopback device until `stop`; counts successes.
-fn load(front: &Arc<Frontend>, addr: u8, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    let (front, stop) = (Arc::clone(front), Arc::clone(stop));
-    std::thread::spawn(move || {
-        let ok = AtomicUsize::new(0);
-        let data = vec![0x5a; 4096];
-        while !stop.load(Ordering::SeqCst) {
-            if front.bulk_out(1, addr, 1, &data, T).is_ok()
-                && front.bulk_in(1, addr, 1, 4096, T).is_ok_and(|d| d == data)
-            {
-                ok.fetch_add(1, Ordering::Relaxed);
-            } else {
-                std::thread::sleep(std::time::Duration::from_millis(1));
+/// Bulk OUT/IN echo loops on the loopback device in a thread, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    worker: std::thread::JoinHandle<()>,
+    echoed: Arc<AtomicUsize>,
+}
+
+impl Load {
+    /// Starts the loops and returns once some transfers have gone through, so
+    /// whatever the test does next happens under load.
+    fn start(front: &Arc<Frontend>, addr: u8) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicUsize::new(0));
+        let (worker_front, flag, ok) = (Arc::clone(front), Arc::clone(&stop), Arc::clone(&echoed));
+        let worker = std::thread::spawn(move || {
+            let data = vec![0x5a; 4096];
+            while !flag.load(Ordering::SeqCst) {
+                if worker_front.bulk_out(1, addr, 1, &data, T).is_ok()
+                    && worker_front
+                        .bulk_in(1, addr, 1, 4096, T)
+                        .is_ok_and(|d| d == data)
+                {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
+        });
+        // Not the frontend's stats: enumeration has already submitted URBs.
+        wait_for("some echoes", || echoed.load(Ordering::SeqCst) > 0);
+        Self {
+            stop,
+            worker,
+            echoed,
         }
-        ok.into_inner()
-    })
+    }
+
+    /// Stops the loops; returns how many echoes succeeded.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.worker.join().expect("load thread");
+        self.echoed.load(Ordering::SeqCst)
+    }
+}
+
+/// The loopback attached to port 1 of a new controller and enumerated: the
+/// frontend and the device's address.
+fn loopback_on_port_1(m: &Machine) -> (Arc<Frontend>, u8) {
+    let ts = m.toolstack();
+    let (_, front) = m.ctrl_attach(&ts);
+    let front = Arc::new(front);
+    ts.dev_attach(DOM, &DeviceSpec::BusId(LOOP.into()), Some(0), Some(1))
+        .expect("dev-attach");
+    front.wait_for_device(1, T).expect("device");
+    let dev = front.enumerate(1).expect("enumerate");
+    (front, dev.address)
 }
 
 fn echo(front: &Frontend, addr: u8) {
@@ -38,23 +77,14 @@ fn echo(front: &Frontend, addr: u8) {
 fn hot_unplug_during_transfers_then_replug() {
     let m = Machine::new();
     let _daemon = m.daemon();
-    let ts = m.toolstack();
-    let (_, front) = m.ctrl_attach(&ts);
-    let front = Arc::new(front);
-    ts.dev_attach(DOM, &DeviceSpec::BusId(LOOP.into()), Some(0), Some(1))
-        .expect("dev-attach");
-    front.wait_for_device(1, T).expect("device");
-    let dev = front.enumerate(1).expect("enumerate");
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = load(&front, dev.address, &stop);
+    let (front, addr) = loopback_on_port_1(&m);
+    let load = Load::start(&front, addr);
     let busid = LOOP.parse().expect("busid");
-    wait_for("some transfers", || front.stats() != Default::default());
     assert!(m.emu.remove(&busid), "unplugged");
     front
         .wait_for_disconnect(1, T)
         .expect("the guest sees it go");
-    stop.store(true, Ordering::SeqCst);
-    worker.join().expect("load thread");
+    load.stop();
     m.emu
         .add(
             busid,
@@ -76,30 +106,15 @@ fn hot_unplug_during_transfers_then_replug() {
 fn daemon_restart_under_load() {
     let m = Machine::new();
     let daemon = m.daemon();
-    let ts = m.toolstack();
-    let (_, front) = m.ctrl_attach(&ts);
-    let front = Arc::new(front);
-    ts.dev_attach(DOM, &DeviceSpec::BusId(LOOP.into()), Some(0), Some(1))
-        .expect("dev-attach");
-    front.wait_for_device(1, T).expect("device");
-    let dev = front.enumerate(1).expect("enumerate");
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = load(&front, dev.address, &stop);
-    wait_for("some transfers", || front.stats() != Default::default());
+    let (front, addr) = loopback_on_port_1(&m);
+    let load = Load::start(&front, addr);
     daemon.shutdown();
     let _daemon = m.daemon();
     front.wait_connected(T).expect("connected again");
     front.wait_for_device(1, T).expect("device after restart");
-    stop.store(true, Ordering::SeqCst);
-    assert!(
-        worker.join().expect("load thread") > 0,
-        "transfers succeeded"
-    );
+    assert!(load.stop() > 0, "transfers succeeded");
     // Later transfers succeed, at the address the guest had or a new one.
-    let addr = match front.enumerate(1) {
-        Ok(d) => d.address,
-        Err(_) => dev.address,
-    };
+    let addr = front.enumerate(1).map_or(addr, |d| d.address);
     echo(&front, addr);
     assert_eq!(
         m.read(&format!("{}/port/1", backend_dir(0))).as_deref(),
