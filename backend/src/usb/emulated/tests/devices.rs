@@ -54,6 +54,18 @@ fn interrupt_in() -> Transfer {
     }
 }
 
+/// HID GET_IDLE (1 byte): a control transfer, so it goes through the control
+/// queue and does not wait behind pending interrupt transfers.
+fn get_idle() -> Transfer {
+    let setup = SetupPacket::new(0xa1, 0x02, 0, 0, 1);
+    Transfer {
+        endpoint: 0x80,
+        kind: TransferKind::Control { setup },
+        buffer: vec![0],
+        short_not_ok: false,
+    }
+}
+
 #[test]
 fn keyboard_pending_reports_and_cancel_exactly_once() {
     let (kb, _host, _busid, mut dev, sink) = keyboard_plug();
@@ -141,16 +153,7 @@ fn vanishing_device_fails_everything_and_leaves() {
     let (mut dev, sink) = open(&host, &busid);
     dev.submit(1, interrupt_in()); // device transfer 1: pending
     dev.submit(2, interrupt_in()); // queued behind it, not attempted yet
-    let setup = SetupPacket::new(0xa1, 0x02, 0, 0, 1);
-    dev.submit(
-        3,
-        Transfer {
-            endpoint: 0x80,
-            kind: TransferKind::Control { setup },
-            buffer: vec![0],
-            short_not_ok: false,
-        },
-    );
+    dev.submit(3, get_idle());
     // Control has its own queue: device transfer 2, answered at once.
     assert_eq!(sink.wait(3).outcome, TransferOutcome::Completed);
     assert_eq!(sink.ids(), vec![3]);
@@ -362,16 +365,7 @@ fn vanishing_mid_transfer_fails_pending_ones() {
     }));
     dev.submit(1, interrupt_in()); // device transfer 1: pending
     dev.submit(2, interrupt_in()); // queued behind it
-    let setup = SetupPacket::new(0xa1, 0x02, 0, 0, 1);
-    dev.submit(
-        3,
-        Transfer {
-            endpoint: 0x80,
-            kind: TransferKind::Control { setup },
-            buffer: vec![0],
-            short_not_ok: false,
-        },
-    );
+    dev.submit(3, get_idle());
     for id in 1..=3 {
         assert_eq!(sink.wait(id).outcome, TransferOutcome::NoDevice, "id {id}");
         assert_eq!(sink.count(id), 1);
