@@ -464,7 +464,9 @@ mod tests {
         let port = f.port();
         let b = back.bind_interdomain(1, port).unwrap();
         drop(b);
-        assert!(matches!(f.ack(), Err(EvtchnError::PeerGone)));
+        // The hang-up reaches the frontend's link through the server thread: wait
+        // for it rather than polling once.
+        assert!(matches!(f.wait(Some(LONG)), Err(EvtchnError::PeerGone)));
         let b2 = back.bind_interdomain(1, port).unwrap();
         let f2 = Arc::clone(&f);
         let waiter = std::thread::spawn(move || f2.wait(Some(LONG)));
