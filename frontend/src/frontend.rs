@@ -167,6 +167,12 @@ impl Frontend {
         options: Options,
     ) -> Result<Self, FrontendError> {
         let cfg = ControllerConfig::read(&xs, domid, devid)?;
+        // A previous session on this controller left our node Closed (or anything
+        // but Initialising): announce a new session first, as spec 13.18 describes
+        // the re-handshake; the backend answers Closed -> InitWait.
+        if !matches!(cfg.own_state(&xs)?, Some(XenbusState::Initialising)) {
+            cfg.set_state(&xs, XenbusState::Initialising)?;
+        }
         cfg.wait_backend(
             &xs,
             "InitWait, Initialised or Connected",

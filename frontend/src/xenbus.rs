@@ -91,6 +91,12 @@ impl ControllerConfig {
             .and_then(|v| v.parse().ok()))
     }
 
+    /// Our own state; `None` if missing or unparsable.
+    pub fn own_state(&self, xs: &XsClient) -> Result<Option<XenbusState>, FrontendError> {
+        let path = xenstore::join(&self.frontend_dir, keys::STATE);
+        Ok(xs.read(Tx::NONE, &path)?.and_then(|v| v.parse().ok()))
+    }
+
     /// Writes our own `state`.
     pub fn set_state(&self, xs: &XsClient, state: XenbusState) -> Result<(), FrontendError> {
         let path = xenstore::join(&self.frontend_dir, keys::STATE);

@@ -356,3 +356,22 @@ fn backend_restart_reconnects_the_frontend() {
     drop(front);
     daemon.shutdown();
 }
+
+/// A second session on the same controller after the first one closed (what
+/// `pvusb front list` then `pvusb front read` do): the new session announces
+/// itself with Initialising, the backend goes back to InitWait, and the
+/// handshake runs again on fresh rings.
+#[test]
+fn a_second_session_after_close_reconnects() {
+    let (w, daemon, front) = World::running();
+    let lb = front.enumerate(1).unwrap();
+    assert_eq!(front.bulk_out(1, lb.address, 1, &[7, 8], T).unwrap(), 2);
+    front.close().unwrap();
+    drop(front);
+    let front = w.frontend();
+    let lb = front.enumerate(1).unwrap();
+    assert_eq!(front.bulk_out(1, lb.address, 1, &[9, 10], T).unwrap(), 2);
+    assert_eq!(front.bulk_in(1, lb.address, 1, 2, T).unwrap(), vec![9, 10]);
+    drop(front);
+    daemon.shutdown();
+}
