@@ -2,12 +2,21 @@
 //! so they can be released and given back (QEMU `usb-host` does the same).
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use rusb::{Context, DeviceHandle};
 
 use super::status::usb_error;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
+
+/// Pause between attempts while a freshly plugged device settles.
+const CLAIM_RETRY: Duration = Duration::from_millis(20);
+/// Extra claim attempts when a kernel driver raced us to an interface.
+const CLAIM_ATTEMPTS: u32 = 10;
+/// How long a device opened right after it was plugged in may take to be
+/// configured by the kernel.
+pub(super) const OPEN_SETTLE: Duration = Duration::from_secs(2);
 
 /// Claimed interfaces and detached kernel drivers of one open device.
 #[derive(Debug, Default)]
@@ -19,17 +28,32 @@ pub(super) struct Claims {
 impl Claims {
     /// Detaches kernel drivers from and claims every interface of the active
     /// configuration. On failure everything claimed so far is released.
+    ///
+    /// `settle`: how long an unconfigured device may take to become configured.
+    /// A device that has just been plugged in is opened (hotplug "arrived") before
+    /// the kernel has chosen its configuration and bound its drivers; claiming
+    /// nothing then would let the host driver (e.g. usb-storage) bind a moment
+    /// later and drive the device alongside the guest — the Xen test-bed's
+    /// hotplug scenario caught exactly that. A guest's own SET_CONFIGURATION
+    /// passes zero: an unconfigured device is what it asked for.
     pub(super) fn claim_active(
         &mut self,
         handle: &DeviceHandle<Context>,
         busid: BusId,
+        settle: Duration,
     ) -> Result<(), UsbError> {
         let device = handle.device();
-        let config = match device.active_config_descriptor() {
-            Ok(c) => c,
-            // Unconfigured: nothing to claim.
-            Err(rusb::Error::NotFound) => return Ok(()),
-            Err(e) => return Err(usb_error(busid, "read configuration", e)),
+        let deadline = Instant::now() + settle;
+        let config = loop {
+            match device.active_config_descriptor() {
+                Ok(c) => break c,
+                Err(rusb::Error::NotFound) if Instant::now() < deadline => {
+                    std::thread::sleep(CLAIM_RETRY);
+                }
+                // Unconfigured: nothing to claim.
+                Err(rusb::Error::NotFound) => return Ok(()),
+                Err(e) => return Err(usb_error(busid, "read configuration", e)),
+            }
         };
         for number in config.interfaces().map(|i| i.number()) {
             if let Err(e) = self.claim_one(handle, number) {
@@ -40,15 +64,34 @@ impl Claims {
         Ok(())
     }
 
+    /// Detaches the kernel driver (if any) and claims the interface. A driver
+    /// the kernel binds between the two steps (a device that was just plugged in)
+    /// makes the claim fail busy: detach and claim again, a bounded number of times.
     fn claim_one(&mut self, handle: &DeviceHandle<Context>, number: u8) -> rusb::Result<()> {
-        // NotSupported: the platform has no kernel drivers to detach.
-        if handle.kernel_driver_active(number).unwrap_or(false) {
-            handle.detach_kernel_driver(number)?;
-            self.detached.insert(number);
+        let mut attempt = 0;
+        loop {
+            // NotSupported: the platform has no kernel drivers to detach.
+            if handle.kernel_driver_active(number).unwrap_or(false) {
+                match handle.detach_kernel_driver(number) {
+                    // NotFound: it went away by itself in the meantime.
+                    Ok(()) | Err(rusb::Error::NotFound) => {
+                        self.detached.insert(number);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match handle.claim_interface(number) {
+                Ok(()) => {
+                    self.claimed.insert(number);
+                    return Ok(());
+                }
+                Err(rusb::Error::Busy) if attempt < CLAIM_ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(CLAIM_RETRY);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        handle.claim_interface(number)?;
-        self.claimed.insert(number);
-        Ok(())
     }
 
     /// Releases every claimed interface (kernel drivers stay detached, so a

@@ -206,7 +206,7 @@ fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
         handle.set_active_configuration(value)
     };
     let outcome = outcome_of(result);
-    if let Err(e) = claims.claim_active(handle, ctx.busid) {
+    if let Err(e) = claims.claim_active(handle, ctx.busid, std::time::Duration::ZERO) {
         tracing::warn!(busid = %ctx.busid, error = %e, "claiming interfaces after SET_CONFIGURATION failed");
         if outcome == TransferOutcome::Completed {
             return TransferOutcome::Error;

@@ -56,7 +56,7 @@ impl LibusbDevice {
     ) -> Result<Self, UsbError> {
         let handle = Arc::new(handle);
         let mut claims = Claims::default();
-        claims.claim_active(&handle, info.busid)?;
+        claims.claim_active(&handle, info.busid, super::claims::OPEN_SETTLE)?;
         let claims = Arc::new(Mutex::new(claims));
         let engine = Arc::new(TransferEngine::new(
             handle.clone(),
