@@ -179,10 +179,14 @@ impl<'a> MassStorage<'a> {
         [op, 0, l[0], l[1], l[2], l[3], 0, c[0], c[1], 0]
     }
 
+    /// Checks `count` blocks at `lba` against the medium; the returned pair fits
+    /// a READ(10)/WRITE(10) CDB when `count` ≤ 65535 (callers split larger ranges).
     fn check_range(&self, op: u8, lba: u64, count: u64) -> Result<(u32, u16), FrontendError> {
         let end = lba.checked_add(count);
-        match (u32::try_from(lba), u16::try_from(count), end) {
-            (Ok(l), Ok(c), Some(e)) if e <= self.blocks => Ok((l, c)),
+        match (u32::try_from(lba), end) {
+            (Ok(l), Some(e)) if e <= self.blocks => {
+                Ok((l, u16::try_from(count).unwrap_or(u16::MAX)))
+            }
             _ => Err(self.fail(
                 op,
                 format!(
@@ -193,15 +197,33 @@ impl<'a> MassStorage<'a> {
         }
     }
 
-    /// READ(10) of `count` (≤ 65535) blocks at `lba`; data phases above the
-    /// URB limit are split by the bulk layer.
-    pub fn read_blocks(&mut self, lba: u64, count: u32) -> Result<Vec<u8>, FrontendError> {
-        let (l, c) = self.check_range(0x28, lba, u64::from(count))?;
-        let len = usize::from(c) * self.block_size as usize;
-        self.command(&Self::rw_cdb(0x28, l, c), DataPhase::In(len), &[])
+    /// Blocks per READ(10)/WRITE(10) command: the CDB's 16-bit count, and at
+    /// most 1 MiB per data phase so a long transfer keeps its memory and its
+    /// per-command timeout modest (data phases above the URB limit are split by
+    /// the bulk layer).
+    fn blocks_per_command(&self) -> u64 {
+        let per_mib = (1u64 << 20) / u64::from(self.block_size.max(1));
+        per_mib.clamp(1, u64::from(u16::MAX))
     }
 
-    /// WRITE(10) of `data` (a whole number of blocks) at `lba`.
+    /// Reads `count` blocks at `lba`, as one or more READ(10) commands.
+    pub fn read_blocks(&mut self, lba: u64, count: u32) -> Result<Vec<u8>, FrontendError> {
+        self.check_range(0x28, lba, u64::from(count))?;
+        let bs = self.block_size as usize;
+        let mut out = Vec::with_capacity((count as usize).saturating_mul(bs));
+        let (mut at, end) = (lba, lba + u64::from(count));
+        while at < end {
+            let n = (end - at).min(self.blocks_per_command());
+            let (l, c) = self.check_range(0x28, at, n)?;
+            let len = usize::from(c) * bs;
+            out.extend(self.command(&Self::rw_cdb(0x28, l, c), DataPhase::In(len), &[])?);
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` (a whole number of blocks) at `lba`, as one or more
+    /// WRITE(10) commands.
     pub fn write_blocks(&mut self, lba: u64, data: &[u8]) -> Result<(), FrontendError> {
         let bs = self.block_size as usize;
         if data.len() % bs != 0 {
@@ -210,9 +232,16 @@ impl<'a> MassStorage<'a> {
                 format!("{} bytes are not whole {bs}-byte blocks", data.len()),
             ));
         }
-        let (l, c) = self.check_range(0x2a, lba, (data.len() / bs) as u64)?;
-        self.command(&Self::rw_cdb(0x2a, l, c), DataPhase::Out, data)
-            .map(drop)
+        self.check_range(0x2a, lba, (data.len() / bs) as u64)?;
+        let per = usize::try_from(self.blocks_per_command()).unwrap_or(1) * bs;
+        let mut at = lba;
+        for chunk in data.chunks(per) {
+            let n = (chunk.len() / bs) as u64;
+            let (l, c) = self.check_range(0x2a, at, n)?;
+            self.command(&Self::rw_cdb(0x2a, l, c), DataPhase::Out, chunk)?;
+            at += n;
+        }
+        Ok(())
     }
 
     fn fail(&self, command: u8, reason: String) -> FrontendError {

@@ -208,6 +208,14 @@ fn every_transfer_type_against_emulated_devices() {
     ms.write_blocks(17, &blocks).unwrap();
     assert_eq!(ms.read_blocks(17, 300).unwrap(), blocks);
     assert!(ms.read_blocks(4095, 2).is_err(), "beyond the medium");
+    // The whole medium in one call: more than one READ(10)/WRITE(10) command
+    // (at most 1 MiB each), as `pvusb front read --count` of a large range does.
+    let whole: Vec<u8> = (0..512 * 4096).map(|i| (i % 241) as u8).collect();
+    ms.write_blocks(0, &whole).unwrap();
+    assert!(
+        ms.read_blocks(0, 4096).unwrap() == whole,
+        "whole medium read back"
+    );
     // Isochronous IN and OUT with per-packet results (alt setting 1).
     let audio = front.enumerate(4).unwrap();
     front
