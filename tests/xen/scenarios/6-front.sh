@@ -35,7 +35,8 @@ pvusb_has "front read" || skip "pvusb lacks 'front read' (front list passed)"
 # A second frontend session on the same controller: the backend must accept the re-handshake.
 out=$(domu_exec -t 900 "tb-time sh -c 'set -o pipefail; pvusb $front_read | md5sum'") ||
     fail "pvusb front read failed: $(echo "$out" | grep -v '^ELAPSED' | tail -n 3 | tr '\n' ' ')"
-got=$(echo "$out" | awk 'NR == 1 {print $1}')
+# The console output interleaves pvusb's log lines (stderr): take the md5sum line.
+got=$(echo "$out" | awk '$2 == "-" && $1 ~ /^[0-9a-f]+$/ && length($1) == 32 {print $1; exit}')
 [ "$got" = "$PATTERN_MD5" ] || fail "pvusb front read: md5 $got, want $PATTERN_MD5"
 note "pvusb frontend read 64 MiB + md5: $(echo "$out" | sed -n 's/^ELAPSED //p') s"
 peer_alive
