@@ -23,8 +23,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Loopback vendor requests (see `pvusb_backend::usb::emulated::loopback`).
 const VENDOR_SET_MODE: u8 = 0x01;
 const VENDOR_GET_COUNTERS: u8 = 0x02;
-/// Blocks per SCSI command of the storage round trip (1 MiB of 512-byte blocks).
-const BLOCKS_PER_COMMAND: usize = 2048;
 
 /// The guest's state between requests.
 struct Guest {
@@ -237,21 +235,12 @@ impl Guest {
         let len = bytes.min(medium) / bs * bs;
         let data = random_bytes(len)?;
         let t = Instant::now();
-        for (i, chunk) in data.chunks(BLOCKS_PER_COMMAND * bs).enumerate() {
-            let lba = (i * BLOCKS_PER_COMMAND) as u64;
-            ms.write_blocks(lba, chunk).map_err(err)?;
-        }
+        // The library splits long ranges into READ(10)/WRITE(10) commands itself.
+        ms.write_blocks(0, &data).map_err(err)?;
         let write_secs = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut back = Vec::with_capacity(len);
-        let total_blocks = len / bs;
-        let mut lba = 0;
-        while lba < total_blocks {
-            let n = BLOCKS_PER_COMMAND.min(total_blocks - lba);
-            let count = u32::try_from(n).map_err(|_| "block count overflow".to_owned())?;
-            back.extend(ms.read_blocks(lba as u64, count).map_err(err)?);
-            lba += n;
-        }
+        let count = u32::try_from(len / bs).map_err(|_| "block count overflow".to_owned())?;
+        let back = ms.read_blocks(0, count).map_err(err)?;
         let read_secs = t.elapsed().as_secs_f64();
         Ok(StorageReport {
             inquiry: format!("{} {}", inq.vendor, inq.product),
