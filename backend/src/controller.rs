@@ -46,6 +46,10 @@ use crate::stats::Stats;
 use crate::usb::{BusId, Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
 use crate::xenbus::{self, ControllerConfig, ControllerId};
 
+/// Responses are published (and the frontend notified if it asked) after
+/// this many, so that a busy frontend overlaps with us; see `service`.
+const PUBLISH_EVERY: usize = 4;
+
 /// Backend-directory key holding the guest address table ("addr:port,...").
 pub const ADDRESS_MAP_KEY: &str = "pvusb-addresses";
 
@@ -749,20 +753,51 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 grants: &*self.ctx.grants,
                 domid: self.id.domid,
             };
-            self.mailbox.take_completions(&mut self.completions);
-            let had_completions = !self.completions.is_empty();
-            for (tid, c) in self.completions.drain(..) {
-                setup.engine.complete(tid, c, &mem, &mut self.responses);
-            }
+            let mailbox = &self.mailbox;
+            let completions = &mut self.completions;
+            let responses = &mut self.responses;
+            let requests = &mut self.requests;
+            let mut had_completions = false;
             let result = (|| {
-                let n = conn.take_requests(&mut self.requests)?;
-                for r in self.requests.drain(..) {
+                // Responses go out every PUBLISH_EVERY, not once per batch: the
+                // frontend starts on the first ones while we work on the rest
+                // (the two sides overlap instead of taking turns).
+                let finish = |responses: &mut Vec<UrbResponse>,
+                              conn: &mut Connection<_, _>,
+                              force: bool|
+                 -> Result<(), BackendError> {
+                    if responses.len() >= PUBLISH_EVERY || (force && !responses.is_empty()) {
+                        conn.respond(responses)?;
+                        responses.clear();
+                    }
+                    Ok(())
+                };
+                let mut complete = |engine: &mut UrbEngine,
+                                    responses: &mut Vec<UrbResponse>,
+                                    conn: &mut Connection<_, _>|
+                 -> Result<bool, BackendError> {
+                    mailbox.take_completions(completions);
+                    let any = !completions.is_empty();
+                    for (tid, c) in completions.drain(..) {
+                        engine.complete(tid, c, &mem, responses);
+                        finish(responses, conn, false)?;
+                    }
+                    Ok(any)
+                };
+                had_completions = complete(&mut setup.engine, responses, conn)?;
+                let n = conn.take_requests(requests)?;
+                for r in requests.drain(..) {
                     setup
                         .engine
-                        .handle_request(&r, &mem, &mut setup.ports, &mut self.responses);
+                        .handle_request(&r, &mem, &mut setup.ports, responses);
+                    // Emulated devices complete during the submit.
+                    if mailbox.has_completions() {
+                        complete(&mut setup.engine, responses, conn)?;
+                    } else {
+                        finish(responses, conn, false)?;
+                    }
                 }
-                conn.respond(&self.responses)?;
-                self.responses.clear();
+                finish(responses, conn, true)?;
                 conn.flush_conn()?;
                 Ok::<_, BackendError>(n)
             })();

@@ -311,19 +311,29 @@ impl Engine {
     /// Consumes every published response on both rings (bounded), validating
     /// each, then refills the ring from the queue. Returns whether any work
     /// was found.
-    pub(crate) fn process(&mut self, done: &mut Done) -> bool {
+    ///
+    /// Stops early, returning `true`, once `limit` URB responses were taken:
+    /// the caller delivers those and publishes the URBs their callbacks
+    /// submit before it calls again, so the backend gets new work while we
+    /// still have responses to go through.
+    pub(crate) fn process(&mut self, done: &mut Done, limit: usize) -> bool {
         let mut worked = false;
+        let mut taken = 0;
         // Each pass consumes at most one ring's worth per ring; the bound only
         // matters against a backend that keeps producing forever.
         for _ in 0..64 {
             if !self.usable() {
                 break;
             }
-            let n_urb = self.process_urb_ring(done);
+            let n_urb = self.process_urb_ring(done, limit - taken);
             let n_conn = self.process_conn_ring(done);
             worked |= n_urb + n_conn > 0;
             self.drain_queue(done);
             self.flush();
+            taken += n_urb;
+            if taken >= limit {
+                break;
+            }
             let polling = self.polling;
             let more = match self.conn.as_mut() {
                 Some(c) if polling => c
@@ -351,9 +361,9 @@ impl Engine {
         worked
     }
 
-    fn process_urb_ring(&mut self, done: &mut Done) -> usize {
+    fn process_urb_ring(&mut self, done: &mut Done, limit: usize) -> usize {
         let mut n = 0;
-        while n < NR_IDS {
+        while n < limit.min(NR_IDS) {
             let Some(conn) = self.conn.as_mut() else {
                 break;
             };

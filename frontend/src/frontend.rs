@@ -659,12 +659,19 @@ fn worker(shared: &Shared) {
 /// keep coming, which is the trade: CPU time for fewer wake-ups.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Consumes responses and runs their callbacks; URBs the callbacks submit are
-/// published together after the last one (one notification per batch).
+/// Responses handled per [`process_and_deliver`]: small enough that the
+/// backend gets resubmitted URBs while we still work through a full ring (the
+/// two sides overlap instead of taking turns), large enough to amortise the
+/// engine lock and the publish.
+const DELIVER_EVERY: usize = 4;
+
+/// Consumes up to [`DELIVER_EVERY`] responses and runs their callbacks; URBs
+/// the callbacks submit are published together after the last one (one
+/// notification per batch).
 /// Returns whether there was any work.
 fn process_and_deliver(shared: &Shared, done: &mut Done) -> bool {
     let mut engine = shared.engine();
-    let worked = engine.process(done);
+    let worked = engine.process(done, DELIVER_EVERY);
     engine.defer_flush = true;
     shared.deliver(done, engine);
     let mut engine = shared.engine();

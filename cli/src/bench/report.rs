@@ -30,10 +30,10 @@ pub struct Ratio {
     pub name: String,
     /// The ratio of the medians.
     pub value: f64,
-    /// The target from issue 7.
-    pub target: f64,
-    /// `value >= target`.
-    pub met: bool,
+    /// The target from issue 7; `None` for a ratio reported as context.
+    pub target: Option<f64>,
+    /// `value >= target`; `None` without a target.
+    pub met: Option<bool>,
 }
 
 /// Everything one run of the bench found.
@@ -61,8 +61,18 @@ impl Ratio {
         Self {
             name: name.into(),
             value,
-            target,
-            met: value >= target,
+            target: Some(target),
+            met: Some(value >= target),
+        }
+    }
+
+    /// A ratio without a target, reported to explain another one.
+    pub fn context(name: impl Into<String>, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            target: None,
+            met: None,
         }
     }
 }
@@ -132,13 +142,12 @@ impl Report {
         }
         s += "-- ratios\n";
         for r in &self.ratios {
-            s += &format!(
-                "{:<60} {:>8} (target >= {}: {})\n",
-                r.name,
-                fmt(r.value),
-                r.target,
-                if r.met { "met" } else { "NOT met" }
-            );
+            let verdict = match (r.target, r.met) {
+                (Some(t), Some(true)) => format!("(target >= {t}: met)"),
+                (Some(t), _) => format!("(target >= {t}: NOT met)"),
+                _ => "(no target)".to_string(),
+            };
+            s += &format!("{:<60} {:>8} {verdict}\n", r.name, fmt(r.value));
         }
         s
     }

@@ -278,7 +278,7 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report, String> {
     let mut progress = Progress {
         done: 0,
-        total: 4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len(),
+        total: 4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1,
     };
     let front = Arc::clone(s.front());
     let mut pvusb = Vec::new();
@@ -384,6 +384,13 @@ pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report
             v,
         ));
     }
+    progress.step("63 KiB hand-off between two CPUs");
+    let handoff63 = repeat(plan, |d| Ok::<_, String>(refs::handoff_mb_s(63 * 1024, d)))?;
+    reference.push(rate_row(
+        format!("hand-off 63 KiB, two CPUs, {DEEP} buffers"),
+        "MB/s",
+        handoff63,
+    ));
     progress.finish();
 
     let ratios = vec![
@@ -396,6 +403,10 @@ pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report
             "bulk IN 63 KiB MB/s / memcpy 63 KiB MB/s",
             bulk63 / memcpy63,
             0.4,
+        ),
+        Ratio::context(
+            "bulk IN 63 KiB MB/s / hand-off 63 KiB MB/s",
+            bulk63 / handoff63.median,
         ),
     ];
     Ok(Report::new(transport, plan, pvusb, reference, ratios))
