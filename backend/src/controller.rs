@@ -790,12 +790,19 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                     setup
                         .engine
                         .handle_request(&r, &mem, &mut setup.ports, responses);
-                    // Emulated devices complete during the submit.
+                    // Emulated devices complete during the submit; a
+                    // completion frees its endpoint for the URBs behind it.
                     if mailbox.has_completions() {
                         complete(&mut setup.engine, responses, conn)?;
+                        setup.engine.dispatch(&mem, &mut setup.ports, responses);
                     } else {
                         finish(responses, conn, false)?;
                     }
+                }
+                setup.engine.dispatch(&mem, &mut setup.ports, responses);
+                while mailbox.has_completions() {
+                    complete(&mut setup.engine, responses, conn)?;
+                    setup.engine.dispatch(&mem, &mut setup.ports, responses);
                 }
                 finish(responses, conn, true)?;
                 conn.flush_conn()?;

@@ -15,13 +15,16 @@
 //! * a completion that no longer matches the in-flight entry (its request was
 //!   already answered by an abort) only returns its buffer to the pool.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pvusb_protocol::{
     IsoPacketDescriptor, Status, Submit, SubmitKind, UrbRequest, UrbResponse, ValidatedUrb,
 };
 
 use crate::addr::{AddressTable, DeviceOp, Route};
+use crate::coalesce::{self, Fate, Member, Queues};
 use crate::guest::{GuestMemory, SegList};
 use crate::guest_warn;
 use crate::pool::BufferPool;
@@ -49,13 +52,24 @@ struct IsoState {
 #[derive(Debug)]
 struct Entry {
     ring_id: u16,
-    tid: TransferId,
+    /// The device transfer carrying it; `None` while it waits in its
+    /// endpoint's bulk queue (see [`crate::coalesce`]).
+    tid: Option<TransferId>,
     port: u8,
+    /// Endpoint address; bulk URBs go through the endpoint's queue.
+    endpoint: u8,
+    short_not_ok: bool,
+    /// The guest unlinked it while its device transfer was in flight.
+    unlinked: bool,
+    /// Offset of its data in a coalesced transfer's buffer.
+    offset: usize,
     is_in: bool,
     data: SegList,
     /// Bytes the response may report at most.
     max_len: usize,
     iso: Option<IsoState>,
+    /// When the device got it (for `Stats::device_us`).
+    submitted_at: Instant,
 }
 
 /// The per-controller URB engine.
@@ -70,6 +84,7 @@ pub struct UrbEngine {
     stats: Arc<Stats>,
     limiter: RateLimiter,
     scratch: Vec<u8>,
+    queues: Queues,
 }
 
 fn response(id: u16, status: Status, len: usize) -> UrbResponse {
@@ -90,6 +105,7 @@ impl UrbEngine {
             stats,
             limiter: RateLimiter::default(),
             scratch: Vec::new(),
+            queues: Queues::default(),
         }
     }
 
@@ -161,14 +177,7 @@ impl UrbEngine {
             }
             Ok(ValidatedUrb::Unlink { id, unlink_id, .. }) => {
                 Stats::inc(&self.stats.unlinks);
-                if let Some(e) = self.in_flight.iter().find(|e| e.ring_id == unlink_id) {
-                    let (port, tid) = (e.port, e.tid);
-                    if let Some(dev) = devices.device(port) {
-                        Stats::inc(&self.stats.unlinks_hit);
-                        // Its own response comes with the completion.
-                        dev.cancel(tid);
-                    }
-                }
+                self.unlink(unlink_id, devices, out);
                 out.push(response(id, Status::Ok, 0));
             }
             Ok(ValidatedUrb::Submit(s)) => self.submit(&s, mem, devices, out),
@@ -276,51 +285,58 @@ impl UrbEngine {
                 }
             }
         }
+        let Some(device) = devices.device(port) else {
+            Stats::inc(&self.stats.no_device);
+            out.push(response(id, Status::NoDev, 0));
+            return;
+        };
+        let endpoint = match s.kind() {
+            SubmitKind::Control(_) => 0,
+            _ => s.endpoint_address(),
+        };
+        let bulk = matches!(kind, TransferKind::Bulk);
+        let mut entry = Entry {
+            ring_id: id,
+            tid: None,
+            port,
+            endpoint,
+            short_not_ok: s.short_not_ok(),
+            unlinked: false,
+            offset: 0,
+            is_in,
+            data,
+            max_len: len,
+            iso,
+            submitted_at: Instant::now(),
+        };
+        if bulk {
+            // Bulk URBs keep their endpoint's order through its queue: on an
+            // idle endpoint this one goes now; behind a transfer in flight it
+            // waits, and those waiting go together once it is done.
+            self.queues.get(port, endpoint).waiting.push_back(id);
+            self.in_flight.push(entry);
+            self.dispatch_endpoint(port, endpoint, mem, devices, out);
+            return;
+        }
         let mut buffer = if len == 0 {
             Vec::new()
         } else {
             self.pool.take(len)
         };
         if is_in {
-            if iso.is_some() {
+            if entry.iso.is_some() {
                 buffer.fill(0);
             }
-        } else if len > 0 {
-            if let Err(e) = mem.copy_from(data.as_slice(), &mut buffer) {
-                Stats::inc(&self.stats.grant_errors);
-                guest_warn!(
-                    self.limiter,
-                    domid = self.domid,
-                    id,
-                    "cannot copy OUT data from the guest: {e}"
-                );
-                self.pool.put(buffer);
-                out.push(response(id, Status::Inval, 0));
-                return;
-            }
-        }
-        let Some(device) = devices.device(port) else {
+        } else if len > 0 && !self.copy_out(&entry, mem, &mut buffer) {
             self.pool.put(buffer);
-            Stats::inc(&self.stats.no_device);
-            out.push(response(id, Status::NoDev, 0));
+            out.push(response(id, Status::Inval, 0));
             return;
-        };
+        }
         self.seq = self.seq.wrapping_add(1);
         let tid = (self.seq << 16) | u64::from(id);
-        self.in_flight.push(Entry {
-            ring_id: id,
-            tid,
-            port,
-            is_in,
-            data,
-            max_len: len,
-            iso,
-        });
+        entry.tid = Some(tid);
+        self.in_flight.push(entry);
         Stats::inc(&self.stats.submitted);
-        let endpoint = match s.kind() {
-            SubmitKind::Control(_) => 0,
-            _ => s.endpoint_address(),
-        };
         device.submit(
             tid,
             Transfer {
@@ -328,6 +344,225 @@ impl UrbEngine {
                 kind,
                 buffer,
                 short_not_ok: s.short_not_ok(),
+            },
+        );
+    }
+
+    /// Copies an OUT URB's data from the guest into `buf`; `false` (logged)
+    /// if the grants do not allow it.
+    fn copy_out(&mut self, e: &Entry, mem: &dyn GuestMemory, buf: &mut [u8]) -> bool {
+        match mem.copy_from(e.data.as_slice(), buf) {
+            Ok(()) => true,
+            Err(err) => {
+                Stats::inc(&self.stats.grant_errors);
+                guest_warn!(
+                    self.limiter,
+                    domid = self.domid,
+                    id = e.ring_id,
+                    "cannot copy OUT data from the guest: {err}"
+                );
+                false
+            }
+        }
+    }
+
+    /// Unlinks ring id `target`: a URB still waiting in its queue is answered
+    /// at once; one on the device is cancelled there and answered with the
+    /// completion.
+    fn unlink(&mut self, target: u16, devices: &mut dyn Devices, out: &mut Vec<UrbResponse>) {
+        let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == target) else {
+            return;
+        };
+        let Some(e) = self.in_flight.get_mut(pos) else {
+            return;
+        };
+        match e.tid {
+            None => {
+                self.queues.remove_waiting(target);
+                self.in_flight.swap_remove(pos);
+                Stats::inc(&self.stats.unlinks_hit);
+                out.push(response(target, TransferOutcome::Cancelled.status(), 0));
+            }
+            Some(tid) => {
+                e.unlinked = true;
+                if let Some(dev) = devices.device(e.port) {
+                    Stats::inc(&self.stats.unlinks_hit);
+                    // Its own response comes with the completion.
+                    dev.cancel(tid);
+                }
+            }
+        }
+    }
+
+    /// Gives the device what waits in the bulk queues: URBs too big to
+    /// coalesce one by one (pipelined), small ones together as one transfer
+    /// once nothing else of their endpoint is in flight.
+    pub fn dispatch(
+        &mut self,
+        mem: &dyn GuestMemory,
+        devices: &mut dyn Devices,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let keys: Vec<(u8, u8)> = self
+            .queues
+            .iter_mut()
+            .filter(|q| !q.waiting.is_empty() && !q.coalesced)
+            .map(|q| (q.port, q.endpoint))
+            .collect();
+        for (port, endpoint) in keys {
+            self.dispatch_endpoint(port, endpoint, mem, devices, out);
+        }
+        self.gauges();
+    }
+
+    /// [`UrbEngine::dispatch`] for one endpoint.
+    fn dispatch_endpoint(
+        &mut self,
+        port: u8,
+        endpoint: u8,
+        mem: &dyn GuestMemory,
+        devices: &mut dyn Devices,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let mut batch: Vec<u16> = Vec::with_capacity(MAX_IN_FLIGHT);
+        // Bounded: each pass takes at least one waiting id off the queue.
+        for _ in 0..=MAX_IN_FLIGHT {
+            batch.clear();
+            let q = self.queues.get(port, endpoint);
+            if q.coalesced {
+                break;
+            }
+            let busy = !q.in_flight.is_empty();
+            let mut total = 0usize;
+            while let Some(&id) = q.waiting.front() {
+                let Some(e) = self.in_flight.iter().find(|e| e.ring_id == id) else {
+                    q.waiting.pop_front();
+                    continue;
+                };
+                let small = coalesce::coalescible(e.max_len);
+                if batch.is_empty() && !small {
+                    batch.push(id);
+                    q.waiting.pop_front();
+                    break;
+                }
+                if !small
+                    || busy
+                    || total + e.max_len > coalesce::MAX_TRANSFER
+                    || (total > 0 && !coalesce::joins(total / batch.len(), e.max_len))
+                {
+                    break;
+                }
+                batch.push(id);
+                q.waiting.pop_front();
+                total += e.max_len;
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let ids = std::mem::take(&mut batch);
+            self.submit_bulk(port, endpoint, &ids, mem, devices, out);
+            batch = ids;
+        }
+    }
+
+    /// One device transfer for the queued URBs `ids` (in order).
+    fn submit_bulk(
+        &mut self,
+        port: u8,
+        endpoint: u8,
+        ids: &[u16],
+        mem: &dyn GuestMemory,
+        devices: &mut dyn Devices,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let total: usize = ids
+            .iter()
+            .filter_map(|id| self.in_flight.iter().find(|e| e.ring_id == *id))
+            .map(|e| e.max_len)
+            .sum();
+        let mut buffer = if total == 0 {
+            Vec::new()
+        } else {
+            self.pool.take(total)
+        };
+        let mut kept: Vec<u16> = Vec::with_capacity(ids.len());
+        let mut offset = 0;
+        for &id in ids {
+            let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == id) else {
+                continue;
+            };
+            let Some(e) = self.in_flight.get(pos) else {
+                continue;
+            };
+            let len = e.max_len;
+            if !e.is_in && len > 0 {
+                let ok = match buffer.get_mut(offset..offset + len) {
+                    Some(dst) => mem.copy_from(e.data.as_slice(), dst).is_ok(),
+                    None => false,
+                };
+                if !ok {
+                    Stats::inc(&self.stats.grant_errors);
+                    guest_warn!(
+                        self.limiter,
+                        domid = self.domid,
+                        id,
+                        "cannot copy OUT data from the guest"
+                    );
+                    self.in_flight.swap_remove(pos);
+                    out.push(response(id, Status::Inval, 0));
+                    continue;
+                }
+            }
+            if let Some(e) = self.in_flight.get_mut(pos) {
+                e.offset = offset;
+            }
+            offset += len;
+            kept.push(id);
+        }
+        buffer.truncate(offset);
+        let Some(&first) = kept.first() else {
+            self.pool.put(buffer);
+            return;
+        };
+        let Some(device) = devices.device(port) else {
+            self.pool.put(buffer);
+            for id in kept {
+                if let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == id) {
+                    self.in_flight.swap_remove(pos);
+                }
+                Stats::inc(&self.stats.no_device);
+                out.push(response(id, Status::NoDev, 0));
+            }
+            return;
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let tid = (self.seq << 16) | u64::from(first);
+        let now = Instant::now();
+        let mut short_not_ok = false;
+        for e in self
+            .in_flight
+            .iter_mut()
+            .filter(|e| kept.contains(&e.ring_id))
+        {
+            e.tid = Some(tid);
+            e.submitted_at = now;
+            short_not_ok = e.short_not_ok;
+        }
+        let q = self.queues.get(port, endpoint);
+        q.in_flight.push(tid);
+        q.coalesced = kept.len() > 1;
+        self.stats
+            .submitted
+            .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        device.submit(
+            tid,
+            Transfer {
+                endpoint,
+                kind: TransferKind::Bulk,
+                buffer,
+                // A coalesced transfer must run to its short packet; each
+                // URB's own flag is applied when it is split.
+                short_not_ok: kept.len() == 1 && short_not_ok,
             },
         );
     }
@@ -388,21 +623,118 @@ impl UrbEngine {
         mem: &dyn GuestMemory,
         out: &mut Vec<UrbResponse>,
     ) {
-        let ring_id = (tid & 0xffff) as u16;
-        let Some(pos) = self
-            .in_flight
-            .iter()
-            .position(|e| e.ring_id == ring_id && e.tid == tid)
-        else {
+        self.queues.transfer_done(tid);
+        let members = self.in_flight.iter().filter(|e| e.tid == Some(tid)).count();
+        if members > 1 {
+            self.complete_coalesced(tid, c, mem, out);
+            self.gauges();
+            return;
+        }
+        let Some(pos) = self.in_flight.iter().position(|e| e.tid == Some(tid)) else {
             Stats::inc(&self.stats.stale_completions);
             self.pool.put(c.buffer);
             return;
         };
         let entry = self.in_flight.swap_remove(pos);
         let rsp = self.finish(&entry, &c, mem);
+        self.account(&entry, &rsp);
         self.pool.put(c.buffer);
         out.push(rsp);
         self.gauges();
+    }
+
+    /// Splits a coalesced transfer's result over its URBs (see
+    /// [`coalesce::split`]); those that got nothing go back to the front of
+    /// their queue for the next `dispatch`.
+    fn complete_coalesced(
+        &mut self,
+        tid: TransferId,
+        c: Completion,
+        mem: &dyn GuestMemory,
+        out: &mut Vec<UrbResponse>,
+    ) {
+        let mut ids: Vec<(usize, u16)> = self
+            .in_flight
+            .iter()
+            .filter(|e| e.tid == Some(tid))
+            .map(|e| (e.offset, e.ring_id))
+            .collect();
+        ids.sort_unstable();
+        let members: Vec<Member> = ids
+            .iter()
+            .filter_map(|(_, id)| self.in_flight.iter().find(|e| e.ring_id == *id))
+            .map(|e| Member {
+                offset: e.offset,
+                len: e.max_len,
+                short_not_ok: e.short_not_ok,
+                unlinked: e.unlinked,
+            })
+            .collect();
+        let actual = c.actual_length.min(c.buffer.len());
+        let fates = coalesce::split(&members, c.outcome, actual);
+        let mut requeue: Vec<u16> = Vec::new();
+        for ((_, id), fate) in ids.iter().zip(fates) {
+            let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == *id) else {
+                continue;
+            };
+            match fate {
+                Fate::Requeue => {
+                    if let Some(e) = self.in_flight.get_mut(pos) {
+                        e.tid = None;
+                        e.offset = 0;
+                    }
+                    requeue.push(*id);
+                }
+                Fate::Answer { outcome, actual } => {
+                    let e = self.in_flight.swap_remove(pos);
+                    let status = outcome.status();
+                    let mut len = if e.is_in || status == Status::Ok {
+                        actual
+                    } else {
+                        0
+                    };
+                    if e.is_in && actual > 0 {
+                        let segs = e.data.truncated(actual);
+                        let copied = c
+                            .buffer
+                            .get(e.offset..e.offset + segs.total())
+                            .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
+                        if !copied {
+                            Stats::inc(&self.stats.grant_errors);
+                            guest_warn!(
+                                self.limiter,
+                                domid = self.domid,
+                                id = e.ring_id,
+                                "cannot copy IN data to the guest"
+                            );
+                            len = 0;
+                        }
+                        let rsp = if copied {
+                            response(e.ring_id, status, len)
+                        } else {
+                            response(e.ring_id, Status::Inval, 0)
+                        };
+                        self.account(&e, &rsp);
+                        out.push(rsp);
+                        continue;
+                    }
+                    let rsp = response(e.ring_id, status, len);
+                    self.account(&e, &rsp);
+                    out.push(rsp);
+                }
+            }
+        }
+        if let Some(e) = requeue
+            .first()
+            .and_then(|id| self.in_flight.iter().find(|e| e.ring_id == *id))
+        {
+            let (port, endpoint) = (e.port, e.endpoint);
+            let q = self.queues.get(port, endpoint);
+            for id in requeue.into_iter().rev() {
+                q.waiting.push_front(id);
+            }
+        }
+        self.pool.put(c.buffer);
     }
 
     fn finish(&mut self, e: &Entry, c: &Completion, mem: &dyn GuestMemory) -> UrbResponse {
@@ -472,23 +804,42 @@ impl UrbEngine {
         response(e.ring_id, status, len)
     }
 
+    fn account(&self, e: &Entry, rsp: &UrbResponse) {
+        let us = u64::try_from(e.submitted_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.device_us.fetch_add(us, Ordering::Relaxed);
+        Stats::inc(&self.stats.completed);
+        let bytes = u64::try_from(rsp.actual_length).unwrap_or(0);
+        let counter = if e.is_in {
+            &self.stats.bytes_in
+        } else {
+            &self.stats.bytes_out
+        };
+        counter.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Transfer ids in flight on `port`.
     pub fn tids_of(&self, port: u8) -> Vec<TransferId> {
-        self.in_flight
+        let mut tids: Vec<TransferId> = self
+            .in_flight
             .iter()
             .filter(|e| e.port == port)
-            .map(|e| e.tid)
-            .collect()
+            .filter_map(|e| e.tid)
+            .collect();
+        tids.sort_unstable();
+        tids.dedup();
+        tids
     }
 
     /// Answers every in-flight request of `port` with `status` (the device
     /// was closed; late completions are dropped as stale).
     pub fn abort_port(&mut self, port: u8, status: Status, out: &mut Vec<UrbResponse>) {
+        self.queues.forget_port(port);
         self.abort_where(|e| e.port == port, status, out);
     }
 
     /// Answers every in-flight request with `status`.
     pub fn abort_all(&mut self, status: Status, out: &mut Vec<UrbResponse>) {
+        self.queues.clear();
         self.abort_where(|_| true, status, out);
     }
 

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod coalesce;
 pub mod connection;
 pub mod controller;
 pub mod daemon;

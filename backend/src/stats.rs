@@ -34,6 +34,17 @@ counters! {
     responses,
     /// Submits handed to a device.
     submitted,
+    /// Device completions answered (every submit ends in one or in an abort).
+    completed,
+    /// Bytes the device returned for IN transfers (actual lengths).
+    bytes_in,
+    /// Bytes the device accepted for OUT transfers (actual lengths).
+    bytes_out,
+    /// Sum over completed transfers of the time from submit to completion, in
+    /// microseconds: `device_us / completed` is the mean time a URB spends in
+    /// the device (libusb, the kernel, the bus), the rest of a URB's round
+    /// trip is the guest and the rings.
+    device_us,
     /// Unlink requests.
     unlinks,
     /// Unlinks whose target was in flight (a cancel was sent to the device).

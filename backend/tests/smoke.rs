@@ -29,5 +29,11 @@ fn enumerate_disk() {
     assert_eq!(desc[0], 18);
     let s = d.stats(5, 0).expect("stats");
     assert_eq!(s.set_address, 1);
+    // Every device completion is counted with its bytes: SET_ADDRESS is
+    // emulated, the GET_DESCRIPTOR calls of the enumeration reached the device.
+    assert_eq!(s.completed, s.submitted);
+    assert!(s.completed >= 1);
+    assert!(s.bytes_in >= 18, "{s:?}");
+    assert_eq!(s.bytes_out, 0);
     d.shutdown();
 }

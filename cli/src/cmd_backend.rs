@@ -28,6 +28,7 @@ use pvusb_xenstore::{Tx, XsClient};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::signals::StopSignals;
+use nix::sys::signal::Signal;
 
 /// Default size of an emulated disk whose file does not exist yet.
 const DEFAULT_DISK: u64 = 64 << 20;
@@ -225,7 +226,7 @@ fn own_domid(args: &Args, xs: &XsClient) -> u16 {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(args: Args) -> Result<(), String> {
     // Before any thread starts, so only the wait below receives them.
-    let signals = StopSignals::block()?;
+    let signals = StopSignals::block_with(&[Signal::SIGUSR1])?;
 
     let emulated = EmulatedHost::new();
     for spec in &args.emulate {
@@ -269,12 +270,33 @@ pub fn run(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let reaper = start_reaper(own, sysfs, Arc::clone(&stop))?;
-    let sig = signals.wait()?;
+    let sig = loop {
+        match signals.wait()? {
+            Signal::SIGUSR1 => log_stats(&daemon),
+            sig => break sig,
+        }
+    };
     tracing::info!(signal = ?sig, "shutting down");
     stop.store(true, Ordering::SeqCst);
     let _ = reaper.join();
     daemon.shutdown();
     Ok(())
+}
+
+/// `kill -USR1`: one log line of counters per controller, for an operator
+/// asking what a guest is doing (and for the test-bed's measurements).
+fn log_stats(daemon: &pvusb_backend::DaemonHandle) {
+    let ids = daemon.controllers();
+    if ids.is_empty() {
+        tracing::info!("stats: no controller is being served");
+    }
+    for id in ids {
+        let Some(s) = daemon.stats(id.domid, id.devid) else {
+            continue;
+        };
+        let mean_device_us = s.device_us.checked_div(s.completed).unwrap_or(0);
+        tracing::info!(ctl = %id, mean_device_us, "stats: {s:?}");
+    }
 }
 
 #[cfg(test)]

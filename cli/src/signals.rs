@@ -16,15 +16,25 @@ impl StopSignals {
     /// Blocks SIGTERM and SIGINT in the calling thread. Call it before starting
     /// any thread, so that every thread inherits the mask.
     pub fn block() -> Result<Self, String> {
+        Self::block_with(&[])
+    }
+
+    /// Like [`StopSignals::block`], and collects `extra` signals too (which
+    /// [`StopSignals::wait`] returns like the stop signals; the caller decides
+    /// what they mean).
+    pub fn block_with(extra: &[Signal]) -> Result<Self, String> {
         let mut set = SigSet::empty();
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGINT);
+        for &s in extra {
+            set.add(s);
+        }
         set.thread_block()
             .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
         Ok(Self(set))
     }
 
-    /// Waits until SIGTERM or SIGINT arrives and says which.
+    /// Waits until one of the blocked signals arrives and says which.
     pub fn wait(&self) -> Result<Signal, String> {
         self.0
             .wait()

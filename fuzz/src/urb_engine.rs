@@ -184,12 +184,14 @@ pub fn run(data: &[u8]) {
                 for r in reqs.drain(..) {
                     engine.handle_request(&r, &guest, &mut devs, &mut out);
                 }
+                engine.dispatch(&guest, &mut devs, &mut out);
             }
             4 => {
                 let done = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
                 for (tid, c) in done {
                     engine.complete(tid, c, &guest, &mut out);
                 }
+                engine.dispatch(&guest, &mut devs, &mut out);
             }
             _ => {
                 let port = input.u8() % 4;

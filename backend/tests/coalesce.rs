@@ -1,0 +1,273 @@
+//! Bulk URB coalescing through the engine, with a device that holds its
+//! transfers until the test completes them (as a real, asynchronous one
+//! does): small URBs queued behind a transfer in flight go to the device as
+//! one transfer, and its result is split back per URB.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
+use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_backend::usb::{
+    Completion, CompletionSink, DeviceInfo, Transfer, TransferId, TransferOutcome, UsbDevice,
+    UsbError, UsbHost,
+};
+use pvusb_backend::{Devices, GuestMemory, Stats, UrbEngine};
+use pvusb_protocol::{
+    Direction, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest, UrbResponse,
+};
+use pvusb_xen::{CopySeg, GrantError};
+
+const PORT: u8 = 1;
+const ADDR: u8 = 5;
+const PAGE: usize = 4096;
+
+/// Guest memory: one page per gref, gref = 100 + request id.
+#[derive(Default)]
+struct Guest(Mutex<HashMap<u32, Vec<u8>>>);
+
+impl Guest {
+    fn page(&self, gref: u32) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&gref)
+            .cloned()
+            .unwrap_or_else(|| vec![0; PAGE])
+    }
+    fn set(&self, gref: u32, data: Vec<u8>) {
+        self.0.lock().unwrap().insert(gref, data);
+    }
+}
+
+impl GuestMemory for Guest {
+    fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
+        let mut at = 0;
+        for s in segs {
+            let page = self.page(s.gref);
+            let (o, n) = (usize::from(s.offset), usize::from(s.len));
+            dst[at..at + n].copy_from_slice(&page[o..o + n]);
+            at += n;
+        }
+        Ok(())
+    }
+    fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
+        let mut at = 0;
+        for s in segs {
+            let mut page = self.page(s.gref);
+            let (o, n) = (usize::from(s.offset), usize::from(s.len));
+            page[o..o + n].copy_from_slice(&src[at..at + n]);
+            self.set(s.gref, page);
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Records submits and cancels; completes nothing by itself.
+struct Held {
+    info: DeviceInfo,
+    submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
+    cancels: Arc<Mutex<Vec<TransferId>>>,
+}
+
+impl UsbDevice for Held {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn submit(&mut self, id: TransferId, transfer: Transfer) {
+        self.submits.lock().unwrap().push((id, transfer));
+    }
+    fn cancel(&mut self, id: TransferId) {
+        self.cancels.lock().unwrap().push(id);
+    }
+    fn reset(&mut self) -> Result<(), UsbError> {
+        Ok(())
+    }
+    fn shutdown(&mut self) {}
+}
+
+struct One(Held);
+
+impl Devices for One {
+    fn device(&mut self, port: u8) -> Option<&mut dyn UsbDevice> {
+        (port == PORT).then_some(&mut self.0 as &mut dyn UsbDevice)
+    }
+}
+
+struct NoSink;
+impl CompletionSink for NoSink {
+    fn complete(&self, _: TransferId, _: Completion) {}
+}
+
+struct Rig {
+    engine: UrbEngine,
+    devs: One,
+    guest: Guest,
+    submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
+    cancels: Arc<Mutex<Vec<TransferId>>>,
+    out: Vec<UrbResponse>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let emu = EmulatedHost::new();
+        let busid = emu
+            .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))))
+            .expect("loopback");
+        let mut dev = emu.open(&busid, Arc::new(NoSink)).expect("open");
+        let info = dev.info().clone();
+        dev.shutdown();
+        let (submits, cancels) = (Arc::default(), Arc::default());
+        let mut rig = Rig {
+            engine: UrbEngine::new(1, 1, Arc::new(Stats::default())),
+            devs: One(Held {
+                info,
+                submits: Arc::clone(&submits),
+                cancels: Arc::clone(&cancels),
+            }),
+            guest: Guest::default(),
+            submits,
+            cancels,
+            out: Vec::new(),
+        };
+        let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, PORT).expect("pipe");
+        let setup = SetupPacket::new(0x00, 5, u16::from(ADDR), 0, 0);
+        rig.request(UrbRequest::control(15, pipe, setup, &[]).expect("SET_ADDRESS"));
+        assert_eq!(rig.take(), vec![(15, 0, 0)], "SET_ADDRESS is emulated");
+        rig
+    }
+
+    fn request(&mut self, r: UrbRequest) {
+        self.engine
+            .handle_request(&r, &self.guest, &mut self.devs, &mut self.out);
+    }
+
+    /// A one-page bulk URB with id `id` on endpoint 1 in `dir`.
+    fn bulk(&mut self, id: u16, dir: Direction, len: usize) {
+        let pipe = Pipe::new(TransferType::Bulk, dir, ADDR, 1, PORT).expect("pipe");
+        let seg = RequestSegment::new(100 + u32::from(id), 0, len as u16);
+        self.request(UrbRequest::bulk(id, pipe, false, &[seg]).expect("bulk"));
+    }
+
+    /// Completes the oldest held transfer; returns its length.
+    fn complete(&mut self, outcome: TransferOutcome, data: &[u8]) -> usize {
+        let (tid, t) = self.submits.lock().unwrap().remove(0);
+        let mut buffer = t.buffer;
+        buffer[..data.len()].copy_from_slice(data);
+        let len = buffer.len();
+        let c = Completion {
+            outcome,
+            buffer,
+            actual_length: data.len(),
+            iso: Vec::new(),
+            start_frame: 0,
+            error_count: 0,
+        };
+        self.engine.complete(tid, c, &self.guest, &mut self.out);
+        self.engine
+            .dispatch(&self.guest, &mut self.devs, &mut self.out);
+        len
+    }
+
+    fn held(&self) -> Vec<usize> {
+        self.submits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.buffer.len())
+            .collect()
+    }
+
+    fn take(&mut self) -> Vec<(u16, i32, i32)> {
+        self.out
+            .drain(..)
+            .map(|r| (r.id, r.status, r.actual_length))
+            .collect()
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+}
+
+#[test]
+fn small_in_urbs_behind_a_busy_endpoint_travel_as_one_transfer_and_split_at_a_short_packet() {
+    let mut rig = Rig::new();
+    for id in 0..4 {
+        rig.bulk(id, Direction::In, PAGE);
+    }
+    // The first went at once (idle endpoint); the others wait behind it.
+    assert_eq!(rig.held(), vec![PAGE]);
+    let first = pattern(PAGE, 1);
+    rig.complete(TransferOutcome::Completed, &first);
+    assert_eq!(rig.take(), vec![(0, 0, 4096)]);
+    assert_eq!(rig.guest.page(100), first);
+    // Ids 1-3 now went as one 12 KiB transfer.
+    assert_eq!(rig.held(), vec![3 * PAGE]);
+    // The device ended it with a short packet after 5000 bytes.
+    let data = pattern(5000, 2);
+    rig.complete(TransferOutcome::Completed, &data);
+    assert_eq!(rig.take(), vec![(1, 0, 4096), (2, 0, 904)]);
+    assert_eq!(rig.guest.page(101), data[..PAGE].to_vec());
+    assert_eq!(rig.guest.page(102)[..904], data[PAGE..]);
+    // Id 3 received nothing: it goes to the device again.
+    assert_eq!(rig.held(), vec![PAGE]);
+    rig.complete(TransferOutcome::Completed, &pattern(PAGE, 3));
+    assert_eq!(rig.take(), vec![(3, 0, 4096)]);
+    let s = rig.engine.stats().snapshot();
+    assert_eq!(
+        (s.completed, s.bytes_in, s.in_flight),
+        (4, 3 * 4096 + 904, 0)
+    );
+}
+
+#[test]
+fn an_unlinked_member_is_answered_and_the_others_go_again_in_order() {
+    let mut rig = Rig::new();
+    for id in 0..4 {
+        rig.bulk(id, Direction::In, PAGE);
+    }
+    rig.complete(TransferOutcome::Completed, &pattern(PAGE, 1));
+    assert_eq!(rig.take(), vec![(0, 0, 4096)]);
+    assert_eq!(rig.held(), vec![3 * PAGE]);
+    let pipe = Pipe::new(TransferType::Bulk, Direction::In, ADDR, 1, PORT).expect("pipe");
+    rig.request(UrbRequest::unlink(9, pipe, 2));
+    assert_eq!(rig.take(), vec![(9, 0, 0)], "the unlink itself is answered");
+    assert_eq!(
+        rig.cancels.lock().unwrap().len(),
+        1,
+        "the transfer is cancelled"
+    );
+    rig.complete(TransferOutcome::Cancelled, &[]);
+    assert_eq!(
+        rig.take(),
+        vec![(2, -71, 0)],
+        "only the unlinked URB is answered"
+    );
+    // Ids 1 and 3 go again, together.
+    assert_eq!(rig.held(), vec![2 * PAGE]);
+    let data = pattern(2 * PAGE, 4);
+    rig.complete(TransferOutcome::Completed, &data);
+    assert_eq!(rig.take(), vec![(1, 0, 4096), (3, 0, 4096)]);
+    assert_eq!(rig.guest.page(103), data[PAGE..].to_vec());
+}
+
+#[test]
+fn out_urbs_are_gathered_in_order_and_a_different_size_is_not_joined() {
+    let mut rig = Rig::new();
+    for id in 0..4u16 {
+        rig.guest
+            .set(100 + u32::from(id), pattern(PAGE, 10 + id as u8));
+    }
+    rig.bulk(0, Direction::Out, PAGE);
+    rig.bulk(1, Direction::Out, PAGE);
+    rig.bulk(2, Direction::Out, PAGE);
+    rig.bulk(3, Direction::Out, 13); // another phase: never joined to the run
+    rig.complete(TransferOutcome::Completed, &[0; PAGE]);
+    assert_eq!(rig.take(), vec![(0, 0, 4096)]);
+    assert_eq!(rig.held(), vec![2 * PAGE], "ids 1 and 2 together, 3 waits");
+    let gathered = rig.submits.lock().unwrap()[0].1.buffer.clone();
+    assert_eq!(gathered[..PAGE], pattern(PAGE, 11));
+    assert_eq!(gathered[PAGE..], pattern(PAGE, 12));
+}
