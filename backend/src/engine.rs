@@ -337,6 +337,7 @@ impl UrbEngine {
         entry.tid = Some(tid);
         self.in_flight.push(entry);
         Stats::inc(&self.stats.submitted);
+        Stats::inc(&self.stats.transfers);
         device.submit(
             tid,
             Transfer {
@@ -554,6 +555,7 @@ impl UrbEngine {
         self.stats
             .submitted
             .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        Stats::inc(&self.stats.transfers);
         device.submit(
             tid,
             Transfer {

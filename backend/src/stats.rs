@@ -34,6 +34,9 @@ counters! {
     responses,
     /// Submits handed to a device.
     submitted,
+    /// Device transfers started (a coalesced transfer carries several
+    /// submits; see `crate::coalesce`).
+    transfers,
     /// Device completions answered (every submit ends in one or in an abort).
     completed,
     /// Bytes the device returned for IN transfers (actual lengths).
