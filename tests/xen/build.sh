@@ -15,6 +15,7 @@
 #   out/dom0.cpio       dom0 root filesystem, uncompressed newc cpio
 #   out/domu.cpio       domU busybox initramfs (usb-storage closure + xen-hcd.ko)
 #   out/stick.img       USB stick image with a known pattern (see make_stick)
+#   out/tools/          tb-iops, tb-ctrl: static measurement tools (tools/*.c), also in domu.cpio
 #   out/versions        kernel and Xen versions used
 set -euo pipefail
 
@@ -28,7 +29,7 @@ XEN_SERIES=4.17
 
 # Host tools the build and the runs need.
 HOST_PACKAGES=(qemu-system-x86 debootstrap cpio busybox-static socat xz-utils kmod gcc make
-               perl ca-certificates)
+               perl ca-certificates libc6-dev)
 # dom0 userland: the Xen tools matching the hypervisor, USB tools, and QEMU for qusb.
 DOM0_PACKAGES=(xen-utils-$XEN_SERIES xenstore-utils usbutils kmod cpio qemu-system-xen procps)
 # Kernel modules dom0 loads (closure computed with modprobe --show-depends).
@@ -192,6 +193,16 @@ EOF
     mv "$TB/out/dom0.cpio.tmp" "$TB/out/dom0.cpio"
 }
 
+# --- 6b. measurement tools (tools/*.c): static, so one binary runs in dom0 and the domU -------
+TOOLS=(tb-iops tb-ctrl)
+build_tools() {
+    local t
+    rm -rf "$TB/out/tools"; mkdir -p "$TB/out/tools"
+    for t in "${TOOLS[@]}"; do
+        gcc -static -O2 -Wall -Wextra -Werror -o "$TB/out/tools/$t" "$HERE/tools/$t.c" || return 1
+    done
+}
+
 # --- 7. domU initramfs (busybox, storage/HID closure, xen-hcd, xenstore client) -------------
 # copy_bin_with_libs SRCROOT DESTROOT BIN...: copy binaries from a root with their ld.so closure.
 copy_bin_with_libs() {
@@ -218,6 +229,9 @@ build_domu_initramfs() {
     mknod -m 600 "$d/dev/console" c 5 1
     install -m 755 "$HERE/guest/domu-init" "$d/init"
     install -m 755 "$HERE/guest/tb-time" "$d/bin/tb-time"
+    # dom0 takes these out of domu.cpio at run time (lib.sh tb_tool), so the 200 MB dom0
+    # image is not rebuilt when a tool changes.
+    local t; for t in "${TOOLS[@]}"; do install -m 755 "$TB/out/tools/$t" "$d/bin/$t"; done
     (cd "$d" && find . -print0 | cpio -o -0 -H newc --quiet > "$TB/out/domu.cpio.tmp")
     mv "$TB/out/domu.cpio.tmp" "$TB/out/domu.cpio"
 }
@@ -253,7 +267,11 @@ main() {
     # The dom0 image depends on the package list and stage-1 init, nothing else: the test
     # scripts and the pvusb binary come in through the 9p share at boot.
     run_step dom0       "$key ${DOM0_PACKAGES[*]} ${DOM0_MODULES[*]} $(md5sum < "$HERE/guest/dom0-stage1")" build_dom0_rootfs
-    run_step domu       "$key ${DOMU_MODULES[*]} $(cat "$HERE"/guest/{domu-init,tb-time} | md5sum)" build_domu_initramfs
+    local tools_key t
+    tools_key="$(gcc -dumpfullversion) $(for t in "${TOOLS[@]}"; do cat "$HERE/tools/$t.c"; done | md5sum)"
+    for t in "${TOOLS[@]}"; do [[ -x $TB/out/tools/$t ]] || rm -f "$TB/stamps/tools"; done
+    run_step tools      "${TOOLS[*]} $tools_key" build_tools
+    run_step domu       "$key ${DOMU_MODULES[*]} $(cat "$HERE"/guest/{domu-init,tb-time} | md5sum) $tools_key" build_domu_initramfs
     run_step stick      "$STICK_MIB $PATTERN_MIB v1" make_stick
     log "test-bed ready in $((SECONDS - t0)) s: $TB/out"
 }

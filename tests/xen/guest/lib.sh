@@ -116,6 +116,32 @@ DOMU_FIND_SD='ls /sys/block | grep -m1 "^sd"'
 # The domU's kernel command line; add tb.nohcd to keep xen-hcd unloaded (scenario 6).
 DOMU_ARGS="console=hvc0 rdinit=/init"
 
+# domu_find_usb VID PID: a domU shell snippet printing the usbfs node (/dev/bus/usb/BBB/DDD,
+# from devtmpfs) of the first device with that vendor and product (e.g. on xen-hcd's bus).
+domu_find_usb() {
+    echo "for u in /sys/bus/usb/devices/*; do [ \"\$(cat \$u/idVendor 2>/dev/null) \$(cat \$u/idProduct 2>/dev/null)\" = \"$1 $2\" ] && { printf '/dev/bus/usb/%03d/%03d\\n' \$(cat \$u/busnum) \$(cat \$u/devnum); exit 0; }; done; exit 1"
+}
+# usb_node VID PID: the same in dom0, from usb_find.
+usb_node() {
+    local bus dev
+    read -r bus dev _ < <(usb_find "$1" "$2") || return 1
+    printf '/dev/bus/usb/%03d/%03d\n' "$bus" "$dev"
+}
+
+# ---- measurement tools (tests/xen/tools/*.c, static) -----------------------------------------
+# tb_tool NAME: path of a measurement tool in dom0. build.sh puts them in domu.cpio's /bin (the
+# domU has them on its PATH); dom0 takes them out of that archive once per boot, so the dom0
+# image need not be rebuilt when a tool changes.
+tb_tool() {
+    local dir=/tmp/tb-tools
+    if [ ! -x "$dir/bin/$1" ]; then
+        mkdir -p "$dir"
+        (cd "$dir" && cpio -i --quiet -d -m "*bin/$1" < "$TB/out/domu.cpio") || return 1
+        [ -x "$dir/bin/$1" ] || { echo "tb_tool: no bin/$1 in $TB/out/domu.cpio (rebuild with build.sh)" >&2; return 1; }
+    fi
+    echo "$dir/bin/$1"
+}
+
 # ---- the pvusb binary --------------------------------------------------------------------------
 # pvusb_has SUBCOMMAND: does the supplied binary know it? (clap: `CMD --help` exits 0)
 pvusb_has() { [ -n "${PVUSB:-}" ] && "$PVUSB" $1 --help >/dev/null 2>&1; }

@@ -4,15 +4,26 @@
 # pvusb (when the binary has `backend`). dom0 is pinned to pCPU 0 (dom0_vcpus_pin) and the domU to
 # pCPU 1. The paths alternate within each of BENCH_ROUNDS rounds (default 3), each round in a
 # fresh domU (qusb slows down run after run inside one domU). Writes go to the scratch region at
-# 128 MiB. Output: results/bench.csv (every run) and results/bench.table (medians).
+# 128 MiB. In the same round and place, two rates from the static tools in tests/xen/tools:
+# 4 KiB random-read IOPS (tb-iops: O_DIRECT, queue depth 1, 4 KiB-aligned offsets in the first
+# 64 MiB from a fixed seed, pattern verified) and synchronous control transfers per second
+# (tb-ctrl: GET_DESCRIPTOR(DEVICE) through usbfs), BENCH_SECONDS (default 10) each.
+# Output: results/bench.csv (every run; value and unit per line: MB/s, IOPS or per_s) and
+# results/bench.table (medians: the throughput table, then the IOPS / control table).
 # timeout: 5400
 mib=${BENCH_MIB:-32}
 rounds=${BENCH_ROUNDS:-3}
+secs=${BENCH_SECONDS:-10}
+span=64     # MiB: the stick's pattern region, so tb-iops -p can verify what it reads
 tests="read:1M read:64K write:1M write:64K"
 paths="native qusb"
 pvusb_has backend && paths="$paths pvusb"
 csv=$RES/bench.csv
-echo "path,test,round,seconds,MBps" > "$csv"
+echo "path,test,round,seconds,value,unit" > "$csv"
+rate_failures=""
+# dom0 runs the tools from domu.cpio (see tb_tool); the domU has them on its PATH.
+tb_iops=$(tb_tool tb-iops) || fail "no tb-iops for dom0 (tests/xen/build.sh builds it)"
+tb_ctrl=$(tb_tool tb-ctrl) || fail "no tb-ctrl for dom0 (tests/xen/build.sh builds it)"
 
 # dd_cmd TEST DEV: the dd command line for TEST (read:BS or write:BS) on /dev/DEV.
 dd_cmd() {
@@ -26,8 +37,22 @@ dd_cmd() {
 }
 record() { # record PATH TEST ROUND ELAPSED
     local mbps; mbps=$(awk -v m="$mib" -v s="$4" 'BEGIN { printf "%.2f", m * 1.048576 / s }')
-    echo "$1,$2,$3,$4,$mbps" >> "$csv"
+    echo "$1,$2,$3,$4,$mbps,MB/s" >> "$csv"
     echo "round $3 $1 $2: $mbps MB/s ($4 s)"
+}
+# record_rate PATH TEST ROUND KEY UNIT RC OUTPUT: record the number a tool printed after KEY
+# (tb-iops: IOPS, tb-ctrl: CTRL_PER_S). A failed measurement is noted and fails the scenario
+# at the end, after the tables, so one broken rate does not hide all the others.
+record_rate() {
+    local v
+    v=$(printf '%s\n' "$7" | sed -n "s/^$4 \([0-9][0-9.]*\)\$/\1/p" | tail -n1)
+    if [ "$6" != 0 ] || [ -z "$v" ]; then
+        note "round $3 $1 $2 failed (rc $6): $(printf '%s\n' "$7" | grep -v '^\s*$' | tail -n 2 | tr '\n' ' ')"
+        rate_failures="$rate_failures $1:$2:$3"
+        return 0
+    fi
+    echo "$1,$2,$3,$secs,$v,$5" >> "$csv"
+    echo "round $3 $1 $2: $v $5"
 }
 measure_native() {
     local t e dev; dev=$(stick_dev) || fail "no stick in dom0 for the native run"
@@ -36,6 +61,12 @@ measure_native() {
         [ -n "$e" ] || fail "native $t failed"
         record native "$t" "$1" "$e"
     done
+    local out rc node
+    rc=0; out=$("$tb_iops" -p "/dev/$dev" "$secs" "$span" 2>&1) || rc=$?
+    record_rate native randread:4K "$1" IOPS IOPS "$rc" "$out"
+    node=$(usb_node $STICK_ID) || fail "no usbfs node for the stick in dom0"
+    rc=0; out=$("$tb_ctrl" "$node" "$secs" 2>&1) || rc=$?
+    record_rate native ctrl "$1" CTRL_PER_S per_s "$rc" "$out"
 }
 measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
     local t out e
@@ -46,6 +77,11 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
         e=$(echo "$out" | sed -n 's/^ELAPSED //p')
         record "$1" "$t" "$2" "$e"
     done
+    local rc
+    rc=0; out=$(domu_exec -t $((secs + 120)) "d=\$($DOMU_FIND_SD); tb-iops -p /dev/\$d $secs $span 2>&1") || rc=$?
+    record_rate "$1" randread:4K "$2" IOPS IOPS "$rc" "$out"
+    rc=0; out=$(domu_exec -t $((secs + 120)) "u=\$($(domu_find_usb $STICK_ID)) || { echo 'no usbfs node for the stick'; exit 1; }; tb-ctrl \$u $secs 2>&1") || rc=$?
+    record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
 }
 run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH (qusb or pvusb)
     PEER=$1
@@ -75,7 +111,7 @@ done
 
 # Medians per path and test, and the ratios the issue sets targets for.
 awk -F, -v mib="$mib" -v rounds="$rounds" '
-    NR > 1 { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1; tst[$2] = 1 }
+    NR > 1 && $6 == "MB/s" { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1; tst[$2] = 1 }
     function median(s,   a, n, i, j, t) {
         n = split(s, a, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -97,4 +133,34 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         }
         printf "%-10s", "qusb/nat"; for (j = 1; j <= 4; j++) printf " %9.0f%%", 100 * m["qusb", j] / m["native", j]; printf "\n"
     }' "$csv" > "$RES/bench.table"
+
+# The rates: 4 KiB random-read IOPS and control transfers/s, medians and the ratios.
+awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
+    NR > 1 && ($6 == "IOPS" || $6 == "per_s") { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1 }
+    function median(s,   a, n, i, j, t) {
+        n = split(s, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n ? (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) : ""
+    }
+    function pct(a, b) { return (a == "" || b == "" || b + 0 == 0) ? sprintf(" %14s", "-") : sprintf(" %13.0f%%", 100 * a / b) }
+    function times(a, b) { return (a == "" || b == "" || b + 0 == 0) ? sprintf(" %14s", "-") : sprintf(" %13.2fx", a / b) }
+    END {
+        printf "4 KiB random reads (O_DIRECT, QD1, first %d MiB, fixed seed) and control transfers\n", span
+        printf "(GET_DESCRIPTOR(DEVICE) via usbfs), %d s each, median of %d rounds, TCG:\n", secs, rounds
+        printf "%-10s %14s %14s\n", "path", "randread IOPS", "ctrl/s"
+        split("native qusb pvusb", P, " "); split("randread:4K ctrl", T, " ")
+        for (i = 1; i <= 3; i++) {
+            if (!(P[i] in seen)) continue
+            printf "%-10s", P[i]
+            for (j = 1; j <= 2; j++) { m[P[i], j] = median(v[P[i] "," T[j]]); printf m[P[i], j] == "" ? " %14s" : " %14.1f", m[P[i], j] == "" ? "-" : m[P[i], j] }
+            printf "\n"
+        }
+        if ("pvusb" in seen) {
+            printf "%-10s", "pvusb/nat"; for (j = 1; j <= 2; j++) printf "%s", pct(m["pvusb", j], m["native", j]); printf "\n"
+            printf "%-10s", "pvusb/qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["pvusb", j], m["qusb", j]); printf "\n"
+        }
+        printf "%-10s", "qusb/nat"; for (j = 1; j <= 2; j++) printf "%s", pct(m["qusb", j], m["native", j]); printf "\n"
+    }' "$csv" > "$RES/bench.rates"
+{ echo; cat "$RES/bench.rates"; } >> "$RES/bench.table"
 cat "$RES/bench.table"
+[ -z "$rate_failures" ] || fail "measurements failed (path:test:round):$rate_failures"
