@@ -85,6 +85,8 @@ pub struct UrbEngine {
     limiter: RateLimiter,
     scratch: Vec<u8>,
     queues: Queues,
+    /// Ring ids of the transfer being put together (see `dispatch_endpoint`).
+    batch: Vec<u16>,
 }
 
 fn response(id: u16, status: Status, len: usize) -> UrbResponse {
@@ -106,6 +108,7 @@ impl UrbEngine {
             limiter: RateLimiter::default(),
             scratch: Vec::new(),
             queues: Queues::default(),
+            batch: Vec::with_capacity(MAX_IN_FLIGHT),
         }
     }
 
@@ -327,7 +330,7 @@ impl UrbEngine {
             if entry.iso.is_some() {
                 buffer.fill(0);
             }
-        } else if len > 0 && !self.copy_out(&entry, mem, &mut buffer) {
+        } else if len > 0 && !self.copy_out(id, &entry.data, mem, &mut buffer) {
             self.pool.put(buffer);
             out.push(response(id, Status::Inval, 0));
             return;
@@ -351,15 +354,15 @@ impl UrbEngine {
 
     /// Copies an OUT URB's data from the guest into `buf`; `false` (logged)
     /// if the grants do not allow it.
-    fn copy_out(&mut self, e: &Entry, mem: &dyn GuestMemory, buf: &mut [u8]) -> bool {
-        match mem.copy_from(e.data.as_slice(), buf) {
+    fn copy_out(&mut self, id: u16, data: &SegList, mem: &dyn GuestMemory, buf: &mut [u8]) -> bool {
+        match mem.copy_from(data.as_slice(), buf) {
             Ok(()) => true,
             Err(err) => {
                 Stats::inc(&self.stats.grant_errors);
                 guest_warn!(
                     self.limiter,
                     domid = self.domid,
-                    id = e.ring_id,
+                    id,
                     "cannot copy OUT data from the guest: {err}"
                 );
                 false
@@ -404,14 +407,11 @@ impl UrbEngine {
         devices: &mut dyn Devices,
         out: &mut Vec<UrbResponse>,
     ) {
-        let keys: Vec<(u8, u8)> = self
-            .queues
-            .iter_mut()
-            .filter(|q| !q.waiting.is_empty() && !q.coalesced)
-            .map(|q| (q.port, q.endpoint))
-            .collect();
-        for (port, endpoint) in keys {
+        // By index: dispatching never removes or reorders queues.
+        let mut i = 0;
+        while let Some((port, endpoint)) = self.queues.key(i) {
             self.dispatch_endpoint(port, endpoint, mem, devices, out);
+            i += 1;
         }
         self.gauges();
     }
@@ -425,7 +425,8 @@ impl UrbEngine {
         devices: &mut dyn Devices,
         out: &mut Vec<UrbResponse>,
     ) {
-        let mut batch: Vec<u16> = Vec::with_capacity(MAX_IN_FLIGHT);
+        // The engine's scratch list: no allocation per URB.
+        let mut batch = std::mem::take(&mut self.batch);
         // Bounded: each pass takes at least one waiting id off the queue.
         for _ in 0..=MAX_IN_FLIGHT {
             batch.clear();
@@ -460,10 +461,10 @@ impl UrbEngine {
             if batch.is_empty() {
                 break;
             }
-            let ids = std::mem::take(&mut batch);
-            self.submit_bulk(port, endpoint, &ids, mem, devices, out);
-            batch = ids;
+            self.submit_bulk(port, endpoint, &batch, mem, devices, out);
         }
+        batch.clear();
+        self.batch = batch;
     }
 
     /// One device transfer for the queued URBs `ids` (in order).
@@ -495,20 +496,10 @@ impl UrbEngine {
             let Some(e) = self.in_flight.get(pos) else {
                 continue;
             };
-            let len = e.max_len;
-            if !e.is_in && len > 0 {
-                let ok = match buffer.get_mut(offset..offset + len) {
-                    Some(dst) => mem.copy_from(e.data.as_slice(), dst).is_ok(),
-                    None => false,
-                };
-                if !ok {
-                    Stats::inc(&self.stats.grant_errors);
-                    guest_warn!(
-                        self.limiter,
-                        domid = self.domid,
-                        id,
-                        "cannot copy OUT data from the guest"
-                    );
+            let (len, is_in, data) = (e.max_len, e.is_in, e.data);
+            if !is_in && len > 0 {
+                let dst = buffer.get_mut(offset..offset + len).unwrap_or_default();
+                if !self.copy_out(id, &data, mem, dst) {
                     self.in_flight.swap_remove(pos);
                     out.push(response(id, Status::Inval, 0));
                     continue;
@@ -689,38 +680,8 @@ impl UrbEngine {
                 }
                 Fate::Answer { outcome, actual } => {
                     let e = self.in_flight.swap_remove(pos);
-                    let status = outcome.status();
-                    let mut len = if e.is_in || status == Status::Ok {
-                        actual
-                    } else {
-                        0
-                    };
-                    if e.is_in && actual > 0 {
-                        let segs = e.data.truncated(actual);
-                        let copied = c
-                            .buffer
-                            .get(e.offset..e.offset + segs.total())
-                            .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
-                        if !copied {
-                            Stats::inc(&self.stats.grant_errors);
-                            guest_warn!(
-                                self.limiter,
-                                domid = self.domid,
-                                id = e.ring_id,
-                                "cannot copy IN data to the guest"
-                            );
-                            len = 0;
-                        }
-                        let rsp = if copied {
-                            response(e.ring_id, status, len)
-                        } else {
-                            response(e.ring_id, Status::Inval, 0)
-                        };
-                        self.account(&e, &rsp);
-                        out.push(rsp);
-                        continue;
-                    }
-                    let rsp = response(e.ring_id, status, len);
+                    let data = c.buffer.get(e.offset..).unwrap_or_default();
+                    let rsp = self.answer(&e, outcome.status(), actual, data, mem);
                     self.account(&e, &rsp);
                     out.push(rsp);
                 }
@@ -740,7 +701,7 @@ impl UrbEngine {
     }
 
     fn finish(&mut self, e: &Entry, c: &Completion, mem: &dyn GuestMemory) -> UrbResponse {
-        let mut status = c.outcome.status();
+        let status = c.outcome.status();
         let actual = c.actual_length.min(e.max_len).min(c.buffer.len());
         if let Some(iso) = &e.iso {
             let mut records: Vec<u8> = Vec::with_capacity(iso.descriptors.len() * 16);
@@ -780,13 +741,25 @@ impl UrbEngine {
             r.start_frame = c.start_frame as u16;
             return r;
         }
+        self.answer(e, status, actual, &c.buffer, mem)
+    }
+
+    /// The response for a non-isochronous URB that ended with `status` after
+    /// `actual` bytes; IN data (`data[..actual]`) goes to the guest first.
+    fn answer(
+        &mut self,
+        e: &Entry,
+        status: Status,
+        actual: usize,
+        data: &[u8],
+        mem: &dyn GuestMemory,
+    ) -> UrbResponse {
         if e.is_in && actual > 0 {
             let segs = e.data.truncated(actual);
-            let copied = c
-                .buffer
+            let copied = data
                 .get(..segs.total())
-                .map(|b| mem.copy_to(segs.as_slice(), b));
-            if !matches!(copied, Some(Ok(()))) {
+                .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
+            if !copied {
                 Stats::inc(&self.stats.grant_errors);
                 guest_warn!(
                     self.limiter,
@@ -794,8 +767,7 @@ impl UrbEngine {
                     id = e.ring_id,
                     "cannot copy IN data to the guest"
                 );
-                status = Status::Inval;
-                return response(e.ring_id, status, 0);
+                return response(e.ring_id, Status::Inval, 0);
             }
         }
         let len = if e.is_in || status == Status::Ok {
