@@ -19,6 +19,9 @@
 //! queued later. To keep that order at most one coalesced transfer is in
 //! flight per endpoint, and nothing else of the endpoint beside it; URBs too
 //! big to gain from it go to the device one by one and pipelined as before.
+//! Only devices that say they gain from it
+//! ([`crate::usb::UsbDevice::gains_from_coalescing`]: libusb ones, not the
+//! emulated ones that answer inside `submit`) get coalesced transfers.
 
 use std::collections::VecDeque;
 

@@ -27,6 +27,7 @@
 //! records and forwards changes as [`xenbus::RECORD_CHANGED`] paths.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use pvusb_protocol::xenstore::{self as xsp, keys};
@@ -65,6 +66,9 @@ pub struct Context<G, E> {
     pub host: Arc<dyn UsbHost>,
     /// The backend domain's own id.
     pub own_domid: u16,
+    /// Upper bound of each worker's adaptive ring-polling window
+    /// ([`crate::polling::PollWindow`]).
+    pub poll_max: Duration,
 }
 
 impl<G, E> std::fmt::Debug for Context<G, E> {
@@ -163,6 +167,11 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     /// Whether the rings are connected.
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Upper bound of the worker's ring-polling window.
+    pub fn poll_max(&self) -> Duration {
+        self.ctx.poll_max
     }
 
     /// The event channel to poll, when connected.

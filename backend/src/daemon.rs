@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_protocol::xenstore::{backend_dir_of_type, BACKEND_TYPE_VUSB};
@@ -33,6 +34,10 @@ pub struct DaemonConfig {
     pub own_domid: u16,
     /// The backend type directory (`vusb`).
     pub backend_type: String,
+    /// Upper bound of each controller worker's adaptive ring-polling window
+    /// (see [`crate::polling`]); at most [`crate::polling::BASE`] turns the
+    /// adaptation off.
+    pub poll_max: Duration,
 }
 
 impl DaemonConfig {
@@ -41,6 +46,7 @@ impl DaemonConfig {
         Self {
             own_domid,
             backend_type: BACKEND_TYPE_VUSB.to_owned(),
+            poll_max: crate::polling::DEFAULT_MAX,
         }
     }
 
@@ -108,6 +114,7 @@ impl Daemon {
             evtchns,
             host: Arc::clone(&host),
             own_domid: config.own_domid,
+            poll_max: config.poll_max,
         });
         let registry = Arc::new(Registry::default());
         let weak: Weak<Registry> = Arc::downgrade(&registry);

@@ -425,6 +425,9 @@ impl UrbEngine {
         devices: &mut dyn Devices,
         out: &mut Vec<UrbResponse>,
     ) {
+        let joinable = devices
+            .device(port)
+            .is_some_and(|d| d.gains_from_coalescing());
         // The engine's scratch list: no allocation per URB.
         let mut batch = std::mem::take(&mut self.batch);
         // Bounded: each pass takes at least one waiting id off the queue.
@@ -441,7 +444,7 @@ impl UrbEngine {
                     q.waiting.pop_front();
                     continue;
                 };
-                let small = coalesce::coalescible(e.max_len);
+                let small = joinable && coalesce::coalescible(e.max_len);
                 if batch.is_empty() && !small {
                     batch.push(id);
                     q.waiting.pop_front();

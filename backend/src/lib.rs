@@ -6,6 +6,7 @@
 //! Layout (one concern per module):
 //! * [`daemon`]: watches the backend directory, one worker per controller;
 //! * [`worker`]: the per-controller thread and its poll loop, panic boundary;
+//! * [`polling`]: the worker's adaptive ring-polling window;
 //! * [`controller`]: the xenbus life-cycle and port handling of a controller;
 //! * [`xenbus`]: reading/writing the controller's xenstore nodes;
 //! * [`connection`]: the mapped rings and the event channel;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod guest;
 pub mod host;
 pub mod mailbox;
+pub mod polling;
 pub mod pool;
 pub mod ports;
 pub mod ratelimit;

@@ -14,6 +14,7 @@ use pvusb_xen::{EventChannels, GrantMapper};
 use crate::connection;
 use crate::controller::{Context, Controller};
 use crate::mailbox::{Control, Mailbox};
+use crate::polling::PollWindow;
 use crate::stats::Stats;
 use crate::xenbus::ControllerId;
 
@@ -47,28 +48,29 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
     finished.store(true, Ordering::SeqCst);
 }
 
-/// How long the worker keeps servicing the ring after the last work it found
-/// before it sleeps in `poll` again.
+/// Services the controller (ring and completions: shared-memory loads and an
+/// uncontended lock, no syscall) until nothing arrived for `window`.
 ///
 /// WHY (NAPI-style polling): under load the frontend publishes the next
 /// requests a few microseconds after our responses, and sleeping in between
 /// costs a wake-up per batch on both sides (the cross-process event round trip
 /// is ~10 µs, more than the work of 16 small URBs). Spinning starts only after
-/// work was found and ends [`SPIN`] after the last work, so an idle controller
+/// work was found and ends `window` after the last work, so an idle controller
 /// costs no CPU and a busy one at most this thread's CPU while requests keep
-/// coming: CPU time traded for fewer wake-ups and syscalls.
-const SPIN: Duration = Duration::from_micros(50);
-
-/// Services the controller (ring and completions: shared-memory loads and an
-/// uncontended lock, no syscall) until nothing arrived for [`SPIN`]. Returns
+/// coming: CPU time traded for fewer wake-ups and syscalls. The window adapts
+/// to the guest's pace ([`PollWindow`]). Returns
 /// false early if the mailbox has a wake-up pending (a control message or a
 /// device thread's completion), which the main loop handles first. Events the
 /// frontend sent meanwhile stay pending on the channel for the next `poll`.
-fn spin<G: GrantMapper, E: EventChannels>(ctl: &mut Controller<G, E>, mailbox: &Mailbox) -> bool {
+fn spin<G: GrantMapper, E: EventChannels>(
+    ctl: &mut Controller<G, E>,
+    mailbox: &Mailbox,
+    window: Duration,
+) -> bool {
     let mut last_work = Instant::now();
     connection::set_polling(true);
     let mut idle = true;
-    while last_work.elapsed() < SPIN {
+    while last_work.elapsed() < window {
         if mailbox.wake_pending() {
             idle = false;
             break;
@@ -97,6 +99,7 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
     stats: &Stats,
 ) {
     let mut event = false;
+    let mut window = PollWindow::new(ctl.poll_max());
     loop {
         mailbox.clear_wake();
         for msg in mailbox.take_control() {
@@ -115,12 +118,13 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
         if event && !work {
             Stats::inc(&stats.spurious_events);
         }
-        if work && !spin(ctl, mailbox) {
+        if work && !spin(ctl, mailbox, window.current()) {
             // Something for the main loop (a control message or a completion
             // from a device thread): go round without sleeping.
             event = false;
             continue;
         }
+        let slept;
         let (woke_evtchn, _) = {
             let evtchn = ctl.evtchn();
             let mut fds = Vec::with_capacity(2);
@@ -128,7 +132,10 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             if let Some(ch) = evtchn {
                 fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            let asleep = Instant::now();
+            let polled = poll(&mut fds, PollTimeout::NONE);
+            slept = asleep.elapsed();
+            match polled {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     tracing::error!("poll failed: {e}");
@@ -142,6 +149,7 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             )
         };
         event = woke_evtchn;
+        window.after_sleep(slept, woke_evtchn);
         if woke_evtchn {
             ctl.on_event();
         }

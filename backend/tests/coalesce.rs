@@ -69,6 +69,8 @@ struct Held {
     info: DeviceInfo,
     submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
     cancels: Arc<Mutex<Vec<TransferId>>>,
+    /// What `gains_from_coalescing` answers.
+    joins: bool,
 }
 
 impl UsbDevice for Held {
@@ -80,6 +82,9 @@ impl UsbDevice for Held {
     }
     fn cancel(&mut self, id: TransferId) {
         self.cancels.lock().unwrap().push(id);
+    }
+    fn gains_from_coalescing(&self) -> bool {
+        self.joins
     }
     fn reset(&mut self) -> Result<(), UsbError> {
         Ok(())
@@ -111,6 +116,11 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with(true)
+    }
+
+    /// `joins`: whether the device asks for coalescing.
+    fn with(joins: bool) -> Self {
         let emu = EmulatedHost::new();
         let busid = emu
             .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))))
@@ -125,6 +135,7 @@ impl Rig {
                 info,
                 submits: Arc::clone(&submits),
                 cancels: Arc::clone(&cancels),
+                joins,
             }),
             guest: Guest::default(),
             submits,
@@ -270,4 +281,33 @@ fn out_urbs_are_gathered_in_order_and_a_different_size_is_not_joined() {
     let gathered = rig.submits.lock().unwrap()[0].1.buffer.clone();
     assert_eq!(gathered[..PAGE], pattern(PAGE, 11));
     assert_eq!(gathered[PAGE..], pattern(PAGE, 12));
+}
+
+#[test]
+fn a_device_that_gains_nothing_gets_each_urb_as_its_own_pipelined_transfer() {
+    let mut rig = Rig::with(false);
+    for id in 0..4 {
+        rig.bulk(id, Direction::In, PAGE);
+    }
+    assert_eq!(rig.held(), vec![PAGE; 4], "all four at once, one each");
+    for id in 0..4u8 {
+        rig.complete(TransferOutcome::Completed, &pattern(PAGE, id));
+    }
+    assert_eq!(
+        rig.take(),
+        vec![(0, 0, 4096), (1, 0, 4096), (2, 0, 4096), (3, 0, 4096)]
+    );
+    let s = rig.engine.stats().snapshot();
+    assert_eq!((s.submitted, s.transfers), (4, 4));
+}
+
+#[test]
+fn emulated_devices_gain_nothing_from_coalescing() {
+    let emu = EmulatedHost::new();
+    let busid = emu
+        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))))
+        .expect("loopback");
+    let mut dev = emu.open(&busid, Arc::new(NoSink)).expect("open");
+    assert!(!dev.gains_from_coalescing());
+    dev.shutdown();
 }

@@ -68,6 +68,13 @@ pub struct Args {
     /// PVUSB_SYSFS_SIMULATED=1).
     #[arg(long, hide = true)]
     pub simulate_binding: bool,
+    /// Longest time (µs) a controller keeps polling its ring after answering,
+    /// so a guest that sends its next URB within it needs no event and no
+    /// wake-up. Adaptive: it only grows while the guest keeps coming back
+    /// within it, so idle controllers cost nothing; 50 or less keeps it fixed
+    /// at that, 0 turns polling off.
+    #[arg(long, value_name = "US", default_value_t = pvusb_backend::polling::DEFAULT_MAX.as_micros() as u64)]
+    pub poll_max_us: u64,
 }
 
 /// How often the reaper re-checks whether the daemon is stopping.
@@ -249,7 +256,8 @@ pub fn run(args: Args) -> Result<(), String> {
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
     let xs =
         Arc::new(XsClient::connect_default().map_err(|e| format!("cannot reach xenstore: {e}"))?);
-    let config = DaemonConfig::new(own_domid(&args, &xs));
+    let mut config = DaemonConfig::new(own_domid(&args, &xs));
+    config.poll_max = Duration::from_micros(args.poll_max_us);
     let (own, sysfs) = (config.own_domid, sysfs_of(&args));
     let daemon = match args.transport {
         Transport::Xen => {

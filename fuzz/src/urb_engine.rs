@@ -96,6 +96,31 @@ impl CompletionSink for Sink {
     }
 }
 
+/// An emulated device that asks for coalescing (as libusb devices do), so the
+/// fuzzer drives the coalesced path on port 1 and the one-by-one path on 2.
+struct Joining(Box<dyn UsbDevice>);
+
+impl UsbDevice for Joining {
+    fn info(&self) -> &pvusb_backend::usb::DeviceInfo {
+        self.0.info()
+    }
+    fn submit(&mut self, id: TransferId, transfer: pvusb_backend::usb::Transfer) {
+        self.0.submit(id, transfer)
+    }
+    fn cancel(&mut self, id: TransferId) {
+        self.0.cancel(id)
+    }
+    fn gains_from_coalescing(&self) -> bool {
+        true
+    }
+    fn reset(&mut self) -> Result<(), pvusb_backend::usb::UsbError> {
+        self.0.reset()
+    }
+    fn shutdown(&mut self) {
+        self.0.shutdown()
+    }
+}
+
 struct Devs(Vec<Option<Box<dyn UsbDevice>>>);
 
 impl Devices for Devs {
@@ -140,7 +165,8 @@ pub fn run(data: &[u8]) {
     );
     let sink = Arc::new(Sink::default());
     let open = |b| host.open(b, sink.clone() as Arc<dyn CompletionSink>).ok();
-    let mut devs = Devs(vec![open(&b1), open(&b2), None]);
+    let joining = open(&b1).map(|d| Box::new(Joining(d)) as Box<dyn UsbDevice>);
+    let mut devs = Devs(vec![joining, open(&b2), None]);
     let guest = FakeGuest::new();
     let mut engine = UrbEngine::new(3, 1, Arc::new(Stats::default()));
     let front = MockFrontend::<UrbRequest, UrbResponse>::new();

@@ -73,7 +73,8 @@ PVUSB=$pv
 EOF
     # Knobs the scenarios read, passed through when set on the host.
     local v
-    for v in BENCH_ROUNDS BENCH_MIB ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS PVUSB_FRONT_READ RUST_LOG; do
+    for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS \
+             PVUSB_FRONT_READ PVUSB_BACKEND_ARGS RUST_LOG; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
     done
     ln -sfn "$stamp" "$TB/runs/last"

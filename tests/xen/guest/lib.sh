@@ -152,9 +152,12 @@ pvusb_require() {
     local c
     for c in "$@"; do pvusb_has "$c" || skip "pvusb ($PVUSB) lacks the '$c' command"; done
 }
-# pvusb_backend_start: run `pvusb backend` as the dom0 daemon; sets BACKEND_PID.
+# pvusb_backend_start: run `pvusb backend` as the dom0 daemon (with PVUSB_BACKEND_ARGS, e.g.
+# "--poll-max-us 4000"); sets BACKEND_PID.
 pvusb_backend_start() {
-    RUST_LOG=${RUST_LOG:-info} "$PVUSB" backend --domid 0 > "$RES/$SCEN.backend.log" 2>&1 &
+    # shellcheck disable=SC2086 # PVUSB_BACKEND_ARGS is a list of flags
+    RUST_LOG=${RUST_LOG:-info} "$PVUSB" backend --domid 0 ${PVUSB_BACKEND_ARGS:-} \
+        > "$RES/$SCEN.backend.log" 2>&1 &
     BACKEND_PID=$!
     echo "$BACKEND_PID" >> /tmp/tb-pids
     sleep 2

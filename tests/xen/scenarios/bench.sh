@@ -10,6 +10,7 @@
 # (tb-ctrl: GET_DESCRIPTOR(DEVICE) through usbfs), BENCH_SECONDS (default 10) each.
 # Output: results/bench.csv (every run; value and unit per line: MB/s, IOPS or per_s) and
 # results/bench.table (medians: the throughput table, then the IOPS / control table).
+# BENCH_PATHS narrows the paths (e.g. "qusb pvusb"); PVUSB_BACKEND_ARGS reaches the pvusb backend.
 # timeout: 5400
 mib=${BENCH_MIB:-32}
 rounds=${BENCH_ROUNDS:-3}
@@ -18,6 +19,7 @@ span=64     # MiB: the stick's pattern region, so tb-iops -p can verify what it 
 tests="read:1M read:64K write:1M write:64K"
 paths="native qusb"
 pvusb_has backend && paths="$paths pvusb"
+paths=${BENCH_PATHS:-$paths}
 csv=$RES/bench.csv
 echo "path,test,round,seconds,value,unit" > "$csv"
 rate_failures=""
@@ -117,6 +119,8 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n ? (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) : ""
     }
+    function pct(a, b) { return (a == "" || b == "" || b + 0 == 0) ? sprintf(" %10s", "-") : sprintf(" %9.0f%%", 100 * a / b) }
+    function times(a, b) { return (a == "" || b == "" || b + 0 == 0) ? sprintf(" %10s", "-") : sprintf(" %9.2fx", a / b) }
     END {
         printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
         printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
@@ -127,11 +131,15 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
             for (j = 1; j <= 4; j++) { m[P[i], j] = median(v[P[i] "," T[j]]); printf " %10s", m[P[i], j] }
             printf "\n"
         }
-        if ("pvusb" in seen) {
-            printf "%-10s", "pvusb/nat"; for (j = 1; j <= 4; j++) printf " %9.0f%%", 100 * m["pvusb", j] / m["native", j]; printf "\n"
-            printf "%-10s", "pvusb/qusb"; for (j = 1; j <= 4; j++) printf " %9.2fx", m["pvusb", j] / m["qusb", j]; printf "\n"
+        if (("pvusb" in seen) && ("native" in seen)) {
+            printf "%-10s", "pvusb/nat"; for (j = 1; j <= 4; j++) printf "%s", pct(m["pvusb", j], m["native", j]); printf "\n"
         }
-        printf "%-10s", "qusb/nat"; for (j = 1; j <= 4; j++) printf " %9.0f%%", 100 * m["qusb", j] / m["native", j]; printf "\n"
+        if (("pvusb" in seen) && ("qusb" in seen)) {
+            printf "%-10s", "pvusb/qusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["pvusb", j], m["qusb", j]); printf "\n"
+        }
+        if (("qusb" in seen) && ("native" in seen)) {
+            printf "%-10s", "qusb/nat"; for (j = 1; j <= 4; j++) printf "%s", pct(m["qusb", j], m["native", j]); printf "\n"
+        }
     }' "$csv" > "$RES/bench.table"
 
 # The rates: 4 KiB random-read IOPS and control transfers/s, medians and the ratios.
