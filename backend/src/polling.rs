@@ -54,9 +54,14 @@ impl PollWindow {
     /// `by_guest`: the frontend's event woke it (not a device completion or a
     /// control message, which say nothing about the guest's pace).
     pub fn after_sleep(&mut self, slept: Duration, by_guest: bool) {
+        if !by_guest {
+            // A device (a mouse's interrupt URB may wait for seconds) or the
+            // daemon woke us: the guest's pace is unknown.
+            return;
+        }
         if slept > self.max {
             self.current = BASE.min(self.max);
-        } else if by_guest {
+        } else {
             // Long enough to have caught this request, and at least double.
             let grown = self.current.saturating_mul(2).max(slept);
             self.current = grown.min(self.max);
@@ -91,9 +96,9 @@ mod tests {
         assert_eq!(w.current(), US(3000));
         w.after_sleep(US(200), false);
         assert_eq!(w.current(), US(3000), "a device completion says nothing");
-        w.after_sleep(US(4001), true);
-        assert_eq!(w.current(), BASE);
         w.after_sleep(Duration::from_secs(10), false);
+        assert_eq!(w.current(), US(3000), "nor does a long wait for a device");
+        w.after_sleep(US(4001), true);
         assert_eq!(w.current(), BASE);
     }
 
