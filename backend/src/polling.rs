@@ -22,11 +22,16 @@ use std::time::Duration;
 /// microseconds, as pvusb's own frontend does under load.
 pub const BASE: Duration = Duration::from_micros(50);
 
-/// Default upper bound of the window (`pvusb backend --poll-max-us`).
-/// A guest's next URB on real hardware follows its previous answer within tens
-/// to a few hundred microseconds when it is streaming; longer gaps mean it is
-/// not, and then polling only burns a dom0 CPU.
-pub const DEFAULT_MAX: Duration = Duration::from_micros(500);
+/// Default upper bound of the window (`pvusb backend --poll-max-us`): no
+/// growth, the fixed [`BASE`] window.
+///
+/// WHY not more: polling only pays where the polling thread has a CPU of its
+/// own. In the Xen test-bed (dom0 with one vCPU, under TCG) a 4 ms bound made
+/// the stick 2-5× slower: the spinning worker starved dom0's own USB stack and
+/// libusb's event thread, and the device time per URB rose from 1.3 to 5.6 ms
+/// (`tests/xen/scenarios/anatomy.sh` with `PVUSB_BACKEND_ARGS`). Operators
+/// with dom0 CPUs to spare raise it.
+pub const DEFAULT_MAX: Duration = BASE;
 
 /// The adaptive polling window of one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,8 +71,10 @@ pub struct Args {
     /// Longest time (µs) a controller keeps polling its ring after answering,
     /// so a guest that sends its next URB within it needs no event and no
     /// wake-up. Adaptive: it only grows while the guest keeps coming back
-    /// within it, so idle controllers cost nothing; 50 or less keeps it fixed
-    /// at that, 0 turns polling off.
+    /// within it, so idle controllers cost nothing. The default, 50, keeps the
+    /// window fixed at 50 µs; raise it only where dom0 has CPUs to spare (a
+    /// spinning worker on a dom0 with one vCPU starves its USB stack); 0
+    /// turns polling off.
     #[arg(long, value_name = "US", default_value_t = pvusb_backend::polling::DEFAULT_MAX.as_micros() as u64)]
     pub poll_max_us: u64,
 }
