@@ -1,28 +1,43 @@
 //! `pvusb bench --device BUS.ADDR`: the same bulk measurements against a real
 //! device, through pvusb (backend process with libusb) and natively (libusb
-//! from this process, through the backend's own libusb host), and their ratio.
+//! from this process, through the same libusb host type the backend uses), and
+//! their ratio.
 //!
-//! Native runs first and releases the device before the backend process
-//! claims it: both cannot hold the interface at once.
+//! pvusb runs first (enumeration through the frontend is how the bench learns
+//! the bulk IN endpoint); the session is closed, and the backend process gone,
+//! before this process opens the device: both cannot hold the interface at once.
+//! The native half opens the device once for all its sizes and runs.
+//!
+//! Every step runs under a [`Watchdog`]: a step that does not answer within its
+//! limit ends the bench with one line naming it, instead of hanging.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_backend::usb::libusb::LibusbHost;
-use pvusb_backend::usb::{CompletionSink, DeviceInfo, Transfer, TransferKind, UsbHost};
+use pvusb_backend::usb::{
+    Completion, CompletionSink, DeviceInfo, Transfer, TransferKind, TransferOutcome, UsbDevice,
+    UsbHost,
+};
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
 
 use super::load;
 use super::report::{Ratio, Report, Row};
-use super::session::Session;
+use super::session::{Progress, Session};
 use super::stats::{repeat, Plan};
 
 /// Bulk sizes measured on a real device.
 const SIZES: [usize; 3] = [4096, 16 * 1024, 63 * 1024];
 /// URBs in flight.
 const DEEP: usize = 16;
+/// How long one native transfer may take before the device counts as not
+/// answering (the source/sink gadget answers in microseconds).
+const TRANSFER_LIMIT: Duration = Duration::from_secs(10);
+/// Limit of a step that is one action (open, close, release): generous, since
+/// TCG is slow, but far below the test-bed's scenario timeout.
+const ACTION_LIMIT: Duration = Duration::from_secs(60);
 
 /// Parse `BUS.ADDR` (lsusb's numbers).
 pub fn parse(spec: &str) -> Result<(u8, u8), String> {
@@ -45,61 +60,87 @@ pub fn find(host: &LibusbHost, bus: u8, addr: u8) -> Result<DeviceInfo, String> 
         })
 }
 
-struct Sink(Sender<pvusb_backend::usb::Completion>);
+struct Sink(Sender<Completion>);
 
 impl CompletionSink for Sink {
-    fn complete(&self, _id: u64, completion: pvusb_backend::usb::Completion) {
+    fn complete(&self, _id: u64, completion: Completion) {
         let _ = self.0.send(completion);
     }
 }
 
-/// Native libusb bulk IN throughput (MB/s) on `endpoint`, `DEEP` in flight.
-fn native_mb_s(
-    host: &LibusbHost,
-    info: &DeviceInfo,
+/// The device opened natively, once for every native figure.
+struct Native {
+    dev: Box<dyn UsbDevice>,
+    done: Receiver<Completion>,
+    /// Id of the last transfer submitted.
+    last_id: u64,
     endpoint: u8,
-    len: usize,
-    budget: Duration,
-) -> Result<f64, String> {
-    let (tx, rx): (Sender<_>, Receiver<_>) = crossbeam_channel::unbounded();
-    let mut dev = host
-        .open(&info.busid, Arc::new(Sink(tx)))
-        .map_err(|e| format!("cannot open the device natively: {e}"))?;
-    let next = Mutex::new(0u64);
-    let submit = |dev: &mut Box<dyn pvusb_backend::usb::UsbDevice>, buffer: Vec<u8>| {
-        let mut id = next.lock().unwrap_or_else(|e| e.into_inner());
-        *id += 1;
-        dev.submit(
-            *id,
-            Transfer {
-                endpoint,
-                kind: TransferKind::Bulk,
-                buffer,
-                short_not_ok: false,
-            },
-        );
-    };
-    let start = Instant::now();
-    for _ in 0..DEEP {
-        submit(&mut dev, vec![0; len]);
+}
+
+impl Native {
+    fn open(host: &LibusbHost, info: &DeviceInfo, endpoint: u8) -> Result<Native, String> {
+        let (tx, done) = crossbeam_channel::unbounded();
+        let dev = host
+            .open(&info.busid, Arc::new(Sink(tx)))
+            .map_err(|e| format!("cannot open the device natively: {e}"))?;
+        Ok(Native {
+            dev,
+            done,
+            last_id: 0,
+            endpoint,
+        })
     }
-    let (mut bytes, mut outstanding) = (0u64, DEEP);
-    while outstanding > 0 {
-        let c = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| "a native transfer did not complete within 10 s".to_string())?;
-        outstanding -= 1;
-        bytes += c.actual_length as u64;
-        if start.elapsed() < budget {
-            let mut buffer = c.buffer;
-            buffer.resize(len, 0);
-            submit(&mut dev, buffer);
-            outstanding += 1;
+
+    fn submit(&mut self, buffer: Vec<u8>) {
+        self.last_id = self.last_id.wrapping_add(1);
+        let id = self.last_id;
+        let transfer = Transfer {
+            endpoint: self.endpoint,
+            kind: TransferKind::Bulk,
+            buffer,
+            short_not_ok: false,
+        };
+        self.dev.submit(id, transfer);
+    }
+
+    /// Bulk IN throughput (MB/s) of `len`-byte transfers, `DEEP` in flight,
+    /// for `budget`; all transfers are back when it returns.
+    fn mb_s(&mut self, len: usize, budget: Duration) -> Result<f64, String> {
+        let start = Instant::now();
+        for _ in 0..DEEP {
+            self.submit(vec![0; len]);
+        }
+        let (mut bytes, mut outstanding) = (0u64, DEEP);
+        let mut failure = None;
+        while outstanding > 0 {
+            let c = self.done.recv_timeout(TRANSFER_LIMIT).map_err(|_| {
+                format!(
+                    "{outstanding} native bulk IN transfer(s) did not complete within {TRANSFER_LIMIT:?}"
+                )
+            })?;
+            outstanding -= 1;
+            if c.outcome != TransferOutcome::Completed {
+                failure.get_or_insert_with(|| format!("a native transfer ended {:?}", c.outcome));
+            }
+            bytes += c.actual_length as u64;
+            if failure.is_none() && start.elapsed() < budget {
+                let mut buffer = c.buffer;
+                buffer.resize(len, 0);
+                self.submit(buffer);
+                outstanding += 1;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(bytes as f64 / secs / 1e6),
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    dev.shutdown();
-    Ok(bytes as f64 / secs / 1e6)
+
+    /// Gives the interfaces back (cancels nothing: every transfer is back).
+    fn close(mut self) {
+        self.dev.shutdown();
+    }
 }
 
 fn first_bulk_in(endpoints: &[EndpointDescriptor]) -> Option<u8> {
@@ -109,51 +150,164 @@ fn first_bulk_in(endpoints: &[EndpointDescriptor]) -> Option<u8> {
         .map(|e| e.address)
 }
 
+/// Ends the process with one line naming the step when a step overruns its
+/// limit. Why a process exit and not an error value: the steps it guards are
+/// blocking calls into libusb and the kernel that cannot be interrupted from
+/// outside; a thread left stuck in one would also stick the destructors that
+/// run on the way out of an error.
+struct Watchdog {
+    armed: Arc<std::sync::Mutex<Option<(String, Instant, Duration)>>>,
+}
+
+impl Watchdog {
+    fn start() -> Result<Watchdog, String> {
+        let armed = Arc::new(std::sync::Mutex::new(None::<(String, Instant, Duration)>));
+        let watched = Arc::clone(&armed);
+        std::thread::Builder::new()
+            .name("bench-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let guard = watched.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((what, since, limit)) = guard.as_ref() {
+                    if since.elapsed() > *limit {
+                        eprintln!(
+                            "\npvusb bench --device: {what} did not answer within {}s; giving up",
+                            limit.as_secs()
+                        );
+                        std::process::exit(3);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+        Ok(Watchdog { armed })
+    }
+
+    /// From now on `what` is the step that must finish within `limit`.
+    fn arm(&self, what: &str, limit: Duration) {
+        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((what.to_owned(), Instant::now(), limit));
+    }
+
+    fn disarm(&self) {
+        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Progress line and watchdog together: every step is shown and bounded.
+struct Steps {
+    progress: Progress,
+    watchdog: Watchdog,
+}
+
+impl Steps {
+    fn step(&mut self, what: &str, limit: Duration) {
+        self.progress.step(what);
+        self.watchdog.arm(what, limit);
+    }
+
+    /// A step failed with `error`: what runs next is the clean-up of what the
+    /// step held (the session, the open device), watched under that name.
+    fn failed(&self, error: String) -> String {
+        self.watchdog
+            .arm(&format!("cleaning up after \"{error}\""), ACTION_LIMIT);
+        error
+    }
+}
+
+/// How long a figure measured with `plan` may take: its runs plus the drain of
+/// each, with room for TCG.
+fn figure_limit(plan: &Plan) -> Duration {
+    let runs = u32::try_from(plan.runs)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    (plan.run + TRANSFER_LIMIT).saturating_mul(runs) + ACTION_LIMIT
+}
+
 /// Measure `--device`.
 pub fn measure(spec: &str, plan: &Plan) -> Result<Report, String> {
     let (bus, addr) = parse(spec)?;
+    let mut steps = Steps {
+        // context, session start, pvusb figures, close front and stop backend,
+        // native open, native figures, release, close context
+        progress: Progress::new(1 + 1 + SIZES.len() + 2 + 1 + SIZES.len() + 1 + 1),
+        watchdog: Watchdog::start()?,
+    };
+    steps.step("libusb: open a context and list devices", ACTION_LIMIT);
     let host = LibusbHost::new().map_err(|e| format!("libusb is not usable here: {e}"))?;
-    let info = find(&host, bus, addr)?;
-    let busid = info.busid.to_string();
+    let result = measure_on(&host, &mut steps, spec, (bus, addr), plan);
+    // Dropping the context stops its event thread: watched like every step,
+    // and after a failure named with it (the failure is printed by the caller
+    // only once this returns).
+    match &result {
+        Ok(_) => steps.step("libusb: close the context", ACTION_LIMIT),
+        Err(e) => steps.watchdog.arm(
+            &format!("cleaning up after \"{e}\" (closing libusb)"),
+            ACTION_LIMIT,
+        ),
+    }
+    drop(host);
+    steps.watchdog.disarm();
+    steps.progress.finish();
+    result
+}
 
-    // pvusb first only to learn the endpoint through enumeration; then close.
-    let mut session = Session::start(&busid, true)?;
+fn measure_on(
+    host: &LibusbHost,
+    steps: &mut Steps,
+    spec: &str,
+    (bus, addr): (u8, u8),
+    plan: &Plan,
+) -> Result<Report, String> {
+    let info = find(host, bus, addr)?;
+    let busid = info.busid.to_string();
+    let limit = figure_limit(plan);
+
+    steps.step(
+        "pvusb: start the backend process and enumerate",
+        ACTION_LIMIT,
+    );
+    let session = Session::start(&busid, true)?;
     let dev = session
         .front()
         .enumerate(1)
-        .map_err(|e| format!("cannot enumerate {busid}: {e}"))?;
+        .map_err(|e| steps.failed(format!("cannot enumerate {busid}: {e}")))?;
     let endpoint = first_bulk_in(&dev.endpoints())
-        .ok_or_else(|| format!("device {spec} has no bulk IN endpoint"))?;
+        .ok_or_else(|| steps.failed(format!("device {spec} has no bulk IN endpoint")))?;
     let mut pvusb = Vec::new();
     for len in SIZES {
+        let name = format!("bulk IN {} KiB via pvusb", len / 1024);
+        steps.step(&name, limit);
         let make = session.bulk(Direction::In, endpoint & 0x0f, len);
         let front = Arc::clone(session.front());
         let v = repeat(plan, |d| {
             load::stream(&front, &make, DEEP, d)
                 .map(|o| o.bytes as f64 / o.elapsed.as_secs_f64() / 1e6)
-        })?;
-        pvusb.push(Row {
-            name: format!("bulk IN {} KiB via pvusb", len / 1024),
-            unit: "MB/s",
-            value: v,
-            front_cpu_s_per_gb: None,
-            back_cpu_s_per_gb: None,
-        });
+        })
+        .map_err(|e| steps.failed(e))?;
+        pvusb.push(row(name, v));
     }
-    let _ = session.child_cpu();
-    session.close();
+    steps.step("pvusb: close the frontend", ACTION_LIMIT);
+    if let Err(e) = session.close_front() {
+        tracing::warn!("{e}");
+    }
+    steps.step("pvusb: stop the backend process", ACTION_LIMIT);
+    session.close_checked()?;
 
+    steps.step(
+        &format!("native: open {busid} through libusb"),
+        ACTION_LIMIT,
+    );
+    let mut native = Native::open(host, &info, endpoint)?;
     let mut reference = Vec::new();
     for len in SIZES {
-        let v = repeat(plan, |d| native_mb_s(&host, &info, endpoint, len, d))?;
-        reference.push(Row {
-            name: format!("bulk IN {} KiB, native libusb", len / 1024),
-            unit: "MB/s",
-            value: v,
-            front_cpu_s_per_gb: None,
-            back_cpu_s_per_gb: None,
-        });
+        let name = format!("bulk IN {} KiB, native libusb", len / 1024);
+        steps.step(&name, limit);
+        let v = repeat(plan, |d| native.mb_s(len, d)).map_err(|e| steps.failed(e))?;
+        reference.push(row(name, v));
     }
+    steps.step(&format!("native: release {busid}"), ACTION_LIMIT);
+    native.close();
+
     let ratios = pvusb
         .iter()
         .zip(&reference)
@@ -172,4 +326,14 @@ pub fn measure(spec: &str, plan: &Plan) -> Result<Report, String> {
         reference,
         ratios,
     ))
+}
+
+fn row(name: String, value: super::stats::Summary) -> Row {
+    Row {
+        name,
+        unit: "MB/s",
+        value,
+        front_cpu_s_per_gb: None,
+        back_cpu_s_per_gb: None,
+    }
 }

@@ -2,11 +2,11 @@
 //! one controller with the loopback device in port 1, the frontend library
 //! connected to it — then every figure of the report.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
 use pvusb_protocol::usb::request::{DIR_IN, GET_STATUS, RECIP_DEVICE, TYPE_STANDARD};
@@ -240,27 +240,94 @@ impl Session {
         })
     }
 
-    /// Stop the frontend and the backend process.
-    pub fn close(mut self) {
-        let _ = self.front.close();
+    /// Stop the frontend and the backend process (a failure is logged).
+    pub fn close(self) {
+        if let Err(e) = self.close_checked() {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Close the frontend (bounded by its close timeout); the backend process
+    /// keeps running until [`Session::close_checked`].
+    pub fn close_front(&self) -> Result<(), String> {
+        self.front
+            .close()
+            .map_err(|e| format!("the frontend did not close cleanly: {e}"))
+    }
+
+    /// Stop the frontend and the backend process, each wait bounded: a backend
+    /// process that does not exit within [`CHILD_EXIT_TIMEOUT`] of "quit" is
+    /// killed and named in the error.
+    pub fn close_checked(mut self) -> Result<(), String> {
+        let front = self.front.close();
         let _ = writeln!(self.child_in, "quit").and_then(|()| self.child_in.flush());
-        let _ = self.child.wait();
+        let deadline = Instant::now() + CHILD_EXIT_TIMEOUT;
+        let exited = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(CHILD_EXIT_POLL),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break Err(format!(
+                        "the backend process did not exit within {CHILD_EXIT_TIMEOUT:?} of quit; killed it"
+                    ));
+                }
+                Err(e) => break Err(format!("cannot wait for the backend process: {e}")),
+            }
+        };
+        let status = exited?;
+        if let Err(e) = front {
+            // The measurements are done; an unclean close is worth a line, not a failure.
+            tracing::warn!(error = %e, "the frontend did not close cleanly");
+        }
+        if !status.success() {
+            return Err(format!("the backend process ended with {status}"));
+        }
+        Ok(())
     }
 }
 
-/// Prints "[i/n] what" over the previous progress line.
-struct Progress {
+/// How long the backend process may take to stop after "quit" (its daemon
+/// closes the controller and gives the device back).
+const CHILD_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll interval while waiting for it.
+const CHILD_EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// Progress on stderr: "[i/n] what". On a terminal each step overwrites the
+/// previous one; elsewhere (a log file, the Xen test-bed) each is a line of
+/// its own with the seconds since the start, so a hang shows which step it is.
+pub(super) struct Progress {
     done: usize,
     total: usize,
+    start: Instant,
+    terminal: bool,
 }
 
 impl Progress {
-    fn step(&mut self, what: &str) {
-        self.done += 1;
-        eprint!("\r\x1b[K[{}/{}] {what}", self.done, self.total);
+    pub(super) fn new(total: usize) -> Progress {
+        Progress {
+            done: 0,
+            total,
+            start: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
     }
-    fn finish(&self) {
-        eprint!("\r\x1b[K");
+    pub(super) fn step(&mut self, what: &str) {
+        self.done += 1;
+        if self.terminal {
+            eprint!("\r\x1b[K[{}/{}] {what}", self.done, self.total);
+        } else {
+            let t = self.start.elapsed().as_secs_f64();
+            eprintln!("[{}/{}] {t:7.2}s {what}", self.done, self.total);
+        }
+    }
+    pub(super) fn finish(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[K");
+        } else {
+            eprintln!("      {:7.2}s done", self.start.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -276,10 +343,7 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 
 /// Measure every figure (simulated transport, loopback device).
 pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report, String> {
-    let mut progress = Progress {
-        done: 0,
-        total: 4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1,
-    };
+    let mut progress = Progress::new(4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1);
     let front = Arc::clone(s.front());
     let mut pvusb = Vec::new();
 

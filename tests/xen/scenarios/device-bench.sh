@@ -29,9 +29,35 @@ wait_for 30 usb_find 1d6b 0104 > /dev/null || fail "the source/sink gadget did n
 read -r bus addr busid < <(usb_find 1d6b 0104)
 note "source/sink gadget at $bus.$addr ($busid)"
 
+# device_bench NAME ARGS...: pvusb bench --device with ARGS; stdout to $RES/NAME.txt, stderr
+# (one progress line per step) to $RES/NAME.err. While it runs, the kernel stacks of every
+# pvusb thread are snapshotted to $RES/NAME.stacks every 5 s: if a step ever stops answering,
+# the snapshots show where (the bench's own watchdog names the step and exits).
+device_bench() {
+    local name=$1 pid rc; shift
+    "$PVUSB" bench --device "$bus.$addr" "$@" > "$RES/$name.txt" 2> "$RES/$name.err" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 5
+        # A subshell without set -e: threads come and go while it reads them.
+        ( set +e; date +%T; for p in /proc/[0-9]*; do
+              [ "$(cat "$p/comm" 2>/dev/null)" = pvusb ] || continue
+              for t in "$p"/task/*; do
+                  echo "-- ${t#/proc/} $(cat "$t/comm") wchan=$(cat "$t/wchan") $(cut -d' ' -f3 "$t/stat")"
+                  cat "$t/stack"
+              done
+          done ) >> "$RES/$name.stacks" 2>&1
+    done
+    rc=0; wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "pvusb bench --device $* failed ($rc): $(tail -n 3 "$RES/$name.err" | tr '\n' ' ')"
+}
+
+step "pvusb bench --quick --device $bus.$addr"
+device_bench device-bench-quick --quick
+cat "$RES/device-bench-quick.txt"
+
 step "pvusb bench --device $bus.$addr"
-"$PVUSB" bench --device "$bus.$addr" > "$RES/device-bench.txt" 2> "$RES/device-bench.err" ||
-    fail "pvusb bench --device failed: $(tail -n 3 "$RES/device-bench.err")"
+device_bench device-bench
 cat "$RES/device-bench.txt"
 "$PVUSB" bench --quick --json --device "$bus.$addr" > "$RES/device-bench.json" 2>/dev/null ||
     note "the --json run failed"
