@@ -23,10 +23,10 @@ use pvusb_backend::usb::{
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
 
-use super::load;
 use super::report::{Ratio, Report, Row};
 use super::session::{Progress, Session};
 use super::stats::{repeat, Plan};
+use super::{cpu, load};
 
 /// Bulk sizes measured on a real device.
 const SIZES: [usize; 3] = [4096, 16 * 1024, 63 * 1024];
@@ -104,8 +104,8 @@ impl Native {
     }
 
     /// Bulk IN throughput (MB/s) of `len`-byte transfers, `DEEP` in flight,
-    /// for `budget`; all transfers are back when it returns.
-    fn mb_s(&mut self, len: usize, budget: Duration) -> Result<f64, String> {
+    /// for `budget`, and the bytes moved; all transfers are back when it returns.
+    fn mb_s(&mut self, len: usize, budget: Duration) -> Result<(f64, u64), String> {
         let start = Instant::now();
         for _ in 0..DEEP {
             self.submit(vec![0; len]);
@@ -133,7 +133,7 @@ impl Native {
         let secs = start.elapsed().as_secs_f64();
         match failure {
             Some(f) => Err(f),
-            None => Ok(bytes as f64 / secs / 1e6),
+            None => Ok((bytes as f64 / secs / 1e6, bytes)),
         }
     }
 
@@ -141,6 +141,66 @@ impl Native {
     fn close(mut self) {
         self.dev.shutdown();
     }
+}
+
+/// The machine's CPU time by kind, from the first line of /proc/stat (clock
+/// ticks since boot): where the time of a figure went.
+///
+/// WHY: on the test-bed's one-CPU dom0 the device itself (dummy_hcd and the
+/// gadget copy the data in softirq context) competes with the userspace of
+/// whichever path is measured; whether the CPU was saturated, and by whom,
+/// tells CPU cost from latency.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineCpu {
+    user: u64,
+    system: u64,
+    irq: u64,
+    idle: u64,
+}
+
+impl MachineCpu {
+    /// `None` where /proc/stat is unreadable (then the line is left out).
+    fn now() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        Some(MachineCpu {
+            user: at(0).saturating_add(at(1)),
+            system: at(2),
+            irq: at(5).saturating_add(at(6)),
+            idle: at(3).saturating_add(at(4)),
+        })
+    }
+
+    /// "busy 97 % (user 40, system 20, irq+softirq 37)" between two snapshots.
+    fn since(self, before: MachineCpu) -> String {
+        let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        let (u, s, i, idle) = (
+            d(self.user, before.user),
+            d(self.system, before.system),
+            d(self.irq, before.irq),
+            d(self.idle, before.idle),
+        );
+        let total = (u + s + i + idle).max(1.0);
+        let pc = |x: f64| (100.0 * x / total).round();
+        format!(
+            "CPU busy {} % (user {}, system {}, irq+softirq {})",
+            pc(u + s + i),
+            pc(u),
+            pc(s),
+            pc(i)
+        )
+    }
+}
+
+/// CPU seconds per GB moved, from two readings of a CPU clock.
+fn per_gb(before: f64, after: f64, bytes: u64) -> Option<f64> {
+    let gb = bytes as f64 / 1e9;
+    (gb > 0.0 && after.is_finite() && before.is_finite()).then(|| (after - before) / gb)
 }
 
 fn first_bulk_in(endpoints: &[EndpointDescriptor]) -> Option<u8> {
@@ -266,7 +326,7 @@ fn measure_on(
         "pvusb: start the backend process and enumerate",
         ACTION_LIMIT,
     );
-    let session = Session::start(&busid, true)?;
+    let mut session = Session::start(&busid, true)?;
     let dev = session
         .front()
         .enumerate(1)
@@ -279,12 +339,27 @@ fn measure_on(
         steps.step(&name, limit);
         let make = session.bulk(Direction::In, endpoint & 0x0f, len);
         let front = Arc::clone(session.front());
+        let (machine, f0) = (MachineCpu::now(), cpu::self_seconds());
+        let b0 = session.child_cpu().map_err(|e| steps.failed(e))?;
+        let mut bytes = 0u64;
         let v = repeat(plan, |d| {
-            load::stream(&front, &make, DEEP, d)
-                .map(|o| o.bytes as f64 / o.elapsed.as_secs_f64() / 1e6)
+            load::stream(&front, &make, DEEP, d).map(|o| {
+                bytes += o.bytes;
+                o.bytes as f64 / o.elapsed.as_secs_f64() / 1e6
+            })
         })
         .map_err(|e| steps.failed(e))?;
-        pvusb.push(row(name, v));
+        let b1 = session.child_cpu().map_err(|e| steps.failed(e))?;
+        let (front_cpu, back_cpu) = (
+            per_gb(f0, cpu::self_seconds(), bytes),
+            per_gb(b0, b1, bytes),
+        );
+        explain(&name, v.median, machine);
+        pvusb.push(Row {
+            front_cpu_s_per_gb: front_cpu,
+            back_cpu_s_per_gb: back_cpu,
+            ..row(name, v)
+        });
     }
     steps.step("pvusb: close the frontend", ACTION_LIMIT);
     if let Err(e) = session.close_front() {
@@ -302,8 +377,22 @@ fn measure_on(
     for len in SIZES {
         let name = format!("bulk IN {} KiB, native libusb", len / 1024);
         steps.step(&name, limit);
-        let v = repeat(plan, |d| native.mb_s(len, d)).map_err(|e| steps.failed(e))?;
-        reference.push(row(name, v));
+        let (machine, c0, mut bytes) = (MachineCpu::now(), cpu::self_seconds(), 0u64);
+        let v = repeat(plan, |d| {
+            native.mb_s(len, d).map(|(mb_s, b)| {
+                bytes += b;
+                mb_s
+            })
+        })
+        .map_err(|e| steps.failed(e))?;
+        let own_cpu = per_gb(c0, cpu::self_seconds(), bytes);
+        explain(&name, v.median, machine);
+        // One process does the backend's libusb work without the ring: its
+        // CPU goes in the back column.
+        reference.push(Row {
+            back_cpu_s_per_gb: own_cpu,
+            ..row(name, v)
+        });
     }
     steps.step(&format!("native: release {busid}"), ACTION_LIMIT);
     native.close();
@@ -326,6 +415,13 @@ fn measure_on(
         reference,
         ratios,
     ))
+}
+
+/// One line on stderr: the figure and where the machine's CPU went meanwhile.
+fn explain(name: &str, median: f64, before: Option<MachineCpu>) {
+    if let (Some(before), Some(after)) = (before, MachineCpu::now()) {
+        eprintln!("      {name}: {median:.1} MB/s, {}", after.since(before));
+    }
 }
 
 fn row(name: String, value: super::stats::Summary) -> Row {
