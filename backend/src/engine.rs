@@ -312,6 +312,7 @@ impl UrbEngine {
             iso,
             submitted_at: Instant::now(),
         };
+        tracing::trace!(id, port, endpoint, len, bulk, "request");
         if bulk {
             // Bulk URBs keep their endpoint's order through its queue: on an
             // idle endpoint this one goes now; behind a transfer in flight it
@@ -550,6 +551,13 @@ impl UrbEngine {
             .submitted
             .fetch_add(kept.len() as u64, Ordering::Relaxed);
         Stats::inc(&self.stats.transfers);
+        tracing::trace!(
+            tid,
+            endpoint,
+            urbs = kept.len(),
+            bytes = offset,
+            "bulk transfer"
+        );
         device.submit(
             tid,
             Transfer {
@@ -621,6 +629,7 @@ impl UrbEngine {
     ) {
         self.queues.transfer_done(tid);
         let members = self.in_flight.iter().filter(|e| e.tid == Some(tid)).count();
+        tracing::trace!(tid, members, actual = c.actual_length, "completion");
         if members > 1 {
             self.complete_coalesced(tid, c, mem, out);
             self.gauges();

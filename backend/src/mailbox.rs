@@ -162,6 +162,7 @@ impl CompletionSink for Mailbox {
     /// Queues a completion; wakes the worker unless this is the worker's own
     /// thread (which drains the queue before it sleeps).
     fn complete(&self, id: TransferId, completion: Completion) {
+        tracing::trace!(tid = id, "device completion queued");
         lock(&self.completions).push((id, completion));
         if !self.on_worker_thread() {
             self.wake();

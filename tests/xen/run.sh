@@ -74,7 +74,7 @@ EOF
     # Knobs the scenarios read, passed through when set on the host.
     local v
     for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS \
-             PVUSB_FRONT_READ PVUSB_BACKEND_ARGS RUST_LOG; do
+             PVUSB_FRONT_READ PVUSB_BACKEND_ARGS PVUSB_BACKEND_ENV RUST_LOG; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
     done
     ln -sfn "$stamp" "$TB/runs/last"

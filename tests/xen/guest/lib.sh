@@ -153,16 +153,22 @@ pvusb_require() {
     for c in "$@"; do pvusb_has "$c" || skip "pvusb ($PVUSB) lacks the '$c' command"; done
 }
 # pvusb_backend_start: run `pvusb backend` as the dom0 daemon (with PVUSB_BACKEND_ARGS, e.g.
-# "--poll-max-us 4000"); sets BACKEND_PID.
+# "--poll-max-us 4000") and PVUSB_BACKEND_ENV (NAME=VALUE ... for its environment); sets
+# BACKEND_PID and BACKEND_LOG. The log is written to dom0's tmpfs,
+# not to the 9p share: each write to the share is a round trip through QEMU, which under TCG
+# costs about a millisecond and would stall the worker that logs (with RUST_LOG=trace it made
+# every URB wait for its log lines). cleanup_after_scenario copies it into results/.
 pvusb_backend_start() {
+    BACKEND_LOG=/tmp/$SCEN.backend.log
     # shellcheck disable=SC2086 # PVUSB_BACKEND_ARGS is a list of flags
-    RUST_LOG=${RUST_LOG:-info} "$PVUSB" backend --domid 0 ${PVUSB_BACKEND_ARGS:-} \
-        > "$RES/$SCEN.backend.log" 2>&1 &
+    # shellcheck disable=SC2086 # PVUSB_BACKEND_ENV is a list of NAME=VALUE
+    env RUST_LOG="${RUST_LOG:-info}" ${PVUSB_BACKEND_ENV:-} "$PVUSB" backend --domid 0 ${PVUSB_BACKEND_ARGS:-} \
+        > "$BACKEND_LOG" 2>&1 &
     BACKEND_PID=$!
     echo "$BACKEND_PID" >> /tmp/tb-pids
     sleep 2
     kill -0 "$BACKEND_PID" 2>/dev/null ||
-        fail "pvusb backend exited at start: $(tail -n 5 "$RES/$SCEN.backend.log")"
+        fail "pvusb backend exited at start: $(tail -n 5 "$BACKEND_LOG")"
 }
 
 # xs_ctrl_attach DOM DEVID VERSION PORTS: what `xl usbctrl-attach type=pv` writes (libxl's
@@ -265,7 +271,7 @@ peer_ctrl_detach() { # DOM
 }
 peer_alive() {
     kill -0 "$PEER_PID" 2>/dev/null && return 0
-    [ "$PEER" = pvusb ] && fail "pvusb backend died: $(tail -n 5 "$RES/$SCEN.backend.log")"
+    [ "$PEER" = pvusb ] && fail "pvusb backend died: $(tail -n 5 "$BACKEND_LOG")"
     fail "the qusb QEMU ($PEER_PID) died"
 }
 # peer_usage: "<open fds> <mappings>" of the serving process (leak checks compare these).
@@ -329,6 +335,7 @@ cleanup_after_scenario() {
         for p in $(cat /tmp/tb-pids); do kill -9 "$p" 2>/dev/null; done
         rm -f /tmp/tb-pids
     fi
+    for p in /tmp/*.backend.log; do [ -f "$p" ] && mv "$p" "$RES/"; done
     left=$(xenstore-list /local/domain/0/backend/vusb 2>/dev/null; xenstore-list /pvusb/usbback 2>/dev/null)
     if [ -n "$left" ]; then
         echo "cleanup: removed leftover xenstore state (backend/vusb, /pvusb/usbback): $(echo $left)" >> "$RES/$name.notes"

@@ -17,7 +17,7 @@ counters() {
     local line
     kill -USR1 "$BACKEND_PID"
     sleep 1
-    line=$(grep 'stats:' "$RES/$SCEN.backend.log" | tail -n 1)
+    line=$(grep 'stats:' "$BACKEND_LOG" | tail -n 1)
     for k in transfers completed bytes_in bytes_out device_us events; do
         printf '%s ' "$(printf '%s\n' "$line" | grep -oE "[ {]$k: [0-9]+" | grep -oE '[0-9]+$')"
     done
