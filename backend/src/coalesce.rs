@@ -3,25 +3,33 @@
 //! URB.
 //!
 //! WHY: the stock xen-hcd has no scatter-gather, so usb-storage in a guest
-//! sends its data phase as one URB per 4 KiB page, 16 of them on the ring at
-//! once. Each device transfer costs the same fixed time in dom0 (libusb,
-//! usbfs, the host controller, an interrupt) whatever its size; measured in
-//! the Xen test-bed (scenario `anatomy`) that time was ~1.2 ms per URB for
-//! 4 KiB and 16 KiB alike. One transfer for the sixteen pays it once.
+//! sends a command's data as one URB per contiguous piece of its buffer, and
+//! a guest (or pvusb's own frontend) may put several of them on the ring at
+//! once. Each device transfer costs a fixed time in dom0 (libusb, usbfs, the
+//! host controller, an interrupt) whatever its size: ~1.2 ms in the Xen
+//! test-bed (scenario `anatomy`). One transfer for a burst pays it once.
+//!
+//! When: only a burst, i.e. URBs that are waiting together when the engine
+//! dispatches (the controller dispatches after taking a batch of requests
+//! and after completions). A lone URB goes at once, pipelined behind
+//! whatever single transfers are in flight: holding it back in the hope of
+//! company costs a whole completion round trip, and the stock guest mostly
+//! sends the next URB only after the previous one was answered (traced in
+//! the test-bed), so it would wait for nothing.
 //!
 //! Semantics kept: a bulk transfer ends at a short packet, so a coalesced
 //! transfer can only be split at boundaries the device would have honoured
 //! itself, which holds when every URB is a whole number of max-size packets
-//! ([`PACKET_MULTIPLE`] covers every speed); runs of equal URBs only (see
-//! [`joins`]). Where the
-//! device ended the transfer, that URB gets the end; the URBs behind it
-//! received nothing and go to the device again, in order, before anything
-//! queued later. To keep that order at most one coalesced transfer is in
-//! flight per endpoint, and nothing else of the endpoint beside it; URBs too
-//! big to gain from it go to the device one by one and pipelined as before.
-//! Only devices that say they gain from it
+//! ([`PACKET_MULTIPLE`] covers every speed; see [`joins`]). Where the device
+//! ended the transfer, that URB gets the end; the URBs behind it received
+//! nothing and go to the device again, in order, before anything queued
+//! later. To keep that order nothing of the endpoint is given to the device
+//! after a coalesced transfer until it is back (single transfers before it
+//! are fine: they end before it starts). URBs too big to gain from it go one
+//! by one, pipelined. Only devices that say they gain from it
 //! ([`crate::usb::UsbDevice::gains_from_coalescing`]: libusb ones, not the
-//! emulated ones that answer inside `submit`) get coalesced transfers.
+//! emulated ones that answer inside `submit`) get coalesced transfers, and
+//! only their bulk URBs wait for the dispatch.
 
 use std::collections::VecDeque;
 
@@ -43,17 +51,20 @@ pub fn coalescible(len: usize) -> bool {
     len > 0 && len <= MAX_URB
 }
 
-/// Whether a URB of `len` bytes may follow URBs of `prev` bytes each in one
-/// transfer: only a run of equal, whole-packet URBs is coalesced.
+/// Whether a URB of `len` bytes may follow one of `prev` bytes in one
+/// transfer: only runs of whole-packet URBs are coalesced.
 ///
-/// WHY equal: a run of equal URBs is one data stream cut into pages (the
-/// xen-hcd pattern); a URB of another size usually starts another protocol
-/// phase (usb-storage's 13-byte CSW after the data). A real device answers
-/// the next phase in the same transfer just as it would in the next URB,
-/// but devices emulated at the transfer level (QEMU's usb-storage, ours)
-/// end a transfer at the end of a phase, so a transfer never spans two.
+/// WHY whole packets: a bulk pipe is a byte stream that a short packet ends,
+/// so URBs of whole packets can be split back exactly where the device would
+/// have put their boundaries. And the phase markers of the protocols that
+/// send runs of small URBs are never whole packets (usb-storage's 31-byte CBW
+/// and 13-byte CSW), so a run of whole-packet URBs stays inside one data
+/// phase. That matters for devices emulated at the transfer level (QEMU's
+/// usb-storage behind an emulated xHCI), which end a transfer at the end of a
+/// phase. Sizes may differ: xen-hcd cuts a command's data into one URB per
+/// physically contiguous piece of the guest's buffer (4 to 64 KiB, measured).
 pub fn joins(prev: usize, len: usize) -> bool {
-    prev == len && len % PACKET_MULTIPLE == 0
+    prev % PACKET_MULTIPLE == 0 && len % PACKET_MULTIPLE == 0
 }
 
 /// The transfers of one endpoint of one port.
@@ -67,7 +78,9 @@ pub struct EndpointQueue {
     pub waiting: VecDeque<u16>,
     /// Device transfers in flight.
     pub in_flight: Vec<TransferId>,
-    /// Whether the one transfer in flight is a coalesced one.
+    /// Whether the newest transfer in flight is a coalesced one. Nothing is
+    /// submitted after it and an endpoint completes in order, so it is the
+    /// last to come back: the flag clears when `in_flight` empties.
     pub coalesced: bool,
 }
 
@@ -391,10 +404,12 @@ mod tests {
     }
 
     #[test]
-    fn only_runs_of_equal_whole_packet_urbs_join() {
+    fn only_runs_of_whole_packet_urbs_join() {
         assert!(joins(4096, 4096));
+        assert!(joins(24576, 32768));
         assert!(!joins(4096, 13));
-        assert!(!joins(4096, 2048));
+        assert!(!joins(13, 4096));
+        assert!(!joins(4096, 2048 + 512));
         assert!(!joins(1000, 1000));
     }
 

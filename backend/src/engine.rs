@@ -314,12 +314,16 @@ impl UrbEngine {
         };
         tracing::trace!(id, port, endpoint, len, bulk, "request");
         if bulk {
-            // Bulk URBs keep their endpoint's order through its queue: on an
-            // idle endpoint this one goes now; behind a transfer in flight it
-            // waits, and those waiting go together once it is done.
+            // Bulk URBs keep their endpoint's order through its queue. For a
+            // device that gains from coalescing they wait for the caller's
+            // `dispatch` after the batch of requests, so a burst can travel
+            // as one transfer (`crate::coalesce`); for others they go now.
+            let joinable = device.gains_from_coalescing();
             self.queues.get(port, endpoint).waiting.push_back(id);
             self.in_flight.push(entry);
-            self.dispatch_endpoint(port, endpoint, mem, devices, out);
+            if !joinable {
+                self.dispatch_endpoint(port, endpoint, mem, devices, out);
+            }
             return;
         }
         let mut buffer = if len == 0 {
@@ -435,32 +439,31 @@ impl UrbEngine {
         for _ in 0..=MAX_IN_FLIGHT {
             batch.clear();
             let q = self.queues.get(port, endpoint);
+            // Nothing may pass a coalesced transfer (see `crate::coalesce`).
             if q.coalesced {
                 break;
             }
-            let busy = !q.in_flight.is_empty();
-            let mut total = 0usize;
+            let (mut total, mut last) = (0usize, 0usize);
             while let Some(&id) = q.waiting.front() {
                 let Some(e) = self.in_flight.iter().find(|e| e.ring_id == id) else {
                     q.waiting.pop_front();
                     continue;
                 };
                 let small = joinable && coalesce::coalescible(e.max_len);
-                if batch.is_empty() && !small {
-                    batch.push(id);
-                    q.waiting.pop_front();
-                    break;
-                }
-                if !small
-                    || busy
-                    || total + e.max_len > coalesce::MAX_TRANSFER
-                    || (total > 0 && !coalesce::joins(total / batch.len(), e.max_len))
+                if !batch.is_empty()
+                    && (!small
+                        || total + e.max_len > coalesce::MAX_TRANSFER
+                        || !coalesce::joins(last, e.max_len))
                 {
                     break;
                 }
                 batch.push(id);
                 q.waiting.pop_front();
                 total += e.max_len;
+                last = e.max_len;
+                if !small {
+                    break;
+                }
             }
             if batch.is_empty() {
                 break;

@@ -154,6 +154,12 @@ impl Rig {
             .handle_request(&r, &self.guest, &mut self.devs, &mut self.out);
     }
 
+    /// What the controller does after each batch of requests.
+    fn dispatch(&mut self) {
+        self.engine
+            .dispatch(&self.guest, &mut self.devs, &mut self.out);
+    }
+
     /// A one-page bulk URB with id `id` on endpoint 1 in `dir`.
     fn bulk(&mut self, id: u16, dir: Direction, len: usize) {
         let pipe = Pipe::new(TransferType::Bulk, dir, ADDR, 1, PORT).expect("pipe");
@@ -203,20 +209,23 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-fn small_in_urbs_behind_a_busy_endpoint_travel_as_one_transfer_and_split_at_a_short_packet() {
+fn a_burst_of_small_in_urbs_travels_as_one_transfer_and_splits_at_a_short_packet() {
     let mut rig = Rig::new();
-    for id in 0..4 {
+    rig.bulk(0, Direction::In, PAGE);
+    assert!(rig.held().is_empty(), "bulk URBs wait for the dispatch");
+    rig.dispatch();
+    assert_eq!(rig.held(), vec![PAGE], "a lone URB goes alone");
+    // A burst arrives while it is in flight: one transfer, pipelined behind it.
+    for id in 1..4 {
         rig.bulk(id, Direction::In, PAGE);
     }
-    // The first went at once (idle endpoint); the others wait behind it.
-    assert_eq!(rig.held(), vec![PAGE]);
+    rig.dispatch();
+    assert_eq!(rig.held(), vec![PAGE, 3 * PAGE]);
     let first = pattern(PAGE, 1);
     rig.complete(TransferOutcome::Completed, &first);
     assert_eq!(rig.take(), vec![(0, 0, 4096)]);
     assert_eq!(rig.guest.page(100), first);
-    // Ids 1-3 now went as one 12 KiB transfer.
-    assert_eq!(rig.held(), vec![3 * PAGE]);
-    // The device ended it with a short packet after 5000 bytes.
+    // The device ended the joined transfer with a short packet after 5000 bytes.
     let data = pattern(5000, 2);
     rig.complete(TransferOutcome::Completed, &data);
     assert_eq!(rig.take(), vec![(1, 0, 4096), (2, 0, 904)]);
@@ -228,19 +237,44 @@ fn small_in_urbs_behind_a_busy_endpoint_travel_as_one_transfer_and_split_at_a_sh
     assert_eq!(rig.take(), vec![(3, 0, 4096)]);
     let s = rig.engine.stats().snapshot();
     assert_eq!(
-        (s.completed, s.bytes_in, s.in_flight),
-        (4, 3 * 4096 + 904, 0)
+        (s.completed, s.bytes_in, s.in_flight, s.transfers),
+        (4, 3 * 4096 + 904, 0, 3)
     );
+}
+
+#[test]
+fn nothing_passes_a_coalesced_transfer_and_lone_urbs_pipeline() {
+    let mut rig = Rig::new();
+    for id in 0..2 {
+        rig.bulk(id, Direction::In, PAGE);
+    }
+    rig.dispatch();
+    assert_eq!(rig.held(), vec![2 * PAGE]);
+    rig.bulk(2, Direction::In, PAGE);
+    rig.dispatch();
+    assert_eq!(
+        rig.held(),
+        vec![2 * PAGE],
+        "id 2 waits behind the joined transfer"
+    );
+    rig.complete(TransferOutcome::Completed, &pattern(2 * PAGE, 1));
+    assert_eq!(rig.take(), vec![(0, 0, 4096), (1, 0, 4096)]);
+    assert_eq!(rig.held(), vec![PAGE], "then goes");
+    // Lone URBs arriving one by one are pipelined, not held back.
+    rig.bulk(3, Direction::In, PAGE);
+    rig.dispatch();
+    rig.bulk(4, Direction::In, PAGE);
+    rig.dispatch();
+    assert_eq!(rig.held(), vec![PAGE, PAGE, PAGE]);
 }
 
 #[test]
 fn an_unlinked_member_is_answered_and_the_others_go_again_in_order() {
     let mut rig = Rig::new();
-    for id in 0..4 {
+    for id in 1..4 {
         rig.bulk(id, Direction::In, PAGE);
     }
-    rig.complete(TransferOutcome::Completed, &pattern(PAGE, 1));
-    assert_eq!(rig.take(), vec![(0, 0, 4096)]);
+    rig.dispatch();
     assert_eq!(rig.held(), vec![3 * PAGE]);
     let pipe = Pipe::new(TransferType::Bulk, Direction::In, ADDR, 1, PORT).expect("pipe");
     rig.request(UrbRequest::unlink(9, pipe, 2));
@@ -265,22 +299,25 @@ fn an_unlinked_member_is_answered_and_the_others_go_again_in_order() {
 }
 
 #[test]
-fn out_urbs_are_gathered_in_order_and_a_different_size_is_not_joined() {
+fn out_urbs_of_whole_packets_are_gathered_in_order_and_a_csw_sized_one_is_not_joined() {
     let mut rig = Rig::new();
-    for id in 0..4u16 {
-        rig.guest
-            .set(100 + u32::from(id), pattern(PAGE, 10 + id as u8));
-    }
+    rig.guest.set(100, pattern(PAGE, 10));
+    rig.guest.set(101, pattern(PAGE, 11));
     rig.bulk(0, Direction::Out, PAGE);
-    rig.bulk(1, Direction::Out, PAGE);
-    rig.bulk(2, Direction::Out, PAGE);
-    rig.bulk(3, Direction::Out, 13); // another phase: never joined to the run
-    rig.complete(TransferOutcome::Completed, &[0; PAGE]);
-    assert_eq!(rig.take(), vec![(0, 0, 4096)]);
-    assert_eq!(rig.held(), vec![2 * PAGE], "ids 1 and 2 together, 3 waits");
+    rig.bulk(1, Direction::Out, 2048); // another whole-packet size joins
+    rig.bulk(2, Direction::Out, 13); // another phase: never joined to the run
+    rig.dispatch();
+    assert_eq!(
+        rig.held(),
+        vec![PAGE + 2048],
+        "ids 0 and 1 together, 2 waits"
+    );
     let gathered = rig.submits.lock().unwrap()[0].1.buffer.clone();
-    assert_eq!(gathered[..PAGE], pattern(PAGE, 11));
-    assert_eq!(gathered[PAGE..], pattern(PAGE, 12));
+    assert_eq!(gathered[..PAGE], pattern(PAGE, 10));
+    assert_eq!(gathered[PAGE..], pattern(PAGE, 11)[..2048]);
+    rig.complete(TransferOutcome::Completed, &[0; PAGE + 2048]);
+    assert_eq!(rig.take(), vec![(0, 0, 4096), (1, 0, 2048)]);
+    assert_eq!(rig.held(), vec![13]);
 }
 
 #[test]
