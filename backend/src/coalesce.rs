@@ -13,9 +13,10 @@
 //! dispatches (the controller dispatches after taking a batch of requests
 //! and after completions). A lone URB goes at once, pipelined behind
 //! whatever single transfers are in flight: holding it back in the hope of
-//! company costs a whole completion round trip, and the stock guest mostly
-//! sends the next URB only after the previous one was answered (traced in
-//! the test-bed), so it would wait for nothing.
+//! company costs a whole completion round trip, often for nothing. (The Xen
+//! test-bed measured both: holding back behind any transfer in flight made
+//! 1004 transfers of 1024 URBs and ran at half the speed of bursts, which
+//! made 385 of 2304: each usb-storage command's data went as one.)
 //!
 //! Semantics kept: a bulk transfer ends at a short packet, so a coalesced
 //! transfer can only be split at boundaries the device would have honoured
