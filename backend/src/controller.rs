@@ -799,11 +799,13 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                     setup
                         .engine
                         .handle_request(&r, &mem, &mut setup.ports, responses);
-                    // Emulated devices complete during the submit; a
-                    // completion frees its endpoint for the URBs behind it.
+                    // Emulated devices complete during the submit: their
+                    // answers go out as they come. Bulk URBs waiting for the
+                    // dispatch stay queued until the whole batch is in, so a
+                    // burst is not split by a completion that happens to
+                    // arrive meanwhile (`crate::coalesce`).
                     if mailbox.has_completions() {
                         complete(&mut setup.engine, responses, conn)?;
-                        setup.engine.dispatch(&mem, &mut setup.ports, responses);
                     } else {
                         finish(responses, conn, false)?;
                     }

@@ -322,7 +322,7 @@ impl UrbEngine {
             self.queues.get(port, endpoint).waiting.push_back(id);
             self.in_flight.push(entry);
             if !joinable {
-                self.dispatch_endpoint(port, endpoint, mem, devices, out);
+                self.dispatch_endpoint(port, endpoint, false, mem, devices, out);
             }
             return;
         }
@@ -403,9 +403,9 @@ impl UrbEngine {
         }
     }
 
-    /// Gives the device what waits in the bulk queues: URBs too big to
-    /// coalesce one by one (pipelined), small ones together as one transfer
-    /// once nothing else of their endpoint is in flight.
+    /// Gives the device what waits in the bulk queues: URBs that wait
+    /// together as one transfer where the device gains from it, everything
+    /// else one by one, pipelined (see [`crate::coalesce`]).
     pub fn dispatch(
         &mut self,
         mem: &dyn GuestMemory,
@@ -415,24 +415,26 @@ impl UrbEngine {
         // By index: dispatching never removes or reorders queues.
         let mut i = 0;
         while let Some((port, endpoint)) = self.queues.key(i) {
-            self.dispatch_endpoint(port, endpoint, mem, devices, out);
+            let joinable = devices
+                .device(port)
+                .is_some_and(|d| d.gains_from_coalescing());
+            self.dispatch_endpoint(port, endpoint, joinable, mem, devices, out);
             i += 1;
         }
         self.gauges();
     }
 
-    /// [`UrbEngine::dispatch`] for one endpoint.
+    /// [`UrbEngine::dispatch`] for one endpoint; `joinable`: its device
+    /// gains from coalescing.
     fn dispatch_endpoint(
         &mut self,
         port: u8,
         endpoint: u8,
+        joinable: bool,
         mem: &dyn GuestMemory,
         devices: &mut dyn Devices,
         out: &mut Vec<UrbResponse>,
     ) {
-        let joinable = devices
-            .device(port)
-            .is_some_and(|d| d.gains_from_coalescing());
         // The engine's scratch list: no allocation per URB.
         let mut batch = std::mem::take(&mut self.batch);
         // Bounded: each pass takes at least one waiting id off the queue.
@@ -468,18 +470,19 @@ impl UrbEngine {
             if batch.is_empty() {
                 break;
             }
-            self.submit_bulk(port, endpoint, &batch, mem, devices, out);
+            self.submit_bulk(port, endpoint, &mut batch, mem, devices, out);
         }
         batch.clear();
         self.batch = batch;
     }
 
-    /// One device transfer for the queued URBs `ids` (in order).
+    /// One device transfer for the queued URBs `ids` (in order); those whose
+    /// OUT data cannot be copied are answered and dropped from `ids`.
     fn submit_bulk(
         &mut self,
         port: u8,
         endpoint: u8,
-        ids: &[u16],
+        ids: &mut Vec<u16>,
         mem: &dyn GuestMemory,
         devices: &mut dyn Devices,
         out: &mut Vec<UrbResponse>,
@@ -494,14 +497,13 @@ impl UrbEngine {
         } else {
             self.pool.take(total)
         };
-        let mut kept: Vec<u16> = Vec::with_capacity(ids.len());
         let mut offset = 0;
-        for &id in ids {
+        ids.retain(|&id| {
             let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == id) else {
-                continue;
+                return false;
             };
             let Some(e) = self.in_flight.get(pos) else {
-                continue;
+                return false;
             };
             let (len, is_in, data) = (e.max_len, e.is_in, e.data);
             if !is_in && len > 0 {
@@ -509,15 +511,16 @@ impl UrbEngine {
                 if !self.copy_out(id, &data, mem, dst) {
                     self.in_flight.swap_remove(pos);
                     out.push(response(id, Status::Inval, 0));
-                    continue;
+                    return false;
                 }
             }
             if let Some(e) = self.in_flight.get_mut(pos) {
                 e.offset = offset;
             }
             offset += len;
-            kept.push(id);
-        }
+            true
+        });
+        let kept: &[u16] = ids;
         buffer.truncate(offset);
         let Some(&first) = kept.first() else {
             self.pool.put(buffer);
@@ -525,7 +528,7 @@ impl UrbEngine {
         };
         let Some(device) = devices.device(port) else {
             self.pool.put(buffer);
-            for id in kept {
+            for &id in kept {
                 if let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == id) {
                     self.in_flight.swap_remove(pos);
                 }
@@ -661,27 +664,26 @@ impl UrbEngine {
         mem: &dyn GuestMemory,
         out: &mut Vec<UrbResponse>,
     ) {
-        let mut ids: Vec<(usize, u16)> = self
+        let mut parts: Vec<(u16, Member)> = self
             .in_flight
             .iter()
             .filter(|e| e.tid == Some(tid))
-            .map(|e| (e.offset, e.ring_id))
-            .collect();
-        ids.sort_unstable();
-        let members: Vec<Member> = ids
-            .iter()
-            .filter_map(|(_, id)| self.in_flight.iter().find(|e| e.ring_id == *id))
-            .map(|e| Member {
-                offset: e.offset,
-                len: e.max_len,
-                short_not_ok: e.short_not_ok,
-                unlinked: e.unlinked,
+            .map(|e| {
+                let m = Member {
+                    offset: e.offset,
+                    len: e.max_len,
+                    short_not_ok: e.short_not_ok,
+                    unlinked: e.unlinked,
+                };
+                (e.ring_id, m)
             })
             .collect();
+        parts.sort_unstable_by_key(|(_, m)| m.offset);
+        let members: Vec<Member> = parts.iter().map(|&(_, m)| m).collect();
         let actual = c.actual_length.min(c.buffer.len());
         let fates = coalesce::split(&members, c.outcome, actual);
         let mut requeue: Vec<u16> = Vec::new();
-        for ((_, id), fate) in ids.iter().zip(fates) {
+        for ((id, _), fate) in parts.iter().zip(fates) {
             let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == *id) else {
                 continue;
             };
