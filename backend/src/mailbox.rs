@@ -124,9 +124,15 @@ impl Mailbox {
 
     /// Worker side: consume the wake-up; call before draining, so anything
     /// queued afterwards wakes the worker again.
+    ///
+    /// Read first, then clear the flag: the other order lost wake-ups. A
+    /// producer's write landing between the two was consumed by the read
+    /// while the flag stayed set, so every later `wake` saw it set, wrote
+    /// nothing, and the worker slept in `poll` with messages queued (a
+    /// daemon shutdown hung that way in `tests/lifecycle.rs`).
     pub fn clear_wake(&self) {
-        self.pending.store(false, Ordering::SeqCst);
         let _ = self.wake.read();
+        self.pending.store(false, Ordering::SeqCst);
     }
 
     /// Worker side: whether a wake-up is pending (a control message or a
