@@ -83,6 +83,20 @@ pub struct Attached {
 /// Upper bound on controllers/ports scanned per guest in the assignment scan.
 const MAX_SCAN: usize = 4096;
 
+/// How often a default placement is chosen again after concurrent commands
+/// took the chosen port.
+const PLACEMENT_ROUNDS: usize = 16;
+
+/// Outcome of writing a new attach's record.
+enum Reserve {
+    /// Written.
+    Done,
+    /// The device got a record meanwhile.
+    DeviceTaken,
+    /// The port holds or is reserved for this device.
+    PortTaken(String),
+}
+
 impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// The busid a spec names (checking the device exists).
     pub fn resolve_device(&self, spec: &DeviceSpec) -> Result<String, ToolError> {
@@ -185,6 +199,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         ctrl: Option<u32>,
         port: Option<u32>,
     ) -> Result<Attached, ToolError> {
+        let _lock = self.exclusive()?;
         if !self.domain_exists(domid)? {
             return Err(ToolError::NoSuchDomain(domid.to_string()));
         }
@@ -213,6 +228,63 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                 port: at.port,
             });
         }
+        let drivers: Vec<_> = device
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.driver.clone()))
+            .collect();
+        // The placement is computed from reads outside any transaction, then
+        // re-checked inside the one that writes the record: a port another
+        // command filled or reserved meanwhile sends a default placement round
+        // again, and an explicit one out with PortBusy.
+        let mut placed = None;
+        for _ in 0..PLACEMENT_ROUNDS {
+            let (c, p) = self.place(domid, ctrl, port, &mut result)?;
+            let rec = DeviceRecord {
+                busid: busid.clone(),
+                stage: Some(Stage::AttachRecorded),
+                domid: Some(domid),
+                ctrl: Some(c),
+                port: Some(p),
+                drivers: drivers.clone(),
+            };
+            // Record the original drivers BEFORE touching any binding.
+            match self.record_if_free(&rec)? {
+                Reserve::Done => {
+                    placed = Some((c, p));
+                    break;
+                }
+                Reserve::DeviceTaken => return Err(ToolError::Concurrent { busid }),
+                Reserve::PortTaken(holder) if ctrl.is_some() && port.is_some() => {
+                    return Err(ToolError::PortBusy {
+                        domid,
+                        ctrl: c,
+                        port: p,
+                        busid: holder,
+                    })
+                }
+                Reserve::PortTaken(_) => continue,
+            }
+        }
+        let Some((c, p)) = placed else {
+            return Err(ToolError::Concurrent { busid });
+        };
+        crash::point("attach-recorded");
+        result.ctrl = c;
+        result.port = p;
+        self.finish_attach(&busid, domid, c, p)?;
+        Ok(result)
+    }
+
+    /// Where an attach goes (see the crate doc's placement rules), from the
+    /// ports and reservations seen now; [`Self::record_if_free`] re-checks it.
+    fn place(
+        &self,
+        domid: u16,
+        ctrl: Option<u32>,
+        port: Option<u32>,
+        result: &mut Attached,
+    ) -> Result<(u32, u32), ToolError> {
         let reserved = self.reserved_ports()?;
         let (c, p) = match ctrl {
             Some(c) => {
@@ -272,49 +344,40 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                 }
             }
         };
-        let drivers = device
-            .interfaces
-            .iter()
-            .map(|i| (i.name.clone(), i.driver.clone()))
-            .collect();
-        let rec = DeviceRecord {
-            busid: busid.clone(),
-            stage: Some(Stage::AttachRecorded),
-            domid: Some(domid),
-            ctrl: Some(c),
-            port: Some(p),
-            drivers,
+        Ok((c, p))
+    }
+
+    /// Writes `rec` (a new attach's record) in one transaction that re-checks,
+    /// on the nodes it reads, that the device has no record and that its port
+    /// is neither filled nor reserved by another record; a concurrent command
+    /// that writes any of them makes the commit conflict and the check run
+    /// again.
+    fn record_if_free(&self, rec: &DeviceRecord) -> Result<Reserve, ToolError> {
+        let (Some(domid), Some(c), Some(p)) = (rec.domid, rec.ctrl, rec.port) else {
+            return Err(ToolError::Concurrent {
+                busid: rec.busid.clone(),
+            });
         };
-        // Record the original drivers BEFORE touching any binding, in one
-        // transaction that also re-checks (conflict-safely) that nobody else took
-        // the device or the port meanwhile.
         let port_path = format!("{}/port/{p}", backend_dir(self.backend_domid, domid, c));
-        let raced = in_transaction(&self.store, |tx| {
-            if record::read(&self.store, tx, &busid)?.is_some() {
-                return Ok(true);
+        let outcome = in_transaction(&self.store, |tx| {
+            if record::read(&self.store, tx, &rec.busid)?.is_some() {
+                return Ok(Reserve::DeviceTaken);
             }
-            if !self
-                .store
-                .read(tx, &port_path)?
-                .unwrap_or_default()
-                .is_empty()
-            {
-                return Ok(true);
+            let holder = self.store.read(tx, &port_path)?.unwrap_or_default();
+            if !holder.is_empty() {
+                return Ok(Reserve::PortTaken(holder));
             }
-            record::write_new(&self.store, tx, &rec)?;
-            Ok::<_, StoreError>(false)
+            for other in record::busids(&self.store, tx)? {
+                if let Some(r) = record::read(&self.store, tx, &other)? {
+                    if (r.domid, r.ctrl, r.port) == (Some(domid), Some(c), Some(p)) {
+                        return Ok(Reserve::PortTaken(other));
+                    }
+                }
+            }
+            record::write_new(&self.store, tx, rec)?;
+            Ok::<_, StoreError>(Reserve::Done)
         })?;
-        if raced {
-            return Err(ToolError::InvalidArgument(format!(
-                "device {busid} or port {p} of controller {c} was taken by a concurrent command: \
-                 check `pvusb list {domid}` and retry"
-            )));
-        }
-        crash::point("attach-recorded");
-        result.ctrl = c;
-        result.port = p;
-        self.finish_attach(&busid, domid, c, p)?;
-        Ok(result)
+        Ok(outcome)
     }
 
     /// Attach of a device that already has a record: resume, no-op or refuse.
@@ -433,8 +496,18 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             backend_dir(self.backend_domid, domid, ctrl)
         );
         in_transaction(&self.store, |tx| {
+            // The port must still exist and be empty (or ours, on a resume),
+            // and the record still ours at Claimed: a command that changed
+            // either meanwhile wins, and this attach stops short of the port.
             let cur = self.store.read(tx, &port_path)?;
-            if cur.is_none() {
+            if !cur.as_deref().is_some_and(|b| b.is_empty() || b == busid) {
+                return Ok(false);
+            }
+            let now = record::read(&self.store, tx, busid)?;
+            if now.as_ref().and_then(|r| r.stage) != Some(Stage::Claimed)
+                || now.as_ref().map(|r| (r.domid, r.ctrl, r.port))
+                    != Some((Some(domid), Some(ctrl), Some(port)))
+            {
                 return Ok(false);
             }
             self.store.write(tx, &port_path, busid)?;

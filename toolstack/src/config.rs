@@ -273,6 +273,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// its devices (already-attached ones are left as they are), so re-running it
     /// after an interruption finishes the job.
     pub fn config_apply(&self, domid: u16, file: &str, text: &str) -> Result<Applied, ToolError> {
+        let _lock = self.exclusive()?;
         let cfg = parse(file, text)?;
         let mut applied = Applied {
             created_controllers: Vec::new(),

@@ -182,6 +182,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         version: u8,
         ports: u32,
     ) -> Result<CtrlAttached, ToolError> {
+        let _lock = self.exclusive()?;
         let devid = self.create_controller(domid, None, version, ports)?;
         self.wait_connected(domid, devid)?;
         Ok(CtrlAttached { domid, devid })
@@ -341,6 +342,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         devid: u32,
         force: bool,
     ) -> Result<CtrlDetached, ToolError> {
+        let _lock = self.exclusive()?;
         let c = self.our_controller(domid, devid)?;
         let mut devices = Vec::new();
         // Half-done attaches aimed at this controller would point at nothing.

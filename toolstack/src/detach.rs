@@ -46,6 +46,7 @@ pub type ReapOutcome = (u16, Result<Vec<String>, ToolError>);
 impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// `dev-detach DOM CTRL PORT`.
     pub fn dev_detach(&self, domid: u16, ctrl: u32, port: u32) -> Result<Detached, ToolError> {
+        let _lock = self.exclusive()?;
         let c = self.our_controller(domid, ctrl)?;
         let busid = match c.port(port) {
             Some(b) => b.to_owned(),
@@ -76,6 +77,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
 
     /// `dev-detach DOM BUSID`.
     pub fn dev_detach_busid(&self, domid: u16, busid: &str) -> Result<Detached, ToolError> {
+        let _lock = self.exclusive()?;
         if let Some(r) = record::read(&self.store, S::NO_TX, busid)? {
             if r.domid == Some(domid) {
                 let place = match (r.ctrl, r.port) {
@@ -236,6 +238,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// are rolled back (re-run `dev-attach` to finish one instead); interrupted
     /// detaches are finished; records left without their port are cleared.
     pub fn recover_device(&self, busid: &str) -> Result<Recovered, ToolError> {
+        let _lock = self.exclusive()?;
         let Some(rec) = record::read(&self.store, S::NO_TX, busid)? else {
             return Ok(Recovered::Consistent);
         };
@@ -271,6 +274,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// `recover --all`: every device with a record, after reaping dead domains.
     /// Every device is tried; each gets its own outcome.
     pub fn recover_all(&self) -> Result<Vec<RecoverOutcome>, ToolError> {
+        let _lock = self.exclusive()?;
         let mut out = Vec::new();
         for (domid, res) in self.reap_dead_domains()? {
             if let Err(e) = res {
@@ -289,6 +293,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
     /// Half-done attaches aimed at dead guests are rolled back too. The backend
     /// daemon calls this on `@releaseDomain`.
     pub fn reap_dead_domains(&self) -> Result<Vec<ReapOutcome>, ToolError> {
+        let _lock = self.exclusive()?;
         let mut out = Vec::new();
         let base = format!("/local/domain/{}/backend/vusb", self.backend_domid);
         let mut guests: Vec<u16> = self

@@ -23,6 +23,22 @@ pub enum ToolError {
         /// Port.
         port: u32,
     },
+    /// Another command held the command lock for the whole wait.
+    #[error("another pvusb command is changing devices (lock {}) and did not finish within {secs}s: wait for it (see `ps -C pvusb`), then retry", path.display())]
+    Busy {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// Another command changed the same device between two steps of this one.
+    #[error(
+        "device {busid} was changed by a concurrent pvusb command: see `pvusb list` and retry"
+    )]
+    Concurrent {
+        /// Device.
+        busid: String,
+    },
     /// `dom` matched more than one domain name.
     #[error("domain name {0:?} is used by several domains: give the domid instead")]
     AmbiguousDomain(String),
@@ -59,6 +75,14 @@ pub enum ToolError {
     /// A user argument is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The command lock file could not be opened or locked.
+    #[error("cannot take the command lock {}: {reason}: run as root, or check that /run is writable", path.display())]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Hubs cannot be assigned.
     #[error("device {0} is a hub (class 9) and hubs cannot be assigned: assign the devices behind it instead")]
     IsHub(String),

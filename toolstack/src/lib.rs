@@ -17,6 +17,17 @@
 //! it in its record. Refused: hubs (class 9), devices in any port of any backend
 //! domain, controllers served by another backend domain.
 //!
+//! # Commands at once
+//! Every command that changes ports, records or bindings holds the host's
+//! command lock ([`lock`], `flock` on `/run/pvusb/toolstack.lock`) from start to
+//! end, so two `pvusb` processes (or the daemon's reaper and an operator) run
+//! their steps one after another; a command that waits longer than three times
+//! `--timeout` fails with a one-line error. Independently, the transaction that
+//! writes a new attach's record re-checks that the device has no record and the
+//! port is neither filled nor reserved (a default placement then picks again),
+//! and the final transaction assigns the port only if it is still empty and the
+//! record still at `claimed` (tests/concurrency.rs races every pair).
+//!
 //! # Micro-states (crash-only)
 //! Every step writes durable state before the next; `PVUSB_CRASH_AT=<step>` aborts
 //! right after the named step (see [`crash`]). "list shows" is what [`Toolstack::list`]
@@ -70,6 +81,7 @@ pub mod detach;
 mod domain;
 pub mod error;
 pub mod listing;
+pub mod lock;
 pub mod paths;
 pub mod reaper;
 pub mod record;
@@ -105,6 +117,16 @@ pub struct Toolstack<S: Store, F: Sysfs> {
 }
 
 impl<S: Store, F: Sysfs> Toolstack<S, F> {
+    /// Takes the command lock ([`lock`]) for a command that changes ports,
+    /// records or bindings; nested calls on one thread share it.
+    pub(crate) fn exclusive(&self) -> Result<lock::CommandLock, ToolError> {
+        // A command may hold it while waiting for a controller to connect.
+        lock::CommandLock::acquire(
+            &self.sysfs.command_lock_path(),
+            self.timeout.saturating_mul(3),
+        )
+    }
+
     /// A toolstack with the default timeout.
     pub fn new(store: S, sysfs: F, backend_domid: u16) -> Self {
         Self {

@@ -101,7 +101,14 @@ pub trait Sysfs {
     fn unbind(&self, interface: &str, driver: &str) -> Result<(), SysfsError>;
     /// Bind an interface to `driver`.
     fn bind(&self, interface: &str, driver: &str) -> Result<(), SysfsError>;
+    /// The file whose `flock` serialises the toolstack commands that change
+    /// these devices' bindings ([`crate::lock`]).
+    fn command_lock_path(&self) -> PathBuf;
 }
+
+/// The command lock of the host's own `/sys`: in `/run`, which every process
+/// of the host sees and a reboot clears.
+pub const HOST_COMMAND_LOCK: &str = "/run/pvusb/toolstack.lock";
 
 /// Whether bind/unbind are real kernel writes or simulated on a fake tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +220,16 @@ fn narrow<T: TryFrom<u32>>(v: u32, busid: &str, name: &str) -> Result<T, SysfsEr
 }
 
 impl Sysfs for SysfsRoot {
+    fn command_lock_path(&self) -> PathBuf {
+        if self.root == Path::new("/sys") {
+            PathBuf::from(HOST_COMMAND_LOCK)
+        } else {
+            // A tree of its own (tests, the demo): its own lock, so that
+            // unrelated trees do not wait for each other.
+            self.root.join(".pvusb-toolstack.lock")
+        }
+    }
+
     fn busids(&self) -> Result<Vec<String>, SysfsError> {
         Ok(self
             .entries()?
