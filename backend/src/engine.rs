@@ -622,6 +622,12 @@ impl UrbEngine {
             }
             descriptors.push(d);
         }
+        let mut ranges: Vec<_> = out.iter().map(|p| p.offset..p.offset + p.length).collect();
+        if let Err(e) = pvusb_protocol::check_disjoint(&mut ranges) {
+            Stats::inc(&self.stats.bad_iso);
+            guest_warn!(self.limiter, domid = self.domid, "bad iso descriptors: {e}");
+            return Err(Status::Inval);
+        }
         Ok((IsoState { desc, descriptors }, out))
     }
 

@@ -309,6 +309,46 @@ fn iso_descriptors_that_do_not_fit() {
     s.bystander_ok();
 }
 
+/// Packets that all name the same bytes would make the device layer stage
+/// the sum of their lengths (an amplification a guest repeats at ring
+/// speed): refused with -EINVAL before any device sees them.
+#[test]
+fn overlapping_iso_packets_are_refused() {
+    let mut s = setup();
+    let p = Pipe::new(TransferType::Control, Direction::Out, 3, 0, 3).expect("pipe");
+    let r = s.evil.roundtrip(
+        UrbRequest::control(0, p, SetupPacket::new(0x01, 11, 1, 0, 0), &[]).expect("req"),
+    );
+    assert_eq!(r.status, 0, "SET_INTERFACE");
+    let p_in = Pipe::new(TransferType::Isochronous, Direction::In, 3, 2, 3).expect("pipe");
+    let data = s.evil.segs(1, 0, 400);
+    let write_descs = |s: &mut Setup, layout: &[(u32, u32)]| {
+        let mut descs = Vec::new();
+        for &(off, len) in layout {
+            descs.extend_from_slice(&off.to_le_bytes());
+            descs.extend_from_slice(&len.to_le_bytes());
+            descs.extend_from_slice(&[0; 8]);
+        }
+        s.evil.write_buf(2, 0, &descs);
+    };
+    let desc = s.evil.segs(2, 0, 64);
+    let before = s.d.stats(EVIL, 0).expect("stats").bad_iso;
+    // Four packets over the same 100 bytes.
+    write_descs(&mut s, &[(0, 100), (0, 100), (0, 100), (0, 100)]);
+    let r = UrbRequest::isochronous(1, p_in, 1, 0, 4, &data, &desc).expect("req");
+    assert_eq!(s.status(r), -22);
+    // Partly overlapping, out of order.
+    write_descs(&mut s, &[(200, 100), (0, 100), (150, 100), (300, 100)]);
+    let r = UrbRequest::isochronous(2, p_in, 1, 0, 4, &data, &desc).expect("req");
+    assert_eq!(s.status(r), -22);
+    assert_eq!(s.d.stats(EVIL, 0).expect("stats").bad_iso, before + 2);
+    // Disjoint, out of order, with a gap and an empty packet: served.
+    write_descs(&mut s, &[(300, 100), (0, 100), (100, 0), (150, 100)]);
+    let r = UrbRequest::isochronous(3, p_in, 1, 0, 4, &data, &desc).expect("req");
+    assert_eq!(s.status(r), 0);
+    s.bystander_ok();
+}
+
 #[test]
 fn conn_ring_without_posted_requests() {
     let w = World::new();

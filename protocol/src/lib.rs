@@ -79,7 +79,7 @@ pub use speed::{Speed, SpeedError, UsbVer, UsbVerError};
 pub use status::{Status, TransferOutcome};
 pub use validate::{validate, Segments, Submit, SubmitKind, ValidateError, ValidatedUrb};
 pub use wire::{
-    ConnRequest, ConnResponse, IsoPacketDescriptor, IsoPacketError, IsoParams, RequestSegment,
+    check_disjoint, ConnRequest, ConnResponse, IsoPacketDescriptor, IsoPacketError, IsoParams, RequestSegment,
     SetupPacket, UrbRequest, UrbResponse, WireError,
 };
 pub use xenbus::{XenbusState, XenbusStateError};

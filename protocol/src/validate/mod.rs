@@ -28,11 +28,14 @@
 //! * **Endpoint 0 is control only**: bulk/interrupt/iso to endpoint 0 → Inval.
 //! * **Isochronous**: number_of_packets ≥ 1 and 16 × number_of_packets ≤ Σ
 //!   descriptor segment lengths. Each descriptor's offset/length is guest
-//!   memory read later; check it with [`IsoPacketDescriptor::checked_range`].
+//!   memory read later; check it with [`IsoPacketDescriptor::checked_range`]
+//!   and the set of packets with [`check_disjoint`] (no two packets share a
+//!   byte, so their lengths add up to at most the data length).
 //! * **Unlink**: `unlink_id` < 16 (the URB ring size, hence the id range of
 //!   xen-hcd); submit ids are not restricted (the in-flight table copes).
 //!
 //! [`IsoPacketDescriptor::checked_range`]: crate::IsoPacketDescriptor::checked_range
+//! [`check_disjoint`]: crate::check_disjoint
 
 mod error;
 mod segments;

@@ -38,6 +38,39 @@ pub enum IsoPacketError {
         /// Bytes the data segments provide.
         data_len: u32,
     },
+    /// Two packets share bytes of the data buffer.
+    #[error("iso packets at offsets {first} and {second} overlap")]
+    Overlap {
+        /// Offset of the packet that starts first.
+        first: u32,
+        /// Offset of the packet that starts inside it.
+        second: u32,
+    },
+}
+
+/// Checks that the packets' byte ranges (each already inside the buffer, see
+/// [`IsoPacketDescriptor::checked_range`]) share no byte; sorts `ranges`.
+///
+/// WHY: a device layer stages each packet separately, so a request whose
+/// packets all name the same bytes would make it allocate and copy the sum of
+/// the lengths (2048 packets of 32 KiB over one 32 KiB buffer is 64 MiB per
+/// request). Disjoint ranges inside the buffer also bound that sum by the data
+/// length. Empty packets overlap nothing.
+pub fn check_disjoint(ranges: &mut [core::ops::Range<u32>]) -> Result<(), IsoPacketError> {
+    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut prev: Option<&core::ops::Range<u32>> = None;
+    for r in ranges.iter().filter(|r| !r.is_empty()) {
+        if let Some(p) = prev {
+            if r.start < p.end {
+                return Err(IsoPacketError::Overlap {
+                    first: p.start,
+                    second: r.start,
+                });
+            }
+        }
+        prev = Some(r);
+    }
+    Ok(())
 }
 
 impl IsoPacketDescriptor {
@@ -61,6 +94,26 @@ impl IsoPacketDescriptor {
 mod tests {
     use super::*;
     use core::mem::offset_of;
+
+    #[test]
+    fn overlapping_packets_are_refused() {
+        assert_eq!(check_disjoint(&mut [0..100, 100..200, 300..300]), Ok(()));
+        assert_eq!(check_disjoint(&mut [200..300, 0..100, 5..5, 100..200]), Ok(()));
+        assert_eq!(
+            check_disjoint(&mut [0..100, 0..100]),
+            Err(IsoPacketError::Overlap {
+                first: 0,
+                second: 0
+            })
+        );
+        assert_eq!(
+            check_disjoint(&mut [150..250, 0..200]),
+            Err(IsoPacketError::Overlap {
+                first: 0,
+                second: 150
+            })
+        );
+    }
 
     #[test]
     fn offsets_match_appendix_a() {

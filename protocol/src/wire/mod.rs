@@ -18,7 +18,7 @@ mod urb_request;
 mod urb_response;
 
 pub use conn::{ConnRequest, ConnResponse};
-pub use iso::{IsoPacketDescriptor, IsoPacketError};
+pub use iso::{check_disjoint, IsoPacketDescriptor, IsoPacketError};
 pub use segment::RequestSegment;
 pub use setup::SetupPacket;
 pub use urb_request::{IsoParams, UrbRequest, WireError};

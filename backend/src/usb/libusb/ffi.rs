@@ -329,6 +329,11 @@ fn gather_iso(packets: &[IsoPacket], buffer: &[u8], is_in: bool) -> Option<Vec<u
         }
         total = total.checked_add(p.length as usize)?;
     }
+    // The engine refuses overlapping packets; never stage more than the
+    // buffer whatever the caller checked.
+    if total > buffer.len() {
+        return None;
+    }
     if is_in {
         return Some(vec![0; total]);
     }
