@@ -82,14 +82,16 @@ pub enum Route {
 #[derive(Debug, Clone)]
 pub struct AddressTable {
     ports: [u8; 128],
-    dirty: bool,
+    /// The table as last handed out by [`Self::take_changes`] (or restored):
+    /// a SET_ADDRESS that ends where it started changes nothing to save.
+    saved: [u8; 128],
 }
 
 impl Default for AddressTable {
     fn default() -> Self {
         Self {
             ports: [0; 128],
-            dirty: false,
+            saved: [0; 128],
         }
     }
 }
@@ -104,13 +106,11 @@ impl AddressTable {
     pub fn forget_port(&mut self, port: u8) {
         for p in self.ports.iter_mut().filter(|p| **p == port) {
             *p = 0;
-            self.dirty = true;
         }
     }
 
     /// Forgets everything (new connection).
     pub fn clear(&mut self) {
-        self.dirty |= self.ports.iter().any(|p| *p != 0);
         self.ports = [0; 128];
     }
 
@@ -119,9 +119,10 @@ impl AddressTable {
     /// before (the guest will not enumerate again), so the controller keeps
     /// this in its backend directory.
     pub fn take_changes(&mut self) -> Option<String> {
-        if !std::mem::take(&mut self.dirty) {
+        if self.ports == self.saved {
             return None;
         }
+        self.saved = self.ports;
         let mut out = String::new();
         for (addr, port) in self.ports.iter().enumerate().filter(|(_, p)| **p != 0) {
             if !out.is_empty() {
@@ -149,7 +150,7 @@ impl AddressTable {
                 }
             }
         }
-        self.dirty = false;
+        self.saved = self.ports;
     }
 
     /// The port of guest address `addr` (1..=127), if assigned.
@@ -237,7 +238,6 @@ impl AddressTable {
         if let Some(slot) = self.ports.get_mut(usize::from(new)) {
             if new != 0 {
                 *slot = port;
-                self.dirty = true;
             }
         }
         Answer::AddressSet

@@ -27,7 +27,7 @@
 //! records and forwards changes as [`xenbus::RECORD_CHANGED`] paths.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use pvusb_protocol::xenstore::{self as xsp, keys};
@@ -53,6 +53,21 @@ const PUBLISH_EVERY: usize = 4;
 
 /// Backend-directory key holding the guest address table ("addr:port,...").
 pub const ADDRESS_MAP_KEY: &str = "pvusb-addresses";
+
+/// Passes over the rings one [`Controller::service`] call makes at most (each
+/// takes up to a ring's worth of requests).
+const SERVICE_PASSES: usize = 8;
+
+/// Shortest time between two saves of the address table
+/// ([`Controller::save_addresses`]).
+pub const ADDRESS_SAVE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The address table waiting to be saved, and when the last save went.
+#[derive(Debug, Default)]
+struct AddressSave {
+    pending: Option<String>,
+    last: Option<Instant>,
+}
 
 /// What every controller of a daemon shares.
 pub struct Context<G, E> {
@@ -121,6 +136,7 @@ pub struct Controller<G: GrantMapper, E: EventChannels> {
     /// Started on a controller that was Connected (daemon restart): keep
     /// devices as they are and restore the address table.
     resuming: bool,
+    address_save: AddressSave,
 }
 
 impl<G: GrantMapper, E: EventChannels> std::fmt::Debug for Controller<G, E> {
@@ -161,6 +177,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             responses: Vec::with_capacity(32),
             last_config_error: None,
             resuming: false,
+            address_save: AddressSave::default(),
         }
     }
 
@@ -470,6 +487,9 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     /// everything, closes every device, stops the frontend watch. Xenstore is
     /// left as it is, so a restarted daemon picks a connected controller up.
     pub fn stop(&mut self) {
+        // What a restarted daemon must find: the table as it is now.
+        self.save_addresses();
+        self.write_addresses();
         self.disconnect(Status::Shutdown, true);
         if let Some(setup) = self.setup.as_mut() {
             setup.ports.detach_all();
@@ -724,16 +744,41 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
     }
 
-    /// Does all pending ring and completion work, then arms the ring's event
-    /// index so that the next request notifies us.
-    /// Saves the address table in the backend directory when it changed.
+    /// Saves the address table in the backend directory when it changed, at
+    /// most once per [`ADDRESS_SAVE_INTERVAL`]; a change inside the interval
+    /// waits for its end ([`Self::save_due_in`] tells the worker when).
+    ///
+    /// WHY: every SET_ADDRESS may change the table, and each save is a
+    /// transaction on the xenstored every domain shares: a guest toggling
+    /// addresses drove ~94 transactions per second. A restarted daemon still
+    /// finds the table as it was at most one interval before the crash (and a
+    /// guest enumerates at a pace the first save catches at once).
     pub fn save_addresses(&mut self) {
-        let Some(setup) = self.setup.as_mut() else {
+        if let Some(setup) = self.setup.as_mut() {
+            if let Some(map) = setup.engine.take_address_changes() {
+                self.address_save.pending = Some(map);
+            }
+        }
+        if self.save_due_in().is_some_and(|d| d.is_zero()) {
+            self.write_addresses();
+        }
+    }
+
+    /// How long until a deferred address-table save is due, if one waits.
+    pub fn save_due_in(&self) -> Option<Duration> {
+        self.address_save.pending.as_ref()?;
+        Some(match self.address_save.last {
+            Some(last) => ADDRESS_SAVE_INTERVAL.saturating_sub(last.elapsed()),
+            None => Duration::ZERO,
+        })
+    }
+
+    fn write_addresses(&mut self) {
+        let Some(map) = self.address_save.pending.take() else {
             return;
         };
-        let Some(map) = setup.engine.take_address_changes() else {
-            return;
-        };
+        self.address_save.last = Some(Instant::now());
+        Stats::inc(&self.stats.address_saves);
         let path = xsp::join(&self.be, ADDRESS_MAP_KEY);
         let dir = self.be.clone();
         let xs = &self.ctx.xs;
@@ -748,10 +793,14 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
     }
 
-    /// Returns whether there was any work.
+    /// Returns whether there was any work. Returns true without arming the
+    /// ring's event after [`SERVICE_PASSES`] passes that all found more to
+    /// do, so that the worker (which never sleeps after a true return) reads
+    /// its control messages between passes: a guest that keeps the ring full
+    /// cannot starve a removal, a shutdown or a hotplug event.
     pub fn service(&mut self) -> bool {
         let mut work = false;
-        loop {
+        for _ in 0..SERVICE_PASSES {
             let Some(setup) = self.setup.as_mut() else {
                 return work;
             };
@@ -840,6 +889,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 }
             }
         }
+        true
     }
 }
 

@@ -59,6 +59,9 @@ impl DaemonConfig {
     }
 }
 
+/// How long shutdown waits for the workers to finish.
+const SHUTDOWN_JOIN: Duration = Duration::from_secs(5);
+
 struct Worker {
     mailbox: Arc<Mailbox>,
     stats: Arc<Stats>,
@@ -215,13 +218,28 @@ impl DaemonHandle {
         for w in &workers {
             w.mailbox.send(Control::Shutdown);
         }
-        for mut w in workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
-            }
+        let mut threads: Vec<(String, JoinHandle<()>)> = workers
+            .into_iter()
+            .filter_map(|mut w| w.thread.take())
+            .chain(lock(&self.registry.retired).drain(..))
+            .map(|t| (t.thread().name().unwrap_or("worker").to_owned(), t))
+            .collect();
+        // A worker stuck in a device call must not hold the daemon's exit:
+        // wait a bounded time, then leave it to the process's end.
+        let deadline = std::time::Instant::now() + SHUTDOWN_JOIN;
+        while threads.iter().any(|(_, t)| !t.is_finished()) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        for t in lock(&self.registry.retired).drain(..) {
-            let _ = t.join();
+        for (name, t) in threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::error!(
+                    "thread {name} did not stop within {}s of shutdown; exiting without it",
+                    SHUTDOWN_JOIN.as_secs()
+                );
+            }
         }
         tracing::info!("pvusb backend daemon stopped");
     }

@@ -66,6 +66,10 @@ pub enum Control {
 pub struct Mailbox {
     completions: Mutex<Vec<(TransferId, Completion)>>,
     control: Mutex<Vec<Control>>,
+    /// [`Control::FrontendChanged`] as a flag: the frontend directory is the
+    /// guest's to write, and a guest writing it in a loop must not grow the
+    /// queue; one reconcile reads the state as it is now anyway.
+    frontend_changed: AtomicBool,
     wake: EventFd,
     pending: AtomicBool,
 }
@@ -85,6 +89,7 @@ impl Mailbox {
         Ok(Self {
             completions: Mutex::new(Vec::with_capacity(32)),
             control: Mutex::new(Vec::new()),
+            frontend_changed: AtomicBool::new(false),
             wake,
             pending: AtomicBool::new(false),
         })
@@ -118,7 +123,11 @@ impl Mailbox {
 
     /// Queues a control message and wakes the worker.
     pub fn send(&self, msg: Control) {
-        lock(&self.control).push(msg);
+        if msg == Control::FrontendChanged {
+            self.frontend_changed.store(true, Ordering::SeqCst);
+        } else {
+            lock(&self.control).push(msg);
+        }
         self.wake();
     }
 
@@ -155,7 +164,11 @@ impl Mailbox {
 
     /// Worker side: takes the queued control messages.
     pub fn take_control(&self) -> Vec<Control> {
-        std::mem::take(&mut *lock(&self.control))
+        let mut taken = std::mem::take(&mut *lock(&self.control));
+        if self.frontend_changed.swap(false, Ordering::SeqCst) {
+            taken.push(Control::FrontendChanged);
+        }
+        taken
     }
 
     /// The fd that polls readable when the worker should wake.
@@ -226,6 +239,20 @@ mod tests {
         m.complete(2, done());
         assert!(m.wake_pending());
         assert!(readable(&m));
+    }
+
+    #[test]
+    fn frontend_changes_coalesce_into_one_message() {
+        let m = Mailbox::new().unwrap();
+        for _ in 0..10_000 {
+            m.send(Control::FrontendChanged);
+        }
+        m.send(Control::Remove);
+        assert_eq!(
+            m.take_control(),
+            vec![Control::Remove, Control::FrontendChanged]
+        );
+        assert!(m.take_control().is_empty());
     }
 
     #[test]

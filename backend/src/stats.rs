@@ -62,9 +62,13 @@ counters! {
     refused,
     /// SET_ADDRESS requests emulated.
     set_address,
+    /// Address-table saves to xenstore (one transaction each; rate-limited,
+    /// see `Controller::save_addresses`).
+    address_saves,
     /// Grant copies that failed (bad, foreign or read-only grants).
     grant_errors,
-    /// Isochronous descriptors pointing outside the data buffer.
+    /// Isochronous descriptors pointing outside the data buffer or
+    /// overlapping each other.
     bad_iso,
     /// Requests answered without a device completion (detach, close, shutdown).
     aborted,

@@ -132,8 +132,14 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             if let Some(ch) = evtchn {
                 fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
             }
+            // A deferred address-table save wakes us when it is due.
+            let timeout = match ctl.save_due_in() {
+                Some(due) => PollTimeout::try_from(due.as_millis().saturating_add(1))
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
             let asleep = Instant::now();
-            let polled = poll(&mut fds, PollTimeout::NONE);
+            let polled = poll(&mut fds, timeout);
             slept = asleep.elapsed();
             match polled {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

@@ -355,3 +355,114 @@ fn shutdown_answers_in_flight_requests_and_releases_grants() {
         b.try_end_access().expect("no data page left mapped");
     }
 }
+
+/// A guest toggling SET_ADDRESS must not drive xenstore transactions at ring
+/// speed (the address table is saved at most every 500 ms), and the table a
+/// restarted daemon needs still reaches xenstore.
+#[test]
+fn set_address_flood_saves_at_a_bounded_rate() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(9, 0, "2", "2");
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    let path = format!("{}/pvusb-addresses", w.be(9, 0));
+    let watch = w.xs.watch(&path).expect("watch");
+    // The watch fires once when set.
+    let _ = watch
+        .receiver()
+        .recv_timeout(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let mut last = 0u16;
+    for i in 0..300u16 {
+        last = 5 + i % 2;
+        let r = drv.control_out(i % 16, 0, 1, SetupPacket::new(0x00, 5, last, 0, 0), &[]);
+        assert_eq!(r.status, 0, "SET_ADDRESS");
+    }
+    let elapsed = started.elapsed();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut writes = 0u32;
+    while watch
+        .receiver()
+        .recv_timeout(std::time::Duration::from_millis(50))
+        .is_ok()
+    {
+        writes += 1;
+    }
+    let bound = 2 + 2 * u32::try_from(elapsed.as_millis() / 1000).unwrap_or(u32::MAX) + 2;
+    assert!(
+        writes <= bound,
+        "{writes} saves for 300 SET_ADDRESS in {elapsed:?} (bound {bound})"
+    );
+    assert_eq!(
+        w.read(&path).as_deref(),
+        Some(format!("{last}:1").as_str()),
+        "the last table is saved once its interval ends"
+    );
+    d.shutdown();
+}
+
+/// A guest that keeps its ring full must not starve the worker's control
+/// messages: removing the controller stops the worker while the flood goes
+/// on (the worker reads its mailbox between bounded service passes).
+#[test]
+fn a_flooding_guest_cannot_starve_the_controllers_removal() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(9, 0, "2", "2");
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let (stop2, answered2) = (Arc::clone(&stop), Arc::clone(&answered));
+    let flood = std::thread::spawn(move || {
+        let pipe = pvusb_protocol::Pipe::new(
+            pvusb_protocol::TransferType::Control,
+            pvusb_protocol::Direction::In,
+            4,
+            0,
+            1,
+        )
+        .expect("pipe");
+        let get = |drv: &Driver, id: u16| {
+            pvusb_protocol::UrbRequest::control(
+                id,
+                pipe,
+                SetupPacket::new(0x80, 0, 0, 0, 2),
+                &drv.segs(usize::from(id), 0, 2),
+            )
+            .expect("req")
+        };
+        let first: Vec<_> = (0..16).map(|id| get(&drv, id)).collect();
+        drv.send(&first);
+        while !stop2.load(Ordering::SeqCst) {
+            let mut again = Vec::new();
+            while let Ok(Some(r)) = drv.urb.take_response() {
+                again.push(get(&drv, r.id));
+            }
+            answered2.fetch_add(again.len() as u64, Ordering::Relaxed);
+            for r in &again {
+                drv.urb.push_request(r).expect("room");
+            }
+            if !again.is_empty() && drv.urb.push_requests_and_check_notify().expect("push") {
+                let _ = pvusb_xen::EventChannel::notify(&drv.evtchn);
+            }
+        }
+    });
+    w.wait_for("the flood to run", || {
+        answered.load(Ordering::Relaxed) > 1000
+    });
+    w.rm(&w.be(9, 0));
+    w.wait_for("the worker to stop despite the flood", || {
+        !d.is_running(9, 0)
+    });
+    stop.store(true, Ordering::SeqCst);
+    flood.join().expect("flood thread");
+    d.shutdown();
+}
