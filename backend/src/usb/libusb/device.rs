@@ -8,7 +8,7 @@ use rusb::{Context, DeviceHandle};
 use super::claims::Claims;
 use super::control_worker::{ControlWorker, WorkerContext};
 use super::events::EventThread;
-use super::ffi::TransferEngine;
+use super::ffi::{RawHandle, TransferEngine};
 use super::status::usb_error;
 use crate::usb::error::UsbError;
 use crate::usb::proto::TransferOutcome;
@@ -23,6 +23,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// An opened, claimed libusb device.
 pub struct LibusbDevice {
     info: DeviceInfo,
+    /// The only owners of the handle are this device and its control worker
+    /// (joined in `shutdown`), so it is closed on the controller's thread,
+    /// never inside a libusb callback (see `ffi`).
     handle: Arc<DeviceHandle<Context>>,
     claims: Arc<Mutex<Claims>>,
     engine: Arc<TransferEngine>,
@@ -59,7 +62,7 @@ impl LibusbDevice {
         claims.claim_active(&handle, info.busid, super::claims::OPEN_SETTLE)?;
         let claims = Arc::new(Mutex::new(claims));
         let engine = Arc::new(TransferEngine::new(
-            handle.clone(),
+            RawHandle::of(&handle),
             sink.clone(),
             info.max_speed_is_super,
         ));
@@ -139,9 +142,11 @@ impl UsbDevice for LibusbDevice {
         self.engine.cancel_all();
         let left = self.engine.wait_idle(SHUTDOWN_WAIT);
         if left > 0 {
-            // Their memory stays owned by the callbacks; only the interfaces
-            // stay claimed until libusb gives the transfers back.
-            tracing::error!(busid = %self.info.busid, left, "transfers did not come back after cancel");
+            // Their memory stays owned by the callbacks, and the handle must
+            // stay open for them (see `ffi`): it is leaked, with its claims,
+            // rather than closed under a transfer libusb may still complete.
+            tracing::error!(busid = %self.info.busid, left, "transfers did not come back after cancel; the device stays open until the daemon exits");
+            std::mem::forget(Arc::clone(&self.handle));
             return;
         }
         lock(&self.claims).give_back(&self.handle);

@@ -13,8 +13,14 @@
 //!   the transfer is freed, and `libusb_cancel_transfer` is only called with
 //!   the lock held and the pointer still in the map: a cancelled pointer is
 //!   never freed.
-//! * The state holds an `Arc` of the engine, which holds the device handle,
-//!   so the handle outlives every transfer on it.
+//! * The engine does NOT own the device handle, only its raw pointer
+//!   ([`RawHandle`]): the state (and so the engine) may be dropped last inside
+//!   a callback, on libusb's event thread, where closing the handle would
+//!   deadlock (`libusb_close` takes `open_devs_lock`, which event handling
+//!   holds while it runs callbacks). The handle's owner
+//!   ([`super::device::LibusbDevice`]) keeps it open until every transfer on
+//!   it was delivered, and leaks it when some never come back, so no callback
+//!   can ever release a handle.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -82,9 +88,27 @@ struct TransferState {
     layout: Layout,
 }
 
+/// A device handle's raw pointer, for filling transfers. Not an owner: see
+/// the module doc for who keeps it valid.
+pub(super) struct RawHandle(*mut rusb::ffi::libusb_device_handle);
+
+impl RawHandle {
+    /// The pointer of `handle`, which the caller keeps open while any
+    /// transfer of the engine it is given to is outstanding.
+    pub(super) fn of(handle: &DeviceHandle<Context>) -> Self {
+        Self(handle.as_raw())
+    }
+}
+
+// SAFETY: a libusb device handle may be used from any thread (libusb locks
+// internally); the pointer is only passed to libusb.
+unsafe impl Send for RawHandle {}
+// SAFETY: as above; shared use only reads the pointer value.
+unsafe impl Sync for RawHandle {}
+
 /// Submits, cancels and completes asynchronous transfers on one device handle.
 pub(super) struct TransferEngine {
-    handle: Arc<DeviceHandle<Context>>,
+    handle: RawHandle,
     sink: Arc<dyn CompletionSink>,
     /// Patch bMaxPacketSize0 in GET_DESCRIPTOR(DEVICE) answers (SuperSpeed device).
     patch_ep0: bool,
@@ -94,7 +118,7 @@ pub(super) struct TransferEngine {
 
 impl TransferEngine {
     pub(super) fn new(
-        handle: Arc<DeviceHandle<Context>>,
+        handle: RawHandle,
         sink: Arc<dyn CompletionSink>,
         patch_ep0: bool,
     ) -> Self {
@@ -201,7 +225,7 @@ impl TransferEngine {
             fill_transfer(
                 xfer,
                 FillArgs {
-                    handle: self.handle.as_raw(),
+                    handle: self.handle.0,
                     endpoint,
                     transfer_type,
                     short_not_ok,
