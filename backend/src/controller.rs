@@ -492,7 +492,16 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         self.write_addresses();
         self.disconnect(Status::Shutdown, true);
         if let Some(setup) = self.setup.as_mut() {
+            let held: Vec<BusId> = setup
+                .ports
+                .numbers()
+                .filter(|&p| setup.ports.is_attached(p))
+                .filter_map(|p| setup.ports.busid(p).cloned())
+                .collect();
             setup.ports.detach_all();
+            for busid in held {
+                self.mark_closed(&busid);
+            }
         }
         self.fe_watch_stop = None;
     }
@@ -621,6 +630,11 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             .attach(port, &*self.ctx.host, sink, !self.resuming)
         {
             Ok(speed) => {
+                if let Some(busid) = setup.ports.busid(port) {
+                    if let Err(e) = xenbus::mark_opened(&self.ctx.xs, busid) {
+                        tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}");
+                    }
+                }
                 self.port_notes.clear(port);
                 Stats::inc(&self.stats.attached);
                 tracing::info!(ctl = %self.id, port, ?speed, busid = ?setup.ports.busid(port).map(|b| b.to_string()), "device attached");
@@ -641,6 +655,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             return;
         };
         setup.ports.detach(port);
+        let busid = setup.ports.busid(port).cloned();
         self.drain_completions();
         if let Some(setup) = self.setup.as_mut() {
             setup
@@ -651,6 +666,16 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         tracing::info!(ctl = %self.id, port, "device detached");
         self.flush_responses();
         self.post(port, Speed::None);
+        // Closed and every request answered: acknowledge the release.
+        if let Some(busid) = busid {
+            self.mark_closed(&busid);
+        }
+    }
+
+    fn mark_closed(&self, busid: &BusId) {
+        if let Err(e) = xenbus::mark_closed(&self.ctx.xs, busid) {
+            tracing::warn!(ctl = %self.id, %busid, "cannot acknowledge the release in the device's record: {e}");
+        }
     }
 
     /// Hands every completion waiting in the mailbox to the engine; the

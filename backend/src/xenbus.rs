@@ -168,6 +168,45 @@ pub const RECORD_ROOT: &str = "/pvusb/usbback";
 /// harmless re-check.
 pub const RECORD_CHANGED: &str = "@record/";
 
+/// Key of a device's record that the daemon writes while it holds the device
+/// open (value: the daemon's pid) and removes once the device is closed and
+/// every request on it answered. The toolstack's detach waits for the removal
+/// before it gives the device back to the host drivers: the release handshake
+/// (toolstack/src/detach.rs).
+pub const RECORD_OPENED: &str = "opened";
+
+/// Marks `busid` as held open by this daemon, if its record gives it to the
+/// backend (`claimed`/`assigned`); a port without a record gets no mark.
+pub fn mark_opened(xs: &XsClient, busid: &BusId) -> Result<(), BackendError> {
+    let dir = format!("{RECORD_ROOT}/{}", busid.to_key());
+    let path = xsp::join(&dir, RECORD_OPENED);
+    let pid = std::process::id().to_string();
+    xs.transaction(|tx| {
+        let state = xs.read(tx, &xsp::join(&dir, "state"))?;
+        if matches!(
+            state.as_deref().map(str::trim_ascii),
+            Some("claimed" | "assigned")
+        ) {
+            xs.write(tx, &path, &pid)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| BackendError::xs("write", &path, e))
+}
+
+/// Removes the open mark of `busid` (the device is closed): the
+/// acknowledgement the toolstack's detach waits for. Never creates a record.
+pub fn mark_closed(xs: &XsClient, busid: &BusId) -> Result<(), BackendError> {
+    let path = format!("{RECORD_ROOT}/{}/{RECORD_OPENED}", busid.to_key());
+    xs.transaction(|tx| {
+        if xs.exists(tx, &path)? {
+            xs.rm(tx, &path)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| BackendError::xs("rm", &path, e))
+}
+
 /// What the toolstack's record says about opening a device found in a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordVerdict {

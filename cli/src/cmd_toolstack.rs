@@ -274,6 +274,9 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
                 }
                 _ => return Err(text("give CTRL PORT, or a BUSID".to_owned())),
             };
+            if let Some(w) = d.release.and_then(|r| r.warning(&d.busid)) {
+                eprintln!("{w}");
+            }
             println!("device {} given back to the host", d.busid);
         }
         Command::List {

@@ -79,8 +79,8 @@ pub use speed::{Speed, SpeedError, UsbVer, UsbVerError};
 pub use status::{Status, TransferOutcome};
 pub use validate::{validate, Segments, Submit, SubmitKind, ValidateError, ValidatedUrb};
 pub use wire::{
-    check_disjoint, ConnRequest, ConnResponse, IsoPacketDescriptor, IsoPacketError, IsoParams, RequestSegment,
-    SetupPacket, UrbRequest, UrbResponse, WireError,
+    check_disjoint, ConnRequest, ConnResponse, IsoPacketDescriptor, IsoPacketError, IsoParams,
+    RequestSegment, SetupPacket, UrbRequest, UrbResponse, WireError,
 };
 pub use xenbus::{XenbusState, XenbusStateError};
 pub use xenstore::ValueError;

@@ -38,7 +38,17 @@ fn attach_use_detach_and_remove_a_storage_device() {
     ms.write_blocks(100, &data).expect("write");
     assert_eq!(ms.read_blocks(100, 64).expect("read"), data);
 
-    ts.dev_detach(DOM, 0, 1).expect("dev-detach");
+    assert_eq!(
+        m.read(&format!("{}/opened", record(DISK))),
+        Some(std::process::id().to_string()),
+        "the daemon marks the device open in its record"
+    );
+    let d = ts.dev_detach(DOM, 0, 1).expect("dev-detach");
+    assert_eq!(
+        d.release,
+        Some(pvusb_toolstack::Release::Confirmed),
+        "detach waited for the daemon to close the device"
+    );
     front
         .wait_for_disconnect(1, T)
         .expect("port empty in the guest");

@@ -21,6 +21,40 @@ pub struct Detached {
     pub busid: String,
     /// Interfaces rebound to their original drivers.
     pub rebound: Vec<String>,
+    /// How the backend let go of it (`None`: its port was already empty).
+    pub release: Option<Release>,
+}
+
+/// How the backend daemon let go of a device before detach gave it back to
+/// the host drivers (the release handshake: the daemon marks the record
+/// `opened` while it holds the device and removes the mark once it has
+/// answered every request on it and closed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Release {
+    /// The daemon acknowledged: the device is closed.
+    Confirmed,
+    /// No daemon held it open (none runs, or the port's device never opened).
+    NotOpen,
+    /// The daemon that held it (this pid) no longer runs: nothing to wait for.
+    DaemonGone(u32),
+    /// No acknowledgement within the timeout: given back anyway.
+    TimedOut,
+}
+
+impl Release {
+    /// A line for the user when the handshake did not confirm the release.
+    pub fn warning(self, busid: &str) -> Option<String> {
+        match self {
+            Release::Confirmed | Release::NotOpen => None,
+            Release::DaemonGone(pid) => Some(format!(
+                "note: the backend daemon that held {busid} (pid {pid}) is not running; gave it back without its acknowledgement"
+            )),
+            Release::TimedOut => Some(format!(
+                "warning: the backend daemon did not acknowledge releasing {busid} in time; gave it back anyway (check the daemon's log)"
+            )),
+        }
+    }
 }
 
 /// What `recover` did to one device.
@@ -133,7 +167,14 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             tracing::info!(busid, "claim withdrawn; backend releases the device");
             crash::point("detach-releasing");
         }
+        let mut release = None;
         if stage == Stage::DetachReleasing {
+            let r = self.wait_released(busid)?;
+            if let Some(w) = r.warning(busid) {
+                tracing::warn!(busid, "{w}");
+            }
+            release = Some(r);
+            crash::point("detach-released");
             let port_path = match (rec.domid, rec.ctrl, rec.port) {
                 (Some(d), Some(c), Some(p)) => Some(format!(
                     "{}/port/{p}",
@@ -164,7 +205,36 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         Ok(Detached {
             busid: busid.to_owned(),
             rebound,
+            release,
         })
+    }
+
+    /// Waits (at most the toolstack's timeout) until the daemon holding
+    /// `busid` open acknowledges its release by removing the record's
+    /// `opened` mark; returns at once when no daemon holds it.
+    fn wait_released(&self, busid: &str) -> Result<Release, ToolError> {
+        let path = format!("{}/{}", crate::paths::record_dir(busid), record::OPENED);
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut waited = false;
+        loop {
+            let Some(holder) = self.store.read(S::NO_TX, &path)? else {
+                return Ok(if waited {
+                    Release::Confirmed
+                } else {
+                    Release::NotOpen
+                });
+            };
+            if let Ok(pid) = holder.trim().parse::<u32>() {
+                if !std::path::Path::new("/proc").join(pid.to_string()).exists() {
+                    return Ok(Release::DaemonGone(pid));
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Release::TimedOut);
+            }
+            waited = true;
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Give every recorded interface back to its original driver, trying all of

@@ -49,6 +49,7 @@
 //! | step (crash point) | written so far | list shows | recovers |
 //! |---|---|---|---|
 //! | `detach-releasing` | `state=detach-releasing` (claim withdrawn; backend releases D) | releasing, still in port P | `recover D` or re-run `dev-detach` → host |
+//! | `detach-released` | nothing new: the daemon removed the record's `opened` mark (it answered every request on D and closed it), or none held D, or the wait (`--timeout`) ended | releasing, still in port P | same |
 //! | `detach-port-cleared` | `port/P=""` and `state=detach-rebinding`, one transaction | no driver + "detach interrupted" | `recover D` (or `dev-detach dom D`) |
 //! | `detach-rebound-1` (≥2 interfaces) | first interface back on its driver | wedged: partially claimed | same |
 //! | `detach-rebound` | every interface back | host (drivers) + "detach interrupted" | same |
@@ -93,7 +94,7 @@ use std::time::Duration;
 pub use attach::{Attached, DeviceSpec, Place};
 pub use config::{Applied, UsbConfig};
 pub use controller::{Controller, CtrlAttached, CtrlDetached};
-pub use detach::{Detached, ReapOutcome, RecoverOutcome, Recovered};
+pub use detach::{Detached, ReapOutcome, RecoverOutcome, Recovered, Release};
 pub use error::ToolError;
 pub use listing::{DeviceState, DeviceStatus, DomainListing};
 pub use store::Store;

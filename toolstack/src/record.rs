@@ -18,7 +18,14 @@
 //! this record's `state` is `claimed` or `assigned`; when the state becomes
 //! `detach-releasing` (claim withdrawn) it releases the device while the port is
 //! still listed, which is the "release from the backend first" step of the detach
-//! order. The daemon never writes this record.
+//! order. The daemon writes only the [`OPENED`] key: set while it holds the
+//! device open, removed once it has closed it, which is the acknowledgement
+//! the detach waits for before it empties the port and rebinds the drivers.
+
+/// Key the backend daemon writes into a record (its pid) while it holds the
+/// device open, and removes once it has closed it: the release handshake
+/// that `dev-detach` waits for ([`crate::detach::Release`]).
+pub const OPENED: &str = "opened";
 
 use crate::paths::{decode_key, driver_name_of, driver_path_key, driver_path_of, encode_key};
 use crate::paths::{is_interface_of, record_dir, RECORD_ROOT};

@@ -235,8 +235,9 @@ type StateCheck = dyn Fn(&DeviceState) -> bool;
 #[test]
 fn detach_matrix() {
     let releasing = |s: &DeviceState| matches!(s, DeviceState::Releasing(p) if p.port == 1);
-    let cases: [(&str, &StateCheck, bool); 4] = [
+    let cases: [(&str, &StateCheck, bool); 5] = [
         ("detach-releasing", &releasing, true),
+        ("detach-released", &releasing, true),
         (
             "detach-port-cleared",
             &|s| *s == DeviceState::NoDriver,

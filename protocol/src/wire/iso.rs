@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn overlapping_packets_are_refused() {
         assert_eq!(check_disjoint(&mut [0..100, 100..200, 300..300]), Ok(()));
-        assert_eq!(check_disjoint(&mut [200..300, 0..100, 5..5, 100..200]), Ok(()));
+        assert_eq!(
+            check_disjoint(&mut [200..300, 0..100, 5..5, 100..200]),
+            Ok(())
+        );
         assert_eq!(
             check_disjoint(&mut [0..100, 0..100]),
             Err(IsoPacketError::Overlap {

@@ -117,11 +117,7 @@ pub(super) struct TransferEngine {
 }
 
 impl TransferEngine {
-    pub(super) fn new(
-        handle: RawHandle,
-        sink: Arc<dyn CompletionSink>,
-        patch_ep0: bool,
-    ) -> Self {
+    pub(super) fn new(handle: RawHandle, sink: Arc<dyn CompletionSink>, patch_ep0: bool) -> Self {
         Self {
             handle,
             sink,
