@@ -60,6 +60,45 @@ enum Phase {
     Closed,
 }
 
+/// Events a subscriber's channel holds before it counts as lagging.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// One [`Frontend::subscribe`] channel.
+struct Subscriber {
+    tx: Sender<PortEvent>,
+    /// Events dropped since the channel was last full.
+    missed: u64,
+}
+
+impl Subscriber {
+    /// Sends `ev` unless the channel is full (then counts it as missed, and
+    /// reports the count once there is room). Returns false when the
+    /// receiver is gone.
+    fn offer(&mut self, ev: &PortEvent) -> bool {
+        use crossbeam_channel::TrySendError;
+        if self.missed > 0 {
+            match self.tx.try_send(PortEvent::Lagged {
+                missed: self.missed,
+            }) {
+                Ok(()) => self.missed = 0,
+                Err(TrySendError::Full(_)) => {
+                    self.missed += 1;
+                    return true;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        match self.tx.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.missed += 1;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) engine: Mutex<Engine>,
     /// Signalled whenever ports or the connection change.
@@ -70,7 +109,7 @@ pub(crate) struct Shared {
     transport: Arc<dyn Transport>,
     pub(crate) cfg: ControllerConfig,
     pub(crate) options: Options,
-    subscribers: Mutex<Vec<Sender<PortEvent>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
     kick: Sender<()>,
     phase: Mutex<Phase>,
     /// The worker thread: completions of ring responses run on it, so a
@@ -98,7 +137,7 @@ impl Shared {
         if !events.is_empty() {
             let mut subs = lock(&self.subscribers);
             for ev in &events {
-                subs.retain(|s| s.send(ev.clone()).is_ok());
+                subs.retain_mut(|s| s.offer(ev));
             }
             drop(subs);
             self.changed.notify_all();
@@ -261,10 +300,12 @@ impl Frontend {
             })
     }
 
-    /// A new channel of every [`PortEvent`] from now on.
+    /// A new channel of every [`PortEvent`] from now on. It holds at most
+    /// [`SUBSCRIBER_QUEUE`] events; a subscriber that falls further behind
+    /// gets [`PortEvent::Lagged`] in place of what it missed.
     pub fn subscribe(&self) -> Receiver<PortEvent> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        lock(&self.shared.subscribers).push(tx);
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_QUEUE);
+        lock(&self.shared.subscribers).push(Subscriber { tx, missed: 0 });
         rx
     }
 
@@ -703,5 +744,36 @@ fn spin(shared: &Shared, done: &mut Done) {
         if !process_and_deliver(shared, done) || shared.stop.load(Ordering::Relaxed) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod subscriber_tests {
+    use super::*;
+
+    /// A backend flipping a port at ring speed must not grow a slow
+    /// subscriber's queue without bound.
+    #[test]
+    fn a_lagging_subscriber_gets_a_count_instead_of_an_unbounded_queue() {
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_QUEUE);
+        let mut sub = Subscriber { tx, missed: 0 };
+        let flip = |i: usize| PortEvent::Reset {
+            port: u8::try_from(i % 8).unwrap_or(1),
+        };
+        for i in 0..SUBSCRIBER_QUEUE + 44 {
+            assert!(sub.offer(&flip(i)));
+        }
+        assert_eq!(rx.len(), SUBSCRIBER_QUEUE);
+        let _: Vec<_> = rx.try_iter().collect();
+        assert!(sub.offer(&PortEvent::ControllerConnected));
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![
+                PortEvent::Lagged { missed: 44 },
+                PortEvent::ControllerConnected
+            ]
+        );
+        drop(rx);
+        assert!(!sub.offer(&PortEvent::ControllerConnected), "receiver gone");
     }
 }

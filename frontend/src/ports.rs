@@ -63,6 +63,13 @@ pub enum PortEvent {
         /// What the backend did.
         reason: String,
     },
+    /// This subscriber fell behind and `missed` events were dropped for it
+    /// (its queue is bounded: a backend flipping ports must not grow it);
+    /// read [`crate::Frontend::ports`] for the state as it is now.
+    Lagged {
+        /// Events dropped.
+        missed: u64,
+    },
 }
 
 /// One port as the root hub sees it.
