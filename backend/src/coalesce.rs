@@ -234,13 +234,20 @@ pub fn split(members: &[Member], outcome: TransferOutcome, actual: usize) -> Vec
                     actual: got,
                 },
                 TransferOutcome::Cancelled if !m.unlinked && !final_outcome => {
-                    // Cancelled for another member's unlink: if it got nothing,
-                    // it simply goes again; what it got is kept as a short end.
+                    // Cancelled for another member's unlink. If it got
+                    // nothing, it simply goes again. If part of it moved, it
+                    // is answered as cancelled with what it got, never as a
+                    // short success: a short success tells the guest's
+                    // driver the data ended there (a silent truncation),
+                    // and re-submitting the rest would give one URB two
+                    // transfers' worth of state. Drivers that unlink one URB
+                    // of a burst (usb-storage cancelling a command's
+                    // scatter-gather) unlink its siblings next anyway.
                     if got == 0 {
                         Fate::Requeue
                     } else {
                         Fate::Answer {
-                            outcome: TransferOutcome::Completed,
+                            outcome: TransferOutcome::Cancelled,
                             actual: got,
                         }
                     }
@@ -353,13 +360,15 @@ mod tests {
                 Fate::Requeue
             ]
         );
-        // Cancelled after 6000 bytes: the first is complete, the second keeps
-        // what it got, the unlinked third is answered as cancelled.
+        // Cancelled after 6000 bytes: the first is complete, the second is
+        // answered as cancelled with what it got (never as a short
+        // success, which would end the guest's data there), the unlinked
+        // third as cancelled.
         assert_eq!(
             split(&m, Cancelled, 6000),
             vec![
                 answer(Completed, 4096),
-                answer(Completed, 1904),
+                answer(Cancelled, 1904),
                 answer(Cancelled, 0),
                 Fate::Requeue
             ]
