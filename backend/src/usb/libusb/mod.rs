@@ -13,6 +13,7 @@ mod device;
 mod events;
 mod ffi;
 mod hotplug;
+pub mod iso_layout;
 pub mod status;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,0 +1,160 @@
+//! Isochronous packets between the guest's layout and libusb's: the guest
+//! places each packet at any offset of its buffer, libusb wants them back to
+//! back. Safe code, kept out of the FFI module so that it can be fuzzed
+//! without a device (`fuzz/src/iso_layout.rs`).
+
+use crate::usb::libusb::status::transfer_outcome;
+use crate::usb::{IsoPacket, IsoPacketResult, TransferOutcome};
+
+/// The contiguous libusb buffer for iso packets (OUT data gathered), or `None`
+/// if a packet lies outside the buffer.
+pub fn gather(packets: &[IsoPacket], buffer: &[u8], is_in: bool) -> Option<Vec<u8>> {
+    let mut total = 0usize;
+    for p in packets {
+        let end = (p.offset as usize).checked_add(p.length as usize)?;
+        if end > buffer.len() {
+            return None;
+        }
+        total = total.checked_add(p.length as usize)?;
+    }
+    // The engine refuses overlapping packets; never stage more than the
+    // buffer whatever the caller checked.
+    if total > buffer.len() {
+        return None;
+    }
+    if is_in {
+        return Some(vec![0; total]);
+    }
+    let mut staging = Vec::with_capacity(total);
+    for p in packets {
+        staging.extend_from_slice(
+            buffer.get(p.offset as usize..(p.offset as usize + p.length as usize))?,
+        );
+    }
+    Some(staging)
+}
+
+/// Copies each packet's received bytes from the contiguous staging buffer
+/// back to its offset in the caller's buffer (for OUT this rewrites the same
+/// bytes) and turns libusb's per-packet `(actual_length, status)` into
+/// results: one per packet, missing ones failed. Returns the results and the
+/// total transferred.
+pub fn scatter(
+    packets: &[IsoPacket],
+    staging: &[u8],
+    iso: &[(u32, i32)],
+    buffer: &mut [u8],
+) -> (Vec<IsoPacketResult>, usize) {
+    let mut results = Vec::with_capacity(packets.len());
+    let mut pos = 0usize;
+    let mut total = 0usize;
+    for (i, p) in packets.iter().enumerate() {
+        let Some(&(got, status)) = iso.get(i) else {
+            results.push(IsoPacketResult {
+                actual_length: 0,
+                outcome: TransferOutcome::Error,
+            });
+            continue;
+        };
+        let got = got.min(p.length);
+        let src = staging
+            .get(pos..pos.saturating_add(got as usize))
+            .unwrap_or_default();
+        let start = p.offset as usize;
+        if let Some(dst) = buffer.get_mut(start..start.saturating_add(src.len())) {
+            dst.copy_from_slice(src);
+        }
+        pos = pos.saturating_add(p.length as usize);
+        total = total.saturating_add(src.len());
+        let actual_length = u32::try_from(src.len()).unwrap_or(0);
+        results.push(IsoPacketResult {
+            actual_length,
+            outcome: transfer_outcome(status),
+        });
+    }
+    (results, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_scatter_places_packets_at_their_offsets() {
+        let packets = [
+            IsoPacket {
+                offset: 8,
+                length: 4,
+            },
+            IsoPacket {
+                offset: 0,
+                length: 4,
+            },
+            IsoPacket {
+                offset: 4,
+                length: 2,
+            },
+        ];
+        // libusb packed them back to back: [a a a a][b b b b][c c]; packet 0 short, 1 stalled.
+        let staging = [1, 1, 1, 0, 2, 2, 2, 2, 3, 3];
+        let iso = [(3, 0), (4, 4)];
+        let mut buffer = vec![0xee; 12];
+        let (results, total) = scatter(&packets, &staging, &iso, &mut buffer);
+        assert_eq!(
+            buffer,
+            vec![2, 2, 2, 2, 0xee, 0xee, 0xee, 0xee, 1, 1, 1, 0xee]
+        );
+        assert_eq!(total, 7);
+        let got: Vec<(u32, TransferOutcome)> = results
+            .iter()
+            .map(|r| (r.actual_length, r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, TransferOutcome::Completed),
+                (4, TransferOutcome::Stall),
+                (0, TransferOutcome::Error)
+            ]
+        );
+    }
+
+    #[test]
+    fn iso_gather_checks_bounds_and_packs() {
+        let buf: Vec<u8> = (0..10).collect();
+        let packets = [
+            IsoPacket {
+                offset: 6,
+                length: 2,
+            },
+            IsoPacket {
+                offset: 0,
+                length: 3,
+            },
+        ];
+        assert_eq!(gather(&packets, &buf, false), Some(vec![6, 7, 0, 1, 2]));
+        assert_eq!(gather(&packets, &buf, true), Some(vec![0; 5]));
+        assert_eq!(
+            gather(
+                &[IsoPacket {
+                    offset: 9,
+                    length: 2
+                }],
+                &buf,
+                false
+            ),
+            None
+        );
+        assert_eq!(
+            gather(
+                &[IsoPacket {
+                    offset: u32::MAX,
+                    length: u32::MAX
+                }],
+                &buf,
+                true
+            ),
+            None
+        );
+    }
+}
