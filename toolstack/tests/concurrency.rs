@@ -51,14 +51,32 @@ where
     })
 }
 
-#[test]
-fn attach_attach_different_devices_take_different_ports() {
-    for round in 0..ROUNDS {
+/// Runs `round` ROUNDS times, each on a fresh harness with a peer playing
+/// the daemon and guests, after `prepare`; then checks the crash matrix's
+/// invariant.
+fn each_round(prepare: impl Fn(&Harness), round: impl Fn(usize, &Harness)) {
+    for n in 0..ROUNDS {
         let h = Harness::new();
         let _peer = h.peer();
-        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+        prepare(&h);
+        round(n, &h);
+        h.assert_consistent();
+    }
+}
+
+fn with_controller(h: &Harness) {
+    h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+}
+
+fn with_1_2_attached(h: &Harness) {
+    h.ts.dev_attach(GUEST, &dev("1-2"), None, None).unwrap();
+}
+
+#[test]
+fn attach_attach_different_devices_take_different_ports() {
+    each_round(with_controller, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_attach(GUEST, &dev("1-2"), None, None),
             |t| t.dev_attach(GUEST, &dev("1-3"), None, None),
         );
@@ -68,108 +86,87 @@ fn attach_attach_different_devices_take_different_ports() {
             (b.ctrl, b.port),
             "round {round}: both got the same port"
         );
-        h.assert_consistent();
         assert_eq!(h.ts.assignments().unwrap().len(), 2, "round {round}");
-    }
+    });
 }
 
 #[test]
 fn attach_attach_same_port_exactly_one_wins() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    each_round(with_controller, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_attach(GUEST, &dev("1-2"), Some(0), Some(1)),
             |t| t.dev_attach(GUEST, &dev("1-3"), Some(0), Some(1)),
         );
         let wins = [&a, &b].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {a:?} / {b:?}");
-        for r in [&a, &b] {
-            if let Err(e) = r {
-                assert!(
-                    matches!(e, ToolError::PortBusy { .. } | ToolError::Concurrent { .. }),
-                    "round {round}: {e}"
-                );
-            }
+        for e in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(e, ToolError::PortBusy { .. } | ToolError::Concurrent { .. }),
+                "round {round}: {e}"
+            );
         }
-        h.assert_consistent();
-    }
+    });
 }
 
 #[test]
 fn attach_attach_same_device_to_two_guests_one_wins() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    let two_controllers = |h: &Harness| {
+        with_controller(h);
         h.ts.ctrl_attach(OTHER, 2, 8).unwrap();
+    };
+    each_round(two_controllers, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_attach(GUEST, &dev("1-2"), None, None),
             |t| t.dev_attach(OTHER, &dev("1-2"), None, None),
         );
         let wins = [&a, &b].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {a:?} / {b:?}");
-        h.assert_consistent();
         assert_eq!(h.ts.assignments().unwrap().len(), 1, "round {round}");
-    }
+    });
 }
 
 #[test]
 fn attach_during_detach() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.dev_attach(GUEST, &dev("1-2"), None, None).unwrap();
+    each_round(with_1_2_attached, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_detach(GUEST, 0, 1),
             |t| t.dev_attach(GUEST, &dev("1-3"), None, None),
         );
         a.unwrap();
         b.unwrap();
-        h.assert_consistent();
         let held = h.ts.assignments().unwrap();
         assert_eq!(held.len(), 1, "round {round}: {held:?}");
         assert_eq!(held[0].0, "1-3", "round {round}");
-    }
+    });
 }
 
 #[test]
 fn detach_detach_one_gives_back() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.dev_attach(GUEST, &dev("1-2"), None, None).unwrap();
+    each_round(with_1_2_attached, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_detach(GUEST, 0, 1),
             |t| t.dev_detach(GUEST, 0, 1),
         );
         assert!(a.is_ok() || b.is_ok(), "round {round}: {a:?} / {b:?}");
-        for r in [&a, &b] {
-            if let Err(e) = r {
-                assert!(
-                    matches!(e, ToolError::PortEmpty { .. }),
-                    "round {round}: {e}"
-                );
-            }
+        for e in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(e, ToolError::PortEmpty { .. }),
+                "round {round}: {e}"
+            );
         }
-        h.assert_consistent();
         assert!(h.ts.assignments().unwrap().is_empty(), "round {round}");
-    }
+    });
 }
 
 #[test]
 fn ctrl_detach_during_dev_attach() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    each_round(with_controller, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.ctrl_detach(GUEST, 0, false),
             |t| t.dev_attach(GUEST, &dev("1-2"), None, None),
         );
@@ -179,18 +176,14 @@ fn ctrl_detach_during_dev_attach() {
         if let Err(e) = &b {
             panic!("round {round}: attach failed: {e}");
         }
-        h.assert_consistent();
-    }
+    });
 }
 
 #[test]
 fn recover_during_attach() {
-    for round in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
-        h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    each_round(with_controller, |round, h| {
         let (a, b) = race(
-            &h,
+            h,
             |t| t.dev_attach(GUEST, &dev("1-2"), None, None),
             |t| {
                 for _ in 0..5 {
@@ -212,6 +205,5 @@ fn recover_during_attach() {
                 "round {round}: {e}"
             ),
         }
-        h.assert_consistent();
-    }
+    });
 }
