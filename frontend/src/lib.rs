@@ -41,6 +41,8 @@ pub mod device;
 mod engine;
 pub mod error;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mass_storage;
 pub mod ports;
 mod transfer;

@@ -41,3 +41,20 @@ impl<'a> Input<'a> {
         u32::from_le_bytes(b)
     }
 }
+
+/// Deterministic pseudo-random inputs (xorshift) for the noise tests of every
+/// target: `count` inputs of lengths `0..max_len`.
+#[cfg(test)]
+pub(crate) fn noise(count: usize, max_len: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..count).map(move |i| {
+        (0..i % max_len.max(1))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    })
+}

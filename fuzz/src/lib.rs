@@ -7,6 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod back_ring;
+pub mod front_engine;
 pub mod input;
+pub mod iso_layout;
 pub mod replay;
 pub mod urb_engine;
+pub mod usb_descriptor;
+pub mod xenstore_msg;
+pub mod xenstore_server;
+pub mod xl_config;

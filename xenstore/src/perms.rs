@@ -51,7 +51,10 @@ pub struct Perm {
 }
 
 impl Perm {
-    /// Parses `"r5"`.
+    /// Parses `"r5"`. The domain id is decimal; leading zeros are accepted, as
+    /// both xenstoreds accept them (oxenstored's `int_of_string` reads `"r010"` as
+    /// domain 10 like this parser; C xenstored's `strtol(.., 0)` reads it as octal
+    /// 8). [`Self::to_wire`] never writes them, so only the value round-trips.
     pub fn parse(s: &str) -> Result<Perm, WireError> {
         let bad = || WireError::BadPerm(s.chars().take(32).collect());
         let mut chars = s.chars();
@@ -138,6 +141,26 @@ mod tests {
             },
         ];
         assert_eq!(perms_to_payload(&list), b"n0\0r1\0");
+    }
+
+    /// Found by the `xenstore_msg` fuzz target: `"r02222"` parses (as xenstored
+    /// accepts it) and formats as `"r2222"`; the value, not the spelling,
+    /// round-trips.
+    #[test]
+    fn leading_zeros_parse_and_format_canonically() {
+        let p = Perm::parse("r02222").unwrap();
+        assert_eq!(
+            p,
+            Perm {
+                domid: 2222,
+                access: Access::Read
+            }
+        );
+        assert_eq!(p.to_wire(), "r2222");
+        assert_eq!(Perm::parse(&p.to_wire()).unwrap(), p);
+        assert_eq!(Perm::parse("n00").unwrap().domid, 0);
+        assert_eq!(Perm::parse("b065535").unwrap().domid, 65535);
+        assert!(Perm::parse("b065536").is_err());
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 
 use super::errno::Errno;
-use super::state::ConnId;
+use super::state::{ConnId, State};
 use super::Shared;
-use crate::wire::{read_message, ReadError};
+use crate::wire::{read_message, Message, ReadError};
 
 /// How long one reply may wait for a client to make room in its socket before
 /// the client is considered stuck and disconnected.
@@ -64,31 +64,37 @@ pub(crate) fn spawn(
 
 fn read_loop(shared: &Shared, id: ConnId, mut stream: UnixStream) {
     loop {
-        match read_message(&mut stream) {
-            Ok(msg) => shared.lock().handle(id, &msg),
-            Err(ReadError::UnknownType {
-                msg_type,
-                req_id,
-                tx_id,
-            }) => {
-                tracing::debug!(conn = id, msg_type, "xenstore request of unknown type");
-                shared
-                    .lock()
-                    .reply_error(id, req_id, tx_id, Errno::Invalid.name());
-            }
-            Err(ReadError::Oversized { req_id, tx_id, len }) => {
-                // The stream cannot be resynchronised: answer, then hang up.
-                tracing::debug!(conn = id, len, "oversized xenstore request; disconnecting");
-                shared
-                    .lock()
-                    .reply_error(id, req_id, tx_id, Errno::Invalid.name());
-                break;
-            }
-            Err(ReadError::Io(_)) => break,
+        let read = read_message(&mut stream);
+        if !on_read(&mut shared.lock(), id, read) {
+            break;
         }
     }
     // Dropping the state's queue sender lets the writer flush what is queued
     // (such as the error above) and exit.
     let mut state = shared.lock();
     state.remove_conn_after_flush(id);
+}
+
+/// What the reader does with one framing result: a request is handled, a
+/// framing error answered. Returns whether to go on reading (false: hang up).
+pub(crate) fn on_read(state: &mut State, id: ConnId, read: Result<Message, ReadError>) -> bool {
+    match read {
+        Ok(msg) => state.handle(id, &msg),
+        Err(ReadError::UnknownType {
+            msg_type,
+            req_id,
+            tx_id,
+        }) => {
+            tracing::debug!(conn = id, msg_type, "xenstore request of unknown type");
+            state.reply_error(id, req_id, tx_id, Errno::Invalid.name());
+        }
+        Err(ReadError::Oversized { req_id, tx_id, len }) => {
+            // The stream cannot be resynchronised: answer, then hang up.
+            tracing::debug!(conn = id, len, "oversized xenstore request; disconnecting");
+            state.reply_error(id, req_id, tx_id, Errno::Invalid.name());
+            return false;
+        }
+        Err(ReadError::Io(_)) => return false,
+    }
+    true
 }

@@ -18,6 +18,8 @@
 
 mod conn;
 mod errno;
+#[doc(hidden)]
+pub mod fuzzing;
 mod path;
 mod state;
 mod tree;

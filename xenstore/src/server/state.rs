@@ -194,8 +194,51 @@ impl State {
         }
     }
 
-    fn caller(&self, id: ConnId) -> Result<Caller, Errno> {
+    pub(super) fn caller(&self, id: ConnId) -> Result<Caller, Errno> {
         self.conns.get(&id).map(|c| c.caller).ok_or(Errno::Invalid)
+    }
+
+    /// Whether connection `id` exists and was not cut for not reading.
+    pub(super) fn is_alive(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| !c.dead)
+    }
+
+    /// Nodes of the committed tree owned by `domid`.
+    pub(super) fn owned_by(&self, domid: u16) -> usize {
+        self.tree.owned_by(domid)
+    }
+
+    /// Nodes in the committed tree.
+    pub(super) fn node_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Structural invariants of everything the state holds (for tests and the
+    /// fuzz targets): every tree is well formed, every transaction belongs to a
+    /// connection, no connection exceeds its watch or transaction quota.
+    pub(super) fn check_invariants(&self) -> Result<(), String> {
+        self.tree.check_invariants()?;
+        for (tx_id, t) in &self.txns {
+            if *tx_id == 0 || !self.conns.contains_key(&t.owner) {
+                return Err(format!("transaction {tx_id} of a missing connection"));
+            }
+            t.tree
+                .check_invariants()
+                .map_err(|e| format!("transaction {tx_id}: {e}"))?;
+        }
+        for (id, c) in &self.conns {
+            if c.watches.len() > self.config.max_watches_per_connection {
+                return Err(format!("connection {id} holds {} watches", c.watches.len()));
+            }
+            let open = self.txns.values().filter(|t| t.owner == *id).count();
+            if open > self.config.max_transactions_per_connection {
+                return Err(format!("connection {id} holds {open} transactions"));
+            }
+        }
+        if self.introduced.contains(&0) {
+            return Err("dom0 is among the introduced domains".into());
+        }
+        Ok(())
     }
 
     fn limits(&self) -> Limits {

@@ -104,6 +104,46 @@ impl Tree {
         self.nodes.get(path)
     }
 
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Structural invariants: the root and the special nodes exist, every other
+    /// node is a valid absolute path whose parent exists, and the per-domain
+    /// ownership counts match the nodes.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut owned: HashMap<u16, usize> = HashMap::new();
+        for (path, node) in &self.nodes {
+            *owned.entry(node.owner()).or_insert(0) += 1;
+            if path == "/" || path == INTRODUCE_DOMAIN || path == RELEASE_DOMAIN {
+                continue;
+            }
+            if super::path::resolve(path, 0).map(|r| r.abs).as_deref() != Ok(path) {
+                return Err(format!("node {path:?} is not a valid absolute path"));
+            }
+            match parent(path) {
+                Some(p) if self.nodes.contains_key(p) => {}
+                _ => return Err(format!("node {path:?} has no parent")),
+            }
+        }
+        for p in ["/", INTRODUCE_DOMAIN, RELEASE_DOMAIN] {
+            if !self.nodes.contains_key(p) {
+                return Err(format!("{p} is missing"));
+            }
+        }
+        let counted: HashMap<u16, usize> = self
+            .owned
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(d, n)| (*d, *n))
+            .collect();
+        if counted != owned {
+            return Err(format!("ownership counts {counted:?}, nodes {owned:?}"));
+        }
+        Ok(())
+    }
+
     pub fn gen(&self, path: &str) -> Option<u64> {
         self.nodes.get(path).map(|n| n.gen)
     }
