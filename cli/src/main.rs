@@ -12,6 +12,7 @@ mod cmd_backend;
 mod cmd_bench;
 mod cmd_demo;
 mod cmd_front;
+mod cmd_generate;
 mod cmd_toolstack;
 mod cmd_xenstored;
 mod demo;
@@ -21,7 +22,7 @@ mod signals;
 /// Xen paravirtual USB (usbif) in userspace: backend daemon, frontend and toolstack.
 #[derive(Debug, Parser)]
 #[command(name = "pvusb", version, about, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +43,9 @@ enum Command {
     Bench(cmd_bench::Args),
     #[command(flatten)]
     Toolstack(cmd_toolstack::Command),
+    /// Write man pages or shell completions (package build).
+    #[command(hide = true)]
+    Generate(cmd_generate::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
+        Command::Generate(args) => cmd_generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
