@@ -20,7 +20,7 @@ TB=${XEN_TESTBED_DIR:-$ROOT/target/xen-testbed}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600}   # per scenario, enforced inside dom0
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}           # QEMU start -> toolstack ready, enforced here
 KEEP_RUNS=${KEEP_RUNS:-4}
-CI_SCENARIOS="1 3 6 7"
+CI_SCENARIOS="1 3 6 7 8"
 QUSB_SCENARIOS="1@qusb 2@qusb 3@qusb 4@qusb 5@qusb 6@qusb"   # the pvusb scenarios against qusb
 
 log() { printf '[run %(%T)T] %s\n' -1 "$*" >&2; }
@@ -73,7 +73,7 @@ PVUSB=$pv
 EOF
     # Knobs the scenarios read, passed through when set on the host.
     local v
-    for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS \
+    for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS RELEASE_ROUNDS RELEASE_UNPLUGS \
              PVUSB_FRONT_READ PVUSB_BACKEND_ARGS PVUSB_BACKEND_ENV RUST_LOG; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
     done
