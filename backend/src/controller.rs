@@ -621,6 +621,30 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     }
 
     fn attach_port(&mut self, port: u8) {
+        let Some(busid) = self
+            .setup
+            .as_ref()
+            .and_then(|s| s.ports.busid(port).cloned())
+        else {
+            return;
+        };
+        // The mark goes first, in a transaction that re-reads the record: a
+        // detach that withdrew the claim meanwhile either sees the mark (and
+        // waits for its removal) or made this transaction see the withdrawal
+        // (and nothing is opened). Marking after the open would leave a
+        // moment when the device is open and the detach does not wait.
+        match xenbus::mark_opened(&self.ctx.xs, &busid) {
+            Ok(xenbus::OpenMark::Withheld(v)) => {
+                let msg =
+                    format!("device {busid} not opened: the toolstack's record withholds it ({v})");
+                self.port_note(port, false, msg);
+                return;
+            }
+            Ok(xenbus::OpenMark::Marked | xenbus::OpenMark::NoRecord) => {}
+            Err(e) => {
+                tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}")
+            }
+        }
         let Some(setup) = self.setup.as_mut() else {
             return;
         };
@@ -630,19 +654,15 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             .attach(port, &*self.ctx.host, sink, !self.resuming)
         {
             Ok(speed) => {
-                if let Some(busid) = setup.ports.busid(port) {
-                    if let Err(e) = xenbus::mark_opened(&self.ctx.xs, busid) {
-                        tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}");
-                    }
-                }
                 self.port_notes.clear(port);
                 Stats::inc(&self.stats.attached);
-                tracing::info!(ctl = %self.id, port, ?speed, busid = ?setup.ports.busid(port).map(|b| b.to_string()), "device attached");
+                tracing::info!(ctl = %self.id, port, ?speed, %busid, "device attached");
                 setup.engine.forget_port(port);
                 self.post(port, speed);
             }
             Err(e) => {
                 Stats::inc(&self.stats.attach_refused);
+                self.mark_closed(&busid);
                 self.port_note(port, true, format!("port left empty: {e}"));
             }
         }
@@ -818,6 +838,9 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
     }
 
+    /// Does all pending ring and completion work, then arms the ring's event
+    /// index so that the next request notifies us.
+    ///
     /// Returns whether there was any work. Returns true without arming the
     /// ring's event after [`SERVICE_PASSES`] passes that all found more to
     /// do, so that the worker (which never sleeps after a true return) reads

@@ -175,21 +175,36 @@ pub const RECORD_CHANGED: &str = "@record/";
 /// (toolstack/src/detach.rs).
 pub const RECORD_OPENED: &str = "opened";
 
-/// Marks `busid` as held open by this daemon, if its record gives it to the
-/// backend (`claimed`/`assigned`); a port without a record gets no mark.
-pub fn mark_opened(xs: &XsClient, busid: &BusId) -> Result<(), BackendError> {
+/// What [`mark_opened`] found in the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenMark {
+    /// `claimed`/`assigned`: marked, the device may be opened.
+    Marked,
+    /// No record (a port written by another tool): nothing to mark.
+    NoRecord,
+    /// Any other stage (the value, cut short): do not open.
+    Withheld(String),
+}
+
+/// Marks `busid` as held open by this daemon (before it is opened), if its
+/// record gives it to the backend; in one transaction with the read of the
+/// record's stage, so that a detach either sees the mark or withdrew the
+/// claim first.
+pub fn mark_opened(xs: &XsClient, busid: &BusId) -> Result<OpenMark, BackendError> {
     let dir = format!("{RECORD_ROOT}/{}", busid.to_key());
     let path = xsp::join(&dir, RECORD_OPENED);
     let pid = std::process::id().to_string();
     xs.transaction(|tx| {
         let state = xs.read(tx, &xsp::join(&dir, "state"))?;
-        if matches!(
-            state.as_deref().map(str::trim_ascii),
-            Some("claimed" | "assigned")
-        ) {
-            xs.write(tx, &path, &pid)?;
-        }
-        Ok(())
+        Ok(match state.as_deref().map(str::trim_ascii) {
+            Some("claimed" | "assigned") => {
+                xs.write(tx, &path, &pid)?;
+                OpenMark::Marked
+            }
+            Some(other) => OpenMark::Withheld(other.chars().take(32).collect()),
+            None if xs.exists(tx, &dir)? => OpenMark::Withheld("(no state)".into()),
+            None => OpenMark::NoRecord,
+        })
     })
     .map_err(|e| BackendError::xs("write", &path, e))
 }

@@ -93,7 +93,7 @@ enum Reserve {
     Done,
     /// The device got a record meanwhile.
     DeviceTaken,
-    /// The port holds or is reserved for this device.
+    /// The port holds, or is reserved for, this other device.
     PortTaken(String),
 }
 
