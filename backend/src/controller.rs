@@ -84,6 +84,8 @@ pub struct Context<G, E> {
     /// Upper bound of each worker's adaptive ring-polling window
     /// ([`crate::polling::PollWindow`]).
     pub poll_max: Duration,
+    /// Per-port statistics on ([`UrbEngine::set_port_stats`]).
+    pub port_stats: bool,
 }
 
 impl<G, E> std::fmt::Debug for Context<G, E> {
@@ -274,6 +276,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 self.last_config_error = None;
                 let mut engine =
                     UrbEngine::new(config.num_ports, self.id.domid, Arc::clone(&self.stats));
+                engine.set_port_stats(self.ctx.port_stats);
                 engine.reset_addresses();
                 self.setup = Some(Setup {
                     config,

@@ -19,6 +19,7 @@ use pvusb_xenstore::{Tx, XsClient};
 use crate::controller::Context;
 use crate::error::BackendError;
 use crate::mailbox::{Control, Mailbox};
+use crate::report::{ControllerReport, PortReport, Reporter};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::usb::UsbHost;
 use crate::worker;
@@ -38,6 +39,8 @@ pub struct DaemonConfig {
     /// (see [`crate::polling`]); at most [`crate::polling::BASE`] turns the
     /// adaptation off.
     pub poll_max: Duration,
+    /// Count per-port statistics (on unless a benchmark measures their cost).
+    pub port_stats: bool,
 }
 
 impl DaemonConfig {
@@ -47,6 +50,7 @@ impl DaemonConfig {
             own_domid,
             backend_type: BACKEND_TYPE_VUSB.to_owned(),
             poll_max: crate::polling::DEFAULT_MAX,
+            port_stats: true,
         }
     }
 
@@ -118,6 +122,7 @@ impl Daemon {
             host: Arc::clone(&host),
             own_domid: config.own_domid,
             poll_max: config.poll_max,
+            port_stats: config.port_stats,
         });
         let registry = Arc::new(Registry::default());
         let weak: Weak<Registry> = Arc::downgrade(&registry);
@@ -187,6 +192,39 @@ impl DaemonHandle {
         lock(&self.registry.workers)
             .get(&ControllerId { domid, devid })
             .map(|w| w.stats.snapshot())
+    }
+
+    /// A handle that takes a report of every controller's counters, for the
+    /// control socket and the metrics listener ([`crate::report`]).
+    pub fn reporter(&self) -> Reporter {
+        let registry = Arc::downgrade(&self.registry);
+        Reporter::new(move || {
+            let Some(registry) = registry.upgrade() else {
+                return Vec::new();
+            };
+            let workers = lock(&registry.workers);
+            let mut out: Vec<ControllerReport> = workers
+                .iter()
+                .map(|(id, w)| ControllerReport {
+                    domid: id.domid,
+                    devid: id.devid,
+                    running: !w.finished.load(Ordering::SeqCst),
+                    totals: w.stats.snapshot(),
+                    ports: w
+                        .stats
+                        .ports
+                        .iter()
+                        .zip(1u8..)
+                        .map(|(p, n)| (n, p.snapshot()))
+                        .filter(|(_, s)| !s.is_idle())
+                        .map(|(n, s)| PortReport::new(n, s))
+                        .collect(),
+                })
+                .collect();
+            drop(workers);
+            out.sort_by_key(|r| (r.domid, r.devid));
+            out
+        })
     }
 
     /// Whether the worker of a controller is running.

@@ -29,7 +29,7 @@ use crate::guest::{GuestMemory, SegList};
 use crate::guest_warn;
 use crate::pool::BufferPool;
 use crate::ratelimit::RateLimiter;
-use crate::stats::Stats;
+use crate::stats::{PortStats, Stats, UrbType};
 use crate::usb::{
     Completion, IsoPacket, Transfer, TransferId, TransferKind, TransferOutcome, UsbDevice,
 };
@@ -70,6 +70,8 @@ struct Entry {
     iso: Option<IsoState>,
     /// When the device got it (for `Stats::device_us`).
     submitted_at: Instant,
+    /// Its transfer type, for the per-port statistics.
+    urb_type: UrbType,
 }
 
 /// The per-controller URB engine.
@@ -82,6 +84,8 @@ pub struct UrbEngine {
     pool: BufferPool,
     seq: u64,
     stats: Arc<Stats>,
+    /// Per-port statistics on (see [`Self::set_port_stats`]).
+    count_ports: bool,
     limiter: RateLimiter,
     scratch: Vec<u8>,
     queues: Queues,
@@ -105,6 +109,7 @@ impl UrbEngine {
             pool: BufferPool::new(MAX_IN_FLIGHT + 2),
             seq: 0,
             stats,
+            count_ports: true,
             limiter: RateLimiter::default(),
             scratch: Vec::new(),
             queues: Queues::default(),
@@ -311,7 +316,16 @@ impl UrbEngine {
             max_len: len,
             iso,
             submitted_at: Instant::now(),
+            urb_type: match s.kind() {
+                SubmitKind::Control(_) => UrbType::Control,
+                SubmitKind::Bulk => UrbType::Bulk,
+                SubmitKind::Interrupt { .. } => UrbType::Interrupt,
+                SubmitKind::Isochronous { .. } => UrbType::Isochronous,
+            },
         };
+        if let Some(p) = self.port_stats(port) {
+            p.urb(entry.urb_type);
+        }
         tracing::trace!(id, port, endpoint, len, bulk, "request");
         if bulk {
             // Bulk URBs keep their endpoint's order through its queue. For a
@@ -346,6 +360,9 @@ impl UrbEngine {
         self.in_flight.push(entry);
         Stats::inc(&self.stats.submitted);
         Stats::inc(&self.stats.transfers);
+        if let Some(p) = self.port_stats(port) {
+            p.transfer();
+        }
         device.submit(
             tid,
             Transfer {
@@ -388,13 +405,21 @@ impl UrbEngine {
         match e.tid {
             None => {
                 self.queues.remove_waiting(target);
-                self.in_flight.swap_remove(pos);
+                let e = self.in_flight.swap_remove(pos);
+                if let Some(p) = self.port_stats(e.port) {
+                    p.unlink();
+                }
+                self.retire(&e, TransferOutcome::Cancelled.status().as_i32(), 0);
                 Stats::inc(&self.stats.unlinks_hit);
                 out.push(response(target, TransferOutcome::Cancelled.status(), 0));
             }
             Some(tid) => {
                 e.unlinked = true;
-                if let Some(dev) = devices.device(e.port) {
+                let port = e.port;
+                if let Some(p) = self.port_stats(port) {
+                    p.unlink();
+                }
+                if let Some(dev) = devices.device(port) {
                     Stats::inc(&self.stats.unlinks_hit);
                     // Its own response comes with the completion.
                     dev.cancel(tid);
@@ -509,7 +534,8 @@ impl UrbEngine {
             if !is_in && len > 0 {
                 let dst = buffer.get_mut(offset..offset + len).unwrap_or_default();
                 if !self.copy_out(id, &data, mem, dst) {
-                    self.in_flight.swap_remove(pos);
+                    let e = self.in_flight.swap_remove(pos);
+                    self.retire(&e, Status::Inval.as_i32(), 0);
                     out.push(response(id, Status::Inval, 0));
                     return false;
                 }
@@ -530,7 +556,8 @@ impl UrbEngine {
             self.pool.put(buffer);
             for &id in kept {
                 if let Some(pos) = self.in_flight.iter().position(|e| e.ring_id == id) {
-                    self.in_flight.swap_remove(pos);
+                    let e = self.in_flight.swap_remove(pos);
+                    self.retire(&e, Status::NoDev.as_i32(), 0);
                 }
                 Stats::inc(&self.stats.no_device);
                 out.push(response(id, Status::NoDev, 0));
@@ -557,6 +584,9 @@ impl UrbEngine {
             .submitted
             .fetch_add(kept.len() as u64, Ordering::Relaxed);
         Stats::inc(&self.stats.transfers);
+        if let Some(p) = self.port_stats(port) {
+            p.transfer();
+        }
         tracing::trace!(
             tid,
             endpoint,
@@ -812,6 +842,32 @@ impl UrbEngine {
             &self.stats.bytes_out
         };
         counter.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(p) = self.port_stats(e.port) {
+            p.answered(rsp.status, bytes, e.is_in, us);
+        }
+    }
+
+    /// Counts the answer of `e` that no device completion carried (refused,
+    /// cancelled while waiting, aborted) in its port's statistics.
+    fn retire(&self, e: &Entry, status: i32, bytes: u64) {
+        if let Some(p) = self.port_stats(e.port) {
+            let us = u64::try_from(e.submitted_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            p.answered(status, bytes, e.is_in, us);
+        }
+    }
+
+    /// The statistics of `port` when per-port counting is on.
+    fn port_stats(&self, port: u8) -> Option<&PortStats> {
+        if !self.count_ports {
+            return None;
+        }
+        self.stats.ports.get(usize::from(port).wrapping_sub(1))
+    }
+
+    /// Turns per-port counting on or off (on by default); off only to
+    /// measure what counting costs (`pvusb bench`).
+    pub fn set_port_stats(&mut self, on: bool) {
+        self.count_ports = on;
     }
 
     /// Transfer ids in flight on `port`.
@@ -850,6 +906,7 @@ impl UrbEngine {
         while i < self.in_flight.len() {
             if self.in_flight.get(i).is_some_and(&pred) {
                 let e = self.in_flight.swap_remove(i);
+                self.retire(&e, status.as_i32(), 0);
                 Stats::inc(&self.stats.aborted);
                 out.push(response(e.ring_id, status, 0));
             } else {

@@ -21,6 +21,7 @@
 pub mod addr;
 pub mod coalesce;
 pub mod connection;
+pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod engine;
@@ -30,8 +31,10 @@ pub mod host;
 pub mod mailbox;
 pub mod polling;
 pub mod pool;
+pub mod port_stats;
 pub mod ports;
 pub mod ratelimit;
+pub mod report;
 pub mod stats;
 pub mod usb;
 pub mod worker;

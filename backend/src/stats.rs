@@ -1,6 +1,6 @@
 //! Per-controller counters, shared between the worker (which writes them) and
-//! whoever asks (tests, logs). Relaxed atomics: they are statistics, not
-//! synchronisation.
+//! whoever asks (tests, logs, `pvusb stats`). Relaxed atomics: they are
+//! statistics, not synchronisation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,22 +10,26 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Per root-hub port (index `port - 1`).
+            pub ports: [PortStats; MAX_PORTS],
         }
 
-        /// A copy of [`Stats`] at one moment.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        /// A copy of [`Stats`]' controller-wide counters at one moment.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct StatsSnapshot {
             $($(#[$doc])* pub $name: u64,)*
         }
 
         impl Stats {
-            /// Copies every counter.
+            /// Copies every controller-wide counter.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
         }
     };
 }
+
+pub use crate::port_stats::{PortSnapshot, PortStats, UrbType, MAX_PORTS};
 
 counters! {
     /// Requests taken from the urb ring.

@@ -77,7 +77,30 @@ pub struct Args {
     /// turns polling off.
     #[arg(long, value_name = "US", default_value_t = pvusb_backend::polling::DEFAULT_MAX.as_micros() as u64)]
     pub poll_max_us: u64,
+    /// Control socket that `pvusb stats` reads (mode 0600). Default:
+    /// /run/pvusb/control.sock; with --transport sim, control.sock in the
+    /// simulation directory.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Also serve the counters in the Prometheus text format (GET /metrics)
+    /// on a loopback address (127.0.0.1:9477) or a UNIX socket (unix:PATH).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Do not count per-port statistics (only to measure what counting costs).
+    #[arg(long, hide = true)]
+    pub no_port_stats: bool,
 }
+
+/// Where the control socket of a daemon started with `args` listens.
+pub fn control_path(transport: Transport, sim_dir: Option<&std::path::Path>) -> PathBuf {
+    match (transport, sim_dir) {
+        (Transport::Sim, Some(dir)) => dir.join("control.sock"),
+        _ => PathBuf::from(DEFAULT_CONTROL),
+    }
+}
+
+/// The control socket of a daemon in dom0 or a driver domain.
+pub const DEFAULT_CONTROL: &str = "/run/pvusb/control.sock";
 
 /// How often the reaper re-checks whether the daemon is stopping.
 const REAPER_POLL: Duration = Duration::from_millis(200);
@@ -260,6 +283,21 @@ pub fn run(args: Args) -> Result<(), String> {
         Arc::new(XsClient::connect_default().map_err(|e| format!("cannot reach xenstore: {e}"))?);
     let mut config = DaemonConfig::new(own_domid(&args, &xs));
     config.poll_max = Duration::from_micros(args.poll_max_us);
+    config.port_stats = !args.no_port_stats;
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(pvusb_backend::control::MetricsAddr::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let sim_dir = args
+        .sim_dir
+        .clone()
+        .or_else(|| std::env::var_os("PVUSB_SIM_DIR").map(PathBuf::from));
+    let control = args
+        .control
+        .clone()
+        .unwrap_or_else(|| control_path(args.transport, sim_dir.as_deref()));
     let (own, sysfs) = (config.own_domid, sysfs_of(&args));
     let daemon = match args.transport {
         Transport::Xen => {
@@ -269,15 +307,26 @@ pub fn run(args: Args) -> Result<(), String> {
             Daemon::start(xs, Arc::new(grants), Arc::new(evtchns), host, config)
         }
         Transport::Sim => {
-            let dir = args
-                .sim_dir
-                .or_else(|| std::env::var_os("PVUSB_SIM_DIR").map(PathBuf::from))
-                .ok_or("--transport sim needs --sim-dir DIR (or PVUSB_SIM_DIR)")?;
+            let dir = sim_dir.ok_or("--transport sim needs --sim-dir DIR (or PVUSB_SIM_DIR)")?;
             let sim = Arc::new(pvusb_xen::sim::SimXen::new(&dir, config.own_domid));
             Daemon::start(xs, Arc::clone(&sim), sim, host, config)
         }
     }
     .map_err(|e| e.to_string())?;
+    // The counters are for operators; a daemon that cannot offer them still
+    // serves its guests.
+    let _control = pvusb_backend::control::serve_control(&control, daemon.reporter())
+        .map_err(|e| {
+            tracing::warn!("no control socket, `pvusb stats` will not reach this daemon: {e}")
+        })
+        .ok();
+    let _metrics = match &metrics {
+        Some(addr) => Some(
+            pvusb_backend::control::serve_metrics(addr, daemon.reporter())
+                .map_err(|e| format!("--metrics: {e}"))?,
+        ),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let reaper = start_reaper(own, sysfs, Arc::clone(&stop))?;
     let sig = loop {

@@ -34,6 +34,10 @@ pub struct Args {
     /// Internal: serve real USB devices too (backend role, `--device`).
     #[arg(long, hide = true)]
     real_usb: bool,
+    /// Internal: per-port statistics off (backend role; the counting-cost
+    /// comparison).
+    #[arg(long, hide = true)]
+    no_port_stats: bool,
 }
 
 /// Run the bench (or its backend role).
@@ -43,7 +47,7 @@ pub fn run(args: Args) -> Result<(), String> {
         else {
             return Err("--role backend needs --sim-dir, --xs-path and --echo-port".into());
         };
-        return child::run(dir, xs, port, args.real_usb);
+        return child::run(dir, xs, port, args.real_usb, !args.no_port_stats);
     }
     let plan = if args.quick {
         Plan::QUICK
@@ -56,12 +60,17 @@ pub fn run(args: Args) -> Result<(), String> {
             let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(child::LOOPBACK_PORT)
                 .ok_or("no busid for the emulated loopback port")?
                 .to_string();
-            let mut s = session::Session::start(&busid, false)?;
+            let mut s = session::Session::start(&busid, false, true)?;
+            // A second backend process without per-port counting, measured
+            // interleaved with the first: what counting costs.
+            let mut uncounted = session::Session::start(&busid, false, false)?;
             let r = session::measure(
                 &mut s,
+                &mut uncounted,
                 &plan,
                 "simulated transport, emulated loopback device".into(),
             );
+            uncounted.close();
             s.close();
             r?
         }

@@ -13,6 +13,7 @@ mod cmd_bench;
 mod cmd_demo;
 mod cmd_front;
 mod cmd_generate;
+mod cmd_stats;
 mod cmd_toolstack;
 mod cmd_xenstored;
 mod demo;
@@ -41,6 +42,8 @@ enum Command {
     /// Measure URB throughput (frontend and backend as two processes) against
     /// memcpy and the cross-process event round trip.
     Bench(cmd_bench::Args),
+    /// Live counters of the running backend daemon, per controller and port.
+    Stats(cmd_stats::Args),
     #[command(flatten)]
     Toolstack(cmd_toolstack::Command),
     /// Write man pages or shell completions (package build).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Front(args) => cmd_front::run(args),
         Command::Xenstored(args) => cmd_xenstored::run(args),
         Command::Bench(args) => cmd_bench::run(args),
+        Command::Stats(args) => cmd_stats::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
         Command::Generate(args) => cmd_generate::run(args),
     };

@@ -31,7 +31,13 @@ pub const LOOPBACK_PORT: u8 = 1;
 pub const LOOPBACK_CAPACITY: usize = 64 * 1024;
 
 /// Serve until told to stop.
-pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, real_usb: bool) -> Result<(), String> {
+pub fn run(
+    sim_dir: &Path,
+    xs_path: &Path,
+    echo_port: u32,
+    real_usb: bool,
+    port_stats: bool,
+) -> Result<(), String> {
     let xen = Arc::new(SimXen::new(sim_dir, 0));
     let echo = xen
         .bind_interdomain(FRONT_DOMID, echo_port)
@@ -63,7 +69,9 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, real_usb: bool) -> Re
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
     let xs =
         Arc::new(XsClient::connect(xs_path).map_err(|e| format!("cannot reach xenstore: {e}"))?);
-    let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, DaemonConfig::new(0))
+    let mut config = DaemonConfig::new(0);
+    config.port_stats = port_stats;
+    let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, config)
         .map_err(|e| format!("the backend daemon did not start: {e}"))?;
 
     let mut out = std::io::stdout().lock();

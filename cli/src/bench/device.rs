@@ -326,7 +326,7 @@ fn measure_on(
         "pvusb: start the backend process and enumerate",
         ACTION_LIMIT,
     );
-    let mut session = Session::start(&busid, true)?;
+    let mut session = Session::start(&busid, true, true)?;
     let dev = session
         .front()
         .enumerate(1)

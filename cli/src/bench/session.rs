@@ -91,7 +91,7 @@ fn write_controller(xs: &XsClient) -> Result<(), String> {
 impl Session {
     /// Start everything; `busid` is the device to put in port 1 (the emulated
     /// loopback device unless `--device`).
-    pub fn start(busid: &str, real_usb: bool) -> Result<Session, String> {
+    pub fn start(busid: &str, real_usb: bool, port_stats: bool) -> Result<Session, String> {
         let dir = tempfile::Builder::new()
             .prefix("pvusb-bench")
             .tempdir_in("/tmp")
@@ -117,6 +117,9 @@ impl Session {
             .args(["--echo-port", &echo.port().to_string()]);
         if real_usb {
             cmd.arg("--real-usb");
+        }
+        if !port_stats {
+            cmd.arg("--no-port-stats");
         }
         // The backend's per-controller info lines would tear the progress line.
         if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
@@ -342,8 +345,13 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 }
 
 /// Measure every figure (simulated transport, loopback device).
-pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report, String> {
-    let mut progress = Progress::new(4 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1);
+pub fn measure(
+    s: &mut Session,
+    uncounted: &mut Session,
+    plan: &Plan,
+    transport: String,
+) -> Result<Report, String> {
+    let mut progress = Progress::new(4 + 1 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1);
     let front = Arc::clone(s.front());
     let mut pvusb = Vec::new();
 
@@ -371,6 +379,19 @@ pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report
             pvusb.push(rate_row(format!("{name}, {depth} in flight"), "URB/s", v));
         }
     }
+
+    progress.step("bulk IN 64 B, counting on and off, interleaved");
+    let (counted, uncounted_v) = counting_cost(s, uncounted, plan)?;
+    pvusb.push(rate_row(
+        format!("bulk IN 64 B, {DEEP} in flight, per-port counting on"),
+        "URB/s",
+        counted,
+    ));
+    pvusb.push(rate_row(
+        format!("bulk IN 64 B, {DEEP} in flight, per-port counting off"),
+        "URB/s",
+        uncounted_v,
+    ));
 
     let mut bulk63 = 0.0;
     for (dir, ep) in [(Direction::In, BULK_EP), (Direction::Out, BULK_EP)] {
@@ -472,6 +493,29 @@ pub fn measure(s: &mut Session, plan: &Plan, transport: String) -> Result<Report
             "bulk IN 63 KiB MB/s / hand-off 63 KiB MB/s",
             bulk63 / handoff63.median,
         ),
+        Ratio::new(
+            "bulk IN 64 B URB/s at 16 in flight, counting on / off",
+            counted.median / uncounted_v.median,
+            0.98,
+        ),
     ];
     Ok(Report::new(transport, plan, pvusb, reference, ratios))
+}
+
+/// Small bulk INs (where a URB's fixed costs, counting among them, weigh
+/// most) through the counting backend and the one without per-port
+/// counting, alternating run by run so that both see the same machine.
+fn counting_cost(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, Summary), String> {
+    let rate = |s: &Session, d: Duration| -> Result<f64, String> {
+        let make = s.bulk(Direction::In, BULK_EP, 64);
+        load::stream(s.front(), &make, DEEP, d).map(|o| o.urbs as f64 / o.elapsed.as_secs_f64())
+    };
+    rate(on, plan.warm_up)?;
+    rate(off, plan.warm_up)?;
+    let (mut a, mut b) = (Vec::with_capacity(plan.runs), Vec::with_capacity(plan.runs));
+    for _ in 0..plan.runs {
+        a.push(rate(on, plan.run)?);
+        b.push(rate(off, plan.run)?);
+    }
+    Ok((Summary::of(&a), Summary::of(&b)))
 }
