@@ -86,6 +86,8 @@ pub struct Context<G, E> {
     pub poll_max: Duration,
     /// Per-port statistics on ([`UrbEngine::set_port_stats`]).
     pub port_stats: bool,
+    /// Device rules checked when a device is opened ([`crate::device_policy`]).
+    pub policy: Option<Arc<pvusb_policy::Policy>>,
 }
 
 impl<G, E> std::fmt::Debug for Context<G, E> {
@@ -657,6 +659,32 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             .attach(port, &*self.ctx.host, sink, !self.resuming)
         {
             Ok(speed) => {
+                // The device policy, on the device as it is now: also after a
+                // re-plug that changed what the device says it is.
+                let refusal = self.ctx.policy.clone().and_then(|policy| {
+                    let mem = GrantedMemory {
+                        grants: &*self.ctx.grants,
+                        domid: self.id.domid,
+                    };
+                    let (engine, responses) = (&mut setup.engine, &mut self.responses);
+                    let dev = crate::engine::Devices::device(&mut setup.ports, port)?;
+                    crate::device_policy::check(
+                        &policy,
+                        dev,
+                        &self.mailbox,
+                        &self.ctx.xs,
+                        self.id.domid,
+                        &mut |tid, c| engine.complete(tid, c, &mem, responses),
+                    )
+                });
+                if let Some(msg) = refusal {
+                    setup.ports.detach(port);
+                    Stats::inc(&self.stats.attach_refused);
+                    self.flush_responses();
+                    self.mark_closed(&busid);
+                    self.port_note(port, true, msg);
+                    return;
+                }
                 self.port_notes.clear(port);
                 Stats::inc(&self.stats.attached);
                 tracing::info!(ctl = %self.id, port, ?speed, %busid, "device attached");

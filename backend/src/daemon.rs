@@ -41,6 +41,9 @@ pub struct DaemonConfig {
     pub poll_max: Duration,
     /// Count per-port statistics (on unless a benchmark measures their cost).
     pub port_stats: bool,
+    /// The device rules every controller checks when it opens a device
+    /// (`None`: every device but hubs is served).
+    pub policy: Option<Arc<pvusb_policy::Policy>>,
 }
 
 impl DaemonConfig {
@@ -51,6 +54,7 @@ impl DaemonConfig {
             backend_type: BACKEND_TYPE_VUSB.to_owned(),
             poll_max: crate::polling::DEFAULT_MAX,
             port_stats: true,
+            policy: None,
         }
     }
 
@@ -123,6 +127,7 @@ impl Daemon {
             own_domid: config.own_domid,
             poll_max: config.poll_max,
             port_stats: config.port_stats,
+            policy: config.policy.clone(),
         });
         let registry = Arc::new(Registry::default());
         let weak: Weak<Registry> = Arc::downgrade(&registry);

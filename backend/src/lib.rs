@@ -24,6 +24,7 @@ pub mod connection;
 pub mod control;
 pub mod controller;
 pub mod daemon;
+pub mod device_policy;
 pub mod engine;
 pub mod error;
 pub mod guest;

@@ -23,7 +23,7 @@ use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
 use pvusb_backend::usb::libusb::LibusbHost;
 use pvusb_backend::usb::UsbHost;
 use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
-use pvusb_toolstack::{SysfsRoot, Toolstack};
+use pvusb_toolstack::{Sysfs, SysfsRoot, Toolstack};
 use pvusb_xenstore::{Tx, XsClient};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -68,6 +68,11 @@ pub struct Args {
     /// PVUSB_SYSFS_SIMULATED=1).
     #[arg(long, hide = true)]
     pub simulate_binding: bool,
+    /// Device rules checked each time a device is opened for a guest
+    /// (USBGuard's rule language; default: $PVUSB_RULES, else
+    /// /etc/pvusb/rules.conf; no file: every device but hubs is served).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     /// Longest time (µs) a controller keeps polling its ring after answering,
     /// so a guest that sends its next URB within it needs no event and no
     /// wake-up. Adaptive: it only grows while the guest keeps coming back
@@ -135,11 +140,36 @@ fn sysfs_of(args: &Args) -> SysfsRoot {
         .unwrap_or_else(|| PathBuf::from("/sys"));
     let simulated =
         args.simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
-    if simulated {
+    let sysfs = if simulated {
         SysfsRoot::simulated(root)
     } else {
         SysfsRoot::new(root)
+    };
+    let rules = args
+        .rules
+        .clone()
+        .or_else(|| std::env::var_os("PVUSB_RULES").map(PathBuf::from));
+    match rules {
+        Some(rules) => sysfs.with_rules(rules),
+        None => sysfs,
     }
+}
+
+/// Loads the device rules (the toolstack's file: [`Sysfs::rules_path`]) and
+/// installs them for every controller; a file that does not parse stops the
+/// start, so the daemon never runs with less policy than written.
+fn load_rules(sysfs: &SysfsRoot) -> Result<Option<Arc<pvusb_policy::Policy>>, String> {
+    let path = sysfs.rules_path();
+    let policy = pvusb_policy::Policy::load(&path).map_err(|e| e.to_string())?;
+    match &policy {
+        Some(p) => {
+            tracing::info!(rules = p.rules.len(), path = %path.display(), "device rules in force")
+        }
+        None => {
+            tracing::info!(path = %path.display(), "no device rules: every device but hubs is served")
+        }
+    }
+    Ok(policy.map(Arc::new))
 }
 
 /// Parses "64M", "1G", "512K" or a byte count.
@@ -259,6 +289,7 @@ fn own_domid(args: &Args, xs: &XsClient) -> u16 {
 pub fn run(args: Args) -> Result<(), String> {
     // Before any thread starts, so only the wait below receives them.
     let signals = StopSignals::block_with(&[Signal::SIGUSR1])?;
+    let policy = load_rules(&sysfs_of(&args))?;
 
     let emulated = EmulatedHost::new();
     for spec in &args.emulate {
@@ -284,6 +315,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut config = DaemonConfig::new(own_domid(&args, &xs));
     config.poll_max = Duration::from_micros(args.poll_max_us);
     config.port_stats = !args.no_port_stats;
+    config.policy = policy;
     let metrics = args
         .metrics
         .as_deref()

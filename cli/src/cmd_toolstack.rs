@@ -1,11 +1,14 @@
-//! Toolstack subcommands (`ctrl-attach`, `dev-attach`, `list`, ...): thin adapters
-//! that parse xl-shaped arguments, call `pvusb-toolstack` and print the result.
+//! Toolstack subcommands (`ctrl-attach`, `dev-attach`, `list`, ..., and xl's own
+//! verbs `usbctrl-attach`, `usbctrl-detach`, `usbdev-attach`, `usbdev-detach`,
+//! `usb-list` with xl's argument forms and output): thin adapters that parse
+//! xl-shaped arguments, call `pvusb-toolstack` and print the result.
 //! All logic, including every error message, lives in the library.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pvusb_toolstack::sysfs::SysfsRoot;
+use pvusb_toolstack::xl_args;
 use pvusb_toolstack::{DeviceSpec, DeviceStatus, ToolError, Toolstack};
 use pvusb_xenstore::XsClient;
 
@@ -25,6 +28,11 @@ pub struct Opts {
     /// also enabled by PVUSB_SYSFS_SIMULATED=1).
     #[arg(long, hide = true)]
     simulate_binding: bool,
+    /// Device rules dev-attach checks (USBGuard's rule language; default:
+    /// $PVUSB_RULES, else /etc/pvusb/rules.conf; no file: every device but
+    /// hubs may be assigned).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
 }
 
 /// The toolstack subcommands.
@@ -100,6 +108,57 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
+    /// xl's `usbctrl-attach`: <Domain> [type=pv] [version=1|2] [ports=N]; silent
+    /// on success, like xl.
+    UsbctrlAttach {
+        /// Domain id or name.
+        dom: String,
+        /// `type=pv` (only pv is served), `version=1|2` (default 2), `ports=N` (default 8).
+        settings: Vec<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// xl's `usbctrl-detach`: <Domain> <DevId>; its devices go back to the host first.
+    UsbctrlDetach {
+        /// Domain id or name.
+        dom: String,
+        /// The controller's Devid (from `usb-list`).
+        devid: String,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// xl's `usbdev-attach`: <Domain> hostbus=B hostaddr=A [controller=C [port=P]].
+    UsbdevAttach {
+        /// Domain id or name.
+        dom: String,
+        /// `hostbus=` and `hostaddr=` (lsusb's Bus and Device), optional
+        /// `controller=`, `port=`, `type=hostdev`.
+        #[arg(required = true)]
+        settings: Vec<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// xl's `usbdev-detach`: <Domain> <controller> <port>.
+    UsbdevDetach {
+        /// Domain id or name.
+        dom: String,
+        /// Controller Devid.
+        controller: String,
+        /// Port.
+        port: String,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// xl's `usb-list`: <Domain>, printed exactly as `xl usb-list` prints it.
+    UsbList {
+        /// Domain id or name.
+        dom: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: Opts,
+    },
     /// Create the usbctrl/usbdev entries of an xl domain config file.
     ConfigApply {
         /// Domain id or name.
@@ -124,11 +183,18 @@ fn open(opts: &Opts) -> Result<Ts, String> {
         .unwrap_or_else(|| PathBuf::from("/sys"));
     let simulated =
         opts.simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
-    let sysfs = if simulated {
+    let mut sysfs = if simulated {
         SysfsRoot::simulated(root)
     } else {
         SysfsRoot::new(root)
     };
+    let rules = opts
+        .rules
+        .clone()
+        .or_else(|| std::env::var_os("PVUSB_RULES").map(PathBuf::from));
+    if let Some(rules) = rules {
+        sysfs = sysfs.with_rules(rules);
+    }
     let mut ts = Toolstack::new(store, sysfs, opts.backend_domid);
     ts.timeout = Duration::from_secs(opts.timeout);
     Ok(ts)
@@ -335,6 +401,65 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
                     }
                 }
                 _ => return Err(text("give a DEVICE or --all".to_owned())),
+            }
+        }
+        Command::UsbctrlAttach {
+            dom,
+            settings,
+            opts,
+        } => {
+            // Arguments first: a refusal needs no xenstore.
+            let spec = xl_args::parse_usbctrl(&settings).map_err(boxed)?;
+            let ts = open(&opts).map_err(text)?;
+            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            ts.ctrl_attach(domid, spec.version, spec.ports)
+                .map_err(boxed)?;
+        }
+        Command::UsbctrlDetach { dom, devid, opts } => {
+            let devid = xl_args::decimal("devid", &devid).map_err(boxed)?;
+            let ts = open(&opts).map_err(text)?;
+            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            ts.ctrl_detach(domid, devid, false).map_err(boxed)?;
+        }
+        Command::UsbdevAttach {
+            dom,
+            settings,
+            opts,
+        } => {
+            let spec = xl_args::parse_usbdev(&settings).map_err(boxed)?;
+            let ts = open(&opts).map_err(text)?;
+            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let dev = DeviceSpec::BusAddr(spec.hostbus, spec.hostaddr);
+            ts.dev_attach(domid, &dev, spec.controller, spec.port)
+                .map_err(boxed)?;
+        }
+        Command::UsbdevDetach {
+            dom,
+            controller,
+            port,
+            opts,
+        } => {
+            let ctrl = xl_args::decimal("controller", &controller).map_err(boxed)?;
+            let port = xl_args::decimal("port", &port).map_err(boxed)?;
+            let ts = open(&opts).map_err(text)?;
+            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let d = ts.dev_detach(domid, ctrl, port).map_err(boxed)?;
+            if let Some(w) = d.release.and_then(|r| r.warning(&d.busid)) {
+                eprintln!("{w}");
+            }
+        }
+        Command::UsbList {
+            dom,
+            json: as_json,
+            opts,
+        } => {
+            let ts = open(&opts).map_err(text)?;
+            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let l = ts.xl_usb_list(domid).map_err(boxed)?;
+            if as_json {
+                json(&l).map_err(text)?;
+            } else {
+                print!("{l}");
             }
         }
         Command::ConfigApply { dom, file, opts } => {

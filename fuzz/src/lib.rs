@@ -10,6 +10,7 @@ pub mod back_ring;
 pub mod front_engine;
 pub mod input;
 pub mod iso_layout;
+pub mod policy_rules;
 pub mod replay;
 pub mod urb_engine;
 pub mod usb_descriptor;

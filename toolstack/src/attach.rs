@@ -208,6 +208,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         if device.is_hub() {
             return Err(ToolError::IsHub(busid));
         }
+        self.check_policy(domid, &device)?;
         let mut result = Attached {
             busid: busid.clone(),
             domid,

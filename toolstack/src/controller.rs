@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use crate::crash;
 use crate::error::ToolError;
-use crate::paths::{backend_dir, backend_guest_dir, frontend_dir, frontend_guest_dir};
+use crate::libxl_nodes::{self, CtrlNodes};
+use crate::paths::{backend_dir, backend_guest_dir, frontend_dir, frontend_guest_dir, libxl_dir};
 use crate::store::{in_transaction, NodeAccess, Store, StoreWatch};
 use crate::sysfs::Sysfs;
 use crate::Toolstack;
@@ -212,9 +213,12 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         }
         let back = self.backend_domid;
         let devid = in_transaction(&self.store, |tx| {
+            // libxl's entry counts too: it may hold a controller of another kind
+            // (an HVM guest's emulated one has no backend or frontend node).
             let used = |d: u32| -> Result<bool, _> {
                 Ok(self.store.read(tx, &backend_dir(back, domid, d))?.is_some()
-                    || self.store.read(tx, &frontend_dir(domid, d))?.is_some())
+                    || self.store.read(tx, &frontend_dir(domid, d))?.is_some()
+                    || self.store.read(tx, &libxl_dir(domid, d))?.is_some())
             };
             // Never write over existing nodes: a wanted devid must be unused, and
             // when every devid up to MAX_DEVID is taken there is none to pick.
@@ -276,6 +280,16 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             fw("backend", &be)?;
             fw("backend-id", &back.to_string())?;
             fw("state", &xenbus::INITIALISING.to_string())?;
+            // libxl's bookkeeping, so `xl usb-list` and `xl destroy` see it; in the
+            // same transaction, so it exists exactly while the controller does.
+            let nodes = CtrlNodes {
+                backend: &be,
+                frontend: &fe,
+                domid,
+                version,
+                ports,
+            };
+            libxl_nodes::write(&self.store, tx, devid, &nodes)?;
             Ok(Ok(devid))
         })?
         .map_err(|ctrl| ToolError::ControllerIndexInUse { domid, ctrl })?;
@@ -391,12 +405,14 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
         Ok(CtrlDetached { devices })
     }
 
-    /// Remove both nodes of a controller (and the guest's empty backend dir).
+    /// Remove both nodes of a controller and libxl's entry of it (and the guest's
+    /// empty backend dir), in one transaction.
     pub(crate) fn remove_controller_nodes(&self, domid: u16, devid: u32) -> Result<(), ToolError> {
         let back = self.backend_domid;
         in_transaction(&self.store, |tx| {
             self.store.rm(tx, &backend_dir(back, domid, devid))?;
             self.store.rm(tx, &frontend_dir(domid, devid))?;
+            libxl_nodes::remove(&self.store, tx, domid, devid)?;
             let guest = backend_guest_dir(back, domid);
             if self.store.directory(tx, &guest)?.is_empty() {
                 self.store.rm(tx, &guest)?;

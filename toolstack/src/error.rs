@@ -102,6 +102,21 @@ pub enum ToolError {
         /// Controller.
         ctrl: u32,
     },
+    /// The device rules refuse this device for this guest.
+    #[error("device {busid} is {what} for domain {domid} by {why}: change the rules file (--rules, PVUSB_RULES) or assign another device")]
+    PolicyRefused {
+        /// Device.
+        busid: String,
+        /// Guest.
+        domid: u16,
+        /// "blocked" or "rejected".
+        what: &'static str,
+        /// `FILE:LINE \`rule\``, or why no rule decided.
+        why: String,
+    },
+    /// The device rules file cannot be used (its message names the fix).
+    #[error(transparent)]
+    Rules(#[from] pvusb_policy::LoadError),
     /// No such USB device on this host.
     #[error(
         "no USB device {0} on this host: see `pvusb assignable-list` (or lsusb) for valid names"

@@ -1,7 +1,8 @@
 //! pvUSB toolstack: controllers, devices and the crash-only assignment life-cycle.
 //!
 //! All logic of `pvusb ctrl-attach`, `ctrl-detach`, `dev-attach`, `dev-detach`,
-//! `list`, `assignable-list`, `recover` and `config-apply` lives here, as methods
+//! `list`, `assignable-list`, `recover` and `config-apply` (and of xl's verbs
+//! `usbctrl-attach` … `usb-list`: [`xl_args`], [`xl_list`]) lives here, as methods
 //! of [`Toolstack`], generic over xenstore ([`store::Store`], implemented for
 //! [`pvusb_xenstore::XsClient`]) and sysfs ([`sysfs::Sysfs`], implemented by
 //! [`sysfs::SysfsRoot`] over `/sys` or a fake tree).
@@ -15,7 +16,9 @@
 //!
 //! A port is taken when `port/N` holds a busid or an unfinished attach has reserved
 //! it in its record. Refused: hubs (class 9), devices in any port of any backend
-//! domain, controllers served by another backend domain.
+//! domain, controllers served by another backend domain, and devices the device
+//! rules refuse for the guest ([`device_policy`]: USBGuard's rule language in
+//! `/etc/pvusb/rules.conf`, `--rules`, `PVUSB_RULES`; no file, no check).
 //!
 //! # Commands at once
 //! Every command that changes ports, records or bindings holds the host's
@@ -61,12 +64,12 @@
 //! ## `ctrl-attach` / `ctrl-detach` of controller C
 //! | step (crash point) | written so far | list shows | recovers |
 //! |---|---|---|---|
-//! | `ctrl-attach-written` | both nodes in one transaction, state 1 | controller, Initialising | consistent: connects when backend and guest run; `ctrl-detach` removes it |
+//! | `ctrl-attach-written` | both nodes and libxl's entry (`/libxl/<dom>/device/vusb/C`, see [`libxl_nodes`]) in one transaction, state 1 | controller, Initialising | consistent: connects when backend and guest run; `ctrl-detach` removes it |
 //! | (devices) | each device's detach micro-states | as above | re-run `ctrl-detach` |
 //! | `ctrl-detach-devices-done` | every port empty, records gone | controller with no devices | re-run `ctrl-detach` |
 //! | `ctrl-detach-closing` | `online=0`, `state=5`, one transaction | controller offline, Closing | re-run `ctrl-detach` |
 //! | `ctrl-detach-closed` | backend reached Closed | offline, Closed | re-run `ctrl-detach` |
-//! | done | both nodes removed, one transaction | — | — |
+//! | done | both nodes and libxl's entry removed, one transaction | — | — |
 //!
 //! Nothing ever points at nothing: a port names D only while D's record exists (the
 //! record is written before and removed after), and a record's target controller is
@@ -79,8 +82,10 @@ pub mod config;
 pub mod controller;
 pub mod crash;
 pub mod detach;
+pub mod device_policy;
 mod domain;
 pub mod error;
+pub mod libxl_nodes;
 pub mod listing;
 pub mod lock;
 pub mod paths;
@@ -88,6 +93,8 @@ pub mod reaper;
 pub mod record;
 pub mod store;
 pub mod sysfs;
+pub mod xl_args;
+pub mod xl_list;
 
 use std::time::Duration;
 
@@ -99,6 +106,7 @@ pub use error::ToolError;
 pub use listing::{DeviceState, DeviceStatus, DomainListing};
 pub use store::Store;
 pub use sysfs::{Sysfs, SysfsRoot};
+pub use xl_list::XlUsbList;
 
 /// Default wait for xenbus state changes (libxl's `LIBXL_INIT_TIMEOUT`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -71,6 +71,23 @@ pub fn frontend_guest_dir(domid: u16) -> String {
     format!("/local/domain/{domid}/device/vusb")
 }
 
+/// libxl's own bookkeeping directory of a domain (`/libxl/<domid>`), which
+/// `xl create` makes and `xl destroy` removes.
+pub fn libxl_domain_dir(domid: u16) -> String {
+    format!("/libxl/{domid}")
+}
+
+/// libxl's bookkeeping of one controller (`libxl__device_libxl_path` of a vusb
+/// device): what `xl usb-list` and `xl destroy` read, so pvusb writes it too.
+pub fn libxl_dir(domid: u16, devid: u32) -> String {
+    format!("{}/device/vusb/{devid}", libxl_domain_dir(domid))
+}
+
+/// libxl's bookkeeping of all of one guest's controllers.
+pub fn libxl_guest_dir(domid: u16) -> String {
+    format!("{}/device/vusb", libxl_domain_dir(domid))
+}
+
 /// pvusb's record of one device.
 pub fn record_dir(busid: &str) -> String {
     format!("{RECORD_ROOT}/{}", encode_key(busid))

@@ -64,10 +64,14 @@ impl World {
 
     /// Starts a daemon (domain 0) serving `host`.
     pub fn daemon(&self, host: Arc<dyn UsbHost>) -> DaemonHandle {
+        self.daemon_with(host, DaemonConfig::new(0))
+    }
+
+    /// Starts a daemon (domain 0) serving `host` with `config`.
+    pub fn daemon_with(&self, host: Arc<dyn UsbHost>, config: DaemonConfig) -> DaemonHandle {
         let xs = Arc::new(XsClient::connect(&self.xs_path()).expect("daemon xenstore client"));
         let back = Arc::new(SimXen::new(self.sim_dir(), 0));
-        Daemon::start(xs, Arc::clone(&back), back, host, DaemonConfig::new(0))
-            .expect("daemon starts")
+        Daemon::start(xs, Arc::clone(&back), back, host, config).expect("daemon starts")
     }
 
     pub fn write(&self, path: &str, v: &str) {

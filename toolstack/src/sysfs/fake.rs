@@ -32,6 +32,50 @@ pub struct FakeDevice {
     pub product_name: &'static str,
     /// Interfaces of configuration 1: the driver each is bound to.
     pub interface_drivers: Vec<Option<&'static str>>,
+    /// `serial`, if the device has one.
+    pub serial: Option<&'static str>,
+    /// Class, subclass and protocol of each interface, written into the
+    /// `descriptors` file (by default what the driver in
+    /// `interface_drivers` serves, see [`class_of_driver`]).
+    pub interface_classes: Vec<[u8; 3]>,
+}
+
+/// The interface class a driver of the fake tree serves: usb-storage a
+/// SCSI bulk-only stick, usbhid a boot keyboard, btusb Bluetooth, hub a hub,
+/// anything else (or none) vendor-specific.
+pub fn class_of_driver(driver: Option<&str>) -> [u8; 3] {
+    match driver {
+        Some("usb-storage") => [0x08, 0x06, 0x50],
+        Some("usbhid") => [0x03, 0x01, 0x01],
+        Some("btusb") => [0xe0, 0x01, 0x01],
+        Some("hub") => [0x09, 0x00, 0x00],
+        _ => [0xff, 0x00, 0x00],
+    }
+}
+
+impl FakeDevice {
+    /// The `descriptors` file: the device descriptor and configuration 1
+    /// with one interface (alternate setting 0, no endpoints) per entry of
+    /// `interface_classes`.
+    pub fn descriptors(&self) -> Vec<u8> {
+        let [vl, vh] = self.vendor.to_le_bytes();
+        let [pl, ph] = self.product.to_le_bytes();
+        let mut d = vec![
+            18, 1, 0x00, 0x02, self.class, 0, 0, 64, vl, vh, pl, ph, 0, 1, 1, 2, 3, 1,
+        ];
+        let n = u8::try_from(self.interface_classes.len()).unwrap_or(u8::MAX);
+        let [tl, th] = (9 + 9 * u16::from(n)).to_le_bytes();
+        d.extend([9, 2, tl, th, n, 1, 0, 0x80, 50]);
+        for (i, [c, sc, p]) in self
+            .interface_classes
+            .iter()
+            .take(usize::from(n))
+            .enumerate()
+        {
+            d.extend([9, 4, i as u8, 0, 0, *c, *sc, *p, 0]);
+        }
+        d
+    }
 }
 
 impl FakeDevice {
@@ -47,6 +91,8 @@ impl FakeDevice {
             manufacturer: "SanDisk",
             product_name: "Cruzer Blade",
             interface_drivers: drivers.to_vec(),
+            serial: Some("4C530001"),
+            interface_classes: drivers.iter().map(|d| class_of_driver(*d)).collect(),
         }
     }
 
@@ -121,6 +167,10 @@ impl FakeSysfs {
         for (name, value) in attrs {
             fs::write(dir.join(name), format!("{value}\n"))?;
         }
+        if let Some(serial) = d.serial {
+            fs::write(dir.join("serial"), format!("{serial}\n"))?;
+        }
+        fs::write(dir.join("descriptors"), d.descriptors())?;
         for (i, driver) in d.interface_drivers.iter().enumerate() {
             let intf = devices.join(format!("{}:1.{i}", d.busid));
             fs::create_dir_all(&intf)?;
@@ -133,6 +183,19 @@ impl FakeSysfs {
             }
         }
         Ok(())
+    }
+
+    /// Write the tree's device rules ([`super::FAKE_TREE_RULES`]); `None`
+    /// removes them (no policy).
+    pub fn set_rules(&self, text: Option<&str>) -> io::Result<()> {
+        let path = self.root.join(super::FAKE_TREE_RULES);
+        match text {
+            Some(t) => fs::write(path, t),
+            None => match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Remove a device (host unplug).

@@ -4,7 +4,8 @@
 //! What is read: `bus/usb/devices/*` (device dirs like `3-11`, interface dirs like
 //! `3-11:1.0`), each device's `busnum`, `devnum`, `bDeviceClass`, `idVendor`,
 //! `idProduct`, `manufacturer`, `product`, `speed`, `bConfigurationValue`, and each
-//! interface's `driver` symlink. What is written: the interface name into
+//! interface's `driver` symlink; for the device policy also `serial` and the raw
+//! `descriptors`. What is written: the interface name into
 //! `bus/usb/drivers/<driver>/{unbind,bind}`.
 //!
 //! [`SysfsRoot`] in [`Binding::Kernel`] mode does exactly that. In
@@ -101,14 +102,29 @@ pub trait Sysfs {
     fn unbind(&self, interface: &str, driver: &str) -> Result<(), SysfsError>;
     /// Bind an interface to `driver`.
     fn bind(&self, interface: &str, driver: &str) -> Result<(), SysfsError>;
+    /// The raw text of one attribute file of a device (`busnum`, `devnum`, ...),
+    /// `None` when `busid` is not a busid or the file cannot be read. For readers
+    /// that must parse exactly as libxl does (`usb-list`), not as [`Sysfs::device`].
+    fn device_attr(&self, busid: &str, name: &str) -> Option<String>;
     /// The file whose `flock` serialises the toolstack commands that change
     /// these devices' bindings ([`crate::lock`]).
     fn command_lock_path(&self) -> PathBuf;
+    /// A device's `serial` string, if it has one.
+    fn serial(&self, busid: &str) -> Result<Option<String>, SysfsError>;
+    /// A device's raw `descriptors` (the device descriptor, then every
+    /// configuration), what the device policy reads interfaces from.
+    fn descriptors(&self, busid: &str) -> Result<Vec<u8>, SysfsError>;
+    /// The device rules these devices are checked against at `dev-attach`
+    /// ([`crate::device_policy`]); the file may not exist (no policy).
+    fn rules_path(&self) -> PathBuf;
 }
 
 /// The command lock of the host's own `/sys`: in `/run`, which every process
 /// of the host sees and a reboot clears.
 pub const HOST_COMMAND_LOCK: &str = "/run/pvusb/toolstack.lock";
+
+/// The rules file of a sysfs tree other than `/sys`, relative to its root.
+pub const FAKE_TREE_RULES: &str = ".pvusb-rules.conf";
 
 /// Whether bind/unbind are real kernel writes or simulated on a fake tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +140,7 @@ pub enum Binding {
 pub struct SysfsRoot {
     root: PathBuf,
     binding: Binding,
+    rules: Option<PathBuf>,
 }
 
 /// Upper bound on directory entries scanned, so a broken tree cannot make a
@@ -136,6 +153,7 @@ impl SysfsRoot {
         Self {
             root: root.into(),
             binding: Binding::Kernel,
+            rules: None,
         }
     }
 
@@ -144,7 +162,15 @@ impl SysfsRoot {
         Self {
             root: root.into(),
             binding: Binding::Simulated,
+            rules: None,
         }
+    }
+
+    /// The same tree, checked against the device rules at `path` (`--rules`,
+    /// `PVUSB_RULES`) instead of the default ([`Sysfs::rules_path`]).
+    pub fn with_rules(mut self, path: impl Into<PathBuf>) -> Self {
+        self.rules = Some(path.into());
+        self
     }
 
     /// The root directory.
@@ -220,6 +246,14 @@ fn narrow<T: TryFrom<u32>>(v: u32, busid: &str, name: &str) -> Result<T, SysfsEr
 }
 
 impl Sysfs for SysfsRoot {
+    fn device_attr(&self, busid: &str, name: &str) -> Option<String> {
+        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !is_busid(busid) || !plain {
+            return None;
+        }
+        fs::read_to_string(self.devices_dir().join(busid).join(name)).ok()
+    }
+
     fn command_lock_path(&self) -> PathBuf {
         if self.root == Path::new("/sys") {
             PathBuf::from(HOST_COMMAND_LOCK)
@@ -228,6 +262,35 @@ impl Sysfs for SysfsRoot {
             // unrelated trees do not wait for each other.
             self.root.join(".pvusb-toolstack.lock")
         }
+    }
+
+    fn rules_path(&self) -> PathBuf {
+        match &self.rules {
+            Some(p) => p.clone(),
+            None if self.root == Path::new("/sys") => PathBuf::from(pvusb_policy::DEFAULT_RULES),
+            // A tree of its own (tests, the demo): its own rules, so that the
+            // host's /etc does not decide what a fake tree may attach.
+            None => self.root.join(FAKE_TREE_RULES),
+        }
+    }
+
+    fn serial(&self, busid: &str) -> Result<Option<String>, SysfsError> {
+        if !is_busid(busid) {
+            return Err(SysfsError::NoDevice(busid.to_owned()));
+        }
+        Ok(self.attr(busid, "serial"))
+    }
+
+    fn descriptors(&self, busid: &str) -> Result<Vec<u8>, SysfsError> {
+        if !is_busid(busid) {
+            return Err(SysfsError::NoDevice(busid.to_owned()));
+        }
+        let path = self.devices_dir().join(busid).join("descriptors");
+        fs::read(&path).map_err(|source| SysfsError::Io {
+            what: "reading",
+            path,
+            source,
+        })
     }
 
     fn busids(&self) -> Result<Vec<String>, SysfsError> {

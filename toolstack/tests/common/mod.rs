@@ -164,6 +164,67 @@ impl Harness {
             if self.read(&format!("/local/domain/{dom}")).is_some() {
                 assert_eq!(be_sorted, fe_sorted, "controllers of {dom} half-present");
             }
+            self.assert_libxl_matches(dom, &be_sorted);
+        }
+    }
+
+    /// libxl's entries (`/libxl/<dom>/device/vusb/<devid>`) exist exactly for the
+    /// controllers in our backend dir (`be`), each with libxl 4.17's layout
+    /// (`libxl__device_generic_add`): the two paths, the backend's entries copied
+    /// as written at creation, nothing else.
+    pub fn assert_libxl_matches(&self, dom: u16, be: &[String]) {
+        let st = &self.ts.store;
+        let base = format!("/libxl/{dom}/device/vusb");
+        let mut lx = st.directory(Tx::NONE, &base).unwrap();
+        lx.sort();
+        assert_eq!(
+            lx, be,
+            "libxl's entries of {dom} differ from our controllers"
+        );
+        for devid in be {
+            let lp = format!("{base}/{devid}");
+            let bp = format!("/local/domain/0/backend/vusb/{dom}/{devid}");
+            let ports: u32 = self
+                .read(&format!("{bp}/num-ports"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut want = vec![
+                (
+                    "frontend".to_owned(),
+                    format!("/local/domain/{dom}/device/vusb/{devid}"),
+                ),
+                ("backend".to_owned(), bp.clone()),
+                ("frontend-id".to_owned(), dom.to_string()),
+                ("online".to_owned(), "1".to_owned()),
+                ("state".to_owned(), "1".to_owned()),
+                ("type".to_owned(), "pv".to_owned()),
+                (
+                    "usb-ver".to_owned(),
+                    self.read(&format!("{bp}/usb-ver")).unwrap(),
+                ),
+                ("num-ports".to_owned(), ports.to_string()),
+                ("port".to_owned(), String::new()),
+            ];
+            for (k, v) in &want {
+                assert_eq!(
+                    self.read(&format!("{lp}/{k}")).as_ref(),
+                    Some(v),
+                    "{lp}/{k}"
+                );
+            }
+            let mut keys = st.directory(Tx::NONE, &lp).unwrap();
+            keys.sort();
+            let mut want_keys: Vec<String> = want.drain(..).map(|(k, _)| k).collect();
+            want_keys.sort();
+            assert_eq!(keys, want_keys, "{lp} holds other nodes");
+            let mut pk = st.directory(Tx::NONE, &format!("{lp}/port")).unwrap();
+            pk.sort_by_key(|p| p.parse::<u32>().unwrap_or(u32::MAX));
+            let want_ports: Vec<String> = (1..=ports).map(|p| p.to_string()).collect();
+            assert_eq!(pk, want_ports, "{lp}/port");
+            for p in want_ports {
+                assert_eq!(self.read(&format!("{lp}/port/{p}")).as_deref(), Some(""));
+            }
         }
     }
 }
