@@ -221,12 +221,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
+    crate::clean_run_tests!();
 
     #[test]
     fn short_and_noisy_inputs_run_clean() {

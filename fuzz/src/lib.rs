@@ -6,6 +6,31 @@
 //! the interesting paths, written to `corpus/<target>/` by `--write-seeds`).
 #![forbid(unsafe_code)]
 
+/// The tests every target has: its seeds run clean, and (with a count and a
+/// length) that many pseudo-random inputs of up to that many bytes too.
+#[cfg(test)]
+#[macro_export]
+macro_rules! clean_run_tests {
+    () => {
+        #[test]
+        fn seeds_run_clean() {
+            for seed in super::seeds() {
+                super::run(&seed);
+            }
+        }
+    };
+    ($count:expr, $max_len:expr) => {
+        $crate::clean_run_tests!();
+
+        #[test]
+        fn pseudo_random_inputs_run_clean() {
+            for data in $crate::input::noise($count, $max_len) {
+                super::run(&data);
+            }
+        }
+    };
+}
+
 pub mod back_ring;
 pub mod front_engine;
 pub mod input;

@@ -278,26 +278,5 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
-
-    #[test]
-    fn pseudo_random_inputs_run_clean() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for len in 0..1500usize {
-            let data: Vec<u8> = (0..len % 1200)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            super::run(&data);
-        }
-    }
+    crate::clean_run_tests!(1500, 1200);
 }

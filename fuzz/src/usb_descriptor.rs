@@ -155,25 +155,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
+    crate::clean_run_tests!(3000, 300);
 
     #[test]
     fn seeds_parse() {
         let seeds = super::seeds();
         for s in &seeds[1..5] {
             super::ConfigDescriptor::parse(s).expect("a configuration seed parses");
-        }
-    }
-
-    #[test]
-    fn pseudo_random_inputs_run_clean() {
-        for data in crate::input::noise(3000, 300) {
-            super::run(&data);
         }
     }
 }

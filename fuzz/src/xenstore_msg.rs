@@ -110,19 +110,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
-
-    #[test]
-    fn pseudo_random_inputs_run_clean() {
-        for data in crate::input::noise(1500, 600) {
-            super::run(&data);
-        }
-    }
+    crate::clean_run_tests!(1500, 600);
 
     /// The input that failed the byte-wise oracle in its first second of
     /// coverage-guided fuzzing: permission `"n06"` formats as `"n6"`.

@@ -488,17 +488,5 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
-
-    #[test]
-    fn pseudo_random_inputs_run_clean() {
-        for data in crate::input::noise(800, 700) {
-            super::run(&data);
-        }
-    }
+    crate::clean_run_tests!(800, 700);
 }

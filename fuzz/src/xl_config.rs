@@ -101,23 +101,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seeds_run_clean() {
-        for seed in super::seeds() {
-            super::run(&seed);
-        }
-    }
+    crate::clean_run_tests!(2000, 300);
 
     #[test]
     fn first_seed_parses() {
         let cfg = super::parse("s.cfg", std::str::from_utf8(&super::seeds()[0]).unwrap()).unwrap();
         assert_eq!((cfg.controllers.len(), cfg.devices.len()), (2, 2));
-    }
-
-    #[test]
-    fn pseudo_random_inputs_run_clean() {
-        for data in crate::input::noise(2000, 300) {
-            super::run(&data);
-        }
     }
 }
