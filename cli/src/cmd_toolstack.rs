@@ -228,6 +228,16 @@ fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints state as JSON or as its text form.
+fn show<T: serde::Serialize + std::fmt::Display>(v: &T, as_json: bool) -> Result<(), String> {
+    if as_json {
+        json(v)
+    } else {
+        print!("{v}");
+        Ok(())
+    }
+}
+
 fn print_devices(list: &[DeviceStatus]) {
     if list.is_empty() {
         println!("no assignable devices");
@@ -352,12 +362,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
         } => {
             let ts = open(&opts).map_err(text)?;
             let domid = ts.resolve_domain(&dom).map_err(boxed)?;
-            let l = ts.list(domid).map_err(boxed)?;
-            if as_json {
-                json(&l).map_err(text)?;
-            } else {
-                print!("{l}");
-            }
+            show(&ts.list(domid).map_err(boxed)?, as_json).map_err(text)?;
         }
         Command::AssignableList {
             json: as_json,
@@ -455,12 +460,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
         } => {
             let ts = open(&opts).map_err(text)?;
             let domid = ts.resolve_domain(&dom).map_err(boxed)?;
-            let l = ts.xl_usb_list(domid).map_err(boxed)?;
-            if as_json {
-                json(&l).map_err(text)?;
-            } else {
-                print!("{l}");
-            }
+            show(&ts.xl_usb_list(domid).map_err(boxed)?, as_json).map_err(text)?;
         }
         Command::ConfigApply { dom, file, opts } => {
             let ts = open(&opts).map_err(text)?;
