@@ -429,7 +429,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         } else {
             None
         };
-        self.resuming = false;
+        let resumed = std::mem::take(&mut self.resuming);
         let Some(setup) = self.setup.as_mut() else {
             return;
         };
@@ -440,7 +440,12 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
         for p in setup.ports.numbers() {
             let speed = setup.ports.speed(p);
-            if speed != Speed::None {
+            // After a daemon restart the guest still believes in the ports
+            // the last daemon posted: one whose device is not served now
+            // (unplugged, detached or refused by the rules meanwhile) is
+            // posted empty, which a port the guest knew empty takes as a
+            // connection change with nothing behind it.
+            if speed != Speed::None || resumed {
                 if let Err(e) = conn.post(p, speed) {
                     tracing::error!(ctl = %self.id, "conn ring unusable at connect: {e}");
                     self.stats

@@ -466,3 +466,32 @@ fn a_flooding_guest_cannot_starve_the_controllers_removal() {
     flood.join().expect("flood thread");
     d.shutdown();
 }
+
+/// A device that is not served after a daemon restart (unplugged while no
+/// daemon ran, or refused now) is posted empty: the guest still believed in
+/// the port the last daemon posted.
+#[test]
+fn restart_posts_ports_whose_device_is_no_longer_served_as_empty() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(9, 0, "2", "2");
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    let ev = drv.conn_event();
+    assert_eq!((ev.portnum, ev.speed), (1, 3));
+    drv.enumerate(1, 4);
+    d.shutdown();
+    assert!(emu.remove(&busid.parse().expect("busid")), "unplugged");
+    let d2 = w.daemon(host(&emu));
+    let mut seen = Vec::new();
+    while !seen.contains(&(1, 0)) {
+        let ev = drv.conn_event();
+        seen.push((ev.portnum, ev.speed));
+    }
+    assert!(
+        !seen.contains(&(1, 3)),
+        "the gone device posted again: {seen:?}"
+    );
+    d2.shutdown();
+}

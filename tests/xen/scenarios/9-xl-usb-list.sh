@@ -88,3 +88,22 @@ wait_for 60 sh -c "[ -z \"\$( { xenstore-list /libxl/$dead/device/vusb; xenstore
 wait_for 60 stick_dev || fail "the stick did not return to dom0 after xl destroy"
 peer_alive
 note "xl usb-list == pvusb usb-list at 8 points; xl destroy left no vusb nodes"
+
+step "xl shutdown of a guest with a pvusb controller and the stick attached"
+domu_create "$SCEN-shutdown"
+"$PVUSB" usbdev-attach $T "$DOMID" hostbus="$BUS" hostaddr="$ADDR" ||
+    fail "pvusb usbdev-attach $DOMID hostbus=$BUS hostaddr=$ADDR (second guest)"
+domu_wait_sd
+dead=$DOMID
+# The guest's kernel powers off through its init on the toolstack's request; a guest that
+# cannot (no poweroff handler) is no finding about pvusb, only the end state is.
+if timeout 120 xl shutdown -w "$dead"; then
+    wait_for 60 sh -c "[ -z \"\$( { xenstore-list /libxl/$dead/device/vusb; xenstore-list /local/domain/0/backend/vusb/$dead; xenstore-list /pvusb/usbback; } 2>/dev/null)\" ]" ||
+        fail "after xl shutdown $dead left: $(leftovers | tr '\n' ' ')"
+    wait_for 60 stick_dev || fail "the stick did not return to dom0 after xl shutdown"
+    peer_alive
+    note "xl shutdown left no vusb nodes and gave the stick back"
+else
+    note "xl shutdown: the test-bed's domU did not power off within 120 s; destroyed instead (end state not checked)"
+    domu_destroy
+fi
