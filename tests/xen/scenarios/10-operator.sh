@@ -37,7 +37,7 @@ echo "$out" | grep -q "$PVUSB_RULES:2" || fail "the refusal does not name the ru
 [ -z "$(xenstore-read "/local/domain/0/backend/vusb/$DOMID/0/port/1")" ] ||
     fail "the refused attach left a busid in port 1"
 stick_dev > /dev/null || fail "dom0 lost the stick after a refused attach"
-note "blocked: $(echo "$out" | head -n 1)"
+note "blocked: $(echo "$out" | grep -m1 '^pvusb:')"
 
 step "dev-attach under a rule that allows the stick for this guest"
 rules "allow id $vid:$pid domain \"$DOMNAME\""
@@ -67,8 +67,9 @@ kill -TERM "$BACKEND_PID"; wait_for 30 sh -c "! kill -0 $BACKEND_PID 2>/dev/null
 peer_start
 domu_exec -t 60 "for i in \$(seq 120); do $DOMU_FIND_SD || exit 0; sleep 0.5; done; exit 1" ||
     fail "the domU still has the disk although the daemon's rules block it"
-grep -q "rules" "$BACKEND_LOG" || fail "the daemon did not log the refusal: $(tail -n 5 "$BACKEND_LOG")"
-note "daemon refusal: $(grep -m1 -i "rule" "$BACKEND_LOG" | cut -c1-200)"
+grep -q "not served: blocked by" "$BACKEND_LOG" ||
+    fail "the daemon did not log the refusal: $(tail -n 5 "$BACKEND_LOG")"
+note "daemon refusal: $(grep -m1 "not served: blocked by" "$BACKEND_LOG" | cut -c1-240)"
 
 step "restarted under the allowing rule, the daemon serves the stick again"
 rules "allow id $vid:$pid domain \"$DOMNAME\""
