@@ -347,7 +347,7 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 /// Measure every figure (simulated transport, loopback device).
 pub fn measure(
     s: &mut Session,
-    uncounted: &mut Session,
+    [counted, uncounted]: [&Session; 2],
     plan: &Plan,
     transport: String,
 ) -> Result<Report, String> {
@@ -381,7 +381,7 @@ pub fn measure(
     }
 
     progress.step("bulk IN 64 B, counting on and off, interleaved");
-    let (counted, uncounted_v) = counting_cost(s, uncounted, plan)?;
+    let (counted, uncounted_v) = counting_cost(counted, uncounted, plan)?;
     pvusb.push(rate_row(
         format!("bulk IN 64 B, {DEEP} in flight, per-port counting on"),
         "URB/s",
@@ -503,8 +503,9 @@ pub fn measure(
 }
 
 /// Small bulk INs (where a URB's fixed costs, counting among them, weigh
-/// most) through the counting backend and the one without per-port
-/// counting, alternating run by run so that both see the same machine.
+/// most) through a counting backend and one without per-port counting,
+/// alternating run by run and which goes first, so that both see the same
+/// machine.
 fn counting_cost(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, Summary), String> {
     let rate = |s: &Session, d: Duration| -> Result<f64, String> {
         let make = s.bulk(Direction::In, BULK_EP, 64);
@@ -513,9 +514,14 @@ fn counting_cost(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, S
     rate(on, plan.warm_up)?;
     rate(off, plan.warm_up)?;
     let (mut a, mut b) = (Vec::with_capacity(plan.runs), Vec::with_capacity(plan.runs));
-    for _ in 0..plan.runs {
-        a.push(rate(on, plan.run)?);
-        b.push(rate(off, plan.run)?);
+    for run in 0..plan.runs {
+        if run % 2 == 0 {
+            a.push(rate(on, plan.run)?);
+            b.push(rate(off, plan.run)?);
+        } else {
+            b.push(rate(off, plan.run)?);
+            a.push(rate(on, plan.run)?);
+        }
     }
     Ok((Summary::of(&a), Summary::of(&b)))
 }
