@@ -383,12 +383,12 @@ pub fn measure(
     progress.step("bulk IN 64 B, counting on and off, interleaved");
     let (counted, uncounted_v) = counting_cost(counted, uncounted, plan)?;
     pvusb.push(rate_row(
-        format!("bulk IN 64 B, {DEEP} in flight, per-port counting on"),
+        format!("bulk IN 64 B, {DEEP} in flight, counted"),
         "URB/s",
         counted,
     ));
     pvusb.push(rate_row(
-        format!("bulk IN 64 B, {DEEP} in flight, per-port counting off"),
+        format!("bulk IN 64 B, {DEEP} in flight, uncounted"),
         "URB/s",
         uncounted_v,
     ));
