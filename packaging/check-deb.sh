@@ -31,7 +31,9 @@ for f in /usr/share/bash-completion/completions/pvusb /usr/share/zsh/vendor-comp
     /usr/share/fish/vendor_completions.d/pvusb.fish /etc/default/pvusb; do
     [ -s "$f" ] || fail "$f missing or empty"
 done
-dpkg-query -W -f '${Conffiles}\n' pvusb | grep -q /etc/default/pvusb || fail "/etc/default/pvusb is not a conffile"
+for c in /etc/default/pvusb /etc/pvusb/rules.conf; do
+    dpkg-query -W -f '${Conffiles}\n' pvusb | grep -q "$c" || fail "$c is not a conffile"
+done
 unit=$(printf '%s\n' "${files[@]}" | grep '/pvusb-backend.service$' || true)
 [ -n "$unit" ] || fail "no pvusb-backend.service in the package"
 if command -v systemd-analyze >/dev/null; then
@@ -50,5 +52,6 @@ for f in "${files[@]}"; do
 done
 [ ! -e /run/pvusb ] || fail "/run/pvusb left after purge"
 [ ! -e /etc/default/pvusb ] || fail "/etc/default/pvusb left after purge"
+[ ! -e /etc/pvusb ] || fail "/etc/pvusb left after purge"
 ! dpkg-query -W pvusb >/dev/null 2>&1 || fail "dpkg still knows pvusb"
 echo "purged: nothing left (${#files[@]} files checked)"
