@@ -8,6 +8,7 @@ use std::sync::Arc;
 use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_backend::DaemonHandle;
 use pvusb_protocol::SetupPacket;
 use support::*;
 
@@ -17,6 +18,20 @@ fn loopback_host() -> (EmulatedHost, String) {
         .add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
         .expect("add");
     (emu, busid.to_string())
+}
+
+/// A daemon serving the loopback device on port 1 of controller 0 of
+/// `domid` (USB 2, two ports), and the guest's driver with the device
+/// enumerated at address 4.
+fn served_loopback(w: &World, domid: u16) -> (EmulatedHost, String, DaemonHandle, Driver) {
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(domid, 0, "2", "2");
+    w.set_port(domid, 0, 1, &busid);
+    let mut drv = Driver::connect(w, domid, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    (emu, busid, d, drv)
 }
 
 #[test]
@@ -362,12 +377,7 @@ fn shutdown_answers_in_flight_requests_and_releases_grants() {
 #[test]
 fn set_address_flood_saves_at_a_bounded_rate() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(9, 0, "2", "2");
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    assert_eq!(drv.conn_event().portnum, 1);
+    let (_emu, _busid, d, mut drv) = served_loopback(&w, 9);
     let path = format!("{}/pvusb-addresses", w.be(9, 0));
     let watch = w.xs.watch(&path).expect("watch");
     // The watch fires once when set.
@@ -411,13 +421,7 @@ fn set_address_flood_saves_at_a_bounded_rate() {
 fn a_flooding_guest_cannot_starve_the_controllers_removal() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(9, 0, "2", "2");
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    assert_eq!(drv.conn_event().portnum, 1);
-    drv.enumerate(1, 4);
+    let (_emu, _busid, d, mut drv) = served_loopback(&w, 9);
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let (stop2, answered2) = (Arc::clone(&stop), Arc::clone(&answered));
@@ -473,14 +477,7 @@ fn a_flooding_guest_cannot_starve_the_controllers_removal() {
 #[test]
 fn restart_posts_ports_whose_device_is_no_longer_served_as_empty() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(9, 0, "2", "2");
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    let ev = drv.conn_event();
-    assert_eq!((ev.portnum, ev.speed), (1, 3));
-    drv.enumerate(1, 4);
+    let (emu, busid, d, mut drv) = served_loopback(&w, 9);
     d.shutdown();
     assert!(emu.remove(&busid.parse().expect("busid")), "unplugged");
     let d2 = w.daemon(host(&emu));
