@@ -644,13 +644,13 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         // (and nothing is opened). Marking after the open would leave a
         // moment when the device is open and the detach does not wait.
         match xenbus::mark_opened(&self.ctx.xs, &busid) {
-            Ok(xenbus::OpenMark::Withheld(v)) => {
+            Ok(xenbus::RecordVerdict::Withheld(v)) => {
                 let msg =
                     format!("device {busid} not opened: the toolstack's record withholds it ({v})");
                 self.port_note(port, false, msg);
                 return;
             }
-            Ok(xenbus::OpenMark::Marked | xenbus::OpenMark::NoRecord) => {}
+            Ok(xenbus::RecordVerdict::Open | xenbus::RecordVerdict::NoRecord) => {}
             Err(e) => {
                 tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}")
             }

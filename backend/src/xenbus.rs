@@ -4,7 +4,7 @@
 
 use pvusb_protocol::xenstore::{self as xsp, keys};
 use pvusb_protocol::{UsbVer, XenbusState};
-use pvusb_xenstore::{Tx, XsClient};
+use pvusb_xenstore::{Tx, XsClient, XsError};
 
 use crate::error::BackendError;
 use crate::usb::BusId;
@@ -175,36 +175,20 @@ pub const RECORD_CHANGED: &str = "@record/";
 /// (toolstack/src/detach.rs).
 pub const RECORD_OPENED: &str = "opened";
 
-/// What [`mark_opened`] found in the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpenMark {
-    /// `claimed`/`assigned`: marked, the device may be opened.
-    Marked,
-    /// No record (a port written by another tool): nothing to mark.
-    NoRecord,
-    /// Any other stage (the value, cut short): do not open.
-    Withheld(String),
-}
-
 /// Marks `busid` as held open by this daemon (before it is opened), if its
 /// record gives it to the backend; in one transaction with the read of the
 /// record's stage, so that a detach either sees the mark or withdrew the
 /// claim first.
-pub fn mark_opened(xs: &XsClient, busid: &BusId) -> Result<OpenMark, BackendError> {
+pub fn mark_opened(xs: &XsClient, busid: &BusId) -> Result<RecordVerdict, BackendError> {
     let dir = format!("{RECORD_ROOT}/{}", busid.to_key());
     let path = xsp::join(&dir, RECORD_OPENED);
     let pid = std::process::id().to_string();
     xs.transaction(|tx| {
-        let state = xs.read(tx, &xsp::join(&dir, "state"))?;
-        Ok(match state.as_deref().map(str::trim_ascii) {
-            Some("claimed" | "assigned") => {
-                xs.write(tx, &path, &pid)?;
-                OpenMark::Marked
-            }
-            Some(other) => OpenMark::Withheld(other.chars().take(32).collect()),
-            None if xs.exists(tx, &dir)? => OpenMark::Withheld("(no state)".into()),
-            None => OpenMark::NoRecord,
-        })
+        let verdict = record_verdict(xs, tx, &dir)?;
+        if verdict == RecordVerdict::Open {
+            xs.write(tx, &path, &pid)?;
+        }
+        Ok(verdict)
     })
     .map_err(|e| BackendError::xs("write", &path, e))
 }
@@ -246,21 +230,19 @@ impl RecordVerdict {
 /// Reads the toolstack's record of `busid`.
 pub fn read_record(xs: &XsClient, busid: &BusId) -> Result<RecordVerdict, BackendError> {
     let dir = format!("{RECORD_ROOT}/{}", busid.to_key());
-    let state = xsp::join(&dir, "state");
-    match read(xs, &state)? {
-        Some(v) => {
-            let v = v.trim_ascii();
-            Ok(match v {
-                "claimed" | "assigned" => RecordVerdict::Open,
-                other => RecordVerdict::Withheld(other.chars().take(32).collect()),
-            })
-        }
-        None if xs
-            .exists(Tx::NONE, &dir)
-            .map_err(|e| BackendError::xs("read", &dir, e))? =>
-        {
-            Ok(RecordVerdict::Withheld("(no state)".into()))
-        }
-        None => Ok(RecordVerdict::NoRecord),
-    }
+    record_verdict(xs, Tx::NONE, &dir).map_err(|e| BackendError::xs("read", &dir, e))
+}
+
+/// The verdict of the record in `dir`, read in `tx` (shared by
+/// [`read_record`] and [`mark_opened`], which must read it in the
+/// transaction that writes the mark).
+fn record_verdict(xs: &XsClient, tx: Tx, dir: &str) -> Result<RecordVerdict, XsError> {
+    Ok(match xs.read(tx, &xsp::join(dir, "state"))? {
+        Some(v) => match v.trim_ascii() {
+            "claimed" | "assigned" => RecordVerdict::Open,
+            other => RecordVerdict::Withheld(other.chars().take(32).collect()),
+        },
+        None if xs.exists(tx, dir)? => RecordVerdict::Withheld("(no state)".into()),
+        None => RecordVerdict::NoRecord,
+    })
 }
