@@ -44,7 +44,9 @@ use crate::mailbox::Mailbox;
 use crate::ports::Ports;
 use crate::ratelimit::{PortNotes, RateLimiter};
 use crate::stats::Stats;
-use crate::usb::{BusId, Completion, CompletionSink, HotplugEvent, Speed, TransferId, UsbHost};
+use crate::usb::{
+    BusId, Completion, CompletionSink, DeviceIo, HotplugEvent, IoFd, Speed, TransferId, UsbHost,
+};
 use crate::xenbus::{self, ControllerConfig, ControllerId};
 
 /// Responses are published (and the frontend notified if it asked) after
@@ -125,6 +127,9 @@ pub struct Controller<G: GrantMapper, E: EventChannels> {
     stats: Arc<Stats>,
     phase: Phase,
     setup: Option<Setup>,
+    /// The I/O of this controller's devices (their completions run on its
+    /// thread); declared after `setup`, whose devices close first.
+    io: Box<dyn DeviceIo>,
     conn: Option<Conn<G, E>>,
     fe_watch_stop: Option<Sender<()>>,
     limiter: RateLimiter,
@@ -162,8 +167,10 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         stats: Arc<Stats>,
     ) -> Self {
         let fe = xsp::frontend_dir(id.domid, id.devid);
+        let io = ctx.host.device_io();
         Self {
             id,
+            io,
             ctx,
             be,
             fe,
@@ -193,6 +200,22 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     /// Upper bound of the worker's ring-polling window.
     pub fn poll_max(&self) -> Duration {
         self.ctx.poll_max
+    }
+
+    /// Appends the descriptors of the devices' I/O to poll.
+    pub fn device_fds<'a>(&'a self, out: &mut Vec<IoFd<'a>>) {
+        self.io.poll_fds(out);
+    }
+
+    /// Whether the devices' I/O has descriptors (a real device was opened).
+    pub fn has_device_io(&self) -> bool {
+        self.io.polls()
+    }
+
+    /// Runs the devices' ready I/O (their completions are queued in the
+    /// mailbox, for the next [`Self::service`]), waiting at most `wait`.
+    pub fn run_device_io(&mut self, wait: Duration) {
+        self.io.run_ready(wait);
     }
 
     /// The event channel to poll, when connected.
@@ -661,7 +684,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         let sink: Arc<dyn CompletionSink> = self.mailbox.clone();
         match setup
             .ports
-            .attach(port, &*self.ctx.host, sink, !self.resuming)
+            .attach(port, &mut *self.io, sink, !self.resuming)
         {
             Ok(speed) => {
                 // The device policy, on the device as it is now: also after a

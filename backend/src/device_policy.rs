@@ -171,7 +171,7 @@ mod tests {
     use super::*;
     use crate::usb::emulated::keyboard::KeyboardHandle;
     use crate::usb::emulated::EmulatedHost;
-    use crate::usb::{CompletionSink, UsbHost};
+    use crate::usb::CompletionSink;
     use std::sync::Arc;
 
     #[test]

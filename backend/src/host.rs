@@ -2,9 +2,12 @@
 //! busid: the emulated bus has bus number 200, far above real buses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::usb::emulated::{EmulatedHost, EMULATED_BUS};
-use crate::usb::{BusId, CompletionSink, DeviceInfo, HotplugHandler, UsbDevice, UsbError, UsbHost};
+use crate::usb::{
+    BusId, CompletionSink, DeviceInfo, DeviceIo, HotplugHandler, IoFd, UsbDevice, UsbError, UsbHost,
+};
 
 /// Real devices (if libusb initialised) plus emulated ones.
 #[derive(Clone)]
@@ -32,12 +35,48 @@ impl CompositeHost {
     pub fn emulated(&self) -> &EmulatedHost {
         &self.emulated
     }
+}
 
-    fn route(&self, busid: &BusId) -> Result<&dyn UsbHost, UsbError> {
+/// A controller's I/O over both buses. The real side is created on the
+/// first open of a real device, so a controller with emulated devices only
+/// never creates a libusb context.
+struct CompositeIo {
+    emulated: Box<dyn DeviceIo>,
+    real_host: Option<Arc<dyn UsbHost>>,
+    real: Option<Box<dyn DeviceIo>>,
+}
+
+impl DeviceIo for CompositeIo {
+    fn open(
+        &mut self,
+        busid: &BusId,
+        sink: Arc<dyn CompletionSink>,
+    ) -> Result<Box<dyn UsbDevice>, UsbError> {
         if busid.bus() == EMULATED_BUS {
-            return Ok(&self.emulated);
+            return self.emulated.open(busid, sink);
         }
-        self.real.as_deref().ok_or(UsbError::NotFound(*busid))
+        let host = self.real_host.as_ref().ok_or(UsbError::NotFound(*busid))?;
+        self.real
+            .get_or_insert_with(|| host.device_io())
+            .open(busid, sink)
+    }
+
+    fn poll_fds<'a>(&'a self, out: &mut Vec<IoFd<'a>>) {
+        self.emulated.poll_fds(out);
+        if let Some(r) = self.real.as_ref() {
+            r.poll_fds(out);
+        }
+    }
+
+    fn polls(&self) -> bool {
+        self.emulated.polls() || self.real.as_ref().is_some_and(|r| r.polls())
+    }
+
+    fn run_ready(&mut self, wait: Duration) {
+        self.emulated.run_ready(Duration::ZERO);
+        if let Some(r) = self.real.as_mut() {
+            r.run_ready(wait);
+        }
     }
 }
 
@@ -50,12 +89,12 @@ impl UsbHost for CompositeHost {
         Ok(all)
     }
 
-    fn open(
-        &self,
-        busid: &BusId,
-        sink: Arc<dyn CompletionSink>,
-    ) -> Result<Box<dyn UsbDevice>, UsbError> {
-        self.route(busid)?.open(busid, sink)
+    fn device_io(&self) -> Box<dyn DeviceIo> {
+        Box::new(CompositeIo {
+            emulated: self.emulated.device_io(),
+            real_host: self.real.clone(),
+            real: None,
+        })
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {

@@ -7,42 +7,25 @@
 //! Vec out once per wake-up. The eventfd is written only when no wake-up is
 //! already pending, so a burst of completions costs one syscall.
 //!
-//! Completions made on the worker's own thread (a device that completes
-//! inside `submit`, like the emulated loopback, or a cancel answered at once)
-//! are queued without any wake-up: the worker drains the queue itself before
-//! it sleeps (`Controller::service` loops while completions are queued, and
-//! the worker calls it after everything else it does), so an eventfd write and
-//! read per service pass would buy nothing, and the pending flag would break
-//! the worker out of its polling loop for no reason. The worker marks its
-//! thread with [`Mailbox::serve_on_this_thread`].
+//! Completions made on the worker's own thread (libusb's callbacks, which
+//! run inside the worker's event handling; a device that completes inside
+//! `submit`, like the emulated loopback; a cancel answered at once) are
+//! queued without any wake-up: the worker drains the queue itself before it
+//! sleeps (`Controller::service` loops while completions are queued, and the
+//! worker calls it after everything else it does), so an eventfd write and
+//! read per completion would buy nothing, and the pending flag would break
+//! the worker out of its polling loop for no reason. The worker names its
+//! thread once with [`Mailbox::set_worker`].
 
-use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::BackendError;
 use crate::usb::{Completion, CompletionSink, HotplugEvent, TransferId};
-
-thread_local! {
-    /// The address of the mailbox whose worker runs on this thread (0: none).
-    static SERVING: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks a thread as a mailbox's worker while it lives (see
-/// [`Mailbox::serve_on_this_thread`]).
-#[derive(Debug)]
-pub struct ServingGuard {
-    previous: usize,
-}
-
-impl Drop for ServingGuard {
-    fn drop(&mut self) {
-        SERVING.with(|s| s.set(self.previous));
-    }
-}
 
 /// A control message for a controller's worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +55,8 @@ pub struct Mailbox {
     frontend_changed: AtomicBool,
     wake: EventFd,
     pending: AtomicBool,
+    /// The worker's thread: its own completions need no wake-up.
+    worker: OnceLock<ThreadId>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +77,7 @@ impl Mailbox {
             frontend_changed: AtomicBool::new(false),
             wake,
             pending: AtomicBool::new(false),
+            worker: OnceLock::new(),
         })
     }
 
@@ -101,24 +87,20 @@ impl Mailbox {
         }
     }
 
-    fn key(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
-
-    /// Worker side: until the guard drops, completions made on the calling
-    /// thread are queued without waking it. The caller promises what the
+    /// Worker side, once: names the worker's thread. Completions made on it
+    /// are then queued without waking it; the caller promises what the
     /// worker loop does: it drains the completion queue (services the
     /// controller) after anything that may complete a transfer and before it
-    /// sleeps.
-    pub fn serve_on_this_thread(&self) -> ServingGuard {
-        ServingGuard {
-            previous: SERVING.with(|s| s.replace(self.key())),
-        }
+    /// sleeps. Later calls change nothing (one mailbox, one worker).
+    pub fn set_worker(&self, thread: ThreadId) {
+        let _ = self.worker.set(thread);
     }
 
     /// Whether the calling thread is this mailbox's worker.
     fn on_worker_thread(&self) -> bool {
-        SERVING.with(|s| s.get() == self.key())
+        self.worker
+            .get()
+            .is_some_and(|&t| t == std::thread::current().id())
     }
 
     /// Queues a control message and wakes the worker.
@@ -207,7 +189,7 @@ mod tests {
     #[test]
     fn a_completion_from_another_thread_wakes_the_worker() {
         let m = std::sync::Arc::new(Mailbox::new().unwrap());
-        let _serving = m.serve_on_this_thread();
+        m.set_worker(std::thread::current().id());
         let m2 = std::sync::Arc::clone(&m);
         std::thread::spawn(move || m2.complete(7, done()))
             .join()
@@ -223,20 +205,21 @@ mod tests {
 
     #[test]
     fn a_completion_on_the_worker_thread_is_queued_without_a_wake_up() {
-        let m = Mailbox::new().unwrap();
-        {
-            let _serving = m.serve_on_this_thread();
-            m.complete(1, done());
-            assert!(!m.wake_pending());
-            assert!(!readable(&m));
-            assert!(m.has_completions(), "queued for the worker's own drain");
-            // Control messages always wake, whoever sends them.
-            m.send(Control::FrontendChanged);
-            assert!(m.wake_pending());
-            m.clear_wake();
-        }
-        // Once the guard is gone this thread is an ordinary producer again.
-        m.complete(2, done());
+        let m = std::sync::Arc::new(Mailbox::new().unwrap());
+        m.set_worker(std::thread::current().id());
+        m.complete(1, done());
+        assert!(!m.wake_pending());
+        assert!(!readable(&m));
+        assert!(m.has_completions(), "queued for the worker's own drain");
+        // Control messages always wake, whoever sends them.
+        m.send(Control::FrontendChanged);
+        assert!(m.wake_pending());
+        m.clear_wake();
+        // Any other thread is an ordinary producer.
+        let m2 = std::sync::Arc::clone(&m);
+        std::thread::spawn(move || m2.complete(2, done()))
+            .join()
+            .unwrap();
         assert!(m.wake_pending());
         assert!(readable(&m));
     }
@@ -259,7 +242,7 @@ mod tests {
     fn only_the_served_mailbox_skips_the_wake_up() {
         let served = Mailbox::new().unwrap();
         let other = Mailbox::new().unwrap();
-        let _serving = served.serve_on_this_thread();
+        served.set_worker(std::thread::current().id());
         other.complete(3, done());
         assert!(other.wake_pending());
         assert!(readable(&other));

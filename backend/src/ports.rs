@@ -12,7 +12,7 @@ use pvusb_protocol::UsbVer;
 
 use crate::engine::Devices;
 use crate::error::BackendError;
-use crate::usb::{BusId, CompletionSink, Speed, UsbDevice, UsbHost};
+use crate::usb::{BusId, CompletionSink, DeviceIo, Speed, UsbDevice};
 
 #[derive(Default)]
 struct Slot {
@@ -101,7 +101,7 @@ impl Ports {
     pub fn attach(
         &mut self,
         port: u8,
-        host: &dyn UsbHost,
+        io: &mut dyn DeviceIo,
         sink: Arc<dyn CompletionSink>,
         reset: bool,
     ) -> Result<Speed, BackendError> {
@@ -121,7 +121,7 @@ impl Ports {
             busid: busid.to_string(),
             reason,
         };
-        let mut device = host.open(&busid, sink).map_err(|e| refuse(e.to_string()))?;
+        let mut device = io.open(&busid, sink).map_err(|e| refuse(e.to_string()))?;
         let info = device.info().clone();
         let reportable = !matches!(
             (usb_ver, info.speed),

@@ -1,6 +1,8 @@
-//! The worker thread of one controller: a poll loop over the event channel
-//! and the mailbox's eventfd. Faults stay inside: a panic is caught at the
-//! thread boundary, logged, and only this controller stops.
+//! The worker thread of one controller: a poll loop over the event channel,
+//! the mailbox's eventfd and the descriptors of its devices' I/O (libusb's
+//! completions run here, between two services of the ring). Faults stay
+//! inside: a panic is caught at the thread boundary, logged, and only this
+//! controller stops.
 
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,7 +34,7 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
         // The event loop services the controller (which drains completions)
         // after everything that can complete a transfer and before it sleeps,
         // so completions made on this thread need no wake-up.
-        let _serving = mailbox.serve_on_this_thread();
+        mailbox.set_worker(std::thread::current().id());
         let mut ctl = Controller::new(id, be, ctx, Arc::clone(&mailbox), stats.clone());
         ctl.start();
         event_loop(&mut ctl, &mailbox, &stats);
@@ -78,6 +80,10 @@ fn spin<G: GrantMapper, E: EventChannels>(
         if ctl.service() {
             ctl.save_addresses();
             last_work = Instant::now();
+        } else if ctl.has_device_io() {
+            // Reap what the devices finished (one non-blocking poll); the
+            // completions are serviced on the next pass.
+            ctl.run_device_io(Duration::ZERO);
         } else {
             // Give the CPU to any other runnable thread (on 2 CPUs the
             // thread waiting for this completion may have none).
@@ -125,13 +131,23 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             continue;
         }
         let slept;
-        let (woke_evtchn, _) = {
+        let (woke_evtchn, woke_io) = {
             let evtchn = ctl.evtchn();
-            let mut fds = Vec::with_capacity(2);
+            let mut io = Vec::new();
+            ctl.device_fds(&mut io);
+            let mut fds = Vec::with_capacity(2 + io.len());
             fds.push(PollFd::new(mailbox.fd(), PollFlags::POLLIN));
-            if let Some(ch) = evtchn {
-                fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
-            }
+            let io_start = match evtchn {
+                Some(ch) => {
+                    fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
+                    2
+                }
+                None => 1,
+            };
+            fds.extend(
+                io.iter()
+                    .map(|f| PollFd::new(f.fd, PollFlags::from_bits_truncate(f.events))),
+            );
             // A deferred address-table save wakes us when it is due.
             let timeout = match ctl.save_due_in() {
                 Some(due) => PollTimeout::try_from(due.as_millis().saturating_add(1))
@@ -150,10 +166,13 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             (
-                fds.get(1).is_some_and(ready),
-                fds.first().is_some_and(ready),
+                io_start == 2 && fds.get(1).is_some_and(ready),
+                fds.get(io_start..).is_some_and(|io| io.iter().any(ready)),
             )
         };
+        if woke_io {
+            ctl.run_device_io(Duration::ZERO);
+        }
         event = woke_evtchn;
         window.after_sleep(slept, woke_evtchn);
         if woke_evtchn {

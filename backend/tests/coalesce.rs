@@ -10,7 +10,7 @@ use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_backend::usb::{
     Completion, CompletionSink, DeviceInfo, Transfer, TransferId, TransferOutcome, UsbDevice,
-    UsbError, UsbHost,
+    UsbError,
 };
 use pvusb_backend::{Devices, GuestMemory, Stats, UrbEngine};
 use pvusb_protocol::{

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_backend::usb::{
-    BusId, CompletionSink, DeviceInfo, HotplugHandler, Transfer, TransferId, TransferKind,
-    UsbDevice, UsbError, UsbHost,
+    BusId, CompletionSink, DeviceInfo, DeviceIo, HotplugHandler, IoFd, Transfer, TransferId,
+    TransferKind, UsbDevice, UsbError, UsbHost,
 };
 use pvusb_protocol::SetupPacket;
 use support::*;
@@ -38,16 +38,29 @@ impl UsbDevice for Panicky {
 
 struct PanickyHost(EmulatedHost);
 
-impl UsbHost for PanickyHost {
-    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
-        self.0.list()
-    }
+struct PanickyIo(EmulatedHost);
+
+impl DeviceIo for PanickyIo {
     fn open(
-        &self,
+        &mut self,
         busid: &BusId,
         sink: Arc<dyn CompletionSink>,
     ) -> Result<Box<dyn UsbDevice>, UsbError> {
         Ok(Box::new(Panicky(self.0.open(busid, sink)?)))
+    }
+    fn poll_fds<'a>(&'a self, _out: &mut Vec<IoFd<'a>>) {}
+    fn polls(&self) -> bool {
+        false
+    }
+    fn run_ready(&mut self, _wait: std::time::Duration) {}
+}
+
+impl UsbHost for PanickyHost {
+    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        self.0.list()
+    }
+    fn device_io(&self) -> Box<dyn DeviceIo> {
+        Box::new(PanickyIo(self.0.clone()))
     }
     fn set_hotplug_handler(&self, handler: HotplugHandler) {
         self.0.set_hotplug_handler(handler)

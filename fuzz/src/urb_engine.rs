@@ -21,7 +21,7 @@ use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
 use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
-use pvusb_backend::usb::{Completion, CompletionSink, TransferId, UsbDevice, UsbHost};
+use pvusb_backend::usb::{Completion, CompletionSink, TransferId, UsbDevice};
 use pvusb_protocol::{Status, UrbRequest, UrbResponse};
 use pvusb_ring::mock::MockFrontend;
 use pvusb_xen::{CopySeg, GrantError};

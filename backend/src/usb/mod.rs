@@ -16,7 +16,7 @@ pub mod libusb;
 
 pub use error::UsbError;
 pub use proto::{BusId, BusIdError, SetupPacket, Speed, TransferOutcome};
-pub use traits::{CompletionSink, UsbDevice, UsbHost};
+pub use traits::{CompletionSink, DeviceIo, IoFd, UsbDevice, UsbHost};
 pub use types::{
     Completion, DeviceInfo, HotplugEvent, HotplugHandler, IsoPacket, IsoPacketResult, Transfer,
     TransferId, TransferKind,

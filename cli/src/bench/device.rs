@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_backend::usb::libusb::LibusbHost;
 use pvusb_backend::usb::{
-    Completion, CompletionSink, DeviceInfo, Transfer, TransferKind, TransferOutcome, UsbDevice,
-    UsbHost,
+    Completion, CompletionSink, DeviceInfo, DeviceIo, Transfer, TransferKind, TransferOutcome,
+    UsbDevice, UsbHost,
 };
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
@@ -68,9 +68,13 @@ impl CompletionSink for Sink {
     }
 }
 
-/// The device opened natively, once for every native figure.
+/// The device opened natively, once for every native figure, with the I/O
+/// loop a controller of the backend would run it in (this thread runs the
+/// completions, as a controller's thread does).
 struct Native {
+    /// Declared before `io`: the device closes first.
     dev: Box<dyn UsbDevice>,
+    io: Box<dyn DeviceIo>,
     done: Receiver<Completion>,
     /// Id of the last transfer submitted.
     last_id: u64,
@@ -80,11 +84,13 @@ struct Native {
 impl Native {
     fn open(host: &LibusbHost, info: &DeviceInfo, endpoint: u8) -> Result<Native, String> {
         let (tx, done) = crossbeam_channel::unbounded();
-        let dev = host
+        let mut io = host.device_io();
+        let dev = io
             .open(&info.busid, Arc::new(Sink(tx)))
             .map_err(|e| format!("cannot open the device natively: {e}"))?;
         Ok(Native {
             dev,
+            io,
             done,
             last_id: 0,
             endpoint,
@@ -113,7 +119,7 @@ impl Native {
         let (mut bytes, mut outstanding) = (0u64, DEEP);
         let mut failure = None;
         while outstanding > 0 {
-            let c = self.done.recv_timeout(TRANSFER_LIMIT).map_err(|_| {
+            let c = self.next_completion().ok_or_else(|| {
                 format!(
                     "{outstanding} native bulk IN transfer(s) did not complete within {TRANSFER_LIMIT:?}"
                 )
@@ -134,6 +140,21 @@ impl Native {
         match failure {
             Some(f) => Err(f),
             None => Ok((bytes as f64 / secs / 1e6, bytes)),
+        }
+    }
+
+    /// The next completion, running the I/O until one arrives; `None` after
+    /// [`TRANSFER_LIMIT`] without one.
+    fn next_completion(&mut self) -> Option<Completion> {
+        let start = Instant::now();
+        loop {
+            if let Ok(c) = self.done.try_recv() {
+                return Some(c);
+            }
+            if start.elapsed() >= TRANSFER_LIMIT {
+                return None;
+            }
+            self.io.run_ready(Duration::from_millis(100));
         }
     }
 

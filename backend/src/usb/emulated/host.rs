@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use super::device::EmulatedDevice;
 use super::framework::{EmulatedUsbDevice, Shared};
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
-use crate::usb::traits::{CompletionSink, UsbDevice, UsbHost};
+use crate::usb::traits::{CompletionSink, DeviceIo, IoFd, UsbDevice, UsbHost};
 use crate::usb::types::{DeviceInfo, HotplugEvent, HotplugHandler};
 
 /// Makes a fresh instance of an emulated device each time it is opened.
@@ -182,15 +183,10 @@ impl EmulatedHost {
     }
 }
 
-impl UsbHost for EmulatedHost {
-    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
-        let devices = self.inner.devices();
-        let mut infos: Vec<DeviceInfo> = devices.values().map(|slot| slot.info.clone()).collect();
-        infos.sort_by(|a, b| (a.bus, a.busid.ports()).cmp(&(b.bus, b.busid.ports())));
-        Ok(infos)
-    }
-
-    fn open(
+impl EmulatedHost {
+    /// Opens the device at `busid` (a fresh instance from its factory);
+    /// refused while another instance is open, and for hubs.
+    pub fn open(
         &self,
         busid: &BusId,
         sink: Arc<dyn CompletionSink>,
@@ -214,6 +210,43 @@ impl UsbHost for EmulatedHost {
         let opened = EmulatedUsbDevice::new(info, (slot.factory)(), sink, Some(hook));
         slot.open = Arc::downgrade(opened.shared());
         Ok(Box::new(opened))
+    }
+}
+
+/// A controller's I/O on the emulated bus: emulated devices complete inside
+/// `submit`/`cancel` (or from the thread that unplugs them), so there is
+/// nothing to poll and nothing to run.
+#[derive(Debug, Clone)]
+pub struct EmulatedIo(EmulatedHost);
+
+impl DeviceIo for EmulatedIo {
+    fn open(
+        &mut self,
+        busid: &BusId,
+        sink: Arc<dyn CompletionSink>,
+    ) -> Result<Box<dyn UsbDevice>, UsbError> {
+        self.0.open(busid, sink)
+    }
+
+    fn poll_fds<'a>(&'a self, _out: &mut Vec<IoFd<'a>>) {}
+
+    fn polls(&self) -> bool {
+        false
+    }
+
+    fn run_ready(&mut self, _wait: Duration) {}
+}
+
+impl UsbHost for EmulatedHost {
+    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        let devices = self.inner.devices();
+        let mut infos: Vec<DeviceInfo> = devices.values().map(|slot| slot.info.clone()).collect();
+        infos.sort_by(|a, b| (a.bus, a.busid.ports()).cmp(&(b.bus, b.busid.ports())));
+        Ok(infos)
+    }
+
+    fn device_io(&self) -> Box<dyn DeviceIo> {
+        Box::new(EmulatedIo(self.clone()))
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {

@@ -21,4 +21,4 @@ mod tests;
 
 pub use device::{ControlRequest, DataKind, DataRequest, EmulatedDevice, Kicker, Reply};
 pub use framework::EmulatedUsbDevice;
-pub use host::{DeviceFactory, EmulatedHost, EMULATED_BUS};
+pub use host::{DeviceFactory, EmulatedHost, EmulatedIo, EMULATED_BUS};

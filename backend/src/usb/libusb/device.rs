@@ -1,13 +1,13 @@
 //! A host device opened through libusb, driven through [`UsbDevice`].
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusb::{Context, DeviceHandle};
+use rusb::{Context, DeviceHandle, UsbContext};
 
 use super::claims::Claims;
 use super::control_worker::{ControlWorker, WorkerContext};
-use super::events::EventThread;
 use super::ffi::{RawHandle, TransferEngine};
 use super::status::usb_error;
 use crate::usb::error::UsbError;
@@ -20,20 +20,23 @@ use crate::usb::types::{Completion, DeviceInfo, Transfer, TransferId, TransferKi
 /// host controller is wedged.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// An opened, claimed libusb device.
+/// An opened, claimed libusb device, wrapped into a controller's context.
 pub struct LibusbDevice {
     info: DeviceInfo,
     /// The only owners of the handle are this device and its control worker
     /// (joined in `shutdown`), so it is closed on the controller's thread,
-    /// never inside a libusb callback (see `ffi`).
+    /// never inside a libusb callback (see `ffi`). Declared before `node`:
+    /// the handle closes first.
     handle: Arc<DeviceHandle<Context>>,
+    /// The usbfs node the handle was wrapped from; libusb does not close it.
+    node: Option<OwnedFd>,
     claims: Arc<Mutex<Claims>>,
     engine: Arc<TransferEngine>,
     worker: ControlWorker,
     sink: Arc<dyn CompletionSink>,
+    /// The controller's context, for the event handling of `shutdown`.
+    events: Context,
     closed: bool,
-    /// Keeps the event thread running while the device is open.
-    _events: Arc<EventThread>,
 }
 
 impl std::fmt::Debug for LibusbDevice {
@@ -54,8 +57,9 @@ impl LibusbDevice {
     pub(super) fn new(
         info: DeviceInfo,
         handle: DeviceHandle<Context>,
+        node: OwnedFd,
         sink: Arc<dyn CompletionSink>,
-        events: Arc<EventThread>,
+        events: Context,
     ) -> Result<Self, UsbError> {
         let handle = Arc::new(handle);
         let mut claims = Claims::default();
@@ -86,13 +90,37 @@ impl LibusbDevice {
         Ok(Self {
             info,
             handle,
+            node: Some(node),
             claims,
             engine,
             worker,
             sink,
+            events,
             closed: false,
-            _events: events,
         })
+    }
+}
+
+impl LibusbDevice {
+    /// Handles the context's events (completions run here, on the
+    /// controller's thread, the only one that handles them) until every
+    /// transfer was delivered, at most `limit`. Returns how many are left.
+    fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = self.engine.outstanding();
+            let time = deadline.saturating_duration_since(Instant::now());
+            if left == 0 || time.is_zero() {
+                return left;
+            }
+            let slice = time.min(Duration::from_millis(50));
+            if let Err(e) = self.events.handle_events(Some(slice)) {
+                if e != rusb::Error::Interrupted {
+                    tracing::warn!(busid = %self.info.busid, error = %e, "libusb event handling failed while closing");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 }
 
@@ -140,13 +168,15 @@ impl UsbDevice for LibusbDevice {
         self.closed = true;
         self.worker.stop();
         self.engine.cancel_all();
-        let left = self.engine.wait_idle(SHUTDOWN_WAIT);
+        let left = self.wait_idle(SHUTDOWN_WAIT);
         if left > 0 {
             // Their memory stays owned by the callbacks, and the handle must
-            // stay open for them (see `ffi`): it is leaked, with its claims,
-            // rather than closed under a transfer libusb may still complete.
+            // stay open for them (see `ffi`): it is leaked, with its claims
+            // and its node, rather than closed under a transfer libusb may
+            // still complete.
             tracing::error!(busid = %self.info.busid, left, "transfers did not come back after cancel; the device stays open until the daemon exits");
             std::mem::forget(Arc::clone(&self.handle));
+            std::mem::forget(self.node.take());
             return;
         }
         lock(&self.claims).give_back(&self.handle);

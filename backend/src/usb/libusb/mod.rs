@@ -1,11 +1,19 @@
 //! Real host USB devices through libusb (vendored, via rusb).
 //!
-//! Discovery, descriptors, open/claim/detach and the intercepted standard
-//! requests use rusb's safe API; transfers use libusb's asynchronous API
-//! ([`ffi`], the crate's only unsafe code) so many can be in flight, all
-//! completed on one event thread per context. The context is owned (never
-//! rusb's global one): on a machine without `/dev/bus/usb` creating it fails
-//! and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead of panicking.
+//! Two kinds of libusb context:
+//! * one daemon-level context ([`LibusbHost`]) that lists devices and runs
+//!   hotplug callbacks on its own thread; no device is ever opened in it;
+//! * one context per controller ([`LibusbIo`], without device discovery):
+//!   the daemon opens the device's node `/dev/bus/usb/BBB/DDD` and wraps the
+//!   descriptor into it (`libusb_wrap_sys_device`), and the controller's
+//!   thread polls its descriptors and runs its completion callbacks.
+//!
+//! Descriptors, open/claim/detach and the intercepted standard requests use
+//! rusb's safe API; transfers use libusb's asynchronous API ([`ffi`], the
+//! crate's only unsafe code) so many can be in flight. Contexts are owned
+//! (never rusb's global one): on a machine without `/dev/bus/usb` creating
+//! one fails and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead
+//! of panicking.
 
 mod claims;
 mod control_worker;
@@ -13,35 +21,47 @@ mod device;
 mod events;
 mod ffi;
 mod hotplug;
+mod io;
 pub mod iso_layout;
 pub mod status;
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusb::{Context, UsbContext};
 
 pub use self::device::LibusbDevice;
-use self::events::EventThread;
+use self::events::HotplugThread;
 use self::hotplug::HotplugForwarder;
+pub use self::io::LibusbIo;
 use self::status::{
     busid_of, device_descriptor_bytes, guest_speed, matches_busid, patch_ep0_max_packet, usb_error,
 };
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
-use crate::usb::traits::{CompletionSink, UsbDevice, UsbHost};
+use crate::usb::traits::{DeviceIo, UsbHost};
 use crate::usb::types::{DeviceInfo, HotplugHandler};
-
-/// Timeout for reading string descriptors when opening a device.
-const STRING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The host's USB devices through libusb.
 pub struct LibusbHost {
-    context: Context,
-    events: Arc<EventThread>,
+    discovery: Arc<Discovery>,
+    events: HotplugThread,
     handler: Arc<Mutex<Option<HotplugHandler>>>,
     /// Kept alive to stay registered; `None` without hotplug support.
     registration: Mutex<Option<rusb::Registration<Context>>>,
+}
+
+/// The daemon-level context's view of the bus: finds a device by busid and
+/// opens its node for a controller's context.
+pub(crate) struct Discovery {
+    context: Context,
+}
+
+/// A device found on the bus, with its node opened read-write: what a
+/// controller's context needs to wrap it.
+pub(crate) struct OpenedNode {
+    pub(crate) info: DeviceInfo,
+    pub(crate) fd: OwnedFd,
 }
 
 impl std::fmt::Debug for LibusbHost {
@@ -59,10 +79,8 @@ impl LibusbHost {
     /// it) the hotplug registration.
     pub fn new() -> Result<Self, UsbError> {
         let context = Context::new().map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
-        let events = Arc::new(
-            EventThread::start(context.clone())
-                .map_err(|e| UsbError::NoHostUsb(format!("event thread: {e}")))?,
-        );
+        let events = HotplugThread::start(context.clone())
+            .map_err(|e| UsbError::NoHostUsb(format!("hotplug thread: {e}")))?;
         let handler = Arc::new(Mutex::new(None));
         let registration = if rusb::has_hotplug() {
             let forwarder = Box::new(HotplugForwarder::new(handler.clone()));
@@ -81,13 +99,15 @@ impl LibusbHost {
             None
         };
         Ok(Self {
-            context,
+            discovery: Arc::new(Discovery { context }),
             events,
             handler,
             registration: Mutex::new(registration),
         })
     }
+}
 
+impl Discovery {
     fn find(&self, busid: &BusId) -> Result<rusb::Device<Context>, UsbError> {
         let devices = self
             .context
@@ -159,23 +179,16 @@ fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<()
     Ok(())
 }
 
-impl UsbHost for LibusbHost {
-    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
-        let devices = self
-            .context
-            .devices()
-            .map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
-        // Root hubs have no port path and are skipped by `describe`.
-        Ok(devices.iter().filter_map(|d| describe(&d)).collect())
-    }
-
-    fn open(
-        &self,
-        busid: &BusId,
-        sink: Arc<dyn CompletionSink>,
-    ) -> Result<Box<dyn UsbDevice>, UsbError> {
+impl Discovery {
+    /// Finds the device at `busid`, applies what can be refused before
+    /// opening (hubs, SuperSpeed-only devices) and opens its usbfs node.
+    ///
+    /// WHY a node and not a libusb handle: the node's descriptor is what a
+    /// controller's own context wraps, so no device is open in the shared
+    /// context and the daemon alone needs the right to open nodes.
+    pub(crate) fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
         let device = self.find(busid)?;
-        let mut info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
+        let info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
         if info.is_hub {
             return Err(UsbError::IsHub(*busid));
         }
@@ -183,24 +196,40 @@ impl UsbHost for LibusbHost {
             runs_as_high(&device, info.num_configurations)
                 .map_err(|why| UsbError::NeedsSuperSpeed(*busid, why))?;
         }
-        let handle = device.open().map_err(|e| usb_error(*busid, "open", e))?;
-        if let Ok(desc) = device.device_descriptor() {
-            let lang = handle
-                .read_languages(STRING_TIMEOUT)
-                .ok()
-                .and_then(|l| l.first().copied());
-            if let Some(lang) = lang {
-                info.manufacturer = handle
-                    .read_manufacturer_string(lang, &desc, STRING_TIMEOUT)
-                    .ok();
-                info.product = handle.read_product_string(lang, &desc, STRING_TIMEOUT).ok();
-                info.serial = handle
-                    .read_serial_number_string(lang, &desc, STRING_TIMEOUT)
-                    .ok();
-            }
-        }
-        let opened = LibusbDevice::new(info, handle, sink, self.events.clone())?;
-        Ok(Box::new(opened))
+        let path = format!("/dev/bus/usb/{:03}/{:03}", info.bus, info.address);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => UsbError::Access(*busid),
+                std::io::ErrorKind::NotFound => UsbError::NoDevice(*busid),
+                _ => UsbError::Io {
+                    busid: *busid,
+                    op: "open the device node",
+                    detail: format!("{path}: {e}"),
+                },
+            })?;
+        Ok(OpenedNode {
+            info,
+            fd: file.into(),
+        })
+    }
+}
+
+impl UsbHost for LibusbHost {
+    fn list(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        let devices = self
+            .discovery
+            .context
+            .devices()
+            .map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
+        // Root hubs have no port path and are skipped by `describe`.
+        Ok(devices.iter().filter_map(|d| describe(&d)).collect())
+    }
+
+    fn device_io(&self) -> Box<dyn DeviceIo> {
+        Box::new(LibusbIo::new(Arc::clone(&self.discovery)))
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {
@@ -212,20 +241,21 @@ impl Drop for LibusbHost {
     fn drop(&mut self) {
         // From now on a callback still running forwards nothing.
         lock(&self.handler).take();
-        let Some(registration) = lock(&self.registration).take() else {
-            return;
-        };
+        let registration = lock(&self.registration).take();
         if self.events.is_current() {
-            // Dropped from a callback: the registration's box may be the one
-            // running, and the event lock is ours already. Leak it (the
-            // handler is gone, so it forwards nothing) rather than free it
-            // under our own feet.
+            // Dropped from a hotplug callback: the registration's box may be
+            // the one running. Leak it (the handler is gone, so it forwards
+            // nothing) rather than free it under our own feet.
             std::mem::forget(registration);
+            self.events.stop();
             return;
         }
-        // Deregister (and free the callback box) only while no callback runs;
-        // before the event thread may stop.
-        self.events.paused(move || drop(registration));
+        // libusb 1.0.27 (hotplug.c) releases its hotplug lock around a
+        // callback, so deregistering could return while the callback still
+        // runs, and rusb frees the callback's box right after: stop the only
+        // thread that runs callbacks first, then deregister.
+        self.events.stop();
+        drop(registration);
     }
 }
 

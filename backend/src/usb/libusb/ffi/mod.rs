@@ -15,19 +15,25 @@
 //!   never freed.
 //! * The engine does NOT own the device handle, only its raw pointer
 //!   ([`RawHandle`]): the state (and so the engine) may be dropped last inside
-//!   a callback, on libusb's event thread, where closing the handle would
-//!   deadlock (`libusb_close` takes `open_devs_lock`, which event handling
-//!   holds while it runs callbacks). The handle's owner
+//!   a callback, inside libusb's event handling, where closing the handle
+//!   would deadlock (`libusb_close` takes `open_devs_lock`, which event
+//!   handling holds while it runs callbacks). The handle's owner
 //!   ([`super::device::LibusbDevice`]) keeps it open until every transfer on
 //!   it was delivered, and leaks it when some never come back, so no callback
 //!   can ever release a handle.
+//! * Callbacks run on the thread that handles the context's events: the
+//!   controller's own thread ([`context::IoContext`]), so a completion is
+//!   queued without crossing threads.
 #![allow(unsafe_code)]
+
+mod context;
+
+pub(super) use context::IoContext;
 
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_uint, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusb::constants::{
     LIBUSB_TRANSFER_SHORT_NOT_OK, LIBUSB_TRANSFER_TYPE_BULK, LIBUSB_TRANSFER_TYPE_CONTROL,
@@ -35,10 +41,9 @@ use rusb::constants::{
 };
 use rusb::ffi::{
     libusb_alloc_transfer, libusb_cancel_transfer, libusb_free_transfer,
-    libusb_iso_packet_descriptor, libusb_lock_events, libusb_submit_transfer, libusb_transfer,
-    libusb_unlock_events,
+    libusb_iso_packet_descriptor, libusb_submit_transfer, libusb_transfer,
 };
-use rusb::{Context, DeviceHandle, UsbContext};
+use rusb::{Context, DeviceHandle};
 
 use super::iso_layout;
 use super::status::{
@@ -112,7 +117,6 @@ pub(super) struct TransferEngine {
     /// Patch bMaxPacketSize0 in GET_DESCRIPTOR(DEVICE) answers (SuperSpeed device).
     patch_ep0: bool,
     books: Mutex<Books>,
-    idle: Condvar,
 }
 
 impl TransferEngine {
@@ -122,7 +126,6 @@ impl TransferEngine {
             sink,
             patch_ep0,
             books: Mutex::new(Books::default()),
-            idle: Condvar::new(),
         }
     }
 
@@ -271,62 +274,15 @@ impl TransferEngine {
         }
     }
 
-    /// Waits until every submitted transfer was delivered, at most `limit`.
-    /// Returns how many are still outstanding.
-    pub(super) fn wait_idle(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        let mut books = self.books();
-        while books.outstanding > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            books = self
-                .idle
-                .wait_timeout(books, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        books.outstanding
+    /// Transfers submitted and not yet delivered to the sink.
+    pub(super) fn outstanding(&self) -> usize {
+        self.books().outstanding
     }
 
     fn delivered(&self) {
         let mut books = self.books();
         books.outstanding = books.outstanding.saturating_sub(1);
-        if books.outstanding == 0 {
-            self.idle.notify_all();
-        }
     }
-}
-
-/// Holds libusb's event-handling lock; released on drop (also on unwind).
-struct EventLock<'a>(&'a Context);
-
-impl Drop for EventLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: `without_callbacks` took this lock on this thread with the
-        // same context, which `self.0` keeps alive.
-        unsafe { libusb_unlock_events(self.0.as_raw()) };
-    }
-}
-
-/// Runs `f` while holding libusb's event-handling lock: every callback runs
-/// inside `libusb_handle_events*` under that lock, so none runs during `f`.
-///
-/// WHY: libusb 1.0.27 (hotplug.c) releases its hotplug lock around a hotplug
-/// callback, so `libusb_hotplug_deregister_callback` can return while the
-/// callback still runs on the event thread, and rusb's `Registration::drop`
-/// frees the callback's box right after: dropping the registration inside `f`
-/// closes that use-after-free.
-///
-/// Must not be called on a thread that handles events (the lock is not
-/// recursive), nor while holding a lock that a callback takes.
-pub(super) fn without_callbacks<R>(context: &Context, f: impl FnOnce() -> R) -> R {
-    // SAFETY: the context is valid for the borrow; the lock is released by
-    // `EventLock` on this thread, exactly once, even if `f` panics.
-    unsafe { libusb_lock_events(context.as_raw()) };
-    let _unlock = EventLock(context);
-    f()
 }
 
 /// Gives the caller's buffer back as it was submitted.
@@ -392,7 +348,8 @@ unsafe fn iso_descriptors<'a>(
     unsafe { std::slice::from_raw_parts_mut(first, n) }
 }
 
-/// libusb's completion callback, run on the event thread.
+/// libusb's completion callback, run inside event handling on the
+/// controller's thread.
 extern "system" fn transfer_done(xfer: *mut libusb_transfer) {
     // SAFETY: libusb calls this once per submitted transfer, with that
     // transfer, which is ours again until we free it below.
