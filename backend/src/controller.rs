@@ -29,7 +29,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use pvusb_protocol::xenstore::{self as xsp, keys};
 use pvusb_protocol::{Status, UrbRequest, UrbResponse, XenbusState};
 use pvusb_xen::{EventChannel, EventChannels, GrantMapper};
@@ -131,7 +130,7 @@ pub struct Controller<G: GrantMapper, E: EventChannels> {
     /// thread); declared after `setup`, whose devices close first.
     io: Box<dyn DeviceIo>,
     conn: Option<Conn<G, E>>,
-    fe_watch_stop: Option<Sender<()>>,
+    fe_watch: Option<pvusb_xenstore::XsNotifyWatch>,
     limiter: RateLimiter,
     /// Repeated attach failures of a port are logged once (toolstack and
     /// hotplug retries must not flood the log).
@@ -179,7 +178,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             phase: Phase::Unconfigured,
             setup: None,
             conn: None,
-            fe_watch_stop: None,
+            fe_watch: None,
             limiter: RateLimiter::default(),
             port_notes: PortNotes::default(),
             port_limiter: RateLimiter::default(),
@@ -261,31 +260,17 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         self.reconcile();
     }
 
+    /// Watches the frontend's directory. Its events are turned into
+    /// [`Control::FrontendChanged`](crate::mailbox::Control) on xenstore's
+    /// reader thread: no thread of this controller waits for them.
     fn watch_frontend(&mut self) {
-        let watch = match self.ctx.xs.watch(&self.fe) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(ctl = %self.id, "cannot watch the frontend at {}: {e}", self.fe);
-                return;
-            }
-        };
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mailbox = Arc::clone(&self.mailbox);
-        let spawned = std::thread::Builder::new()
-            .name(format!("vusb-fe-{}-{}", self.id.domid, self.id.devid))
-            .spawn(move || loop {
-                crossbeam_channel::select! {
-                    recv(watch.receiver()) -> p => match p {
-                        Ok(_) => mailbox.send(crate::mailbox::Control::FrontendChanged),
-                        Err(_) => break,
-                    },
-                    recv(stop_rx) -> _ => break,
-                }
-            });
-        match spawned {
-            Ok(_) => self.fe_watch_stop = Some(stop_tx),
+        let notify: pvusb_xenstore::WatchNotify =
+            Arc::new(move |_| mailbox.send(crate::mailbox::Control::FrontendChanged));
+        match self.ctx.xs.watch_notify(&self.fe, notify) {
+            Ok(w) => self.fe_watch = Some(w),
             Err(e) => {
-                tracing::error!(ctl = %self.id, "cannot start the frontend watch thread: {e}")
+                tracing::error!(ctl = %self.id, "cannot watch the frontend at {}: {e}", self.fe)
             }
         }
     }
@@ -536,7 +521,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 self.mark_closed(&busid);
             }
         }
-        self.fe_watch_stop = None;
+        self.fe_watch = None;
     }
 
     /// A control message.

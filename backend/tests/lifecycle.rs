@@ -492,3 +492,32 @@ fn restart_posts_ports_whose_device_is_no_longer_served_as_empty() {
     );
     d2.shutdown();
 }
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// A connected controller is served by its one worker thread: no thread of
+/// its own waits for its frontend's watch (those events arrive on xenstore's
+/// reader thread) and none runs its devices' completions.
+#[test]
+fn a_connected_controller_runs_on_one_thread() {
+    if !std::path::Path::new("/proc/self/task").exists() {
+        eprintln!("SKIP: no /proc/self/task to list threads");
+        return;
+    }
+    let w = World::new();
+    let (_emu, _busid, d, _drv) = served_loopback(&w, 91);
+    let names = thread_names();
+    let of = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(of("vusb-91-0"), 1, "one worker: {names:?}");
+    assert_eq!(of("vusb-fe-91"), 0, "no frontend watch thread: {names:?}");
+    d.shutdown();
+}

@@ -36,8 +36,8 @@ pub mod server;
 pub mod wire;
 
 pub use client::{
-    Tx, XsClient, XsWatch, DECLARE_DOMID_COMMAND, DEFAULT_SOCKET, PATH_ENV, TRANSACTION_RETRIES,
-    XENBUS_DEVICE,
+    Tx, WatchNotify, XsClient, XsNotifyWatch, XsWatch, DECLARE_DOMID_COMMAND, DEFAULT_SOCKET,
+    PATH_ENV, TRANSACTION_RETRIES, XENBUS_DEVICE,
 };
 pub use error::XsError;
 pub use perms::{Access, Perm};

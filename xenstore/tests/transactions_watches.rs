@@ -279,3 +279,30 @@ fn concurrent_transactions_cannot_add_up_past_the_node_quota() {
         Some("1")
     );
 }
+
+/// A notify watch calls its function for each event (on the reader thread)
+/// and stops calling it once dropped; it may run next to channel watches.
+#[test]
+fn notify_watches_call_their_function_until_dropped() {
+    let fx = start(ServerConfig::default());
+    let xs = fx.dom0();
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let notify: pvusb_xenstore::WatchNotify = Arc::new(move |p: &str| {
+        let _ = tx.send(p.to_owned());
+    });
+    let w = xs.watch_notify("/n", notify).unwrap();
+    let plain = xs.watch("/n").unwrap();
+    assert_eq!(next(&rx), "/n", "initial fire");
+    assert_eq!(next(plain.receiver()), "/n");
+    xs.write(Tx::NONE, "/n/x", "1").unwrap();
+    assert_eq!(next(&rx), "/n/x");
+    assert_eq!(next(plain.receiver()), "/n/x");
+    drop(w);
+    xs.write(Tx::NONE, "/n/y", "1").unwrap();
+    assert_eq!(
+        next(plain.receiver()),
+        "/n/y",
+        "the other watch still fires"
+    );
+    assert!(rx.try_recv().is_err(), "no call after the drop");
+}

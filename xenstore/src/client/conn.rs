@@ -96,12 +96,34 @@ impl AsFd for Transport {
     }
 }
 
+/// A function the reader thread calls with the path of each event of a
+/// watch. It must not block and must not call xenstore (it runs on the
+/// thread that reads every answer of the connection).
+pub type WatchNotify = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where a watch's events go.
+enum WatchRoute {
+    /// Queued for a receiver.
+    Channel(Sender<String>),
+    /// Handed to a function on the reader thread.
+    Notify(WatchNotify),
+}
+
+impl std::fmt::Debug for WatchRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Channel(_) => "Channel",
+            Self::Notify(_) => "Notify",
+        })
+    }
+}
+
 /// Waiters and watch routes, plus the closed flag they must be checked against.
 #[derive(Debug, Default)]
 struct Routes {
     closed: bool,
     pending: HashMap<u32, Sender<Message>>,
-    watches: HashMap<String, Sender<String>>,
+    watches: HashMap<String, WatchRoute>,
 }
 
 /// State shared between the callers and the reader thread.
@@ -226,8 +248,23 @@ impl Connection {
         if routes.closed {
             return Err(XsError::Closed);
         }
-        routes.watches.insert(token.clone(), tx);
+        routes
+            .watches
+            .insert(token.clone(), WatchRoute::Channel(tx));
         Ok((token, rx))
+    }
+
+    /// Registers a watch route that calls `notify`; returns its token.
+    pub(crate) fn add_watch_notify(&self, notify: WatchNotify) -> Result<String, XsError> {
+        let token = format!("pvusb-w{}", self.next_token.fetch_add(1, Ordering::Relaxed));
+        let mut routes = self.shared.routes();
+        if routes.closed {
+            return Err(XsError::Closed);
+        }
+        routes
+            .watches
+            .insert(token.clone(), WatchRoute::Notify(notify));
+        Ok(token)
     }
 
     pub(crate) fn remove_watch_route(&self, token: &str) {
@@ -315,15 +352,18 @@ fn dispatch(shared: &Shared, msg: Message) {
             return;
         };
         let routes = shared.routes();
-        match routes
-            .watches
-            .get(*token)
-            .map(|tx| tx.try_send((*path).to_owned()))
-        {
-            Some(Err(TrySendError::Full(_))) => {
-                tracing::warn!(token, "watch queue full; event dropped")
+        match routes.watches.get(*token) {
+            Some(WatchRoute::Channel(tx)) => {
+                if let Err(TrySendError::Full(_)) = tx.try_send((*path).to_owned()) {
+                    tracing::warn!(token, "watch queue full; event dropped")
+                }
             }
-            Some(_) => {}
+            Some(WatchRoute::Notify(notify)) => {
+                // Called without the routes lock: it may drop a watch.
+                let notify = Arc::clone(notify);
+                drop(routes);
+                notify(path);
+            }
             None => tracing::debug!(token, "watch event for an unknown token"),
         }
         return;

@@ -8,7 +8,8 @@ mod watch;
 use std::path::{Path, PathBuf};
 
 use conn::Connection;
-pub use watch::XsWatch;
+pub use conn::WatchNotify;
+pub use watch::{XsNotifyWatch, XsWatch};
 
 use crate::error::XsError;
 use crate::perms::{perms_to_payload, Perm};
@@ -247,6 +248,13 @@ impl XsClient {
     /// [`XsWatch`] unregisters it.
     pub fn watch(&self, path: &str) -> Result<XsWatch, XsError> {
         XsWatch::register(std::sync::Arc::clone(&self.conn), path)
+    }
+
+    /// Watches `path`, calling `notify` with each event's path on the
+    /// connection's reader thread (it must not block nor call xenstore).
+    /// Like [`Self::watch`], the first event fires at once.
+    pub fn watch_notify(&self, path: &str, notify: WatchNotify) -> Result<XsNotifyWatch, XsError> {
+        XsNotifyWatch::register(std::sync::Arc::clone(&self.conn), path, notify)
     }
 
     /// The home path of a domain, `/local/domain/<domid>`.

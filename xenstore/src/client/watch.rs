@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use super::conn::Connection;
+use super::conn::{Connection, WatchNotify};
 use crate::error::XsError;
 use crate::wire::{join_args, MsgType};
 
@@ -49,6 +49,49 @@ impl Drop for XsWatch {
     fn drop(&mut self) {
         self.conn.remove_watch_route(&self.token);
         // Fire and forget: drop must not block on a slow or dead daemon.
+        let _ = self
+            .conn
+            .send_no_wait(MsgType::Unwatch, join_args(&[&self.path, &self.token]));
+    }
+}
+
+/// A watch whose events call a function on the connection's reader thread
+/// (see [`WatchNotify`]) instead of filling a channel: no thread of the
+/// watcher's own has to wait for them. Unregistered when dropped.
+#[derive(Debug)]
+pub struct XsNotifyWatch {
+    conn: Arc<Connection>,
+    path: String,
+    token: String,
+}
+
+impl XsNotifyWatch {
+    pub(super) fn register(
+        conn: Arc<Connection>,
+        path: &str,
+        notify: WatchNotify,
+    ) -> Result<XsNotifyWatch, XsError> {
+        let token = conn.add_watch_notify(notify)?;
+        if let Err(e) = conn.request(MsgType::Watch, 0, join_args(&[path, &token]), path) {
+            conn.remove_watch_route(&token);
+            return Err(e);
+        }
+        Ok(XsNotifyWatch {
+            conn,
+            path: path.to_owned(),
+            token,
+        })
+    }
+
+    /// The watched path as given.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Drop for XsNotifyWatch {
+    fn drop(&mut self) {
+        self.conn.remove_watch_route(&self.token);
         let _ = self
             .conn
             .send_no_wait(MsgType::Unwatch, join_args(&[&self.path, &self.token]));
