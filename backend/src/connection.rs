@@ -5,7 +5,6 @@
 //! previous daemon had not answered: such requests are taken again and
 //! answered once by this daemon.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -22,19 +21,19 @@ use crate::stats::Stats;
 /// ones are dropped beyond this (events are level information, spec 8).
 const CONN_BACKLOG: usize = 64;
 
-thread_local! {
-    /// Set by a worker while it polls the rings (see [`set_polling`]).
-    static POLLING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Worker side: while `on`, [`Connection::final_check`] on this thread only
-/// looks for requests and leaves `req_event` as it is, so a frontend
-/// publishing requests while we poll the ring does not notify us (one
-/// eventfd write per batch saved on its side, one spurious wake-up on ours).
-/// The worker must switch it off and service once more (which arms) before it
-/// sleeps, or requests could wait for an event that is never sent.
-pub fn set_polling(on: bool) {
-    POLLING.with(|p| p.set(on));
+/// What [`Connection::final_check`] does with `req_event` when the ring is
+/// empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingWait {
+    /// The worker is about to sleep: arm `req_event`, so the frontend's next
+    /// request notifies it (and catch what arrived just before).
+    Arm,
+    /// The worker keeps polling the ring: only look, and leave `req_event`
+    /// as it is, so a frontend publishing requests meanwhile does not notify
+    /// us (one eventfd write per batch saved on its side, one spurious
+    /// wake-up on ours). The worker must service once more with [`Self::Arm`]
+    /// before it sleeps, or requests could wait for an event never sent.
+    Poll,
 }
 
 /// The rings and event channel of one connection.
@@ -122,13 +121,13 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
         }
     }
 
-    /// Whether requests are waiting; arms `req_event` before saying no.
-    /// While the worker polls ([`set_polling`]), only looks.
-    pub fn final_check(&mut self) -> Result<bool, BackendError> {
-        if POLLING.with(Cell::get) {
-            return self.urb.has_unconsumed_requests().map_err(urb_err);
+    /// Whether requests are waiting; with [`RingWait::Arm`] arms
+    /// `req_event` before saying no, with [`RingWait::Poll`] only looks.
+    pub fn final_check(&mut self, wait: RingWait) -> Result<bool, BackendError> {
+        match wait {
+            RingWait::Poll => self.urb.has_unconsumed_requests().map_err(urb_err),
+            RingWait::Arm => self.urb.final_check_for_requests().map_err(urb_err),
         }
-        self.urb.final_check_for_requests().map_err(urb_err)
     }
 
     /// Queues "port now has speed" and posts what the frontend has room for.

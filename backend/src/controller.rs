@@ -34,7 +34,7 @@ use pvusb_protocol::{Status, UrbRequest, UrbResponse, XenbusState};
 use pvusb_xen::{EventChannel, EventChannels, GrantMapper};
 use pvusb_xenstore::XsClient;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, RingWait};
 use crate::engine::UrbEngine;
 use crate::error::BackendError;
 use crate::guest::GrantedMemory;
@@ -882,15 +882,17 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
     }
 
-    /// Does all pending ring and completion work, then arms the ring's event
-    /// index so that the next request notifies us.
+    /// Does all pending ring and completion work, then (with
+    /// [`RingWait::Arm`]) arms the ring's event index so that the next
+    /// request notifies us, or (with [`RingWait::Poll`], while the worker
+    /// keeps polling) leaves it alone.
     ///
     /// Returns whether there was any work. Returns true without arming the
     /// ring's event after [`SERVICE_PASSES`] passes that all found more to
     /// do, so that the worker (which never sleeps after a true return) reads
     /// its control messages between passes: a guest that keeps the ring full
     /// cannot starve a removal, a shutdown or a hotplug event.
-    pub fn service(&mut self) -> bool {
+    pub fn service(&mut self, wait: RingWait) -> bool {
         let mut work = false;
         for _ in 0..SERVICE_PASSES {
             let Some(setup) = self.setup.as_mut() else {
@@ -972,7 +974,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             if self.mailbox.has_completions() {
                 continue;
             }
-            match conn.final_check() {
+            match conn.final_check(wait) {
                 Ok(true) => continue,
                 Ok(false) => return work,
                 Err(e) => {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pvusb_xen::{EventChannels, GrantMapper};
 
-use crate::connection;
+use crate::connection::RingWait;
 use crate::controller::{Context, Controller};
 use crate::mailbox::{Control, Mailbox};
 use crate::polling::PollWindow;
@@ -70,14 +70,13 @@ fn spin<G: GrantMapper, E: EventChannels>(
     window: Duration,
 ) -> bool {
     let mut last_work = Instant::now();
-    connection::set_polling(true);
     let mut idle = true;
     while last_work.elapsed() < window {
         if mailbox.wake_pending() {
             idle = false;
             break;
         }
-        if ctl.service() {
+        if ctl.service(RingWait::Poll) {
             ctl.save_addresses();
             last_work = Instant::now();
         } else if ctl.has_device_io() {
@@ -91,8 +90,7 @@ fn spin<G: GrantMapper, E: EventChannels>(
         }
     }
     // Arm req_event again (and catch what arrived just before).
-    connection::set_polling(false);
-    if ctl.service() {
+    if ctl.service(RingWait::Arm) {
         ctl.save_addresses();
         idle = false;
     }
@@ -119,7 +117,7 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
                 Control::Hotplug(ev) => ctl.on_hotplug(&ev),
             }
         }
-        let work = ctl.service();
+        let work = ctl.service(RingWait::Arm);
         ctl.save_addresses();
         if event && !work {
             Stats::inc(&stats.spurious_events);
