@@ -179,6 +179,6 @@ impl Frontend {
     }
 
     fn set_port_address(&self, port: u8, address: Option<u8>) {
-        self.shared().engine().hub.set_address(port, address);
+        self.shared().engine().set_address(port, address);
     }
 }

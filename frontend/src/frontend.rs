@@ -20,7 +20,7 @@ use pvusb_xenstore::XsClient;
 use tracing::{debug, info, warn};
 
 use crate::connection::Connection;
-use crate::engine::{Done, Engine, EngineStats};
+use crate::engine::{Done, Engine, EngineStats, RspEvent};
 use crate::error::{FrontendError, UrbStatus};
 use crate::ports::{PortEvent, PortStatus};
 use crate::transport::Transport;
@@ -132,7 +132,7 @@ impl Shared {
 
     /// Runs completions and publishes events after the engine lock is gone.
     pub(crate) fn deliver(&self, done: &mut Done, mut engine: MutexGuard<'_, Engine>) {
-        let events = std::mem::take(&mut engine.events);
+        let events = engine.take_events();
         drop(engine);
         if !events.is_empty() {
             let mut subs = lock(&self.subscribers);
@@ -284,14 +284,14 @@ impl Frontend {
 
     /// Every port's status.
     pub fn ports(&self) -> Vec<PortStatus> {
-        self.shared.engine().hub.ports().to_vec()
+        self.shared.engine().hub().ports().to_vec()
     }
 
     /// One port's status.
     pub fn port(&self, port: u8) -> Result<PortStatus, FrontendError> {
         self.shared
             .engine()
-            .hub
+            .hub()
             .port(port)
             .copied()
             .ok_or(FrontendError::NoSuchPort {
@@ -328,7 +328,7 @@ impl Frontend {
     ) -> Result<PortStatus, FrontendError> {
         // `Some(None)`: the port does not exist, no use waiting.
         self.wait_engine(timeout, "a port change", |engine| {
-            match engine.hub.port(port) {
+            match engine.hub().port(port) {
                 None => Some(None),
                 Some(p) if ok(p) => Some(Some(*p)),
                 Some(_) => None,
@@ -378,7 +378,7 @@ impl Frontend {
 
     /// Why the controller is dead, if a backend protocol error killed it.
     pub fn dead_reason(&self) -> Option<String> {
-        self.shared.engine().dead.clone()
+        self.shared.engine().dead_reason().map(str::to_owned)
     }
 
     /// Whether URBs can be submitted now.
@@ -388,7 +388,7 @@ impl Frontend {
 
     /// Counters of the URB engine.
     pub fn stats(&self) -> EngineStats {
-        self.shared.engine().stats
+        self.shared.engine().stats()
     }
 
     /// URBs in flight plus queued locally.
@@ -401,17 +401,14 @@ impl Frontend {
     pub fn reset_port(&self, port: u8) -> Result<(), FrontendError> {
         // The reset gives the port's address back to the hub's pool.
         let mut engine = self.shared.engine();
-        match engine.hub.reset(port) {
-            Some(ev) => engine.events.push(ev),
-            None => {
-                return Err(match engine.hub.port(port) {
-                    None => FrontendError::NoSuchPort {
-                        port,
-                        num_ports: self.shared.cfg.num_ports,
-                    },
-                    Some(_) => FrontendError::NoDevice(port),
-                })
-            }
+        if !engine.reset_port(port) {
+            return Err(match engine.hub().port(port) {
+                None => FrontendError::NoSuchPort {
+                    port,
+                    num_ports: self.shared.cfg.num_ports,
+                },
+                Some(_) => FrontendError::NoDevice(port),
+            });
         }
         self.shared.deliver(&mut Vec::new(), engine);
         Ok(())
@@ -445,13 +442,12 @@ impl Frontend {
     pub(crate) fn alloc_address(&self) -> Result<u8, FrontendError> {
         self.shared
             .engine()
-            .hub
             .alloc_address()
             .ok_or(FrontendError::NoFreeAddress)
     }
 
     pub(crate) fn release_address(&self, address: u8) {
-        self.shared.engine().hub.release_address(Some(address));
+        self.shared.engine().release_address(address);
     }
 
     /// Closes the controller (xen-hcd remove): state Closing, wait for the
@@ -591,7 +587,7 @@ fn supervisor(shared: &Shared, watch: &Receiver<String>, kick: &Receiver<()>) {
                 continue;
             }
         };
-        let peer_gone = shared.engine().conn.is_none();
+        let peer_gone = !shared.engine().is_attached();
         step(shared, state, peer_gone);
     }
 }
@@ -630,14 +626,7 @@ fn step(shared: &Shared, state: Option<XenbusState>, lost: bool) {
 fn worker(shared: &Shared) {
     let mut done: Done = Vec::with_capacity(32);
     while !shared.stop.load(Ordering::SeqCst) {
-        let ch = {
-            let engine = shared.engine();
-            engine
-                .conn
-                .as_ref()
-                .filter(|_| engine.dead.is_none())
-                .map(|c| Arc::clone(&c.evtchn))
-        };
+        let ch = shared.engine().event_channel();
         let (event, woken) = {
             // No allocation per wake-up: a fixed array, the second entry only
             // used while a connection exists.
@@ -682,7 +671,7 @@ fn worker(shared: &Shared) {
                 }
             }
         }
-        if (event || woken) && process_and_deliver(shared, &mut done) {
+        if (event || woken) && process_and_deliver(shared, &mut done, RspEvent::Arm) {
             spin(shared, &mut done);
         }
     }
@@ -710,14 +699,12 @@ const DELIVER_EVERY: usize = 4;
 /// the callbacks submit are published together after the last one (one
 /// notification per batch).
 /// Returns whether there was any work.
-fn process_and_deliver(shared: &Shared, done: &mut Done) -> bool {
+fn process_and_deliver(shared: &Shared, done: &mut Done, rsp_event: RspEvent) -> bool {
     let mut engine = shared.engine();
-    let worked = engine.process(done, DELIVER_EVERY);
-    engine.defer_flush = true;
+    let worked = engine.process(done, DELIVER_EVERY, rsp_event);
+    engine.start_batch();
     shared.deliver(done, engine);
-    let mut engine = shared.engine();
-    engine.defer_flush = false;
-    engine.flush();
+    shared.engine().finish_batch();
     worked
 }
 
@@ -726,11 +713,10 @@ fn process_and_deliver(shared: &Shared, done: &mut Done) -> bool {
 /// meanwhile stay pending on the channel and are consumed by the next `poll`.
 fn spin(shared: &Shared, done: &mut Done) {
     loop {
-        shared.engine().polling = true;
         let mut last_work = Instant::now();
         while !shared.stop.load(Ordering::Relaxed) && last_work.elapsed() < SPIN {
             if shared.engine().responses_pending() {
-                if process_and_deliver(shared, done) {
+                if process_and_deliver(shared, done, RspEvent::LeaveUnarmed) {
                     last_work = Instant::now();
                 }
             } else {
@@ -740,8 +726,8 @@ fn spin(shared: &Shared, done: &mut Done) {
             }
         }
         // Arm rsp_event again before sleeping (and take what slipped in).
-        shared.engine().polling = false;
-        if !process_and_deliver(shared, done) || shared.stop.load(Ordering::Relaxed) {
+        if !process_and_deliver(shared, done, RspEvent::Arm) || shared.stop.load(Ordering::Relaxed)
+        {
             return;
         }
     }
