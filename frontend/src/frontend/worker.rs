@@ -5,9 +5,10 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_ring::polling::{self, SpinEnd};
 use pvusb_xen::EvtchnError;
 use tracing::{debug, info, warn};
 
@@ -82,16 +83,15 @@ fn run(shared: &Shared) {
 }
 
 /// How long the worker keeps looking at the ring after the last response it
-/// found before it sleeps in `poll` again.
+/// found before it sleeps in `poll` again (why poll at all:
+/// [`pvusb_ring::polling`]).
 ///
-/// WHY (NAPI-style polling): under load the next responses arrive a few
-/// microseconds after the last, and sleeping in between costs a wake-up per
-/// batch (a context switch on both sides: the cross-process event round trip
-/// is ~10 µs, more than the ring work of 16 small URBs). Spinning only starts
-/// after work was found and ends 50 µs after the last work, so an idle
-/// controller costs no CPU; a busy one costs at most one CPU while responses
-/// keep coming, which is the trade: CPU time for fewer wake-ups.
-const SPIN: Duration = Duration::from_micros(50);
+/// WHY fixed, not a [`polling::PollWindow`]: how soon the next response comes
+/// is the device's pace (a mouse's interrupt URB may wait for seconds), not
+/// the backend's, so a window grown on it would burn CPU for nothing. Under
+/// load responses follow each other within microseconds, which [`polling::BASE`]
+/// covers.
+const SPIN: Duration = polling::BASE;
 
 /// Responses handled per [`process_and_deliver`]: small enough that the
 /// backend gets resubmitted URBs while we still work through a full ring (the
@@ -112,24 +112,23 @@ fn process_and_deliver(shared: &Shared, done: &mut Done, rsp_event: RspEvent) ->
 }
 
 /// Polls the rings (shared-memory loads, no syscall) for up to [`SPIN`] after
-/// the last work, processing whatever arrives. Events the backend sends
-/// meanwhile stay pending on the channel and are consumed by the next `poll`.
+/// the last work, processing whatever arrives, with `rsp_event` unarmed.
+/// Events the backend sends meanwhile stay pending on the channel and are
+/// consumed by the next `poll`.
 fn spin(shared: &Shared, done: &mut Done) {
     loop {
-        let mut last_work = Instant::now();
-        while !shared.stopping() && last_work.elapsed() < SPIN {
-            if shared.engine().responses_pending() {
-                if process_and_deliver(shared, done, RspEvent::LeaveUnarmed) {
-                    last_work = Instant::now();
-                }
-            } else {
-                // Give the CPU to any other runnable thread (on 2 CPUs the
-                // thread waiting for this completion may have none).
-                std::thread::yield_now();
-            }
-        }
+        let end = polling::spin(
+            SPIN,
+            || shared.stopping(),
+            || {
+                shared.engine().responses_pending()
+                    && process_and_deliver(shared, done, RspEvent::LeaveUnarmed)
+            },
+            std::thread::yield_now,
+        );
         // Arm rsp_event again before sleeping (and take what slipped in).
-        if !process_and_deliver(shared, done, RspEvent::Arm) || shared.stopping() {
+        let late = process_and_deliver(shared, done, RspEvent::Arm);
+        if !late || end == SpinEnd::WakePending || shared.stopping() {
             return;
         }
     }
