@@ -177,8 +177,4 @@ impl Frontend {
             read(d.i_serial_number),
         )
     }
-
-    fn set_port_address(&self, port: u8, address: Option<u8>) {
-        self.shared().engine().hub.set_address(port, address);
-    }
 }

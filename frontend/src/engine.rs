@@ -5,11 +5,17 @@
 //! Why callbacks are returned instead of called: a callback may submit again
 //! (which takes the mutex), so everything that completes is collected in a
 //! [`Done`] list and run by the caller after the lock is released.
+//!
+//! Its state is private: the frontend's threads and the fuzz harness
+//! (`crate::fuzzing`) drive it through the methods below, so the invariants
+//! between ids, slots, queue and connection are kept in this file alone.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use pvusb_protocol::{ConnRequest, Pipe, UrbRequest, UrbResponse};
 use pvusb_ring::RingError;
+use pvusb_xen::EventChannel;
 use tracing::{debug, warn};
 
 use crate::connection::{Connection, NR_IDS};
@@ -70,28 +76,35 @@ pub struct EngineStats {
     pub notifications: u64,
 }
 
+/// What [`Engine::process`] does about `rsp_event` once the rings look empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RspEvent {
+    /// Arm it and look once more (the final check): the worker is about to
+    /// sleep and needs an event for the next response.
+    Arm,
+    /// Leave it as it is: the worker is polling the rings, so the backend
+    /// need not notify us for responses we are about to see anyway. The
+    /// worker processes once more with [`Self::Arm`] before it sleeps.
+    LeaveUnarmed,
+}
+
 /// Engine state; lives inside the frontend's mutex.
 pub(crate) struct Engine {
-    pub(crate) conn: Option<Connection>,
-    pub(crate) dead: Option<String>,
+    conn: Option<Connection>,
+    dead: Option<String>,
     slots: Vec<Slot>,
     free_ids: Vec<u16>,
     queue: VecDeque<Queued>,
-    pub(crate) hub: RootHub,
+    hub: RootHub,
     next_token: u64,
-    pub(crate) events: Vec<PortEvent>,
-    pub(crate) stats: EngineStats,
+    events: Vec<PortEvent>,
+    stats: EngineStats,
     warn_budget: u32,
-    /// Set by the worker while it runs completion callbacks: URBs they submit
-    /// are pushed but published (and the backend notified) once, after the
-    /// last callback, instead of once per URB.
-    pub(crate) defer_flush: bool,
-    /// Set by the worker while it polls the rings: [`Self::process`] then only
-    /// looks for more responses and leaves `rsp_event` as it is, so the
-    /// backend does not notify us for responses we are about to see anyway.
-    /// The worker clears it and processes once more (which arms) before it
-    /// sleeps.
-    pub(crate) polling: bool,
+    /// Set between [`Self::start_batch`] and [`Self::finish_batch`], while the
+    /// worker runs completion callbacks: URBs they submit are pushed but
+    /// published (and the backend notified) once, after the last callback,
+    /// instead of once per URB.
+    defer_flush: bool,
 }
 
 impl Engine {
@@ -108,8 +121,86 @@ impl Engine {
             stats: EngineStats::default(),
             warn_budget: 16,
             defer_flush: false,
-            polling: false,
         }
+    }
+
+    /// Whether a connection is attached (dead or not): false once the
+    /// backend went away or the controller was torn down.
+    pub(crate) fn is_attached(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The event channel the worker sleeps on: that of a live connection
+    /// (a dead controller ignores events until the re-handshake).
+    pub(crate) fn event_channel(&self) -> Option<Arc<dyn EventChannel>> {
+        self.conn
+            .as_ref()
+            .filter(|_| self.dead.is_none())
+            .map(|c| Arc::clone(&c.evtchn))
+    }
+
+    /// Grant references of the urb and conn ring pages.
+    pub(crate) fn ring_refs(&self) -> Option<(u32, u32)> {
+        self.conn.as_ref().map(Connection::ring_refs)
+    }
+
+    /// Why the controller is dead, if a backend protocol error killed it.
+    pub(crate) fn dead_reason(&self) -> Option<&str> {
+        self.dead.as_deref()
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// The root hub, as the conn ring and local resets left it.
+    pub(crate) fn hub(&self) -> &RootHub {
+        &self.hub
+    }
+
+    /// A local port reset (spec 9): false if the port is missing or empty.
+    pub(crate) fn reset_port(&mut self, port: u8) -> bool {
+        match self.hub.reset(port) {
+            Some(ev) => {
+                self.events.push(ev);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A free device address for enumeration, if any.
+    pub(crate) fn alloc_address(&mut self) -> Option<u8> {
+        self.hub.alloc_address()
+    }
+
+    /// Gives an address from [`Self::alloc_address`] back unused.
+    pub(crate) fn release_address(&mut self, address: u8) {
+        self.hub.release_address(Some(address));
+    }
+
+    /// Records the address the device on `port` now answers to.
+    pub(crate) fn set_address(&mut self, port: u8, address: Option<u8>) {
+        self.hub.set_address(port, address);
+    }
+
+    /// Port events since the last call, for the subscribers.
+    pub(crate) fn take_events(&mut self) -> Vec<PortEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// From now until [`Self::finish_batch`], submitted URBs are pushed onto
+    /// the ring but not published.
+    pub(crate) fn start_batch(&mut self) {
+        self.defer_flush = true;
+    }
+
+    /// Publishes what was pushed since [`Self::start_batch`], notifying the
+    /// backend once if it asked for it.
+    pub(crate) fn finish_batch(&mut self) {
+        self.defer_flush = false;
+        self.flush();
     }
 
     /// Whether URBs can be submitted.
@@ -234,7 +325,7 @@ impl Engine {
     }
 
     /// Publishes pushed requests and notifies the backend if it asked for it.
-    pub(crate) fn flush(&mut self) {
+    fn flush(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -316,7 +407,7 @@ impl Engine {
     /// the caller delivers those and publishes the URBs their callbacks
     /// submit before it calls again, so the backend gets new work while we
     /// still have responses to go through.
-    pub(crate) fn process(&mut self, done: &mut Done, limit: usize) -> bool {
+    pub(crate) fn process(&mut self, done: &mut Done, limit: usize, rsp_event: RspEvent) -> bool {
         let mut worked = false;
         let mut taken = 0;
         // Each pass consumes at most one ring's worth per ring; the bound only
@@ -334,9 +425,8 @@ impl Engine {
             if taken >= limit {
                 break;
             }
-            let polling = self.polling;
             let more = match self.conn.as_mut() {
-                Some(c) if polling => c
+                Some(c) if rsp_event == RspEvent::LeaveUnarmed => c
                     .urb
                     .has_unconsumed_responses()
                     .and_then(|u| Ok(u | c.conn.has_unconsumed_responses()?)),
@@ -474,7 +564,7 @@ impl Engine {
 
     /// A protocol error (spec 7.7): the controller is dead, every URB fails
     /// with shutdown, later events are ignored. Sticky until a re-handshake.
-    pub(crate) fn kill(&mut self, reason: String, done: &mut Done) {
+    fn kill(&mut self, reason: String, done: &mut Done) {
         if self.dead.is_some() {
             return;
         }
@@ -485,7 +575,7 @@ impl Engine {
     }
 
     /// Fails every in-flight and queued URB with shutdown and frees every id.
-    pub(crate) fn fail_all(&mut self, done: &mut Done) {
+    fn fail_all(&mut self, done: &mut Done) {
         for slot in &mut self.slots {
             if let Slot::Submit(f) = std::mem::replace(slot, Slot::Free) {
                 self.stats.completed += 1;

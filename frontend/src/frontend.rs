@@ -1,26 +1,35 @@
-//! [`Frontend`]: one virtual host controller, its threads and its life-cycle.
+//! [`Frontend`]: one virtual host controller, as `cli/`, the tests and the
+//! benches use it: connect, port status and events, submission, close.
 //!
-//! Threads: a worker that sleeps in `poll` on the event channel (and a wake-up
-//! eventfd) and consumes responses, and a supervisor that follows the
-//! backend's xenbus state to tear down and re-handshake (spec 6.1 step 3,
-//! 13.18). Everything else runs on the caller's thread.
+//! Behind it, each concern in a child module:
+//!
+//! | module | concern |
+//! |---|---|
+//! | `shared` | the state the caller's threads, the worker and the supervisor share |
+//! | `subscribers` | bounded [`PortEvent`] channels ([`SUBSCRIBER_QUEUE`]) |
+//! | `lifecycle` | the xenbus life-cycle: waiting for the backend, handshake, close, and the supervisor thread that tears down and re-handshakes as the backend goes and comes back (spec 6.1 step 3, 13.18) |
+//! | `worker` | the worker thread: sleeps in `poll` on the event channel, consumes responses, polls the rings for a while after work |
+//!
+//! Everything else runs on the caller's thread.
 
-use std::os::fd::AsFd;
+mod lifecycle;
+mod shared;
+mod subscribers;
+mod worker;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
-use pvusb_protocol::{Speed, XenbusState};
-use pvusb_xen::EvtchnError;
+use crossbeam_channel::Receiver;
+use pvusb_protocol::Speed;
 use pvusb_xenstore::XsClient;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::connection::Connection;
-use crate::engine::{Done, Engine, EngineStats};
+use self::shared::{lock, Shared};
+pub use self::subscribers::SUBSCRIBER_QUEUE;
+use crate::engine::{Engine, EngineStats};
 use crate::error::{FrontendError, UrbStatus};
 use crate::ports::{PortEvent, PortStatus};
 use crate::transport::Transport;
@@ -48,106 +57,6 @@ impl Default for Options {
             close_timeout: Duration::from_secs(5),
             unlink_grace: Duration::from_secs(5),
             reconnect: true,
-        }
-    }
-}
-
-/// Where the xenbus life-cycle stands, from our side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Initialising,
-    Connected,
-    Closed,
-}
-
-/// Events a subscriber's channel holds before it counts as lagging.
-pub const SUBSCRIBER_QUEUE: usize = 256;
-
-/// One [`Frontend::subscribe`] channel.
-struct Subscriber {
-    tx: Sender<PortEvent>,
-    /// Events dropped since the channel was last full.
-    missed: u64,
-}
-
-impl Subscriber {
-    /// Sends `ev` unless the channel is full (then counts it as missed, and
-    /// reports the count once there is room). Returns false when the
-    /// receiver is gone.
-    fn offer(&mut self, ev: &PortEvent) -> bool {
-        use crossbeam_channel::TrySendError;
-        if self.missed > 0 {
-            match self.tx.try_send(PortEvent::Lagged {
-                missed: self.missed,
-            }) {
-                Ok(()) => self.missed = 0,
-                Err(TrySendError::Full(_)) => {
-                    self.missed += 1;
-                    return true;
-                }
-                Err(TrySendError::Disconnected(_)) => return false,
-            }
-        }
-        match self.tx.try_send(ev.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.missed += 1;
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) engine: Mutex<Engine>,
-    /// Signalled whenever ports or the connection change.
-    pub(crate) changed: Condvar,
-    wake: EventFd,
-    stop: AtomicBool,
-    pub(crate) xs: Arc<XsClient>,
-    transport: Arc<dyn Transport>,
-    pub(crate) cfg: ControllerConfig,
-    pub(crate) options: Options,
-    subscribers: Mutex<Vec<Subscriber>>,
-    kick: Sender<()>,
-    phase: Mutex<Phase>,
-    /// The worker thread: completions of ring responses run on it, so a
-    /// blocking call made there could never see its own response.
-    worker: OnceLock<ThreadId>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
-        lock(&self.engine)
-    }
-
-    fn wake_worker(&self) {
-        let _ = self.wake.write(1);
-    }
-
-    /// Runs completions and publishes events after the engine lock is gone.
-    pub(crate) fn deliver(&self, done: &mut Done, mut engine: MutexGuard<'_, Engine>) {
-        let events = std::mem::take(&mut engine.events);
-        drop(engine);
-        if !events.is_empty() {
-            let mut subs = lock(&self.subscribers);
-            for ev in &events {
-                subs.retain_mut(|s| s.offer(ev));
-            }
-            drop(subs);
-            self.changed.notify_all();
-        }
-        for (callback, completion) in done.drain(..) {
-            // A panicking user callback must not take the worker down with it.
-            let run = std::panic::AssertUnwindSafe(|| callback(completion));
-            if std::panic::catch_unwind(run).is_err() {
-                warn!("a URB completion callback panicked");
-            }
         }
     }
 }
@@ -206,58 +115,13 @@ impl Frontend {
         options: Options,
     ) -> Result<Self, FrontendError> {
         let cfg = ControllerConfig::read(&xs, domid, devid)?;
-        // A previous session on this controller left our node Closed (or anything
-        // but Initialising): announce a new session first, as spec 13.18 describes
-        // the re-handshake; the backend answers Closed -> InitWait.
-        if !matches!(cfg.own_state(&xs)?, Some(XenbusState::Initialising)) {
-            cfg.set_state(&xs, XenbusState::Initialising)?;
-        }
-        cfg.wait_backend(
-            &xs,
-            "InitWait, Initialised or Connected",
-            options.handshake_timeout,
-            |s| {
-                matches!(
-                    s,
-                    Some(XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected)
-                )
-            },
-        )?;
-        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| FrontendError::Thread("wake-up eventfd", e.into()))?;
-        let (kick, kick_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            engine: Mutex::new(Engine::new(cfg.num_ports)),
-            changed: Condvar::new(),
-            wake,
-            stop: AtomicBool::new(false),
-            xs,
-            transport,
-            cfg,
-            options,
-            subscribers: Mutex::new(Vec::new()),
-            kick,
-            phase: Mutex::new(Phase::Initialising),
-            worker: OnceLock::new(),
-        });
-        handshake(&shared)?;
-        let mut threads = Vec::new();
-        let s = Arc::clone(&shared);
-        let worker_thread = std::thread::Builder::new()
-            .name("pvusb-front-worker".into())
-            .spawn(move || worker(&s))
-            .map_err(|e| FrontendError::Thread("worker", e))?;
-        let _ = shared.worker.set(worker_thread.thread().id());
-        threads.push(worker_thread);
+        lifecycle::await_backend(&xs, &cfg, options.handshake_timeout)?;
+        let (shared, kick_rx) = Shared::new(xs, transport, cfg, options)?;
+        let shared = Arc::new(shared);
+        lifecycle::handshake(&shared)?;
+        let mut threads = vec![worker::spawn(&shared)?];
         if shared.options.reconnect {
-            let watch = shared.xs.watch(&shared.cfg.backend_state_path())?;
-            let s = Arc::clone(&shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("pvusb-front-xenbus".into())
-                    .spawn(move || supervisor(&s, watch.receiver(), &kick_rx))
-                    .map_err(|e| FrontendError::Thread("supervisor", e))?,
-            );
+            threads.push(lifecycle::spawn_supervisor(&shared, kick_rx)?);
         }
         info!(
             devid,
@@ -284,29 +148,24 @@ impl Frontend {
 
     /// Every port's status.
     pub fn ports(&self) -> Vec<PortStatus> {
-        self.shared.engine().hub.ports().to_vec()
+        self.shared.engine().hub().ports().to_vec()
     }
 
     /// One port's status.
     pub fn port(&self, port: u8) -> Result<PortStatus, FrontendError> {
         self.shared
             .engine()
-            .hub
+            .hub()
             .port(port)
             .copied()
-            .ok_or(FrontendError::NoSuchPort {
-                port,
-                num_ports: self.shared.cfg.num_ports,
-            })
+            .ok_or(self.no_such_port(port))
     }
 
     /// A new channel of every [`PortEvent`] from now on. It holds at most
     /// [`SUBSCRIBER_QUEUE`] events; a subscriber that falls further behind
     /// gets [`PortEvent::Lagged`] in place of what it missed.
     pub fn subscribe(&self) -> Receiver<PortEvent> {
-        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_QUEUE);
-        lock(&self.shared.subscribers).push(Subscriber { tx, missed: 0 });
-        rx
+        self.shared.subscribe()
     }
 
     /// Waits until `port` has a device, returning its speed.
@@ -328,16 +187,20 @@ impl Frontend {
     ) -> Result<PortStatus, FrontendError> {
         // `Some(None)`: the port does not exist, no use waiting.
         self.wait_engine(timeout, "a port change", |engine| {
-            match engine.hub.port(port) {
+            match engine.hub().port(port) {
                 None => Some(None),
                 Some(p) if ok(p) => Some(Some(*p)),
                 Some(_) => None,
             }
         })?
-        .ok_or(FrontendError::NoSuchPort {
+        .ok_or(self.no_such_port(port))
+    }
+
+    fn no_such_port(&self, port: u8) -> FrontendError {
+        FrontendError::NoSuchPort {
             port,
             num_ports: self.shared.cfg.num_ports,
-        })
+        }
     }
 
     /// Waits until the controller is connected (again) and usable.
@@ -367,18 +230,13 @@ impl Frontend {
             if left.is_zero() {
                 return Err(FrontendError::Timeout(what));
             }
-            engine = self
-                .shared
-                .changed
-                .wait_timeout(engine, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            engine = self.shared.wait_changed(engine, left);
         }
     }
 
     /// Why the controller is dead, if a backend protocol error killed it.
     pub fn dead_reason(&self) -> Option<String> {
-        self.shared.engine().dead.clone()
+        self.shared.engine().dead_reason().map(str::to_owned)
     }
 
     /// Whether URBs can be submitted now.
@@ -388,7 +246,7 @@ impl Frontend {
 
     /// Counters of the URB engine.
     pub fn stats(&self) -> EngineStats {
-        self.shared.engine().stats
+        self.shared.engine().stats()
     }
 
     /// URBs in flight plus queued locally.
@@ -401,17 +259,11 @@ impl Frontend {
     pub fn reset_port(&self, port: u8) -> Result<(), FrontendError> {
         // The reset gives the port's address back to the hub's pool.
         let mut engine = self.shared.engine();
-        match engine.hub.reset(port) {
-            Some(ev) => engine.events.push(ev),
-            None => {
-                return Err(match engine.hub.port(port) {
-                    None => FrontendError::NoSuchPort {
-                        port,
-                        num_ports: self.shared.cfg.num_ports,
-                    },
-                    Some(_) => FrontendError::NoDevice(port),
-                })
-            }
+        if !engine.reset_port(port) {
+            return Err(match engine.hub().port(port) {
+                None => self.no_such_port(port),
+                Some(_) => FrontendError::NoDevice(port),
+            });
         }
         self.shared.deliver(&mut Vec::new(), engine);
         Ok(())
@@ -438,20 +290,27 @@ impl Frontend {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
+    /// The timeouts this controller was connected with.
+    pub(crate) fn options(&self) -> &Options {
+        &self.shared.options
     }
 
+    /// A free device address for enumeration.
     pub(crate) fn alloc_address(&self) -> Result<u8, FrontendError> {
         self.shared
             .engine()
-            .hub
             .alloc_address()
             .ok_or(FrontendError::NoFreeAddress)
     }
 
+    /// Gives an address from [`Self::alloc_address`] back unused.
     pub(crate) fn release_address(&self, address: u8) {
-        self.shared.engine().hub.release_address(Some(address));
+        self.shared.engine().release_address(address);
+    }
+
+    /// Records the address the device on `port` now answers to.
+    pub(crate) fn set_port_address(&self, port: u8, address: Option<u8>) {
+        self.shared.engine().set_address(port, address);
     }
 
     /// Closes the controller (xen-hcd remove): state Closing, wait for the
@@ -463,43 +322,7 @@ impl Frontend {
             return Ok(());
         }
         self.stop_threads();
-        let s = &self.shared;
-        let timeout = s.options.close_timeout;
-        // The toolstack already removed the controller (ctrl-detach after the
-        // backend closed): as when xenbus unregisters xen-hcd's device, there is
-        // no state left to write, and writing would recreate removed nodes.
-        let removed = matches!(
-            s.xs.exists(pvusb_xenstore::Tx::NONE, &s.cfg.frontend_dir),
-            Ok(false)
-        );
-        let mut result = if removed {
-            Ok(())
-        } else {
-            s.cfg.set_state(&s.xs, XenbusState::Closing)
-        };
-        if result.is_ok() && !removed {
-            result = s
-                .cfg
-                .wait_backend(&s.xs, "Closing or Closed", timeout, |st| {
-                    matches!(st, Some(XenbusState::Closing | XenbusState::Closed) | None)
-                })
-                .map(drop);
-        }
-        let mut done = Vec::new();
-        let mut engine = s.engine();
-        let conn = engine.teardown(&mut done);
-        s.deliver(&mut done, engine);
-        if let Some(conn) = conn {
-            let left = conn.release_grants(deadline_after(timeout));
-            if left > 0 && result.is_ok() {
-                result = Err(FrontendError::GrantsStillMapped(left));
-            }
-        }
-        if removed {
-            return result;
-        }
-        let closed = s.cfg.set_state(&s.xs, XenbusState::Closed);
-        result.and(closed)
+        lifecycle::close(&self.shared)
     }
 
     /// Stops and joins the threads. A thread cannot join itself: when the last
@@ -507,9 +330,7 @@ impl Frontend {
     /// callback runs on one of these threads, which is left to finish on its
     /// own (it sees `stop` as soon as the callback returns).
     fn stop_threads(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake_worker();
-        let _ = self.shared.kick.send(());
+        self.shared.request_stop();
         let me = std::thread::current().id();
         for t in lock(&self.threads).drain(..) {
             if t.thread().id() != me {
@@ -521,7 +342,7 @@ impl Frontend {
     /// Refuses a blocking call on the worker thread (inside a completion
     /// callback): it would wait for a response only that thread can process.
     pub(crate) fn check_may_block(&self) -> Result<(), FrontendError> {
-        if self.shared.worker.get() == Some(&std::thread::current().id()) {
+        if self.shared.on_worker_thread() {
             return Err(FrontendError::InvalidRequest(
                 "a blocking transfer cannot run inside a completion callback; use submit".into(),
             ));
@@ -537,243 +358,5 @@ impl Drop for Frontend {
                 debug!("close on drop: {e}");
             }
         }
-    }
-}
-
-/// `timeout` from now, saturating far in the future instead of overflowing.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-/// Fresh rings, keys, conn requests, Connected.
-fn handshake(shared: &Shared) -> Result<(), FrontendError> {
-    let mut conn = Connection::new(Arc::clone(&shared.transport), shared.cfg.backend_domid)?;
-    shared.cfg.publish(&shared.xs, &mut conn)?;
-    let mut engine = shared.engine();
-    engine.attach(conn);
-    *lock(&shared.phase) = Phase::Connected;
-    shared.deliver(&mut Vec::new(), engine);
-    shared.wake_worker();
-    Ok(())
-}
-
-/// Fails everything and drops the connection (its grants end as the backend
-/// unmaps them).
-fn teardown(shared: &Shared) {
-    let mut done = Vec::new();
-    let mut engine = shared.engine();
-    let conn = engine.teardown(&mut done);
-    shared.deliver(&mut done, engine);
-    if let Some(conn) = conn {
-        let left = conn.release_grants(Instant::now());
-        if left > 0 {
-            debug!("{left} pages still mapped by the departed backend; released when it unmaps");
-        }
-    }
-}
-
-/// Follows the backend's state (and the worker's "peer gone" kicks).
-fn supervisor(shared: &Shared, watch: &Receiver<String>, kick: &Receiver<()>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        crossbeam_channel::select! {
-            recv(watch) -> m => if m.is_err() { warn!("xenstore watch ended; no more reconnects"); return; },
-            recv(kick) -> _ => {},
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let state = match shared.cfg.backend_state(&shared.xs) {
-            Ok(s) => s,
-            Err(e) => {
-                debug!("reading backend state: {e}");
-                continue;
-            }
-        };
-        let peer_gone = shared.engine().conn.is_none();
-        step(shared, state, peer_gone);
-    }
-}
-
-/// One step of the reconnect state machine.
-fn step(shared: &Shared, state: Option<XenbusState>, lost: bool) {
-    use XenbusState as S;
-    let phase = *lock(&shared.phase);
-    let xs = &shared.xs;
-    match phase {
-        Phase::Connected if lost || matches!(state, Some(S::Closing | S::Closed) | None) => {
-            info!(?state, "backend went away; tearing the controller down");
-            teardown(shared);
-            let _ = shared.cfg.set_state(xs, S::Closed);
-            *lock(&shared.phase) = Phase::Closed;
-            step(shared, state, false);
-        }
-        Phase::Closed if !matches!(state, Some(S::Closing) | None) => {
-            let _ = shared.cfg.set_state(xs, S::Initialising);
-            *lock(&shared.phase) = Phase::Initialising;
-            step(shared, state, false);
-        }
-        Phase::Initialising
-            if matches!(state, Some(S::InitWait | S::Initialised | S::Connected)) =>
-        {
-            match handshake(shared) {
-                Ok(()) => info!("re-handshake with the backend done"),
-                Err(e) => warn!("re-handshake failed: {e}"),
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The worker: sleeps in poll on the event channel, consumes responses.
-fn worker(shared: &Shared) {
-    let mut done: Done = Vec::with_capacity(32);
-    while !shared.stop.load(Ordering::SeqCst) {
-        let ch = {
-            let engine = shared.engine();
-            engine
-                .conn
-                .as_ref()
-                .filter(|_| engine.dead.is_none())
-                .map(|c| Arc::clone(&c.evtchn))
-        };
-        let (event, woken) = {
-            // No allocation per wake-up: a fixed array, the second entry only
-            // used while a connection exists.
-            let wake_fd = shared.wake.as_fd();
-            let ch_fd = ch.as_ref().map_or(wake_fd, |c| c.as_fd());
-            let mut all = [
-                PollFd::new(wake_fd, PollFlags::POLLIN),
-                PollFd::new(ch_fd, PollFlags::POLLIN),
-            ];
-            let used = if ch.is_some() { 2 } else { 1 };
-            let fds = &mut all[..used];
-            if let Err(e) = poll(fds, PollTimeout::NONE) {
-                if e != nix::errno::Errno::EINTR {
-                    warn!("poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                continue;
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (
-                fds.get(1).is_some_and(ready),
-                fds.first().is_some_and(ready),
-            )
-        };
-        if woken {
-            let _ = shared.wake.read();
-        }
-        if event {
-            if let Some(ch) = &ch {
-                match ch.ack() {
-                    Ok(_) => {}
-                    Err(EvtchnError::PeerGone) => {
-                        info!("event channel peer gone: the backend died");
-                        let mut engine = shared.engine();
-                        let conn = engine.teardown(&mut done);
-                        shared.deliver(&mut done, engine);
-                        drop(conn);
-                        let _ = shared.kick.send(());
-                        continue;
-                    }
-                    Err(e) => debug!("event channel ack: {e}"),
-                }
-            }
-        }
-        if (event || woken) && process_and_deliver(shared, &mut done) {
-            spin(shared, &mut done);
-        }
-    }
-}
-
-/// How long the worker keeps looking at the ring after the last response it
-/// found before it sleeps in `poll` again.
-///
-/// WHY (NAPI-style polling): under load the next responses arrive a few
-/// microseconds after the last, and sleeping in between costs a wake-up per
-/// batch (a context switch on both sides: the cross-process event round trip
-/// is ~10 µs, more than the ring work of 16 small URBs). Spinning only starts
-/// after work was found and ends 50 µs after the last work, so an idle
-/// controller costs no CPU; a busy one costs at most one CPU while responses
-/// keep coming, which is the trade: CPU time for fewer wake-ups.
-const SPIN: Duration = Duration::from_micros(50);
-
-/// Responses handled per [`process_and_deliver`]: small enough that the
-/// backend gets resubmitted URBs while we still work through a full ring (the
-/// two sides overlap instead of taking turns), large enough to amortise the
-/// engine lock and the publish.
-const DELIVER_EVERY: usize = 4;
-
-/// Consumes up to [`DELIVER_EVERY`] responses and runs their callbacks; URBs
-/// the callbacks submit are published together after the last one (one
-/// notification per batch).
-/// Returns whether there was any work.
-fn process_and_deliver(shared: &Shared, done: &mut Done) -> bool {
-    let mut engine = shared.engine();
-    let worked = engine.process(done, DELIVER_EVERY);
-    engine.defer_flush = true;
-    shared.deliver(done, engine);
-    let mut engine = shared.engine();
-    engine.defer_flush = false;
-    engine.flush();
-    worked
-}
-
-/// Polls the rings (shared-memory loads, no syscall) for up to [`SPIN`] after
-/// the last work, processing whatever arrives. Events the backend sends
-/// meanwhile stay pending on the channel and are consumed by the next `poll`.
-fn spin(shared: &Shared, done: &mut Done) {
-    loop {
-        shared.engine().polling = true;
-        let mut last_work = Instant::now();
-        while !shared.stop.load(Ordering::Relaxed) && last_work.elapsed() < SPIN {
-            if shared.engine().responses_pending() {
-                if process_and_deliver(shared, done) {
-                    last_work = Instant::now();
-                }
-            } else {
-                // Give the CPU to any other runnable thread (on 2 CPUs the
-                // thread waiting for this completion may have none).
-                std::thread::yield_now();
-            }
-        }
-        // Arm rsp_event again before sleeping (and take what slipped in).
-        shared.engine().polling = false;
-        if !process_and_deliver(shared, done) || shared.stop.load(Ordering::Relaxed) {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod subscriber_tests {
-    use super::*;
-
-    /// A backend flipping a port at ring speed must not grow a slow
-    /// subscriber's queue without bound.
-    #[test]
-    fn a_lagging_subscriber_gets_a_count_instead_of_an_unbounded_queue() {
-        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_QUEUE);
-        let mut sub = Subscriber { tx, missed: 0 };
-        let flip = |i: usize| PortEvent::Reset {
-            port: u8::try_from(i % 8).unwrap_or(1),
-        };
-        for i in 0..SUBSCRIBER_QUEUE + 44 {
-            assert!(sub.offer(&flip(i)));
-        }
-        assert_eq!(rx.len(), SUBSCRIBER_QUEUE);
-        let _: Vec<_> = rx.try_iter().collect();
-        assert!(sub.offer(&PortEvent::ControllerConnected));
-        assert_eq!(
-            rx.try_iter().collect::<Vec<_>>(),
-            vec![
-                PortEvent::Lagged { missed: 44 },
-                PortEvent::ControllerConnected
-            ]
-        );
-        drop(rx);
-        assert!(!sub.offer(&PortEvent::ControllerConnected), "receiver gone");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pvusb_xen::DomId;
 
 use crate::connection::Connection;
-use crate::engine::{Done, Engine, EngineStats};
+use crate::engine::{Done, Engine, EngineStats, RspEvent};
 use crate::error::{FrontendError, UrbStatus};
 use crate::ports::{PortEvent, RootHub};
 use crate::transport::Transport;
@@ -26,8 +26,8 @@ pub struct EngineHarness {
 impl std::fmt::Debug for EngineHarness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineHarness")
-            .field("stats", &self.engine.stats)
-            .field("dead", &self.engine.dead)
+            .field("stats", &self.engine.stats())
+            .field("dead", &self.engine.dead_reason())
             .finish()
     }
 }
@@ -63,7 +63,7 @@ impl EngineHarness {
 
     /// Grant references of the urb and conn ring pages of the connection.
     pub fn ring_refs(&self) -> Option<(u32, u32)> {
-        self.engine.conn.as_ref().map(Connection::ring_refs)
+        self.engine.ring_refs()
     }
 
     /// `Frontend::submit`: returns the URB's token.
@@ -85,13 +85,15 @@ impl EngineHarness {
     /// as the worker defers it. `polling` leaves `rsp_event` unarmed, as while
     /// the worker spins. Returns whether there was work.
     pub fn process(&mut self, limit: usize, polling: bool) -> bool {
-        self.engine.polling = polling;
-        let worked = self.engine.process(&mut self.done, limit.max(1));
-        self.engine.defer_flush = true;
+        let rsp_event = if polling {
+            RspEvent::LeaveUnarmed
+        } else {
+            RspEvent::Arm
+        };
+        let worked = self.engine.process(&mut self.done, limit.max(1), rsp_event);
+        self.engine.start_batch();
         self.deliver();
-        self.engine.defer_flush = false;
-        self.engine.flush();
-        self.engine.polling = false;
+        self.engine.finish_batch();
         worked
     }
 
@@ -111,40 +113,34 @@ impl EngineHarness {
     /// A local port reset (`Frontend::reset_port`); false if the port is
     /// missing or empty.
     pub fn reset_port(&mut self, port: u8) -> bool {
-        match self.engine.hub.reset(port) {
-            Some(ev) => {
-                self.engine.events.push(ev);
-                true
-            }
-            None => false,
-        }
+        self.engine.reset_port(port)
     }
 
     /// Enumeration's address bookkeeping: an address for `port`, if any is free.
     pub fn assign_address(&mut self, port: u8) -> Option<u8> {
-        let a = self.engine.hub.alloc_address()?;
-        self.engine.hub.set_address(port, Some(a));
+        let a = self.engine.alloc_address()?;
+        self.engine.set_address(port, Some(a));
         Some(a)
     }
 
     /// Port events since the last call.
     pub fn take_events(&mut self) -> Vec<PortEvent> {
-        std::mem::take(&mut self.engine.events)
+        self.engine.take_events()
     }
 
     /// The root hub.
     pub fn hub(&self) -> &RootHub {
-        &self.engine.hub
+        self.engine.hub()
     }
 
     /// The engine's counters.
     pub fn stats(&self) -> EngineStats {
-        self.engine.stats
+        self.engine.stats()
     }
 
     /// Why the controller is dead, if it is.
     pub fn dead_reason(&self) -> Option<&str> {
-        self.engine.dead.as_deref()
+        self.engine.dead_reason()
     }
 
     /// Whether URBs can be submitted.

@@ -7,7 +7,7 @@
 //! | [`xenbus`] | [`ControllerConfig`]: xenstore probe, backend state, the key writes of the handshake |
 //! | `connection` | rings, event channel, per-slot granted pages, URB ↔ pages |
 //! | `engine` | request ids, local queue, unlink (spec 7.6), response validation (spec 7.7) |
-//! | [`frontend`] | [`Frontend`]: threads, life-cycle, reconnect, submission API |
+//! | [`frontend`] | [`Frontend`]: the public API (connect, ports, submission, close); its children hold the shared state, the xenbus life-cycle and reconnect, and the worker thread |
 //! | `transfer` | blocking transfers with timeout + unlink, bulk splitting |
 //! | [`ports`] | [`RootHub`], [`PortStatus`], [`PortEvent`] |
 //! | [`urb`] | [`Urb`], [`Completion`] |

@@ -27,7 +27,7 @@ impl Frontend {
             Ok(c) => Ok(c),
             Err(_) => {
                 handle.unlink(UrbStatus::TimedOut);
-                rx.recv_timeout(self.shared().options.unlink_grace)
+                rx.recv_timeout(self.options().unlink_grace)
                     .map_err(|_| FrontendError::Timeout("the response to an unlinked URB"))
             }
         }

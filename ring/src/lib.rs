@@ -7,7 +7,8 @@
 //! ([`FrontRing`]) produces requests and consumes responses; the back ([`BackRing`])
 //! does the opposite. Producers write privately, then publish with a release and a
 //! full fence and learn whether the peer wants an event (notification suppression);
-//! consumers run a final check before sleeping.
+//! consumers run a final check before sleeping. [`polling`] is how long a side
+//! keeps polling its ring after work before it sleeps on the event channel.
 //!
 //! Why a crate of its own, generic over the entry types: the urb ring and the conn
 //! ring of usbif (and any other `DEFINE_RING_TYPES` ring) share all of this, and the
@@ -44,6 +45,7 @@ pub mod error;
 pub mod front;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod mock;
+pub mod polling;
 pub mod shared;
 pub mod sring;
 
