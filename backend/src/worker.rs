@@ -16,7 +16,7 @@ use pvusb_xen::{EventChannels, GrantMapper};
 use crate::connection::RingWait;
 use crate::controller::{Context, Controller};
 use crate::mailbox::{Control, Mailbox};
-use crate::polling::PollWindow;
+use crate::polling::{self, PollWindow, SpinEnd};
 use crate::stats::Stats;
 use crate::xenbus::ControllerId;
 
@@ -69,32 +69,38 @@ fn spin<G: GrantMapper, E: EventChannels>(
     mailbox: &Mailbox,
     window: Duration,
 ) -> bool {
-    let mut last_work = Instant::now();
-    let mut idle = true;
-    while last_work.elapsed() < window {
-        if mailbox.wake_pending() {
-            idle = false;
-            break;
-        }
-        if ctl.service(RingWait::Poll) {
-            ctl.save_addresses();
-            last_work = Instant::now();
-        } else if ctl.has_device_io() {
-            // Reap what the devices finished (one non-blocking poll); the
-            // completions are serviced on the next pass.
-            ctl.run_device_io(Duration::ZERO);
-        } else {
-            // Give the CPU to any other runnable thread (on 2 CPUs the
-            // thread waiting for this completion may have none).
-            std::thread::yield_now();
-        }
-    }
+    // Whether real devices are open; opening one takes a control message,
+    // which ends the spin first.
+    let reap = ctl.has_device_io();
+    let end = polling::spin(
+        window,
+        || mailbox.wake_pending(),
+        || {
+            if ctl.service(RingWait::Poll) {
+                ctl.save_addresses();
+                return true;
+            }
+            if reap {
+                // Reap what the devices finished (one non-blocking poll);
+                // the completions are serviced on the next pass.
+                ctl.run_device_io(Duration::ZERO);
+            }
+            false
+        },
+        || {
+            if !reap {
+                // Give the CPU to any other runnable thread (on 2 CPUs the
+                // thread waiting for this completion may have none).
+                std::thread::yield_now();
+            }
+        },
+    );
     // Arm req_event again (and catch what arrived just before).
-    if ctl.service(RingWait::Arm) {
+    let late = ctl.service(RingWait::Arm);
+    if late {
         ctl.save_addresses();
-        idle = false;
     }
-    idle
+    end == SpinEnd::Quiet && !late
 }
 
 fn event_loop<G: GrantMapper, E: EventChannels>(
