@@ -883,6 +883,16 @@ impl UrbEngine {
         tids
     }
 
+    /// Asks the device on `port` to cancel every in-flight transfer of it.
+    pub fn cancel_port(&mut self, port: u8, devices: &mut dyn Devices) {
+        let tids = self.tids_of(port);
+        if let Some(dev) = devices.device(port) {
+            for tid in tids {
+                dev.cancel(tid);
+            }
+        }
+    }
+
     /// Answers every in-flight request of `port` with `status` (the device
     /// was closed; late completions are dropped as stale).
     pub fn abort_port(&mut self, port: u8, status: Status, out: &mut Vec<UrbResponse>) {

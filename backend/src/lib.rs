@@ -5,9 +5,11 @@
 //!
 //! Layout (one concern per module):
 //! * [`daemon`]: watches the backend directory, one worker per controller;
-//! * [`worker`]: the per-controller thread and its poll loop, panic boundary;
-//! * [`polling`]: the worker's adaptive ring-polling window;
-//! * [`controller`]: the xenbus life-cycle and port handling of a controller;
+//! * [`worker`]: the per-controller thread and its poll loop (ring, mailbox,
+//!   the devices' libusb descriptors), panic boundary;
+//! * [`polling`]: the bound of the worker's adaptive ring-polling window;
+//! * [`controller`]: one controller: its xenbus life-cycle, port policy, the
+//!   pump between ring, engine and devices, the saved address table;
 //! * [`xenbus`]: reading/writing the controller's xenstore nodes;
 //! * [`connection`]: the mapped rings and the event channel;
 //! * [`engine`]: requests → device transfers → responses (in-flight table);
