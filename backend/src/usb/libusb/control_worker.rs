@@ -1,13 +1,20 @@
 //! The intercepted standard requests (spec 10): SET_CONFIGURATION,
 //! SET_INTERFACE and CLEAR_FEATURE(ENDPOINT_HALT) are done through libusb's
 //! synchronous calls so the host's view (claimed interfaces, toggles) stays
-//! right. They block, so they run on a small per-device worker thread, never
-//! on the event thread and never inside `submit`.
+//! right. They block (a device may take up to usbfs's 5 s timeout), so they
+//! run on a per-device helper thread, never on the controller's thread:
+//! one slow device must not stall its controller's other devices.
+//!
+//! The helper exists only while there is work: it is started by the first
+//! request after a quiet spell and ends after [`IDLE`] without one, so a
+//! running daemon's threads are its controllers' (and this helper only
+//! while a guest (re)configures a device).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusb::{Context, DeviceHandle};
 
@@ -31,13 +38,22 @@ struct Job {
 struct Queue {
     queued: HashMap<TransferId, u64>,
     next_seq: u64,
+    /// A helper thread is running and will take what is sent on `jobs`.
+    /// Cleared by the helper itself, under this lock, when it ends.
+    running: bool,
 }
 
+/// How long the helper waits for another request before it ends.
+const IDLE: Duration = Duration::from_secs(2);
+
 pub(super) struct ControlWorker {
+    /// The running helper's channel.
     jobs: Option<Sender<Job>>,
     queue: Arc<Mutex<Queue>>,
     sink: Arc<dyn CompletionSink>,
+    ctx: Arc<WorkerContext>,
     thread: Option<JoinHandle<()>>,
+    stopped: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,33 +69,59 @@ pub(super) struct WorkerContext {
 }
 
 impl ControlWorker {
-    pub(super) fn start(
-        ctx: WorkerContext,
-        sink: Arc<dyn CompletionSink>,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let queue = Arc::new(Mutex::new(Queue::default()));
-        let (q, s) = (queue.clone(), sink.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("pvusb-ctl-{}", ctx.busid))
-            .spawn(move || run(ctx, rx, q, s))?;
-        Ok(Self {
-            jobs: Some(tx),
-            queue,
+    /// A worker with no helper running yet.
+    pub(super) fn new(ctx: WorkerContext, sink: Arc<dyn CompletionSink>) -> Self {
+        Self {
+            jobs: None,
+            queue: Arc::new(Mutex::new(Queue::default())),
             sink,
-            thread: Some(thread),
-        })
+            ctx: Arc::new(ctx),
+            thread: None,
+            stopped: false,
+        }
+    }
+
+    /// Starts a helper (the previous one has ended or is ending: it cleared
+    /// `running` under the queue lock, which the caller holds).
+    fn start_helper(&mut self) -> std::io::Result<()> {
+        if let Some(old) = self.thread.take() {
+            if old.join().is_err() {
+                tracing::error!("control helper thread panicked");
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let (ctx, q, s) = (self.ctx.clone(), self.queue.clone(), self.sink.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("pvusb-ctl-{}", self.ctx.busid))
+            .spawn(move || run(&ctx, &rx, &q, &*s))?;
+        self.jobs = Some(tx);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// Queues an intercepted request. The buffer comes back in the completion.
-    pub(super) fn submit(&self, id: TransferId, kind: TransferKind, buffer: Vec<u8>) {
+    pub(super) fn submit(&mut self, id: TransferId, kind: TransferKind, buffer: Vec<u8>) {
         let seq = {
-            let mut q = lock(&self.queue);
-            if q.queued.contains_key(&id) {
+            let queue = Arc::clone(&self.queue);
+            let mut q = lock(&queue);
+            if q.queued.contains_key(&id) || self.stopped {
                 drop(q);
-                return self
-                    .sink
-                    .complete(id, Completion::failed(TransferOutcome::Error, buffer));
+                let outcome = if self.stopped {
+                    TransferOutcome::NoDevice
+                } else {
+                    TransferOutcome::Error
+                };
+                return self.sink.complete(id, Completion::failed(outcome, buffer));
+            }
+            if !q.running {
+                if let Err(e) = self.start_helper() {
+                    drop(q);
+                    tracing::error!(busid = %self.ctx.busid, "cannot start the control helper thread: {e}");
+                    return self
+                        .sink
+                        .complete(id, Completion::failed(TransferOutcome::Error, buffer));
+                }
+                q.running = true;
             }
             q.next_seq += 1;
             let seq = q.next_seq;
@@ -95,7 +137,12 @@ impl ControlWorker {
             })
         });
         if !matches!(sent, Some(Ok(()))) {
-            lock(&self.queue).queued.remove(&id);
+            {
+                // The helper is gone (it panicked): the next request starts one.
+                let mut q = lock(&self.queue);
+                q.queued.remove(&id);
+                q.running = false;
+            }
             let buffer = match sent {
                 Some(Err(mpsc::SendError(job))) => job.buffer,
                 _ => Vec::new(),
@@ -120,16 +167,21 @@ impl ControlWorker {
         }
     }
 
-    /// Cancels everything queued and waits for the request in progress.
+    /// Cancels everything queued and waits for the request in progress;
+    /// later requests complete `NoDevice`.
     pub(super) fn stop(&mut self) {
-        let ids: Vec<TransferId> = lock(&self.queue).queued.keys().copied().collect();
+        let ids: Vec<TransferId> = {
+            let q = lock(&self.queue);
+            self.stopped = true;
+            q.queued.keys().copied().collect()
+        };
         for id in ids {
             self.cancel(id);
         }
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                tracing::error!("control worker thread panicked");
+                tracing::error!("control helper thread panicked");
             }
         }
     }
@@ -141,15 +193,28 @@ impl Drop for ControlWorker {
     }
 }
 
-fn run(
-    ctx: WorkerContext,
-    jobs: Receiver<Job>,
-    queue: Arc<Mutex<Queue>>,
-    sink: Arc<dyn CompletionSink>,
-) {
-    for job in jobs {
+/// The helper: runs requests until none came for [`IDLE`] with none queued
+/// (or the worker stopped and dropped the channel).
+fn run(ctx: &WorkerContext, jobs: &Receiver<Job>, queue: &Mutex<Queue>, sink: &dyn CompletionSink) {
+    loop {
+        let job = match jobs.recv_timeout(IDLE) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let mut q = lock(queue);
+                if q.queued.is_empty() {
+                    // Under the lock: a submit after this starts a new helper.
+                    q.running = false;
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                lock(queue).running = false;
+                return;
+            }
+        };
         let live = {
-            let mut q = lock(&queue);
+            let mut q = lock(queue);
             match q.queued.get(&job.id) {
                 Some(seq) if *seq == job.seq => q.queued.remove(&job.id).is_some(),
                 _ => false,
@@ -159,7 +224,7 @@ fn run(
             // Cancelled (and completed) while queued.
             continue;
         }
-        let outcome = execute(&ctx, &job.kind);
+        let outcome = execute(ctx, &job.kind);
         sink.complete(job.id, Completion::failed(outcome, job.buffer));
     }
 }
@@ -206,7 +271,7 @@ fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
         handle.set_active_configuration(value)
     };
     let outcome = outcome_of(result);
-    if let Err(e) = claims.claim_active(handle, ctx.busid, std::time::Duration::ZERO) {
+    if let Err(e) = claims.claim_active(handle, ctx.busid, Duration::ZERO) {
         tracing::warn!(busid = %ctx.busid, error = %e, "claiming interfaces after SET_CONFIGURATION failed");
         if outcome == TransferOutcome::Completed {
             return TransferOutcome::Error;

@@ -76,17 +76,7 @@ impl LibusbDevice {
             busid: info.busid,
             num_configurations: info.num_configurations,
         };
-        let worker = match ControlWorker::start(ctx, sink.clone()) {
-            Ok(w) => w,
-            Err(e) => {
-                lock(&claims).give_back(&handle);
-                return Err(UsbError::Io {
-                    busid: info.busid,
-                    op: "start control worker",
-                    detail: e.to_string(),
-                });
-            }
-        };
+        let worker = ControlWorker::new(ctx, sink.clone());
         Ok(Self {
             info,
             handle,
