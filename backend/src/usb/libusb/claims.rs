@@ -45,6 +45,12 @@ impl Claims {
         let device = handle.device();
         let deadline = Instant::now() + settle;
         let config = loop {
+            // A device wrapped from a descriptor (no sysfs path in libusb)
+            // answers `active_config_descriptor` from the configuration
+            // cached when it was wrapped; asking the device for it
+            // (GET_CONFIGURATION through usbfs) refreshes that cache, so a
+            // device the kernel configures meanwhile is seen configured.
+            let _ = handle.active_configuration();
             match device.active_config_descriptor() {
                 Ok(c) => break c,
                 Err(rusb::Error::NotFound) if Instant::now() < deadline => {
