@@ -401,14 +401,16 @@ mod tests {
     fn the_queues_track_transfers_and_waiting_ids() {
         let mut q = Queues::default();
         q.get(1, 0x81).waiting.extend([3, 4]);
-        q.get(1, 0x81).in_flight.push(77);
+        q.get(1, 0x81).in_flight.push(TransferId::for_tests(77));
         q.get(1, 0x81).coalesced = true;
         q.get(2, 0x02).waiting.push_back(5);
         assert!(q.remove_waiting(4));
         assert!(!q.remove_waiting(4));
-        let e = q.transfer_done(77).expect("queue of 77");
+        let e = q
+            .transfer_done(TransferId::for_tests(77))
+            .expect("queue of 77");
         assert_eq!((e.port, e.coalesced, e.waiting.len()), (1, false, 1));
-        assert!(q.transfer_done(77).is_none());
+        assert!(q.transfer_done(TransferId::for_tests(77)).is_none());
         q.forget_port(1);
         assert_eq!((q.key(0), q.key(1)), (Some((2, 0x02)), None));
     }

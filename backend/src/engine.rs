@@ -27,6 +27,7 @@ use crate::addr::{AddressTable, DeviceOp, Route};
 use crate::coalesce::{self, Fate, Member, Queues};
 use crate::guest::{GuestMemory, SegList};
 use crate::guest_warn;
+use crate::ids::TransferIds;
 use crate::pool::BufferPool;
 use crate::ratelimit::RateLimiter;
 use crate::stats::{PortStats, Stats, UrbType};
@@ -82,7 +83,7 @@ pub struct UrbEngine {
     in_flight: Vec<Entry>,
     addresses: AddressTable,
     pool: BufferPool,
-    seq: u64,
+    ids: TransferIds,
     stats: Arc<Stats>,
     /// Per-port statistics on (see [`Self::set_port_stats`]).
     count_ports: bool,
@@ -107,7 +108,7 @@ impl UrbEngine {
             in_flight: Vec::with_capacity(MAX_IN_FLIGHT),
             addresses: AddressTable::new(),
             pool: BufferPool::new(MAX_IN_FLIGHT + 2),
-            seq: 0,
+            ids: TransferIds::new(),
             stats,
             count_ports: true,
             limiter: RateLimiter::default(),
@@ -354,8 +355,7 @@ impl UrbEngine {
             out.push(response(id, Status::Inval, 0));
             return;
         }
-        self.seq = self.seq.wrapping_add(1);
-        let tid = (self.seq << 16) | u64::from(id);
+        let tid = self.ids.next();
         entry.tid = Some(tid);
         self.in_flight.push(entry);
         Stats::inc(&self.stats.submitted);
@@ -548,10 +548,10 @@ impl UrbEngine {
         });
         let kept: &[u16] = ids;
         buffer.truncate(offset);
-        let Some(&first) = kept.first() else {
+        if kept.is_empty() {
             self.pool.put(buffer);
             return;
-        };
+        }
         let Some(device) = devices.device(port) else {
             self.pool.put(buffer);
             for &id in kept {
@@ -564,8 +564,7 @@ impl UrbEngine {
             }
             return;
         };
-        self.seq = self.seq.wrapping_add(1);
-        let tid = (self.seq << 16) | u64::from(first);
+        let tid = self.ids.next();
         let now = Instant::now();
         let mut short_not_ok = false;
         for e in self
@@ -588,7 +587,7 @@ impl UrbEngine {
             p.transfer();
         }
         tracing::trace!(
-            tid,
+            %tid,
             endpoint,
             urbs = kept.len(),
             bytes = offset,
@@ -671,7 +670,7 @@ impl UrbEngine {
     ) {
         self.queues.transfer_done(tid);
         let members = self.in_flight.iter().filter(|e| e.tid == Some(tid)).count();
-        tracing::trace!(tid, members, actual = c.actual_length, "completion");
+        tracing::trace!(%tid, members, actual = c.actual_length, "completion");
         if members > 1 {
             self.complete_coalesced(tid, c, mem, out);
             self.gauges();

@@ -12,6 +12,7 @@
 //! * [`connection`]: the mapped rings and the event channel;
 //! * [`engine`]: requests → device transfers → responses (in-flight table);
 //! * [`addr`]: address virtualisation and intercepted standard requests;
+//! * [`ids`]: ring ids and transfer ids (the one maker of transfer ids);
 //! * [`guest`]: grant copies over request segments;
 //! * [`ports`]: root-hub ports, attach policy;
 //! * [`mailbox`]: completions and control messages into a worker;
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod guest;
 pub mod host;
+pub mod ids;
 pub mod mailbox;
 pub mod polling;
 pub mod pool;

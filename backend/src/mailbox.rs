@@ -181,7 +181,7 @@ impl CompletionSink for Mailbox {
     /// Queues a completion; wakes the worker unless this is the worker's own
     /// thread (which drains the queue before it sleeps).
     fn complete(&self, id: TransferId, completion: Completion) {
-        tracing::trace!(tid = id, "device completion queued");
+        tracing::trace!(tid = %id, "device completion queued");
         lock(&self.completions).push((id, completion));
         if !self.on_worker_thread() {
             self.wake();
@@ -209,7 +209,7 @@ mod tests {
         let m = std::sync::Arc::new(Mailbox::new().unwrap());
         let _serving = m.serve_on_this_thread();
         let m2 = std::sync::Arc::clone(&m);
-        std::thread::spawn(move || m2.complete(7, done()))
+        std::thread::spawn(move || m2.complete(TransferId::for_tests(7), done()))
             .join()
             .unwrap();
         assert!(m.wake_pending());
@@ -226,7 +226,7 @@ mod tests {
         let m = Mailbox::new().unwrap();
         {
             let _serving = m.serve_on_this_thread();
-            m.complete(1, done());
+            m.complete(TransferId::for_tests(1), done());
             assert!(!m.wake_pending());
             assert!(!readable(&m));
             assert!(m.has_completions(), "queued for the worker's own drain");
@@ -236,7 +236,7 @@ mod tests {
             m.clear_wake();
         }
         // Once the guard is gone this thread is an ordinary producer again.
-        m.complete(2, done());
+        m.complete(TransferId::for_tests(2), done());
         assert!(m.wake_pending());
         assert!(readable(&m));
     }
@@ -260,7 +260,7 @@ mod tests {
         let served = Mailbox::new().unwrap();
         let other = Mailbox::new().unwrap();
         let _serving = served.serve_on_this_thread();
-        other.complete(3, done());
+        other.complete(TransferId::for_tests(3), done());
         assert!(other.wake_pending());
         assert!(readable(&other));
     }

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use super::proto::{BusId, SetupPacket, Speed, TransferOutcome};
 
-/// The engine's handle for one submitted transfer; unique among the
-/// transfers in flight on one device.
-pub type TransferId = u64;
+pub use crate::ids::TransferId;
 
 /// One isochronous packet: it occupies `buffer[offset..offset + length]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -418,7 +418,7 @@ extern "system" fn transfer_done(xfer: *mut libusb_transfer) {
     let completion = build_completion(*state, status, actual, &iso);
     // The sink is foreign code; a panic must not unwind into libusb.
     if catch_unwind(AssertUnwindSafe(|| engine.sink.complete(id, completion))).is_err() {
-        tracing::error!(id, "completion sink panicked");
+        tracing::error!(%id, "completion sink panicked");
     }
     engine.delivered();
 }
