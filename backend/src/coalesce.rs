@@ -28,7 +28,7 @@
 //! after a coalesced transfer until it is back (single transfers before it
 //! are fine: they end before it starts). URBs too big to gain from it go one
 //! by one, pipelined. Only devices that say they gain from it
-//! ([`crate::usb::UsbDevice::gains_from_coalescing`]: libusb ones, not the
+//! ([`crate::usb::DeviceInfo::gains_from_coalescing`]: libusb ones, not the
 //! emulated ones that answer inside `submit`) get coalesced transfers, and
 //! only their bulk URBs wait for the dispatch.
 

@@ -333,7 +333,7 @@ impl UrbEngine {
             // device that gains from coalescing they wait for the caller's
             // `dispatch` after the batch of requests, so a burst can travel
             // as one transfer (`crate::coalesce`); for others they go now.
-            let joinable = device.gains_from_coalescing();
+            let joinable = device.info().gains_from_coalescing;
             self.queues.get(port, endpoint).waiting.push_back(id);
             self.in_flight.push(entry);
             if !joinable {
@@ -442,7 +442,7 @@ impl UrbEngine {
         while let Some((port, endpoint)) = self.queues.key(i) {
             let joinable = devices
                 .device(port)
-                .is_some_and(|d| d.gains_from_coalescing());
+                .is_some_and(|d| d.info().gains_from_coalescing);
             self.dispatch_endpoint(port, endpoint, joinable, mem, devices, out);
             i += 1;
         }

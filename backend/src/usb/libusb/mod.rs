@@ -128,6 +128,8 @@ fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
         device_descriptor,
         max_speed_is_super,
         num_configurations: desc.num_configurations(),
+        // Every libusb transfer pays usbfs and an interrupt (crate::coalesce).
+        gains_from_coalescing: true,
     })
 }
 
