@@ -23,7 +23,7 @@ use pvusb_protocol::{
     IsoPacketDescriptor, Status, Submit, SubmitKind, UrbRequest, UrbResponse, ValidatedUrb,
 };
 
-use crate::addr::{AddressTable, DeviceOp, Route};
+use crate::addr::{AddressTable, Route};
 use crate::coalesce::{self, Fate, Member, Queues};
 use crate::guest::{GuestMemory, SegList};
 use crate::guest_warn;
@@ -214,7 +214,7 @@ impl UrbEngine {
             return;
         }
         let route = self.addresses.route(s, |p| devices.device(p).is_some());
-        let (port, op) = match route {
+        let (port, endpoint, mut kind) = match route {
             Route::Answer(a) => {
                 let counter = match a {
                     crate::addr::Answer::AddressSet => &self.stats.set_address,
@@ -225,57 +225,20 @@ impl UrbEngine {
                 out.push(response(id, a.status(), 0));
                 return;
             }
-            Route::Device { port, op } => (port, op),
+            Route::Device {
+                port,
+                endpoint,
+                kind,
+            } => (port, endpoint, kind),
         };
-        let (kind, is_in, len) = match (op, s.kind()) {
-            (DeviceOp::Control(setup), _) => (
-                TransferKind::Control { setup },
-                setup.is_in(),
-                usize::from(setup.w_length),
-            ),
-            (DeviceOp::SetConfiguration(c), _) => (TransferKind::SetConfiguration(c), false, 0),
-            (
-                DeviceOp::SetInterface {
-                    interface,
-                    alt_setting,
-                },
-                _,
-            ) => (
-                TransferKind::SetInterface {
-                    interface,
-                    alt_setting,
-                },
-                false,
-                0,
-            ),
-            (DeviceOp::ClearHalt { endpoint }, _) => {
-                (TransferKind::ClearHalt { endpoint }, false, 0)
-            }
-            (DeviceOp::Data, SubmitKind::Bulk) => (
-                TransferKind::Bulk,
-                s.endpoint_address() & 0x80 != 0,
-                data_len(s),
-            ),
-            (DeviceOp::Data, SubmitKind::Interrupt { .. }) => (
-                TransferKind::Interrupt,
-                s.endpoint_address() & 0x80 != 0,
-                data_len(s),
-            ),
-            (DeviceOp::Data, SubmitKind::Isochronous { .. }) => (
-                TransferKind::Isochronous {
-                    packets: Vec::new(),
-                },
-                s.endpoint_address() & 0x80 != 0,
-                data_len(s),
-            ),
-            (DeviceOp::Data, SubmitKind::Control(_)) => {
-                // route() only returns Data for non-control submits.
-                out.push(response(id, Status::Inval, 0));
-                return;
-            }
+        let is_in = kind.is_in(endpoint);
+        // wLength for control requests, the data segments for the others.
+        let len = if kind.has_data_stage() {
+            s.transfer_len() as usize
+        } else {
+            0
         };
         let data = SegList::prefix(s.data_segments(), len);
-        let mut kind = kind;
         let mut iso = None;
         if let SubmitKind::Isochronous {
             number_of_packets,
@@ -298,10 +261,6 @@ impl UrbEngine {
             Stats::inc(&self.stats.no_device);
             out.push(response(id, Status::NoDev, 0));
             return;
-        };
-        let endpoint = match s.kind() {
-            SubmitKind::Control(_) => 0,
-            _ => s.endpoint_address(),
         };
         let bulk = matches!(kind, TransferKind::Bulk);
         let mut entry = Entry {
@@ -914,8 +873,4 @@ impl UrbEngine {
         }
         self.gauges();
     }
-}
-
-fn data_len(s: &Submit) -> usize {
-    s.data_len() as usize
 }

@@ -59,6 +59,32 @@ pub enum TransferKind {
     },
 }
 
+impl TransferKind {
+    /// Whether data flows device to host on endpoint `endpoint`. For
+    /// control transfers the setup packet decides, not the endpoint address
+    /// (spec 7.3); the intercepted requests have no data stage.
+    pub fn is_in(&self, endpoint: u8) -> bool {
+        match self {
+            TransferKind::Control { setup } => setup.is_in(),
+            TransferKind::Bulk | TransferKind::Interrupt | TransferKind::Isochronous { .. } => {
+                endpoint & 0x80 != 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether it moves data (the intercepted standard requests do not:
+    /// they are library calls whose wLength is ignored).
+    pub fn has_data_stage(&self) -> bool {
+        !matches!(
+            self,
+            TransferKind::SetConfiguration(_)
+                | TransferKind::SetInterface { .. }
+                | TransferKind::ClearHalt { .. }
+        )
+    }
+}
+
 /// One transfer handed to [`UsbDevice::submit`](super::UsbDevice::submit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
@@ -76,13 +102,7 @@ impl Transfer {
     /// Whether data flows device to host. For control transfers the setup
     /// packet decides, not the endpoint address (spec 7.3).
     pub fn is_in(&self) -> bool {
-        match &self.kind {
-            TransferKind::Control { setup } => setup.is_in(),
-            TransferKind::Bulk | TransferKind::Interrupt | TransferKind::Isochronous { .. } => {
-                self.endpoint & 0x80 != 0
-            }
-            _ => false,
-        }
+        self.kind.is_in(self.endpoint)
     }
 }
 
