@@ -246,6 +246,32 @@ fn data_kind(kind: &SubmitKind) -> TransferKind {
     }
 }
 
+/// The USB 3 ep0 packet size code (2^9 = 512) and the USB 2 high-speed size.
+const SUPERSPEED_EP0_CODE: u8 = 9;
+const HIGH_SPEED_EP0: u8 = 64;
+
+/// Whether `setup` is GET_DESCRIPTOR(DEVICE), whose answer needs the ep0
+/// quirk of a SuperSpeed device ([`patch_ep0_max_packet`]).
+pub fn is_get_device_descriptor(setup: &SetupPacket) -> bool {
+    setup.bm_request_type == 0x80 && setup.b_request == GET_DESCRIPTOR && setup.w_value >> 8 == 1
+}
+
+/// QEMU's "usb3ep0quirk" (spec 10): a SuperSpeed device shown on a high-speed
+/// port must announce bMaxPacketSize0 64, not the USB 3 exponent 9.
+/// `data` is the device descriptor as far as it was transferred.
+///
+/// WHY here and not in the device layer: it is what the guest is shown of
+/// a standard request, like the other interceptions of this module; the
+/// engine applies it to the answers, the libusb host to the descriptor it
+/// reports.
+pub fn patch_ep0_max_packet(data: &mut [u8]) {
+    if let Some(b) = data.get_mut(7) {
+        if *b == SUPERSPEED_EP0_CODE {
+            *b = HIGH_SPEED_EP0;
+        }
+    }
+}
+
 fn pair(s: &SetupPacket) -> (u8, u8) {
     (s.bm_request_type, s.b_request)
 }
@@ -364,6 +390,28 @@ mod tests {
                 kind: TransferKind::ClearHalt { endpoint: 0x81 }
             }
         );
+    }
+
+    #[test]
+    fn ep0_quirk() {
+        assert!(is_get_device_descriptor(&SetupPacket::new(
+            0x80, 6, 0x0100, 0, 18
+        )));
+        assert!(!is_get_device_descriptor(&SetupPacket::new(
+            0x80, 6, 0x0200, 0, 9
+        )));
+        assert!(!is_get_device_descriptor(&SetupPacket::new(
+            0xc0, 6, 0x0100, 0, 18
+        )));
+        let mut d = [18, 1, 0x20, 0x03, 0, 0, 0, 9, 0x34, 0x12];
+        patch_ep0_max_packet(&mut d);
+        assert_eq!(d[7], 64);
+        let mut hs = [18, 1, 0, 2, 0, 0, 0, 64];
+        patch_ep0_max_packet(&mut hs);
+        assert_eq!(hs[7], 64);
+        let mut short = [18, 1, 0, 3];
+        patch_ep0_max_packet(&mut short);
+        assert_eq!(short, [18, 1, 0, 3]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! * [`controller`]: the xenbus life-cycle and port handling of a controller;
 //! * [`xenbus`]: reading/writing the controller's xenstore nodes;
 //! * [`connection`]: the mapped rings and the event channel;
-//! * [`engine`]: requests → device transfers → responses (in-flight table);
+//! * [`engine`]: requests → device transfers → responses (per-endpoint queues);
 //! * [`addr`]: address virtualisation and intercepted standard requests;
 //! * [`ids`]: ring ids and transfer ids (the one maker of transfer ids);
 //! * [`guest`]: grant copies over request segments;

@@ -24,9 +24,8 @@ use rusb::{Context, UsbContext};
 pub use self::device::LibusbDevice;
 use self::events::EventThread;
 use self::hotplug::HotplugForwarder;
-use self::status::{
-    busid_of, device_descriptor_bytes, guest_speed, matches_busid, patch_ep0_max_packet, usb_error,
-};
+use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
+use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
 use crate::usb::traits::{CompletionSink, UsbDevice, UsbHost};
