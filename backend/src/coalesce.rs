@@ -28,13 +28,14 @@
 //! after a coalesced transfer until it is back (single transfers before it
 //! are fine: they end before it starts). URBs too big to gain from it go one
 //! by one, pipelined. Only devices that say they gain from it
-//! ([`crate::usb::UsbDevice::gains_from_coalescing`]: libusb ones, not the
+//! ([`crate::usb::DeviceInfo::gains_from_coalescing`]: libusb ones, not the
 //! emulated ones that answer inside `submit`) get coalesced transfers, and
 //! only their bulk URBs wait for the dispatch.
+//!
+//! This module holds the rules (pure functions); the queues they act on are
+//! the engine's endpoints (`crate::engine`'s `endpoint` module).
 
-use std::collections::VecDeque;
-
-use crate::usb::{TransferId, TransferOutcome};
+use crate::usb::TransferOutcome;
 
 /// Every URB of a coalesced transfer but the last must be a multiple of this
 /// (1024: the largest bulk max-packet size, SuperSpeed; a multiple of 512
@@ -66,100 +67,6 @@ pub fn coalescible(len: usize) -> bool {
 /// physically contiguous piece of the guest's buffer (4 to 64 KiB, measured).
 pub fn joins(prev: usize, len: usize) -> bool {
     prev % PACKET_MULTIPLE == 0 && len % PACKET_MULTIPLE == 0
-}
-
-/// The transfers of one endpoint of one port.
-#[derive(Debug)]
-pub struct EndpointQueue {
-    /// Root-hub port.
-    pub port: u8,
-    /// Endpoint address (with the direction bit).
-    pub endpoint: u8,
-    /// Ring ids of URBs not yet given to the device, oldest first.
-    pub waiting: VecDeque<u16>,
-    /// Device transfers in flight.
-    pub in_flight: Vec<TransferId>,
-    /// Whether the newest transfer in flight is a coalesced one. Nothing is
-    /// submitted after it and an endpoint completes in order, so it is the
-    /// last to come back: the flag clears when `in_flight` empties.
-    pub coalesced: bool,
-}
-
-impl EndpointQueue {
-    fn new(port: u8, endpoint: u8) -> Self {
-        Self {
-            port,
-            endpoint,
-            waiting: VecDeque::new(),
-            in_flight: Vec::new(),
-            coalesced: false,
-        }
-    }
-}
-
-/// Every endpoint queue of a controller (a handful: a linear search is the
-/// fastest lookup).
-#[derive(Debug, Default)]
-pub struct Queues {
-    queues: Vec<EndpointQueue>,
-}
-
-impl Queues {
-    /// The queue of `port`/`endpoint`, created on first use.
-    pub fn get(&mut self, port: u8, endpoint: u8) -> &mut EndpointQueue {
-        let i = match self
-            .queues
-            .iter()
-            .position(|q| q.port == port && q.endpoint == endpoint)
-        {
-            Some(i) => i,
-            None => {
-                self.queues.push(EndpointQueue::new(port, endpoint));
-                self.queues.len() - 1
-            }
-        };
-        &mut self.queues[i]
-    }
-
-    /// Port and endpoint of the `i`-th queue (for dispatching by index).
-    pub fn key(&self, i: usize) -> Option<(u8, u8)> {
-        self.queues.get(i).map(|q| (q.port, q.endpoint))
-    }
-
-    /// Forgets the device transfer `tid`; returns its queue, if it had one.
-    pub fn transfer_done(&mut self, tid: TransferId) -> Option<&mut EndpointQueue> {
-        let q = self
-            .queues
-            .iter_mut()
-            .find(|q| q.in_flight.contains(&tid))?;
-        q.in_flight.retain(|&t| t != tid);
-        if q.in_flight.is_empty() {
-            q.coalesced = false;
-        }
-        Some(q)
-    }
-
-    /// Removes ring id `id` from whatever queue waits with it; whether it was there.
-    pub fn remove_waiting(&mut self, id: u16) -> bool {
-        for q in &mut self.queues {
-            if let Some(pos) = q.waiting.iter().position(|&w| w == id) {
-                q.waiting.remove(pos);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Drops the queues of `port` (its device is gone: transfers still in
-    /// flight there are answered already and will come back stale).
-    pub fn forget_port(&mut self, port: u8) {
-        self.queues.retain(|q| q.port != port);
-    }
-
-    /// Drops every queue.
-    pub fn clear(&mut self) {
-        self.queues.clear();
-    }
 }
 
 /// One URB of a finished coalesced transfer, as the split sees it.
@@ -395,22 +302,6 @@ mod tests {
             split(&m, NoDevice, 0),
             vec![answer(NoDevice, 0), answer(NoDevice, 0)]
         );
-    }
-
-    #[test]
-    fn the_queues_track_transfers_and_waiting_ids() {
-        let mut q = Queues::default();
-        q.get(1, 0x81).waiting.extend([3, 4]);
-        q.get(1, 0x81).in_flight.push(77);
-        q.get(1, 0x81).coalesced = true;
-        q.get(2, 0x02).waiting.push_back(5);
-        assert!(q.remove_waiting(4));
-        assert!(!q.remove_waiting(4));
-        let e = q.transfer_done(77).expect("queue of 77");
-        assert_eq!((e.port, e.coalesced, e.waiting.len()), (1, false, 1));
-        assert!(q.transfer_done(77).is_none());
-        q.forget_port(1);
-        assert_eq!((q.key(0), q.key(1)), (Some((2, 0x02)), None));
     }
 
     #[test]

@@ -18,12 +18,9 @@ use pvusb_policy::{DeviceFacts, Guest, InterfaceClass, Policy};
 use pvusb_protocol::{SetupPacket, TransferOutcome};
 use pvusb_xenstore::{Tx, XsClient};
 
+use crate::ids::TransferIds;
 use crate::mailbox::Mailbox;
 use crate::usb::{Completion, DeviceInfo, Transfer, TransferId, TransferKind, UsbDevice};
-
-/// Transfer ids of the descriptor reads: far above the engine's
-/// (`seq << 16 | id`, which would need 2^48 submissions to get here).
-const PROBE_TID: TransferId = u64::MAX - 0xffff;
 
 /// How long one descriptor read may take before the device is refused.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,14 +52,16 @@ pub fn probe_interfaces(
 ) -> Result<Vec<InterfaceClass>, String> {
     let configs = dev.info().num_configurations.clamp(1, MAX_CONFIGS);
     let mut out = Vec::new();
+    // Disjoint from the engine's ids: a late completion of a timed-out read
+    // is a stale one for the engine (see `read_config`).
+    let mut ids = TransferIds::for_probes();
     for index in 0..configs {
-        let tid = PROBE_TID + u64::from(index) * 2;
-        let head = read_config(dev, mailbox, foreign, tid, index, 9)?;
+        let head = read_config(dev, mailbox, foreign, ids.next(), index, 9)?;
         let total = match head.get(2..4) {
             Some(t) => u16::from_le_bytes([t[0], t[1]]).max(9),
             None => return Err(format!("configuration {index} is shorter than its header")),
         };
-        let full = read_config(dev, mailbox, foreign, tid + 1, index, total)?;
+        let full = read_config(dev, mailbox, foreign, ids.next(), index, total)?;
         out.extend(config_interfaces(&full).map_err(|e| format!("configuration {index}: {e}"))?);
     }
     Ok(out)
@@ -185,13 +184,14 @@ mod tests {
         let sink: Arc<dyn CompletionSink> = mailbox.clone();
         let mut dev = emu.open(&busid, sink).unwrap();
         // Someone else's completion waiting in the mailbox is handed on.
+        let other = TransferId::for_tests(7);
         mailbox.complete(
-            7,
+            other,
             Completion::failed(TransferOutcome::Cancelled, Vec::new()),
         );
         let mut others = Vec::new();
         let got = probe_interfaces(dev.as_mut(), &mailbox, &mut |t, _| others.push(t)).unwrap();
-        assert_eq!(others, vec![7]);
+        assert_eq!(others, vec![other]);
         assert_eq!(
             got.iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["03:01:01"]

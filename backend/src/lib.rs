@@ -12,8 +12,9 @@
 //!   pump between ring, engine and devices, the saved address table;
 //! * [`xenbus`]: reading/writing the controller's xenstore nodes;
 //! * [`connection`]: the mapped rings and the event channel;
-//! * [`engine`]: requests → device transfers → responses (in-flight table);
+//! * [`engine`]: requests → device transfers → responses (per-endpoint queues);
 //! * [`addr`]: address virtualisation and intercepted standard requests;
+//! * [`ids`]: ring ids and transfer ids (the one maker of transfer ids);
 //! * [`guest`]: grant copies over request segments;
 //! * [`ports`]: root-hub ports, attach policy;
 //! * [`mailbox`]: completions and control messages into a worker;
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod guest;
 pub mod host;
+pub mod ids;
 pub mod mailbox;
 pub mod polling;
 pub mod pool;

@@ -163,7 +163,7 @@ impl CompletionSink for Mailbox {
     /// Queues a completion; wakes the worker unless this is the worker's own
     /// thread (which drains the queue before it sleeps).
     fn complete(&self, id: TransferId, completion: Completion) {
-        tracing::trace!(tid = id, "device completion queued");
+        tracing::trace!(tid = %id, "device completion queued");
         lock(&self.completions).push((id, completion));
         if !self.on_worker_thread() {
             self.wake();
@@ -191,7 +191,7 @@ mod tests {
         let m = std::sync::Arc::new(Mailbox::new().unwrap());
         m.set_worker(std::thread::current().id());
         let m2 = std::sync::Arc::clone(&m);
-        std::thread::spawn(move || m2.complete(7, done()))
+        std::thread::spawn(move || m2.complete(TransferId::for_tests(7), done()))
             .join()
             .unwrap();
         assert!(m.wake_pending());
@@ -207,7 +207,7 @@ mod tests {
     fn a_completion_on_the_worker_thread_is_queued_without_a_wake_up() {
         let m = std::sync::Arc::new(Mailbox::new().unwrap());
         m.set_worker(std::thread::current().id());
-        m.complete(1, done());
+        m.complete(TransferId::for_tests(1), done());
         assert!(!m.wake_pending());
         assert!(!readable(&m));
         assert!(m.has_completions(), "queued for the worker's own drain");
@@ -217,7 +217,7 @@ mod tests {
         m.clear_wake();
         // Any other thread is an ordinary producer.
         let m2 = std::sync::Arc::clone(&m);
-        std::thread::spawn(move || m2.complete(2, done()))
+        std::thread::spawn(move || m2.complete(TransferId::for_tests(2), done()))
             .join()
             .unwrap();
         assert!(m.wake_pending());
@@ -243,7 +243,7 @@ mod tests {
         let served = Mailbox::new().unwrap();
         let other = Mailbox::new().unwrap();
         served.set_worker(std::thread::current().id());
-        other.complete(3, done());
+        other.complete(TransferId::for_tests(3), done());
         assert!(other.wake_pending());
         assert!(readable(&other));
     }

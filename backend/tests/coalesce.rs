@@ -69,8 +69,6 @@ struct Held {
     info: DeviceInfo,
     submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
     cancels: Arc<Mutex<Vec<TransferId>>>,
-    /// What `gains_from_coalescing` answers.
-    joins: bool,
 }
 
 impl UsbDevice for Held {
@@ -82,9 +80,6 @@ impl UsbDevice for Held {
     }
     fn cancel(&mut self, id: TransferId) {
         self.cancels.lock().unwrap().push(id);
-    }
-    fn gains_from_coalescing(&self) -> bool {
-        self.joins
     }
     fn reset(&mut self) -> Result<(), UsbError> {
         Ok(())
@@ -126,7 +121,8 @@ impl Rig {
             .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))))
             .expect("loopback");
         let mut dev = emu.open(&busid, Arc::new(NoSink)).expect("open");
-        let info = dev.info().clone();
+        let mut info = dev.info().clone();
+        info.gains_from_coalescing = joins;
         dev.shutdown();
         let (submits, cancels) = (Arc::default(), Arc::default());
         let mut rig = Rig {
@@ -135,7 +131,6 @@ impl Rig {
                 info,
                 submits: Arc::clone(&submits),
                 cancels: Arc::clone(&cancels),
-                joins,
             }),
             guest: Guest::default(),
             submits,
@@ -345,6 +340,6 @@ fn emulated_devices_gain_nothing_from_coalescing() {
         .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))))
         .expect("loopback");
     let mut dev = emu.open(&busid, Arc::new(NoSink)).expect("open");
-    assert!(!dev.gains_from_coalescing());
+    assert!(!dev.info().gains_from_coalescing);
     dev.shutdown();
 }

@@ -97,7 +97,7 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// The engine's checks (`UrbEngine::read_iso`): each packet inside the
+/// The engine's checks (`read_iso` in the engine's resources): each packet inside the
 /// buffer, and no two sharing a byte.
 fn engine_accepts(packets: &[IsoPacket], data_len: u32) -> bool {
     let mut ranges = Vec::with_capacity(packets.len());

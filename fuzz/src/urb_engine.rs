@@ -98,26 +98,35 @@ impl CompletionSink for Sink {
 
 /// An emulated device that asks for coalescing (as libusb devices do), so the
 /// fuzzer drives the coalesced path on port 1 and the one-by-one path on 2.
-struct Joining(Box<dyn UsbDevice>);
+struct Joining {
+    inner: Box<dyn UsbDevice>,
+    /// The inner device's facts, but gaining from coalescing.
+    info: pvusb_backend::usb::DeviceInfo,
+}
+
+impl Joining {
+    fn new(inner: Box<dyn UsbDevice>) -> Self {
+        let mut info = inner.info().clone();
+        info.gains_from_coalescing = true;
+        Self { inner, info }
+    }
+}
 
 impl UsbDevice for Joining {
     fn info(&self) -> &pvusb_backend::usb::DeviceInfo {
-        self.0.info()
+        &self.info
     }
     fn submit(&mut self, id: TransferId, transfer: pvusb_backend::usb::Transfer) {
-        self.0.submit(id, transfer)
+        self.inner.submit(id, transfer)
     }
     fn cancel(&mut self, id: TransferId) {
-        self.0.cancel(id)
-    }
-    fn gains_from_coalescing(&self) -> bool {
-        true
+        self.inner.cancel(id)
     }
     fn reset(&mut self) -> Result<(), pvusb_backend::usb::UsbError> {
-        self.0.reset()
+        self.inner.reset()
     }
     fn shutdown(&mut self) {
-        self.0.shutdown()
+        self.inner.shutdown()
     }
 }
 
@@ -165,7 +174,7 @@ pub fn run(data: &[u8]) {
     );
     let sink = Arc::new(Sink::default());
     let open = |b| host.open(b, sink.clone() as Arc<dyn CompletionSink>).ok();
-    let joining = open(&b1).map(|d| Box::new(Joining(d)) as Box<dyn UsbDevice>);
+    let joining = open(&b1).map(|d| Box::new(Joining::new(d)) as Box<dyn UsbDevice>);
     let mut devs = Devs(vec![joining, open(&b2), None]);
     let guest = FakeGuest::new();
     let mut engine = UrbEngine::new(3, 1, Arc::new(Stats::default()));

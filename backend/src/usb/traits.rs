@@ -33,18 +33,6 @@ pub trait UsbDevice: Send {
     /// `Cancelled` unless it had already finished). Unknown ids are ignored.
     fn cancel(&mut self, id: TransferId);
 
-    /// Whether runs of small bulk URBs should reach this device as one
-    /// transfer (see `crate::coalesce`).
-    ///
-    /// WHY a device property: coalescing pays off where every transfer costs
-    /// a fixed time (libusb, usbfs, the host controller, an interrupt: ~1 ms
-    /// each in the Xen test-bed), and costs where it does not: a device that
-    /// completes inside `submit` (the emulated ones) gains nothing and pays
-    /// for joining and splitting, and serialises the endpoint meanwhile.
-    fn gains_from_coalescing(&self) -> bool {
-        true
-    }
-
     /// Resets the device (the backend does it once when attaching, spec 9).
     fn reset(&mut self) -> Result<(), UsbError>;
 

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use super::proto::{BusId, SetupPacket, Speed, TransferOutcome};
 
-/// The engine's handle for one submitted transfer; unique among the
-/// transfers in flight on one device.
-pub type TransferId = u64;
+pub use crate::ids::TransferId;
 
 /// One isochronous packet: it occupies `buffer[offset..offset + length]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +59,32 @@ pub enum TransferKind {
     },
 }
 
+impl TransferKind {
+    /// Whether data flows device to host on endpoint `endpoint`. For
+    /// control transfers the setup packet decides, not the endpoint address
+    /// (spec 7.3); the intercepted requests have no data stage.
+    pub fn is_in(&self, endpoint: u8) -> bool {
+        match self {
+            TransferKind::Control { setup } => setup.is_in(),
+            TransferKind::Bulk | TransferKind::Interrupt | TransferKind::Isochronous { .. } => {
+                endpoint & 0x80 != 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether it moves data (the intercepted standard requests do not:
+    /// they are library calls whose wLength is ignored).
+    pub fn has_data_stage(&self) -> bool {
+        !matches!(
+            self,
+            TransferKind::SetConfiguration(_)
+                | TransferKind::SetInterface { .. }
+                | TransferKind::ClearHalt { .. }
+        )
+    }
+}
+
 /// One transfer handed to [`UsbDevice::submit`](super::UsbDevice::submit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
@@ -78,13 +102,7 @@ impl Transfer {
     /// Whether data flows device to host. For control transfers the setup
     /// packet decides, not the endpoint address (spec 7.3).
     pub fn is_in(&self) -> bool {
-        match &self.kind {
-            TransferKind::Control { setup } => setup.is_in(),
-            TransferKind::Bulk | TransferKind::Interrupt | TransferKind::Isochronous { .. } => {
-                self.endpoint & 0x80 != 0
-            }
-            _ => false,
-        }
+        self.kind.is_in(self.endpoint)
     }
 }
 
@@ -165,6 +183,16 @@ pub struct DeviceInfo {
     pub max_speed_is_super: bool,
     /// bNumConfigurations.
     pub num_configurations: u8,
+    /// Runs of small bulk URBs should reach this device as one transfer
+    /// (see `crate::coalesce`); the endpoint queues read it, the device only
+    /// reports it.
+    ///
+    /// WHY a fact about the device: coalescing pays off where every transfer
+    /// costs a fixed time (libusb, usbfs, the host controller, an interrupt:
+    /// ~1 ms each in the Xen test-bed), and costs where it does not: a device
+    /// that completes inside `submit` (the emulated ones) gains nothing and
+    /// pays for joining and splitting, and serialises the endpoint meanwhile.
+    pub gains_from_coalescing: bool,
 }
 
 /// A host device arrived or left (by port path).

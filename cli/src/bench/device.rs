@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use pvusb_backend::ids::TransferIds;
 use pvusb_backend::usb::libusb::LibusbHost;
 use pvusb_backend::usb::{
-    Completion, CompletionSink, DeviceInfo, DeviceIo, Transfer, TransferKind, TransferOutcome,
-    UsbDevice, UsbHost,
+    Completion, CompletionSink, DeviceInfo, DeviceIo, Transfer, TransferId, TransferKind,
+    TransferOutcome, UsbDevice, UsbHost,
 };
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
@@ -63,7 +64,7 @@ pub fn find(host: &LibusbHost, bus: u8, addr: u8) -> Result<DeviceInfo, String> 
 struct Sink(Sender<Completion>);
 
 impl CompletionSink for Sink {
-    fn complete(&self, _id: u64, completion: Completion) {
+    fn complete(&self, _id: TransferId, completion: Completion) {
         let _ = self.0.send(completion);
     }
 }
@@ -76,8 +77,8 @@ struct Native {
     dev: Box<dyn UsbDevice>,
     io: Box<dyn DeviceIo>,
     done: Receiver<Completion>,
-    /// Id of the last transfer submitted.
-    last_id: u64,
+    /// Makes the ids of the transfers it submits.
+    ids: TransferIds,
     endpoint: u8,
 }
 
@@ -92,14 +93,13 @@ impl Native {
             dev,
             io,
             done,
-            last_id: 0,
+            ids: TransferIds::new(),
             endpoint,
         })
     }
 
     fn submit(&mut self, buffer: Vec<u8>) {
-        self.last_id = self.last_id.wrapping_add(1);
-        let id = self.last_id;
+        let id = self.ids.next();
         let transfer = Transfer {
             endpoint: self.endpoint,
             kind: TransferKind::Bulk,

@@ -542,12 +542,6 @@ impl UsbDevice for EmulatedUsbDevice {
         self.run(|core| core.submit(id, transfer));
     }
 
-    /// Emulated devices answer inside `submit` (or on a timer that models
-    /// the device, not a per-transfer host cost): nothing to gain.
-    fn gains_from_coalescing(&self) -> bool {
-        false
-    }
-
     fn cancel(&mut self, id: TransferId) {
         self.run(|core| core.cancel(id));
     }

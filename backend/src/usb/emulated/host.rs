@@ -179,6 +179,9 @@ impl EmulatedHost {
             device_descriptor: spec.device_descriptor(),
             max_speed_is_super: false,
             num_configurations: u8::try_from(spec.configs.len()).unwrap_or(u8::MAX),
+            // Emulated devices answer inside `submit` (or on a timer that
+            // models the device, not a per-transfer host cost).
+            gains_from_coalescing: false,
         }
     }
 }

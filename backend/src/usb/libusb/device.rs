@@ -65,11 +65,7 @@ impl LibusbDevice {
         let mut claims = Claims::default();
         claims.claim_active(&handle, info.busid, super::claims::OPEN_SETTLE)?;
         let claims = Arc::new(Mutex::new(claims));
-        let engine = Arc::new(TransferEngine::new(
-            RawHandle::of(&handle),
-            sink.clone(),
-            info.max_speed_is_super,
-        ));
+        let engine = Arc::new(TransferEngine::new(RawHandle::of(&handle), sink.clone()));
         let ctx = WorkerContext {
             handle: handle.clone(),
             claims: claims.clone(),

@@ -34,9 +34,8 @@ pub use self::device::LibusbDevice;
 use self::events::HotplugThread;
 use self::hotplug::HotplugForwarder;
 pub use self::io::LibusbIo;
-use self::status::{
-    busid_of, device_descriptor_bytes, guest_speed, matches_busid, patch_ep0_max_packet, usb_error,
-};
+use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
+use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
 use crate::usb::traits::{DeviceIo, UsbHost};
@@ -148,6 +147,8 @@ fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
         device_descriptor,
         max_speed_is_super,
         num_configurations: desc.num_configurations(),
+        // Every libusb transfer pays usbfs and an interrupt (crate::coalesce).
+        gains_from_coalescing: true,
     })
 }
 

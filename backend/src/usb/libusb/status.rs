@@ -1,5 +1,5 @@
 //! Pure translations between libusb's world and the USB layer's: transfer
-//! statuses, library errors, speeds, port paths, and the SuperSpeed ep0 quirk.
+//! statuses, library errors, speeds, port paths.
 //! Kept free of FFI so they are unit-tested on machines without USB.
 
 use rusb::constants::{
@@ -9,7 +9,7 @@ use rusb::constants::{
 };
 
 use crate::usb::error::UsbError;
-use crate::usb::proto::{BusId, SetupPacket, Speed, TransferOutcome};
+use crate::usb::proto::{BusId, Speed, TransferOutcome};
 
 /// A `libusb_transfer_status` (transfer or iso packet) as an outcome.
 /// Unknown values are treated as errors.
@@ -93,26 +93,6 @@ pub fn busid_of(bus: u8, ports: &[u8]) -> Option<BusId> {
 /// Whether a device at `bus` / `ports` is the one `busid` names.
 pub fn matches_busid(busid: &BusId, bus: u8, ports: &[u8]) -> bool {
     busid.bus() == bus && busid.ports() == ports
-}
-
-/// The USB 3 ep0 packet size code (2^9 = 512) and the USB 2 high-speed size.
-const SUPERSPEED_EP0_CODE: u8 = 9;
-const HIGH_SPEED_EP0: u8 = 64;
-
-/// Whether `setup` is GET_DESCRIPTOR(DEVICE), whose answer needs the ep0 quirk.
-pub fn is_get_device_descriptor(setup: &SetupPacket) -> bool {
-    setup.bm_request_type == 0x80 && setup.b_request == 6 && setup.w_value >> 8 == 1
-}
-
-/// QEMU's "usb3ep0quirk" (spec 10): a SuperSpeed device shown on a high-speed
-/// port must announce bMaxPacketSize0 64, not the USB 3 exponent 9.
-/// `data` is the device descriptor as far as it was transferred.
-pub fn patch_ep0_max_packet(data: &mut [u8]) {
-    if let Some(b) = data.get_mut(7) {
-        if *b == SUPERSPEED_EP0_CODE {
-            *b = HIGH_SPEED_EP0;
-        }
-    }
 }
 
 /// One endpoint as the SuperSpeed compatibility check sees it.
@@ -309,28 +289,6 @@ mod tests {
         // Root hubs have no port path; they are never a passthrough candidate.
         assert_eq!(busid_of(3, &[]), None);
         assert_eq!(busid_of(0, &[1]), None);
-    }
-
-    #[test]
-    fn ep0_quirk() {
-        assert!(is_get_device_descriptor(&SetupPacket::new(
-            0x80, 6, 0x0100, 0, 18
-        )));
-        assert!(!is_get_device_descriptor(&SetupPacket::new(
-            0x80, 6, 0x0200, 0, 9
-        )));
-        assert!(!is_get_device_descriptor(&SetupPacket::new(
-            0xc0, 6, 0x0100, 0, 18
-        )));
-        let mut d = [18, 1, 0x20, 0x03, 0, 0, 0, 9, 0x34, 0x12];
-        patch_ep0_max_packet(&mut d);
-        assert_eq!(d[7], 64);
-        let mut hs = [18, 1, 0, 2, 0, 0, 0, 64];
-        patch_ep0_max_packet(&mut hs);
-        assert_eq!(hs[7], 64);
-        let mut short = [18, 1, 0, 3];
-        patch_ep0_max_packet(&mut short);
-        assert_eq!(short, [18, 1, 0, 3]);
     }
 
     #[test]

@@ -69,12 +69,12 @@ fn get_idle() -> Transfer {
 #[test]
 fn keyboard_pending_reports_and_cancel_exactly_once() {
     let (kb, _host, _busid, mut dev, sink) = keyboard_plug();
-    dev.submit(1, interrupt_in());
-    dev.submit(2, interrupt_in());
+    dev.submit(tid(1), interrupt_in());
+    dev.submit(tid(2), interrupt_in());
     assert!(sink.ids().is_empty(), "no key pressed yet: pending");
-    dev.cancel(1);
-    dev.cancel(1);
-    dev.cancel(99);
+    dev.cancel(tid(1));
+    dev.cancel(tid(1));
+    dev.cancel(tid(99));
     assert_eq!(sink.count(1), 1);
     assert_eq!(sink.wait(1).outcome, TransferOutcome::Cancelled);
     assert_eq!(kb.press("hI"), 2);
@@ -86,7 +86,7 @@ fn keyboard_pending_reports_and_cancel_exactly_once() {
         (4, [0x02, 0, 0x0c, 0, 0, 0, 0, 0]),
         (5, [0; 8]),
     ] {
-        dev.submit(id, interrupt_in());
+        dev.submit(tid(id), interrupt_in());
         assert_eq!(sink.wait(id).buffer, expect);
     }
     assert_eq!(kb.queued(), 0);
@@ -117,14 +117,14 @@ fn keyboard_pending_reports_and_cancel_exactly_once() {
 #[test]
 fn shutdown_cancels_pending_and_refuses_later_submits() {
     let (_kb, host, busid, mut dev, sink) = keyboard_plug();
-    dev.submit(1, interrupt_in());
+    dev.submit(tid(1), interrupt_in());
     assert!(matches!(
         host.open(&busid, Arc::new(Collect::default())),
         Err(crate::usb::UsbError::Busy(_))
     ));
     dev.shutdown();
     assert_eq!(sink.wait(1).outcome, TransferOutcome::Cancelled);
-    dev.submit(2, interrupt_in());
+    dev.submit(tid(2), interrupt_in());
     assert_eq!(sink.wait(2).outcome, TransferOutcome::NoDevice);
     dev.shutdown();
     assert_eq!(sink.ids(), vec![1, 2]);
@@ -151,9 +151,9 @@ fn vanishing_device_fails_everything_and_leaves() {
         }))
         .unwrap();
     let (mut dev, sink) = open(&host, &busid);
-    dev.submit(1, interrupt_in()); // device transfer 1: pending
-    dev.submit(2, interrupt_in()); // queued behind it, not attempted yet
-    dev.submit(3, get_idle());
+    dev.submit(tid(1), interrupt_in()); // device transfer 1: pending
+    dev.submit(tid(2), interrupt_in()); // queued behind it, not attempted yet
+    dev.submit(tid(3), get_idle());
     // Control has its own queue: device transfer 2, answered at once.
     assert_eq!(sink.wait(3).outcome, TransferOutcome::Completed);
     assert_eq!(sink.ids(), vec![3]);
@@ -161,9 +161,9 @@ fn vanishing_device_fails_everything_and_leaves() {
     kb.press("a");
     assert_eq!(sink.wait(1).outcome, TransferOutcome::Completed);
     assert_eq!(sink.wait(2).outcome, TransferOutcome::NoDevice);
-    dev.submit(4, interrupt_in());
+    dev.submit(tid(4), interrupt_in());
     assert_eq!(sink.wait(4).outcome, TransferOutcome::NoDevice);
-    dev.submit(5, interrupt_in());
+    dev.submit(tid(5), interrupt_in());
     assert_eq!(sink.wait(5).outcome, TransferOutcome::NoDevice);
     for id in 1..=5 {
         assert_eq!(sink.count(id), 1);
@@ -188,12 +188,12 @@ fn unplug_and_replug_through_the_host() {
     assert_eq!(busid.to_string(), "200-1");
     assert!(host.add(busid, factory(|| Box::new(StallDevice))).is_err());
     let (mut dev, sink) = open(&host, &busid);
-    dev.submit(7, interrupt_in());
+    dev.submit(tid(7), interrupt_in());
     host.replug(&busid).unwrap();
     assert_eq!(sink.wait(7).outcome, TransferOutcome::NoDevice);
     let (mut dev2, sink2) = open(&host, &busid);
     kb.press("z");
-    dev2.submit(1, interrupt_in());
+    dev2.submit(tid(1), interrupt_in());
     assert_eq!(sink2.wait(1).buffer[2], 0x1d);
     assert!(host.remove(&busid));
     assert!(!host.remove(&busid));
@@ -230,7 +230,7 @@ fn slow_device_completes_in_order_per_endpoint() {
             (0x81, &mut expected_in)
         };
         dev.submit(
-            i,
+            tid(i),
             Transfer {
                 endpoint,
                 kind: TransferKind::Bulk,
@@ -241,7 +241,7 @@ fn slow_device_completes_in_order_per_endpoint() {
         list.push(i);
     }
     dev.submit(
-        100,
+        tid(100),
         Transfer {
             endpoint: 0x81,
             kind: TransferKind::Bulk,
@@ -249,7 +249,7 @@ fn slow_device_completes_in_order_per_endpoint() {
             short_not_ok: false,
         },
     );
-    dev.cancel(100);
+    dev.cancel(tid(100));
     for i in 0..6 {
         assert_eq!(sink.wait(i).outcome, TransferOutcome::Completed);
     }
@@ -363,9 +363,9 @@ fn vanishing_mid_transfer_fails_pending_ones() {
     let (host, _busid, mut dev, sink) = plug(factory(move || {
         Box::new(VanishingDevice::new(k.device(), 2))
     }));
-    dev.submit(1, interrupt_in()); // device transfer 1: pending
-    dev.submit(2, interrupt_in()); // queued behind it
-    dev.submit(3, get_idle());
+    dev.submit(tid(1), interrupt_in()); // device transfer 1: pending
+    dev.submit(tid(2), interrupt_in()); // queued behind it
+    dev.submit(tid(3), get_idle());
     for id in 1..=3 {
         assert_eq!(sink.wait(id).outcome, TransferOutcome::NoDevice, "id {id}");
         assert_eq!(sink.count(id), 1);

@@ -22,6 +22,11 @@ use crate::usb::{
     UsbDevice, UsbHost,
 };
 
+/// Transfer id `n` (these tests pick their own ids; no engine runs here).
+fn tid(n: u64) -> TransferId {
+    TransferId::for_tests(n)
+}
+
 /// Records completions; complains about a second completion of one id.
 #[derive(Default)]
 struct Collect {
@@ -37,7 +42,8 @@ impl CompletionSink for Collect {
 }
 
 impl Collect {
-    fn count(&self, id: TransferId) -> usize {
+    fn count(&self, id: u64) -> usize {
+        let id = tid(id);
         self.done
             .lock()
             .unwrap()
@@ -46,12 +52,18 @@ impl Collect {
             .count()
     }
 
-    fn ids(&self) -> Vec<TransferId> {
-        self.done.lock().unwrap().iter().map(|(i, _)| *i).collect()
+    fn ids(&self) -> Vec<u64> {
+        self.done
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(i, _)| i.raw_for_tests())
+            .collect()
     }
 
     /// The completion of `id`, waiting (generously) for asynchronous ones.
-    fn wait(&self, id: TransferId) -> Completion {
+    fn wait(&self, id: u64) -> Completion {
+        let id = tid(id);
         let mut done = self.done.lock().unwrap();
         loop {
             if let Some((_, c)) = done.iter().find(|(i, _)| *i == id) {
@@ -87,7 +99,7 @@ fn plug(f: DeviceFactory) -> (EmulatedHost, BusId, Box<dyn UsbDevice>, Arc<Colle
 struct Driver {
     dev: Box<dyn UsbDevice>,
     sink: Arc<Collect>,
-    next: TransferId,
+    next: u64,
 }
 
 impl Driver {
@@ -102,7 +114,7 @@ impl Driver {
     fn run(&mut self, transfer: Transfer) -> Completion {
         self.next += 1;
         let id = self.next;
-        self.dev.submit(id, transfer);
+        self.dev.submit(tid(id), transfer);
         let c = self.sink.wait(id);
         assert_eq!(self.sink.count(id), 1);
         c

@@ -46,10 +46,8 @@ use rusb::ffi::{
 use rusb::{Context, DeviceHandle};
 
 use super::iso_layout;
-use super::status::{
-    is_get_device_descriptor, patch_ep0_max_packet, submit_error_outcome, transfer_outcome,
-};
-use crate::usb::proto::{SetupPacket, TransferOutcome};
+use super::status::{submit_error_outcome, transfer_outcome};
+use crate::usb::proto::TransferOutcome;
 use crate::usb::traits::CompletionSink;
 use crate::usb::types::{Completion, IsoPacket, Transfer, TransferId, TransferKind};
 
@@ -73,7 +71,7 @@ struct Books {
 /// How the buffer was laid out for libusb.
 enum Layout {
     /// Setup stage prepended to the caller's buffer; strip it afterwards.
-    Control { setup: SetupPacket },
+    Control,
     /// The caller's buffer as is.
     Plain,
     /// Packets gathered into a contiguous staging buffer (libusb lays iso
@@ -114,17 +112,14 @@ unsafe impl Sync for RawHandle {}
 pub(super) struct TransferEngine {
     handle: RawHandle,
     sink: Arc<dyn CompletionSink>,
-    /// Patch bMaxPacketSize0 in GET_DESCRIPTOR(DEVICE) answers (SuperSpeed device).
-    patch_ep0: bool,
     books: Mutex<Books>,
 }
 
 impl TransferEngine {
-    pub(super) fn new(handle: RawHandle, sink: Arc<dyn CompletionSink>, patch_ep0: bool) -> Self {
+    pub(super) fn new(handle: RawHandle, sink: Arc<dyn CompletionSink>) -> Self {
         Self {
             handle,
             sink,
-            patch_ep0,
             books: Mutex::new(Books::default()),
         }
     }
@@ -149,7 +144,7 @@ impl TransferEngine {
         let (transfer_type, layout, iso_count) = match kind {
             TransferKind::Control { setup } => {
                 buffer.splice(0..0, setup.to_bytes());
-                (LIBUSB_TRANSFER_TYPE_CONTROL, Layout::Control { setup }, 0)
+                (LIBUSB_TRANSFER_TYPE_CONTROL, Layout::Control, 0)
             }
             TransferKind::Bulk => (LIBUSB_TRANSFER_TYPE_BULK, Layout::Plain, 0),
             TransferKind::Interrupt => (LIBUSB_TRANSFER_TYPE_INTERRUPT, Layout::Plain, 0),
@@ -287,7 +282,7 @@ impl TransferEngine {
 
 /// Gives the caller's buffer back as it was submitted.
 fn strip(mut buffer: Vec<u8>, layout: &Layout) -> Vec<u8> {
-    if let Layout::Control { .. } = layout {
+    if let Layout::Control = layout {
         buffer.drain(..SETUP_LEN.min(buffer.len()));
     }
     buffer
@@ -375,7 +370,7 @@ extern "system" fn transfer_done(xfer: *mut libusb_transfer) {
     let completion = build_completion(*state, status, actual, &iso);
     // The sink is foreign code; a panic must not unwind into libusb.
     if catch_unwind(AssertUnwindSafe(|| engine.sink.complete(id, completion))).is_err() {
-        tracing::error!(id, "completion sink panicked");
+        tracing::error!(%id, "completion sink panicked");
     }
     engine.delivered();
 }
@@ -387,20 +382,14 @@ fn build_completion(
     iso: &[(u32, i32)],
 ) -> Completion {
     let TransferState {
-        engine,
-        mut buffer,
-        layout,
-        ..
+        mut buffer, layout, ..
     } = state;
     let outcome = transfer_outcome(status);
     let actual = usize::try_from(actual).unwrap_or(0);
     match layout {
-        Layout::Control { setup } => {
+        Layout::Control => {
             buffer.drain(..SETUP_LEN.min(buffer.len()));
             let actual = actual.min(buffer.len());
-            if engine.patch_ep0 && is_get_device_descriptor(&setup) {
-                patch_ep0_max_packet(buffer.get_mut(..actual).unwrap_or_default());
-            }
             Completion::done(outcome, buffer, actual)
         }
         Layout::Plain => {

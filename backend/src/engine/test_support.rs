@@ -1,0 +1,128 @@
+//! Doubles for the engine's unit tests: guest memory in a map and a device
+//! that records what it is asked and completes nothing by itself (as a real,
+//! asynchronous one).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pvusb_protocol::RequestSegment;
+use pvusb_xen::{CopySeg, GrantError};
+
+use crate::guest::GuestMemory;
+use crate::ids::TransferId;
+use crate::usb::{DeviceInfo, Speed, Transfer, UsbDevice, UsbError};
+
+pub(crate) const PAGE: usize = 4096;
+
+/// Guest memory: one page per gref, zeroes until written.
+#[derive(Default)]
+pub(crate) struct Guest(Mutex<HashMap<u32, Vec<u8>>>);
+
+impl Guest {
+    pub(crate) fn page(&self, gref: u32) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&gref)
+            .cloned()
+            .unwrap_or_else(|| vec![0; PAGE])
+    }
+
+    pub(crate) fn set(&self, gref: u32, data: Vec<u8>) {
+        self.0.lock().unwrap().insert(gref, data);
+    }
+}
+
+impl GuestMemory for Guest {
+    fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
+        let mut at = 0;
+        for s in segs {
+            let page = self.page(s.gref);
+            let (o, n) = (usize::from(s.offset), usize::from(s.len));
+            dst[at..at + n].copy_from_slice(&page[o..o + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
+        let mut at = 0;
+        for s in segs {
+            let mut page = self.page(s.gref);
+            let (o, n) = (usize::from(s.offset), usize::from(s.len));
+            page[o..o + n].copy_from_slice(&src[at..at + n]);
+            self.set(s.gref, page);
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// The one segment of a buffer of `len` (≤ a page) bytes in page `gref`.
+pub(crate) fn segment(gref: u32, len: usize) -> RequestSegment {
+    RequestSegment {
+        gref,
+        offset: 0,
+        length: u16::try_from(len).expect("at most a page"),
+    }
+}
+
+/// What a test device says it is.
+pub(crate) fn info(gains_from_coalescing: bool, max_speed_is_super: bool) -> DeviceInfo {
+    DeviceInfo {
+        busid: "1-1".parse().expect("busid"),
+        bus: 1,
+        address: 2,
+        speed: Speed::High,
+        vendor_id: 0x1234,
+        product_id: 0x5678,
+        device_class: 0,
+        is_hub: false,
+        manufacturer: None,
+        product: None,
+        serial: None,
+        device_descriptor: Vec::new(),
+        max_speed_is_super,
+        num_configurations: 1,
+        gains_from_coalescing,
+    }
+}
+
+/// Records submits and cancels; completes nothing by itself.
+pub(crate) struct Held {
+    pub(crate) info: DeviceInfo,
+    pub(crate) submits: Vec<(TransferId, Transfer)>,
+    pub(crate) cancels: Vec<TransferId>,
+}
+
+impl Held {
+    pub(crate) fn new(info: DeviceInfo) -> Self {
+        Self {
+            info,
+            submits: Vec::new(),
+            cancels: Vec::new(),
+        }
+    }
+
+    /// The oldest submitted transfer not taken yet.
+    pub(crate) fn take(&mut self) -> (TransferId, Transfer) {
+        assert!(!self.submits.is_empty(), "nothing was submitted");
+        self.submits.remove(0)
+    }
+}
+
+impl UsbDevice for Held {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn submit(&mut self, id: TransferId, transfer: Transfer) {
+        self.submits.push((id, transfer));
+    }
+    fn cancel(&mut self, id: TransferId) {
+        self.cancels.push(id);
+    }
+    fn reset(&mut self) -> Result<(), UsbError> {
+        Ok(())
+    }
+    fn shutdown(&mut self) {}
+}
