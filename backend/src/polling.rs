@@ -22,7 +22,8 @@ pub use pvusb_ring::polling::{spin, PollWindow, SpinEnd, BASE};
 /// WHY not more: polling only pays where the polling thread has a CPU of its
 /// own. In the Xen test-bed (dom0 with one vCPU, under TCG) a 4 ms bound made
 /// the stick 2-5× slower: the spinning worker starved dom0's own USB stack and
-/// libusb's event thread, and the device time per URB rose from 1.3 to 5.6 ms
-/// (`tests/xen/scenarios/anatomy.sh` with `PVUSB_BACKEND_ARGS`). Operators
+/// the libusb event thread all controllers then shared, and the device time
+/// per URB rose from 1.3 to 5.6 ms (`tests/xen/scenarios/anatomy.sh` with
+/// `PVUSB_BACKEND_ARGS`). Operators
 /// with dom0 CPUs to spare raise it.
 pub const DEFAULT_MAX: Duration = BASE;

@@ -316,7 +316,7 @@ pub fn measure(spec: &str, plan: &Plan) -> Result<Report, String> {
     steps.step("libusb: open a context and list devices", ACTION_LIMIT);
     let host = LibusbHost::new().map_err(|e| format!("libusb is not usable here: {e}"))?;
     let result = measure_on(&host, &mut steps, spec, (bus, addr), plan);
-    // Dropping the context stops its event thread: watched like every step,
+    // Dropping the host stops its hotplug thread: watched like every step,
     // and after a failure named with it (the failure is printed by the caller
     // only once this returns).
     match &result {

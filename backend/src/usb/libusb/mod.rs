@@ -74,8 +74,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LibusbHost {
-    /// Creates a libusb context, its event thread and (where libusb supports
-    /// it) the hotplug registration.
+    /// Creates the daemon-level libusb context, its hotplug thread and
+    /// (where libusb supports it) the hotplug registration.
     pub fn new() -> Result<Self, UsbError> {
         let context = Context::new().map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
         let events = HotplugThread::start(context.clone())
