@@ -18,9 +18,9 @@
 mod claims;
 mod control_worker;
 mod device;
-mod events;
 mod ffi;
 mod hotplug;
+mod hotplug_thread;
 mod io;
 pub mod iso_layout;
 pub mod status;
@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusb::{Context, UsbContext};
 
 pub use self::device::LibusbDevice;
-use self::events::HotplugThread;
 use self::hotplug::HotplugForwarder;
+use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
 use crate::addr::patch_ep0_max_packet;
