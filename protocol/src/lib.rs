@@ -21,6 +21,7 @@
 //! | [`xenstore`] | directory paths, key names, strict number parsers |
 //! | [`busid`] | [`BusId`], [`InterfaceId`], libxl's key encoding |
 //! | [`usb`] | chapter-9 requests, descriptor parsing and building, strings |
+//! | [`usbip`] | the USB/IP wire codec (vhci-hcd's messages), bounded stream decoder |
 //! | [`validate`](mod@validate) | [`validate()`]: [`UrbRequest`] → [`ValidatedUrb`] |
 //!
 //! ## The trust boundary
@@ -68,6 +69,7 @@ pub mod pipe;
 pub mod speed;
 pub mod status;
 pub mod usb;
+pub mod usbip;
 pub mod validate;
 pub mod wire;
 pub mod xenbus;
