@@ -39,6 +39,7 @@ pub mod policy_rules;
 pub mod replay;
 pub mod urb_engine;
 pub mod usb_descriptor;
+pub mod usbip_codec;
 pub mod xenstore_msg;
 pub mod xenstore_server;
 pub mod xl_config;

@@ -111,6 +111,7 @@ impl Framing for DeviceSide {
 /// The client (vhci) side: reads `RET_SUBMIT` and `RET_UNLINK`, finding
 /// each reply's request with `lookup(seqnum)` (which should forget it, as
 /// vhci does, so a second reply is refused).
+#[derive(Clone)]
 pub struct HostSide<F> {
     lookup: F,
 }
