@@ -212,7 +212,7 @@ impl Header {
         let word =
             |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let signed = |i: usize| word(i) as i32;
-        let command = word(0);
+        let command = Command::from_code(word(0)).ok_or(HeaderError::UnknownCommand(word(0)))?;
         let direction = match word(12) {
             0 => Direction::Out,
             1 => Direction::In,
@@ -228,8 +228,8 @@ impl Header {
             direction,
             ep,
         };
-        match Command::from_code(command) {
-            Some(Command::CmdSubmit) => {
+        match command {
+            Command::CmdSubmit => {
                 let mut setup = [0u8; 8];
                 setup.copy_from_slice(&bytes[40..48]);
                 Ok(Self::CmdSubmit(CmdSubmitHeader {
@@ -242,7 +242,7 @@ impl Header {
                     setup,
                 }))
             }
-            Some(Command::RetSubmit) => Ok(Self::RetSubmit(RetSubmitHeader {
+            Command::RetSubmit => Ok(Self::RetSubmit(RetSubmitHeader {
                 basic,
                 status: signed(20),
                 actual_length: length("actual_length", signed(24), limits)?,
@@ -250,15 +250,14 @@ impl Header {
                 number_of_packets: packet_count(word(32), limits)?,
                 error_count: signed(36),
             })),
-            Some(Command::CmdUnlink) => Ok(Self::CmdUnlink(CmdUnlinkHeader {
+            Command::CmdUnlink => Ok(Self::CmdUnlink(CmdUnlinkHeader {
                 basic,
                 unlink_seqnum: word(20),
             })),
-            Some(Command::RetUnlink) => Ok(Self::RetUnlink(RetUnlinkHeader {
+            Command::RetUnlink => Ok(Self::RetUnlink(RetUnlinkHeader {
                 basic,
                 status: signed(20),
             })),
-            None => Err(HeaderError::UnknownCommand(command)),
         }
     }
 

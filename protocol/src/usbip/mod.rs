@@ -48,6 +48,8 @@
 mod header;
 mod iso;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod stream;
 #[cfg(test)]
 mod tests;

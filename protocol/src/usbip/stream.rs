@@ -66,8 +66,12 @@ impl IsoEndpoints {
         1 << shift
     }
 
-    /// This set plus endpoint `ep` (0..=15) in `direction`.
+    /// This set plus endpoint `ep` in `direction` (unchanged if `ep` > 15,
+    /// which no header can name).
     pub fn with(self, direction: Direction, ep: u8) -> Self {
+        if ep > 15 {
+            return self;
+        }
         Self(self.0 | Self::bit(direction, ep))
     }
 
