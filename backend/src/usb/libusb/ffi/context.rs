@@ -199,3 +199,32 @@ impl Drop for IoContext {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `/dev/bus/usb` (this project's CI) creating a controller's
+    /// context is an error value, never a panic; where USB exists, the fresh
+    /// context already has descriptors to poll (its internal event source),
+    /// and a second call without a change returns the same list.
+    #[test]
+    fn a_controller_context_is_an_error_or_has_descriptors() {
+        match IoContext::new() {
+            Err(e) => assert!(!e.to_string().is_empty()),
+            Ok(ctx) => {
+                let mut first = Vec::new();
+                ctx.poll_fds(&mut first);
+                assert!(!first.is_empty(), "libusb lists its event source");
+                let mut again = Vec::new();
+                ctx.poll_fds(&mut again);
+                let raw = |v: &[IoFd<'_>]| {
+                    v.iter()
+                        .map(|f| (std::os::fd::AsRawFd::as_raw_fd(&f.fd), f.events))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(raw(&first), raw(&again));
+            }
+        }
+    }
+}
