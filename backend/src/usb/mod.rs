@@ -1,7 +1,11 @@
 //! The host-USB side of the backend: one narrow trait for "a USB device the
-//! backend drives" ([`UsbDevice`]), a host that lists and opens such devices
-//! ([`UsbHost`]), and two implementations: real devices through libusb
-//! ([`libusb::LibusbHost`]) and emulated devices ([`emulated::EmulatedHost`]).
+//! backend drives" ([`UsbDevice`]), a controller's own device I/O that opens
+//! devices and runs their completions on the controller's thread
+//! ([`DeviceIo`]), a host shared by the daemon that lists devices, reports
+//! hot-plug and makes a controller's I/O ([`UsbHost`]), and two
+//! implementations: real devices through libusb ([`libusb::LibusbHost`], one
+//! libusb context per controller) and emulated devices
+//! ([`emulated::EmulatedHost`]).
 //!
 //! The URB engine is written only against the traits, so the demo, the tests
 //! and the benchmarks run unchanged on machines without USB.
