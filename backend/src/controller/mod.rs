@@ -2,12 +2,12 @@
 //! ports, its URB engine, its rings and its devices' I/O. One concern per
 //! file:
 //! * this file: the state, start/stop and the messages the worker routes in;
-//! * [`lifecycle`]: the xenbus state machine (spec 6), connect/disconnect;
-//! * [`port_policy`]: what is opened on which port, and the toolstack's
+//! * `lifecycle`: the xenbus state machine (spec 6), connect/disconnect;
+//! * `port_policy`: what is opened on which port, and the toolstack's
 //!   device records;
-//! * [`pump`]: requests from the ring through the engine, completions and
+//! * `pump`: requests from the ring through the engine, completions and
 //!   responses back;
-//! * [`addresses`]: the guest address table saved for a restarted daemon.
+//! * `addresses`: the guest address table saved for a restarted daemon.
 
 mod addresses;
 mod lifecycle;

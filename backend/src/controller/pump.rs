@@ -58,7 +58,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     /// keeps polling) leaves it alone.
     ///
     /// Returns whether there was any work. Returns true without arming the
-    /// ring's event after [`SERVICE_PASSES`] passes that all found more to
+    /// ring's event after `SERVICE_PASSES` passes that all found more to
     /// do, so that the worker (which never sleeps after a true return) reads
     /// its control messages between passes: a guest that keeps the ring full
     /// cannot starve a removal, a shutdown or a hotplug event.

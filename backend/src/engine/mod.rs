@@ -16,9 +16,9 @@
 //!   abort) only returns its buffer to the pool.
 //!
 //! Layout: this file routes requests to endpoints and completions to the
-//! endpoint that owns the transfer; [`endpoint`] holds one endpoint's URBs
-//! (waiting, on the device, coalesced); [`urb`] is one URB's state;
-//! [`resources`] is what the endpoints share (pool, counters, ids) and the
+//! endpoint that owns the transfer; `endpoint` holds one endpoint's URBs
+//! (waiting, on the device, coalesced); `urb` is one URB's state;
+//! `resources` is what the endpoints share (pool, counters, ids) and the
 //! guest-memory work done with it.
 
 use std::sync::Arc;
