@@ -1,0 +1,160 @@
+# Microphone (a measurement, not in `all`): does an isochronous IN stream of 1 ms packets keep
+# real time? QEMU's usb-audio is a speaker only, so the device is tests/xen/tools/tb-mic: a USB
+# Audio Class 1 microphone (48 kHz, stereo, 16 bit, one 192-byte packet per 1 ms frame, a
+# counter as the signal) emulated in dom0 userspace and attached to dom0's own vhci-hcd over a
+# socketpair (USB/IP without usbipd). It answers iso URBs no faster than real time and drops the
+# frames nobody asked for in time, like a real microphone. Recorded with tb-rec (ALSA PCM
+# ioctls, counter checked) for MIC_SECONDS (default 10) along MIC_PATHS (default
+# "native pvusb qusb"):
+#   native  dom0's snd-usb-audio on the vhci device
+#   pvusb   `pvusb backend` gives the mic to a domU; its snd-usb-audio records through xen-hcd
+#   qusb    the same through QEMU's backend (controller in the domain config)
+# Per path: rt (frames captured / (48000 * wall seconds)), the counter's gaps and lost frames,
+# iso URBs served (tb-mic's count; for pvusb also the backend's `pvusb stats`), dom0 CPU per
+# wall second of the measuring window (busy jiffies of /proc/stat), and for pvusb the backend
+# process's CPU (utime+stime) per iso URB. A path that does not work is a note, not a failure;
+# the scenario fails only if the native path fails or the summary cannot be made.
+# Output: results/mic.table, the summary line as a note.
+# timeout: 1500
+MIC_ID="1209 0001"
+secs=${MIC_SECONDS:-10}
+paths=${MIC_PATHS:-native pvusb qusb}
+table=$RES/mic.table
+summary=""
+tb_mic=$(tb_tool tb-mic) || fail "no tb-mic for dom0 (tests/xen/build.sh builds it)"
+tb_rec=$(tb_tool tb-rec) || fail "no tb-rec for dom0 (tests/xen/build.sh builds it)"
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# dom0_busy: busy jiffies of dom0 (user nice system irq softirq; not idle, iowait, steal).
+dom0_busy() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
+# proc_cpu PID: utime + stime of a process, in jiffies.
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# mic_counters: "iso_urbs lost_frames" of tb-mic (it prints its counters on SIGUSR1).
+mic_counters() {
+    kill -USR1 "$MIC_PID"; sleep 0.3
+    grep 'iso_urbs' /tmp/tb-mic.err | tail -n 1 | awk '{print $3, $7}'
+}
+# CARD_SH: a shell snippet (dom0 and domU) printing the ALSA card number of the mic.
+CARD_SH='for c in /proc/asound/card[0-9]*; do [ "$(cat $c/usbid 2>/dev/null)" = "1209:0001" ] && { echo ${c##*card}; exit 0; }; done; exit 1'
+val() { printf '%s\n' "$1" | sed -n "s/^$2 //p" | tail -n 1; }
+
+printf '%-7s %6s %8s %6s %8s %8s %10s %12s %14s %16s\n' path rt frames gaps lost iso_urbs urbs_per_s \
+    dom0_cpu_ms/s backend_cpu_s backend_us/urb > "$table"
+
+step "vhci-hcd and the emulated microphone (tb-mic)"
+tb_modprobe vhci-hcd || fail "cannot load vhci-hcd from domu.cpio's modules"
+tb_modprobe snd-usb-audio || fail "cannot load snd-usb-audio from domu.cpio's modules"
+"$tb_mic" > /tmp/tb-mic.out 2> /tmp/tb-mic.err &
+MIC_PID=$!
+echo "$MIC_PID" >> /tmp/tb-pids
+wait_for 30 usb_find $MIC_ID || fail "tb-mic did not enumerate on vhci: $(cat /tmp/tb-mic.out /tmp/tb-mic.err; dmesg | tail -n 15)"
+cat /tmp/tb-mic.out
+read -r bus addr busid < <(usb_find $MIC_ID)
+note "tb-mic: $(lsusb -s "$bus:$addr" 2>/dev/null || echo "bus $bus addr $addr") ($busid, $(cat "/sys/bus/usb/devices/$busid/speed") Mb/s)"
+
+# record PATH RC OUTPUT T0 T1 BUSY0 BUSY1 MIC0 MIC1 [BACKEND_CPU ISO_PVUSB]: a table row and the
+# summary part of one path.
+record() {
+    local p=$1 rc=$2 out=$3 wall busy urbs lost0 lost1 u0 u1 rt frames
+    if [ "$rc" != 0 ] || [ -z "$(val "$out" RT)" ]; then
+        note "$p: recording failed (rc $rc): $(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 3 | tr '\n' ' ')"
+        summary="$summary${summary:+; }$p failed"
+        return 1
+    fi
+    rt=$(val "$out" RT); frames=$(val "$out" FRAMES)
+    read -r u0 lost0 <<< "$8"; read -r u1 lost1 <<< "$9"
+    urbs=$((u1 - u0))
+    wall=$(awk -v a="$4" -v b="$5" 'BEGIN {print b - a}')
+    busy=$(awk -v a="$6" -v b="$7" -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", (b - a) * 1000 / hz / w}')
+    local bcpu=- bus=- extra=""
+    if [ -n "${10:-}" ]; then
+        bcpu=$(awk -v j="${10}" -v hz="$HZ" 'BEGIN {printf "%.2f", j / hz}')
+        bus=$(awk -v j="${10}" -v hz="$HZ" -v n="${11}" 'BEGIN {printf "%.0f", n > 0 ? j * 1e6 / hz / n : 0}')
+        extra=" urbs=${11} dom0_cpu_us_per_urb=$bus"
+    fi
+    printf '%-7s %6s %8s %6s %8s %8s %10s %12s %14s %16s\n' "$p" "$rt" "$frames" "$(val "$out" GAPS)" \
+        "$(val "$out" LOST)" "$urbs" "$(awk -v n="$urbs" -v s="$(val "$out" WALL)" 'BEGIN {printf "%.0f", n / s}')" \
+        "$busy" "$bcpu" "$bus" >> "$table"
+    summary="$summary${summary:+; }$p rt=$rt cpu_ms_per_s=$busy${extra:- urbs=$urbs}"
+    echo "$p: $(printf '%s\n' "$out" | tr '\n' ' ')"
+    [ "$(val "$out" BAD)" = 0 ] || note "$p: $(val "$out" BAD) frames broke the counter pattern"
+    [ "$(val "$out" XRUNS)" = 0 ] || note "$p: $(val "$out" XRUNS) overruns in the recorder"
+    # tb-mic's lost frames during this recording (frames no URB was queued for)
+    note "$p: tb-mic served $urbs iso URBs, lost $((lost1 - lost0)) frames; recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
+}
+
+# domu_card: wait for snd-usb-audio to bind the mic in the domU; print its card number.
+domu_card() {
+    domu_exec -t 150 "for i in \$(seq 240); do ( $CARD_SH ) && exit 0; sleep 0.5; done; cat /proc/asound/cards; exit 1"
+}
+# domu_record PATH [BACKEND_PID]: record in the domU (domU $DOMID has the mic), measure around it.
+domu_record() {
+    local p=$1 card out rc t0 t1 b0 b1 m0 m1 c0 c1 s0 s1
+    step "$p: snd-usb-audio in the domU binds the mic"
+    card=$(domu_card) || { note "$p: the mic did not appear as an ALSA card in the domU: $(echo $card)"; summary="$summary${summary:+; }$p failed"; return 0; }
+    card=$(echo "$card" | head -n 1)
+    [ -n "${2:-}" ] && s0=$("$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2)
+    step "$p: record ${secs} s in the domU (card $card)"
+    m0=$(mic_counters); [ -n "${2:-}" ] && c0=$(proc_cpu "$2")
+    t0=$(uptime_s); b0=$(dom0_busy)
+    rc=0; out=$(domu_exec -t $((secs + 120)) "tb-rec /dev/snd/pcmC${card}D0c $secs") || rc=$?
+    b1=$(dom0_busy); t1=$(uptime_s)
+    [ -n "${2:-}" ] && c1=$(proc_cpu "$2")
+    m1=$(mic_counters)
+    if [ -n "${2:-}" ]; then
+        s1=$("$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2)
+        "$PVUSB" stats "$DOMID" > "$RES/mic.$p.stats.txt" 2>&1 || true
+        record "$p" "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" $((c1 - c0)) $((${s1:-0} - ${s0:-0})) || true
+    else
+        record "$p" "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" || true
+    fi
+}
+
+for p in $paths; do
+    case $p in
+    native)
+        step "native: dom0's snd-usb-audio binds the mic"
+        wait_for 30 sh -c "$CARD_SH" || fail "dom0's snd-usb-audio did not bind tb-mic: $(cat /proc/asound/cards)"
+        card=$(sh -c "$CARD_SH")
+        step "native: record ${secs} s in dom0 (card $card)"
+        m0=$(mic_counters); t0=$(uptime_s); b0=$(dom0_busy)
+        rc=0; out=$("$tb_rec" "/dev/snd/pcmC${card}D0c" "$secs" 2>&1) || rc=$?
+        b1=$(dom0_busy); t1=$(uptime_s); m1=$(mic_counters)
+        record native "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" || fail "native recording failed: $out"
+        ;;
+    pvusb)
+        if ! pvusb_has backend; then note "pvusb: skipped (no pvusb binary with 'backend')"; continue; fi
+        step "pvusb: backend, domU, controller, the mic on port 1"
+        PEER=pvusb
+        pvusb_backend_start
+        domu_create mic-pvusb
+        pvusb_ctrl_attach "$DOMID"
+        pvusb_dev_attach "$DOMID" $MIC_ID 1
+        domu_record pvusb "$BACKEND_PID"
+        pvusb_dev_detach "$DOMID" 1 || true
+        pvusb_ctrl_detach "$DOMID" || true
+        domu_destroy
+        kill "$BACKEND_PID" 2>/dev/null || true
+        wait "$BACKEND_PID" 2>/dev/null || true
+        wait_for 30 sh -c "$CARD_SH" > /dev/null || note "pvusb: dom0's snd-usb-audio did not get the mic back"
+        ;;
+    qusb)
+        step "qusb: domU with a qusb controller, xl usbdev-attach"
+        domu_create mic-qusb 'usbctrl = [ "type=qusb,version=2,ports=4" ]'
+        read -r bus addr busid < <(usb_find $MIC_ID) || fail "the mic is gone from dom0"
+        if xl usbdev-attach "$DOMID" hostbus="$bus" hostaddr="$addr" controller=0 port=1; then
+            domu_record qusb
+        else
+            note "qusb: xl usbdev-attach failed"; summary="$summary${summary:+; }qusb failed"
+        fi
+        domu_destroy
+        ;;
+    *) fail "unknown path '$p' in MIC_PATHS (native pvusb qusb)" ;;
+    esac
+done
+
+cat "$table"
+note "$(cat "$table")"
+note "mic: $summary"
+echo "mic: $summary"
