@@ -30,17 +30,86 @@ dom0_busy() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat;
 # proc_cpu PID: utime + stime of a process, in jiffies.
 proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-# mic_counters: "iso_urbs lost_frames" of tb-mic (it prints its counters on SIGUSR1).
-mic_counters() {
-    kill -USR1 "$MIC_PID"; sleep 0.3
-    grep 'iso_urbs' /tmp/tb-mic.err | tail -n 1 | awk '{print $3, $7}'
-}
+# mic_counter KEY: a counter from tb-mic's last counters line (it prints one on SIGUSR1).
+mic_counter() { grep 'iso_urbs' /tmp/tb-mic.err | tail -n 1 | awk -v k="$1" '{for (i = 2; i < NF; i++) if ($i == k) print $(i + 1)}'; }
 # CARD_SH: a shell snippet (dom0 and domU) printing the ALSA card number of the mic.
 CARD_SH='for c in /proc/asound/card[0-9]*; do [ "$(cat $c/usbid 2>/dev/null)" = "1209:0001" ] && { echo ${c##*card}; exit 0; }; done; exit 1'
 val() { printf '%s\n' "$1" | sed -n "s/^$2 //p" | tail -n 1; }
 
-printf '%-7s %6s %8s %6s %8s %8s %10s %12s %14s %16s\n' path rt frames gaps lost iso_urbs urbs_per_s \
-    dom0_cpu_ms/s backend_cpu_s backend_us/urb > "$table"
+# sample N [BACKEND_PID]: W_T<N> uptime, W_B<N> dom0 busy jiffies, W_M<N> tb-mic's CPU, W_C<N>
+# the backend's CPU, W_U<N> tb-mic's iso URBs so far, W_L<N> its lost frames so far.
+sample() {
+    kill -USR1 "$MIC_PID"
+    eval "W_T$1=$(uptime_s) W_B$1=$(dom0_busy) W_M$1=$(proc_cpu "$MIC_PID") W_C$1=${2:+$(proc_cpu "$2")}"
+    sleep 0.3
+    eval "W_U$1=$(mic_counter iso_urbs) W_L$1=$(mic_counter lost_frames)"
+}
+# window [BACKEND_PID]: called right after a recording of $secs seconds started; samples from
+# 2 s into it to 2 s before its end (all of it when MIC_SECONDS < 7), so the rates below are
+# the steady state and exclude starting the recorder, the domU command loop and stream setup.
+window() {
+    local lead=2 w=$((secs - 4))
+    [ "$secs" -ge 7 ] || { lead=0; w=$secs; }
+    sleep "$lead"
+    sample 0 "${1:-}"
+    sleep "$w"
+    sample 1 "${1:-}"
+}
+
+# record PATH RC OUTPUT [ISO_URBS_FROM_PVUSB_STATS]: a table row and the summary part of one path
+# from the recorder's output and the window's samples.
+record() {
+    local p=$1 rc=$2 out=$3 wall urbs rate busy micus beus=- rt frames extra=""
+    if [ "$rc" != 0 ] || [ -z "$(val "$out" RT)" ]; then
+        note "$p: recording failed (rc $rc): $(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 3 | tr '\n' ' ')"
+        summary="$summary${summary:+; }$p failed"
+        return 1
+    fi
+    rt=$(val "$out" RT); frames=$(val "$out" FRAMES)
+    wall=$(awk -v a="$W_T0" -v b="$W_T1" 'BEGIN {print b - a}')
+    urbs=$((W_U1 - W_U0))
+    rate=$(awk -v n="$urbs" -v w="$wall" 'BEGIN {printf "%.0f", n / w}')
+    busy=$(awk -v a="$W_B0" -v b="$W_B1" -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", (b - a) * 1000 / hz / w}')
+    per_urb() { awk -v j="$1" -v hz="$HZ" -v n="$urbs" 'BEGIN {printf "%.0f", (n > 0) ? j * 1e6 / hz / n : 0}'; }
+    micus=$(per_urb $((W_M1 - W_M0)))
+    if [ -n "$W_C0" ]; then
+        beus=$(per_urb $((W_C1 - W_C0)))
+        extra=" urbs=${4:-?} dom0_cpu_us_per_urb=$beus"
+    fi
+    printf '%-7s %6s %8s %6s %8s %10s %14s %12s %16s %9s\n' "$p" "$rt" "$frames" "$(val "$out" GAPS)" \
+        "$(val "$out" LOST)" "$rate" "$busy" "$micus" "$beus" "${4:--}" >> "$table"
+    summary="$summary${summary:+; }$p rt=$rt urbs_per_s=$rate cpu_ms_per_s=$busy$extra"
+    echo "$p: $(printf '%s\n' "$out" | tr '\n' ' ')"
+    [ "$(val "$out" BAD)" = 0 ] || note "$p: $(val "$out" BAD) frames broke the counter pattern"
+    [ "$(val "$out" XRUNS)" = 0 ] || note "$p: $(val "$out" XRUNS) overruns in the recorder"
+    note "$p: $(val "$out" FRAMES) frames in $(val "$out" WALL) s, $(val "$out" GAPS) gaps, $(val "$out" LOST) frames lost (tb-mic: $((W_L1 - W_L0)) lost in the ${wall} s window, at most $(mic_counter max_queue) URBs ever queued); recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
+}
+
+# domu_card: wait for snd-usb-audio to bind the mic in the domU; print its card number.
+domu_card() {
+    domu_exec -t 150 "for i in \$(seq 240); do ( $CARD_SH ) && exit 0; sleep 0.5; done; cat /proc/asound/cards; exit 1"
+}
+iso_urbs() { "$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2; }
+# domu_record PATH [BACKEND_PID]: record in the domU (domU $DOMID has the mic), measure meanwhile.
+domu_record() {
+    local p=$1 card out rc n s0="" s1=""
+    step "$p: snd-usb-audio in the domU binds the mic"
+    card=$(domu_card) || { note "$p: the mic did not appear as an ALSA card in the domU: $(echo $card)"; summary="$summary${summary:+; }$p failed"; return 0; }
+    card=$(echo "$card" | head -n 1)
+    [ -z "${2:-}" ] || s0=$(iso_urbs)
+    step "$p: record ${secs} s in the domU (card $card)"
+    n=$(domu_send "tb-rec /dev/snd/pcmC${card}D0c $secs") || fail "cannot queue the domU's recording"
+    window "${2:-}"
+    rc=0; out=$(domu_wait "$n" $((secs + 120))) || rc=$?
+    if [ -n "${2:-}" ]; then
+        s1=$(iso_urbs)
+        "$PVUSB" stats "$DOMID" > "$RES/mic.$p.stats.txt" 2>&1 || true
+    fi
+    record "$p" "$rc" "$out" ${2:+$((${s1:-0} - ${s0:-0}))} || true
+}
+
+printf '%-7s %6s %8s %6s %8s %10s %14s %12s %16s %9s\n' path rt frames gaps lost urbs_per_s \
+    dom0_cpu_ms/s mic_us/urb backend_us/urb urbs > "$table"
 
 step "vhci-hcd and the emulated microphone (tb-mic)"
 tb_modprobe vhci-hcd || fail "cannot load vhci-hcd from domu.cpio's modules"
@@ -53,64 +122,6 @@ cat /tmp/tb-mic.out
 read -r bus addr busid < <(usb_find $MIC_ID)
 note "tb-mic: $(lsusb -s "$bus:$addr" 2>/dev/null || echo "bus $bus addr $addr") ($busid, $(cat "/sys/bus/usb/devices/$busid/speed") Mb/s)"
 
-# record PATH RC OUTPUT T0 T1 BUSY0 BUSY1 MIC0 MIC1 [BACKEND_CPU ISO_PVUSB]: a table row and the
-# summary part of one path.
-record() {
-    local p=$1 rc=$2 out=$3 wall busy urbs lost0 lost1 u0 u1 rt frames
-    if [ "$rc" != 0 ] || [ -z "$(val "$out" RT)" ]; then
-        note "$p: recording failed (rc $rc): $(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 3 | tr '\n' ' ')"
-        summary="$summary${summary:+; }$p failed"
-        return 1
-    fi
-    rt=$(val "$out" RT); frames=$(val "$out" FRAMES)
-    read -r u0 lost0 <<< "$8"; read -r u1 lost1 <<< "$9"
-    urbs=$((u1 - u0))
-    wall=$(awk -v a="$4" -v b="$5" 'BEGIN {print b - a}')
-    busy=$(awk -v a="$6" -v b="$7" -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", (b - a) * 1000 / hz / w}')
-    local bcpu=- bus=- extra=""
-    if [ -n "${10:-}" ]; then
-        bcpu=$(awk -v j="${10}" -v hz="$HZ" 'BEGIN {printf "%.2f", j / hz}')
-        bus=$(awk -v j="${10}" -v hz="$HZ" -v n="${11}" 'BEGIN {printf "%.0f", n > 0 ? j * 1e6 / hz / n : 0}')
-        extra=" urbs=${11} dom0_cpu_us_per_urb=$bus"
-    fi
-    printf '%-7s %6s %8s %6s %8s %8s %10s %12s %14s %16s\n' "$p" "$rt" "$frames" "$(val "$out" GAPS)" \
-        "$(val "$out" LOST)" "$urbs" "$(awk -v n="$urbs" -v s="$(val "$out" WALL)" 'BEGIN {printf "%.0f", n / s}')" \
-        "$busy" "$bcpu" "$bus" >> "$table"
-    summary="$summary${summary:+; }$p rt=$rt cpu_ms_per_s=$busy${extra:- urbs=$urbs}"
-    echo "$p: $(printf '%s\n' "$out" | tr '\n' ' ')"
-    [ "$(val "$out" BAD)" = 0 ] || note "$p: $(val "$out" BAD) frames broke the counter pattern"
-    [ "$(val "$out" XRUNS)" = 0 ] || note "$p: $(val "$out" XRUNS) overruns in the recorder"
-    # tb-mic's lost frames during this recording (frames no URB was queued for)
-    note "$p: tb-mic served $urbs iso URBs, lost $((lost1 - lost0)) frames; recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
-}
-
-# domu_card: wait for snd-usb-audio to bind the mic in the domU; print its card number.
-domu_card() {
-    domu_exec -t 150 "for i in \$(seq 240); do ( $CARD_SH ) && exit 0; sleep 0.5; done; cat /proc/asound/cards; exit 1"
-}
-# domu_record PATH [BACKEND_PID]: record in the domU (domU $DOMID has the mic), measure around it.
-domu_record() {
-    local p=$1 card out rc t0 t1 b0 b1 m0 m1 c0 c1 s0 s1
-    step "$p: snd-usb-audio in the domU binds the mic"
-    card=$(domu_card) || { note "$p: the mic did not appear as an ALSA card in the domU: $(echo $card)"; summary="$summary${summary:+; }$p failed"; return 0; }
-    card=$(echo "$card" | head -n 1)
-    [ -n "${2:-}" ] && s0=$("$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2)
-    step "$p: record ${secs} s in the domU (card $card)"
-    m0=$(mic_counters); [ -n "${2:-}" ] && c0=$(proc_cpu "$2")
-    t0=$(uptime_s); b0=$(dom0_busy)
-    rc=0; out=$(domu_exec -t $((secs + 120)) "tb-rec /dev/snd/pcmC${card}D0c $secs") || rc=$?
-    b1=$(dom0_busy); t1=$(uptime_s)
-    [ -n "${2:-}" ] && c1=$(proc_cpu "$2")
-    m1=$(mic_counters)
-    if [ -n "${2:-}" ]; then
-        s1=$("$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2)
-        "$PVUSB" stats "$DOMID" > "$RES/mic.$p.stats.txt" 2>&1 || true
-        record "$p" "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" $((c1 - c0)) $((${s1:-0} - ${s0:-0})) || true
-    else
-        record "$p" "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" || true
-    fi
-}
-
 for p in $paths; do
     case $p in
     native)
@@ -118,10 +129,12 @@ for p in $paths; do
         wait_for 30 sh -c "$CARD_SH" || fail "dom0's snd-usb-audio did not bind tb-mic: $(cat /proc/asound/cards)"
         card=$(sh -c "$CARD_SH")
         step "native: record ${secs} s in dom0 (card $card)"
-        m0=$(mic_counters); t0=$(uptime_s); b0=$(dom0_busy)
-        rc=0; out=$("$tb_rec" "/dev/snd/pcmC${card}D0c" "$secs" 2>&1) || rc=$?
-        b1=$(dom0_busy); t1=$(uptime_s); m1=$(mic_counters)
-        record native "$rc" "$out" "$t0" "$t1" "$b0" "$b1" "$m0" "$m1" || fail "native recording failed: $out"
+        "$tb_rec" "/dev/snd/pcmC${card}D0c" "$secs" > /tmp/tb-rec.out 2>&1 &
+        rp=$!
+        window
+        rc=0; wait "$rp" || rc=$?
+        out=$(cat /tmp/tb-rec.out)
+        record native "$rc" "$out" || fail "native recording failed: $out"
         ;;
     pvusb)
         if ! pvusb_has backend; then note "pvusb: skipped (no pvusb binary with 'backend')"; continue; fi
@@ -145,6 +158,8 @@ for p in $paths; do
         read -r bus addr busid < <(usb_find $MIC_ID) || fail "the mic is gone from dom0"
         if xl usbdev-attach "$DOMID" hostbus="$bus" hostaddr="$addr" controller=0 port=1; then
             domu_record qusb
+            grep -q 'invalid request' /var/log/xen/qemu-dm-mic-qusb.log 2>/dev/null &&
+                note "qusb: its QEMU logged $(grep -c 'invalid request' /var/log/xen/qemu-dm-mic-qusb.log) x 'xen be: qusb-N: invalid request' (hw/usb/xen-usb.c rejects isochronous requests)"
         else
             note "qusb: xl usbdev-attach failed"; summary="$summary${summary:+; }qusb failed"
         fi

@@ -30,7 +30,8 @@
  * consecutive frames count up by one (tb-rec does).
  *
  * On SIGUSR1 and on exit it prints one line to stderr: "tb-mic: iso_urbs N packets N
- * lost_frames N unlinks N control N" (counters since the start).
+ * lost_frames N unlinks N control N max_queue N" (counters since the start; max_queue: the
+ * most iso URBs the host ever had queued at once).
  * Built static by tests/xen/build.sh (like tb-ctrl and tb-iops).
  */
 #define _GNU_SOURCE
@@ -85,7 +86,7 @@ static struct pending *pend[MAX_PENDING];
 static int npend;
 static int64_t next_frame = -1;	/* first free frame of the stream; -1: stream (re)starts */
 static int alt;			/* interface 1's alternate setting */
-static unsigned long long urbs, packets, lost, unlinks, ctrl;
+static unsigned long long urbs, packets, lost, unlinks, ctrl, max_queue;
 static volatile sig_atomic_t stop, report;
 
 static void die(const char *what)
@@ -286,6 +287,8 @@ static void iso_submit(uint32_t seqnum, uint32_t buflen, uint32_t npk, struct is
 	memcpy(p->d, d, npk * sizeof *d);
 	next_frame += npk;
 	pend[npend++] = p;	/* deadlines increase: the queue stays in order */
+	if ((unsigned long long)npend > max_queue)
+		max_queue = (unsigned long long)npend;
 }
 
 static void unlink_urb(uint32_t seqnum, uint32_t victim)
@@ -399,8 +402,8 @@ static void on_signal(int sig)
 
 static void print_counters(void)
 {
-	fprintf(stderr, "tb-mic: iso_urbs %llu packets %llu lost_frames %llu unlinks %llu control %llu\n",
-		urbs, packets, lost, unlinks, ctrl);
+	fprintf(stderr, "tb-mic: iso_urbs %llu packets %llu lost_frames %llu unlinks %llu control %llu"
+		" max_queue %llu\n", urbs, packets, lost, unlinks, ctrl, max_queue);
 }
 
 int main(int argc, char **argv)
