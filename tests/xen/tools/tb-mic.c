@@ -31,7 +31,9 @@
  *
  * On SIGUSR1 and on exit it prints one line to stderr: "tb-mic: iso_urbs N packets N
  * lost_frames N unlinks N control N max_queue N" (counters since the start; max_queue: the
- * most iso URBs the host ever had queued at once).
+ * most iso URBs the host ever had queued at once; late_max_us, late_over_1ms: how late tb-mic
+ * itself answered URBs after their last frame, the emulator's own scheduling delay, which a
+ * hardware microphone does not have).
  * Built static by tests/xen/build.sh (like tb-ctrl and tb-iops).
  */
 #define _GNU_SOURCE
@@ -86,7 +88,7 @@ static struct pending *pend[MAX_PENDING];
 static int npend;
 static int64_t next_frame = -1;	/* first free frame of the stream; -1: stream (re)starts */
 static int alt;			/* interface 1's alternate setting */
-static unsigned long long urbs, packets, lost, unlinks, ctrl, max_queue;
+static unsigned long long urbs, packets, lost, unlinks, ctrl, max_queue, late_max_us, late_1ms;
 static volatile sig_atomic_t stop, report;
 
 static void die(const char *what)
@@ -403,7 +405,8 @@ static void on_signal(int sig)
 static void print_counters(void)
 {
 	fprintf(stderr, "tb-mic: iso_urbs %llu packets %llu lost_frames %llu unlinks %llu control %llu"
-		" max_queue %llu\n", urbs, packets, lost, unlinks, ctrl, max_queue);
+		" max_queue %llu late_max_us %llu late_over_1ms %llu\n", urbs, packets, lost, unlinks,
+		ctrl, max_queue, late_max_us, late_1ms);
 }
 
 int main(int argc, char **argv)
@@ -444,6 +447,10 @@ int main(int argc, char **argv)
 		/* answer every URB whose last frame has elapsed */
 		while (!stop && npend && (pend[0]->frame + pend[0]->npk) * 1000 <= now_us()) {
 			struct pending *p = pend[0];
+			int64_t late = now_us() - (p->frame + p->npk) * 1000;
+			if ((unsigned long long)late > late_max_us)
+				late_max_us = (unsigned long long)late;
+			late_1ms += late > 1000;
 			memmove(&pend[0], &pend[1], (size_t)(npend - 1) * sizeof pend[0]);
 			npend--;
 			iso_complete(p);
