@@ -82,7 +82,7 @@ record() {
     echo "$p: $(printf '%s\n' "$out" | tr '\n' ' ')"
     [ "$(val "$out" BAD)" = 0 ] || note "$p: $(val "$out" BAD) frames broke the counter pattern"
     [ "$(val "$out" XRUNS)" = 0 ] || note "$p: $(val "$out" XRUNS) overruns in the recorder"
-    note "$p: $(val "$out" FRAMES) frames in $(val "$out" WALL) s, $(val "$out" GAPS) gaps, $(val "$out" LOST) frames lost (tb-mic: $((W_L1 - W_L0)) lost in the ${wall} s window, at most $(mic_counter max_queue) URBs ever queued, its own answers up to $(mic_counter late_max_us) us late, $(mic_counter late_over_1ms) of them over 1 ms); recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
+    note "$p: $(val "$out" FRAMES) frames in $(val "$out" WALL) s, $(val "$out" GAPS) gaps, $(val "$out" LOST) frames lost (tb-mic: $((W_L1 - W_L0)) lost in the ${wall} s window, in the window at most $(mic_counter max_queue) URBs queued, its own answers up to $(mic_counter late_max_us) us late, $(mic_counter late_over_1ms) of them over 1 ms); recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
 }
 
 # domu_card: wait for snd-usb-audio to bind the mic in the domU; print its card number.

@@ -30,8 +30,9 @@
  * consecutive frames count up by one (tb-rec does).
  *
  * On SIGUSR1 and on exit it prints one line to stderr: "tb-mic: iso_urbs N packets N
- * lost_frames N unlinks N control N max_queue N" (counters since the start; max_queue: the
- * most iso URBs the host ever had queued at once; late_max_us, late_over_1ms: how late tb-mic
+ * lost_frames N unlinks N control N max_queue N late_max_us N late_over_1ms N" (counters since
+ * the start, the last three since the previous report; max_queue: the most iso URBs the host
+ * had queued at once; late_max_us, late_over_1ms: how late tb-mic
  * itself answered URBs after their last frame, the emulator's own scheduling delay, which a
  * hardware microphone does not have).
  * Built static by tests/xen/build.sh (like tb-ctrl and tb-iops).
@@ -407,6 +408,7 @@ static void print_counters(void)
 	fprintf(stderr, "tb-mic: iso_urbs %llu packets %llu lost_frames %llu unlinks %llu control %llu"
 		" max_queue %llu late_max_us %llu late_over_1ms %llu\n", urbs, packets, lost, unlinks,
 		ctrl, max_queue, late_max_us, late_1ms);
+	max_queue = late_max_us = late_1ms = 0;	/* these three: per report */
 }
 
 int main(int argc, char **argv)
