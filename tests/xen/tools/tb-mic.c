@@ -1,5 +1,8 @@
 /*
- * tb-mic [-p PORT]   (run as root in dom0, after `modprobe vhci-hcd`)
+ * tb-mic [-p PORT] [-N]   (run as root in dom0, after `modprobe vhci-hcd`)
+ *
+ * -N: normal scheduling (default: SCHED_FIFO priority 10, see main). -s FD: serve an already
+ * connected socket instead of attaching to vhci (for testing the protocol without vhci).
  *
  * A USB Audio Class 1 microphone emulated in userspace: the device side of USB/IP for one
  * full-speed device, attached to the local vhci-hcd without usbipd. To vhci-hcd it is a remote
@@ -42,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -127,24 +131,63 @@ static const uint8_t cfg_desc[] = {
 };
 static const char *const strings[] = { NULL, "pvusb test-bed", "tb-mic counter microphone", "0001" };
 
-/* ---- wire helpers -------------------------------------------------------------------------- */
-static void xfer(int wr, void *buf, size_t n)
+/* ---- wire helpers ---------------------------------------------------------------------------
+ * Few system calls per URB (each one is expensive in a PV dom0 under TCG, and tb-mic shares
+ * dom0's only vCPU with the path under test): reads are buffered (one recv() takes whatever vhci
+ * has queued), and each answer goes out in one send(). */
+static uint8_t rx[1 << 18];
+static size_t rx_off, rx_len;
+
+/* Fill the receive buffer with what is there, waiting for at least one byte. 0 on EOF/stop. */
+static int rx_fill(void)
 {
-	uint8_t *p = buf;
-	while (n) {
-		ssize_t r = wr ? send(sock, p, n, MSG_NOSIGNAL) : recv(sock, p, n, 0);
+	for (;;) {
+		if (rx_off == rx_len)
+			rx_off = rx_len = 0;
+		if (rx_off && rx_len == sizeof rx) {
+			memmove(rx, rx + rx_off, rx_len - rx_off);
+			rx_len -= rx_off, rx_off = 0;
+		}
+		ssize_t r = recv(sock, rx + rx_len, sizeof rx - rx_len, 0);
 		if (r < 0 && errno == EINTR) {
 			if (stop)
-				return;	/* signalled: exiting anyway */
+				return 0;	/* signalled: exiting anyway */
 			continue;	/* SIGUSR1: reported at the next loop */
 		}
 		if (r == 0) {
 			fprintf(stderr, "tb-mic: vhci closed the connection\n");
 			stop = 2;
-			return;
+			return 0;
 		}
 		if (r < 0)
-			die(wr ? "send" : "recv");
+			die("recv");
+		rx_len += (size_t)r;
+		return 1;
+	}
+}
+
+/* Take N bytes of the command stream (blocking until vhci has sent them). */
+static void take(void *buf, size_t n)
+{
+	uint8_t *p = buf;
+	while (n && !stop) {
+		if (rx_off == rx_len && !rx_fill())
+			return;
+		size_t k = rx_len - rx_off < n ? rx_len - rx_off : n;
+		memcpy(p, rx + rx_off, k);
+		rx_off += k, p += k, n -= k;
+	}
+}
+
+static void put(const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	while (n) {
+		ssize_t r = send(sock, p, n, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			die("send");
 		p += r;
 		n -= (size_t)r;
 	}
@@ -154,20 +197,23 @@ static void send_ret(uint32_t cmd, uint32_t seqnum, int32_t status, uint32_t act
 		     uint32_t start_frame, uint32_t npk, const void *data, size_t dlen,
 		     const struct iso_desc *d)
 {
+	static uint8_t tx[sizeof(struct hdr) + MAX_PACKETS * (PACKET + sizeof(struct iso_desc)) + 256];
 	struct hdr h = { 0 };
+	size_t n = sizeof h;
 	h.command = htonl(cmd);
 	h.seqnum = htonl(seqnum);
 	h.u[0] = htonl((uint32_t)status);
 	h.u[1] = htonl(actual);
 	h.u[2] = htonl(start_frame);
 	h.u[3] = htonl(npk);
-	xfer(1, &h, sizeof h);
+	memcpy(tx, &h, sizeof h);
 	if (dlen)
-		xfer(1, (void *)data, dlen);
+		memcpy(tx + n, data, dlen), n += dlen;
 	for (uint32_t i = 0; d && i < npk; i++) {
 		struct iso_desc w = { htonl(d[i].offset), htonl(d[i].length), htonl(d[i].actual), 0 };
-		xfer(1, &w, sizeof w);
+		memcpy(tx + n, &w, sizeof w), n += sizeof w;
 	}
+	put(tx, n);
 }
 
 /* ---- endpoint 0 ------------------------------------------------------------------------------ */
@@ -318,7 +364,7 @@ static void serve_one(void)
 	struct hdr h;
 	uint32_t cmd, seq, dir, ep, len, npk;
 
-	xfer(0, &h, sizeof h);
+	take(&h, sizeof h);
 	if (stop)
 		return;
 	cmd = ntohl(h.command), seq = ntohl(h.seqnum), dir = ntohl(h.direction), ep = ntohl(h.ep);
@@ -337,7 +383,7 @@ static void serve_one(void)
 			fprintf(stderr, "tb-mic: OUT transfer of %u bytes\n", len);
 			exit(1);
 		}
-		xfer(0, out, len);
+		take(out, len);
 	}
 	if (ep == 1 && dir == 1) {	/* our iso IN endpoint: descriptors follow */
 		if (npk > MAX_PACKETS) {
@@ -345,7 +391,7 @@ static void serve_one(void)
 			exit(1);
 		}
 		for (uint32_t i = 0; i < npk; i++) {
-			xfer(0, &d[i], sizeof d[i]);
+			take(&d[i], sizeof d[i]);
 			d[i].offset = ntohl(d[i].offset), d[i].length = ntohl(d[i].length);
 			d[i].actual = d[i].status = 0;
 		}
@@ -413,20 +459,31 @@ static void print_counters(void)
 
 int main(int argc, char **argv)
 {
-	int opt;
-	while ((opt = getopt(argc, argv, "p:")) != -1) {
-		if (opt != 'p') {
-			fprintf(stderr, "usage: tb-mic [-p VHCI-PORT]\n");
+	int opt, fifo = 1;
+	while ((opt = getopt(argc, argv, "p:s:N")) != -1) {
+		if (opt == 'p') {
+			port = atoi(optarg);
+		} else if (opt == 's') {	/* serve an already connected socket (testing) */
+			sock = atoi(optarg);
+		} else if (opt == 'N') {
+			fifo = 0;
+		} else {
+			fprintf(stderr, "usage: tb-mic [-p VHCI-PORT] [-N] [-s FD]\n");
 			return 2;
 		}
-		port = atoi(optarg);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
-	attach();
+	/* A hardware microphone's clock does not wait for dom0's CPU: run as a real-time task so
+	 * the path under test (backend, vhci threads) delays tb-mic as little as possible. */
+	struct sched_param sp = { .sched_priority = 10 };
+	if (fifo && sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
+		fprintf(stderr, "tb-mic: SCHED_FIFO: %s (normal priority)\n", strerror(errno));
+	if (sock < 0)
+		attach();
 
 	while (!stop) {
 		if (report) {
@@ -442,10 +499,14 @@ int main(int argc, char **argv)
 			ts.tv_sec = due / 1000000, ts.tv_nsec = (due % 1000000) * 1000;
 			tsp = &ts;
 		}
-		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno != EINTR)
-			die("ppoll");
-		if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+		if (rx_off < rx_len) {	/* commands already buffered: no waiting */
 			serve_one();
+		} else {
+			if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno != EINTR)
+				die("ppoll");
+			if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+				serve_one();
+		}
 		/* answer every URB whose last frame has elapsed */
 		while (!stop && npend && (pend[0]->frame + pend[0]->npk) * 1000 <= now_us()) {
 			struct pending *p = pend[0];
