@@ -27,36 +27,49 @@ tb_mic=$(tb_tool tb-mic) || fail "no tb-mic for dom0 (tests/xen/build.sh builds 
 tb_rec=$(tb_tool tb-rec) || fail "no tb-rec for dom0 (tests/xen/build.sh builds it)"
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
-# dom0_busy: busy jiffies of dom0 (user nice system irq softirq; not idle, iowait, steal).
-dom0_busy() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
-# proc_cpu PID: utime + stime of a process, in jiffies.
-proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-uptime_s() { cut -d' ' -f1 /proc/uptime; }
-# mic_counter KEY: a counter from tb-mic's last counters line (it prints one on SIGUSR1).
-mic_counter() { grep 'iso_urbs' /tmp/tb-mic.err | tail -n 1 | awk -v k="$1" '{for (i = 2; i < NF; i++) if ($i == k) print $(i + 1)}'; }
 # CARD_SH: a shell snippet (dom0 and domU) printing the ALSA card number of the mic.
 CARD_SH='for c in /proc/asound/card[0-9]*; do [ "$(cat $c/usbid 2>/dev/null)" = "1209:0001" ] && { echo ${c##*card}; exit 0; }; done; exit 1'
 val() { printf '%s\n' "$1" | sed -n "s/^$2 //p" | tail -n 1; }
 
-# sample N [BACKEND_PID]: W_T<N> uptime, W_B<N> dom0 busy jiffies, W_M<N> tb-mic's CPU, W_C<N>
-# the backend's CPU, W_U<N> tb-mic's iso URBs so far, W_L<N> its lost frames so far.
+# sample N [BACKEND_PID]: W_T<N> uptime, W_B<N> dom0 busy jiffies (user nice system irq softirq;
+# not idle, iowait, steal), W_M<N> tb-mic's CPU, W_C<N> the backend's CPU (utime + stime,
+# jiffies), W_R<N> the line of tb-mic's counters this sample asks for (SIGUSR1). Builtins only:
+# a fork costs tens of milliseconds in dom0 under TCG and would stretch the window.
 sample() {
+    local _c u n ni sy id io ir si st
+    mapfile -t _c < /tmp/tb-mic.err
+    eval "W_R$1=$((${#_c[@]} + 1))"
     kill -USR1 "$MIC_PID"
-    eval "W_T$1=$(uptime_s) W_B$1=$(dom0_busy) W_M$1=$(proc_cpu "$MIC_PID") W_C$1=${2:+$(proc_cpu "$2")}"
-    sleep 0.3
-    eval "W_U$1=$(mic_counter iso_urbs) W_L$1=$(mic_counter lost_frames)"
+    read -r u _ < /proc/uptime
+    read -r _ n ni sy id io ir si _ < /proc/stat
+    read -r -a st < "/proc/$MIC_PID/stat"
+    eval "W_T$1=$u W_B$1=$((n + ni + sy + ir + si)) W_M$1=$((st[13] + st[14])) W_C$1="
+    if [ -n "${2:-}" ]; then
+        read -r -a st < "/proc/$2/stat"
+        eval "W_C$1=$((st[13] + st[14]))"
+    fi
 }
-# window [BACKEND_PID]: called right after a recording of $secs seconds started; samples from
-# 2 s into it to 2 s before its end (all of it when MIC_SECONDS < 7), so the rates below are
-# the steady state and exclude starting the recorder, the domU command loop and stream setup.
+# window START [BACKEND_PID]: called right after a recording of $secs seconds started at uptime
+# START; samples from 2 s into it to 2 s before its end (all of it when MIC_SECONDS < 7), so the
+# rates below are the steady state and exclude starting the recorder, the domU command loop and
+# stream setup. Then W_U<N>, W_L<N>: tb-mic's iso URBs and lost frames at each sample.
 window() {
     local lead=2 w=$((secs - 4))
     [ "$secs" -ge 7 ] || { lead=0; w=$secs; }
     sleep "$lead"
-    sample 0 "${1:-}"
+    sample 0 "${2:-}"
     sleep "$w"
-    sample 1 "${1:-}"
+    sample 1 "${2:-}"
+    sleep 0.3
+    W_U0=$(mic_line "$W_R0" iso_urbs) W_L0=$(mic_line "$W_R0" lost_frames)
+    W_U1=$(mic_line "$W_R1" iso_urbs) W_L1=$(mic_line "$W_R1" lost_frames)
+    W_Q=$(mic_line "$W_R1" max_queue) W_LATE=$(mic_line "$W_R1" late_max_us) W_LATE1=$(mic_line "$W_R1" late_over_1ms)
+    awk -v a="$1" -v b="$W_T1" -v s="$secs" 'BEGIN {exit !(b > a + s)}' &&
+        note "the sampling window ended $(awk -v a="$1" -v b="$W_T1" -v s="$secs" 'BEGIN {print b - a - s}') s after the recording: rates are diluted"
+    true
 }
+# mic_line N KEY: counter KEY of line N of tb-mic's counter lines.
+mic_line() { sed -n "${1}p" /tmp/tb-mic.err | awk -v k="$2" '{for (i = 2; i < NF; i++) if ($i == k) print $(i + 1)}'; }
 
 # record PATH RC OUTPUT [ISO_URBS_FROM_PVUSB_STATS]: a table row and the summary part of one path
 # from the recorder's output and the window's samples.
@@ -84,7 +97,7 @@ record() {
     echo "$p: $(printf '%s\n' "$out" | tr '\n' ' ')"
     [ "$(val "$out" BAD)" = 0 ] || note "$p: $(val "$out" BAD) frames broke the counter pattern"
     [ "$(val "$out" XRUNS)" = 0 ] || note "$p: $(val "$out" XRUNS) overruns in the recorder"
-    note "$p: $(val "$out" FRAMES) frames in $(val "$out" WALL) s, $(val "$out" GAPS) gaps, $(val "$out" LOST) frames lost (tb-mic: $((W_L1 - W_L0)) lost in the ${wall} s window, in the window at most $(mic_counter max_queue) URBs queued, its own answers up to $(mic_counter late_max_us) us late, $(mic_counter late_over_1ms) of them over 1 ms); recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
+    note "$p: $(val "$out" FRAMES) frames in $(val "$out" WALL) s, $(val "$out" GAPS) gaps, $(val "$out" LOST) frames lost (tb-mic: $((W_L1 - W_L0)) lost in the ${wall} s window, in the window at most $W_Q URBs queued, its own answers up to $W_LATE us late, $W_LATE1 of them over 1 ms); recorder period $(val "$out" PERIOD) buffer $(val "$out" BUFFER) frames"
 }
 
 # domu_card: wait for snd-usb-audio to bind the mic in the domU; print its card number.
@@ -94,14 +107,15 @@ domu_card() {
 iso_urbs() { "$PVUSB" stats "$DOMID" --json | grep -o '"isochronous":[0-9]*' | head -n 1 | cut -d: -f2; }
 # domu_record PATH [BACKEND_PID]: record in the domU (domU $DOMID has the mic), measure meanwhile.
 domu_record() {
-    local p=$1 card out rc n s0="" s1=""
+    local p=$1 card out rc n r0 s0="" s1=""
     step "$p: snd-usb-audio in the domU binds the mic"
     card=$(domu_card) || { note "$p: the mic did not appear as an ALSA card in the domU: $(echo $card)"; summary="$summary${summary:+; }$p failed"; return 0; }
     card=$(echo "$card" | head -n 1)
     [ -z "${2:-}" ] || s0=$(iso_urbs)
     step "$p: record ${secs} s in the domU (card $card)"
+    read -r r0 _ < /proc/uptime
     n=$(domu_send "tb-rec /dev/snd/pcmC${card}D0c $secs") || fail "cannot queue the domU's recording"
-    window "${2:-}"
+    window "$r0" "${2:-}"
     rc=0; out=$(domu_wait "$n" $((secs + 120))) || rc=$?
     if [ -n "${2:-}" ]; then
         s1=$(iso_urbs)
@@ -132,9 +146,10 @@ for p in $paths; do
         wait_for 30 sh -c "$CARD_SH" || fail "dom0's snd-usb-audio did not bind tb-mic: $(cat /proc/asound/cards)"
         card=$(sh -c "$CARD_SH")
         step "native: record ${secs} s in dom0 (card $card)"
+        read -r r0 _ < /proc/uptime
         "$tb_rec" "/dev/snd/pcmC${card}D0c" "$secs" > /tmp/tb-rec.out 2>&1 &
         rp=$!
-        window
+        window "$r0"
         rc=0; wait "$rp" || rc=$?
         out=$(cat /tmp/tb-rec.out)
         record native "$rc" "$out" || fail "native recording failed: $out"
