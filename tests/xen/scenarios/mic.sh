@@ -9,10 +9,11 @@
 #   native  dom0's snd-usb-audio on the vhci device
 #   pvusb   `pvusb backend` gives the mic to a domU; its snd-usb-audio records through xen-hcd
 #   qusb    the same through QEMU's backend (controller in the domain config)
-# Per path: rt (frames captured / (48000 * wall seconds)), the counter's gaps and lost frames,
-# iso URBs served (tb-mic's count; for pvusb also the backend's `pvusb stats`), dom0 CPU per
-# wall second of the measuring window (busy jiffies of /proc/stat), and for pvusb the backend
-# process's CPU (utime+stime) per iso URB. A path that does not work is a note, not a failure;
+# Per path: rt (frames captured / (48000 * wall seconds)) and the counter's gaps and lost frames
+# over the whole recording; over the steady-state window (2 s in to 2 s before the end) iso
+# URBs per second (tb-mic's count), dom0 busy ms per second (/proc/stat), tb-mic's CPU per URB
+# and for pvusb the backend process's CPU (utime+stime) per URB; for pvusb also the iso URBs of
+# the whole recording as the backend counted them (`pvusb stats`). A path that does not work is a note, not a failure;
 # the scenario fails only if the native path fails or the summary cannot be made. tb-mic runs
 # SCHED_FIFO (a hardware microphone's clock does not wait for dom0's CPU); MIC_EMU_ARGS=-N
 # runs it at normal priority.
