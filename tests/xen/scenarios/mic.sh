@@ -32,19 +32,23 @@ HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 CARD_SH='for c in /proc/asound/card[0-9]*; do [ "$(cat $c/usbid 2>/dev/null)" = "1209:0001" ] && { echo ${c##*card}; exit 0; }; done; exit 1'
 val() { printf '%s\n' "$1" | sed -n "s/^$2 //p" | tail -n 1; }
 
-# sample N [BACKEND_PID]: W_T<N> uptime, W_B<N> dom0 busy jiffies (user nice system irq softirq;
-# not idle, iowait, steal), W_M<N> tb-mic's CPU, W_C<N> the backend's CPU (utime + stime,
-# jiffies), W_R<N> the line of tb-mic's counters this sample asks for (SIGUSR1). Builtins only:
-# a fork costs tens of milliseconds in dom0 under TCG and would stretch the window.
+# sample N [BACKEND_PID]: W_T<N> uptime, W_B<N> dom0's idle + iowait + steal jiffies, W_M<N>
+# tb-mic's CPU, W_C<N> the backend's CPU (utime + stime, jiffies), W_R<N> the line of tb-mic's
+# counters this sample asks for (SIGUSR1). dom0's busy time is the window minus idle, iowait
+# and steal: those come from the nohz idle clock and the steal clock, while /proc/stat's user
+# and system fields are sampled by the scheduler tick, which a task waking every millisecond
+# aliases (a first version read 282 busy ms/s while tb-mic alone used 428). A process's
+# utime + stime is scaled to its exact runtime. Builtins only: a fork costs tens of
+# milliseconds in dom0 under TCG and would stretch the window.
 sample() {
-    local _c u n ni sy id io ir si st
+    local _c u n ni sy id io ir si st8 st
     mapfile -t _c < /tmp/tb-mic.err
     eval "W_R$1=$((${#_c[@]} + 1))"
     kill -USR1 "$MIC_PID"
     read -r u _ < /proc/uptime
-    read -r _ n ni sy id io ir si _ < /proc/stat
+    read -r _ n ni sy id io ir si st8 _ < /proc/stat
     read -r -a st < "/proc/$MIC_PID/stat"
-    eval "W_T$1=$u W_B$1=$((n + ni + sy + ir + si)) W_M$1=$((st[13] + st[14])) W_C$1="
+    eval "W_T$1=$u W_B$1=$((id + io + st8)) W_M$1=$((st[13] + st[14])) W_C$1="
     if [ -n "${2:-}" ]; then
         read -r -a st < "/proc/$2/stat"
         eval "W_C$1=$((st[13] + st[14]))"
@@ -85,7 +89,8 @@ record() {
     wall=$(awk -v a="$W_T0" -v b="$W_T1" 'BEGIN {print b - a}')
     urbs=$((W_U1 - W_U0))
     rate=$(awk -v n="$urbs" -v w="$wall" 'BEGIN {printf "%.0f", n / w}')
-    busy=$(awk -v a="$W_B0" -v b="$W_B1" -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", (b - a) * 1000 / hz / w}')
+    busy=$(awk -v a="$W_B0" -v b="$W_B1" -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", (w - (b - a) / hz) * 1000 / w}')
+    echo "$p window: uptime $W_T0 $W_T1, idle+iowait+steal $W_B0 $W_B1, tb-mic $W_M0 $W_M1, backend ${W_C0:--} ${W_C1:--} (jiffies, HZ $HZ), tb-mic lines $W_R0 $W_R1"
     per_urb() { awk -v j="$1" -v hz="$HZ" -v n="$urbs" 'BEGIN {printf "%.0f", (n > 0) ? j * 1e6 / hz / n : 0}'; }
     micus=$(per_urb $((W_M1 - W_M0)))
     if [ -n "$W_C0" ]; then
