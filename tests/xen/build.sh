@@ -15,7 +15,7 @@
 #   out/dom0.cpio       dom0 root filesystem, uncompressed newc cpio
 #   out/domu.cpio       domU busybox initramfs (usb-storage closure + xen-hcd.ko)
 #   out/stick.img       USB stick image with a known pattern (see make_stick)
-#   out/tools/          tb-iops, tb-ctrl: static measurement tools (tools/*.c), also in domu.cpio
+#   out/tools/          tb-iops, tb-ctrl, tb-mic, tb-rec: static test tools (tools/*.c), also in domu.cpio
 #   out/versions        kernel and Xen versions used
 set -euo pipefail
 
@@ -36,8 +36,11 @@ DOM0_PACKAGES=(xen-utils-$XEN_SERIES xenstore-utils usbutils kmod cpio qemu-syst
 DOM0_MODULES=(xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xhci-pci usb-storage sd_mod
               usbhid hid-generic evdev virtio_pci 9p 9pnet_virtio dummy_hcd libcomposite
               usb_f_ss_lb usb_f_mass_storage)
-# Kernel modules the domU initramfs carries, besides xen-hcd.ko.
-DOMU_MODULES=(usb-storage sd_mod usbhid hid-generic evdev snd-usb-audio xen-evtchn xen-gntalloc xen-gntdev)
+# Kernel modules the domU initramfs carries, besides xen-hcd.ko. vhci-hcd is for dom0: the mic
+# scenario loads it (and snd-usb-audio) from this archive (lib.sh tb_modprobe), which keeps the
+# 200 MB dom0 image unchanged.
+DOMU_MODULES=(usb-storage sd_mod usbhid hid-generic evdev snd-usb-audio xen-evtchn xen-gntalloc xen-gntdev
+              vhci-hcd)
 STICK_MIB=192      # 0-64 MiB: pattern (read tests); 64-192 MiB: zeros (write tests)
 PATTERN_MIB=64
 
@@ -194,7 +197,7 @@ EOF
 }
 
 # --- 6b. measurement tools (tools/*.c): static, so one binary runs in dom0 and the domU -------
-TOOLS=(tb-iops tb-ctrl)
+TOOLS=(tb-iops tb-ctrl tb-mic tb-rec)
 build_tools() {
     local t
     rm -rf "$TB/out/tools"; mkdir -p "$TB/out/tools"

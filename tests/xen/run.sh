@@ -73,7 +73,7 @@ PVUSB=$pv
 EOF
     # Knobs the scenarios read, passed through when set on the host.
     local v
-    for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB HOTPLUG_CYCLES UNLINK_ROUNDS RELEASE_ROUNDS RELEASE_UNPLUGS \
+    for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB MIC_SECONDS MIC_PATHS MIC_EMU_ARGS HOTPLUG_CYCLES UNLINK_ROUNDS RELEASE_ROUNDS RELEASE_UNPLUGS \
              PVUSB_FRONT_READ PVUSB_BACKEND_ARGS PVUSB_BACKEND_ENV RUST_LOG; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
     done
@@ -220,10 +220,13 @@ main() {
     [[ $(id -u) -eq 0 ]] || die "run as root (9p share with security_model=none, build steps)"
     SCENARIOS=$(scenario_names "$@" | tr '\n' ' ')
     PVUSB_HOST=$(find_pvusb)
-    [[ -z ${XEN_TESTBED_NO_BUILD:-} ]] && "$HERE/build.sh"
     mkdir -p "$TB/runs"
     exec 9> "$TB/run.lock"
     flock -n 9 || { log "another test-bed run holds $TB/run.lock; waiting"; flock 9; }
+    # Build under the lock: the images this run links into its directory are the ones this
+    # checkout built (a worktree with other tools or modules may rebuild them while we wait),
+    # and a rebuild never competes with another run's QEMU for the two host cores.
+    [[ -z ${XEN_TESTBED_NO_BUILD:-} ]] && "$HERE/build.sh"
     RUN_T0=$SECONDS
     LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
     prepare_run_dir

@@ -142,6 +142,17 @@ tb_tool() {
     echo "$dir/bin/$1"
 }
 
+# tb_modprobe MODULE: load a kernel module in dom0 from domu.cpio's module tree (same kernel),
+# for modules the dom0 image lacks (vhci-hcd, snd-usb-audio; see DOMU_MODULES in build.sh).
+tb_modprobe() {
+    local dir=/tmp/tb-mods
+    if [ ! -d "$dir/lib/modules" ]; then
+        mkdir -p "$dir"
+        (cd "$dir" && cpio -i --quiet -d -m "lib/modules/*" < "$TB/out/domu.cpio") || return 1
+    fi
+    modprobe -d "$dir" "$1"
+}
+
 # ---- the pvusb binary --------------------------------------------------------------------------
 # pvusb_has SUBCOMMAND: does the supplied binary know it? (clap: `CMD --help` exits 0)
 pvusb_has() { [ -n "${PVUSB:-}" ] && "$PVUSB" $1 --help >/dev/null 2>&1; }
