@@ -242,28 +242,22 @@ impl Connection {
 
     /// Registers a new watch route and returns its token and receiver.
     pub(crate) fn add_watch_route(&self) -> Result<(String, Receiver<String>), XsError> {
-        let token = format!("pvusb-w{}", self.next_token.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = bounded(WATCH_QUEUE);
-        let mut routes = self.shared.routes();
-        if routes.closed {
-            return Err(XsError::Closed);
-        }
-        routes
-            .watches
-            .insert(token.clone(), WatchRoute::Channel(tx));
-        Ok((token, rx))
+        Ok((self.add_route(WatchRoute::Channel(tx))?, rx))
     }
 
     /// Registers a watch route that calls `notify`; returns its token.
     pub(crate) fn add_watch_notify(&self, notify: WatchNotify) -> Result<String, XsError> {
+        self.add_route(WatchRoute::Notify(notify))
+    }
+
+    fn add_route(&self, route: WatchRoute) -> Result<String, XsError> {
         let token = format!("pvusb-w{}", self.next_token.fetch_add(1, Ordering::Relaxed));
         let mut routes = self.shared.routes();
         if routes.closed {
             return Err(XsError::Closed);
         }
-        routes
-            .watches
-            .insert(token.clone(), WatchRoute::Notify(notify));
+        routes.watches.insert(token.clone(), route);
         Ok(token)
     }
 

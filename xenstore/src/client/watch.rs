@@ -9,27 +9,54 @@ use super::conn::{Connection, WatchNotify};
 use crate::error::XsError;
 use crate::wire::{join_args, MsgType};
 
-/// A watch on a path. Holds the connection open while it lives.
+/// A watch registered with the daemon under a token whose route exists;
+/// dropping it removes the route and unregisters the watch.
 #[derive(Debug)]
-pub struct XsWatch {
+struct Registration {
     conn: Arc<Connection>,
     path: String,
     token: String,
+}
+
+impl Registration {
+    /// Asks the daemon to watch `path` under `token`, whose route the caller
+    /// added first (the initial event may race the reply); on failure the
+    /// route is removed again.
+    fn watch(conn: Arc<Connection>, path: &str, token: String) -> Result<Self, XsError> {
+        if let Err(e) = conn.request(MsgType::Watch, 0, join_args(&[path, &token]), path) {
+            conn.remove_watch_route(&token);
+            return Err(e);
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            token,
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.conn.remove_watch_route(&self.token);
+        // Fire and forget: drop must not block on a slow or dead daemon.
+        let _ = self
+            .conn
+            .send_no_wait(MsgType::Unwatch, join_args(&[&self.path, &self.token]));
+    }
+}
+
+/// A watch on a path. Holds the connection open while it lives.
+#[derive(Debug)]
+pub struct XsWatch {
+    registration: Registration,
     rx: Receiver<String>,
 }
 
 impl XsWatch {
     pub(super) fn register(conn: Arc<Connection>, path: &str) -> Result<XsWatch, XsError> {
-        // Route first: the initial event may race the reply.
         let (token, rx) = conn.add_watch_route()?;
-        if let Err(e) = conn.request(MsgType::Watch, 0, join_args(&[path, &token]), path) {
-            conn.remove_watch_route(&token);
-            return Err(e);
-        }
         Ok(XsWatch {
-            conn,
-            path: path.to_owned(),
-            token,
+            registration: Registration::watch(conn, path, token)?,
             rx,
         })
     }
@@ -41,17 +68,7 @@ impl XsWatch {
 
     /// The watched path as given.
     pub fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-impl Drop for XsWatch {
-    fn drop(&mut self) {
-        self.conn.remove_watch_route(&self.token);
-        // Fire and forget: drop must not block on a slow or dead daemon.
-        let _ = self
-            .conn
-            .send_no_wait(MsgType::Unwatch, join_args(&[&self.path, &self.token]));
+        &self.registration.path
     }
 }
 
@@ -60,9 +77,7 @@ impl Drop for XsWatch {
 /// watcher's own has to wait for them. Unregistered when dropped.
 #[derive(Debug)]
 pub struct XsNotifyWatch {
-    conn: Arc<Connection>,
-    path: String,
-    token: String,
+    registration: Registration,
 }
 
 impl XsNotifyWatch {
@@ -72,28 +87,13 @@ impl XsNotifyWatch {
         notify: WatchNotify,
     ) -> Result<XsNotifyWatch, XsError> {
         let token = conn.add_watch_notify(notify)?;
-        if let Err(e) = conn.request(MsgType::Watch, 0, join_args(&[path, &token]), path) {
-            conn.remove_watch_route(&token);
-            return Err(e);
-        }
         Ok(XsNotifyWatch {
-            conn,
-            path: path.to_owned(),
-            token,
+            registration: Registration::watch(conn, path, token)?,
         })
     }
 
     /// The watched path as given.
     pub fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-impl Drop for XsNotifyWatch {
-    fn drop(&mut self) {
-        self.conn.remove_watch_route(&self.token);
-        let _ = self
-            .conn
-            .send_no_wait(MsgType::Unwatch, join_args(&[&self.path, &self.token]));
+        &self.registration.path
     }
 }
