@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pvusb_protocol::{IsoPacketDescriptor, RequestSegment, Status, UrbResponse};
+use pvusb_xen::CopySeg;
 
 use super::urb::{IsoState, Urb};
 use crate::guest::{GuestMemory, SegList};
@@ -175,15 +176,24 @@ impl Resources {
             };
             records.extend_from_slice(bytemuck::bytes_of(&rec));
         }
-        let mut ok = mem.copy_to(iso.desc.as_slice(), &records).is_ok();
-        if u.is_in && ok {
+        // The packet results and the IN data go to the guest in one grant
+        // copy (one system call instead of two): an audio stream sends a
+        // 1 ms URB a thousand times a second, and each system call of a
+        // dom0 costs far more than copying a few hundred bytes once more.
+        let mut segs: Vec<CopySeg> = iso.desc.as_slice().to_vec();
+        let mut fits = true;
+        if u.is_in {
             let n = u.max_len.min(c.buffer.len());
-            let segs = u.data.truncated(n);
-            ok = c
-                .buffer
-                .get(..segs.total())
-                .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
+            let data = u.data.truncated(n);
+            match c.buffer.get(..data.total()) {
+                Some(bytes) => {
+                    segs.extend_from_slice(data.as_slice());
+                    records.extend_from_slice(bytes);
+                }
+                None => fits = false,
+            }
         }
+        let ok = fits && mem.copy_to(&segs, &records).is_ok();
         if !ok {
             Stats::inc(&self.stats.grant_errors);
             guest_warn!(

@@ -3,6 +3,7 @@
 //! asynchronous one).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pvusb_protocol::RequestSegment;
@@ -14,9 +15,10 @@ use crate::usb::{DeviceInfo, Speed, Transfer, UsbDevice, UsbError};
 
 pub(crate) const PAGE: usize = 4096;
 
-/// Guest memory: one page per gref, zeroes until written.
+/// Guest memory: one page per gref, zeroes until written; counts the grant
+/// copies into it (each one a system call on the real transport).
 #[derive(Default)]
-pub(crate) struct Guest(Mutex<HashMap<u32, Vec<u8>>>);
+pub(crate) struct Guest(Mutex<HashMap<u32, Vec<u8>>>, AtomicUsize);
 
 impl Guest {
     pub(crate) fn page(&self, gref: u32) -> Vec<u8> {
@@ -30,6 +32,11 @@ impl Guest {
 
     pub(crate) fn set(&self, gref: u32, data: Vec<u8>) {
         self.0.lock().unwrap().insert(gref, data);
+    }
+
+    /// Calls of `copy_to` so far.
+    pub(crate) fn copies_to(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -46,6 +53,7 @@ impl GuestMemory for Guest {
     }
 
     fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
         let mut at = 0;
         for s in segs {
             let mut page = self.page(s.gref);
