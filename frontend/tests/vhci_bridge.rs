@@ -436,8 +436,15 @@ fn commands_beyond_the_in_flight_bound_wait_in_the_socket() {
     rest.sort_unstable();
     // The release report answers the second; the third is cancelled.
     assert_eq!(rest, vec![(urbs[1], 0), (u, ECONNRESET)]);
+    // Stopping with a URB pending cancels it and answers -ENODEV.
+    let pending = vhci.submit(Direction::In, 1, 8, [0; 8], vec![]);
+    std::thread::sleep(Duration::from_millis(200));
     bridge.stop();
+    let r = vhci.ret_submit(pending);
+    assert_eq!((r.header.status, r.header.actual_length), (ENODEV, 0));
+    assert_eq!(vhci.recv(), None);
     assert_eq!(bridge.join(), BridgeEnd::Stopped);
+    assert_eq!(front.outstanding(), 0);
     drop(front);
     daemon.shutdown();
 }
@@ -461,4 +468,34 @@ fn the_backend_going_away_ends_the_bridge() {
         "{end}"
     );
     drop(front);
+}
+
+#[test]
+fn a_malformed_command_ends_the_bridge_not_the_frontend() {
+    let (_w, daemon, front) = World::running();
+    let (bridge, mut vhci) = bridge(&front, 1);
+    let r = vhci.transfer(Direction::In, 1, 16, vec![]);
+    assert_eq!(r.header.status, 0);
+    let mut garbage = [0u8; 48];
+    garbage[3] = 0x99;
+    vhci.sock.write_all(&garbage).unwrap();
+    assert_eq!(vhci.recv(), None);
+    assert!(matches!(bridge.join(), BridgeEnd::Protocol(_)));
+    assert_eq!(front.dead_reason(), None);
+    // The device is still usable: a new bridge serves it.
+    let dev = front.enumerate(1).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let again = Bridge::spawn(
+        Arc::clone(&front),
+        DeviceTarget::of(&dev),
+        ours,
+        BridgeOptions::default(),
+    )
+    .unwrap();
+    let mut vhci = FakeVhci::new(theirs);
+    assert_eq!(vhci.transfer(Direction::In, 1, 16, vec![]).header.status, 0);
+    drop(vhci);
+    assert_eq!(again.join(), BridgeEnd::PeerClosed);
+    drop(front);
+    daemon.shutdown();
 }
