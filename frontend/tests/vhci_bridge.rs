@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats, MAX_PACKET};
 use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::{LoopbackDevice, LOOPBACK_PRODUCT_ID};
 use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
@@ -25,7 +26,7 @@ use pvusb_protocol::usbip::{
     PacketCount, RetSubmit, StreamDecoder, SubmitShape,
 };
 use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
-use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_protocol::{Direction, IsoPacketDescriptor, SetupPacket};
 use pvusb_xen::sim::SimXen;
 use pvusb_xenstore::{ServerConfig, XsClient, XsServer, XsServerHandle};
 
@@ -36,13 +37,14 @@ const ECONNRESET: i32 = -104;
 const ENODEV: i32 = -19;
 
 /// xenstore, the emulated host (loopback on port 1, keyboard on 2, disk on
-/// 3), the backend daemon and a connected frontend.
+/// 3, iso audio on 4), the backend daemon and a connected frontend.
 struct World {
     dir: tempfile::TempDir,
     _server: XsServerHandle,
     xs: Arc<XsClient>,
     emu: EmulatedHost,
     keyboard: KeyboardHandle,
+    audio: Arc<AudioStats>,
     busids: Vec<String>,
 }
 
@@ -59,6 +61,8 @@ impl World {
         let keyboard = KeyboardHandle::new();
         let kb = keyboard.clone();
         let store = Arc::new(MemoryStore::new(64));
+        let audio = Arc::new(AudioStats::default());
+        let stats = Arc::clone(&audio);
         let busids = vec![
             emu.add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 17))))
                 .unwrap(),
@@ -68,6 +72,8 @@ impl World {
                 Box::new(MassStorageDevice::new(store.clone()))
             }))
             .unwrap(),
+            emu.add_next(Arc::new(move || Box::new(AudioDevice::new(stats.clone()))))
+                .unwrap(),
         ]
         .into_iter()
         .map(|b| b.to_string())
@@ -78,6 +84,7 @@ impl World {
             xs,
             emu,
             keyboard,
+            audio,
             busids,
         };
         w.add_controller();
@@ -100,7 +107,7 @@ impl World {
             options,
         )
         .unwrap();
-        for port in 1..=3 {
+        for port in 1..=4 {
             front.wait_for_device(port, T).unwrap();
         }
         (w, daemon, Arc::new(front))
@@ -116,7 +123,7 @@ impl World {
                 ("online", "1"),
                 ("type", "pv"),
                 ("usb-ver", "2"),
-                ("num-ports", "3"),
+                ("num-ports", "4"),
             ] {
                 xs.write(tx, &format!("{be}/{k}"), v)?;
             }
@@ -194,6 +201,53 @@ impl FakeVhci {
             },
             out_data: out,
             iso_packets: Vec::new(),
+        };
+        self.shapes
+            .lock()
+            .unwrap()
+            .insert(seqnum, cmd.header.shape());
+        let mut bytes = Vec::new();
+        cmd.encode(&mut bytes).unwrap();
+        self.sock.write_all(&bytes).unwrap();
+        seqnum
+    }
+
+    /// Sends an isochronous CMD_SUBMIT with packets at `(offset, length)`
+    /// of a `buffer_len`-byte buffer (OUT: `out` is the whole buffer).
+    fn submit_iso(
+        &mut self,
+        direction: Direction,
+        ep: u8,
+        packets: &[(u32, u32)],
+        buffer_len: u32,
+        out: Vec<u8>,
+    ) -> u32 {
+        let seqnum = self.seqnum();
+        let cmd = CmdSubmit {
+            header: CmdSubmitHeader {
+                basic: Basic {
+                    seqnum,
+                    devid: 0x0001_0002,
+                    direction,
+                    ep,
+                },
+                transfer_flags: 0x0002, // URB_ISO_ASAP
+                transfer_buffer_length: buffer_len,
+                start_frame: 0,
+                number_of_packets: PacketCount::Count(packets.len() as u32),
+                interval: 1,
+                setup: [0; 8],
+            },
+            out_data: out,
+            iso_packets: packets
+                .iter()
+                .map(|&(offset, length)| IsoPacketDescriptor {
+                    offset,
+                    length,
+                    actual_length: 0,
+                    status: 0,
+                })
+                .collect(),
         };
         self.shapes
             .lock()
@@ -496,6 +550,54 @@ fn a_malformed_command_ends_the_bridge_not_the_frontend() {
     assert_eq!(vhci.transfer(Direction::In, 1, 16, vec![]).header.status, 0);
     drop(vhci);
     assert_eq!(again.join(), BridgeEnd::PeerClosed);
+    drop(front);
+    daemon.shutdown();
+}
+
+#[test]
+fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
+    let (w, daemon, front) = World::running();
+    let (bridge, mut vhci) = bridge(&front, 4);
+    let s = vhci.control(SetupPacket::set_interface(0, 1), vec![]);
+    assert_eq!(vhci.ret_submit(s).header.status, 0);
+    // IN: three packets with gaps between them, as a driver may lay out.
+    let mp = u32::from(MAX_PACKET);
+    let layout = [(0, mp), (256, mp), (512, mp)];
+    let s = vhci.submit_iso(Direction::In, 2, &layout, 512 + mp, vec![]);
+    let r = vhci.ret_submit(s);
+    assert_eq!(r.header.status, 0);
+    assert_eq!(r.header.actual_length, 3 * mp);
+    assert_eq!(r.in_data.len(), 3 * MAX_PACKET as usize, "packed, no gaps");
+    assert_eq!(r.header.number_of_packets, PacketCount::Count(3));
+    let echoed: Vec<_> = r
+        .iso_packets
+        .iter()
+        .map(|p| (p.offset, p.length, p.actual_length, p.status))
+        .collect();
+    assert_eq!(
+        echoed,
+        vec![(0, mp, mp, 0), (256, mp, mp, 0), (512, mp, mp, 0)]
+    );
+    // OUT: four packets back to back reach the sink.
+    let layout: Vec<(u32, u32)> = (0..4).map(|i| (i * mp, mp)).collect();
+    let s = vhci.submit_iso(
+        Direction::Out,
+        1,
+        &layout,
+        4 * mp,
+        vec![0x11; 4 * MAX_PACKET as usize],
+    );
+    let r = vhci.ret_submit(s);
+    assert_eq!((r.header.status, r.header.error_count), (0, 0));
+    assert!(r.in_data.is_empty());
+    assert_eq!(
+        w.audio
+            .out_packets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    drop(vhci);
+    assert_eq!(bridge.join(), BridgeEnd::PeerClosed);
     drop(front);
     daemon.shutdown();
 }
