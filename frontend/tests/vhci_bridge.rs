@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats, MAX_PACKET};
 use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
-use pvusb_backend::usb::emulated::loopback::{LoopbackDevice, LOOPBACK_PRODUCT_ID};
+use pvusb_backend::usb::emulated::loopback::{
+    LoopbackDevice, LOOPBACK_PRODUCT_ID, VENDOR_SET_MODE,
+};
 use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
 use pvusb_backend::usb::emulated::mass_storage::{MassStorageDevice, CBW_SIGNATURE, CSW_SIGNATURE};
 use pvusb_backend::usb::emulated::EmulatedHost;
@@ -598,6 +600,32 @@ fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
     );
     drop(vhci);
     assert_eq!(bridge.join(), BridgeEnd::PeerClosed);
+    drop(front);
+    daemon.shutdown();
+}
+
+#[test]
+fn a_peer_that_stops_reading_ends_the_bridge_after_the_write_timeout() {
+    let (_w, daemon, front) = World::running();
+    let dev = front.enumerate(1).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let options = BridgeOptions {
+        write_timeout: Duration::from_millis(200),
+        ..BridgeOptions::default()
+    };
+    let bridge = Bridge::spawn(Arc::clone(&front), DeviceTarget::of(&dev), ours, options).unwrap();
+    let mut vhci = FakeVhci::new(theirs);
+    // Source mode: every bulk IN returns all it was asked for.
+    let s = vhci.control(SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0), vec![]);
+    assert_eq!(vhci.ret_submit(s).header.status, 0);
+    // 2.4 MB of IN data asked for, none of it read: far beyond the
+    // socket's buffer.
+    for _ in 0..40 {
+        vhci.submit(Direction::In, 1, 60_000, [0; 8], vec![]);
+    }
+    assert!(matches!(bridge.join(), BridgeEnd::Socket(_)));
+    assert_eq!(front.outstanding(), 0);
+    assert_eq!(front.dead_reason(), None);
     drop(front);
     daemon.shutdown();
 }

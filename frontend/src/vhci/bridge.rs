@@ -44,6 +44,10 @@ pub struct BridgeOptions {
     /// When the bridge ends, how long it waits for cancelled URBs to
     /// complete before it closes the socket regardless.
     pub drain_timeout: Duration,
+    /// How long one reply may wait for the peer to read; longer ends the
+    /// bridge. WHY: a peer that stops reading would otherwise block the
+    /// writer forever, and with it [`Bridge::stop`] and port events.
+    pub write_timeout: Duration,
 }
 
 impl Default for BridgeOptions {
@@ -52,6 +56,7 @@ impl Default for BridgeOptions {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             limits: Limits::DEFAULT,
             drain_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -91,8 +96,9 @@ pub enum BridgeError {
         /// Expected address.
         address: u8,
     },
-    /// Cloning the socket for the second thread failed.
-    #[error("cannot clone the socket")]
+    /// Setting up the socket (write timeout, clone for the second thread)
+    /// failed.
+    #[error("cannot set up the socket")]
     Socket(#[source] io::Error),
     /// A thread could not be spawned.
     #[error("cannot spawn a bridge thread")]
@@ -129,6 +135,14 @@ impl Bridge {
                 address: target.address,
             });
         }
+        let options = BridgeOptions {
+            // No credit at all would leave the reader waiting forever.
+            max_in_flight: options.max_in_flight.max(1),
+            ..options
+        };
+        socket
+            .set_write_timeout(Some(options.write_timeout.max(Duration::from_millis(1))))
+            .map_err(BridgeError::Socket)?;
         let read_half = socket.try_clone().map_err(BridgeError::Socket)?;
         let table = Arc::new(SharedTable::default());
         let (events, events_rx) = crossbeam_channel::unbounded();
