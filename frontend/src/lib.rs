@@ -13,6 +13,7 @@
 //! | [`urb`] | [`Urb`], [`Completion`] |
 //! | [`device`] | enumeration and the [`Device`] handle |
 //! | [`mass_storage`] | a bulk-only-transport client ([`MassStorage`]) |
+//! | [`vhci`] | the bridge serving a device to the guest kernel's vhci-hcd over USB/IP |
 //!
 //! Everything the backend writes (ring indexes, ids, lengths, statuses, conn
 //! events, xenstore values) is hostile: it is copied once, validated, and a
@@ -48,6 +49,7 @@ pub mod ports;
 mod transfer;
 pub mod transport;
 pub mod urb;
+pub mod vhci;
 pub mod xenbus;
 
 pub use device::Device;

@@ -1,0 +1,87 @@
+//! The vhci-hcd bridge: serves a pvUSB device to the guest kernel's USB/IP
+//! virtual host controller (`vhci-hcd`) over one end of a stream socket,
+//! translating USB/IP ⇄ usbif.
+//!
+//! WHY: with it, the guest's own USB stack (usb-storage, HID, audio
+//! drivers) drives pvUSB devices through a userspace frontend, without a
+//! xen-hcd kernel module.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
+//! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
+//! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
+//! | `table` | the in-flight table and the credits that bound it |
+//! | [`translate`] | the pure mapping: `CMD_SUBMIT` → [`crate::Urb`], completion → `RET_SUBMIT`, status → errno |
+//! | [`endpoints`] | each endpoint's transfer type, from the configuration descriptor |
+//!
+//! ## vhci semantics the bridge follows (from `drivers/usb/usbip/`)
+//!
+//! * vhci completes SET_ADDRESS itself and never sends it; it sends its
+//!   enumeration's GET_DESCRIPTORs to address 0. The bridge sends every
+//!   request to the usbif address the frontend gave the device
+//!   ([`DeviceTarget::address`]) and answers a stray SET_ADDRESS locally.
+//! * A `CMD_SUBMIT` does not say the transfer type; [`EndpointTypes`]
+//!   derives it from the configuration descriptor.
+//! * Unlink: if the cancel took effect the answer is `RET_UNLINK`
+//!   `-ECONNRESET` and no `RET_SUBMIT` (vhci gives the URB back on the
+//!   `RET_UNLINK`; a later `RET_SUBMIT` for that seqnum would make it drop
+//!   the device). If the URB had completed, its `RET_SUBMIT` goes first and
+//!   the `RET_UNLINK` carries 0.
+//! * vhci never reads a reply's `devid`, `direction` or `ep`; they are 0,
+//!   as the kernel's stub sends them.
+//! * A request above [`crate::MAX_URB_DATA`] is answered `-EMSGSIZE`, more
+//!   iso packets than usbif carries `-EFBIG`: never truncated.
+//! * A malformed reply makes vhci drop the device, so every `RET_SUBMIT` is
+//!   checked by the codec and replaced by an `-EPROTO` reply if it fails.
+//! * The device leaving, the controller dying, or [`Bridge::stop`] cancels
+//!   what is in flight, answers it `-ENODEV`, and shuts the socket down;
+//!   vhci then detaches the port.
+//!
+//! ## README: what is left
+//!
+//! * Attach via sysfs: write `"port sockfd devid speed"` to
+//!   `/sys/devices/platform/vhci_hcd.N/attach` with one end of a
+//!   `socketpair(AF_UNIX, SOCK_STREAM)`, choose a free port of the right
+//!   hub (high-speed ports vs super-speed ports) from `status`, and
+//!   `detach` on exit.
+//! * Speed mapping: usbif [`pvusb_protocol::Speed`] to vhci's
+//!   `enum usb_device_speed` in the attach string.
+//! * Bulk transfers above [`crate::MAX_URB_DATA`]: usb-storage sends
+//!   URBs of up to 120 KiB (`max_sectors` 240) on high-speed devices. Today
+//!   they are answered `-EMSGSIZE`; they need splitting into sequential
+//!   usbif URBs (stopping at a short packet) or a lower `max_sectors`.
+//! * SET_CONFIGURATION to a configuration other than the one enumerated:
+//!   the endpoint table is the first configuration's.
+//! * A multi-controller daemon (`pvusb front serve`) that starts one bridge
+//!   per device as it appears, the CLI around it, SIGTERM → detach of every
+//!   port, a systemd unit, and a test-bed scenario with Debian's vhci-hcd
+//!   in a domU.
+
+pub mod bridge;
+pub mod endpoints;
+mod reader;
+mod table;
+#[cfg(test)]
+mod tests;
+pub mod translate;
+mod writer;
+
+pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
+pub use endpoints::EndpointTypes;
+pub use translate::DeviceTarget;
+
+use crate::device::Device;
+
+impl DeviceTarget {
+    /// The target of an enumerated device: its port, its address and its
+    /// first configuration's endpoints (what [`crate::Frontend::enumerate`]
+    /// selected).
+    pub fn of(device: &Device) -> Self {
+        Self {
+            port: device.port,
+            address: device.address,
+            endpoints: EndpointTypes::from_config(&device.config),
+        }
+    }
+}

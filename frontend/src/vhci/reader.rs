@@ -1,0 +1,178 @@
+//! The reader thread: decodes what vhci writes, turns each `CMD_SUBMIT`
+//! into a usbif URB (or a local answer) and each `CMD_UNLINK` into a
+//! cancel, and stops reading when it has no credit left.
+
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, StreamDecoder};
+use tracing::debug;
+
+use super::table::{Entry, SharedTable};
+use super::translate::{
+    encode_ret_submit, encode_ret_unlink, error_reply, urb_for, DeviceTarget, Request,
+};
+use super::writer::Event;
+use super::{BridgeEnd, BridgeOptions};
+use crate::error::UrbStatus;
+use crate::frontend::Frontend;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(super) struct Reader {
+    table: Arc<SharedTable>,
+    target: DeviceTarget,
+    socket: UnixStream,
+    events: Sender<Event>,
+    front: Arc<Frontend>,
+    options: BridgeOptions,
+}
+
+impl Reader {
+    pub fn new(
+        table: Arc<SharedTable>,
+        target: DeviceTarget,
+        socket: UnixStream,
+        events: Sender<Event>,
+        front: Arc<Frontend>,
+        options: BridgeOptions,
+    ) -> Self {
+        Self {
+            table,
+            target,
+            socket,
+            events,
+            front,
+            options,
+        }
+    }
+
+    /// Reads until the peer closes, the stream breaks or the bridge ends,
+    /// then tells the writer why.
+    pub fn run(mut self) {
+        let end = self.read_loop();
+        debug!(port = self.target.port, %end, "vhci reader done");
+        let _ = self.events.send(Event::ReaderDone(end));
+    }
+
+    fn read_loop(&mut self) -> BridgeEnd {
+        let framing = DeviceSide {
+            iso_endpoints: Some(self.target.endpoints.iso_endpoints()),
+        };
+        let mut decoder = StreamDecoder::new(framing, self.options.limits);
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match self.socket.read(&mut buf) {
+                Ok(0) => return BridgeEnd::PeerClosed,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return BridgeEnd::Socket(e.kind()),
+            };
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (used, message) = match decoder.feed(rest) {
+                    Ok(r) => r,
+                    Err(e) => return BridgeEnd::Protocol(e.to_string()),
+                };
+                rest = &rest[used..];
+                let Some(message) = message else { continue };
+                if !self.table.take_credit(self.options.max_in_flight) {
+                    // Ending: the writer answers what is in flight and closes.
+                    return BridgeEnd::Stopped;
+                }
+                let handled = match message {
+                    Message::CmdSubmit(cmd) => self.submit(cmd),
+                    Message::CmdUnlink(unlink) => {
+                        self.unlink(unlink);
+                        Ok(())
+                    }
+                    // The decoder's DeviceSide framing refuses replies.
+                    Message::RetSubmit(_) | Message::RetUnlink(_) => Ok(()),
+                };
+                if let Err(end) = handled {
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// Submits `cmd` on the frontend, or queues its local answer.
+    fn submit(&self, cmd: CmdSubmit) -> Result<(), BridgeEnd> {
+        let request = Request::of(&cmd);
+        let seqnum = request.seqnum;
+        let urb = match urb_for(cmd, &self.target) {
+            Ok(urb) => urb,
+            Err(refusal) => {
+                debug!(
+                    seqnum,
+                    reason = refusal.reason,
+                    status = refusal.status,
+                    "answered locally"
+                );
+                let bytes = encode_ret_submit(&request, &error_reply(&request, refusal.status));
+                self.reply(bytes, 1);
+                return Ok(());
+            }
+        };
+        {
+            let mut table = self.table.lock();
+            if table.in_flight.contains_key(&seqnum) {
+                // Two answers to one seqnum would make vhci drop the device
+                // anyway; the peer's framing cannot be trusted any more.
+                return Err(BridgeEnd::Protocol(format!(
+                    "seqnum {seqnum} reused in flight"
+                )));
+            }
+            table.in_flight.insert(
+                seqnum,
+                Entry {
+                    request,
+                    handle: None,
+                    unlink_seqnum: None,
+                },
+            );
+        }
+        let events = self.events.clone();
+        let handle = self.front.submit(urb, move |completion| {
+            // The writer outlives every URB it waits for; if it is gone the
+            // socket is closed and there is no one to answer.
+            let _ = events.send(Event::Completed { seqnum, completion });
+        });
+        if let Some(entry) = self.table.lock().in_flight.get_mut(&seqnum) {
+            entry.handle = Some(handle);
+        }
+        Ok(())
+    }
+
+    /// Cancels the URB `unlink` names, or answers at once if it is done.
+    fn unlink(&self, unlink: CmdUnlinkHeader) {
+        let (seqnum, target) = (unlink.basic.seqnum, unlink.unlink_seqnum);
+        let handle = {
+            let mut table = self.table.lock();
+            match table.in_flight.get_mut(&target) {
+                Some(entry) if entry.unlink_seqnum.is_none() => {
+                    entry.unlink_seqnum = Some(seqnum);
+                    entry.handle.clone()
+                }
+                _ => None,
+            }
+        };
+        match handle {
+            // The writer answers when the URB completes: RET_UNLINK alone if
+            // the cancel took, RET_SUBMIT then RET_UNLINK(0) if it had won.
+            Some(handle) => {
+                handle.unlink(UrbStatus::Cancelled);
+            }
+            // Already answered (its RET_SUBMIT is on the socket or queued
+            // before this), or a second unlink: nothing left to cancel.
+            None => self.reply(encode_ret_unlink(seqnum, 0), 1),
+        }
+    }
+
+    fn reply(&self, bytes: Vec<u8>, credits: usize) {
+        let _ = self.events.send(Event::Reply { bytes, credits });
+    }
+}
