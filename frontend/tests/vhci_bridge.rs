@@ -11,134 +11,32 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats, MAX_PACKET};
-use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
-use pvusb_backend::usb::emulated::loopback::{
-    LoopbackDevice, LOOPBACK_PRODUCT_ID, VENDOR_SET_MODE,
-};
-use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
-use pvusb_backend::usb::emulated::mass_storage::{MassStorageDevice, CBW_SIGNATURE, CSW_SIGNATURE};
-use pvusb_backend::usb::emulated::EmulatedHost;
-use pvusb_backend::{CompositeHost, Daemon, DaemonConfig, DaemonHandle};
+use pvusb_backend::usb::emulated::audio::MAX_PACKET;
+use pvusb_backend::usb::emulated::loopback::{LOOPBACK_PRODUCT_ID, VENDOR_SET_MODE};
+use pvusb_backend::usb::emulated::mass_storage::{CBW_SIGNATURE, CSW_SIGNATURE};
+use pvusb_backend::DaemonHandle;
 use pvusb_frontend::vhci::{Bridge, BridgeEnd, BridgeOptions, DeviceTarget};
-use pvusb_frontend::{Frontend, Options};
+use pvusb_frontend::Frontend;
 use pvusb_protocol::usb::request::dt;
 use pvusb_protocol::usbip::{
     Basic, CmdSubmit, CmdSubmitHeader, CmdUnlinkHeader, Header, HostSide, Limits, Message,
     PacketCount, RetSubmit, StreamDecoder, SubmitShape,
 };
-use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
 use pvusb_protocol::{Direction, IsoPacketDescriptor, SetupPacket};
-use pvusb_xen::sim::SimXen;
-use pvusb_xenstore::{ServerConfig, XsClient, XsServer, XsServerHandle};
 
-const T: Duration = Duration::from_secs(20);
-const DOM: u16 = 1;
+mod world;
+
+use world::{World, T};
+
 const EMSGSIZE: i32 = -90;
 const ECONNRESET: i32 = -104;
 const ENODEV: i32 = -19;
 
-/// xenstore, the emulated host (loopback on port 1, keyboard on 2, disk on
-/// 3, iso audio on 4), the backend daemon and a connected frontend.
-struct World {
-    dir: tempfile::TempDir,
-    _server: XsServerHandle,
-    xs: Arc<XsClient>,
-    emu: EmulatedHost,
-    keyboard: KeyboardHandle,
-    audio: Arc<AudioStats>,
-    busids: Vec<String>,
-}
-
-impl World {
-    fn running() -> (Self, DaemonHandle, Arc<Frontend>) {
-        let dir = tempfile::Builder::new()
-            .prefix("pvb")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let sock = dir.path().join("xs.sock");
-        let server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
-        let xs = Arc::new(XsClient::connect(&sock).unwrap());
-        let emu = EmulatedHost::new();
-        let keyboard = KeyboardHandle::new();
-        let kb = keyboard.clone();
-        let store = Arc::new(MemoryStore::new(64));
-        let audio = Arc::new(AudioStats::default());
-        let stats = Arc::clone(&audio);
-        let busids = vec![
-            emu.add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 17))))
-                .unwrap(),
-            emu.add_next(Arc::new(move || Box::new(kb.device())))
-                .unwrap(),
-            emu.add_next(Arc::new(move || {
-                Box::new(MassStorageDevice::new(store.clone()))
-            }))
-            .unwrap(),
-            emu.add_next(Arc::new(move || Box::new(AudioDevice::new(stats.clone()))))
-                .unwrap(),
-        ]
-        .into_iter()
-        .map(|b| b.to_string())
-        .collect();
-        let w = Self {
-            dir,
-            _server: server,
-            xs,
-            emu,
-            keyboard,
-            audio,
-            busids,
-        };
-        w.add_controller();
-        let daemon = {
-            let xs = Arc::new(XsClient::connect(&w.dir.path().join("xs.sock")).unwrap());
-            let back = Arc::new(SimXen::new(w.dir.path(), 0));
-            let host = Arc::new(CompositeHost::new(w.emu.clone(), None));
-            Daemon::start(xs, Arc::clone(&back), back, host, DaemonConfig::new(0)).unwrap()
-        };
-        let options = Options {
-            handshake_timeout: T,
-            close_timeout: Duration::from_secs(5),
-            ..Options::default()
-        };
-        let front = Frontend::connect(
-            Arc::clone(&w.xs),
-            Arc::new(SimXen::new(w.dir.path(), DOM)),
-            DOM,
-            0,
-            options,
-        )
-        .unwrap();
-        for port in 1..=4 {
-            front.wait_for_device(port, T).unwrap();
-        }
-        (w, daemon, Arc::new(front))
-    }
-
-    fn add_controller(&self) {
-        let (be, fe) = (backend_dir(0, DOM, 0), frontend_dir(DOM, 0));
-        let xs = &self.xs;
-        xs.transaction(|tx| {
-            for (k, v) in [
-                ("frontend", fe.as_str()),
-                ("frontend-id", "1"),
-                ("online", "1"),
-                ("type", "pv"),
-                ("usb-ver", "2"),
-                ("num-ports", "4"),
-            ] {
-                xs.write(tx, &format!("{be}/{k}"), v)?;
-            }
-            for (p, busid) in self.busids.iter().enumerate() {
-                xs.write(tx, &format!("{be}/port/{}", p + 1), busid)?;
-            }
-            xs.write(tx, &format!("{fe}/backend"), &be)?;
-            xs.write(tx, &format!("{fe}/backend-id"), "0")?;
-            xs.write(tx, &format!("{fe}/state"), "1")?;
-            xs.write(tx, &format!("{be}/state"), "1")
-        })
-        .unwrap();
-    }
+/// The world with the daemon serving it and the frontend connected (shared
+/// with the bridges under test).
+fn running() -> (World, DaemonHandle, Arc<Frontend>) {
+    let (w, daemon, front) = World::running();
+    (w, daemon, Arc::new(front))
 }
 
 type Lookup = Box<dyn FnMut(u32) -> Option<SubmitShape> + Send>;
@@ -204,14 +102,7 @@ impl FakeVhci {
             out_data: out,
             iso_packets: Vec::new(),
         };
-        self.shapes
-            .lock()
-            .unwrap()
-            .insert(seqnum, cmd.header.shape());
-        let mut bytes = Vec::new();
-        cmd.encode(&mut bytes).unwrap();
-        self.sock.write_all(&bytes).unwrap();
-        seqnum
+        self.send(cmd)
     }
 
     /// Sends an isochronous CMD_SUBMIT with packets at `(offset, length)`
@@ -251,6 +142,12 @@ impl FakeVhci {
                 })
                 .collect(),
         };
+        self.send(cmd)
+    }
+
+    /// Writes `cmd` and remembers its shape for the reply; returns its seqnum.
+    fn send(&mut self, cmd: CmdSubmit) -> u32 {
+        let seqnum = cmd.header.basic.seqnum;
         self.shapes
             .lock()
             .unwrap()
@@ -336,7 +233,7 @@ fn bridge(front: &Arc<Frontend>, port: u8) -> (Bridge, FakeVhci) {
 
 #[test]
 fn enumeration_bulk_limits_and_stop_through_the_bridge() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 1);
     // vhci's own enumeration: address 0 on the wire, the usbif address used.
     let s = vhci.control(SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 18), vec![]);
@@ -386,7 +283,7 @@ fn enumeration_bulk_limits_and_stop_through_the_bridge() {
 
 #[test]
 fn mass_storage_inquiry_through_cbw_and_csw() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 3);
     let tag = 0x1234_5678u32;
     let mut cbw = Vec::with_capacity(31);
@@ -413,7 +310,7 @@ fn mass_storage_inquiry_through_cbw_and_csw() {
 
 #[test]
 fn unlink_of_a_pending_urb_and_unplug_with_urbs_in_flight() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 2);
     // Interrupt INs on a keyboard nobody types on stay pending.
     let cancelled = vhci.submit(Direction::In, 1, 8, [0; 8], vec![]);
@@ -462,7 +359,7 @@ fn unlink_of_a_pending_urb_and_unplug_with_urbs_in_flight() {
 
 #[test]
 fn commands_beyond_the_in_flight_bound_wait_in_the_socket() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = running();
     let dev = front.enumerate(2).unwrap();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let options = BridgeOptions {
@@ -507,7 +404,7 @@ fn commands_beyond_the_in_flight_bound_wait_in_the_socket() {
 
 #[test]
 fn the_backend_going_away_ends_the_bridge() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 2);
     let pending = vhci.submit(Direction::In, 1, 8, [0; 8], vec![]);
     std::thread::sleep(Duration::from_millis(200));
@@ -528,7 +425,7 @@ fn the_backend_going_away_ends_the_bridge() {
 
 #[test]
 fn a_malformed_command_ends_the_bridge_not_the_frontend() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 1);
     let r = vhci.transfer(Direction::In, 1, 16, vec![]);
     assert_eq!(r.header.status, 0);
@@ -558,7 +455,7 @@ fn a_malformed_command_ends_the_bridge_not_the_frontend() {
 
 #[test]
 fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 4);
     let s = vhci.control(SetupPacket::set_interface(0, 1), vec![]);
     assert_eq!(vhci.ret_submit(s).header.status, 0);
@@ -606,7 +503,7 @@ fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
 
 #[test]
 fn a_peer_that_stops_reading_ends_the_bridge_after_the_write_timeout() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = running();
     let dev = front.enumerate(1).unwrap();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let options = BridgeOptions {

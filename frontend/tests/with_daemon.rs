@@ -6,136 +6,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
-use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::{
     LoopbackDevice, VENDOR_GET_COUNTERS, VENDOR_SET_MODE,
 };
-use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
-use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
-use pvusb_backend::{CompositeHost, Daemon, DaemonConfig, DaemonHandle};
-use pvusb_frontend::{Frontend, MassStorage, Options, PortEvent, Urb, UrbStatus};
+use pvusb_frontend::{Frontend, MassStorage, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::usb::request::dt;
-use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
+use pvusb_protocol::xenstore::frontend_dir;
 use pvusb_protocol::{SetupPacket, Speed};
-use pvusb_xen::sim::SimXen;
-use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer, XsServerHandle};
+use pvusb_xenstore::Tx;
 
-const T: Duration = Duration::from_secs(20);
-const DOM: u16 = 1;
+mod world;
 
-struct World {
-    dir: tempfile::TempDir,
-    _server: XsServerHandle,
-    xs: Arc<XsClient>,
-    emu: EmulatedHost,
-    keyboard: KeyboardHandle,
-    busids: Vec<String>,
-}
-
-impl World {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pvf")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let sock = dir.path().join("xs.sock");
-        let server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
-        let xs = Arc::new(XsClient::connect(&sock).unwrap());
-        let emu = EmulatedHost::new();
-        let keyboard = KeyboardHandle::new();
-        let store = Arc::new(MemoryStore::new(4096));
-        let kb = keyboard.clone();
-        let stats = Arc::new(AudioStats::default());
-        let busids = vec![
-            emu.add_next(Arc::new(|| Box::new(LoopbackDevice::new(1 << 17))))
-                .unwrap(),
-            emu.add_next(Arc::new(move || Box::new(kb.device())))
-                .unwrap(),
-            emu.add_next(Arc::new(move || {
-                Box::new(MassStorageDevice::new(store.clone()))
-            }))
-            .unwrap(),
-            emu.add_next(Arc::new(move || Box::new(AudioDevice::new(stats.clone()))))
-                .unwrap(),
-        ]
-        .into_iter()
-        .map(|b| b.to_string())
-        .collect();
-        let w = Self {
-            dir,
-            _server: server,
-            xs,
-            emu,
-            keyboard,
-            busids,
-        };
-        w.add_controller();
-        w
-    }
-
-    /// A world with the daemon serving it and the frontend connected, every
-    /// port's device present.
-    fn running() -> (Self, DaemonHandle, Frontend) {
-        let w = Self::new();
-        let daemon = w.daemon();
-        let front = w.frontend();
-        (w, daemon, front)
-    }
-
-    fn daemon(&self) -> DaemonHandle {
-        let xs = Arc::new(XsClient::connect(&self.dir.path().join("xs.sock")).unwrap());
-        let back = Arc::new(SimXen::new(self.dir.path(), 0));
-        let host = Arc::new(CompositeHost::new(self.emu.clone(), None));
-        Daemon::start(xs, Arc::clone(&back), back, host, DaemonConfig::new(0)).unwrap()
-    }
-
-    fn add_controller(&self) {
-        let (be, fe) = (backend_dir(0, DOM, 0), frontend_dir(DOM, 0));
-        let xs = &self.xs;
-        xs.transaction(|tx| {
-            for (k, v) in [
-                ("frontend", fe.as_str()),
-                ("frontend-id", "1"),
-                ("online", "1"),
-                ("type", "pv"),
-                ("usb-ver", "2"),
-                ("num-ports", "4"),
-            ] {
-                xs.write(tx, &format!("{be}/{k}"), v)?;
-            }
-            for (p, busid) in self.busids.iter().enumerate() {
-                xs.write(tx, &format!("{be}/port/{}", p + 1), busid)?;
-            }
-            xs.write(tx, &format!("{fe}/backend"), &be)?;
-            xs.write(tx, &format!("{fe}/backend-id"), "0")?;
-            xs.write(tx, &format!("{fe}/state"), "1")?;
-            xs.write(tx, &format!("{be}/state"), "1")
-        })
-        .unwrap();
-    }
-
-    fn frontend(&self) -> Frontend {
-        let options = Options {
-            handshake_timeout: T,
-            close_timeout: Duration::from_secs(5),
-            ..Options::default()
-        };
-        let front = Frontend::connect(
-            Arc::clone(&self.xs),
-            Arc::new(SimXen::new(self.dir.path(), DOM)),
-            DOM,
-            0,
-            options,
-        )
-        .unwrap();
-        for port in 1..=4 {
-            front.wait_for_device(port, T).unwrap();
-        }
-        front
-    }
-}
+use world::{World, DOM, T};
 
 /// Switches the loopback on port 1 (at `address`) from echoing the last OUT
 /// data to source/sink: bulk IN returns a deterministic pattern of any length
