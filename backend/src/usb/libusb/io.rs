@@ -3,7 +3,6 @@
 //! controller's loop runs when their descriptors are ready.
 
 use std::os::fd::AsRawFd;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -120,6 +120,42 @@ impl Discovery {
             })
             .ok_or(UsbError::NotFound(*busid))
     }
+
+    /// Finds the device at `busid`, applies what can be refused before
+    /// opening (hubs, SuperSpeed-only devices) and opens its usbfs node.
+    ///
+    /// WHY a node and not a libusb handle: the node's descriptor is what a
+    /// controller's own context wraps, so no device is open in the shared
+    /// context and the daemon alone needs the right to open nodes.
+    pub(crate) fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
+        let device = self.find(busid)?;
+        let info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
+        if info.is_hub {
+            return Err(UsbError::IsHub(*busid));
+        }
+        if info.max_speed_is_super {
+            runs_as_high(&device, info.num_configurations)
+                .map_err(|why| UsbError::NeedsSuperSpeed(*busid, why))?;
+        }
+        let path = format!("/dev/bus/usb/{:03}/{:03}", info.bus, info.address);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => UsbError::Access(*busid),
+                std::io::ErrorKind::NotFound => UsbError::NoDevice(*busid),
+                _ => UsbError::Io {
+                    busid: *busid,
+                    op: "open the device node",
+                    detail: format!("{path}: {e}"),
+                },
+            })?;
+        Ok(OpenedNode {
+            info,
+            fd: file.into(),
+        })
+    }
 }
 
 /// What can be learnt about a device without opening it.
@@ -178,44 +214,6 @@ fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<()
         }))?;
     }
     Ok(())
-}
-
-impl Discovery {
-    /// Finds the device at `busid`, applies what can be refused before
-    /// opening (hubs, SuperSpeed-only devices) and opens its usbfs node.
-    ///
-    /// WHY a node and not a libusb handle: the node's descriptor is what a
-    /// controller's own context wraps, so no device is open in the shared
-    /// context and the daemon alone needs the right to open nodes.
-    pub(crate) fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
-        let device = self.find(busid)?;
-        let info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
-        if info.is_hub {
-            return Err(UsbError::IsHub(*busid));
-        }
-        if info.max_speed_is_super {
-            runs_as_high(&device, info.num_configurations)
-                .map_err(|why| UsbError::NeedsSuperSpeed(*busid, why))?;
-        }
-        let path = format!("/dev/bus/usb/{:03}/{:03}", info.bus, info.address);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => UsbError::Access(*busid),
-                std::io::ErrorKind::NotFound => UsbError::NoDevice(*busid),
-                _ => UsbError::Io {
-                    busid: *busid,
-                    op: "open the device node",
-                    detail: format!("{path}: {e}"),
-                },
-            })?;
-        Ok(OpenedNode {
-            info,
-            fd: file.into(),
-        })
-    }
 }
 
 impl UsbHost for LibusbHost {
