@@ -150,7 +150,7 @@ impl Bridge {
             Arc::clone(&table),
             target,
             socket,
-            events_rx,
+            (events.clone(), events_rx),
             port_events,
             Arc::clone(&front),
             options.drain_timeout,

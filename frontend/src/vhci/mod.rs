@@ -11,6 +11,7 @@
 //! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
 //! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
 //! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
+//! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as sequential usbif URBs |
 //! | `table` | the in-flight table and the credits that bound it |
 //! | [`translate`] | the pure mapping: `CMD_SUBMIT` → [`crate::Urb`], completion → `RET_SUBMIT`, status → errno |
 //! | [`endpoints`] | each endpoint's transfer type, from the configuration descriptor |
@@ -30,8 +31,15 @@
 //!   the `RET_UNLINK` carries 0.
 //! * vhci never reads a reply's `devid`, `direction` or `ep`; they are 0,
 //!   as the kernel's stub sends them.
-//! * A request above [`crate::MAX_URB_DATA`] is answered `-EMSGSIZE`, more
-//!   iso packets than usbif carries `-EFBIG`: never truncated.
+//! * A bulk request above [`crate::MAX_URB_DATA`] is carried as sequential
+//!   usbif URBs of [`crate::BULK_CHUNK`] bytes on the same endpoint, each
+//!   submitted when the previous completed; an error or a short IN piece
+//!   ends it and the `RET_SUBMIT` carries the bytes so far with that
+//!   status. An unlink cancels the piece in flight. The decoder's
+//!   [`pvusb_protocol::usbip::Limits`] bound the total.
+//! * Any other request above [`crate::MAX_URB_DATA`] is answered
+//!   `-EMSGSIZE`, more iso packets than usbif carries `-EFBIG`: never
+//!   truncated.
 //! * A malformed reply makes vhci drop the device, so every `RET_SUBMIT` is
 //!   checked by the codec and replaced by an `-EPROTO` reply if it fails.
 //! * The device leaving, the controller dying, or [`Bridge::stop`] cancels
@@ -47,10 +55,8 @@
 //!   `detach` on exit.
 //! * Speed mapping: usbif [`pvusb_protocol::Speed`] to vhci's
 //!   `enum usb_device_speed` in the attach string.
-//! * Bulk transfers above [`crate::MAX_URB_DATA`]: usb-storage sends
-//!   URBs of up to 120 KiB (`max_sectors` 240) on high-speed devices. Today
-//!   they are answered `-EMSGSIZE`; they need splitting into sequential
-//!   usbif URBs (stopping at a short packet) or a lower `max_sectors`.
+//! * `URB_ZERO_PACKET` is not carried (usbif has no such flag), split or
+//!   not.
 //! * SET_CONFIGURATION to a configuration other than the one enumerated:
 //!   the endpoint table is the first configuration's.
 //! * A multi-controller daemon (`pvusb front serve`) that starts one bridge
@@ -61,6 +67,7 @@
 pub mod bridge;
 pub mod endpoints;
 mod reader;
+mod split;
 mod table;
 #[cfg(test)]
 mod tests;
