@@ -8,6 +8,7 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`attach`] | [`VhciHcd`]: free port from `status`, `attach`, `detach` in sysfs |
 //! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
 //! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
 //! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
@@ -48,13 +49,6 @@
 //!
 //! ## README: what is left
 //!
-//! * Attach via sysfs: write `"port sockfd devid speed"` to
-//!   `/sys/devices/platform/vhci_hcd.N/attach` with one end of a
-//!   `socketpair(AF_UNIX, SOCK_STREAM)`, choose a free port of the right
-//!   hub (high-speed ports vs super-speed ports) from `status`, and
-//!   `detach` on exit.
-//! * Speed mapping: usbif [`pvusb_protocol::Speed`] to vhci's
-//!   `enum usb_device_speed` in the attach string.
 //! * `URB_ZERO_PACKET` is not carried (usbif has no such flag), split or
 //!   not.
 //! * SET_CONFIGURATION to a configuration other than the one enumerated:
@@ -64,6 +58,9 @@
 //!   port, a systemd unit, and a test-bed scenario with Debian's vhci-hcd
 //!   in a domU.
 
+pub mod attach;
+#[cfg(test)]
+mod attach_tests;
 pub mod bridge;
 pub mod endpoints;
 mod reader;
@@ -74,6 +71,7 @@ mod tests;
 pub mod translate;
 mod writer;
 
+pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
 pub use endpoints::EndpointTypes;
 pub use translate::DeviceTarget;
