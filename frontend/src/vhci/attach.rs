@@ -144,6 +144,22 @@ pub trait VhciPorts: Send + Sync {
     fn detach(&self, port: u32) -> Result<(), AttachError>;
 }
 
+/// Shared: a test keeps a handle on the fake the server uses.
+impl<T: VhciPorts + ?Sized> VhciPorts for std::sync::Arc<T> {
+    fn attach(
+        &self,
+        sock: BorrowedFd<'_>,
+        devid: u32,
+        speed: VhciSpeed,
+    ) -> Result<u32, AttachError> {
+        (**self).attach(sock, devid, speed)
+    }
+
+    fn detach(&self, port: u32) -> Result<(), AttachError> {
+        (**self).detach(port)
+    }
+}
+
 /// The vhci-hcd sysfs directory (`vhci_hcd.0`).
 #[derive(Debug, Clone)]
 pub struct VhciHcd {

@@ -184,6 +184,12 @@ impl Bridge {
         let _ = self.events.send(Event::Stop);
     }
 
+    /// True once the bridge has ended (by itself or after [`Bridge::stop`]);
+    /// [`Bridge::join`] then returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.is_finished())
+    }
+
     /// Waits for the bridge to end and says why it did.
     pub fn join(mut self) -> BridgeEnd {
         self.join_threads()

@@ -12,6 +12,7 @@
 //! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
 //! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
 //! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
+//! | [`serve`] | [`Server`]: one bridge per device of a controller, following port events |
 //! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as sequential usbif URBs |
 //! | `table` | the in-flight table and the credits that bound it |
 //! | [`translate`] | the pure mapping: `CMD_SUBMIT` → [`crate::Urb`], completion → `RET_SUBMIT`, status → errno |
@@ -53,9 +54,8 @@
 //!   not.
 //! * SET_CONFIGURATION to a configuration other than the one enumerated:
 //!   the endpoint table is the first configuration's.
-//! * A multi-controller daemon (`pvusb front serve`) that starts one bridge
-//!   per device as it appears, the CLI around it, SIGTERM → detach of every
-//!   port, a systemd unit, and a test-bed scenario with Debian's vhci-hcd
+//! * `pvusb front serve` serves one controller; several need one process
+//!   each. A systemd unit and a test-bed scenario with Debian's vhci-hcd
 //!   in a domU.
 
 pub mod attach;
@@ -64,6 +64,7 @@ mod attach_tests;
 pub mod bridge;
 pub mod endpoints;
 mod reader;
+pub mod serve;
 mod split;
 mod table;
 #[cfg(test)]
@@ -74,6 +75,7 @@ mod writer;
 pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
 pub use endpoints::EndpointTypes;
+pub use serve::{ServeError, Server};
 pub use translate::DeviceTarget;
 
 use crate::device::Device;
