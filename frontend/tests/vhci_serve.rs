@@ -143,6 +143,15 @@ fn every_device_is_attached_served_and_released() {
         assert_eq!(devids, vec![0x1_0001, 0x1_0002, 0x1_0003, 0x1_0004]);
         assert!(attached.iter().all(|a| a.2 != VhciSpeed::Super));
     }
+    // A connect event queued before serving (the handshake's) is stale:
+    // the device keeps its bridge and its vhci port.
+    let stale = PortEvent::Connected {
+        port: 1,
+        speed: pvusb_protocol::Speed::High,
+    };
+    assert_eq!(server.on_event(stale), Next::Continue);
+    assert_eq!(server.served()[0], (1, 0));
+    assert!(vhci.detached.lock().unwrap().is_empty());
     // Served: vhci's enumeration request is answered on its socket.
     let mut sock1 = socket(&vhci, 0);
     let d = device_descriptor(&mut sock1);

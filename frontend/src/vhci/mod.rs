@@ -56,7 +56,14 @@
 //!   the endpoint table is the first configuration's.
 //! * `pvusb front serve` serves one controller; several need one process
 //!   each. A systemd unit and a test-bed scenario with Debian's vhci-hcd
-//!   in a domU.
+//!   in a domU (nothing here has run against the real module yet; the
+//!   sysfs format is from `drivers/usb/usbip/vhci_sysfs.c`).
+//! * An unlink of a split request whose piece is in flight is covered by
+//!   unit tests of the split state only, not end to end.
+//! * A device whose bridge ended by itself (vhci detached it, protocol
+//!   error) stays unserved until replugged.
+//! * Throughput of split bulk requests (one piece at a time) is not
+//!   measured.
 
 pub mod attach;
 #[cfg(test)]

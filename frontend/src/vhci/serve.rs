@@ -60,6 +60,8 @@ pub enum Next {
 #[derive(Debug)]
 struct Served {
     vhci_port: u32,
+    /// The usbif address the device was given when served.
+    address: u8,
     bridge: Bridge,
 }
 
@@ -148,7 +150,14 @@ impl<V: VhciPorts> Server<V> {
             ?speed,
             "serving device to vhci-hcd"
         );
-        self.served.insert(port, Served { vhci_port, bridge });
+        self.served.insert(
+            port,
+            Served {
+                vhci_port,
+                address: device.address,
+                bridge,
+            },
+        );
         Ok(vhci_port)
     }
 
@@ -180,6 +189,11 @@ impl<V: VhciPorts> Server<V> {
     /// Follows one port event.
     pub fn on_event(&mut self, event: PortEvent) -> Next {
         match event {
+            PortEvent::Connected { port, .. } if self.still_served(port) => {
+                // Queued before the device was served (the conn events
+                // right after connecting): nothing changed.
+                debug!(port, "connect event for the device already served");
+            }
             PortEvent::Connected { port, .. } => {
                 // A new device replaces whatever was served there.
                 self.release(port);
@@ -195,6 +209,21 @@ impl<V: VhciPorts> Server<V> {
             PortEvent::Reset { .. } => {}
         }
         Next::Continue
+    }
+
+    /// True if `port`'s device is the one served: a new device starts
+    /// without an address, so a served address still there means no
+    /// replug happened since.
+    fn still_served(&self, port: u8) -> bool {
+        let Some(served) = self.served.get(&port) else {
+            return false;
+        };
+        let here = self
+            .front
+            .port(port)
+            .map(|p| p.connected() && p.address == Some(served.address))
+            .unwrap_or(false);
+        here && !served.bridge.is_finished()
     }
 
     /// Lets go of devices whose bridge ended by itself (vhci detached the
