@@ -30,7 +30,9 @@ use crate::frontend::Frontend;
 /// slots per controller, shared by every device; more keeps the ring full
 /// while replies are written (the frontend queues the rest locally), and
 /// the bound keeps what one guest driver can make the bridge hold to 64
-/// requests of at most [`crate::MAX_URB_DATA`] bytes each.
+/// requests, each of at most [`crate::MAX_URB_DATA`] bytes unless it is a
+/// split bulk request (at most [`Limits::max_transfer_len`], 1 MiB by
+/// default: lower it, or this, to hold less).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4 * URB_RING_SIZE;
 
 /// How a bridge is run.
