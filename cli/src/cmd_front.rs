@@ -79,6 +79,9 @@ enum FrontCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve every device to the guest kernel's vhci-hcd until SIGTERM.
+    #[command(long_about = crate::cmd_front_serve::LONG_ABOUT)]
+    Serve(crate::cmd_front_serve::ServeArgs),
 }
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -87,7 +90,15 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn open(args: &Args) -> Result<Frontend, String> {
+impl Args {
+    /// The controller's device id.
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+}
+
+/// Connects the frontend `args` name with `options`.
+pub fn open(args: &Args, options: Options) -> Result<Frontend, String> {
     let (xs, transport, domid): (XsClient, Arc<dyn Transport>, u16) = match args.transport {
         TransportKind::Xen => {
             let xs = XsClient::connect_default().map_err(err)?;
@@ -113,19 +124,15 @@ fn open(args: &Args) -> Result<Frontend, String> {
             )
         }
     };
-    Frontend::connect(
-        Arc::new(xs),
-        transport,
-        domid,
-        args.devid,
-        Options::default(),
-    )
-    .map_err(err)
+    Frontend::connect(Arc::new(xs), transport, domid, args.devid, options).map_err(err)
 }
 
 /// Runs `pvusb front`.
 pub fn run(args: Args) -> Result<(), String> {
-    let front = open(&args)?;
+    if let FrontCommand::Serve(serve) = &args.command {
+        return crate::cmd_front_serve::run(&args, serve);
+    }
+    let front = open(&args, Options::default())?;
     // Conn events arrive right after the handshake: give them a moment.
     std::thread::sleep(Duration::from_millis(200));
     let result = match &args.command {
@@ -139,6 +146,7 @@ pub fn run(args: Args) -> Result<(), String> {
         } => read(&front, *port, *lba, *count, out.as_ref()),
         FrontCommand::Write { port, lba, input } => write(&front, *port, *lba, input),
         FrontCommand::Selftest { port, json } => selftest(&front, *port, *json),
+        FrontCommand::Serve(_) => Ok(()),
     };
     let closed = front.close().map_err(err);
     result.and(closed)
@@ -499,4 +507,72 @@ fn test_device(front: &Frontend, d: &Device) -> Vec<Outcome> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod serve_cli_tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::FrontCommand;
+    use crate::{Cli, Command};
+
+    fn front(argv: &[&str]) -> super::Args {
+        let argv = ["pvusb", "front"].iter().chain(argv).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Front(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_parses_its_defaults_and_flags() {
+        let args = front(&["serve"]);
+        assert_eq!(args.devid(), 0);
+        let FrontCommand::Serve(s) = args.command else {
+            panic!()
+        };
+        assert!(!s.take_over);
+        assert_eq!(s.vhci_dir, None);
+        assert_eq!(s.max_in_flight, pvusb_frontend::vhci::DEFAULT_MAX_IN_FLIGHT);
+        let args = front(&[
+            "--devid",
+            "2",
+            "serve",
+            "--take-over",
+            "--vhci-dir",
+            "/tmp/vhci",
+            "--max-in-flight",
+            "8",
+        ]);
+        assert_eq!(args.devid(), 2);
+        let FrontCommand::Serve(s) = args.command else {
+            panic!()
+        };
+        assert!(s.take_over);
+        assert_eq!(
+            s.vhci_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/vhci"))
+        );
+        assert_eq!(s.max_in_flight, 8);
+        assert!(Cli::try_parse_from(["pvusb", "front", "serve", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn serve_has_a_man_page_worthy_help() {
+        let mut cmd = Cli::command();
+        let serve = cmd
+            .find_subcommand_mut("front")
+            .and_then(|f| f.find_subcommand_mut("serve"))
+            .unwrap();
+        let help = serve.render_long_help().to_string();
+        for needle in [
+            "vhci-hcd",
+            "SIGTERM",
+            "modprobe vhci-hcd",
+            "rmmod xen-hcd",
+            "--take-over",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod cmd_backend;
 mod cmd_bench;
 mod cmd_demo;
 mod cmd_front;
+mod cmd_front_serve;
 mod cmd_generate;
 mod cmd_stats;
 mod cmd_toolstack;
@@ -35,7 +36,8 @@ enum Command {
     Demo(cmd_demo::Args),
     /// Run the backend daemon (userspace usbback) in dom0 or a driver domain.
     Backend(cmd_backend::Args),
-    /// The guest-side frontend: list devices, descriptors, mass-storage I/O, self-test.
+    /// The guest-side frontend: list devices, descriptors, mass-storage I/O, self-test,
+    /// serve to vhci-hcd.
     Front(cmd_front::Args),
     /// Run an embedded xenstore server on a UNIX socket.
     Xenstored(cmd_xenstored::Args),

@@ -117,6 +117,14 @@ pub enum FrontendError {
     /// An event-channel operation failed.
     #[error("event channel operation failed")]
     Evtchn(#[from] EvtchnError),
+    /// Another frontend (the kernel's xen-hcd, or a frontend that was
+    /// killed) has the controller Connected; taking it over would pull it
+    /// from under that frontend.
+    #[error("controller {devid} is already Connected by another frontend: unload it (`rmmod xen-hcd`) or take it over")]
+    ControllerInUse {
+        /// The controller.
+        devid: u32,
+    },
     /// A device answered something unusable.
     #[error("device on port {port}: {reason}")]
     Device {

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use pvusb_protocol::Speed;
+use pvusb_protocol::{Speed, XenbusState};
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info};
 
@@ -48,6 +48,12 @@ pub struct Options {
     pub unlink_grace: Duration,
     /// Follow the backend going away and coming back (re-handshake).
     pub reconnect: bool,
+    /// Connect even if the controller's frontend state is already
+    /// Connected. WHY off by default: that state means another frontend
+    /// (the kernel's xen-hcd) drives the controller, and a new handshake
+    /// would take its rings away; only a frontend known to be dead (killed
+    /// without closing) should be taken over.
+    pub take_over: bool,
 }
 
 impl Default for Options {
@@ -57,6 +63,7 @@ impl Default for Options {
             close_timeout: Duration::from_secs(5),
             unlink_grace: Duration::from_secs(5),
             reconnect: true,
+            take_over: false,
         }
     }
 }
@@ -115,6 +122,9 @@ impl Frontend {
         options: Options,
     ) -> Result<Self, FrontendError> {
         let cfg = ControllerConfig::read(&xs, domid, devid)?;
+        if !options.take_over && cfg.own_state(&xs)? == Some(XenbusState::Connected) {
+            return Err(FrontendError::ControllerInUse { devid });
+        }
         lifecycle::await_backend(&xs, &cfg, options.handshake_timeout)?;
         let (shared, kick_rx) = Shared::new(xs, transport, cfg, options)?;
         let shared = Arc::new(shared);

@@ -30,7 +30,9 @@ use crate::frontend::Frontend;
 /// slots per controller, shared by every device; more keeps the ring full
 /// while replies are written (the frontend queues the rest locally), and
 /// the bound keeps what one guest driver can make the bridge hold to 64
-/// requests of at most [`crate::MAX_URB_DATA`] bytes each.
+/// requests, each of at most [`crate::MAX_URB_DATA`] bytes unless it is a
+/// split bulk request (at most [`Limits::max_transfer_len`], 1 MiB by
+/// default: lower it, or this, to hold less).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4 * URB_RING_SIZE;
 
 /// How a bridge is run.
@@ -150,7 +152,7 @@ impl Bridge {
             Arc::clone(&table),
             target,
             socket,
-            events_rx,
+            (events.clone(), events_rx),
             port_events,
             Arc::clone(&front),
             options.drain_timeout,
@@ -182,6 +184,12 @@ impl Bridge {
     /// `-ENODEV`, then the socket is shut down. [`Bridge::join`] waits.
     pub fn stop(&self) {
         let _ = self.events.send(Event::Stop);
+    }
+
+    /// True once the bridge has ended (by itself or after [`Bridge::stop`]);
+    /// [`Bridge::join`] then returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.is_finished())
     }
 
     /// Waits for the bridge to end and says why it did.

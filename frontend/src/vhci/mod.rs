@@ -8,9 +8,12 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`attach`] | [`VhciHcd`]: free port from `status`, `attach`, `detach` in sysfs |
 //! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
 //! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
 //! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
+//! | [`serve`] | [`Server`]: one bridge per device of a controller, following port events |
+//! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as sequential usbif URBs |
 //! | `table` | the in-flight table and the credits that bound it |
 //! | [`translate`] | the pure mapping: `CMD_SUBMIT` → [`crate::Urb`], completion → `RET_SUBMIT`, status → errno |
 //! | [`endpoints`] | each endpoint's transfer type, from the configuration descriptor |
@@ -30,8 +33,15 @@
 //!   the `RET_UNLINK` carries 0.
 //! * vhci never reads a reply's `devid`, `direction` or `ep`; they are 0,
 //!   as the kernel's stub sends them.
-//! * A request above [`crate::MAX_URB_DATA`] is answered `-EMSGSIZE`, more
-//!   iso packets than usbif carries `-EFBIG`: never truncated.
+//! * A bulk request above [`crate::MAX_URB_DATA`] is carried as sequential
+//!   usbif URBs of [`crate::BULK_CHUNK`] bytes on the same endpoint, each
+//!   submitted when the previous completed; an error or a short IN piece
+//!   ends it and the `RET_SUBMIT` carries the bytes so far with that
+//!   status. An unlink cancels the piece in flight. The decoder's
+//!   [`pvusb_protocol::usbip::Limits`] bound the total.
+//! * Any other request above [`crate::MAX_URB_DATA`] is answered
+//!   `-EMSGSIZE`, more iso packets than usbif carries `-EFBIG`: never
+//!   truncated.
 //! * A malformed reply makes vhci drop the device, so every `RET_SUBMIT` is
 //!   checked by the codec and replaced by an `-EPROTO` reply if it fails.
 //! * The device leaving, the controller dying, or [`Bridge::stop`] cancels
@@ -40,35 +50,39 @@
 //!
 //! ## README: what is left
 //!
-//! * Attach via sysfs: write `"port sockfd devid speed"` to
-//!   `/sys/devices/platform/vhci_hcd.N/attach` with one end of a
-//!   `socketpair(AF_UNIX, SOCK_STREAM)`, choose a free port of the right
-//!   hub (high-speed ports vs super-speed ports) from `status`, and
-//!   `detach` on exit.
-//! * Speed mapping: usbif [`pvusb_protocol::Speed`] to vhci's
-//!   `enum usb_device_speed` in the attach string.
-//! * Bulk transfers above [`crate::MAX_URB_DATA`]: usb-storage sends
-//!   URBs of up to 120 KiB (`max_sectors` 240) on high-speed devices. Today
-//!   they are answered `-EMSGSIZE`; they need splitting into sequential
-//!   usbif URBs (stopping at a short packet) or a lower `max_sectors`.
+//! * `URB_ZERO_PACKET` is not carried (usbif has no such flag), split or
+//!   not.
 //! * SET_CONFIGURATION to a configuration other than the one enumerated:
 //!   the endpoint table is the first configuration's.
-//! * A multi-controller daemon (`pvusb front serve`) that starts one bridge
-//!   per device as it appears, the CLI around it, SIGTERM → detach of every
-//!   port, a systemd unit, and a test-bed scenario with Debian's vhci-hcd
-//!   in a domU.
+//! * `pvusb front serve` serves one controller; several need one process
+//!   each. A systemd unit and a test-bed scenario with Debian's vhci-hcd
+//!   in a domU (nothing here has run against the real module yet; the
+//!   sysfs format is from `drivers/usb/usbip/vhci_sysfs.c`).
+//! * An unlink of a split request whose piece is in flight is covered by
+//!   unit tests of the split state only, not end to end.
+//! * A device whose bridge ended by itself (vhci detached it, protocol
+//!   error) stays unserved until replugged.
+//! * Throughput of split bulk requests (one piece at a time) is not
+//!   measured.
 
+pub mod attach;
+#[cfg(test)]
+mod attach_tests;
 pub mod bridge;
 pub mod endpoints;
 mod reader;
+pub mod serve;
+mod split;
 mod table;
 #[cfg(test)]
 mod tests;
 pub mod translate;
 mod writer;
 
+pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
 pub use endpoints::EndpointTypes;
+pub use serve::{ServeError, Server};
 pub use translate::DeviceTarget;
 
 use crate::device::Device;

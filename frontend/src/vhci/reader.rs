@@ -10,10 +10,9 @@ use crossbeam_channel::Sender;
 use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, StreamDecoder};
 use tracing::debug;
 
+use super::split::{plan, Plan};
 use super::table::{Entry, SharedTable};
-use super::translate::{
-    encode_ret_submit, encode_ret_unlink, error_reply, urb_for, DeviceTarget, Request,
-};
+use super::translate::{encode_ret_submit, encode_ret_unlink, error_reply, DeviceTarget, Request};
 use super::writer::Event;
 use super::{BridgeEnd, BridgeOptions};
 use crate::error::UrbStatus;
@@ -103,8 +102,9 @@ impl Reader {
     fn submit(&self, cmd: CmdSubmit) -> Result<(), BridgeEnd> {
         let request = Request::of(&cmd);
         let seqnum = request.seqnum;
-        let urb = match urb_for(cmd, &self.target) {
-            Ok(urb) => urb,
+        let (urb, split) = match plan(cmd, &self.target) {
+            Ok(Plan::Single(urb)) => (urb, None),
+            Ok(Plan::Split(split, first)) => (first, Some(split)),
             Err(refusal) => {
                 debug!(
                     seqnum,
@@ -131,18 +131,16 @@ impl Reader {
                 Entry {
                     request,
                     handle: None,
+                    split,
                     unlink_seqnum: None,
                 },
             );
         }
-        let events = self.events.clone();
-        let handle = self.front.submit(urb, move |completion| {
-            // The writer outlives every URB it waits for; if it is gone the
-            // socket is closed and there is no one to answer.
-            let _ = events.send(Event::Completed { seqnum, completion });
-        });
+        let handle = submit_piece(&self.front, &self.events, seqnum, urb);
         if let Some(entry) = self.table.lock().in_flight.get_mut(&seqnum) {
-            entry.handle = Some(handle);
+            // Unless the first piece of a split request already completed
+            // and the writer set the handle of the next one.
+            entry.handle.get_or_insert(handle);
         }
         Ok(())
     }
@@ -175,4 +173,20 @@ impl Reader {
     fn reply(&self, bytes: Vec<u8>, credits: usize) {
         let _ = self.events.send(Event::Reply { bytes, credits });
     }
+}
+
+/// Submits `urb` (a whole request or one piece of a split one) for
+/// `CMD_SUBMIT` `seqnum`; its completion goes to the writer.
+pub(super) fn submit_piece(
+    front: &Frontend,
+    events: &Sender<Event>,
+    seqnum: u32,
+    urb: crate::Urb,
+) -> crate::frontend::UrbHandle {
+    let events = events.clone();
+    front.submit(urb, move |completion| {
+        // The writer outlives every URB it waits for; if it is gone the
+        // socket is closed and there is no one to answer.
+        let _ = events.send(Event::Completed { seqnum, completion });
+    })
 }

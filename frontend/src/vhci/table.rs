@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use super::split::Split;
 use super::translate::Request;
 use super::BridgeEnd;
 use crate::frontend::UrbHandle;
@@ -19,8 +20,11 @@ use crate::frontend::UrbHandle;
 pub(super) struct Entry {
     /// What its reply must agree with.
     pub request: Request,
-    /// To cancel it; `None` only between insertion and submission.
+    /// To cancel it (a split request: its piece in flight); `None` only
+    /// between insertion and submission.
     pub handle: Option<UrbHandle>,
+    /// A bulk request carried in pieces, and how far it got.
+    pub split: Option<Split>,
     /// The `seqnum` of vhci's `CMD_UNLINK` for it, once one arrived.
     pub unlink_seqnum: Option<u32>,
 }

@@ -301,3 +301,118 @@ fn ret_unlink_is_a_bare_header() {
     assert_eq!(&bytes[..8], &[0, 0, 0, 4, 0, 0, 0, 5]);
     assert_eq!(&bytes[20..24], &(-104i32).to_be_bytes());
 }
+
+fn piece_done(urb: &crate::Urb, status: UrbStatus, actual: usize, fill: u8) -> Completion {
+    let mut buffer = urb.buffer.clone();
+    if urb.direction == Direction::In {
+        buffer[..actual].fill(fill);
+    }
+    Completion {
+        status,
+        actual_length: actual,
+        buffer,
+        start_frame: 0,
+        error_count: 0,
+        iso_packets: Vec::new(),
+    }
+}
+
+fn split_of(direction: Direction, ep: u8, len: u32) -> (super::split::Split, crate::Urb) {
+    match super::split::plan(cmd(direction, ep, len, [0; 8]), &target()) {
+        Ok(super::split::Plan::Split(s, first)) => (s, first),
+        other => panic!("expected a split, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_bulk_requests_are_split_others_refused() {
+    use super::split::{plan, Plan};
+    use crate::urb::BULK_CHUNK;
+    let t = target();
+    let (_, first) = split_of(Direction::In, 1, 100_000);
+    assert_eq!((first.endpoint, first.buffer.len()), (1, BULK_CHUNK));
+    assert_eq!(
+        (first.port, first.device, first.kind),
+        (3, 7, UrbKind::Bulk)
+    );
+    let (_, first) = split_of(Direction::Out, 1, 100_000);
+    let expected: Vec<u8> = (0..BULK_CHUNK as u32).map(|i| i as u8).collect();
+    assert_eq!(
+        first.buffer, expected,
+        "the first piece is the data's start"
+    );
+    // At the limit: one URB, as before.
+    let single = plan(cmd(Direction::In, 1, MAX_URB_DATA as u32, [0; 8]), &t);
+    assert!(matches!(single, Ok(Plan::Single(u)) if u.buffer.len() == MAX_URB_DATA));
+    // Interrupt above the limit: still refused.
+    let r = plan(cmd(Direction::In, 2, 100_000, [0; 8]), &t).unwrap_err();
+    assert_eq!(r.status, -90, "-EMSGSIZE");
+}
+
+#[test]
+fn split_in_runs_piece_by_piece_and_a_short_piece_ends_it() {
+    use super::split::Step;
+    use crate::urb::BULK_CHUNK;
+    let (mut s, first) = split_of(Direction::In, 1, 200_000);
+    let Step::Next(second) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 1)) else {
+        panic!("a full piece asks for the next")
+    };
+    assert_eq!(second.buffer.len(), BULK_CHUNK);
+    // Short: the request ends with what came, status OK.
+    let Step::Done(c) = s.on_piece(piece_done(&second, UrbStatus::Ok, 100, 2)) else {
+        panic!("a short piece ends it")
+    };
+    assert_eq!(
+        (c.status, c.actual_length),
+        (UrbStatus::Ok, BULK_CHUNK + 100)
+    );
+    assert_eq!(c.buffer.len(), BULK_CHUNK + 100);
+    assert_eq!((c.buffer[BULK_CHUNK - 1], c.buffer[BULK_CHUNK]), (1, 2));
+    // All of it: the last piece is the rest.
+    let (mut s, first) = split_of(Direction::In, 1, 100_000);
+    let Step::Next(last) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 3)) else {
+        panic!()
+    };
+    assert_eq!(last.buffer.len(), 100_000 - BULK_CHUNK);
+    let Step::Done(c) = s.on_piece(piece_done(&last, UrbStatus::Ok, 100_000 - BULK_CHUNK, 4))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (c.status, c.actual_length, c.buffer.len()),
+        (UrbStatus::Ok, 100_000, 100_000)
+    );
+    let r = reply_for(&Request::of(&cmd(Direction::In, 1, 100_000, [0; 8])), &c);
+    assert_eq!((r.header.status, r.in_data.len()), (0, 100_000));
+}
+
+#[test]
+fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
+    use super::split::Step;
+    use crate::urb::BULK_CHUNK;
+    let (mut s, first) = split_of(Direction::Out, 1, 150_000);
+    let Step::Next(second) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 0)) else {
+        panic!()
+    };
+    assert_eq!(
+        second.buffer[0], BULK_CHUNK as u8,
+        "the data's second piece"
+    );
+    let Step::Done(c) = s.on_piece(piece_done(&second, UrbStatus::Stall, 0, 0)) else {
+        panic!("a stall ends it")
+    };
+    assert_eq!((c.status, c.actual_length), (UrbStatus::Stall, BULK_CHUNK));
+    let r = reply_for(&Request::of(&cmd(Direction::Out, 1, 150_000, [0; 8])), &c);
+    assert_eq!(
+        (r.header.status, r.header.actual_length),
+        (-32, BULK_CHUNK as u32)
+    );
+    // Ended between pieces (unlink): that status and the bytes so far.
+    let (mut s, first) = split_of(Direction::Out, 1, 150_000);
+    let _ = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 0));
+    let c = s.finish(UrbStatus::Cancelled);
+    assert_eq!(
+        (c.status, c.actual_length),
+        (UrbStatus::Cancelled, BULK_CHUNK)
+    );
+}

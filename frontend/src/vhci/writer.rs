@@ -7,10 +7,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use nix::errno::Errno;
 use tracing::{debug, info};
 
+use super::reader::submit_piece;
+use super::split::Step;
 use super::table::{Entry, SharedTable};
 use super::translate::{
     encode_ret_submit, encode_ret_unlink, error_reply, reply_for, DeviceTarget,
@@ -50,6 +52,8 @@ pub(super) struct Writer {
     /// Cleared after a failed write: nothing more is written.
     socket_ok: bool,
     events: Receiver<Event>,
+    /// For the completions of the pieces of split requests it submits.
+    resubmit: Sender<Event>,
     port_events: Receiver<PortEvent>,
     front: Arc<Frontend>,
     drain_timeout: Duration,
@@ -62,17 +66,19 @@ impl Writer {
         table: Arc<SharedTable>,
         target: DeviceTarget,
         socket: UnixStream,
-        events: Receiver<Event>,
+        events: (Sender<Event>, Receiver<Event>),
         port_events: Receiver<PortEvent>,
         front: Arc<Frontend>,
         drain_timeout: Duration,
     ) -> Self {
+        let (resubmit, events) = events;
         Self {
             table,
             target,
             socket,
             socket_ok: true,
             events,
+            resubmit,
             port_events,
             front,
             drain_timeout,
@@ -159,10 +165,17 @@ impl Writer {
     /// `RET_UNLINK` (alone when the cancel took effect, since vhci gives
     /// the URB back on it and would drop the device on a later
     /// `RET_SUBMIT` for an unknown seqnum).
-    fn completed(&mut self, seqnum: u32, completion: Completion) {
+    fn completed(&mut self, seqnum: u32, mut completion: Completion) {
         let (entry, ending) = {
             let mut table = self.table.lock();
-            (table.in_flight.remove(&seqnum), table.ending.is_some())
+            let ending = table.ending.is_some();
+            if let Some(entry) = table.in_flight.get_mut(&seqnum) {
+                match self.advance(seqnum, entry, completion, ending) {
+                    Some(c) => completion = c,
+                    None => return,
+                }
+            }
+            (table.in_flight.remove(&seqnum), ending)
         };
         let Some(Entry {
             request,
@@ -197,6 +210,40 @@ impl Writer {
             credits += 1;
         }
         self.table.release(credits);
+    }
+
+    /// A split request's piece completed: submits the next piece (`None`)
+    /// or returns the request's final completion. Called under the table
+    /// lock, so an unlink either sees the new piece's handle or is seen
+    /// here, and never cancels a piece that is already done while the
+    /// next one runs on.
+    fn advance(
+        &self,
+        seqnum: u32,
+        entry: &mut Entry,
+        completion: Completion,
+        ending: bool,
+    ) -> Option<Completion> {
+        let Some(split) = entry.split.as_mut() else {
+            return Some(completion);
+        };
+        match split.on_piece(completion) {
+            Step::Done(c) => Some(c),
+            // vhci asked for it back between pieces: the cancel took effect.
+            Step::Next(_) if entry.unlink_seqnum.is_some() => {
+                Some(split.finish(UrbStatus::Cancelled))
+            }
+            Step::Next(_) if ending => Some(split.finish(UrbStatus::NoDev)),
+            Step::Next(urb) => {
+                debug!(
+                    seqnum,
+                    len = urb.buffer.len(),
+                    "next piece of a split bulk request"
+                );
+                entry.handle = Some(submit_piece(&self.front, &self.resubmit, seqnum, urb));
+                None
+            }
+        }
     }
 
     fn write(&mut self, bytes: &[u8]) {
