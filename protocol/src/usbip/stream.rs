@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 use super::header::{Command, Header, HeaderError};
-use super::iso::decode_iso_packets;
+use super::iso::{decode_iso_packets, IsoError};
 use super::message::{iso_len, CmdSubmit, EncodeError, Message, RetSubmit, SubmitShape};
 use super::{Direction, Limits, PacketCount, HEADER_LEN};
 
@@ -311,8 +311,15 @@ fn assemble(pending: Pending) -> Result<Message, DecodeError> {
         mut body,
         ..
     } = pending;
-    let iso_packets = decode_iso_packets(&body[data_len..])
-        .map_err(|e| DecodeError::Invalid(EncodeError::Iso(e)))?;
+    // `body` holds data_len bytes and then the descriptors by construction;
+    // a shorter one is refused rather than indexed past.
+    let descriptors = body
+        .get(data_len..)
+        .ok_or(DecodeError::Invalid(EncodeError::Iso(IsoError::Truncated(
+            body.len(),
+        ))))?;
+    let iso_packets =
+        decode_iso_packets(descriptors).map_err(|e| DecodeError::Invalid(EncodeError::Iso(e)))?;
     body.truncate(data_len);
     let message = match header {
         Header::CmdSubmit(header) => {
