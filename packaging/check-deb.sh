@@ -36,13 +36,20 @@ for c in /etc/default/pvusb /etc/pvusb/rules.conf; do
 done
 unit=$(printf '%s\n' "${files[@]}" | grep '/pvusb-backend.service$' || true)
 [ -n "$unit" ] || fail "no pvusb-backend.service in the package"
+front=$(printf '%s\n' "${files[@]}" | grep '/pvusb-front@.service$' || true)
+[ -n "$front" ] || fail "no pvusb-front@.service (the guest's unit) in the package"
 if command -v systemd-analyze >/dev/null; then
-    # Units it names that this machine lacks (xenstored, /proc/xen) are not
-    # the unit's faults; anything else is.
-    out=$(systemd-analyze verify "$unit" 2>&1 || true)
-    bad=$(printf '%s\n' "$out" | grep -v -e 'proc-xen.mount' -e 'xenstored.service' -e '^$' || true)
-    [ -z "$bad" ] || fail "systemd-analyze verify: $bad"
-    echo "unit: systemd-analyze verify clean"
+    # Units they name that this machine lacks (xenstored, /proc/xen) are not
+    # the units' faults; anything else is. A template is verified as an instance.
+    instance=$(mktemp -d)/pvusb-front@0.service
+    cp "$front" "$instance"
+    for u in "$unit" "$instance"; do
+        out=$(systemd-analyze verify "$u" 2>&1 || true)
+        bad=$(printf '%s\n' "$out" | grep -v -e 'proc-xen.mount' -e 'xenstored.service' -e '^$' || true)
+        [ -z "$bad" ] || fail "systemd-analyze verify $(basename "$u"): $bad"
+    done
+    rm -rf "$(dirname "$instance")"
+    echo "units: systemd-analyze verify clean"
 fi
 # The command lock directory a command creates is removed on purge.
 mkdir -p /run/pvusb && touch /run/pvusb/toolstack.lock

@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use crossbeam_channel::select;
 use pvusb_frontend::vhci::serve::{Next, Server};
-use pvusb_frontend::vhci::{BridgeOptions, VhciHcd};
+use pvusb_frontend::vhci::{AttachError, BridgeOptions, VhciHcd};
 use pvusb_frontend::Options;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::signals::StopSignals;
 
@@ -51,8 +51,37 @@ pair, translating USB/IP to usbif. Devices plugged later are attached \
 as they appear; an unplugged device's port is detached. On SIGTERM or \
 SIGINT every port is detached and the controller closed.
 
-Needs root, the vhci-hcd module (modprobe vhci-hcd) and a controller no \
-other frontend drives (rmmod xen-hcd first).";
+Needs root and a controller no other frontend drives (rmmod xen-hcd \
+first). Loads the vhci-hcd module if it is not loaded.";
+
+/// How long the module's sysfs directory may take to appear after
+/// `modprobe` returned.
+const MODULE_SETTLE: Duration = Duration::from_secs(5);
+
+/// vhci-hcd's sysfs directory, loading the module first if it is missing.
+///
+/// WHY here and not in the library: loading a kernel module is the
+/// daemon's decision (the library is also used with a fake directory).
+fn open_loading_module() -> Result<VhciHcd, AttachError> {
+    match VhciHcd::open() {
+        Err(AttachError::NotLoaded) => {}
+        other => return other,
+    }
+    match std::process::Command::new("modprobe").arg("vhci-hcd").status() {
+        Ok(status) if status.success() => info!("loaded vhci-hcd"),
+        Ok(status) => warn!(%status, "modprobe vhci-hcd failed"),
+        Err(e) => warn!(error = %e, "cannot run modprobe"),
+    }
+    let deadline = std::time::Instant::now() + MODULE_SETTLE;
+    loop {
+        match VhciHcd::open() {
+            Err(AttachError::NotLoaded) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Runs the daemon until a stop signal or the controller's death.
 pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), String> {
@@ -60,7 +89,7 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
     let signals = StopSignals::block()?;
     let vhci = match &args.vhci_dir {
         Some(dir) => VhciHcd::at(dir),
-        None => VhciHcd::open(),
+        None => open_loading_module(),
     }
     .map_err(|e| e.to_string())?;
     let options = Options {

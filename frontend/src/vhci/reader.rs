@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, StreamDecoder};
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::split::{plan, Plan};
 use super::table::{Entry, SharedTable};
@@ -136,6 +136,7 @@ impl Reader {
                 },
             );
         }
+        trace!(seqnum, len = urb.buffer.len(), "CMD_SUBMIT submitted");
         let handle = submit_piece(&self.front, &self.events, seqnum, urb);
         if let Some(entry) = self.table.lock().in_flight.get_mut(&seqnum) {
             // Unless the first piece of a split request already completed
@@ -187,6 +188,7 @@ pub(super) fn submit_piece(
     front.submit(urb, move |completion| {
         // The writer outlives every URB it waits for; if it is gone the
         // socket is closed and there is no one to answer.
+        trace!(seqnum, status = ?completion.status, "usbif completion");
         let _ = events.send(Event::Completed { seqnum, completion });
     })
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use nix::errno::Errno;
-use tracing::{debug, info};
+use tracing::{debug, info, trace};
 
 use super::reader::submit_piece;
 use super::split::Step;
@@ -202,6 +202,7 @@ impl Writer {
             reply_for(&request, &completion)
         };
         self.write(&encode_ret_submit(&request, &reply));
+        trace!(seqnum, "RET_SUBMIT written");
         let mut credits = 1;
         if let Some(unlink) = unlink_seqnum {
             // It finished before the cancel: its RET_SUBMIT went first,

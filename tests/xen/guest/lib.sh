@@ -239,6 +239,31 @@ pvusb_ctrl_detach() { # pvusb_ctrl_detach DOM
         xenstore-rm "$be" "/local/domain/$1/device/vusb/0"
     fi
 }
+# ---- pvusb's frontend in the domU (scenarios 6, 11 and bench's vhci paths) ---------------------
+# domu_with_pvusb: the next domu_create puts the pvusb binary (and its libraries) into the domU's
+# initramfs and keeps xen-hcd unloaded (tb.nohcd), as on a kernel without it.
+domu_with_pvusb() {
+    DOMU_EXTRA=/tmp/$SCEN.extra
+    rm -rf "$DOMU_EXTRA"; mkdir -p "$DOMU_EXTRA/usr/local/bin"
+    cp "$PVUSB" "$DOMU_EXTRA/usr/local/bin/pvusb"
+    local lib
+    for lib in $(ldd "$PVUSB" | grep -o '/[^ ]*'); do
+        mkdir -p "$DOMU_EXTRA$(dirname "$lib")"; cp -L "$lib" "$DOMU_EXTRA$lib"
+    done
+    case " $DOMU_ARGS " in *" tb.nohcd "*) ;; *) DOMU_ARGS="$DOMU_ARGS tb.nohcd" ;; esac
+}
+# front_serve_start: `pvusb front serve` in the background in domU $DOMID (log: front_serve_log).
+FRONT_SERVE_LOG=/tmp/front-serve.log
+front_serve_start() {
+    domu_exec "RUST_LOG=${FRONT_LOG:-info} setsid pvusb front serve > $FRONT_SERVE_LOG 2>&1 < /dev/null & echo \$! > /tmp/front-serve.pid" ||
+        fail "cannot start pvusb front serve in the domU"
+}
+front_serve_log() { domu_exec "tail -n ${1:-30} $FRONT_SERVE_LOG"; }
+front_serve_alive() {
+    domu_exec "kill -0 \$(cat /tmp/front-serve.pid)" ||
+        fail "pvusb front serve died: $(front_serve_log 8 | tr '\n' ' ')"
+}
+
 # ---- the backend under test ("peer"): pvusb (default) or qusb, from the scenario name ----------
 # run.sh's "3@qusb" runs scenario 3 with PEER=qusb: the same steps through QEMU's backend
 # (controller in the domain config, xl usbdev-attach/detach), for comparison and to prove the

@@ -9,13 +9,7 @@ peer_require
 front_read=${PVUSB_FRONT_READ:-front read --lba 0 --count 131072 --out /proc/self/fd/1 1}
 
 step "put pvusb into the domU's initramfs"
-DOMU_EXTRA=/tmp/$SCEN.extra
-rm -rf "$DOMU_EXTRA"; mkdir -p "$DOMU_EXTRA/usr/local/bin"
-cp "$PVUSB" "$DOMU_EXTRA/usr/local/bin/pvusb"
-for lib in $(ldd "$PVUSB" | grep -o '/[^ ]*'); do
-    mkdir -p "$DOMU_EXTRA$(dirname "$lib")"; cp -L "$lib" "$DOMU_EXTRA$lib"
-done
-DOMU_ARGS="$DOMU_ARGS tb.nohcd"
+domu_with_pvusb
 
 step "start the $PEER backend, create domU (no xen-hcd)"
 peer_start

@@ -10,7 +10,10 @@
 # (tb-ctrl: GET_DESCRIPTOR(DEVICE) through usbfs), BENCH_SECONDS (default 10) each.
 # Output: results/bench.csv (every run; value and unit per line: MB/s, IOPS or per_s) and
 # results/bench.table (medians: the throughput table, then the IOPS / control table).
-# BENCH_PATHS narrows the paths (e.g. "qusb pvusb"); PVUSB_BACKEND_ARGS reaches the pvusb backend.
+# BENCH_PATHS narrows or widens the paths (e.g. "qusb pvusb"); two more exist, not run by default:
+# vhci (the domU's kernel without xen-hcd drives the stick through vhci-hcd and `pvusb front
+# serve`, pvusb's backend behind it) and vhci-qusb (the same bridge in front of QEMU's backend).
+# PVUSB_BACKEND_ARGS reaches the pvusb backend.
 # timeout: 5400
 mib=${BENCH_MIB:-32}
 rounds=${BENCH_ROUNDS:-3}
@@ -85,11 +88,23 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
     rc=0; out=$(domu_exec -t $((secs + 120)) "u=\$($(domu_find_usb $STICK_ID)) || { echo 'no usbfs node for the stick'; exit 1; }; tb-ctrl \$u $secs 2>&1") || rc=$?
     record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
 }
-run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH (qusb or pvusb)
-    PEER=$1
+BASE_DOMU_ARGS=$DOMU_ARGS
+run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
+    # vhci paths: the domU's kernel drives the stick through vhci-hcd and `pvusb front serve`
+    # (no xen-hcd), with pvusb's backend (vhci) or QEMU's (vhci-qusb) behind it.
+    DOMU_ARGS=$BASE_DOMU_ARGS DOMU_EXTRA=""
+    case $1 in
+        vhci) PEER=pvusb; domu_with_pvusb ;;
+        vhci-qusb) PEER=qusb; domu_with_pvusb ;;
+        *) PEER=$1 ;;
+    esac
     peer_domu_create "bench-$1-$2"
-    peer_ctrl_attach "$DOMID"
+    case $1 in
+        vhci) xs_ctrl_attach "$DOMID" 0 2 4 ;;
+        *) peer_ctrl_attach "$DOMID" ;;
+    esac
     peer_dev_attach "$DOMID" $STICK_ID 1
+    case $1 in vhci*) front_serve_start ;; esac
     measure_domu "$1" "$2"
     peer_dev_detach "$DOMID" 1
     peer_ctrl_detach "$DOMID" || true
@@ -98,7 +113,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH (qu
 }
 
 case " $paths " in
-    *" pvusb "*) PEER=pvusb; peer_start ;;
+    *" pvusb "* | *" vhci "*) PEER=pvusb; peer_start ;;
     *) note "pvusb path skipped: no pvusb binary with a backend command" ;;
 esac
 for r in $(seq "$rounds"); do
@@ -124,8 +139,8 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
     END {
         printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
         printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
-        split("native qusb pvusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
-        for (i = 1; i <= 3; i++) {
+        np = split("native qusb pvusb vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
+        for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
             for (j = 1; j <= 4; j++) { m[P[i], j] = median(v[P[i] "," T[j]]); printf " %10s", m[P[i], j] }
@@ -139,6 +154,12 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         }
         if (("qusb" in seen) && ("native" in seen)) {
             printf "%-10s", "qusb/nat"; for (j = 1; j <= 4; j++) printf "%s", pct(m["qusb", j], m["native", j]); printf "\n"
+        }
+        if (("vhci" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "vhci/pvusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["pvusb", j]); printf "\n"
+        }
+        if (("vhci-qusb" in seen) && ("vhci" in seen)) {
+            printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
         }
     }' "$csv" > "$RES/bench.table"
 
@@ -156,8 +177,8 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         printf "4 KiB random reads (O_DIRECT, QD1, first %d MiB, fixed seed) and control transfers\n", span
         printf "(GET_DESCRIPTOR(DEVICE) via usbfs), %d s each, median of %d rounds, TCG:\n", secs, rounds
         printf "%-10s %14s %14s\n", "path", "randread IOPS", "ctrl/s"
-        split("native qusb pvusb", P, " "); split("randread:4K ctrl", T, " ")
-        for (i = 1; i <= 3; i++) {
+        np = split("native qusb pvusb vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
+        for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
             for (j = 1; j <= 2; j++) { m[P[i], j] = median(v[P[i] "," T[j]]); printf m[P[i], j] == "" ? " %14s" : " %14.1f", m[P[i], j] == "" ? "-" : m[P[i], j] }
@@ -168,6 +189,12 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
             printf "%-10s", "pvusb/qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["pvusb", j], m["qusb", j]); printf "\n"
         }
         printf "%-10s", "qusb/nat"; for (j = 1; j <= 2; j++) printf "%s", pct(m["qusb", j], m["native", j]); printf "\n"
+        if (("vhci" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "vhci/pvusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["pvusb", j]); printf "\n"
+        }
+        if (("vhci-qusb" in seen) && ("vhci" in seen)) {
+            printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
+        }
     }' "$csv" > "$RES/bench.rates"
 { echo; cat "$RES/bench.rates"; } >> "$RES/bench.table"
 cat "$RES/bench.table"
