@@ -5,7 +5,7 @@
 //! Requests are matched on the full (bmRequestType, bRequest) pair: a vendor
 //! request whose bRequest is 5 (FTDI GET_MODEM_STATUS, 0xc0/5) is *not*
 //! SET_ADDRESS and goes to the device untouched — both older backends get
-//! this wrong (peers 1 and 2).
+//! this wrong (spec 14).
 
 use pvusb_protocol::{SetupPacket, Status, Submit, SubmitKind};
 

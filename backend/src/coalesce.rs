@@ -13,10 +13,9 @@
 //! dispatches (the controller dispatches after taking a batch of requests
 //! and after completions). A lone URB goes at once, pipelined behind
 //! whatever single transfers are in flight: holding it back in the hope of
-//! company costs a whole completion round trip, often for nothing. (The Xen
-//! test-bed measured both: holding back behind any transfer in flight made
-//! 1004 transfers of 1024 URBs and ran at half the speed of bursts, which
-//! made 385 of 2304: each usb-storage command's data went as one.)
+//! company costs a whole completion round trip, often for nothing, while a
+//! burst already holds a usb-storage command's data together. (Both were
+//! measured in the Xen test-bed: docs/perf/2026-11-22-readme-history.md.)
 //!
 //! Semantics kept: a bulk transfer ends at a short packet, so a coalesced
 //! transfer can only be split at boundaries the device would have honoured

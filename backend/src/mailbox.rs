@@ -1,8 +1,8 @@
 //! The worker's inbox: device completions and control messages, plus one
 //! eventfd that wakes the worker's poll.
 //!
-//! WHY this shape: completions arrive from device threads (libusb's event
-//! thread, emulated timers) and must never contend with the worker for long.
+//! WHY this shape: completions arrive from other threads (the libusb control
+//! helper, emulated timers) and must never contend with the worker for long.
 //! Producers push into a small mutex-protected Vec; the worker swaps the whole
 //! Vec out once per wake-up. The eventfd is written only when no wake-up is
 //! already pending, so a burst of completions costs one syscall.
@@ -120,7 +120,7 @@ impl Mailbox {
     /// producer's write landing between the two was consumed by the read
     /// while the flag stayed set, so every later `wake` saw it set, wrote
     /// nothing, and the worker slept in `poll` with messages queued (a
-    /// daemon shutdown hung that way in `tests/lifecycle.rs`).
+    /// shutdown message among them would never be seen).
     pub fn clear_wake(&self) {
         let _ = self.wake.read();
         self.pending.store(false, Ordering::SeqCst);

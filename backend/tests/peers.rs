@@ -1,4 +1,4 @@
-//! Regression tests for the bugs found in the peers (spec 10, peers.md 1, 2, 9).
+//! Regression tests for the bugs found in the peers (spec 10, 14).
 mod support;
 
 use std::sync::Arc;

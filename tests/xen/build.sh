@@ -6,8 +6,8 @@
 #
 # Everything lands under target/xen-testbed/ (git-ignored). Each step writes a
 # stamp file keyed on its inputs; a step whose stamp matches is skipped, so the
-# script is idempotent and cheap to rerun. Facts behind the choices (TCG, PV
-# dom0, uncompressed cpio, out-of-tree xen-hcd) are in ../shared/xen-testbed.md.
+# script is idempotent and cheap to rerun. Why TCG, a PV dom0, an uncompressed
+# cpio and an out-of-tree xen-hcd: tests/xen/README.md, "Why these choices".
 #
 # Outputs (paths relative to target/xen-testbed/):
 #   out/xen             Xen hypervisor, multiboot ELF for QEMU -kernel

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Boot QEMU (TCG) -> Xen -> dom0 unattended and run test-bed scenarios inside dom0.
 #
-#   sudo tests/xen/run.sh              # = all: scenarios 1-7, then the measurements
+#   sudo tests/xen/run.sh              # = all: every numbered scenario, then bench
 #   sudo tests/xen/run.sh 7            # one scenario (by number or file name)
-#   sudo tests/xen/run.sh ci           # scenarios 1 3 6 7 (the CI subset)
+#   sudo tests/xen/run.sh ci           # scenarios 1 3 6 7 8 (the CI subset)
 #   sudo tests/xen/run.sh 1 3 bench    # any list
 #   sudo tests/xen/run.sh 3@qusb       # scenario 3 against QEMU's backend instead of pvusb
 #   sudo tests/xen/run.sh qusb         # scenarios 1-6 against QEMU's backend
@@ -125,7 +125,7 @@ XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1536M,max:1536M dom0_max_vcpus=1
  loglvl=all guest_loglvl=all smap=0 smep=0 bootscrub=0"
 start_qemu() {
     local limit=$1
-    # TCG only: /dev/kvm here cannot run Xen (see ../shared/xen-testbed.md).
+    # TCG only: /dev/kvm here cannot run Xen (tests/xen/README.md, "Why these choices").
     timeout -k 10 "$limit" qemu-system-x86_64 \
         -accel tcg,thread=multi,tb-size=512 -cpu max -machine q35 -smp 2 -m 4096 \
         -display none -monitor none -no-reboot \

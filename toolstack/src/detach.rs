@@ -1,10 +1,10 @@
 //! `dev-detach` and `recover`: the detach micro-states, and the roll-back of
 //! interrupted attaches (which joins the detach path at its rebinding step).
 //!
-//! Detach order (toolstack.md): withdraw the claim so the backend releases the
-//! device while it is still listed, then empty `port/N`, then give every interface
-//! back to its original driver — trying all of them even if one fails — and only
-//! then drop the record.
+//! Detach order (the micro-state table in lib.rs): withdraw the claim so the
+//! backend releases the device while it is still listed, then empty `port/N`,
+//! then give every interface back to its original driver — trying all of them
+//! even if one fails — and only then drop the record.
 
 use crate::crash;
 use crate::error::ToolError;

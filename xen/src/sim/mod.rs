@@ -42,8 +42,8 @@
 //!   `map` that finds the granter gone also drops the cached connection, so
 //!   copies after it fail with [`GrantError::Unavailable`]. Real Xen behaves
 //!   alike: a backend learns of a dead guest from xenstore and its event
-//!   channel, not from each copy. (Until the previous version each copy paid a
-//!   `poll` of the rendezvous socket to refuse such copies at once.)
+//!   channel, not from each copy. (Refusing such copies at once would cost a
+//!   `poll` of the rendezvous socket on every copy.)
 //! - Not a security boundary: a peer that receives the page memfd could read all
 //!   of it. The checks reproduce Xen's *semantics* so that code tested here
 //!   behaves the same on Xen.

@@ -3,13 +3,14 @@
 //! handed to the controller's `poll`.
 //!
 //! WHY a context per controller: libusb runs a transfer's callback on the
-//! thread that handles the context's events. With one shared context that was
-//! one event thread for every guest, and each completion crossed to the
-//! controller's thread (0.4-0.6 ms per URB in the Xen test-bed), and pausing
-//! that thread to release devices was the source of the hardest bugs (a
-//! shutdown stall, a self-deadlock that stopped every guest). A context that
-//! only its controller's thread ever polls needs no locking dance: callbacks
-//! run on that thread, between two services of its ring.
+//! thread that handles the context's events. One shared context means one
+//! event thread for every guest: each completion then has to cross to the
+//! controller's thread (a hand-off on every URB's path, and a second runnable
+//! thread competing for a small dom0's CPU), and releasing a device means
+//! pausing a thread every guest depends on, where a stall or a self-deadlock
+//! stops them all. A context that only its controller's thread ever polls
+//! needs no locking dance: callbacks run on that thread, between two
+//! services of its ring.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
