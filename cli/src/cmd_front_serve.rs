@@ -67,7 +67,10 @@ fn open_loading_module() -> Result<VhciHcd, AttachError> {
         Err(AttachError::NotLoaded) => {}
         other => return other,
     }
-    match std::process::Command::new("modprobe").arg("vhci-hcd").status() {
+    match std::process::Command::new("modprobe")
+        .arg("vhci-hcd")
+        .status()
+    {
         Ok(status) if status.success() => info!("loaded vhci-hcd"),
         Ok(status) => warn!(%status, "modprobe vhci-hcd failed"),
         Err(e) => warn!(error = %e, "cannot run modprobe"),

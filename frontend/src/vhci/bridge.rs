@@ -1,11 +1,11 @@
 //! [`Bridge`]: one pvUSB device served to vhci-hcd over one stream socket,
-//! with a reader thread (commands in, URBs submitted) and a writer thread
-//! (completions out, port events watched, the end decided).
+//! with a reader thread (commands in, URBs submitted) and a bridge thread
+//! (port events watched, the end decided, answers the socket could not
+//! take at once written).
 //!
 //! WHY two threads and not one: the reader blocks in `read` on the socket,
-//! and a completion must reach the socket while it does. Completion
-//! callbacks run on the frontend's worker thread and must not block on a
-//! socket write, so they only queue an event for the writer.
+//! and port events and the end must be acted on while it does. Answers do
+//! not go through a thread: see [`super::answer`].
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -18,10 +18,11 @@ use pvusb_protocol::consts::URB_RING_SIZE;
 use pvusb_protocol::usbip::Limits;
 use thiserror::Error;
 
+use super::answer::Answers;
 use super::reader::Reader;
 use super::table::SharedTable;
 use super::translate::DeviceTarget;
-use super::writer::{Event, Writer};
+use super::watch::{Event, Watch};
 use crate::frontend::Frontend;
 
 /// Default bound on commands held ([`BridgeOptions::max_in_flight`]).
@@ -48,7 +49,7 @@ pub struct BridgeOptions {
     pub drain_timeout: Duration,
     /// How long one reply may wait for the peer to read; longer ends the
     /// bridge. WHY: a peer that stops reading would otherwise block the
-    /// writer forever, and with it [`Bridge::stop`] and port events.
+    /// bridge thread forever, and with it [`Bridge::stop`] and port events.
     pub write_timeout: Duration,
 }
 
@@ -112,7 +113,7 @@ pub enum BridgeError {
 pub struct Bridge {
     events: Sender<Event>,
     reader: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<BridgeEnd>>,
+    watch: Option<JoinHandle<BridgeEnd>>,
 }
 
 impl Bridge {
@@ -146,22 +147,29 @@ impl Bridge {
             .set_write_timeout(Some(options.write_timeout.max(Duration::from_millis(1))))
             .map_err(BridgeError::Socket)?;
         let read_half = socket.try_clone().map_err(BridgeError::Socket)?;
-        let table = Arc::new(SharedTable::default());
+        let watch_half = socket.try_clone().map_err(BridgeError::Socket)?;
         let (events, events_rx) = crossbeam_channel::unbounded();
-        let writer = Writer::new(
-            Arc::clone(&table),
+        let answers = Arc::new(Answers::new(
+            Arc::new(SharedTable::default()),
             target,
+            Arc::downgrade(&front),
             socket,
-            (events.clone(), events_rx),
+            events.clone(),
+        ));
+        let watch = Watch::new(
+            Arc::clone(&answers),
+            target,
+            watch_half,
+            events_rx,
             port_events,
-            Arc::clone(&front),
+            front,
             options.drain_timeout,
         );
-        let writer = std::thread::Builder::new()
+        let watch = std::thread::Builder::new()
             .name(format!("vhci-tx-{}", target.port))
-            .spawn(move || writer.run())
+            .spawn(move || watch.run())
             .map_err(BridgeError::Spawn)?;
-        let reader = Reader::new(table, target, read_half, events.clone(), front, options);
+        let reader = Reader::new(answers, target, read_half, events.clone(), options);
         let reader = std::thread::Builder::new()
             .name(format!("vhci-rx-{}", target.port))
             .spawn(move || reader.run());
@@ -169,14 +177,14 @@ impl Bridge {
             Ok(r) => r,
             Err(e) => {
                 let _ = events.send(Event::Stop);
-                let _ = writer.join();
+                let _ = watch.join();
                 return Err(BridgeError::Spawn(e));
             }
         };
         Ok(Self {
             events,
             reader: Some(reader),
-            writer: Some(writer),
+            watch: Some(watch),
         })
     }
 
@@ -189,7 +197,7 @@ impl Bridge {
     /// True once the bridge has ended (by itself or after [`Bridge::stop`]);
     /// [`Bridge::join`] then returns at once.
     pub fn is_finished(&self) -> bool {
-        self.writer.as_ref().is_none_or(|w| w.is_finished())
+        self.watch.as_ref().is_none_or(|w| w.is_finished())
     }
 
     /// Waits for the bridge to end and says why it did.
@@ -199,7 +207,7 @@ impl Bridge {
 
     fn join_threads(&mut self) -> BridgeEnd {
         let end = self
-            .writer
+            .watch
             .take()
             .map(|w| w.join().unwrap_or(BridgeEnd::Stopped))
             .unwrap_or(BridgeEnd::Stopped);
@@ -212,7 +220,7 @@ impl Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if self.watch.is_some() {
             self.stop();
             self.join_threads();
         }

@@ -11,7 +11,8 @@
 //! | [`attach`] | [`VhciHcd`]: free port from `status`, `attach`, `detach` in sysfs |
 //! | [`bridge`] | [`Bridge`]: spawn, stop, join; [`BridgeOptions`], [`BridgeEnd`] |
 //! | `reader` | socket → [`StreamDecoder`](pvusb_protocol::usbip::StreamDecoder) → [`crate::Frontend::submit`] / unlink |
-//! | `writer` | completions → `RET_SUBMIT`/`RET_UNLINK`; port events; the end |
+//! | `answer` | completions → `RET_SUBMIT`/`RET_UNLINK`, sent on the thread that completes |
+//! | `watch` | the bridge thread: port events, the end, answers the socket could not take at once |
 //! | [`serve`] | [`Server`]: one bridge per device of a controller, following port events |
 //! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as sequential usbif URBs |
 //! | `table` | the in-flight table and the credits that bound it |
@@ -65,6 +66,7 @@
 //! * Throughput of split bulk requests (one piece at a time) is not
 //!   measured.
 
+mod answer;
 pub mod attach;
 #[cfg(test)]
 mod attach_tests;
@@ -77,7 +79,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 pub mod translate;
-mod writer;
+mod watch;
 
 pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};

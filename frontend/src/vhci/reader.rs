@@ -10,47 +10,47 @@ use crossbeam_channel::Sender;
 use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, StreamDecoder};
 use tracing::{debug, trace};
 
+use super::answer::Answers;
 use super::split::{plan, Plan};
 use super::table::{Entry, SharedTable};
 use super::translate::{encode_ret_submit, encode_ret_unlink, error_reply, DeviceTarget, Request};
-use super::writer::Event;
+use super::watch::Event;
 use super::{BridgeEnd, BridgeOptions};
 use crate::error::UrbStatus;
-use crate::frontend::Frontend;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Reader {
     table: Arc<SharedTable>,
+    answers: Arc<Answers>,
     target: DeviceTarget,
     socket: UnixStream,
+    /// To the bridge thread: why the reader stopped.
     events: Sender<Event>,
-    front: Arc<Frontend>,
     options: BridgeOptions,
 }
 
 impl Reader {
     pub fn new(
-        table: Arc<SharedTable>,
+        answers: Arc<Answers>,
         target: DeviceTarget,
         socket: UnixStream,
         events: Sender<Event>,
-        front: Arc<Frontend>,
         options: BridgeOptions,
     ) -> Self {
         Self {
-            table,
+            table: answers.table(),
+            answers,
             target,
             socket,
             events,
-            front,
             options,
         }
     }
 
     /// Reads until the peer closes, the stream breaks or the bridge ends,
-    /// then tells the writer why.
+    /// then tells the bridge thread why.
     pub fn run(mut self) {
         let end = self.read_loop();
         debug!(port = self.target.port, %end, "vhci reader done");
@@ -79,7 +79,8 @@ impl Reader {
                 rest = &rest[used..];
                 let Some(message) = message else { continue };
                 if !self.table.take_credit(self.options.max_in_flight) {
-                    // Ending: the writer answers what is in flight and closes.
+                    // Ending: what is in flight is answered, then the bridge
+                    // thread closes.
                     return BridgeEnd::Stopped;
                 }
                 let handled = match message {
@@ -113,7 +114,7 @@ impl Reader {
                     "answered locally"
                 );
                 let bytes = encode_ret_submit(&request, &error_reply(&request, refusal.status));
-                self.reply(bytes, 1);
+                self.answers.reply(&bytes, 1);
                 return Ok(());
             }
         };
@@ -137,10 +138,12 @@ impl Reader {
             );
         }
         trace!(seqnum, len = urb.buffer.len(), "CMD_SUBMIT submitted");
-        let handle = submit_piece(&self.front, &self.events, seqnum, urb);
+        let Some(handle) = self.answers.submit(seqnum, urb) else {
+            return Err(BridgeEnd::ControllerGone);
+        };
         if let Some(entry) = self.table.lock().in_flight.get_mut(&seqnum) {
             // Unless the first piece of a split request already completed
-            // and the writer set the handle of the next one.
+            // and the handle of the next one is set.
             entry.handle.get_or_insert(handle);
         }
         Ok(())
@@ -160,35 +163,16 @@ impl Reader {
             }
         };
         match handle {
-            // The writer answers when the URB completes: RET_UNLINK alone if
-            // the cancel took, RET_SUBMIT then RET_UNLINK(0) if it had won.
+            // Its completion answers: RET_UNLINK alone if the cancel took,
+            // RET_SUBMIT then RET_UNLINK(0) if it had won.
             Some(handle) => {
                 handle.unlink(UrbStatus::Cancelled);
             }
-            // Already answered (its RET_SUBMIT is on the socket or queued
-            // before this), or a second unlink: nothing left to cancel.
-            None => self.reply(encode_ret_unlink(seqnum, 0), 1),
+            // Already answered (its RET_SUBMIT went out or is queued before
+            // this: a completion removes its entry and answers under the
+            // answers' lock, which this waits for), or a second unlink:
+            // nothing left to cancel.
+            None => self.answers.reply(&encode_ret_unlink(seqnum, 0), 1),
         }
     }
-
-    fn reply(&self, bytes: Vec<u8>, credits: usize) {
-        let _ = self.events.send(Event::Reply { bytes, credits });
-    }
-}
-
-/// Submits `urb` (a whole request or one piece of a split one) for
-/// `CMD_SUBMIT` `seqnum`; its completion goes to the writer.
-pub(super) fn submit_piece(
-    front: &Frontend,
-    events: &Sender<Event>,
-    seqnum: u32,
-    urb: crate::Urb,
-) -> crate::frontend::UrbHandle {
-    let events = events.clone();
-    front.submit(urb, move |completion| {
-        // The writer outlives every URB it waits for; if it is gone the
-        // socket is closed and there is no one to answer.
-        trace!(seqnum, status = ?completion.status, "usbif completion");
-        let _ = events.send(Event::Completed { seqnum, completion });
-    })
 }

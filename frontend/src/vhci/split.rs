@@ -11,7 +11,7 @@
 //! in a short packet, which the device would take as the end of the
 //! transfer.
 //!
-//! Pure state: the writer thread drives it (see `writer.rs`); the bound on
+//! Pure state: the completions drive it (see `answer.rs`); the bound on
 //! the total is the decoder's [`pvusb_protocol::usbip::Limits`].
 
 use pvusb_protocol::usb::EndpointType;

@@ -3,9 +3,9 @@
 //!
 //! WHY credits and not just the table's size: refusals and `RET_UNLINK`s
 //! for finished URBs are answered without entering the table, yet they too
-//! sit in the writer's queue until written. One credit per command read,
-//! given back when the message answering it is on the socket, bounds
-//! everything the bridge holds for the peer by [`super::BridgeOptions::max_in_flight`].
+//! may wait in the answers' backlog. One credit per command read, given
+//! back when the message answering it is on the socket, bounds everything
+//! the bridge holds for the peer by [`super::BridgeOptions::max_in_flight`].
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};

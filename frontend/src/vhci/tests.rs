@@ -214,7 +214,7 @@ fn in_reply_is_clamped_to_the_request_buffer() {
     let request = Request::of(&c);
     // A hostile completion claiming more than was asked.
     let done = completion(UrbStatus::Ok, vec![9, 8, 7, 6, 5, 4], 6);
-    let bytes = encode_ret_submit(&request, &reply_for(&request, &done));
+    let bytes = encode_ret_submit(&request, &reply_for(&request, done.clone()));
     let Message::RetSubmit(r) = as_vhci_reads(&request, &bytes) else {
         panic!("not a RET_SUBMIT")
     };
@@ -229,7 +229,7 @@ fn out_reply_carries_status_and_no_data() {
     let request = Request::of(&c);
     let bytes = encode_ret_submit(
         &request,
-        &reply_for(&request, &completion(UrbStatus::Stall, vec![0; 10], 3)),
+        &reply_for(&request, completion(UrbStatus::Stall, vec![0; 10], 3)),
     );
     let Message::RetSubmit(r) = as_vhci_reads(&request, &bytes) else {
         panic!("not a RET_SUBMIT")
@@ -254,7 +254,7 @@ fn iso_in_reply_packs_data_and_echoes_offsets() {
             status: UrbStatus::IoError,
         },
     ];
-    let bytes = encode_ret_submit(&request, &reply_for(&request, &done));
+    let bytes = encode_ret_submit(&request, &reply_for(&request, done.clone()));
     let Message::RetSubmit(r) = as_vhci_reads(&request, &bytes) else {
         panic!("not a RET_SUBMIT")
     };
@@ -286,7 +286,7 @@ fn error_replies_always_encode_even_for_iso() {
 fn an_unencodable_reply_becomes_eproto() {
     let c = cmd(Direction::In, 1, 4, [0; 8]);
     let request = Request::of(&c);
-    let mut bad = reply_for(&request, &completion(UrbStatus::Ok, vec![1; 4], 4));
+    let mut bad = reply_for(&request, completion(UrbStatus::Ok, vec![1; 4], 4));
     bad.in_data.push(0);
     let Message::RetSubmit(r) = as_vhci_reads(&request, &encode_ret_submit(&request, &bad)) else {
         panic!("not a RET_SUBMIT")
@@ -382,7 +382,10 @@ fn split_in_runs_piece_by_piece_and_a_short_piece_ends_it() {
         (c.status, c.actual_length, c.buffer.len()),
         (UrbStatus::Ok, 100_000, 100_000)
     );
-    let r = reply_for(&Request::of(&cmd(Direction::In, 1, 100_000, [0; 8])), &c);
+    let r = reply_for(
+        &Request::of(&cmd(Direction::In, 1, 100_000, [0; 8])),
+        c.clone(),
+    );
     assert_eq!((r.header.status, r.in_data.len()), (0, 100_000));
 }
 
@@ -402,7 +405,10 @@ fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
         panic!("a stall ends it")
     };
     assert_eq!((c.status, c.actual_length), (UrbStatus::Stall, BULK_CHUNK));
-    let r = reply_for(&Request::of(&cmd(Direction::Out, 1, 150_000, [0; 8])), &c);
+    let r = reply_for(
+        &Request::of(&cmd(Direction::Out, 1, 150_000, [0; 8])),
+        c.clone(),
+    );
     assert_eq!(
         (r.header.status, r.header.actual_length),
         (-32, BULK_CHUNK as u32)

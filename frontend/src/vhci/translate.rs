@@ -5,14 +5,15 @@
 //!
 //! WHY the reply is always re-checked: the completion carries what the
 //! backend reported (hostile), and vhci drops the whole device on a reply it
-//! cannot parse. [`encode_ret_submit`] therefore runs the codec's checks and,
+//! cannot parse. [`ret_submit_wire`] therefore runs the codec's checks and,
 //! if they fail, answers the URB with `-EPROTO` and no data instead.
 
 use nix::errno::Errno;
 use pvusb_protocol::usb::request::{RECIP_DEVICE, SET_ADDRESS, TYPE_MASK, TYPE_STANDARD};
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::usbip::{
-    Basic, CmdSubmit, Header, RetSubmit, RetSubmitHeader, RetUnlinkHeader, SubmitShape,
+    Basic, CmdSubmit, Header, RetSubmit, RetSubmitHeader, RetSubmitWire, RetUnlinkHeader,
+    SubmitShape, HEADER_LEN,
 };
 use pvusb_protocol::{Direction, IsoPacketDescriptor, SetupPacket};
 
@@ -250,7 +251,7 @@ fn iso_urb(cmd: CmdSubmit, target: &DeviceTarget) -> Result<Urb, Refusal> {
 
 /// The `RET_SUBMIT` of a completed URB: status as an errno, IN data, and
 /// for iso the request's descriptors with each packet's result.
-pub fn reply_for(request: &Request, completion: &Completion) -> RetSubmit {
+pub fn reply_for(request: &Request, completion: Completion) -> RetSubmit {
     let status = errno_of(completion.status);
     if request.iso.is_empty() {
         // Clamped to the request's buffer: vhci refuses (and drops the
@@ -259,8 +260,13 @@ pub fn reply_for(request: &Request, completion: &Completion) -> RetSubmit {
             .actual_length
             .min(completion.buffer.len())
             .min(request.shape.transfer_buffer_length as usize);
+        // The completion's buffer itself, not a copy of it.
         let in_data = match request.shape.direction {
-            Direction::In => completion.buffer[..actual].to_vec(),
+            Direction::In => {
+                let mut data = completion.buffer;
+                data.truncate(actual);
+                data
+            }
             Direction::Out => Vec::new(),
         };
         let actual_length = u32::try_from(actual).unwrap_or(0);
@@ -270,7 +276,7 @@ pub fn reply_for(request: &Request, completion: &Completion) -> RetSubmit {
             iso_packets: Vec::new(),
         };
     }
-    iso_reply(request, completion, status)
+    iso_reply(request, &completion, status)
 }
 
 fn iso_reply(request: &Request, completion: &Completion, status: i32) -> RetSubmit {
@@ -345,23 +351,38 @@ pub fn error_reply(request: &Request, status: i32) -> RetSubmit {
     }
 }
 
-/// The wire bytes of `reply`. A reply the codec refuses (which only a
+/// The wire form of `reply`. A reply the codec refuses (which only a
 /// hostile completion can produce) becomes an `-EPROTO` reply with no data,
 /// so vhci always gets a message it accepts.
-pub fn encode_ret_submit(request: &Request, reply: &RetSubmit) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pvusb_protocol::usbip::HEADER_LEN + reply.in_data.len());
-    if reply.encode(&request.shape, &mut out).is_ok() {
-        return out;
+pub fn ret_submit_wire<'a>(request: &Request, reply: &'a RetSubmit) -> RetSubmitWire<'a> {
+    if let Ok(wire) = reply.wire(&request.shape) {
+        return wire;
     }
     tracing::debug!(
         seqnum = request.seqnum,
         "reply refused by the codec, answering -EPROTO"
     );
-    out.clear();
     let fallback = error_reply(request, neg(Errno::EPROTO));
     // An error reply only echoes the request, whose descriptors the decoder
-    // already checked: it always encodes.
-    let _ = fallback.encode(&request.shape, &mut out);
+    // already checked, and carries no data: it always encodes.
+    let (header, descriptors) = match fallback.wire(&request.shape) {
+        Ok(w) => (w.header, w.descriptors),
+        Err(_) => ([0; HEADER_LEN], Vec::new()),
+    };
+    RetSubmitWire {
+        header,
+        data: &[],
+        descriptors,
+    }
+}
+
+/// [`ret_submit_wire`] as one buffer.
+pub fn encode_ret_submit(request: &Request, reply: &RetSubmit) -> Vec<u8> {
+    let wire = ret_submit_wire(request, reply);
+    let mut out = Vec::with_capacity(wire.len());
+    for part in wire.parts() {
+        out.extend_from_slice(part);
+    }
     out
 }
 

@@ -6,7 +6,7 @@ use thiserror::Error;
 use super::header::RetUnlinkHeader;
 use super::header::{CmdSubmitHeader, CmdUnlinkHeader, Header, HeaderError, RetSubmitHeader};
 use super::iso::{self, encode_iso_packets, IsoError};
-use super::{Direction, PacketCount, ISO_PACKET_LEN};
+use super::{Direction, PacketCount, HEADER_LEN, ISO_PACKET_LEN};
 use crate::wire::IsoPacketDescriptor;
 
 /// What a reply must agree with: the parts of its `CMD_SUBMIT` that decide
@@ -215,14 +215,60 @@ impl RetSubmit {
     /// Appends the wire bytes (header, IN data, descriptors), as
     /// `stub_send_ret_submit` writes them, after [`RetSubmit::check`].
     pub fn encode(&self, request: &SubmitShape, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let wire = self.wire(request)?;
+        out.reserve(wire.len());
+        for part in wire.parts() {
+            out.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// The wire bytes in three parts, after [`RetSubmit::check`]; the IN
+    /// data is borrowed, not copied.
+    ///
+    /// WHY: a reply of up to a megabyte goes to the socket in one vectored
+    /// write, without first being copied behind its header.
+    pub fn wire(&self, request: &SubmitShape) -> Result<RetSubmitWire<'_>, EncodeError> {
         let header = Header::RetSubmit(self.header)
             .encode()
             .map_err(EncodeError::Header)?;
         self.check(request)?;
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&self.in_data);
-        encode_iso_packets(&self.iso_packets, out);
-        Ok(())
+        let mut descriptors = Vec::new();
+        encode_iso_packets(&self.iso_packets, &mut descriptors);
+        Ok(RetSubmitWire {
+            header,
+            data: &self.in_data,
+            descriptors,
+        })
+    }
+}
+
+/// A checked `RET_SUBMIT` as it goes on the wire, in order: header, IN
+/// data, iso descriptors ([`RetSubmit::wire`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetSubmitWire<'a> {
+    /// The encoded header.
+    pub header: [u8; HEADER_LEN],
+    /// The IN data (empty for OUT).
+    pub data: &'a [u8],
+    /// The encoded iso descriptors (empty for non-iso).
+    pub descriptors: Vec<u8>,
+}
+
+impl RetSubmitWire<'_> {
+    /// The three parts, for a vectored write.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.header, self.data, &self.descriptors]
+    }
+
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.data.len() + self.descriptors.len()
+    }
+
+    /// Never: a message has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
     }
 }
 

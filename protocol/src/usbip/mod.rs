@@ -60,7 +60,7 @@ pub use header::{
     RetUnlinkHeader,
 };
 pub use iso::{decode_iso_packets, encode_iso_packets, IsoError};
-pub use message::{CmdSubmit, EncodeError, Message, RetSubmit, SubmitShape};
+pub use message::{CmdSubmit, EncodeError, Message, RetSubmit, RetSubmitWire, SubmitShape};
 pub use stream::{DecodeError, DeviceSide, Framing, HostSide, IsoEndpoints, StreamDecoder};
 
 /// Bytes of every message header (`sizeof(struct usbip_header)`).

@@ -250,7 +250,15 @@ domu_with_pvusb() {
     for lib in $(ldd "$PVUSB" | grep -o '/[^ ]*'); do
         mkdir -p "$DOMU_EXTRA$(dirname "$lib")"; cp -L "$lib" "$DOMU_EXTRA$lib"
     done
+    mkdir -p "$DOMU_EXTRA/usr/local/share"
+    cp "$TB/guest/bridge-anatomy.awk" "$DOMU_EXTRA/usr/local/share/"
     case " $DOMU_ARGS " in *" tb.nohcd "*) ;; *) DOMU_ARGS="$DOMU_ARGS tb.nohcd" ;; esac
+}
+# front_serve_anatomy: with FRONT_LOG at pvusb_frontend::vhci=trace, the bridge's time per request
+# in the guest kernel, in usbif (backend and device) and in answering (bridge-anatomy.awk).
+front_serve_anatomy() {
+    case ${FRONT_LOG:-} in *vhci=trace*) ;; *) return 0 ;; esac
+    domu_exec "awk -f /usr/local/share/bridge-anatomy.awk $FRONT_SERVE_LOG; : > $FRONT_SERVE_LOG"
 }
 # front_serve_start: `pvusb front serve` in the background in domU $DOMID (log: front_serve_log).
 FRONT_SERVE_LOG=/tmp/front-serve.log

@@ -40,6 +40,7 @@ step "domU: read 64 MiB at 0 (O_DIRECT) through vhci and verify"
 got=$(domu_md5 64 0) || { front_serve_log; fail "domU read failed"; }
 [ "$got" = "$PATTERN_MD5" ] || { front_serve_log; fail "read through vhci + $PEER: md5 $got, want $PATTERN_MD5"; }
 note "vhci + $PEER: 64 MiB read + md5 in the domU: $(cat /tmp/last-elapsed) s"
+a=$(front_serve_anatomy) && [ -n "$a" ] && note "64 MiB read, bridge: $a"
 
 step "domU: write 64 MiB of the pattern at 64 MiB (O_DIRECT) and read it back"
 domu_exec -t 900 "d=\$($DOMU_FIND_SD); dd if=/dev/\$d bs=1M count=64 iflag=direct 2>/dev/null | dd of=/dev/\$d bs=1M seek=64 iflag=fullblock oflag=direct conv=fsync" ||

@@ -7,7 +7,7 @@
  * play + drain says whether the data path kept the device's pace.
  *
  * Prints on stdout, one "KEY value" a line:
- *   FRAMES  frames written     WALL   seconds from START to the end of DRAIN
+ *   FRAMES  frames written     WALL   seconds from START (after the first period) to the end of DRAIN
  *   RT      FRAMES / (48000 * WALL): near 1.00 when the device consumed in real time
  *   XRUNS   underruns (the writer was late; restarted each time)
  *   PERIOD  period size in frames   BUFFER  buffer size in frames
@@ -149,8 +149,11 @@ int main(int argc, char **argv)
 		}
 		last_progress = now();
 		frames += (unsigned long long)x.result;
-		/* The PCM starts itself once the buffer is full (start_threshold's default). */
-		if (!started && frames >= buffer) {
+		/* Started explicitly: whether a write starts the PCM depends on sw_params this tool
+		 * does not set. EBADFD: it was running already. */
+		if (!started) {
+			if (ioctl(fd, SNDRV_PCM_IOCTL_START) != 0 && errno != EBADFD)
+				die("START");
 			started = 1;
 			if (t0 == 0)
 				t0 = now();
@@ -165,7 +168,6 @@ int main(int argc, char **argv)
 		die("DRAIN");
 	t = now() - t0;
 	close(fd);
-	/* From the first full buffer on: the frames played in that wall time. */
 	printf("FRAMES %llu\nWALL %.3f\nRT %.3f\nXRUNS %llu\nPERIOD %u\nBUFFER %u\n",
 	       frames, t, (double)frames / (RATE * t), xruns, period, buffer);
 	return 0;
