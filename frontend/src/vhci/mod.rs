@@ -49,22 +49,19 @@
 //!   what is in flight, answers it `-ENODEV`, and shuts the socket down;
 //!   vhci then detaches the port.
 //!
-//! ## README: what is left
+//! ## Limits
 //!
 //! * `URB_ZERO_PACKET` is not carried (usbif has no such flag), split or
 //!   not.
 //! * SET_CONFIGURATION to a configuration other than the one enumerated:
 //!   the endpoint table is the first configuration's.
 //! * `pvusb front serve` serves one controller; several need one process
-//!   each. A systemd unit and a test-bed scenario with Debian's vhci-hcd
-//!   in a domU (nothing here has run against the real module yet; the
-//!   sysfs format is from `drivers/usb/usbip/vhci_sysfs.c`).
+//!   each (the systemd unit `pvusb-front@N` is a template for that).
 //! * An unlink of a split request whose piece is in flight is covered by
-//!   unit tests of the split state only, not end to end.
+//!   unit tests of the split state only; end to end, test-bed scenario 11
+//!   kills readers mid-transfer without knowing which piece runs.
 //! * A device whose bridge ended by itself (vhci detached it, protocol
 //!   error) stays unserved until replugged.
-//! * Throughput of split bulk requests (one piece at a time) is not
-//!   measured.
 
 mod answer;
 pub mod attach;

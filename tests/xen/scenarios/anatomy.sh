@@ -5,6 +5,12 @@
 # xHCI) against the wall time per URB, and how many events the guest sent per URB (fewer than
 # one while the backend polls its ring: see `pvusb backend --poll-max-us`). Output:
 # results/anatomy.table.
+# Then one synchronous URB at a time (ANATOMY_SECONDS, default 10, each): GET_DESCRIPTOR
+# control transfers (tb-ctrl) natively in dom0 and from the domU, and 4 KiB QD1 random reads
+# (tb-iops) from the domU. Each URB's wall time splits into the device's time (the backend's
+# device_us), the backend's CPU (its utime + stime), the domU's CPU (its /proc/stat busy
+# time: xen-hcd, the block layer, the tool) and the rest, which is neither side computing:
+# event delivery, vCPU wake-ups and scheduling. Output: results/anatomy.sync.
 # timeout: 1800
 pvusb_require backend
 PEER=pvusb
@@ -45,6 +51,48 @@ for t in read:1M read:64K write:1M write:64K; do
 done
 cat "$out"
 note "$(cat "$out")"
+
+# ---- one synchronous URB at a time -------------------------------------------------------------
+secs=${ANATOMY_SECONDS:-10}
+sync=$RES/anatomy.sync
+printf '%-12s %8s %9s %10s %12s %11s %10s %12s\n' test per_s "wall us" "device us" "backend cpu" "domU cpu" "rest us" \
+    "events/URB" > "$sync"
+tb_ctrl=$(tb_tool tb-ctrl) || fail "no tb-ctrl for dom0"
+backend_ticks() { awk '{print $14 + $15}' "/proc/$BACKEND_PID/stat"; }
+domu_busy() { domu_exec "head -n1 /proc/stat" | awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}'; }
+hz=$(getconf CLK_TCK)
+# sync_row TEST PER_S C0 C1 D0 D1 V0 V1 B0 B1 U0 U1: one table row from the counter deltas.
+sync_row() {
+    awk -v t="$1" -v r="$2" -v c=$(($4 - $3)) -v d=$(($6 - $5)) -v v=$(($8 - $7)) -v b=$((${10} - $9)) \
+        -v u=$((${12} - ${11})) -v hz="$hz" 'BEGIN {
+        wall = 1e6 / r; dev = c ? d / c : 0; bc = c ? b * 1e6 / hz / c : 0; uc = c ? u * 1e6 / hz / c : 0
+        printf "%-12s %8.1f %9.0f %10.0f %12.0f %11.0f %10.0f %12.2f\n", t, r, wall, dev, bc, uc, wall - dev - bc - uc, c ? v / c : 0
+    }' >> "$sync"
+}
+step "synchronous URBs: control transfers natively in dom0 ($secs s)"
+# The stick is the domU's: the native rate is measured on the tablet, whose control endpoint
+# QEMU answers the same way.
+node=$(usb_node $TABLET_ID) || fail "no usbfs node for the tablet in dom0"
+out=$("$tb_ctrl" "$node" "$secs" 2>&1) || fail "native tb-ctrl failed: $out"
+r=$(printf '%s\n' "$out" | sed -n 's/^CTRL_PER_S //p')
+awk -v r="$r" 'BEGIN { printf "%-12s %8.1f %9.0f %10s %12s %11s %10s %12s\n", "ctrl native", r, 1e6 / r, "-", "-", "-", "-", "-" }' >> "$sync"
+for t in ctrl randread:4K; do
+    step "synchronous URBs through pvusb: $t ($secs s)"
+    case $t in
+        ctrl) cmd="u=\$($(domu_find_usb $STICK_ID)) && tb-ctrl \$u $secs"; key=CTRL_PER_S ;;
+        *) cmd="d=\$($DOMU_FIND_SD) && tb-iops -p /dev/\$d $secs 64"; key=IOPS ;;
+    esac
+    read -r _ c0 _ _ d0 v0 < <(counters) || fail "no stats line from the backend"
+    b0=$(backend_ticks); u0=$(domu_busy)
+    out=$(domu_exec -t $((secs + 120)) "$cmd 2>&1") || fail "$t failed in the domU: $out"
+    b1=$(backend_ticks); u1=$(domu_busy)
+    read -r _ c1 _ _ d1 v1 < <(counters) || fail "no stats line from the backend"
+    r=$(printf '%s\n' "$out" | sed -n "s/^$key \([0-9.]*\)\$/\1/p" | tail -n1)
+    [ -n "$r" ] || fail "$t printed no $key: $out"
+    sync_row "$t pvusb" "$r" "$c0" "$c1" "$d0" "$d1" "$v0" "$v1" "$b0" "$b1" "$u0" "$u1"
+done
+cat "$sync"
+note "$(cat "$sync")"
 peer_dev_detach "$DOMID" 1
 peer_ctrl_detach "$DOMID" || true
 domu_destroy

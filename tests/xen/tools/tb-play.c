@@ -7,11 +7,12 @@
  * play + drain says whether the data path kept the device's pace.
  *
  * Prints on stdout, one "KEY value" a line:
- *   FRAMES  frames written     WALL   seconds from START (after the first period) to the end of DRAIN
- *   RT      FRAMES / (48000 * WALL): near 1.00 when the device consumed in real time
+ *   FRAMES  frames written     WALL   seconds from the first write to the end of DRAIN
+ *   RT      FRAMES / (48000 * WALL): near 1.00 when the device consumed in real time (a little
+ *           above: the first half buffer is written before the PCM starts)
  *   XRUNS   underruns (the writer was late; restarted each time)
  *   PERIOD  period size in frames   BUFFER  buffer size in frames
- * Exits 1 if the PCM cannot be set up or takes no data for 10 s.
+ * Exits 1 if the PCM cannot be set up or takes no data for 10 s (with its state on stderr).
  *
  * Exists because the busybox domU has no aplay/libasound. Built by tests/xen/build.sh.
  */
@@ -19,12 +20,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 #include <sound/asound.h>
@@ -95,32 +96,70 @@ static unsigned setup(int fd, unsigned *buffer)
 	return interval(&p, SNDRV_PCM_HW_PARAM_PERIOD_SIZE)->min;
 }
 
+/* Start when half the buffer is queued, stop on underrun (as tinyalsa does). */
+static void sw_setup(int fd, unsigned period, unsigned buffer)
+{
+	struct snd_pcm_sw_params sp;
+	memset(&sp, 0, sizeof sp);
+	sp.tstamp_mode = SNDRV_PCM_TSTAMP_NONE;
+	sp.period_step = 1;
+	sp.avail_min = period;
+	sp.start_threshold = buffer / 2;
+	sp.stop_threshold = buffer;
+	sp.boundary = buffer;
+	while (sp.boundary * 2 <= (snd_pcm_uframes_t)INT_MAX - buffer)
+		sp.boundary *= 2;
+	if (ioctl(fd, SNDRV_PCM_IOCTL_SW_PARAMS, &sp) != 0)
+		die("SW_PARAMS");
+}
+
+/* The PCM's state and pointers, for the error messages. */
+static void report(int fd, const char *when)
+{
+	struct snd_pcm_status st;
+	memset(&st, 0, sizeof st);
+	if (ioctl(fd, SNDRV_PCM_IOCTL_STATUS, &st) == 0)
+		fprintf(stderr, "tb-play: %s: state %d appl_ptr %lu hw_ptr %lu avail %lu\n", when,
+			(int)st.state, (unsigned long)st.appl_ptr, (unsigned long)st.hw_ptr,
+			(unsigned long)st.avail);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned period, buffer;
 	unsigned long long frames = 0, total, xruns = 0, phase = 0;
-	int fd, started = 0;
-	double secs, t0 = 0, t, last_progress;
+	int fd;
+	double secs, t0, t;
 	int16_t *buf;
+	struct sigaction sa;
 
 	if (argc != 3 || (secs = atof(argv[2])) <= 0 || secs > 3600) {
 		fprintf(stderr, "usage: tb-play /dev/snd/pcmCxDyp SECONDS   (SECONDS up to 3600)\n");
 		return 2;
 	}
 	dev = argv[1];
-	fd = open(dev, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	/* A blocking write that the device never drains is cut by this alarm (EINTR). */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+	fd = open(dev, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		die("open");
 	period = setup(fd, &buffer);
+	sw_setup(fd, period, buffer);
 	buf = malloc((size_t)period * CHANNELS * sizeof *buf);
 	if (!buf)
 		die("malloc");
 	if (ioctl(fd, SNDRV_PCM_IOCTL_PREPARE) != 0)
 		die("PREPARE");
 	total = (unsigned long long)(secs * RATE);
-	last_progress = now();
+	t0 = now();
 	while (frames < total) {
-		struct pollfd pfd = { fd, POLLOUT, 0 };
 		struct snd_xferi x = { 0, buf, period };
 		/* 1 kHz: 48 frames a cycle, a triangle at about -30 dBFS. */
 		for (unsigned i = 0; i < period; i++, phase++) {
@@ -128,44 +167,37 @@ int main(int argc, char **argv)
 			int16_t s = (int16_t)((v < 24 ? v : 48 - v) * 40 - 480);
 			buf[2 * i] = buf[2 * i + 1] = s;
 		}
-		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
-			die("poll");
+		alarm(STALL_MS / 1000);
 		if (ioctl(fd, SNDRV_PCM_IOCTL_WRITEI_FRAMES, &x) != 0) {
-			if (errno == EAGAIN) {
-				if ((now() - last_progress) * 1000 > STALL_MS) {
-					errno = 0;
-					die("the device took no data for 10 s");
-				}
-				continue;
+			int e = errno;
+			alarm(0);
+			if (e == EINTR) {
+				report(fd, "stalled");
+				errno = 0;
+				die("the device took no data for 10 s");
 			}
-			if (errno == EPIPE) {	/* underrun: count it and go on */
+			if (e == EPIPE) {	/* underrun: count it and go on */
 				xruns++;
 				if (ioctl(fd, SNDRV_PCM_IOCTL_PREPARE) != 0)
 					die("prepare after underrun");
-				started = 0;
 				continue;
 			}
+			report(fd, "write failed");
+			errno = e;
 			die("WRITEI_FRAMES");
 		}
-		last_progress = now();
+		alarm(0);
 		frames += (unsigned long long)x.result;
-		/* Started explicitly: whether a write starts the PCM depends on sw_params this tool
-		 * does not set. EBADFD: it was running already. */
-		if (!started) {
-			if (ioctl(fd, SNDRV_PCM_IOCTL_START) != 0 && errno != EBADFD)
-				die("START");
-			started = 1;
-			if (t0 == 0)
-				t0 = now();
-		}
 	}
-	if (t0 == 0)
-		t0 = now();
-	/* DRAIN blocks until the device has played everything: make the fd blocking first. */
-	if (fcntl(fd, F_SETFL, 0) != 0)
-		die("fcntl");
-	if (ioctl(fd, SNDRV_PCM_IOCTL_DRAIN) != 0)
+	/* DRAIN blocks until the device has played everything. */
+	alarm(STALL_MS / 1000);
+	if (ioctl(fd, SNDRV_PCM_IOCTL_DRAIN) != 0) {
+		int e = errno;
+		report(fd, "drain failed");
+		errno = e;
 		die("DRAIN");
+	}
+	alarm(0);
 	t = now() - t0;
 	close(fd);
 	printf("FRAMES %llu\nWALL %.3f\nRT %.3f\nXRUNS %llu\nPERIOD %u\nBUFFER %u\n",
