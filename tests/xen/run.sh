@@ -3,7 +3,7 @@
 #
 #   sudo tests/xen/run.sh              # = all: every numbered scenario, then bench
 #   sudo tests/xen/run.sh 7            # one scenario (by number or file name)
-#   sudo tests/xen/run.sh ci           # scenarios 1 3 6 7 8 (the CI subset)
+#   sudo tests/xen/run.sh ci           # scenarios 1 3 6 7 8 11 (the CI subset)
 #   sudo tests/xen/run.sh 1 3 bench    # any list
 #   sudo tests/xen/run.sh 3@qusb       # scenario 3 against QEMU's backend instead of pvusb
 #   sudo tests/xen/run.sh qusb         # scenarios 1-6 against QEMU's backend
@@ -20,7 +20,7 @@ TB=${XEN_TESTBED_DIR:-$ROOT/target/xen-testbed}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-600}   # per scenario, enforced inside dom0
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}           # QEMU start -> toolstack ready, enforced here
 KEEP_RUNS=${KEEP_RUNS:-4}
-CI_SCENARIOS="1 3 6 7 8"
+CI_SCENARIOS="1 3 6 7 8 11"
 QUSB_SCENARIOS="1@qusb 2@qusb 3@qusb 4@qusb 5@qusb 6@qusb"   # the pvusb scenarios against qusb
 
 log() { printf '[run %(%T)T] %s\n' -1 "$*" >&2; }

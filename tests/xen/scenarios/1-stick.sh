@@ -9,9 +9,13 @@ stick_dev > /dev/null || fail "dom0 has no block device for the stick before the
 stick_to_domu
 
 step "domU: read 64 MiB at 0 (O_DIRECT) and verify"
+# The domU's busy and idle jiffies around the read (compare scenario 11's bridge).
+cpu_jiffies='awk "/^cpu / {print \$2 + \$3 + \$4 + \$7 + \$8, \$5 + \$6}" /proc/stat'
+read -r busy0 idle0 < <(domu_exec "$cpu_jiffies")
 got=$(domu_md5 64 0) || fail "domU read failed"
+read -r busy1 idle1 < <(domu_exec "$cpu_jiffies")
 [ "$got" = "$PATTERN_MD5" ] || fail "read through $PEER: md5 $got, want $PATTERN_MD5"
-note "$PEER: 64 MiB read + md5 in the domU: $(cat /tmp/last-elapsed) s"
+note "$PEER: 64 MiB read + md5 in the domU: $(cat /tmp/last-elapsed) s, domU vCPU busy $(( 100 * (busy1 - busy0) / (busy1 - busy0 + idle1 - idle0 + 1) ))%"
 
 step "domU: write 64 MiB of the pattern at 64 MiB (O_DIRECT)"
 domu_exec -t 900 "d=\$($DOMU_FIND_SD); dd if=/dev/\$d bs=1M count=64 iflag=direct 2>/dev/null | dd of=/dev/\$d bs=1M seek=64 iflag=fullblock oflag=direct conv=fsync" ||
