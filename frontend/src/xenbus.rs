@@ -104,6 +104,30 @@ impl ControllerConfig {
         Ok(())
     }
 
+    /// Writes our own `state` only while our directory still holds its
+    /// `backend` link; returns whether it wrote.
+    ///
+    /// WHY: the toolstack removes the directory once the backend is Closed,
+    /// and xenstore creates missing parents, so a state change written
+    /// after that (the reconnect machine's Closed or Initialising) would
+    /// leave a stray `state` node where the controller was.
+    pub fn set_state_if_present(
+        &self,
+        xs: &XsClient,
+        state: XenbusState,
+    ) -> Result<bool, FrontendError> {
+        let link = xenstore::join(&self.frontend_dir, keys::BACKEND);
+        let path = xenstore::join(&self.frontend_dir, keys::STATE);
+        let value = state.as_u32().to_string();
+        Ok(xs.transaction(|tx| {
+            if xs.read(tx, &link)?.is_none() {
+                return Ok(false);
+            }
+            xs.write(tx, &path, &value)?;
+            Ok(true)
+        })?)
+    }
+
     /// Waits until the backend state satisfies `ok`, or `timeout` passes.
     pub fn wait_backend(
         &self,

@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use pvusb_frontend::{PortEvent, Urb, UrbStatus};
-use pvusb_protocol::{Status, UrbResponse};
-use support::{collector, Env, T};
+use pvusb_frontend::{ControllerConfig, PortEvent, Urb, UrbStatus};
+use pvusb_protocol::xenstore::frontend_dir;
+use pvusb_protocol::{Status, UrbResponse, XenbusState};
+use pvusb_xenstore::Tx;
+use support::{collector, Env, DEVID, FRONT, T};
 
 #[test]
 fn out_and_in_data_travel_through_the_slot_pages() {
@@ -185,4 +187,24 @@ fn last_handle_dropped_inside_a_callback_still_closes() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(state.as_deref(), Some("6"));
+}
+
+/// The toolstack removes a detached controller's directories once the
+/// backend is Closed; a state change the frontend writes after that must
+/// not bring a stray `state` node back (xenstore creates missing parents).
+#[test]
+fn a_removed_controller_directory_is_not_recreated_by_a_state_change() {
+    let env = Env::new();
+    let front = env.connect();
+    let cfg = ControllerConfig::read(&env.xs, FRONT, DEVID).unwrap();
+    assert!(cfg
+        .set_state_if_present(&env.xs, XenbusState::Closed)
+        .unwrap());
+    let fe = frontend_dir(FRONT, DEVID);
+    env.xs.rm(Tx::NONE, &fe).unwrap();
+    assert!(!cfg
+        .set_state_if_present(&env.xs, XenbusState::Initialising)
+        .unwrap());
+    assert_eq!(env.xs.read(Tx::NONE, &fe).unwrap(), None, "directory back");
+    drop(front);
 }

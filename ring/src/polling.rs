@@ -183,13 +183,15 @@ mod tests {
     fn spin_keeps_going_while_work_comes() {
         let start = Instant::now();
         let mut last_work_at = Duration::ZERO;
+        // A window long enough that the test thread being descheduled on a
+        // loaded machine does not end the spin early (it did with 5 ms).
         let end = spin(
-            MS(5),
+            MS(150),
             || false,
             || {
-                // Work for 30 ms, then none: far longer than one window.
+                // Work for 600 ms, then none: four windows and more.
                 let now = start.elapsed();
-                let work = now < MS(30);
+                let work = now < MS(600);
                 if work {
                     last_work_at = now;
                 }
@@ -198,8 +200,8 @@ mod tests {
             || {},
         );
         assert_eq!(end, SpinEnd::Quiet);
-        assert!(last_work_at >= MS(25), "stopped at {last_work_at:?}");
-        assert!(start.elapsed() >= last_work_at + MS(5));
+        assert!(last_work_at >= MS(450), "stopped at {last_work_at:?}");
+        assert!(start.elapsed() >= last_work_at + MS(150));
     }
 
     #[test]

@@ -182,12 +182,12 @@ impl Supervisor<'_> {
             Phase::Connected if lost || matches!(state, Some(S::Closing | S::Closed) | None) => {
                 info!(?state, "backend went away; tearing the controller down");
                 teardown(shared);
-                let _ = shared.cfg.set_state(xs, S::Closed);
+                let _ = shared.cfg.set_state_if_present(xs, S::Closed);
                 self.phase = Phase::Closed;
                 self.step(state, false);
             }
             Phase::Closed if !matches!(state, Some(S::Closing) | None) => {
-                let _ = shared.cfg.set_state(xs, S::Initialising);
+                let _ = shared.cfg.set_state_if_present(xs, S::Initialising);
                 self.phase = Phase::Initialising;
                 self.step(state, false);
             }

@@ -143,8 +143,13 @@ if [ "$PEER" = pvusb ] && want restart; then
     peer_start
     out=$(domu_wait "$n" 600) || { front_serve_log; fail "the read across the backend restart did not end: $out"; }
     echo "read across the restart: $out"
+    domu_wait_sd
     got=$(domu_md5 64 0) || { front_serve_log; fail "read after the backend restart failed"; }
-    [ "$got" = "$PATTERN_MD5" ] || fail "md5 $got after the backend restart, want $PATTERN_MD5"
+    if [ "$got" != "$PATTERN_MD5" ]; then
+        front_serve_log 60; domu_exec "dmesg | grep -v 'SetAddress\|reset high-speed' | tail -n 25"
+        grep -v pvusb_toolstack "$BACKEND_LOG.before-kill" | tail -n 15
+        fail "md5 $got after the backend restart, want $PATTERN_MD5"
+    fi
     front_serve_alive
 fi
 

@@ -3,7 +3,7 @@
  *
  * Streams isochronous OUT data to the first alternate setting that has an isochronous OUT
  * endpoint (a USB speaker's streaming interface), through usbfs: takes the interface from
- * its driver (USBDEVFS_DISCONNECT_CLAIM), selects that setting, and keeps 4 URBs of 8
+ * its driver (USBDEVFS_DISCONNECT_CLAIM), selects that setting, and keeps 8 URBs of 8
  * packets in flight for SECONDS, each packet one max-size packet of a ramp. Exists because
  * snd-usb-audio does not start QEMU's usb-audio speaker from a plain ALSA ioctl client, even
  * natively in dom0, so the path is exercised without ALSA. Built by tests/xen/build.sh.
@@ -27,7 +27,7 @@
 #include <linux/usbdevice_fs.h>
 
 #define PACKETS 8
-#define INFLIGHT 4
+#define INFLIGHT 8
 
 static const char *dev;
 
