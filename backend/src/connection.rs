@@ -8,7 +8,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use pvusb_protocol::{ConnRequest, ConnResponse, Speed, UrbRequest, UrbResponse};
+use pvusb_protocol::{
+    ConnRequest, ConnResponse, Pipe, Speed, TransferType, UrbRequest, UrbResponse,
+};
 use pvusb_ring::sring::RSP_PROD;
 use pvusb_ring::{BackRing, RingError, SharedMem};
 use pvusb_xen::EventChannel;
@@ -44,6 +46,9 @@ pub struct Connection<M, C> {
     evtchn: C,
     backlog: VecDeque<(u8, Speed)>,
     stats: Arc<Stats>,
+    /// After a daemon restart: how many of the requests still to take were
+    /// published before this daemon attached ([`Self::fence_published`]).
+    pre_restart: u32,
 }
 
 fn urb_err(source: RingError) -> BackendError {
@@ -80,7 +85,43 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
             evtchn,
             backlog: VecDeque::new(),
             stats,
+            pre_restart: 0,
         })
+    }
+
+    /// Marks every request published now as one the previous daemon may
+    /// have started: [`Self::take_requests`] then says how many of those it
+    /// returns, for [`must_not_rerun`].
+    ///
+    /// WHY: a daemon that died mid-transfer leaves its requests between
+    /// `rsp_prod` and its private `req_cons` unanswered, and nothing tells
+    /// which of them had reached the device. Running a bulk or interrupt
+    /// transfer again is not harmless: the device may already have sent
+    /// part of the data for the lost one, and the rerun hands the guest the
+    /// rest of it as if it were the start (a mass-storage read then returns
+    /// shifted sectors without an error). Those requests are failed
+    /// instead, which drivers recover from (usb-storage resets the pipe and
+    /// retries the command).
+    pub fn fence_published(&mut self) -> Result<(), BackendError> {
+        self.pre_restart = self.urb.unconsumed_requests().map_err(urb_err)?;
+        Ok(())
+    }
+
+    /// Copies out up to 16 published requests (each exactly once); returns
+    /// how many it took and how many of those, at the front, were published
+    /// before a daemon restart ([`Self::fence_published`]).
+    pub fn take_requests_fenced(
+        &mut self,
+        out: &mut Vec<UrbRequest>,
+    ) -> Result<(usize, usize), BackendError> {
+        let n = self.take_requests(out)?;
+        let fenced = usize::try_from(self.pre_restart)
+            .unwrap_or(usize::MAX)
+            .min(n);
+        self.pre_restart = self
+            .pre_restart
+            .saturating_sub(u32::try_from(fenced).unwrap_or(u32::MAX));
+        Ok((n, fenced))
     }
 
     /// The event channel (its fd is polled by the worker).
@@ -169,4 +210,19 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
     pub fn backlog(&self) -> usize {
         self.backlog.len()
     }
+}
+
+/// Whether `request`, published before a daemon restart, must be failed
+/// rather than run ([`Connection::fence_published`]): bulk and interrupt
+/// transfers. Control transfers and isochronous ones are run: a repeated
+/// control request leaves the device as one run would, and isochronous
+/// data has no stream position to lose. Unlinks are run (they find
+/// nothing).
+pub fn must_not_rerun(request: &UrbRequest) -> bool {
+    let pipe = Pipe::from_raw(request.pipe);
+    !pipe.is_unlink()
+        && matches!(
+            pipe.transfer_type(),
+            TransferType::Bulk | TransferType::Interrupt
+        )
 }

@@ -234,6 +234,38 @@ fn daemon_restart_picks_up_a_connected_controller() {
     );
 }
 
+/// A daemon that died may have started the bulk transfers it left
+/// unanswered, and running one again can hand the guest data shifted by
+/// what the device had already sent: the next daemon fails bulk requests
+/// published before it attached instead of running them, and serves the
+/// ones after.
+#[test]
+fn a_restarted_daemon_fails_bulk_requests_published_before_it() {
+    let w = World::new();
+    let (emu, busid) = loopback_host();
+    let d = w.daemon(host(&emu));
+    w.add_controller(9, 0, "2", "2");
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    d.shutdown();
+    drv.write_buf(6, 0, &[0x5a; 64]);
+    let before = drv.bulk(6, 4, 1, 0x01, 64);
+    drv.send(&[before]);
+    let d2 = w.daemon(host(&emu));
+    let r = drv.response_for(6);
+    assert_eq!(
+        (r.status, r.actual_length),
+        (pvusb_protocol::Status::IoError as i32, 0),
+        "a bulk request published before the restart is failed, not run"
+    );
+    assert_eq!(drv.conn_event().portnum, 1, "port re-posted on resume");
+    let after = drv.bulk(7, 4, 1, 0x01, 64);
+    let r = drv.roundtrip(after);
+    assert_eq!((r.status, r.actual_length), (0, 64), "{:?}", d2.stats(9, 0));
+}
+
 #[test]
 fn hotplug_and_unplug_are_seen_on_the_conn_ring() {
     let w = World::new();

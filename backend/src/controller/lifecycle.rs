@@ -193,6 +193,11 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             None
         };
         let resumed = std::mem::take(&mut self.resuming);
+        if resumed {
+            if let Err(e) = conn.fence_published() {
+                guest_warn!(self.limiter, ctl = %self.id, "cannot read the urb ring at resume: {e}");
+            }
+        }
         let Some(setup) = self.setup.as_mut() else {
             return;
         };

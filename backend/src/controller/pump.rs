@@ -1,11 +1,11 @@
 //! The pump: requests from the ring through the engine to the devices, and
 //! completions and responses back, in bounded passes.
 
-use pvusb_protocol::{UrbRequest, UrbResponse};
+use pvusb_protocol::{Status, UrbRequest, UrbResponse};
 use pvusb_xen::{EventChannels, GrantMapper};
 
 use super::{Controller, Setup};
-use crate::connection::{Connection, RingWait};
+use crate::connection::{must_not_rerun, Connection, RingWait};
 use crate::error::BackendError;
 use crate::guest::GrantedMemory;
 use crate::mailbox::Mailbox;
@@ -168,8 +168,15 @@ where
     /// whether there was any work.
     fn pass(&mut self, requests: &mut Vec<UrbRequest>) -> Result<bool, BackendError> {
         let had_completions = self.complete()?;
-        let n = self.conn.take_requests(requests)?;
-        for r in requests.drain(..) {
+        let (n, pre_restart) = self.conn.take_requests_fenced(requests)?;
+        for (i, r) in requests.drain(..).enumerate() {
+            if i < pre_restart && must_not_rerun(&r) {
+                // The dead daemon may have started it (Connection::fence_published).
+                self.responses
+                    .push(UrbResponse::new(r.id, Status::IoError, 0));
+                self.publish(false)?;
+                continue;
+            }
             let setup = &mut *self.setup;
             setup
                 .engine
