@@ -568,7 +568,7 @@ mod serve_cli_tests {
         for needle in [
             "vhci-hcd",
             "SIGTERM",
-            "modprobe vhci-hcd",
+            "Loads the vhci-hcd module",
             "rmmod xen-hcd",
             "--take-over",
         ] {
