@@ -54,8 +54,8 @@ pub struct Args {
     /// Directory of the simulated transport (also PVUSB_SIM_DIR).
     #[arg(long)]
     pub sim_dir: Option<PathBuf>,
-    /// Emulated device, repeatable: storage:FILE[:SIZE], storage-mem:SIZE,
-    /// keyboard[:TEXT], loopback, audio, stall, slow, vanish.
+    /// Emulated device, repeatable: `storage:FILE[:SIZE]`, `storage-mem:SIZE`,
+    /// `keyboard[:TEXT]`, `loopback`, `audio`, `stall`, `slow`, `vanish`.
     #[arg(long = "emulate", value_name = "SPEC")]
     pub emulate: Vec<String>,
     /// Do not use host USB devices (libusb) at all.

@@ -108,7 +108,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbctrl-attach`: <Domain> [type=pv] [version=1|2] [ports=N]; silent
+    /// xl's `usbctrl-attach`: `<Domain> [type=pv] [version=1|2] [ports=N]`; silent
     /// on success, like xl.
     UsbctrlAttach {
         /// Domain id or name.
@@ -118,7 +118,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbctrl-detach`: <Domain> <DevId>; its devices go back to the host first.
+    /// xl's `usbctrl-detach`: `<Domain> <DevId>`; its devices go back to the host first.
     UsbctrlDetach {
         /// Domain id or name.
         dom: String,
@@ -127,7 +127,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbdev-attach`: <Domain> hostbus=B hostaddr=A [controller=C [port=P]].
+    /// xl's `usbdev-attach`: `<Domain> hostbus=B hostaddr=A [controller=C [port=P]]`.
     UsbdevAttach {
         /// Domain id or name.
         dom: String,
@@ -138,7 +138,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbdev-detach`: <Domain> <controller> <port>.
+    /// xl's `usbdev-detach`: `<Domain> <controller> <port>`.
     UsbdevDetach {
         /// Domain id or name.
         dom: String,
@@ -149,7 +149,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usb-list`: <Domain>, printed exactly as `xl usb-list` prints it.
+    /// xl's `usb-list`: `<Domain>`, printed exactly as `xl usb-list` prints it.
     UsbList {
         /// Domain id or name.
         dom: String,

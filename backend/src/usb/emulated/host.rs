@@ -98,7 +98,7 @@ impl EmulatedHost {
         }
     }
 
-    /// The busid of root port `port` (1..=255) on the emulated bus ("200-<port>").
+    /// The busid of root port `port` (1..=255) on the emulated bus (`200-<port>`).
     pub fn busid(port: u8) -> Option<BusId> {
         BusId::new(EMULATED_BUS, &[port]).ok()
     }

@@ -9,7 +9,7 @@
 //!   thread polls its descriptors and runs its completion callbacks.
 //!
 //! Descriptors, open/claim/detach and the intercepted standard requests use
-//! rusb's safe API; transfers use libusb's asynchronous API ([`ffi`], the
+//! rusb's safe API; transfers use libusb's asynchronous API (`ffi`, the
 //! crate's only unsafe code) so many can be in flight. Contexts are owned
 //! (never rusb's global one): on a machine without `/dev/bus/usb` creating
 //! one fails and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead
