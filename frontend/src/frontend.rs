@@ -27,7 +27,7 @@ use pvusb_protocol::{Speed, XenbusState};
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info};
 
-use self::shared::{lock, Shared};
+use self::shared::Shared;
 pub use self::subscribers::SUBSCRIBER_QUEUE;
 use crate::engine::{Engine, EngineStats};
 use crate::error::{FrontendError, UrbStatus};
@@ -35,6 +35,7 @@ use crate::ports::{PortEvent, PortStatus};
 use crate::transport::Transport;
 use crate::urb::{Callback, Urb};
 use crate::xenbus::ControllerConfig;
+use pvusb_support::lock_unpoisoned;
 
 /// Timeouts of the life-cycle.
 #[derive(Debug, Clone)]
@@ -342,7 +343,7 @@ impl Frontend {
     fn stop_threads(&self) {
         self.shared.request_stop();
         let me = std::thread::current().id();
-        for t in lock(&self.threads).drain(..) {
+        for t in lock_unpoisoned(&self.threads).drain(..) {
             if t.thread().id() != me {
                 let _ = t.join();
             }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use pvusb_support::lock_unpoisoned;
+
 use crate::error::ToolError;
 
 /// The locks this process holds: path, holding thread, nesting depth, and the
@@ -45,8 +47,7 @@ pub struct CommandLock {
 }
 
 fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
-    HELD.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock_unpoisoned(&HELD)
 }
 
 impl CommandLock {

@@ -23,6 +23,7 @@ use pvusb_backend::usb::{
 };
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
+use pvusb_support::lock_unpoisoned;
 
 use super::report::{Ratio, Report, Row};
 use super::session::{Progress, Session};
@@ -248,7 +249,7 @@ impl Watchdog {
             .name("bench-watchdog".into())
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(200));
-                let guard = watched.lock().unwrap_or_else(|e| e.into_inner());
+                let guard = lock_unpoisoned(&watched);
                 if let Some((what, since, limit)) = guard.as_ref() {
                     if since.elapsed() > *limit {
                         eprintln!(
@@ -265,12 +266,11 @@ impl Watchdog {
 
     /// From now on `what` is the step that must finish within `limit`.
     fn arm(&self, what: &str, limit: Duration) {
-        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((what.to_owned(), Instant::now(), limit));
+        *lock_unpoisoned(&self.armed) = Some((what.to_owned(), Instant::now(), limit));
     }
 
     fn disarm(&self) {
-        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock_unpoisoned(&self.armed) = None;
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use pvusb_frontend::{Device, Frontend, FrontendError, MassStorage, Options};
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::{Direction, SetupPacket, Speed, UsbVer};
+use pvusb_support::lock_unpoisoned;
 use pvusb_xen::sim::SimXen;
 use pvusb_xenstore::{Tx, XsClient};
 use sha2::{Digest, Sha256};
@@ -86,7 +87,7 @@ fn watch_signals(front: Arc<Mutex<Option<Arc<Frontend>>>>) -> Result<(), String>
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!(sig, "guest stopping");
-                let open = front.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let open = lock_unpoisoned(&front).take();
                 if let Some(f) = open {
                     if let Err(e) = f.close() {
                         tracing::warn!("closing the controller: {e}");
@@ -122,9 +123,7 @@ fn err(e: FrontendError) -> String {
 
 impl Guest {
     fn front(&self) -> Result<Arc<Frontend>, String> {
-        self.front
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.front)
             .clone()
             .ok_or_else(|| "the guest has no controller connected".to_owned())
     }
@@ -199,7 +198,7 @@ impl Guest {
                 UsbVer::Usb20 => "2.0".into(),
             },
         };
-        *self.front.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(front));
+        *lock_unpoisoned(&self.front) = Some(Arc::new(front));
         Ok(reply)
     }
 
@@ -387,7 +386,7 @@ impl Guest {
 
     /// Releases the controller; true if that went without error.
     fn close_front(&mut self) -> bool {
-        let open = self.front.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let open = lock_unpoisoned(&self.front).take();
         let Some(front) = open else { return true };
         match front.close() {
             Ok(()) => true,

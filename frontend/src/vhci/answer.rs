@@ -30,6 +30,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, MsgFlags};
 use tracing::{debug, trace};
 
+use pvusb_support::lock_unpoisoned;
+
 use super::split::Step;
 use super::table::{Entry, SharedTable};
 use super::translate::{encode_ret_unlink, error_reply, reply_for, ret_submit_wire, DeviceTarget};
@@ -94,7 +96,7 @@ impl Answers {
 
     fn out(&self) -> MutexGuard<'_, Out> {
         // Every update of `Out` is a single field write or queue operation.
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.out)
     }
 
     /// Submits `urb`, the whole request or one piece of a split one, for

@@ -1,10 +1,12 @@
 //! A host device opened through libusb, driven through [`UsbDevice`].
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusb::{Context, DeviceHandle, UsbContext};
+
+use pvusb_support::lock_unpoisoned;
 
 use super::claims::Claims;
 use super::control_worker::{ControlWorker, WorkerContext};
@@ -45,10 +47,6 @@ impl std::fmt::Debug for LibusbDevice {
             .field("busid", &self.info.busid)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LibusbDevice {
@@ -165,7 +163,7 @@ impl UsbDevice for LibusbDevice {
             std::mem::forget(self.node.take());
             return;
         }
-        lock(&self.claims).give_back(&self.handle);
+        lock_unpoisoned(&self.claims).give_back(&self.handle);
     }
 }
 

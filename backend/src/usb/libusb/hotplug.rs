@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use rusb::{Context, Device, Hotplug};
 
+use pvusb_support::lock_unpoisoned;
+
 use super::status::busid_of;
 use crate::usb::types::{HotplugEvent, HotplugHandler};
 
@@ -26,11 +28,7 @@ impl HotplugForwarder {
         else {
             return;
         };
-        let handler = self
-            .handler
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let handler = lock_unpoisoned(&self.handler).clone();
         if let Some(h) = handler {
             h(if arrived {
                 HotplugEvent::Arrived(busid)

@@ -26,7 +26,7 @@ pub mod iso_layout;
 pub mod status;
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rusb::{Context, UsbContext};
 
@@ -35,6 +35,8 @@ use self::hotplug::HotplugForwarder;
 use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
+use pvusb_support::lock_unpoisoned;
+
 use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
@@ -67,10 +69,6 @@ impl std::fmt::Debug for LibusbHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LibusbHost").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LibusbHost {
@@ -232,15 +230,15 @@ impl UsbHost for LibusbHost {
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {
-        *lock(&self.handler) = Some(handler);
+        *lock_unpoisoned(&self.handler) = Some(handler);
     }
 }
 
 impl Drop for LibusbHost {
     fn drop(&mut self) {
         // From now on a callback still running forwards nothing.
-        lock(&self.handler).take();
-        let registration = lock(&self.registration).take();
+        lock_unpoisoned(&self.handler).take();
+        let registration = lock_unpoisoned(&self.registration).take();
         if self.events.is_current() {
             // Dropped from a hotplug callback: the registration's box may be
             // the one running. Leak it (the handler is gone, so it forwards
