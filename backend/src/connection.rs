@@ -11,6 +11,7 @@ use std::sync::Arc;
 use pvusb_protocol::{ConnRequest, ConnResponse, Speed, UrbRequest, UrbResponse};
 use pvusb_ring::sring::RSP_PROD;
 use pvusb_ring::{BackRing, RingError, SharedMem};
+use pvusb_support::Chain;
 use pvusb_xen::EventChannel;
 
 use crate::engine::MAX_IN_FLIGHT;
@@ -117,7 +118,7 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
     fn notify(&self) {
         Stats::inc(&self.stats.notifications);
         if let Err(e) = self.evtchn.notify() {
-            tracing::debug!("event channel notify failed: {e}");
+            tracing::debug!("event channel notify failed: {e}", e = Chain(&e));
         }
     }
 

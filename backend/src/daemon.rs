@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_protocol::xenstore::{backend_dir_of_type, BACKEND_TYPE_VUSB};
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannels, GrantMapper};
 use pvusb_xenstore::{Tx, XsClient};
 
@@ -435,7 +436,7 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
         }
         let mailbox = match Mailbox::new() {
             Ok(m) => Arc::new(m),
-            Err(e) => return tracing::error!(ctl = %id, "{e}"),
+            Err(e) => return tracing::error!(ctl = %id, "{e}", e = Chain(&e)),
         };
         let stats = Arc::new(Stats::default());
         let finished = Arc::new(AtomicBool::new(false));
@@ -462,7 +463,9 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
                     },
                 );
             }
-            Err(e) => tracing::error!(ctl = %id, "cannot start a worker thread: {e}"),
+            Err(e) => {
+                tracing::error!(ctl = %id, "cannot start a worker thread: {e}", e = Chain(&e))
+            }
         }
     }
 

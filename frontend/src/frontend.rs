@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use pvusb_protocol::{Speed, XenbusState};
+use pvusb_support::Chain;
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info};
 
@@ -366,7 +367,7 @@ impl Drop for Frontend {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) {
             if let Err(e) = self.close() {
-                debug!("close on drop: {e}");
+                debug!("close on drop: {e}", e = Chain(&e));
             }
         }
     }

@@ -67,7 +67,7 @@ impl CommandLock {
         }
         let io = |e: std::io::Error| ToolError::Lock {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source: e,
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;

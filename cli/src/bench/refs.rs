@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 use pvusb_xen::sim::SimEventChannel;
 use pvusb_xen::{EventChannel, EvtchnError};
 
@@ -96,7 +97,7 @@ pub fn handoff_mb_s(len: usize, budget: Duration) -> f64 {
 /// backend process) answers every event with one event.
 pub fn evtchn_round_trips(ch: &SimEventChannel, budget: Duration) -> Result<f64, String> {
     let (n, elapsed) = for_duration(budget, || {
-        ch.notify().map_err(|e| e.to_string())?;
+        ch.notify().map_err(|e| Chain(&e).to_string())?;
         match ch.wait(Some(Duration::from_secs(5))) {
             Ok(true) => Ok(()),
             Ok(false) => Err("the backend process did not echo an event within 5 s".to_string()),

@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 
 /// Output lines kept per child.
 const TAIL_LINES: usize = 12;
@@ -138,7 +139,7 @@ impl Children {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start the {name}: {e}"))?;
+            .map_err(|e| format!("cannot start the {name}: {e}", e = Chain(&e)))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stdout_log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();

@@ -31,6 +31,7 @@ use nix::sys::socket::{sendmsg, MsgFlags};
 use tracing::{debug, trace};
 
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 
 use super::split::Step;
 use super::table::{Entry, SharedTable};
@@ -208,7 +209,11 @@ impl Answers {
             match send_now(&out.socket, parts) {
                 Ok(n) => sent = n,
                 Err(e) => {
-                    debug!(port = self.target.port, "vhci socket write failed: {e}");
+                    debug!(
+                        port = self.target.port,
+                        "vhci socket write failed: {e}",
+                        e = Chain(&e)
+                    );
                     out.ok = false;
                     let _ = self.wake.send(Event::SocketFailed(e.kind()));
                     return;
@@ -253,7 +258,11 @@ impl Answers {
             };
             // Blocking, bounded by the socket's write timeout.
             if let Err(e) = socket.write_all(&bytes) {
-                debug!(port = self.target.port, "vhci socket write failed: {e}");
+                debug!(
+                    port = self.target.port,
+                    "vhci socket write failed: {e}",
+                    e = Chain(&e)
+                );
                 let mut out = self.out();
                 out.ok = false;
                 out.draining = false;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusb::{Context, DeviceHandle};
 
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 
 use super::claims::Claims;
 use crate::usb::proto::{BusId, TransferOutcome};
@@ -114,7 +115,7 @@ impl ControlWorker {
             if !q.running {
                 if let Err(e) = self.start_helper() {
                     drop(q);
-                    tracing::error!(busid = %self.ctx.busid, "cannot start the control helper thread: {e}");
+                    tracing::error!(busid = %self.ctx.busid, "cannot start the control helper thread: {e}", e = Chain(&e));
                     return self
                         .sink
                         .complete(id, Completion::failed(TransferOutcome::Error, buffer));
@@ -270,7 +271,7 @@ fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
     };
     let outcome = outcome_of(result);
     if let Err(e) = claims.claim_active(handle, ctx.busid, Duration::ZERO) {
-        tracing::warn!(busid = %ctx.busid, error = %e, "claiming interfaces after SET_CONFIGURATION failed");
+        tracing::warn!(busid = %ctx.busid, error = %Chain(&e), "claiming interfaces after SET_CONFIGURATION failed");
         if outcome == TransferOutcome::Completed {
             return TransferOutcome::Error;
         }

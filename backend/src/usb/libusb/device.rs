@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rusb::{Context, DeviceHandle, UsbContext};
 
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 
 use super::claims::Claims;
 use super::control_worker::{ControlWorker, WorkerContext};
@@ -100,7 +101,7 @@ impl LibusbDevice {
             let slice = time.min(Duration::from_millis(50));
             if let Err(e) = self.events.handle_events(Some(slice)) {
                 if e != rusb::Error::Interrupted {
-                    tracing::warn!(busid = %self.info.busid, error = %e, "libusb event handling failed while closing");
+                    tracing::warn!(busid = %self.info.busid, error = %Chain(&e), "libusb event handling failed while closing");
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }

@@ -36,6 +36,7 @@ use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
 use pvusb_support::lock_unpoisoned;
+use pvusb_support::Chain;
 
 use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
@@ -77,7 +78,7 @@ impl LibusbHost {
     pub fn new() -> Result<Self, UsbError> {
         let context = Context::new().map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
         let events = HotplugThread::start(context.clone())
-            .map_err(|e| UsbError::NoHostUsb(format!("hotplug thread: {e}")))?;
+            .map_err(|e| UsbError::NoHostUsb(format!("hotplug thread: {e}", e = Chain(&e))))?;
         let handler = Arc::new(Mutex::new(None));
         let registration = if rusb::has_hotplug() {
             let forwarder = Box::new(HotplugForwarder::new(handler.clone()));
@@ -87,7 +88,7 @@ impl LibusbHost {
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::warn!(error = %e, "libusb hotplug registration failed; unplugs will not be noticed");
+                    tracing::warn!(error = %Chain(&e), "libusb hotplug registration failed; unplugs will not be noticed");
                     None
                 }
             }
@@ -146,7 +147,7 @@ impl Discovery {
                 _ => UsbError::Io {
                     busid: *busid,
                     op: "open the device node",
-                    detail: format!("{path}: {e}"),
+                    detail: format!("{path}: {e}", e = Chain(&e)),
                 },
             })?;
         Ok(OpenedNode {
@@ -192,7 +193,7 @@ fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<()
     for index in 0..configurations {
         let config = device
             .config_descriptor(index)
-            .map_err(|e| format!("configuration {index} unreadable: {e}"))?;
+            .map_err(|e| format!("configuration {index} unreadable: {e}", e = Chain(&e)))?;
         let alts: Vec<_> = config.interfaces().flat_map(|i| i.descriptors()).collect();
         let endpoints: Vec<_> = alts.iter().flat_map(|a| a.endpoint_descriptors()).collect();
         status::superspeed_runs_as_high(endpoints.iter().map(|e| {
