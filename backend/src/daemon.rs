@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_protocol::xenstore::{backend_dir_of_type, BACKEND_TYPE_VUSB};
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::{EventChannels, GrantMapper};
 use pvusb_xenstore::{Tx, XsClient};
 

@@ -23,7 +23,6 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-
 use pvusb_support::lock_unpoisoned;
 
 use crate::error::BackendError;

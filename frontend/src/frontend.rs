@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use pvusb_protocol::{Speed, XenbusState};
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info};
 
@@ -36,7 +36,6 @@ use crate::ports::{PortEvent, PortStatus};
 use crate::transport::Transport;
 use crate::urb::{Callback, Urb};
 use crate::xenbus::ControllerConfig;
-use pvusb_support::lock_unpoisoned;
 
 /// Timeouts of the life-cycle.
 #[derive(Debug, Clone)]

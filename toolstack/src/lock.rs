@@ -22,7 +22,6 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-
 use pvusb_support::lock_unpoisoned;
 
 use crate::error::ToolError;

@@ -23,8 +23,7 @@ use pvusb_backend::usb::{
 };
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 
 use super::report::{Ratio, Report, Row};
 use super::session::{Progress, Session};

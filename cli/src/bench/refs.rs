@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::sim::SimEventChannel;
 use pvusb_xen::{EventChannel, EvtchnError};
 

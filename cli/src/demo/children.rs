@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 
 /// Output lines kept per child.
 const TAIL_LINES: usize = 12;

@@ -28,10 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, MsgFlags};
+use pvusb_support::{lock_unpoisoned, Chain};
 use tracing::{debug, trace};
-
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
 
 use super::split::Step;
 use super::table::{Entry, SharedTable};

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-
 use pvusb_support::lock_unpoisoned;
 
 use super::server::Local;

@@ -96,12 +96,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pvusb_support::lock_unpoisoned;
+
 pub use evtchn::SimEventChannel;
 pub use grant::{SimGrantedPages, SimMapping};
 pub use table::{FIRST_REF, NR_REFS};
 
 use peer::{MapCount, PeerGrants};
-use pvusb_support::lock_unpoisoned;
 use server::{Local, Server};
 use wire::{Reply, Request};
 

@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, SealFlag};
+use pvusb_support::lock_unpoisoned;
 
 use super::server::socket_path;
 use super::table::{check_grant, page_offset, META_ENTRY, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::mmap::MmapRegion;
 use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantRef, SharedMem, PAGE_SIZE};
-use pvusb_support::lock_unpoisoned;
 
 /// How long a request to a granter may take before we call it gone. A live server
 /// answers in microseconds; this only bounds a wedged or hostile one.

@@ -20,7 +20,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-
 use pvusb_support::lock_unpoisoned;
 
 use crate::mmap::MmapRegion;

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
 use pvusb_support::lock_unpoisoned;
 
 use crate::error::XsError;

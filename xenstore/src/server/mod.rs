@@ -31,10 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_support::lock_unpoisoned;
 
 use state::State;
-
-use pvusb_support::lock_unpoisoned;
 
 /// Limits and trust settings.
 #[derive(Debug, Clone)]

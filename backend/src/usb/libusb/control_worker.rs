@@ -16,10 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, DeviceHandle};
-
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
 
 use super::claims::Claims;
 use crate::usb::proto::{BusId, TransferOutcome};

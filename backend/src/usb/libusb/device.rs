@@ -4,10 +4,8 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, DeviceHandle, UsbContext};
-
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
 
 use super::claims::Claims;
 use super::control_worker::{ControlWorker, WorkerContext};

@@ -2,9 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use rusb::{Context, Device, Hotplug};
-
 use pvusb_support::lock_unpoisoned;
+use rusb::{Context, Device, Hotplug};
 
 use super::status::busid_of;
 use crate::usb::types::{HotplugEvent, HotplugHandler};

@@ -28,6 +28,7 @@ pub mod status;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, UsbContext};
 
 pub use self::device::LibusbDevice;
@@ -35,8 +36,6 @@ use self::hotplug::HotplugForwarder;
 use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
-use pvusb_support::lock_unpoisoned;
-use pvusb_support::Chain;
 
 use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
