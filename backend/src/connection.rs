@@ -13,6 +13,7 @@ use pvusb_protocol::{
 };
 use pvusb_ring::sring::RSP_PROD;
 use pvusb_ring::{BackRing, RingError, SharedMem};
+use pvusb_support::Chain;
 use pvusb_xen::EventChannel;
 
 use crate::engine::MAX_IN_FLIGHT;
@@ -158,7 +159,7 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
     fn notify(&self) {
         Stats::inc(&self.stats.notifications);
         if let Err(e) = self.evtchn.notify() {
-            tracing::debug!("event channel notify failed: {e}");
+            tracing::debug!("event channel notify failed: {e}", e = Chain(&e));
         }
     }
 

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_support::Chain;
 
 use crate::report::{to_json, to_prometheus, Reporter};
 
@@ -34,7 +35,7 @@ const MAX_REQUEST: u64 = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Binding or preparing the socket failed.
-    #[error("cannot listen on {what}: {source}")]
+    #[error("cannot listen on {what}")]
     Listen {
         /// The address.
         what: String,
@@ -187,7 +188,7 @@ fn spawn<L: Accept>(
                     Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::error!("stats listener stopped: poll failed: {e}");
+                        tracing::error!("stats listener stopped: poll failed: {e}", e = Chain(&e));
                         return;
                     }
                 }
@@ -196,7 +197,7 @@ fn spawn<L: Accept>(
                 };
                 let served = L::set_timeouts(&stream).and_then(|()| answer(&mut stream));
                 if let Err(e) = served {
-                    tracing::debug!("stats client dropped: {e}");
+                    tracing::debug!("stats client dropped: {e}", e = Chain(&e));
                 }
             }
         })

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use pvusb_protocol::xenstore::{backend_dir_of_type, BACKEND_TYPE_VUSB};
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::{EventChannels, GrantMapper};
 use pvusb_xenstore::{Tx, XsClient};
 
@@ -83,10 +84,6 @@ struct Registry {
     retired: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A running daemon. Dropping it shuts it down like [`DaemonHandle::shutdown`].
 pub struct DaemonHandle {
     registry: Arc<Registry>,
@@ -133,7 +130,7 @@ impl Daemon {
         let weak: Weak<Registry> = Arc::downgrade(&registry);
         host.set_hotplug_handler(Arc::new(move |ev| {
             if let Some(reg) = weak.upgrade() {
-                for w in lock(&reg.workers).values() {
+                for w in lock_unpoisoned(&reg.workers).values() {
                     w.mailbox.send(Control::Hotplug(ev.clone()));
                 }
             }
@@ -182,7 +179,7 @@ impl Daemon {
 impl DaemonHandle {
     /// Controllers with a live worker.
     pub fn controllers(&self) -> Vec<ControllerId> {
-        let mut v: Vec<_> = lock(&self.registry.workers)
+        let mut v: Vec<_> = lock_unpoisoned(&self.registry.workers)
             .iter()
             .filter(|(_, w)| !w.finished.load(Ordering::SeqCst))
             .map(|(id, _)| *id)
@@ -194,7 +191,7 @@ impl DaemonHandle {
     /// The counters of a controller (also after its worker stopped, until it
     /// is removed).
     pub fn stats(&self, domid: u16, devid: u32) -> Option<StatsSnapshot> {
-        lock(&self.registry.workers)
+        lock_unpoisoned(&self.registry.workers)
             .get(&ControllerId { domid, devid })
             .map(|w| w.stats.snapshot())
     }
@@ -207,7 +204,7 @@ impl DaemonHandle {
             let Some(registry) = registry.upgrade() else {
                 return Vec::new();
             };
-            let workers = lock(&registry.workers);
+            let workers = lock_unpoisoned(&registry.workers);
             let mut out: Vec<ControllerReport> = workers
                 .iter()
                 .map(|(id, w)| ControllerReport {
@@ -234,7 +231,7 @@ impl DaemonHandle {
 
     /// Whether the worker of a controller is running.
     pub fn is_running(&self, domid: u16, devid: u32) -> bool {
-        lock(&self.registry.workers)
+        lock_unpoisoned(&self.registry.workers)
             .get(&ControllerId { domid, devid })
             .is_some_and(|w| !w.finished.load(Ordering::SeqCst))
     }
@@ -254,7 +251,7 @@ impl DaemonHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let workers: Vec<Worker> = lock(&self.registry.workers)
+        let workers: Vec<Worker> = lock_unpoisoned(&self.registry.workers)
             .drain()
             .map(|(_, w)| w)
             .collect();
@@ -264,7 +261,7 @@ impl DaemonHandle {
         let mut threads: Vec<(String, JoinHandle<()>)> = workers
             .into_iter()
             .filter_map(|mut w| w.thread.take())
-            .chain(lock(&self.registry.retired).drain(..))
+            .chain(lock_unpoisoned(&self.registry.retired).drain(..))
             .map(|t| (t.thread().name().unwrap_or("worker").to_owned(), t))
             .collect();
         // A worker stuck in a device call must not hold the daemon's exit:
@@ -336,7 +333,7 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
             .and_then(|r| r.split('/').next())
             .unwrap_or("");
         let msg = format!("{RECORD_CHANGED}{key}");
-        for w in lock(&self.registry.workers).values() {
+        for w in lock_unpoisoned(&self.registry.workers).values() {
             if !w.finished.load(Ordering::SeqCst) {
                 w.mailbox.send(Control::BackendChanged(msg.clone()));
             }
@@ -366,7 +363,7 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
         if !exists {
             return self.remove(id, "backend directory removed");
         }
-        let running = lock(&self.registry.workers)
+        let running = lock_unpoisoned(&self.registry.workers)
             .get(&id)
             .map(|w| (Arc::clone(&w.mailbox), w.finished.load(Ordering::SeqCst)));
         match running {
@@ -409,14 +406,17 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
             }
         }
         found.truncate(MAX_CONTROLLERS);
-        let known: Vec<ControllerId> = lock(&self.registry.workers).keys().copied().collect();
+        let known: Vec<ControllerId> = lock_unpoisoned(&self.registry.workers)
+            .keys()
+            .copied()
+            .collect();
         for id in &known {
             if !found.contains(id) {
                 self.remove(*id, "backend directory removed");
             }
         }
         for id in found {
-            if !lock(&self.registry.workers).contains_key(&id) {
+            if !lock_unpoisoned(&self.registry.workers).contains_key(&id) {
                 self.spawn(id);
             }
         }
@@ -429,13 +429,13 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
         if let Ok(false) = self.xs().exists(Tx::NONE, &home) {
             return;
         }
-        if lock(&self.registry.workers).len() >= MAX_CONTROLLERS {
+        if lock_unpoisoned(&self.registry.workers).len() >= MAX_CONTROLLERS {
             tracing::error!(ctl = %id, "too many controllers; not serving this one");
             return;
         }
         let mailbox = match Mailbox::new() {
             Ok(m) => Arc::new(m),
-            Err(e) => return tracing::error!(ctl = %id, "{e}"),
+            Err(e) => return tracing::error!(ctl = %id, "{e}", e = Chain(&e)),
         };
         let stats = Arc::new(Stats::default());
         let finished = Arc::new(AtomicBool::new(false));
@@ -452,7 +452,7 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
         match thread {
             Ok(t) => {
                 tracing::info!(ctl = %id, "serving controller");
-                lock(&self.registry.workers).insert(
+                lock_unpoisoned(&self.registry.workers).insert(
                     id,
                     Worker {
                         mailbox,
@@ -462,18 +462,20 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
                     },
                 );
             }
-            Err(e) => tracing::error!(ctl = %id, "cannot start a worker thread: {e}"),
+            Err(e) => {
+                tracing::error!(ctl = %id, "cannot start a worker thread: {e}", e = Chain(&e))
+            }
         }
     }
 
     fn remove(&self, id: ControllerId, why: &str) {
-        let Some(mut w) = lock(&self.registry.workers).remove(&id) else {
+        let Some(mut w) = lock_unpoisoned(&self.registry.workers).remove(&id) else {
             return;
         };
         tracing::info!(ctl = %id, "stopping controller: {why}");
         w.mailbox.send(Control::Remove);
         if let Some(t) = w.thread.take() {
-            let mut retired = lock(&self.registry.retired);
+            let mut retired = lock_unpoisoned(&self.registry.retired);
             retired.retain(|t| !t.is_finished());
             retired.push(t);
         }
@@ -482,7 +484,10 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
     /// `@releaseDomain` fired: a guest died. Its controllers stop (their
     /// backend directories may linger until the toolstack cleans up).
     fn check_domains(&self) {
-        let ids: Vec<ControllerId> = lock(&self.registry.workers).keys().copied().collect();
+        let ids: Vec<ControllerId> = lock_unpoisoned(&self.registry.workers)
+            .keys()
+            .copied()
+            .collect();
         for id in ids {
             let home = format!("/local/domain/{}", id.domid);
             if let Ok(false) = self.xs().exists(Tx::NONE, &home) {

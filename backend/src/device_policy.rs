@@ -16,6 +16,7 @@ use pvusb_policy::descriptors::config_interfaces;
 use pvusb_policy::matching::{needs_guest, needs_interfaces};
 use pvusb_policy::{DeviceFacts, Guest, InterfaceClass, Policy};
 use pvusb_protocol::{SetupPacket, TransferOutcome};
+use pvusb_support::Chain;
 use pvusb_xenstore::{Tx, XsClient};
 
 use crate::ids::TransferIds;
@@ -62,7 +63,10 @@ pub fn probe_interfaces(
             None => return Err(format!("configuration {index} is shorter than its header")),
         };
         let full = read_config(dev, mailbox, foreign, ids.next(), index, total)?;
-        out.extend(config_interfaces(&full).map_err(|e| format!("configuration {index}: {e}"))?);
+        out.extend(
+            config_interfaces(&full)
+                .map_err(|e| format!("configuration {index}: {e}", e = Chain(&e)))?,
+        );
     }
     Ok(out)
 }

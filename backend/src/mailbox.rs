@@ -19,10 +19,11 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::thread::ThreadId;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use pvusb_support::lock_unpoisoned;
 
 use crate::error::BackendError;
 use crate::usb::{Completion, CompletionSink, HotplugEvent, TransferId};
@@ -57,10 +58,6 @@ pub struct Mailbox {
     pending: AtomicBool,
     /// The worker's thread: its own completions need no wake-up.
     worker: OnceLock<ThreadId>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Mailbox {
@@ -108,7 +105,7 @@ impl Mailbox {
         if msg == Control::FrontendChanged {
             self.frontend_changed.store(true, Ordering::SeqCst);
         } else {
-            lock(&self.control).push(msg);
+            lock_unpoisoned(&self.control).push(msg);
         }
         self.wake();
     }
@@ -136,17 +133,17 @@ impl Mailbox {
     /// Worker side: swaps the queued completions into `out` (which should be
     /// empty; its capacity is recycled).
     pub fn take_completions(&self, out: &mut Vec<(TransferId, Completion)>) {
-        std::mem::swap(&mut *lock(&self.completions), out);
+        std::mem::swap(&mut *lock_unpoisoned(&self.completions), out);
     }
 
     /// Worker side: whether completions are waiting.
     pub fn has_completions(&self) -> bool {
-        !lock(&self.completions).is_empty()
+        !lock_unpoisoned(&self.completions).is_empty()
     }
 
     /// Worker side: takes the queued control messages.
     pub fn take_control(&self) -> Vec<Control> {
-        let mut taken = std::mem::take(&mut *lock(&self.control));
+        let mut taken = std::mem::take(&mut *lock_unpoisoned(&self.control));
         if self.frontend_changed.swap(false, Ordering::SeqCst) {
             taken.push(Control::FrontendChanged);
         }
@@ -164,7 +161,7 @@ impl CompletionSink for Mailbox {
     /// thread (which drains the queue before it sleeps).
     fn complete(&self, id: TransferId, completion: Completion) {
         tracing::trace!(tid = %id, "device completion queued");
-        lock(&self.completions).push((id, completion));
+        lock_unpoisoned(&self.completions).push((id, completion));
         if !self.on_worker_thread() {
             self.wake();
         }

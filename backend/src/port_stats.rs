@@ -20,7 +20,7 @@ pub const MAX_PORTS: usize = 31;
 /// microseconds (bucket 0 also below 1 µs); the last one everything longer.
 pub const LATENCY_BUCKETS: usize = 32;
 
-/// A URB's transfer type, the index into [`PortStats::urbs`].
+/// A URB's transfer type, the index into the per-type URB counters of [`PortStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrbType {
     /// Control.

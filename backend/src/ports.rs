@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use pvusb_protocol::UsbVer;
+use pvusb_support::Chain;
 
 use crate::engine::Devices;
-use crate::error::BackendError;
+use crate::error::{AttachError, BackendError};
 use crate::usb::{BusId, CompletionSink, DeviceIo, Speed, UsbDevice};
 
 #[derive(Default)]
@@ -106,22 +107,24 @@ impl Ports {
         reset: bool,
     ) -> Result<Speed, BackendError> {
         let usb_ver = self.usb_ver;
-        let slot = self.slot(port).ok_or_else(|| BackendError::Attach {
+        let slot = self.slot(port).ok_or(BackendError::Attach {
             port,
             busid: String::new(),
-            reason: "no such port".into(),
+            why: AttachError::NoSuchPort,
         })?;
-        let busid = slot.busid.ok_or_else(|| BackendError::Attach {
+        let busid = slot.busid.ok_or(BackendError::Attach {
             port,
             busid: String::new(),
-            reason: "no busid configured".into(),
+            why: AttachError::NoBusid,
         })?;
-        let refuse = |reason: String| BackendError::Attach {
+        let refuse = |why: AttachError| BackendError::Attach {
             port,
             busid: busid.to_string(),
-            reason,
+            why,
         };
-        let mut device = io.open(&busid, sink).map_err(|e| refuse(e.to_string()))?;
+        let mut device = io
+            .open(&busid, sink)
+            .map_err(|e| refuse(AttachError::Open(e)))?;
         let info = device.info().clone();
         let reportable = !matches!(
             (usb_ver, info.speed),
@@ -130,19 +133,19 @@ impl Ports {
         if info.is_hub || !reportable || (info.max_speed_is_super && usb_ver == UsbVer::Usb11) {
             device.shutdown();
             return Err(refuse(if info.is_hub {
-                "it is a hub; hubs cannot be passed through, assign the devices behind it".into()
+                AttachError::IsHub
             } else {
-                format!(
-                    "its speed {:?} cannot be reported by a usb-ver {} controller; use usb-ver 2",
-                    info.speed, usb_ver
-                )
+                AttachError::Speed {
+                    speed: info.speed,
+                    usb_ver,
+                }
             }));
         }
         if !reset {
             // Resuming after a daemon restart: the guest's view of the device
             // (address, configuration) must stay valid.
         } else if let Err(e) = device.reset() {
-            tracing::warn!(port, %busid, "reset on attach failed, continuing: {e}");
+            tracing::warn!(port, %busid, "reset on attach failed, continuing: {e}", e = Chain(&e));
         }
         slot.device = Some(device);
         Ok(info.speed)

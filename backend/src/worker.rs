@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannels, GrantMapper};
 
 use crate::connection::RingWait;
@@ -164,7 +165,7 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
             match polled {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    tracing::error!("poll failed: {e}");
+                    tracing::error!("poll failed: {e}", e = Chain(&e));
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }

@@ -6,7 +6,7 @@ use pvusb_protocol::xenstore::{self as xsp, keys};
 use pvusb_protocol::{UsbVer, XenbusState};
 use pvusb_xenstore::{Tx, XsClient, XsError};
 
-use crate::error::BackendError;
+use crate::error::{AttachError, BackendError};
 use crate::usb::BusId;
 
 /// One controller: the frontend domain and the device id.
@@ -139,7 +139,7 @@ pub fn read_port(xs: &XsClient, be: &str, port: u8) -> Result<Option<BusId>, Bac
         .map_err(|e| BackendError::Attach {
             port,
             busid: v.chars().take(64).collect(),
-            reason: e.to_string(),
+            why: AttachError::BadBusid(e),
         })
 }
 

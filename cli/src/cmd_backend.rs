@@ -23,6 +23,7 @@ use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
 use pvusb_backend::usb::libusb::LibusbHost;
 use pvusb_backend::usb::UsbHost;
 use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
+use pvusb_support::Chain;
 use pvusb_toolstack::{Sysfs, SysfsRoot, Toolstack};
 use pvusb_xenstore::{Tx, XsClient};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,8 +55,8 @@ pub struct Args {
     /// Directory of the simulated transport (also PVUSB_SIM_DIR).
     #[arg(long)]
     pub sim_dir: Option<PathBuf>,
-    /// Emulated device, repeatable: storage:FILE[:SIZE], storage-mem:SIZE,
-    /// keyboard[:TEXT], loopback, audio, stall, slow, vanish.
+    /// Emulated device, repeatable: `storage:FILE[:SIZE]`, `storage-mem:SIZE`,
+    /// `keyboard[:TEXT]`, `loopback`, `audio`, `stall`, `slow`, `vanish`.
     #[arg(long = "emulate", value_name = "SPEC")]
     pub emulate: Vec<String>,
     /// Do not use host USB devices (libusb) at all.
@@ -119,17 +120,17 @@ pub fn start_reaper(
     sysfs: SysfsRoot,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    let store =
-        XsClient::connect_default().map_err(|e| format!("reaper: cannot reach xenstore: {e}"))?;
+    let store = XsClient::connect_default()
+        .map_err(|e| format!("reaper: cannot reach xenstore: {e}", e = Chain(&e)))?;
     let ts = Toolstack::new(store, sysfs, backend_domid);
     std::thread::Builder::new()
         .name("pvusb-reaper".into())
         .spawn(move || {
             if let Err(e) = ts.run_reaper(REAPER_POLL, || !stop.load(Ordering::SeqCst)) {
-                tracing::error!("the dead-domain reaper stopped: {e}");
+                tracing::error!("the dead-domain reaper stopped: {e}", e = Chain(&e));
             }
         })
-        .map_err(|e| format!("cannot start the reaper thread: {e}"))
+        .map_err(|e| format!("cannot start the reaper thread: {e}", e = Chain(&e)))
 }
 
 fn sysfs_of(args: &Args) -> SysfsRoot {
@@ -160,7 +161,7 @@ fn sysfs_of(args: &Args) -> SysfsRoot {
 /// start, so the daemon never runs with less policy than written.
 fn load_rules(sysfs: &SysfsRoot) -> Result<Option<Arc<pvusb_policy::Policy>>, String> {
     let path = sysfs.rules_path();
-    let policy = pvusb_policy::Policy::load(&path).map_err(|e| e.to_string())?;
+    let policy = pvusb_policy::Policy::load(&path).map_err(|e| Chain(&e).to_string())?;
     match &policy {
         Some(p) => {
             tracing::info!(rules = p.rules.len(), path = %path.display(), "device rules in force")
@@ -218,7 +219,7 @@ fn factory(spec: &str) -> Result<(DeviceFactory, String), String> {
                     .open(&path)
                     .and_then(FileStore::new)
             }
-            .map_err(|e| format!("emulated storage {}: {e}", path.display()))?;
+            .map_err(|e| format!("emulated storage {}: {e}", path.display(), e = Chain(&e)))?;
             (
                 storage(Arc::new(store)),
                 format!("storage ({})", path.display()),
@@ -294,7 +295,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let emulated = EmulatedHost::new();
     for spec in &args.emulate {
         let (f, what) = factory(spec)?;
-        let busid = emulated.add_next(f).map_err(|e| e.to_string())?;
+        let busid = emulated.add_next(f).map_err(|e| Chain(&e).to_string())?;
         println!("emulated {what} at busid {busid}");
     }
     let real: Option<Arc<dyn UsbHost>> = if args.no_host_usb {
@@ -304,14 +305,16 @@ pub fn run(args: Args) -> Result<(), String> {
             Ok(h) => Some(Arc::new(h)),
             Err(e) => {
                 // The message starts with "no host USB".
-                tracing::warn!("{e}");
+                tracing::warn!("{e}", e = Chain(&e));
                 None
             }
         }
     };
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
-    let xs =
-        Arc::new(XsClient::connect_default().map_err(|e| format!("cannot reach xenstore: {e}"))?);
+    let xs = Arc::new(
+        XsClient::connect_default()
+            .map_err(|e| format!("cannot reach xenstore: {e}", e = Chain(&e)))?,
+    );
     let mut config = DaemonConfig::new(own_domid(&args, &xs));
     config.poll_max = Duration::from_micros(args.poll_max_us);
     config.port_stats = !args.no_port_stats;
@@ -321,7 +324,7 @@ pub fn run(args: Args) -> Result<(), String> {
         .as_deref()
         .map(pvusb_backend::control::MetricsAddr::parse)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Chain(&e).to_string())?;
     let sim_dir = args
         .sim_dir
         .clone()
@@ -333,9 +336,10 @@ pub fn run(args: Args) -> Result<(), String> {
     let (own, sysfs) = (config.own_domid, sysfs_of(&args));
     let daemon = match args.transport {
         Transport::Xen => {
-            let grants = pvusb_xen::linux::LinuxGrantMapper::open().map_err(|e| e.to_string())?;
+            let grants =
+                pvusb_xen::linux::LinuxGrantMapper::open().map_err(|e| Chain(&e).to_string())?;
             let evtchns =
-                pvusb_xen::linux::LinuxEventChannels::open().map_err(|e| e.to_string())?;
+                pvusb_xen::linux::LinuxEventChannels::open().map_err(|e| Chain(&e).to_string())?;
             Daemon::start(xs, Arc::new(grants), Arc::new(evtchns), host, config)
         }
         Transport::Sim => {
@@ -344,18 +348,21 @@ pub fn run(args: Args) -> Result<(), String> {
             Daemon::start(xs, Arc::clone(&sim), sim, host, config)
         }
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Chain(&e).to_string())?;
     // The counters are for operators; a daemon that cannot offer them still
     // serves its guests.
     let _control = pvusb_backend::control::serve_control(&control, daemon.reporter())
         .map_err(|e| {
-            tracing::warn!("no control socket, `pvusb stats` will not reach this daemon: {e}")
+            tracing::warn!(
+                "no control socket, `pvusb stats` will not reach this daemon: {e}",
+                e = Chain(&e)
+            )
         })
         .ok();
     let _metrics = match &metrics {
         Some(addr) => Some(
             pvusb_backend::control::serve_metrics(addr, daemon.reporter())
-                .map_err(|e| format!("--metrics: {e}"))?,
+                .map_err(|e| format!("--metrics: {e}", e = Chain(&e)))?,
         ),
         None => None,
     };

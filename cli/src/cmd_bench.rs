@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use pvusb_support::Chain;
+
 use crate::bench::stats::Plan;
 use crate::bench::{child, device, session};
 
@@ -80,8 +82,8 @@ pub fn run(args: Args) -> Result<(), String> {
         }
     };
     if args.json {
-        let json =
-            serde_json::to_string(&report).map_err(|e| format!("cannot encode the report: {e}"))?;
+        let json = serde_json::to_string(&report)
+            .map_err(|e| format!("cannot encode the report: {e}", e = Chain(&e)))?;
         println!("{json}");
     } else {
         print!("{}", report.table());

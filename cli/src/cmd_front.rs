@@ -10,6 +10,7 @@ use pvusb_frontend::{Device, Frontend, FrontendError, MassStorage, Options, Tran
 use pvusb_protocol::usb::request::dt;
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_support::Chain;
 use pvusb_xenstore::XsClient;
 use serde_json::{json, Value};
 
@@ -197,7 +198,9 @@ fn list(front: &Frontend, as_json: bool) -> Result<(), String> {
                 if !as_json {
                     println!(
                         "Port {:2}: {:?} speed, enumeration failed: {e}",
-                        p.port, p.speed
+                        p.port,
+                        p.speed,
+                        e = Chain(&e)
                     );
                 }
                 rows.push(json!({"port": p.port, "speed": format!("{:?}", p.speed), "error": e.to_string()}));

@@ -15,6 +15,7 @@ use crossbeam_channel::select;
 use pvusb_frontend::vhci::serve::{Next, Server};
 use pvusb_frontend::vhci::{AttachError, BridgeOptions, VhciHcd};
 use pvusb_frontend::Options;
+use pvusb_support::Chain;
 use tracing::{info, warn};
 
 use crate::signals::StopSignals;
@@ -73,7 +74,7 @@ fn open_loading_module() -> Result<VhciHcd, AttachError> {
     {
         Ok(status) if status.success() => info!("loaded vhci-hcd"),
         Ok(status) => warn!(%status, "modprobe vhci-hcd failed"),
-        Err(e) => warn!(error = %e, "cannot run modprobe"),
+        Err(e) => warn!(error = %Chain(&e), "cannot run modprobe"),
     }
     let deadline = std::time::Instant::now() + MODULE_SETTLE;
     loop {
@@ -94,7 +95,7 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         Some(dir) => VhciHcd::at(dir),
         None => open_loading_module(),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Chain(&e).to_string())?;
     let options = Options {
         take_over: args.take_over,
         ..Options::default()
@@ -106,7 +107,7 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         .spawn(move || {
             let _ = stop_tx.send(signals.wait());
         })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        .map_err(|e| format!("cannot start the signal thread: {e}", e = Chain(&e)))?;
     let bridge_options = BridgeOptions {
         max_in_flight: args.max_in_flight,
         ..BridgeOptions::default()
@@ -140,6 +141,6 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
     };
     server.release_all();
     drop(server);
-    let closed = front.close().map_err(|e| e.to_string());
+    let closed = front.close().map_err(|e| Chain(&e).to_string());
     result.and(closed)
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, ValueEnum};
+use pvusb_support::Chain;
 
 /// What to write.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -27,7 +28,7 @@ pub struct Args {
 /// Writes the requested files; prints each path.
 pub fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display(), e = Chain(&e)))?;
     let cmd = crate::Cli::command();
     match args.what {
         What::Man => man_pages(cmd, &args.out),
@@ -36,7 +37,8 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(path, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display(), e = Chain(&e)))?;
     println!("{}", path.display());
     Ok(())
 }
@@ -47,7 +49,7 @@ fn man_pages(cmd: clap::Command, out: &Path) -> Result<(), String> {
         clap_mangen::Man::new(c)
             .section("8")
             .render(&mut buf)
-            .map_err(|e| format!("cannot render the {name} man page: {e}"))?;
+            .map_err(|e| format!("cannot render the {name} man page: {e}", e = Chain(&e)))?;
         write(&out.join(format!("{name}.8")), &buf)
     };
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {

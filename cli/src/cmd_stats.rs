@@ -6,6 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pvusb_support::Chain;
 use serde_json::Value;
 
 use crate::cmd_backend::DEFAULT_CONTROL;
@@ -43,8 +44,12 @@ pub fn run(args: Args) -> Result<(), String> {
         if args.json {
             println!("{reply}");
         } else {
-            let v: Value = serde_json::from_str(&reply)
-                .map_err(|e| format!("the daemon's answer is not JSON ({e}): {reply}"))?;
+            let v: Value = serde_json::from_str(&reply).map_err(|e| {
+                format!(
+                    "the daemon's answer is not JSON ({e}): {reply}",
+                    e = Chain(&e)
+                )
+            })?;
             if let Some(e) = v.get("error").and_then(Value::as_str) {
                 return Err(format!("the daemon refused the request: {e}"));
             }
@@ -64,30 +69,35 @@ fn resolve(dom: &str) -> Result<u16, String> {
     if let Ok(d) = dom.parse() {
         return Ok(d);
     }
-    let xs = pvusb_xenstore::XsClient::connect_default()
-        .map_err(|e| format!("cannot reach xenstore to resolve {dom:?}: {e}; give a domid"))?;
+    let xs = pvusb_xenstore::XsClient::connect_default().map_err(|e| {
+        format!(
+            "cannot reach xenstore to resolve {dom:?}: {e}; give a domid",
+            e = Chain(&e)
+        )
+    })?;
     let ts = pvusb_toolstack::Toolstack::new(xs, pvusb_toolstack::SysfsRoot::new("/sys"), 0);
-    ts.resolve_domain(dom).map_err(|e| e.to_string())
+    ts.resolve_domain(dom).map_err(|e| Chain(&e).to_string())
 }
 
 fn ask(path: &std::path::Path, domid: Option<u16>) -> Result<String, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the backend daemon at {} ({e}): is `pvusb backend` running (systemctl status pvusb-backend), and are you root?",
-            path.display()
+            path.display(), e = Chain(&e)
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Chain(&e).to_string())?;
     let req = match domid {
         Some(d) => format!("stats {d}\n"),
         None => "stats\n".to_owned(),
     };
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| Chain(&e).to_string())?;
     let mut out = String::new();
     s.take(64 << 20)
         .read_to_string(&mut out)
-        .map_err(|e| format!("reading the daemon's answer: {e}"))?;
+        .map_err(|e| format!("reading the daemon's answer: {e}", e = Chain(&e)))?;
     Ok(out.trim().to_owned())
 }
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pvusb_support::Chain;
 use pvusb_toolstack::sysfs::SysfsRoot;
 use pvusb_toolstack::xl_args;
 use pvusb_toolstack::{DeviceSpec, DeviceStatus, ToolError, Toolstack};
@@ -108,7 +109,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbctrl-attach`: <Domain> [type=pv] [version=1|2] [ports=N]; silent
+    /// xl's `usbctrl-attach`: `<Domain> [type=pv] [version=1|2] [ports=N]`; silent
     /// on success, like xl.
     UsbctrlAttach {
         /// Domain id or name.
@@ -118,7 +119,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbctrl-detach`: <Domain> <DevId>; its devices go back to the host first.
+    /// xl's `usbctrl-detach`: `<Domain> <DevId>`; its devices go back to the host first.
     UsbctrlDetach {
         /// Domain id or name.
         dom: String,
@@ -127,7 +128,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbdev-attach`: <Domain> hostbus=B hostaddr=A [controller=C [port=P]].
+    /// xl's `usbdev-attach`: `<Domain> hostbus=B hostaddr=A [controller=C [port=P]]`.
     UsbdevAttach {
         /// Domain id or name.
         dom: String,
@@ -138,7 +139,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usbdev-detach`: <Domain> <controller> <port>.
+    /// xl's `usbdev-detach`: `<Domain> <controller> <port>`.
     UsbdevDetach {
         /// Domain id or name.
         dom: String,
@@ -149,7 +150,7 @@ pub enum Command {
         #[command(flatten)]
         opts: Opts,
     },
-    /// xl's `usb-list`: <Domain>, printed exactly as `xl usb-list` prints it.
+    /// xl's `usb-list`: `<Domain>`, printed exactly as `xl usb-list` prints it.
     UsbList {
         /// Domain id or name.
         dom: String,
@@ -174,7 +175,10 @@ type Ts = Toolstack<XsClient, SysfsRoot>;
 
 fn open(opts: &Opts) -> Result<Ts, String> {
     let store = XsClient::connect_default().map_err(|e| {
-        format!("cannot connect to xenstore ({e}): start xenstored or set XENSTORED_PATH")
+        format!(
+            "cannot connect to xenstore ({e}): start xenstored or set XENSTORED_PATH",
+            e = Chain(&e)
+        )
     })?;
     let root = opts
         .sysfs_root
@@ -223,7 +227,8 @@ fn unknown(key: &str, allowed: &str) -> String {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| format!("cannot encode JSON: {e}", e = Chain(&e)))?;
     println!("{text}");
     Ok(())
 }
@@ -253,7 +258,7 @@ pub fn run(cmd: Command) -> Result<(), String> {
 }
 
 fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
-    let boxed = |e: ToolError| -> Box<dyn std::fmt::Display> { Box::new(e) };
+    let boxed = |e: ToolError| -> Box<dyn std::fmt::Display> { Box::new(Chain(&e).to_string()) };
     let text = |e: String| -> Box<dyn std::fmt::Display> { Box::new(e) };
     match cmd {
         Command::CtrlAttach {
@@ -395,7 +400,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
                             Ok(r) => println!("{what}: {}", describe(&r)),
                             Err(e) => {
                                 failed += 1;
-                                eprintln!("{what}: {e}");
+                                eprintln!("{what}: {e}", e = Chain(&e));
                             }
                         }
                     }
@@ -466,15 +471,15 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             let ts = open(&opts).map_err(text)?;
             let domid = ts.resolve_domain(&dom).map_err(boxed)?;
             let name = file.display().to_string();
-            let meta =
-                std::fs::metadata(&file).map_err(|e| text(format!("cannot read {name}: {e}")))?;
+            let meta = std::fs::metadata(&file)
+                .map_err(|e| text(format!("cannot read {name}: {e}", e = Chain(&e))))?;
             if meta.len() > pvusb_toolstack::config::MAX_CONFIG_LEN as u64 {
                 return Err(text(format!(
                     "{name} is larger than a domain config can be: check the path"
                 )));
             }
             let body = std::fs::read_to_string(&file)
-                .map_err(|e| text(format!("cannot read {name}: {e}")))?;
+                .map_err(|e| text(format!("cannot read {name}: {e}", e = Chain(&e))))?;
             let a = ts.config_apply(domid, &name, &body).map_err(boxed)?;
             for c in a.created_controllers {
                 println!("controller {c} of domain {domid} created");

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use pvusb_support::Chain;
 use pvusb_xenstore::{ServerConfig, XsServer};
 
 use crate::signals::StopSignals;
@@ -32,13 +33,5 @@ pub fn run(args: Args) -> Result<(), String> {
         Ok(sig) => tracing::info!(signal = ?sig, "stopping the embedded xenstore"),
         Err(e) => tracing::error!(error = %e, "waiting for a signal failed; stopping"),
     })
-    .map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
-    })
+    .map_err(|e| Chain(&e).to_string())
 }

@@ -7,6 +7,7 @@
 //! no unsafe code and no async-signal-safety rules.
 
 use nix::sys::signal::{SigSet, Signal};
+use pvusb_support::Chain;
 
 /// SIGTERM and SIGINT, blocked in the calling thread (and in every thread it
 /// starts afterwards) until [`StopSignals::wait`] collects one.
@@ -30,7 +31,7 @@ impl StopSignals {
             set.add(s);
         }
         set.thread_block()
-            .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
+            .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}", e = Chain(&e)))?;
         Ok(Self(set))
     }
 
@@ -38,6 +39,6 @@ impl StopSignals {
     pub fn wait(&self) -> Result<Signal, String> {
         self.0
             .wait()
-            .map_err(|e| format!("waiting for SIGTERM/SIGINT failed: {e}"))
+            .map_err(|e| format!("waiting for SIGTERM/SIGINT failed: {e}", e = Chain(&e)))
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use pvusb_protocol::{ConnRequest, Pipe, UrbRequest, UrbResponse};
 use pvusb_ring::RingError;
+use pvusb_support::Chain;
 use pvusb_xen::EventChannel;
 use tracing::{debug, warn};
 
@@ -286,7 +287,7 @@ impl Engine {
                 }
             }
             Err(e) => {
-                debug!("cannot place URB: {e}");
+                debug!("cannot place URB: {e}", e = Chain(&e));
                 self.free_ids.push(id);
                 self.complete_local(callback, UrbStatus::Shutdown, urb.buffer, done);
             }
@@ -333,11 +334,11 @@ impl Engine {
             Ok(true) => {
                 self.stats.notifications += 1;
                 if let Err(e) = conn.evtchn.notify() {
-                    debug!("notify failed: {e}");
+                    debug!("notify failed: {e}", e = Chain(&e));
                 }
             }
             Ok(false) => {}
-            Err(e) => debug!("publish failed: {e}"),
+            Err(e) => debug!("publish failed: {e}", e = Chain(&e)),
         }
     }
 
@@ -440,7 +441,7 @@ impl Engine {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.kill(format!("response ring overflow: {e}"), done);
+                    self.kill(format!("response ring overflow: {e}", e = Chain(&e)), done);
                     break;
                 }
             }
@@ -543,7 +544,7 @@ impl Engine {
                 Ok(Some(ev)) => self.events.push(ev),
                 Ok(None) => {}
                 Err(e) => {
-                    error = Some(format!("illegal data on the conn ring: {e}"));
+                    error = Some(format!("illegal data on the conn ring: {e}", e = Chain(&e)));
                     break;
                 }
             }
@@ -616,5 +617,5 @@ impl Engine {
 }
 
 fn ring_error(ring: &str, e: RingError) -> String {
-    format!("{ring} ring: {e}")
+    format!("{ring} ring: {e}", e = Chain(&e))
 }

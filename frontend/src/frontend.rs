@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use pvusb_protocol::{Speed, XenbusState};
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info};
 
-use self::shared::{lock, Shared};
+use self::shared::Shared;
 pub use self::subscribers::SUBSCRIBER_QUEUE;
 use crate::engine::{Engine, EngineStats};
 use crate::error::{FrontendError, UrbStatus};
@@ -342,7 +343,7 @@ impl Frontend {
     fn stop_threads(&self) {
         self.shared.request_stop();
         let me = std::thread::current().id();
-        for t in lock(&self.threads).drain(..) {
+        for t in lock_unpoisoned(&self.threads).drain(..) {
             if t.thread().id() != me {
                 let _ = t.join();
             }
@@ -365,7 +366,7 @@ impl Drop for Frontend {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) {
             if let Err(e) = self.close() {
-                debug!("close on drop: {e}");
+                debug!("close on drop: {e}", e = Chain(&e));
             }
         }
     }

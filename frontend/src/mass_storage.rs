@@ -7,6 +7,7 @@ use std::time::Duration;
 use pvusb_protocol::usb::request::class;
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_support::Chain;
 
 use crate::device::Device;
 use crate::error::{FrontendError, UrbStatus};
@@ -278,7 +279,7 @@ impl<'a> MassStorage<'a> {
         let (port, addr) = (self.port, self.address);
         if let Err(e) = self.front.bulk_out(port, addr, self.ep_out, &cbw, TIMEOUT) {
             self.reset_recovery();
-            return Err(self.fail(op, format!("sending the CBW failed: {e}")));
+            return Err(self.fail(op, format!("sending the CBW failed: {e}", e = Chain(&e))));
         }
         let data = match phase {
             DataPhase::None => Ok(Vec::new()),
@@ -301,7 +302,7 @@ impl<'a> MassStorage<'a> {
             }
             Err(e) => {
                 self.reset_recovery();
-                return Err(self.fail(op, format!("data phase failed: {e}")));
+                return Err(self.fail(op, format!("data phase failed: {e}", e = Chain(&e))));
             }
         };
         let csw = match self.read_csw() {

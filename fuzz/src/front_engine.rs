@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pvusb_support::lock_unpoisoned;
 use pvusb_frontend::fuzzing::EngineHarness;
 use pvusb_frontend::urb::MAX_URB_DATA;
 use pvusb_frontend::{Completion, PortEvent, Transport, Urb, UrbStatus};
@@ -127,7 +128,7 @@ impl Transport for FakeXen {
             mem: HeapMem::new(count * PAGE),
             refs: refs.clone(),
         });
-        let mut table = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = lock_unpoisoned(&self.pages);
         for (i, r) in refs.into_iter().enumerate() {
             table.insert(r, (Arc::clone(&pages), i * PAGE));
         }
@@ -144,7 +145,7 @@ impl Transport for FakeXen {
 
 impl FakeXen {
     fn page(&self, gref: u32) -> Option<(Arc<Pages>, usize)> {
-        let table = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let table = lock_unpoisoned(&self.pages);
         table.get(&gref).map(|(p, at)| (Arc::clone(p), *at))
     }
 
@@ -407,9 +408,6 @@ fn urb(input: &mut Input<'_>, num_ports: u8) -> Urb {
     }
 }
 
-fn lock(l: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
-    l.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Run one input. Panics only when an oracle fails.
 pub fn run(data: &[u8]) {
@@ -429,7 +427,7 @@ pub fn run(data: &[u8]) {
             Op::Submit => {
                 let u = urb(&mut input, num_ports);
                 let serial = {
-                    let mut l = lock(&log);
+                    let mut l = lock_unpoisoned(&log);
                     let packets = match &u.kind {
                         pvusb_frontend::UrbKind::Isochronous { packet_lengths, .. } => {
                             packet_lengths.clone()
@@ -445,8 +443,7 @@ pub fn run(data: &[u8]) {
                 };
                 let l = Arc::clone(&log);
                 let cb = Box::new(move |c: Completion| {
-                    l.lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                    lock_unpoisoned(&l)
                         .complete(serial, &c)
                 });
                 tokens.push(front.submit(u, cb));
@@ -567,11 +564,11 @@ pub fn run(data: &[u8]) {
         }
         // Ids hold URBs and unlinks; the queue holds URBs and unlinks of
         // in-flight URBs.
-        let pending = tokens.len() as u64 - lock(&log).total;
+        let pending = tokens.len() as u64 - lock_unpoisoned(&log).total;
         assert!(front.outstanding() as u64 <= pending + 32, "outstanding");
         assert_eq!(
             front.stats().completed,
-            lock(&log).total,
+            lock_unpoisoned(&log).total,
             "completion counter"
         );
         if front.dead_reason().is_some() {
@@ -583,7 +580,7 @@ pub fn run(data: &[u8]) {
     }
     front.teardown();
     assert_eq!(front.outstanding(), 0, "URBs outstanding after teardown");
-    let l = lock(&log);
+    let l = lock_unpoisoned(&log);
     assert_eq!(front.stats().submitted, tokens.len() as u64);
     assert_eq!(front.stats().completed, l.total);
     if let Some(serial) = l.completions.iter().position(|&n| n != 1) {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use pvusb_support::lock_unpoisoned;
 use pvusb_backend::engine::{Devices, UrbEngine};
 use pvusb_backend::guest::GuestMemory;
 use pvusb_backend::stats::Stats;
@@ -48,7 +49,7 @@ impl FakeGuest {
 impl GuestMemory for FakeGuest {
     fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
         pvusb_xen::check_copy_segments(segs, dst.len())?;
-        let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let pages = lock_unpoisoned(&self.pages);
         let mut at = 0;
         for s in segs {
             let page = pages
@@ -63,7 +64,7 @@ impl GuestMemory for FakeGuest {
 
     fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
         pvusb_xen::check_copy_segments(segs, src.len())?;
-        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pages = lock_unpoisoned(&self.pages);
         for s in segs {
             if !pages.contains_key(&s.gref) {
                 return Err(GrantError::BadRef { gref: s.gref });
@@ -89,10 +90,7 @@ struct Sink(Mutex<Vec<(TransferId, Completion)>>);
 
 impl CompletionSink for Sink {
     fn complete(&self, id: TransferId, completion: Completion) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, completion));
+        lock_unpoisoned(&self.0).push((id, completion));
     }
 }
 
@@ -222,7 +220,7 @@ pub fn run(data: &[u8]) {
                 engine.dispatch(&guest, &mut devs, &mut out);
             }
             4 => {
-                let done = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+                let done = std::mem::take(&mut *lock_unpoisoned(&sink.0));
                 for (tid, c) in done {
                     engine.complete(tid, c, &guest, &mut out);
                 }
@@ -248,7 +246,7 @@ pub fn run(data: &[u8]) {
     for d in devs.0.iter_mut().flatten() {
         d.shutdown();
     }
-    let done = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+    let done = std::mem::take(&mut *lock_unpoisoned(&sink.0));
     for (tid, c) in done {
         engine.complete(tid, c, &guest, &mut out);
     }

@@ -23,7 +23,7 @@ pub const MAX_RULES_BYTES: u64 = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// It exists but cannot be read.
-    #[error("cannot read the device rules {}: {source}: fix its permissions, or remove it to allow every device but hubs", path.display())]
+    #[error("cannot read the device rules {} (fix its permissions, or remove it to allow every device but hubs)", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -38,13 +38,14 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// It does not parse.
-    #[error("{}:{source}: fix the rule (see usbguard-rules.conf(5); pvusb's subset is in its README)", path.display())]
+    // `error` is where and what, part of this message rather than a cause, so it is
+    // not a `#[source]`: the message keeps the compiler-style `file:line:col:`.
+    #[error("{}:{error}: fix the rule (see usbguard-rules.conf(5); pvusb's subset is in its README)", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// Where and what.
-        #[source]
-        source: ParseError,
+        error: ParseError,
     },
 }
 
@@ -87,9 +88,9 @@ impl Policy {
             });
         }
         let bytes = std::fs::read(path).map_err(read)?;
-        let rules = parse_bytes(&bytes).map_err(|source| LoadError::Parse {
+        let rules = parse_bytes(&bytes).map_err(|error| LoadError::Parse {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Ok(Some(Self {
             path: path.to_owned(),
@@ -100,9 +101,9 @@ impl Policy {
     /// Rules from text (tests, tools), attributed to `path`.
     pub fn from_text(path: impl Into<PathBuf>, text: &str) -> Result<Self, LoadError> {
         let path = path.into();
-        let rules = crate::parse::parse(text).map_err(|source| LoadError::Parse {
+        let rules = crate::parse::parse(text).map_err(|error| LoadError::Parse {
             path: path.clone(),
-            source,
+            error,
         })?;
         Ok(Self { path, rules })
     }

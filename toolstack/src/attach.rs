@@ -3,6 +3,8 @@
 //! See the crate documentation for the micro-state table; each `crash::point` below
 //! is one row of it.
 
+use pvusb_support::Chain;
+
 use crate::controller::{Controller, DEFAULT_PORTS, DEFAULT_VERSION};
 use crate::crash;
 use crate::error::ToolError;
@@ -480,7 +482,8 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                         ToolError::InvalidArgument(format!(
                             "attach of {busid} stopped: unbinding {} from {drv} failed ({e}); \
                          re-run the same dev-attach, or `pvusb recover {busid}` to give it back",
-                            intf.name
+                            intf.name,
+                            e = Chain(&e)
                         ))
                     })?;
                 }

@@ -6,6 +6,8 @@
 //! then give every interface back to its original driver — trying all of them
 //! even if one fails — and only then drop the record.
 
+use pvusb_support::Chain;
+
 use crate::crash;
 use crate::error::ToolError;
 use crate::paths::backend_dir;
@@ -257,7 +259,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             let current = match self.sysfs.interface_driver(intf) {
                 Ok(c) => c,
                 Err(e) => {
-                    failed.push((intf.clone(), original.clone(), e.to_string()));
+                    failed.push((intf.clone(), original.clone(), Chain(&e).to_string()));
                     continue;
                 }
             };
@@ -282,7 +284,7 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                         crash::point("detach-rebound-1");
                     }
                 }
-                Err(e) => failed.push((intf.clone(), original.clone(), e.to_string())),
+                Err(e) => failed.push((intf.clone(), original.clone(), Chain(&e).to_string())),
             }
         }
         if failed.is_empty() {

@@ -6,6 +6,7 @@
 
 use pvusb_policy::descriptors::sysfs_interfaces;
 use pvusb_policy::{DeviceFacts, Guest, Policy};
+use pvusb_support::Chain;
 
 use crate::error::ToolError;
 use crate::paths::domain_path;
@@ -35,7 +36,8 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
                 what: "blocked",
                 why: format!(
                     "{}: its descriptors are malformed ({e}) and the rules look at interfaces",
-                    policy.path.display()
+                    policy.path.display(),
+                    e = Chain(&e)
                 ),
             })?
         } else {

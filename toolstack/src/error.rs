@@ -76,12 +76,13 @@ pub enum ToolError {
     #[error("{0}")]
     InvalidArgument(String),
     /// The command lock file could not be opened or locked.
-    #[error("cannot take the command lock {}: {reason}: run as root, or check that /run is writable", path.display())]
+    #[error("cannot take the command lock {} (run as root, or check that /run is writable)", path.display())]
     Lock {
         /// The lock file.
         path: std::path::PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// Hubs cannot be assigned.
     #[error("device {0} is a hub (class 9) and hubs cannot be assigned: assign the devices behind it instead")]
@@ -181,13 +182,11 @@ pub enum ToolError {
     },
     /// A xenstore access failed.
     #[error(
-        "{0}: check that xenstored runs (XENSTORED_PATH) and that this runs in the backend domain"
+        "cannot use xenstore; check that xenstored runs (XENSTORED_PATH) and that this runs in the backend domain"
     )]
     Store(#[from] StoreError),
     /// A sysfs access failed.
-    #[error(
-        "{0}: check --sysfs-root and that this runs as root in the domain owning the USB devices"
-    )]
+    #[error("cannot use sysfs; check --sysfs-root and that this runs as root in the domain owning the USB devices")]
     Sysfs(#[from] SysfsError),
     /// Waiting for a xenbus state change timed out.
     #[error("{what} not reached within {secs}s (saw {saw}): {hint}")]

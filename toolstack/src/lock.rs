@@ -22,6 +22,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
+use pvusb_support::lock_unpoisoned;
 
 use crate::error::ToolError;
 
@@ -45,8 +46,7 @@ pub struct CommandLock {
 }
 
 fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
-    HELD.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock_unpoisoned(&HELD)
 }
 
 impl CommandLock {
@@ -66,7 +66,7 @@ impl CommandLock {
         }
         let io = |e: std::io::Error| ToolError::Lock {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source: e,
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use pvusb_support::Chain;
+
 use crate::error::ToolError;
 use crate::store::{Store, StoreWatch};
 use crate::sysfs::Sysfs;
@@ -33,7 +35,9 @@ impl<S: Store, F: Sysfs> Toolstack<S, F> {
             for (domid, res) in self.reap_dead_domains()? {
                 match res {
                     Ok(devices) => tracing::info!(domid, ?devices, "dead domain reaped"),
-                    Err(e) => tracing::warn!(domid, error = %e, "reaping a dead domain failed"),
+                    Err(e) => {
+                        tracing::warn!(domid, error = %Chain(&e), "reaping a dead domain failed")
+                    }
                 }
             }
         }

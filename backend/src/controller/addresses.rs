@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use pvusb_protocol::xenstore as xsp;
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannels, GrantMapper};
 
 use super::Controller;
@@ -70,7 +71,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             Ok(())
         });
         if let Err(e) = r {
-            tracing::warn!(ctl = %self.id, "cannot save the address table: {e}");
+            tracing::warn!(ctl = %self.id, "cannot save the address table: {e}", e = Chain(&e));
         }
     }
 }

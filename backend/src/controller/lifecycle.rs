@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use pvusb_protocol::xenstore as xsp;
 use pvusb_protocol::{Status, XenbusState};
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannels, GrantMapper};
 
 use super::{Controller, Phase, Setup, ADDRESS_MAP_KEY};
@@ -69,7 +70,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         match xenbus::read_state(&self.ctx.xs, &self.fe) {
             Ok(s) => s,
             Err(e) => {
-                guest_warn!(self.limiter, ctl = %self.id, "frontend state unreadable, treated as Unknown: {e}");
+                guest_warn!(self.limiter, ctl = %self.id, "frontend state unreadable, treated as Unknown: {e}", e = Chain(&e));
                 Some(XenbusState::Unknown)
             }
         }
@@ -81,7 +82,9 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             Ok(false) => {
                 tracing::debug!(ctl = %self.id, "backend directory gone; state {state} not written")
             }
-            Err(e) => tracing::error!(ctl = %self.id, "cannot write backend state {state}: {e}"),
+            Err(e) => {
+                tracing::error!(ctl = %self.id, "cannot write backend state {state}: {e}", e = Chain(&e))
+            }
         }
     }
 
@@ -182,7 +185,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         let mut conn = match result {
             Ok(c) => c,
             Err(e) => {
-                guest_warn!(self.limiter, ctl = %self.id, "cannot connect, staying in InitWait: {e}");
+                guest_warn!(self.limiter, ctl = %self.id, "cannot connect, staying in InitWait: {e}", e = Chain(&e));
                 return;
             }
         };
@@ -215,7 +218,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             // connection change with nothing behind it.
             if speed != Speed::None || resumed {
                 if let Err(e) = conn.post(p, speed) {
-                    tracing::error!(ctl = %self.id, "conn ring unusable at connect: {e}");
+                    tracing::error!(ctl = %self.id, "conn ring unusable at connect: {e}", e = Chain(&e));
                     self.stats
                         .ring_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -253,7 +256,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         }
         if push {
             if let Err(e) = conn.respond(&self.responses) {
-                tracing::warn!(ctl = %self.id, "could not deliver the final answers: {e}");
+                tracing::warn!(ctl = %self.id, "could not deliver the final answers: {e}", e = Chain(&e));
             }
         }
         self.responses.clear();
@@ -265,7 +268,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
     /// same), go Closing; other controllers are unaffected.
     pub(super) fn ring_failed(&mut self, e: BackendError) {
         Stats::inc(&self.stats.ring_errors);
-        tracing::error!(ctl = %self.id, "stopping the controller: {e}");
+        tracing::error!(ctl = %self.id, "stopping the controller: {e}", e = Chain(&e));
         self.disconnect(Status::Shutdown, false);
         self.phase = Phase::Closing;
         self.write_state(XenbusState::Closing);

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use pvusb_protocol::xenstore::{self as xsp, keys};
 use pvusb_protocol::{Status, UrbRequest, UrbResponse, XenbusState};
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannel, EventChannels, GrantMapper};
 use pvusb_xenstore::XsClient;
 
@@ -198,7 +199,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 tracing::warn!(ctl = %self.id, "ignoring malformed frontend path {fe:?}; using {}", self.fe)
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(ctl = %self.id, "{e}"),
+            Err(e) => tracing::warn!(ctl = %self.id, "{e}", e = Chain(&e)),
         }
         self.watch_frontend();
         let own = xenbus::read_state(&self.ctx.xs, &self.be).ok().flatten();
@@ -234,7 +235,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         match self.ctx.xs.watch_notify(&self.fe, notify) {
             Ok(w) => self.fe_watch = Some(w),
             Err(e) => {
-                tracing::error!(ctl = %self.id, "cannot watch the frontend at {}: {e}", self.fe)
+                tracing::error!(ctl = %self.id, "cannot watch the frontend at {}: {e}", self.fe, e = Chain(&e))
             }
         }
     }
@@ -320,7 +321,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         };
         Stats::inc(&self.stats.events);
         if let Err(e) = conn.evtchn().ack() {
-            tracing::warn!(ctl = %self.id, "event channel failed, frontend gone: {e}");
+            tracing::warn!(ctl = %self.id, "event channel failed, frontend gone: {e}", e = Chain(&e));
             self.disconnect(Status::Shutdown, false);
             self.phase = Phase::Closing;
             self.write_state(XenbusState::Closing);

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use pvusb_protocol::Status;
+use pvusb_support::Chain;
 use pvusb_xen::{EventChannels, GrantMapper};
 
 use super::Controller;
@@ -52,7 +53,10 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 false
             }
             Err(e) => {
-                let msg = format!("device {busid} record unreadable, device not opened: {e}");
+                let msg = format!(
+                    "device {busid} record unreadable, device not opened: {e}",
+                    e = Chain(&e)
+                );
                 self.port_note(port, true, msg);
                 false
             }
@@ -82,7 +86,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
         let new = match xenbus::read_port(&self.ctx.xs, &self.be, port) {
             Ok(b) => b,
             Err(e) => {
-                self.port_note(port, true, format!("port left empty: {e}"));
+                self.port_note(port, true, format!("port left empty: {e}", e = Chain(&e)));
                 None
             }
         };
@@ -135,7 +139,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             }
             Ok(xenbus::RecordVerdict::Open | xenbus::RecordVerdict::NoRecord) => {}
             Err(e) => {
-                tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}")
+                tracing::warn!(ctl = %self.id, port, "cannot mark the device open in its record: {e}", e = Chain(&e))
             }
         }
         let Some(setup) = self.setup.as_mut() else {
@@ -182,7 +186,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
             Err(e) => {
                 Stats::inc(&self.stats.attach_refused);
                 self.mark_closed(&busid);
-                self.port_note(port, true, format!("port left empty: {e}"));
+                self.port_note(port, true, format!("port left empty: {e}", e = Chain(&e)));
             }
         }
     }
@@ -213,7 +217,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
 
     pub(super) fn mark_closed(&self, busid: &BusId) {
         if let Err(e) = xenbus::mark_closed(&self.ctx.xs, busid) {
-            tracing::warn!(ctl = %self.id, %busid, "cannot acknowledge the release in the device's record: {e}");
+            tracing::warn!(ctl = %self.id, %busid, "cannot acknowledge the release in the device's record: {e}", e = Chain(&e));
         }
     }
 

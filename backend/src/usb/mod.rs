@@ -3,9 +3,9 @@
 //! devices and runs their completions on the controller's thread
 //! ([`DeviceIo`]), a host shared by the daemon that lists devices, reports
 //! hot-plug and makes a controller's I/O ([`UsbHost`]), and two
-//! implementations: real devices through libusb ([`libusb::LibusbHost`], one
-//! libusb context per controller) and emulated devices
-//! ([`emulated::EmulatedHost`]).
+//! implementations: real devices through libusb (`libusb::LibusbHost`, one
+//! libusb context per controller; the `libusb` cargo feature) and emulated
+//! devices ([`emulated::EmulatedHost`]).
 //!
 //! The URB engine is written only against the traits, so the demo, the tests
 //! and the benchmarks run unchanged on machines without USB.
@@ -16,6 +16,7 @@ mod traits;
 mod types;
 
 pub mod emulated;
+#[cfg(feature = "libusb")]
 pub mod libusb;
 
 pub use error::UsbError;

@@ -17,6 +17,7 @@ use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
 use pvusb_backend::usb::UsbHost;
 use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
+use pvusb_support::Chain;
 use pvusb_xen::sim::SimXen;
 use pvusb_xen::{EventChannel, EventChannels};
 use pvusb_xenstore::XsClient;
@@ -41,7 +42,7 @@ pub fn run(
     let xen = Arc::new(SimXen::new(sim_dir, 0));
     let echo = xen
         .bind_interdomain(FRONT_DOMID, echo_port)
-        .map_err(|e| format!("cannot bind the echo event channel: {e}"))?;
+        .map_err(|e| format!("cannot bind the echo event channel: {e}", e = Chain(&e)))?;
     std::thread::Builder::new()
         .name("bench-echo".into())
         .spawn(move || {
@@ -52,38 +53,41 @@ pub fn run(
                 }
             }
         })
-        .map_err(|e| format!("cannot start the echo thread: {e}"))?;
+        .map_err(|e| format!("cannot start the echo thread: {e}", e = Chain(&e)))?;
 
     let emulated = EmulatedHost::new();
     let busid = EmulatedHost::busid(LOOPBACK_PORT).ok_or("no busid for the loopback port")?;
     let factory: DeviceFactory = Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
     emulated
         .add(busid, factory)
-        .map_err(|e| format!("cannot plug the loopback device: {e}"))?;
+        .map_err(|e| format!("cannot plug the loopback device: {e}", e = Chain(&e)))?;
     let real: Option<Arc<dyn UsbHost>> = if real_usb {
-        let host = pvusb_backend::usb::libusb::LibusbHost::new().map_err(|e| e.to_string())?;
+        let host =
+            pvusb_backend::usb::libusb::LibusbHost::new().map_err(|e| Chain(&e).to_string())?;
         Some(Arc::new(host))
     } else {
         None
     };
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
-    let xs =
-        Arc::new(XsClient::connect(xs_path).map_err(|e| format!("cannot reach xenstore: {e}"))?);
+    let xs = Arc::new(
+        XsClient::connect(xs_path)
+            .map_err(|e| format!("cannot reach xenstore: {e}", e = Chain(&e)))?,
+    );
     let mut config = DaemonConfig::new(0);
     config.port_stats = port_stats;
     let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, config)
-        .map_err(|e| format!("the backend daemon did not start: {e}"))?;
+        .map_err(|e| format!("the backend daemon did not start: {e}", e = Chain(&e)))?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|()| out.flush())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Chain(&e).to_string())?;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         match line.trim() {
             "cpu" => writeln!(out, "cpu {}", cpu::self_seconds())
                 .and_then(|()| out.flush())
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Chain(&e).to_string())?,
             "quit" => break,
             _ => {}
         }

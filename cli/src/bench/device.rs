@@ -23,6 +23,7 @@ use pvusb_backend::usb::{
 };
 use pvusb_protocol::usb::descriptor::EndpointDescriptor;
 use pvusb_protocol::Direction;
+use pvusb_support::{lock_unpoisoned, Chain};
 
 use super::report::{Ratio, Report, Row};
 use super::session::{Progress, Session};
@@ -51,7 +52,7 @@ pub fn parse(spec: &str) -> Result<(u8, u8), String> {
 pub fn find(host: &LibusbHost, bus: u8, addr: u8) -> Result<DeviceInfo, String> {
     let devices = host
         .list()
-        .map_err(|e| format!("cannot list USB devices through libusb: {e}"))?;
+        .map_err(|e| format!("cannot list USB devices through libusb: {e}", e = Chain(&e)))?;
     let n = devices.len();
     devices
         .into_iter()
@@ -88,7 +89,7 @@ impl Native {
         let mut io = host.device_io();
         let dev = io
             .open(&info.busid, Arc::new(Sink(tx)))
-            .map_err(|e| format!("cannot open the device natively: {e}"))?;
+            .map_err(|e| format!("cannot open the device natively: {e}", e = Chain(&e)))?;
         Ok(Native {
             dev,
             io,
@@ -248,7 +249,7 @@ impl Watchdog {
             .name("bench-watchdog".into())
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(200));
-                let guard = watched.lock().unwrap_or_else(|e| e.into_inner());
+                let guard = lock_unpoisoned(&watched);
                 if let Some((what, since, limit)) = guard.as_ref() {
                     if since.elapsed() > *limit {
                         eprintln!(
@@ -259,18 +260,17 @@ impl Watchdog {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+            .map_err(|e| format!("cannot start the watchdog thread: {e}", e = Chain(&e)))?;
         Ok(Watchdog { armed })
     }
 
     /// From now on `what` is the step that must finish within `limit`.
     fn arm(&self, what: &str, limit: Duration) {
-        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((what.to_owned(), Instant::now(), limit));
+        *lock_unpoisoned(&self.armed) = Some((what.to_owned(), Instant::now(), limit));
     }
 
     fn disarm(&self) {
-        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock_unpoisoned(&self.armed) = None;
     }
 }
 
@@ -314,7 +314,8 @@ pub fn measure(spec: &str, plan: &Plan) -> Result<Report, String> {
         watchdog: Watchdog::start()?,
     };
     steps.step("libusb: open a context and list devices", ACTION_LIMIT);
-    let host = LibusbHost::new().map_err(|e| format!("libusb is not usable here: {e}"))?;
+    let host =
+        LibusbHost::new().map_err(|e| format!("libusb is not usable here: {e}", e = Chain(&e)))?;
     let result = measure_on(&host, &mut steps, spec, (bus, addr), plan);
     // Dropping the host stops its hotplug thread: watched like every step,
     // and after a failure named with it (the failure is printed by the caller
@@ -351,7 +352,7 @@ fn measure_on(
     let dev = session
         .front()
         .enumerate(1)
-        .map_err(|e| steps.failed(format!("cannot enumerate {busid}: {e}")))?;
+        .map_err(|e| steps.failed(format!("cannot enumerate {busid}: {e}", e = Chain(&e))))?;
     let endpoint = first_bulk_in(&dev.endpoints())
         .ok_or_else(|| steps.failed(format!("device {spec} has no bulk IN endpoint")))?;
     let mut pvusb = Vec::new();

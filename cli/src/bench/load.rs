@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use pvusb_frontend::{Completion, Frontend, Urb};
+use pvusb_support::lock_unpoisoned;
 
 /// Builds the next URB of a stream, reusing the previous URB's buffer.
 pub type MakeUrb = Arc<dyn Fn(Vec<u8>) -> Urb + Send + Sync>;
@@ -48,12 +49,12 @@ fn completed(pump: &Arc<Pump>, c: Completion) {
         pump.bytes
             .fetch_add(c.actual_length as u64, Ordering::Relaxed);
     } else {
-        let mut f = pump.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = lock_unpoisoned(&pump.failure);
         f.get_or_insert_with(|| format!("a URB failed with {}", c.status));
         pump.stop.store(true, Ordering::Relaxed);
     }
     if pump.stop.load(Ordering::Relaxed) {
-        let mut n = pump.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = lock_unpoisoned(&pump.in_flight);
         *n = n.saturating_sub(1);
         if *n == 0 {
             pump.drained.notify_all();
@@ -89,7 +90,7 @@ pub fn stream(
     std::thread::sleep(budget);
     pump.stop.store(true, Ordering::Relaxed);
     let deadline = Duration::from_secs(10);
-    let n = pump.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    let n = lock_unpoisoned(&pump.in_flight);
     let (n, timeout) = pump
         .drained
         .wait_timeout_while(n, deadline, |n| *n > 0)
@@ -99,12 +100,7 @@ pub fn stream(
         return Err(format!("{} URBs did not complete within {deadline:?}", *n));
     }
     drop(n);
-    if let Some(f) = pump
-        .failure
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-    {
+    if let Some(f) = lock_unpoisoned(&pump.failure).take() {
         return Err(f);
     }
     Ok(Outcome {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::sim::SimEventChannel;
 use pvusb_xen::{EventChannel, EvtchnError};
 
@@ -63,7 +64,7 @@ pub fn handoff_mb_s(len: usize, budget: Duration) -> f64 {
                     continue;
                 }
                 if let Some(slot) = slots.get((i % HANDOFF_SLOTS) as usize) {
-                    lock(slot).copy_from_slice(&src);
+                    lock_unpoisoned(slot).copy_from_slice(&src);
                 }
                 i += 1;
                 produced.store(i, Ordering::Release);
@@ -79,7 +80,7 @@ pub fn handoff_mb_s(len: usize, budget: Duration) -> f64 {
                 std::hint::spin_loop();
             }
             if let Some(slot) = slots.get((n % HANDOFF_SLOTS) as usize) {
-                black_box(&mut dst).copy_from_slice(&lock(slot));
+                black_box(&mut dst).copy_from_slice(&lock_unpoisoned(slot));
             }
             n += 1;
             consumed.store(n, Ordering::Release);
@@ -91,15 +92,11 @@ pub fn handoff_mb_s(len: usize, budget: Duration) -> f64 {
     (n as f64 * len as f64) / elapsed.as_secs_f64() / 1e6
 }
 
-fn lock(slot: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Synchronous round trips per second over `ch`, whose other end (in the
 /// backend process) answers every event with one event.
 pub fn evtchn_round_trips(ch: &SimEventChannel, budget: Duration) -> Result<f64, String> {
     let (n, elapsed) = for_duration(budget, || {
-        ch.notify().map_err(|e| e.to_string())?;
+        ch.notify().map_err(|e| Chain(&e).to_string())?;
         match ch.wait(Some(Duration::from_secs(5))) {
             Ok(true) => Ok(()),
             Ok(false) => Err("the backend process did not echo an event within 5 s".to_string()),

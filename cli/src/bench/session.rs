@@ -12,6 +12,7 @@ use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
 use pvusb_protocol::usb::request::{DIR_IN, GET_STATUS, RECIP_DEVICE, TYPE_STANDARD};
 use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
 use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_support::Chain;
 use pvusb_xen::sim::{SimEventChannel, SimXen};
 use pvusb_xen::{EventChannel, EventChannels};
 use pvusb_xenstore::{ServerConfig, XsClient, XsServer, XsServerHandle};
@@ -85,7 +86,7 @@ fn write_controller(xs: &XsClient) -> Result<(), String> {
         xs.write(tx, &format!("{be}/state"), "1")?;
         Ok(())
     })
-    .map_err(|e| format!("cannot write the controller nodes: {e}"))
+    .map_err(|e| format!("cannot write the controller nodes: {e}", e = Chain(&e)))
 }
 
 impl Session {
@@ -95,20 +96,21 @@ impl Session {
         let dir = tempfile::Builder::new()
             .prefix("pvusb-bench")
             .tempdir_in("/tmp")
-            .map_err(|e| format!("cannot create a directory: {e}"))?;
+            .map_err(|e| format!("cannot create a directory: {e}", e = Chain(&e)))?;
         let xs_path: PathBuf = dir.path().join("xs.sock");
         let xs_server = XsServer::start_with(&xs_path, ServerConfig::simulation())
-            .map_err(|e| format!("cannot start the embedded xenstore: {e}"))?;
+            .map_err(|e| format!("cannot start the embedded xenstore: {e}", e = Chain(&e)))?;
         let xs = Arc::new(
-            XsClient::connect(&xs_path).map_err(|e| format!("cannot reach xenstore: {e}"))?,
+            XsClient::connect(&xs_path)
+                .map_err(|e| format!("cannot reach xenstore: {e}", e = Chain(&e)))?,
         );
         let xen = Arc::new(SimXen::new(dir.path(), FRONT_DOMID));
         let echo = xen
             .alloc_unbound(0)
-            .map_err(|e| format!("cannot allocate the echo port: {e}"))?;
+            .map_err(|e| format!("cannot allocate the echo port: {e}", e = Chain(&e)))?;
 
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find my own executable: {e}", e = Chain(&e)))?;
         let mut cmd = Command::new(exe);
         cmd.args(["bench", "--role", "backend", "--sim-dir"])
             .arg(dir.path())
@@ -130,14 +132,18 @@ impl Session {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start the backend process: {e}"))?;
+            .map_err(|e| format!("cannot start the backend process: {e}", e = Chain(&e)))?;
         let (Some(child_in), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             return Err("the backend process has no pipes".into());
         };
         let mut child_out = BufReader::new(out);
         let mut line = String::new();
-        if child_out.read_line(&mut line).map_err(|e| e.to_string())? == 0 || line.trim() != "ready"
+        if child_out
+            .read_line(&mut line)
+            .map_err(|e| Chain(&e).to_string())?
+            == 0
+            || line.trim() != "ready"
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -150,7 +156,7 @@ impl Session {
             ..Options::default()
         };
         let front = Frontend::connect(Arc::clone(&xs), xen.clone(), FRONT_DOMID, DEVID, options)
-            .map_err(|e| format!("the frontend did not connect: {e}"))?;
+            .map_err(|e| format!("the frontend did not connect: {e}", e = Chain(&e)))?;
         let front = Arc::new(front);
         let port = LOOPBACK_PORT.min(NUM_PORTS);
         xs.write(
@@ -158,13 +164,13 @@ impl Session {
             &format!("{}/port/{port}", backend_dir(0, FRONT_DOMID, DEVID)),
             busid,
         )
-        .map_err(|e| format!("cannot attach {busid}: {e}"))?;
+        .map_err(|e| format!("cannot attach {busid}: {e}", e = Chain(&e)))?;
         front
             .wait_for_device(port, SETUP_TIMEOUT)
-            .map_err(|e| format!("device {busid} did not appear: {e}"))?;
+            .map_err(|e| format!("device {busid} did not appear: {e}", e = Chain(&e)))?;
         let dev = front
             .enumerate(port)
-            .map_err(|e| format!("cannot enumerate {busid}: {e}"))?;
+            .map_err(|e| format!("cannot enumerate {busid}: {e}", e = Chain(&e)))?;
         front
             .control_out(
                 port,
@@ -173,7 +179,7 @@ impl Session {
                 &[],
                 SETUP_TIMEOUT,
             )
-            .map_err(|e| format!("cannot configure {busid}: {e}"))?;
+            .map_err(|e| format!("cannot configure {busid}: {e}", e = Chain(&e)))?;
         Ok(Session {
             front,
             echo,
@@ -197,11 +203,11 @@ impl Session {
     pub fn child_cpu(&mut self) -> Result<f64, String> {
         writeln!(self.child_in, "cpu")
             .and_then(|()| self.child_in.flush())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         let mut line = String::new();
         self.child_out
             .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         line.trim()
             .strip_prefix("cpu ")
             .and_then(|v| v.parse().ok())
@@ -255,7 +261,7 @@ impl Session {
     pub fn close_front(&self) -> Result<(), String> {
         self.front
             .close()
-            .map_err(|e| format!("the frontend did not close cleanly: {e}"))
+            .map_err(|e| format!("the frontend did not close cleanly: {e}", e = Chain(&e)))
     }
 
     /// Stop the frontend and the backend process, each wait bounded: a backend
@@ -276,13 +282,18 @@ impl Session {
                         "the backend process did not exit within {CHILD_EXIT_TIMEOUT:?} of quit; killed it"
                     ));
                 }
-                Err(e) => break Err(format!("cannot wait for the backend process: {e}")),
+                Err(e) => {
+                    break Err(format!(
+                        "cannot wait for the backend process: {e}",
+                        e = Chain(&e)
+                    ))
+                }
             }
         };
         let status = exited?;
         if let Err(e) = front {
             // The measurements are done; an unclean close is worth a line, not a failure.
-            tracing::warn!(error = %e, "the frontend did not close cleanly");
+            tracing::warn!(error = %Chain(&e), "the frontend did not close cleanly");
         }
         if !status.success() {
             return Err(format!("the backend process ended with {status}"));
@@ -359,7 +370,7 @@ pub fn measure(
     let prime = (s.bulk(Direction::Out, BULK_EP, 63 * 1024))(Vec::new());
     front
         .transfer(prime, SETUP_TIMEOUT)
-        .map_err(|e| format!("cannot prime the loopback device: {e}"))?;
+        .map_err(|e| format!("cannot prime the loopback device: {e}", e = Chain(&e)))?;
 
     let small: [(&str, MakeUrb); 2] = [
         ("control GET_STATUS", s.get_status()),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use pvusb_support::{lock_unpoisoned, Chain};
 
 /// Output lines kept per child.
 const TAIL_LINES: usize = 12;
@@ -63,10 +64,6 @@ pub struct Spawned {
     pub stdout: Option<ChildStdout>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn keep_tail(
     src: impl Read + Send + 'static,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -79,12 +76,12 @@ fn keep_tail(
                 let Ok(line) = line else { break };
                 let line = strip_ansi(&line);
                 if let Some(all) = &all {
-                    let mut all = lock(all);
+                    let mut all = lock_unpoisoned(all);
                     if all.len() < STDOUT_LINES {
                         all.push(line.clone());
                     }
                 }
-                let mut t = lock(&tail);
+                let mut t = lock_unpoisoned(&tail);
                 if t.len() == TAIL_LINES {
                     t.pop_front();
                 }
@@ -126,7 +123,7 @@ pub fn describe(status: ExitStatus) -> String {
 
 impl Children {
     fn lock(&self) -> MutexGuard<'_, Vec<Proc>> {
-        lock(&self.procs)
+        lock_unpoisoned(&self.procs)
     }
 
     /// Starts `cmd`; stderr (and stdout unless `talk`) feed the tail buffer.
@@ -140,7 +137,7 @@ impl Children {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start the {name}: {e}"))?;
+            .map_err(|e| format!("cannot start the {name}: {e}", e = Chain(&e)))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stdout_log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -200,7 +197,7 @@ impl Children {
         let procs = self.lock();
         procs
             .get(id)
-            .map(|p| lock(&p.tail).iter().cloned().collect())
+            .map(|p| lock_unpoisoned(&p.tail).iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -209,7 +206,7 @@ impl Children {
         let procs = self.lock();
         procs
             .get(id)
-            .map(|p| lock(&p.stdout).clone())
+            .map(|p| lock_unpoisoned(&p.stdout).clone())
             .unwrap_or_default()
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use pvusb_frontend::{Device, Frontend, FrontendError, MassStorage, Options};
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::{Direction, SetupPacket, Speed, UsbVer};
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::sim::SimXen;
 use pvusb_xenstore::{Tx, XsClient};
 use sha2::{Digest, Sha256};
@@ -40,8 +41,12 @@ struct Guest {
 /// Serves requests from stdin until it closes; SIGTERM/SIGINT close the
 /// controller (if still open) and exit 0.
 pub fn run(xs_path: &Path, sim_dir: &Path, domid: u16, timeout: Duration) -> Result<(), String> {
-    let xs = XsClient::connect_as(xs_path, domid)
-        .map_err(|e| format!("guest: cannot connect to xenstore as domain {domid}: {e}"))?;
+    let xs = XsClient::connect_as(xs_path, domid).map_err(|e| {
+        format!(
+            "guest: cannot connect to xenstore as domain {domid}: {e}",
+            e = Chain(&e)
+        )
+    })?;
     let front: Arc<Mutex<Option<Arc<Frontend>>>> = Arc::default();
     watch_signals(Arc::clone(&front))?;
     let mut guest = Guest {
@@ -56,7 +61,7 @@ pub fn run(xs_path: &Path, sim_dir: &Path, domid: u16, timeout: Duration) -> Res
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
-        let line = line.map_err(|e| format!("guest: reading requests: {e}"))?;
+        let line = line.map_err(|e| format!("guest: reading requests: {e}", e = Chain(&e)))?;
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 tracing::info!(?req, "request");
@@ -65,13 +70,14 @@ pub fn run(xs_path: &Path, sim_dir: &Path, domid: u16, timeout: Duration) -> Res
                     .unwrap_or_else(|message| Reply::Error { message })
             }
             Err(e) => Reply::Error {
-                message: format!("unreadable request: {e}"),
+                message: format!("unreadable request: {e}", e = Chain(&e)),
             },
         };
-        let text = serde_json::to_string(&reply).map_err(|e| format!("guest: encoding: {e}"))?;
+        let text = serde_json::to_string(&reply)
+            .map_err(|e| format!("guest: encoding: {e}", e = Chain(&e)))?;
         writeln!(stdout, "{text}")
             .and_then(|()| stdout.flush())
-            .map_err(|e| format!("guest: writing replies: {e}"))?;
+            .map_err(|e| format!("guest: writing replies: {e}", e = Chain(&e)))?;
     }
     guest.close_front();
     Ok(())
@@ -80,23 +86,23 @@ pub fn run(xs_path: &Path, sim_dir: &Path, domid: u16, timeout: Duration) -> Res
 fn watch_signals(front: Arc<Mutex<Option<Arc<Frontend>>>>) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("guest: cannot handle signals: {e}"))?;
+        .map_err(|e| format!("guest: cannot handle signals: {e}", e = Chain(&e)))?;
     std::thread::Builder::new()
         .name("demo-guest-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!(sig, "guest stopping");
-                let open = front.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let open = lock_unpoisoned(&front).take();
                 if let Some(f) = open {
                     if let Err(e) = f.close() {
-                        tracing::warn!("closing the controller: {e}");
+                        tracing::warn!("closing the controller: {e}", e = Chain(&e));
                     }
                 }
                 std::process::exit(0);
             }
         })
         .map(drop)
-        .map_err(|e| format!("guest: cannot start the signal thread: {e}"))
+        .map_err(|e| format!("guest: cannot start the signal thread: {e}", e = Chain(&e)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -122,9 +128,7 @@ fn err(e: FrontendError) -> String {
 
 impl Guest {
     fn front(&self) -> Result<Arc<Frontend>, String> {
-        self.front
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.front)
             .clone()
             .ok_or_else(|| "the guest has no controller connected".to_owned())
     }
@@ -145,7 +149,10 @@ impl Guest {
         let dir = self.frontend_dir();
         let deadline = Instant::now() + self.timeout;
         loop {
-            let now = self.xs.exists(Tx::NONE, &dir).map_err(|e| e.to_string())?;
+            let now = self
+                .xs
+                .exists(Tx::NONE, &dir)
+                .map_err(|e| Chain(&e).to_string())?;
             if now == exists {
                 return Ok(());
             }
@@ -199,7 +206,7 @@ impl Guest {
                 UsbVer::Usb20 => "2.0".into(),
             },
         };
-        *self.front.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(front));
+        *lock_unpoisoned(&self.front) = Some(Arc::new(front));
         Ok(reply)
     }
 
@@ -209,10 +216,10 @@ impl Guest {
         for &port in ports {
             front
                 .wait_for_device(port, self.timeout)
-                .map_err(|e| format!("port {port}: {e}"))?;
+                .map_err(|e| format!("port {port}: {e}", e = Chain(&e)))?;
             let d = front
                 .enumerate(port)
-                .map_err(|e| format!("port {port}: {e}"))?;
+                .map_err(|e| format!("port {port}: {e}", e = Chain(&e)))?;
             devices.push(summary(&d));
             self.devices.retain(|old| old.port != port);
             self.devices.push(d);
@@ -387,12 +394,12 @@ impl Guest {
 
     /// Releases the controller; true if that went without error.
     fn close_front(&mut self) -> bool {
-        let open = self.front.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let open = lock_unpoisoned(&self.front).take();
         let Some(front) = open else { return true };
         match front.close() {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!("closing the controller: {e}");
+                tracing::warn!("closing the controller: {e}", e = Chain(&e));
                 false
             }
         }
@@ -444,6 +451,6 @@ fn random_bytes(len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+        .map_err(|e| format!("reading /dev/urandom: {e}", e = Chain(&e)))?;
     Ok(buf)
 }

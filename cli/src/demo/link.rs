@@ -6,6 +6,7 @@ use std::process::{ChildStdin, ChildStdout};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use pvusb_support::Chain;
 
 use super::wire::{Reply, Request};
 
@@ -35,11 +36,11 @@ impl GuestLink {
 
     /// Sends a request without waiting for its reply (see [`Self::reply`]).
     pub fn send(&mut self, req: &Request) -> Result<(), String> {
-        let text =
-            serde_json::to_string(req).map_err(|e| format!("cannot encode a request: {e}"))?;
+        let text = serde_json::to_string(req)
+            .map_err(|e| format!("cannot encode a request: {e}", e = Chain(&e)))?;
         writeln!(self.stdin, "{text}")
             .and_then(|()| self.stdin.flush())
-            .map_err(|e| format!("the guest is not listening ({e})"))
+            .map_err(|e| format!("the guest is not listening ({e})", e = Chain(&e)))
     }
 
     /// The next reply; the guest's own errors become `Err`.
@@ -51,7 +52,10 @@ impl GuestLink {
         match serde_json::from_str::<Reply>(&line) {
             Ok(Reply::Error { message }) => Err(format!("guest: {message}")),
             Ok(r) => Ok(r),
-            Err(e) => Err(format!("unreadable reply from the guest ({e}): {line}")),
+            Err(e) => Err(format!(
+                "unreadable reply from the guest ({e}): {line}",
+                e = Chain(&e)
+            )),
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pvusb_support::Chain;
 use pvusb_toolstack::sysfs::{Sysfs, SysfsRoot};
 use pvusb_toolstack::DeviceSpec;
 use pvusb_xenstore::XsClient;
@@ -90,14 +91,14 @@ struct Demo {
 /// Runs the demo; `Err` is the one-line reason (details were printed).
 pub fn run(opts: Options) -> Result<(), String> {
     let real = check_host_devices(&opts.devices)?;
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the pvusb executable: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find the pvusb executable: {e}", e = Chain(&e)))?;
     // Short path under /tmp: the simulated transport's socket names must fit
     // in sun_path.
     let dir = tempfile::Builder::new()
         .prefix("pvusb-demo-")
         .tempdir_in("/tmp")
-        .map_err(|e| format!("cannot create a temp dir in /tmp: {e}"))?;
+        .map_err(|e| format!("cannot create a temp dir in /tmp: {e}", e = Chain(&e)))?;
     let paths = Paths::new(dir.path());
     let children = Children::default();
     watch_signals(children.clone(), paths.dir.clone())?;
@@ -171,7 +172,7 @@ pub fn run(opts: Options) -> Result<(), String> {
 fn watch_signals(children: Children, dir: PathBuf) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
+        .map_err(|e| format!("cannot handle signals: {e}", e = Chain(&e)))?;
     std::thread::Builder::new()
         .name("demo-signals".into())
         .spawn(move || {
@@ -187,7 +188,7 @@ fn watch_signals(children: Children, dir: PathBuf) -> Result<(), String> {
             }
         })
         .map(drop)
-        .map_err(|e| format!("cannot start the signal thread: {e}"))
+        .map_err(|e| format!("cannot start the signal thread: {e}", e = Chain(&e)))
 }
 
 /// `--device` needs host USB; without it, one clear line says what to do.
@@ -214,7 +215,7 @@ fn check_host_devices(specs: &[String]) -> Result<Vec<RealDevice>, String> {
         };
         let busids = sysfs
             .busids()
-            .map_err(|e| format!("--device {spec}: cannot read /sys: {e}"))?;
+            .map_err(|e| format!("--device {spec}: cannot read /sys: {e}", e = Chain(&e)))?;
         let busid = busids
             .into_iter()
             .find(|b| {
@@ -346,7 +347,7 @@ impl Demo {
 
         self.stage = "start the backend daemon";
         stack::fake_sysfs(&self.paths, &self.emulated)
-            .map_err(|e| format!("cannot create the fake sysfs: {e}"))?;
+            .map_err(|e| format!("cannot create the fake sysfs: {e}", e = Chain(&e)))?;
         let mut args = vec!["backend", "--transport", "sim", "--domid", "0"];
         let sim_dir = self.paths.dir.display().to_string();
         args.extend(["--sim-dir", &sim_dir]);
@@ -703,7 +704,7 @@ impl Demo {
         let running = self.children.running();
         let path = dir.path().to_owned();
         dir.close()
-            .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot remove {}: {e}", path.display(), e = Chain(&e)))?;
         if !running.is_empty() || path.exists() {
             return Err(format!(
                 "leftovers: processes {running:?}, directory exists: {}",
@@ -725,7 +726,7 @@ fn hash_file_prefix(path: &Path, len: usize) -> Result<String, Failure> {
     let mut buf = vec![0u8; len];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read {}: {e}", path.display(), e = Chain(&e)))?;
     Ok(Sha256::digest(&buf)
         .iter()
         .map(|b| format!("{b:02x}"))

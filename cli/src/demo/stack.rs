@@ -11,6 +11,7 @@ use pvusb_backend::usb::emulated::keyboard::KEYBOARD_PRODUCT_ID;
 use pvusb_backend::usb::emulated::loopback::LOOPBACK_PRODUCT_ID;
 use pvusb_backend::usb::emulated::mass_storage::MASS_STORAGE_PRODUCT_ID;
 use pvusb_backend::usb::emulated::EMULATED_BUS;
+use pvusb_support::Chain;
 use pvusb_toolstack::sysfs::fake::{FakeDevice, FakeSysfs};
 use pvusb_xenstore::{Access, Perm, Tx, XsClient};
 
@@ -138,7 +139,8 @@ pub fn connect_xenstore(paths: &Paths, timeout: Duration) -> Result<XsClient, St
             Err(e) if Instant::now() >= deadline => {
                 return Err(format!(
                     "xenstore did not answer on {} within {timeout:?}: {e}",
-                    paths.xs.display()
+                    paths.xs.display(),
+                    e = Chain(&e)
                 ))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -176,18 +178,23 @@ pub fn create_guest_domain(xs: &XsClient) -> Result<(), String> {
         }
         Ok(())
     })
-    .map_err(|e| format!("cannot create domain {GUEST_DOMID} in xenstore: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "cannot create domain {GUEST_DOMID} in xenstore: {e}",
+            e = Chain(&e)
+        )
+    })?;
     // The simulated guest has no real ring page or event channel for xenstore:
     // any numbers do, the embedded server only records that the domain exists.
     xs.introduce_domain(GUEST_DOMID, 0, 0)
-        .map_err(|e| format!("cannot introduce domain {GUEST_DOMID}: {e}"))
+        .map_err(|e| format!("cannot introduce domain {GUEST_DOMID}: {e}", e = Chain(&e)))
 }
 
 /// Destroys the guest domain as the toolstack would, after its devices are gone.
 pub fn destroy_guest_domain(xs: &XsClient) -> Result<(), String> {
     xs.rm(Tx::NONE, &format!("/local/domain/{GUEST_DOMID}"))
         .and_then(|()| xs.release_domain(GUEST_DOMID))
-        .map_err(|e| format!("cannot remove domain {GUEST_DOMID}: {e}"))
+        .map_err(|e| format!("cannot remove domain {GUEST_DOMID}: {e}", e = Chain(&e)))
 }
 
 /// xenstore nodes that would be left over by the controller and its devices:
@@ -198,13 +205,21 @@ pub fn leftover_nodes(xs: &XsClient, devid: u32) -> Result<Vec<String>, String> 
         format!("/local/domain/0/backend/vusb/{GUEST_DOMID}/{devid}"),
         format!("/local/domain/{GUEST_DOMID}/device/vusb/{devid}"),
     ] {
-        if xs.exists(Tx::NONE, &path).map_err(|e| e.to_string())? {
+        if xs
+            .exists(Tx::NONE, &path)
+            .map_err(|e| Chain(&e).to_string())?
+        {
             left.push(path);
         }
     }
     let records = "/pvusb/usbback";
-    if xs.exists(Tx::NONE, records).map_err(|e| e.to_string())? {
-        let entries = xs.directory(Tx::NONE, records).map_err(|e| e.to_string())?;
+    if xs
+        .exists(Tx::NONE, records)
+        .map_err(|e| Chain(&e).to_string())?
+    {
+        let entries = xs
+            .directory(Tx::NONE, records)
+            .map_err(|e| Chain(&e).to_string())?;
         left.extend(entries.into_iter().map(|e| format!("{records}/{e}")));
     }
     Ok(left)

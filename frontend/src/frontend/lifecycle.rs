@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use pvusb_protocol::XenbusState;
+use pvusb_support::Chain;
 use pvusb_xenstore::XsClient;
 use tracing::{debug, info, warn};
 
@@ -164,7 +165,7 @@ impl Supervisor<'_> {
             let state = match shared.cfg.backend_state(&shared.xs) {
                 Ok(s) => s,
                 Err(e) => {
-                    debug!("reading backend state: {e}");
+                    debug!("reading backend state: {e}", e = Chain(&e));
                     continue;
                 }
             };
@@ -199,7 +200,7 @@ impl Supervisor<'_> {
                         self.phase = Phase::Connected;
                         info!("re-handshake with the backend done");
                     }
-                    Err(e) => warn!("re-handshake failed: {e}"),
+                    Err(e) => warn!("re-handshake failed: {e}", e = Chain(&e)),
                 }
             }
             _ => {}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use pvusb_support::lock_unpoisoned;
 use pvusb_xenstore::XsClient;
 use tracing::warn;
 
@@ -42,13 +43,9 @@ pub(super) struct Shared {
     worker: OnceLock<ThreadId>,
 }
 
-/// Locks `m`, ignoring poison: user callbacks run outside every lock, so their
-/// panics never poison one, and a controller must still be able to close after
-/// any other panic.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
+// Every lock of the controller ignores poison (`lock_unpoisoned`): user callbacks run
+// outside every lock, so their panics never poison one, and a controller must still
+// be able to close after any other panic.
 impl Shared {
     /// The state of a controller not yet connected; also returns the
     /// supervisor's end of the kick channel.
@@ -78,7 +75,7 @@ impl Shared {
     }
 
     pub(super) fn engine(&self) -> MutexGuard<'_, Engine> {
-        lock(&self.engine)
+        lock_unpoisoned(&self.engine)
     }
 
     /// Waits for a change of ports or connection (or `timeout`), giving the
@@ -97,7 +94,7 @@ impl Shared {
     /// A new port-event channel, fed from the next [`Self::deliver`] on.
     pub(super) fn subscribe(&self) -> Receiver<PortEvent> {
         let (sub, rx) = Subscriber::new();
-        lock(&self.subscribers).push(sub);
+        lock_unpoisoned(&self.subscribers).push(sub);
         rx
     }
 
@@ -106,7 +103,7 @@ impl Shared {
         let events = engine.take_events();
         drop(engine);
         if !events.is_empty() {
-            let mut subs = lock(&self.subscribers);
+            let mut subs = lock_unpoisoned(&self.subscribers);
             for ev in &events {
                 subs.retain_mut(|s| s.offer(ev));
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pvusb_ring::polling::{self, SpinEnd};
+use pvusb_support::Chain;
 use pvusb_xen::EvtchnError;
 use tracing::{debug, info, warn};
 
@@ -45,7 +46,7 @@ fn run(shared: &Shared) {
             let fds = &mut all[..used];
             if let Err(e) = poll(fds, PollTimeout::NONE) {
                 if e != nix::errno::Errno::EINTR {
-                    warn!("poll failed: {e}");
+                    warn!("poll failed: {e}", e = Chain(&e));
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -72,7 +73,7 @@ fn run(shared: &Shared) {
                         shared.kick_supervisor();
                         continue;
                     }
-                    Err(e) => debug!("event channel ack: {e}"),
+                    Err(e) => debug!("event channel ack: {e}", e = Chain(&e)),
                 }
             }
         }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, MsgFlags};
+use pvusb_support::{lock_unpoisoned, Chain};
 use tracing::{debug, trace};
 
 use super::split::Step;
@@ -94,7 +95,7 @@ impl Answers {
 
     fn out(&self) -> MutexGuard<'_, Out> {
         // Every update of `Out` is a single field write or queue operation.
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.out)
     }
 
     /// Submits `urb`, the whole request or one piece of a split one, for
@@ -206,7 +207,11 @@ impl Answers {
             match send_now(&out.socket, parts) {
                 Ok(n) => sent = n,
                 Err(e) => {
-                    debug!(port = self.target.port, "vhci socket write failed: {e}");
+                    debug!(
+                        port = self.target.port,
+                        "vhci socket write failed: {e}",
+                        e = Chain(&e)
+                    );
                     out.ok = false;
                     let _ = self.wake.send(Event::SocketFailed(e.kind()));
                     return;
@@ -251,7 +256,11 @@ impl Answers {
             };
             // Blocking, bounded by the socket's write timeout.
             if let Err(e) = socket.write_all(&bytes) {
-                debug!(port = self.target.port, "vhci socket write failed: {e}");
+                debug!(
+                    port = self.target.port,
+                    "vhci socket write failed: {e}",
+                    e = Chain(&e)
+                );
                 let mut out = self.out();
                 out.ok = false;
                 out.draining = false;

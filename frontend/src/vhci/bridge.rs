@@ -5,7 +5,7 @@
 //!
 //! WHY two threads and not one: the reader blocks in `read` on the socket,
 //! and port events and the end must be acted on while it does. Answers do
-//! not go through a thread: see [`super::answer`].
+//! not go through a thread: see the `answer` module.
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use pvusb_support::Chain;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -163,7 +164,7 @@ impl<V: VhciPorts> Server<V> {
 
     fn serve_logged(&mut self, port: u8) {
         if let Err(e) = self.serve(port) {
-            warn!(port, "cannot serve the device: {}", chain(&e));
+            warn!(port, "cannot serve the device: {}", Chain(&e));
         }
     }
 
@@ -182,7 +183,7 @@ impl<V: VhciPorts> Server<V> {
     fn detach(&self, vhci_port: u32) {
         if let Err(e) = self.vhci.detach(vhci_port) {
             // Usually: vhci already detached it (EINVAL, not connected).
-            debug!(vhci_port, "detach: {}", chain(&e));
+            debug!(vhci_port, "detach: {}", Chain(&e));
         }
     }
 
@@ -260,16 +261,4 @@ impl<V: VhciPorts> Drop for Server<V> {
     fn drop(&mut self) {
         self.release_all();
     }
-}
-
-/// `e` and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use pvusb_support::lock_unpoisoned;
+
 use super::split::Split;
 use super::translate::Request;
 use super::BridgeEnd;
@@ -51,7 +53,7 @@ impl SharedTable {
     pub fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic while holding the lock leaves the table consistent (every
         // update is a single insert or remove), so poisoning is ignored.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.table)
     }
 
     /// Waits for a free credit and takes it; `false` if the bridge is ending.

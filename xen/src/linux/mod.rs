@@ -6,7 +6,7 @@
 //! the bookkeeping (deferred grant release, event masking) that a daemon would
 //! otherwise have to get right itself.
 //!
-//! `unsafe` lives only in [`abi`] (ioctls) and in the crate's `mmap` module.
+//! `unsafe` lives only in `abi` (ioctls) and in the crate's `mmap` module.
 
 mod abi;
 mod evtchn;

@@ -18,11 +18,12 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use pvusb_support::lock_unpoisoned;
 
 use super::server::Local;
 use crate::{EventChannel, EvtchnError, EvtchnPort};
@@ -51,10 +52,6 @@ pub(crate) struct Link {
     epoll: Epoll,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn epoll_err(e: nix::Error) -> EvtchnError {
     EvtchnError::Os {
         op: "epoll",
@@ -65,7 +62,7 @@ fn epoll_err(e: nix::Error) -> EvtchnError {
 impl Link {
     /// The link currently in use (cheap: an `Arc` clone, no syscall).
     fn current(&self) -> Arc<UnixStream> {
-        Arc::clone(&lock(&self.current))
+        Arc::clone(&lock_unpoisoned(&self.current))
     }
 
     /// Whether the other end of the current link is closed (binder gone).
@@ -78,7 +75,7 @@ impl Link {
     pub(crate) fn replace(&self, new: UnixStream) -> Result<(), EvtchnError> {
         new.set_nonblocking(true)
             .map_err(os("configure evtchn link"))?;
-        let mut cur = lock(&self.current);
+        let mut cur = lock_unpoisoned(&self.current);
         // Deleting may fail if it was never added; either way it is gone after.
         let _ = self.epoll.delete(&**cur);
         self.epoll

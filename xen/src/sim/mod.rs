@@ -96,12 +96,14 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pvusb_support::lock_unpoisoned;
+
 pub use evtchn::SimEventChannel;
 pub use grant::{SimGrantedPages, SimMapping};
 pub use table::{FIRST_REF, NR_REFS};
 
 use peer::{MapCount, PeerGrants};
-use server::{lock, Local, Server};
+use server::{Local, Server};
 use wire::{Reply, Request};
 
 use crate::{
@@ -157,7 +159,7 @@ impl SimXen {
     /// Start serving `dir/dom<id>.sock` now (it otherwise starts on first use).
     /// Fails if another live process already serves this domain id.
     pub fn serve(&self) -> io::Result<()> {
-        let mut server = lock(&self.inner.server);
+        let mut server = lock_unpoisoned(&self.inner.server);
         if server.is_none() {
             *server = Some(Server::start(
                 &self.inner.dir,
@@ -171,7 +173,7 @@ impl SimXen {
     /// hung up (the granter died or restarted). For maps: one `poll` of the
     /// rendezvous socket, so a map of a dead granter is refused at once.
     fn peer(&self, peer: DomId) -> Result<Arc<PeerGrants>, GrantError> {
-        let mut peers = lock(&self.inner.peers);
+        let mut peers = lock_unpoisoned(&self.inner.peers);
         if let Some(p) = peers.get(&peer) {
             if p.alive() {
                 return Ok(Arc::clone(p));
@@ -187,7 +189,7 @@ impl SimXen {
     /// check (see "Copies and a granter's death" in the module docs); connects
     /// only when nothing is cached.
     fn peer_for_copy(&self, peer: DomId) -> Result<Arc<PeerGrants>, GrantError> {
-        if let Some(p) = lock(&self.inner.peers).get(&peer) {
+        if let Some(p) = lock_unpoisoned(&self.inner.peers).get(&peer) {
             return Ok(Arc::clone(p));
         }
         self.peer(peer)

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, SealFlag};
+use pvusb_support::lock_unpoisoned;
 
-use super::server::{lock, socket_path};
+use super::server::socket_path;
 use super::table::{check_grant, page_offset, META_ENTRY, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::mmap::MmapRegion;
@@ -203,7 +204,7 @@ impl PeerGrants {
             self.check(r, writable)?;
         }
         {
-            let mut sock = lock(&self.sock);
+            let mut sock = lock_unpoisoned(&self.sock);
             let request = Request::Map {
                 writable,
                 refs: refs.to_vec(),
@@ -226,7 +227,7 @@ impl PeerGrants {
     /// Tell the granter we dropped a mapping of `refs`, and wait for its answer so
     /// that, once a mapping is dropped, the granter's `try_end_access` sees it.
     pub(crate) fn unmap(&self, refs: &[GrantRef]) {
-        let mut sock = lock(&self.sock);
+        let mut sock = lock_unpoisoned(&self.sock);
         let request = Request::Unmap {
             refs: refs.to_vec(),
         };

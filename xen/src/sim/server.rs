@@ -13,20 +13,19 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use pvusb_support::lock_unpoisoned;
 
 use super::evtchn::Link;
 use super::table::{GrantTable, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::{DomId, EvtchnPort, GrantError, GrantRef};
 
-/// Lock, recovering from a poisoned mutex: the guarded maps stay consistent
-/// between statements, so a panic elsewhere does not corrupt them.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+// The simulation's locks ignore poison (`lock_unpoisoned`): the guarded maps stay
+// consistent between statements, so a panic elsewhere does not corrupt them.
 
 /// The descriptors a binding peer receives: its receive eventfd, its send eventfd
 /// and its end of the liveness socketpair.
@@ -70,7 +69,7 @@ impl Local {
 
     /// This domain's grant table, created on first use.
     pub(crate) fn table(&self) -> Result<Arc<GrantTable>, GrantError> {
-        let mut t = lock(&self.table);
+        let mut t = lock_unpoisoned(&self.table);
         if let Some(t) = &*t {
             return Ok(Arc::clone(t));
         }
@@ -89,7 +88,7 @@ impl Local {
     /// Register an unbound port whose other end `peer` may bind.
     pub(crate) fn add_port(&self, port: EvtchnPort, peer: DomId, for_peer: PeerEnd) {
         let [rx, tx, link] = for_peer;
-        lock(&self.ports).insert(
+        lock_unpoisoned(&self.ports).insert(
             port,
             PortEntry {
                 peer,
@@ -101,13 +100,13 @@ impl Local {
 
     /// Remember the liveness link of one of our own channel ends.
     pub(crate) fn register_link(&self, port: EvtchnPort, link: Arc<Link>) {
-        lock(&self.links).insert(port, link);
+        lock_unpoisoned(&self.links).insert(port, link);
     }
 
     /// Forget a port (its owner closed it).
     pub(crate) fn remove_port(&self, port: EvtchnPort) {
-        lock(&self.ports).remove(&port);
-        lock(&self.links).remove(&port);
+        lock_unpoisoned(&self.ports).remove(&port);
+        lock_unpoisoned(&self.links).remove(&port);
     }
 
     /// The peer end of `port` for `domid`: only the domain it was allocated for,
@@ -115,7 +114,7 @@ impl Local {
     /// closed its end (or died) is unbound again and may be bound anew: the new
     /// binder gets the same eventfds and a fresh liveness link.
     fn take_port(&self, domid: DomId, port: EvtchnPort) -> Option<PeerEnd> {
-        let mut ports = lock(&self.ports);
+        let mut ports = lock_unpoisoned(&self.ports);
         let entry = ports.get_mut(&port)?;
         if entry.peer != domid {
             return None;
@@ -125,7 +124,7 @@ impl Local {
         let link = match entry.first_link.take() {
             Some(first) => first,
             None => {
-                let own = lock(&self.links).get(&port).cloned()?;
+                let own = lock_unpoisoned(&self.links).get(&port).cloned()?;
                 if !own.is_closed() {
                     return None; // still bound
                 }
@@ -204,7 +203,7 @@ impl Drop for Server {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        for (_, c) in lock(&self.conns).drain() {
+        for (_, c) in lock_unpoisoned(&self.conns).drain() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         let _ = std::fs::remove_file(&self.path);
@@ -243,18 +242,18 @@ fn accept_loop(
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         if let Ok(c) = sock.try_clone() {
-            lock(conns).insert(id, c);
+            lock_unpoisoned(conns).insert(id, c);
         }
         let (l, c) = (Arc::clone(local), Arc::clone(conns));
         let spawned = std::thread::Builder::new()
             .name(format!("pvusb-sim-dom{}-conn", local.domid))
             .spawn(move || {
                 serve_conn(sock, &l);
-                lock(&c).remove(&id);
+                lock_unpoisoned(&c).remove(&id);
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start a rendezvous connection thread");
-            lock(conns).remove(&id);
+            lock_unpoisoned(conns).remove(&id);
         }
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use pvusb_support::lock_unpoisoned;
 
 use crate::mmap::MmapRegion;
 use crate::{DomId, GrantError, GrantRef, PAGE_SIZE};
@@ -158,7 +159,7 @@ impl GrantTable {
     fn lock(&self) -> MutexGuard<'_, TableState> {
         // A panic while holding the lock cannot leave the state half-updated in a
         // way that matters more than losing the table, so recover the guard.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.state)
     }
 
     fn word(&self, gref: GrantRef, index: usize) -> Option<&AtomicU32> {

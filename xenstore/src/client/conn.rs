@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_support::lock_unpoisoned;
 
 use crate::error::XsError;
 use crate::wire::{read_message, Message, MsgType, ReadError};
@@ -136,7 +137,7 @@ impl Shared {
     fn routes(&self) -> MutexGuard<'_, Routes> {
         // A poisoned lock only means another thread panicked mid-update of plain maps;
         // the maps are still usable.
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.routes)
     }
 }
 
@@ -180,7 +181,7 @@ impl Connection {
 
     fn send(&self, msg: &Message) -> Result<(), XsError> {
         let bytes = msg.serialize();
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock_unpoisoned(&self.writer);
         w.write_all(&bytes).map_err(XsError::Io)
     }
 
@@ -268,10 +269,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .shutdown();
+        lock_unpoisoned(&self.writer).shutdown();
         drop(self.wake.take());
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();

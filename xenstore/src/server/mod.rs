@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pvusb_support::lock_unpoisoned;
 
 use state::State;
 
@@ -109,7 +110,7 @@ impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // The handler never leaves the state half-updated across a panic point we
         // know of; recovering keeps one bug from taking every client down.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_unpoisoned(&self.state)
     }
 }
 
@@ -218,7 +219,7 @@ fn accept_loop(listener: &UnixListener, wake: &UnixStream, shared: &Arc<Shared>)
         next_id = next_id.wrapping_add(1);
         match conn::spawn(shared, id, stream) {
             Ok(handles) => {
-                let mut threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
+                let mut threads = lock_unpoisoned(&shared.threads);
                 threads.retain(|t| !t.is_finished());
                 threads.extend(handles);
             }
@@ -251,13 +252,7 @@ impl Drop for XsServerHandle {
             let _ = a.join();
         }
         self.shared.lock().kill_all();
-        let threads = std::mem::take(
-            &mut *self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let threads = std::mem::take(&mut *lock_unpoisoned(&self.shared.threads));
         for t in threads {
             let _ = t.join();
         }

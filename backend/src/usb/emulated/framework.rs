@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pvusb_support::lock_unpoisoned;
+
 use super::descriptors::{DeviceSpec, EndpointType};
 use super::device::{ControlRequest, DataKind, DataRequest, EmulatedDevice, Kicker, Reply};
 use super::standard::{standard_request, StandardOutcome};
@@ -81,7 +83,7 @@ pub(super) fn queue_index(endpoint: u8) -> usize {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic inside a device must not make every later call panic too.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.core)
     }
 
     /// Retry the oldest transfer of every endpoint.
@@ -107,10 +109,7 @@ impl Shared {
         core.drain(TransferOutcome::NoDevice);
         // The bus is removing the device already; its hook must not run.
         drop(core);
-        self.gone_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock_unpoisoned(&self.gone_hook).take();
     }
 
     /// Whether `shutdown` ran or the device went away.
@@ -119,11 +118,7 @@ impl Shared {
     }
 
     fn fire_gone_hook(&self) {
-        let hook = self
-            .gone_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let hook = lock_unpoisoned(&self.gone_hook).take();
         if let Some(hook) = hook {
             hook();
         }
@@ -568,11 +563,7 @@ impl UsbDevice for EmulatedUsbDevice {
             core.life = Life::Closed;
         }
         drop(core);
-        self.shared
-            .gone_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock_unpoisoned(&self.shared.gone_hook).take();
     }
 }
 

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use pvusb_support::lock_unpoisoned;
+
 use super::device::EmulatedDevice;
 use super::framework::{EmulatedUsbDevice, Shared};
 use crate::usb::error::UsbError;
@@ -59,17 +61,13 @@ impl Default for EmulatedHost {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl HostInner {
     fn devices(&self) -> MutexGuard<'_, HashMap<BusId, Slot>> {
-        lock(&self.devices)
+        lock_unpoisoned(&self.devices)
     }
 
     fn notify(&self, event: HotplugEvent) {
-        let handler = lock(&self.handler).clone();
+        let handler = lock_unpoisoned(&self.handler).clone();
         if let Some(h) = handler {
             h(event);
         }
@@ -98,7 +96,7 @@ impl EmulatedHost {
         }
     }
 
-    /// The busid of root port `port` (1..=255) on the emulated bus ("200-<port>").
+    /// The busid of root port `port` (1..=255) on the emulated bus (`200-<port>`).
     pub fn busid(port: u8) -> Option<BusId> {
         BusId::new(EMULATED_BUS, &[port]).ok()
     }
@@ -111,7 +109,7 @@ impl EmulatedHost {
                 return Err(UsbError::AlreadyPresent(busid));
             }
             let address = {
-                let mut next = lock(&self.inner.next_address);
+                let mut next = lock_unpoisoned(&self.inner.next_address);
                 let a = *next;
                 *next = if *next >= 127 { 1 } else { *next + 1 };
                 a
@@ -253,6 +251,6 @@ impl UsbHost for EmulatedHost {
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {
-        *lock(&self.inner.handler) = Some(handler);
+        *lock_unpoisoned(&self.inner.handler) = Some(handler);
     }
 }

@@ -3,7 +3,9 @@
 //! when a report is available (like a real keyboard, which NAKs until then).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use pvusb_support::lock_unpoisoned;
 
 use super::descriptors::{DeviceSpec, EndpointSpec, EndpointType, InterfaceSpec};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Kicker, Reply};
@@ -59,10 +61,6 @@ struct KeyboardShared {
     leds: Mutex<u8>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Types on the keyboard from another thread. Survives replugs: the handle
 /// feeds whichever instance is currently open.
 #[derive(Clone, Default)]
@@ -73,7 +71,7 @@ pub struct KeyboardHandle {
 impl std::fmt::Debug for KeyboardHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyboardHandle")
-            .field("queued", &lock(&self.shared.reports).len())
+            .field("queued", &lock_unpoisoned(&self.shared.reports).len())
             .finish()
     }
 }
@@ -89,7 +87,7 @@ impl KeyboardHandle {
     pub fn press(&self, text: &str) -> usize {
         let mut typed = 0;
         {
-            let mut reports = lock(&self.shared.reports);
+            let mut reports = lock_unpoisoned(&self.shared.reports);
             for (modifiers, usage) in text.chars().filter_map(key_for_char) {
                 reports.push_back([modifiers, 0, usage, 0, 0, 0, 0, 0]);
                 reports.push_back([0; 8]);
@@ -103,18 +101,18 @@ impl KeyboardHandle {
 
     /// Queues one raw report.
     pub fn send_report(&self, report: Report) {
-        lock(&self.shared.reports).push_back(report);
+        lock_unpoisoned(&self.shared.reports).push_back(report);
         self.kick();
     }
 
     /// Reports not yet read by the host.
     pub fn queued(&self) -> usize {
-        lock(&self.shared.reports).len()
+        lock_unpoisoned(&self.shared.reports).len()
     }
 
     /// The LED bits the host last set.
     pub fn leds(&self) -> u8 {
-        *lock(&self.shared.leds)
+        *lock_unpoisoned(&self.shared.leds)
     }
 
     /// A device instance fed by this handle (use it in a device factory).
@@ -128,7 +126,7 @@ impl KeyboardHandle {
     }
 
     fn kick(&self) {
-        let kicker = lock(&self.shared.kicker).clone();
+        let kicker = lock_unpoisoned(&self.shared.kicker).clone();
         if let Some(k) = kicker {
             k.kick();
         }
@@ -187,7 +185,7 @@ impl EmulatedDevice for KeyboardDevice {
     }
 
     fn attach(&mut self, kicker: Kicker) {
-        *lock(&self.shared.kicker) = Some(kicker);
+        *lock_unpoisoned(&self.shared.kicker) = Some(kicker);
     }
 
     fn control(&mut self, req: ControlRequest<'_>) -> Reply {
@@ -208,7 +206,7 @@ impl EmulatedDevice for KeyboardDevice {
             // SET_REPORT (output report: LEDs).
             (0x21, 0x09) => {
                 if let Some(&leds) = req.data.first() {
-                    *lock(&self.shared.leds) = leds;
+                    *lock_unpoisoned(&self.shared.leds) = leds;
                 }
                 Reply::Done(req.data.len())
             }
@@ -230,7 +228,7 @@ impl EmulatedDevice for KeyboardDevice {
         if req.endpoint != EP_REPORTS {
             return Reply::Stall;
         }
-        let Some(report) = lock(&self.shared.reports).pop_front() else {
+        let Some(report) = lock_unpoisoned(&self.shared.reports).pop_front() else {
             return Reply::Pending;
         };
         self.last = report;

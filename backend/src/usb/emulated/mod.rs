@@ -2,8 +2,8 @@
 //! `pvusb demo`, the tests and the benchmarks on machines without USB.
 //!
 //! A device implements only its behaviour ([`EmulatedDevice`]); the
-//! framework answers standard requests from its [`DeviceSpec`], keeps FIFO
-//! queues per endpoint, retries pending transfers and handles cancel.
+//! framework answers standard requests from its [`DeviceSpec`](descriptors::DeviceSpec),
+//! keeps FIFO queues per endpoint, retries pending transfers and handles cancel.
 
 pub mod audio;
 pub mod descriptors;

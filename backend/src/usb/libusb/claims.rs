@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use pvusb_support::Chain;
 use rusb::{Context, DeviceHandle};
 
 use super::status::usb_error;
@@ -105,7 +106,7 @@ impl Claims {
     pub(super) fn release_all(&mut self, handle: &DeviceHandle<Context>) {
         for number in std::mem::take(&mut self.claimed) {
             if let Err(e) = handle.release_interface(number) {
-                tracing::debug!(interface = number, error = %e, "release interface failed");
+                tracing::debug!(interface = number, error = %Chain(&e), "release interface failed");
             }
         }
     }
@@ -116,7 +117,7 @@ impl Claims {
         for number in std::mem::take(&mut self.detached) {
             if let Err(e) = handle.attach_kernel_driver(number) {
                 // Expected after a configuration change or an unplug.
-                tracing::debug!(interface = number, error = %e, "re-attaching kernel driver failed");
+                tracing::debug!(interface = number, error = %Chain(&e), "re-attaching kernel driver failed");
             }
         }
     }

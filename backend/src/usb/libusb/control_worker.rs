@@ -12,10 +12,11 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, DeviceHandle};
 
 use super::claims::Claims;
@@ -54,10 +55,6 @@ pub(super) struct ControlWorker {
     ctx: Arc<WorkerContext>,
     thread: Option<JoinHandle<()>>,
     stopped: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What runs a job needs.
@@ -103,7 +100,7 @@ impl ControlWorker {
     pub(super) fn submit(&mut self, id: TransferId, kind: TransferKind, buffer: Vec<u8>) {
         let seq = {
             let queue = Arc::clone(&self.queue);
-            let mut q = lock(&queue);
+            let mut q = lock_unpoisoned(&queue);
             if q.queued.contains_key(&id) || self.stopped {
                 drop(q);
                 let outcome = if self.stopped {
@@ -116,7 +113,7 @@ impl ControlWorker {
             if !q.running {
                 if let Err(e) = self.start_helper() {
                     drop(q);
-                    tracing::error!(busid = %self.ctx.busid, "cannot start the control helper thread: {e}");
+                    tracing::error!(busid = %self.ctx.busid, "cannot start the control helper thread: {e}", e = Chain(&e));
                     return self
                         .sink
                         .complete(id, Completion::failed(TransferOutcome::Error, buffer));
@@ -139,7 +136,7 @@ impl ControlWorker {
         if !matches!(sent, Some(Ok(()))) {
             {
                 // The helper is gone (it panicked): the next request starts one.
-                let mut q = lock(&self.queue);
+                let mut q = lock_unpoisoned(&self.queue);
                 q.queued.remove(&id);
                 q.running = false;
             }
@@ -154,7 +151,7 @@ impl ControlWorker {
 
     /// Cancels a queued request; returns whether it was queued here.
     pub(super) fn cancel(&self, id: TransferId) -> bool {
-        let removed = lock(&self.queue).queued.remove(&id);
+        let removed = lock_unpoisoned(&self.queue).queued.remove(&id);
         match removed {
             Some(_) => {
                 self.sink.complete(
@@ -171,7 +168,7 @@ impl ControlWorker {
     /// later requests complete `NoDevice`.
     pub(super) fn stop(&mut self) {
         let ids: Vec<TransferId> = {
-            let q = lock(&self.queue);
+            let q = lock_unpoisoned(&self.queue);
             self.stopped = true;
             q.queued.keys().copied().collect()
         };
@@ -200,7 +197,7 @@ fn run(ctx: &WorkerContext, jobs: &Receiver<Job>, queue: &Mutex<Queue>, sink: &d
         let job = match jobs.recv_timeout(IDLE) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let mut q = lock(queue);
+                let mut q = lock_unpoisoned(queue);
                 if q.queued.is_empty() {
                     // Under the lock: a submit after this starts a new helper.
                     q.running = false;
@@ -209,12 +206,12 @@ fn run(ctx: &WorkerContext, jobs: &Receiver<Job>, queue: &Mutex<Queue>, sink: &d
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                lock(queue).running = false;
+                lock_unpoisoned(queue).running = false;
                 return;
             }
         };
         let live = {
-            let mut q = lock(queue);
+            let mut q = lock_unpoisoned(queue);
             match q.queued.get(&job.id) {
                 Some(seq) if *seq == job.seq => q.queued.remove(&job.id).is_some(),
                 _ => false,
@@ -263,7 +260,7 @@ fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
     if ctx.num_configurations <= 1 && active == Some(value) && value != 0 {
         return TransferOutcome::Completed;
     }
-    let mut claims = lock(&ctx.claims);
+    let mut claims = lock_unpoisoned(&ctx.claims);
     claims.release_all(handle);
     let result = if value == 0 {
         handle.unconfigure()
@@ -272,7 +269,7 @@ fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
     };
     let outcome = outcome_of(result);
     if let Err(e) = claims.claim_active(handle, ctx.busid, Duration::ZERO) {
-        tracing::warn!(busid = %ctx.busid, error = %e, "claiming interfaces after SET_CONFIGURATION failed");
+        tracing::warn!(busid = %ctx.busid, error = %Chain(&e), "claiming interfaces after SET_CONFIGURATION failed");
         if outcome == TransferOutcome::Completed {
             return TransferOutcome::Error;
         }

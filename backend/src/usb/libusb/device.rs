@@ -1,9 +1,10 @@
 //! A host device opened through libusb, driven through [`UsbDevice`].
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, DeviceHandle, UsbContext};
 
 use super::claims::Claims;
@@ -45,10 +46,6 @@ impl std::fmt::Debug for LibusbDevice {
             .field("busid", &self.info.busid)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LibusbDevice {
@@ -102,7 +99,7 @@ impl LibusbDevice {
             let slice = time.min(Duration::from_millis(50));
             if let Err(e) = self.events.handle_events(Some(slice)) {
                 if e != rusb::Error::Interrupted {
-                    tracing::warn!(busid = %self.info.busid, error = %e, "libusb event handling failed while closing");
+                    tracing::warn!(busid = %self.info.busid, error = %Chain(&e), "libusb event handling failed while closing");
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -165,7 +162,7 @@ impl UsbDevice for LibusbDevice {
             std::mem::forget(self.node.take());
             return;
         }
-        lock(&self.claims).give_back(&self.handle);
+        lock_unpoisoned(&self.claims).give_back(&self.handle);
     }
 }
 

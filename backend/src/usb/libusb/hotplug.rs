@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use pvusb_support::lock_unpoisoned;
 use rusb::{Context, Device, Hotplug};
 
 use super::status::busid_of;
@@ -26,11 +27,7 @@ impl HotplugForwarder {
         else {
             return;
         };
-        let handler = self
-            .handler
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let handler = lock_unpoisoned(&self.handler).clone();
         if let Some(h) = handler {
             h(if arrived {
                 HotplugEvent::Arrived(busid)

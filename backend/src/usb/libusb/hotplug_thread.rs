@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use pvusb_support::Chain;
 use rusb::{Context, UsbContext};
 
 /// How long one `handle_events` call may sleep. Only bounds how quickly the
@@ -33,7 +34,7 @@ impl HotplugThread {
                     if let Err(e) = ctx.handle_events(Some(EVENT_WAIT)) {
                         // Interrupted is how `interrupt_handle_events` wakes us.
                         if e != rusb::Error::Interrupted {
-                            tracing::warn!(error = %e, "libusb hotplug event handling failed");
+                            tracing::warn!(error = %Chain(&e), "libusb hotplug event handling failed");
                             std::thread::sleep(Duration::from_millis(10));
                         }
                     }

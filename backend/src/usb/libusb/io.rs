@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pvusb_support::Chain;
 use rusb::{Context, UsbContext};
 
 use super::device::LibusbDevice;
@@ -47,8 +48,9 @@ impl LibusbIo {
 
     fn context(&mut self) -> Result<&IoContext, UsbError> {
         if self.context.is_none() {
-            let created = IoContext::new()
-                .map_err(|e| UsbError::NoHostUsb(format!("controller context: {e}")))?;
+            let created = IoContext::new().map_err(|e| {
+                UsbError::NoHostUsb(format!("controller context: {e}", e = Chain(&e)))
+            })?;
             self.context = Some(created);
         }
         self.context
@@ -113,7 +115,7 @@ impl DeviceIo for LibusbIo {
             Ok(()) | Err(rusb::Error::Interrupted) => {}
             Err(e) => {
                 if let crate::ratelimit::Verdict::Log { suppressed } = self.limiter.check() {
-                    tracing::warn!(error = %e, suppressed, "libusb event handling failed");
+                    tracing::warn!(error = %Chain(&e), suppressed, "libusb event handling failed");
                 }
             }
         }

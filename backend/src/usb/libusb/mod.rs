@@ -9,7 +9,7 @@
 //!   thread polls its descriptors and runs its completion callbacks.
 //!
 //! Descriptors, open/claim/detach and the intercepted standard requests use
-//! rusb's safe API; transfers use libusb's asynchronous API ([`ffi`], the
+//! rusb's safe API; transfers use libusb's asynchronous API (`ffi`, the
 //! crate's only unsafe code) so many can be in flight. Contexts are owned
 //! (never rusb's global one): on a machine without `/dev/bus/usb` creating
 //! one fails and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead
@@ -26,8 +26,9 @@ pub mod iso_layout;
 pub mod status;
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, UsbContext};
 
 pub use self::device::LibusbDevice;
@@ -35,6 +36,7 @@ use self::hotplug::HotplugForwarder;
 use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
+
 use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
@@ -69,17 +71,13 @@ impl std::fmt::Debug for LibusbHost {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl LibusbHost {
     /// Creates the daemon-level libusb context, its hotplug thread and
     /// (where libusb supports it) the hotplug registration.
     pub fn new() -> Result<Self, UsbError> {
         let context = Context::new().map_err(|e| UsbError::NoHostUsb(e.to_string()))?;
         let events = HotplugThread::start(context.clone())
-            .map_err(|e| UsbError::NoHostUsb(format!("hotplug thread: {e}")))?;
+            .map_err(|e| UsbError::NoHostUsb(format!("hotplug thread: {e}", e = Chain(&e))))?;
         let handler = Arc::new(Mutex::new(None));
         let registration = if rusb::has_hotplug() {
             let forwarder = Box::new(HotplugForwarder::new(handler.clone()));
@@ -89,7 +87,7 @@ impl LibusbHost {
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::warn!(error = %e, "libusb hotplug registration failed; unplugs will not be noticed");
+                    tracing::warn!(error = %Chain(&e), "libusb hotplug registration failed; unplugs will not be noticed");
                     None
                 }
             }
@@ -148,7 +146,7 @@ impl Discovery {
                 _ => UsbError::Io {
                     busid: *busid,
                     op: "open the device node",
-                    detail: format!("{path}: {e}"),
+                    detail: format!("{path}: {e}", e = Chain(&e)),
                 },
             })?;
         Ok(OpenedNode {
@@ -194,7 +192,7 @@ fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<()
     for index in 0..configurations {
         let config = device
             .config_descriptor(index)
-            .map_err(|e| format!("configuration {index} unreadable: {e}"))?;
+            .map_err(|e| format!("configuration {index} unreadable: {e}", e = Chain(&e)))?;
         let alts: Vec<_> = config.interfaces().flat_map(|i| i.descriptors()).collect();
         let endpoints: Vec<_> = alts.iter().flat_map(|a| a.endpoint_descriptors()).collect();
         status::superspeed_runs_as_high(endpoints.iter().map(|e| {
@@ -232,15 +230,15 @@ impl UsbHost for LibusbHost {
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {
-        *lock(&self.handler) = Some(handler);
+        *lock_unpoisoned(&self.handler) = Some(handler);
     }
 }
 
 impl Drop for LibusbHost {
     fn drop(&mut self) {
         // From now on a callback still running forwards nothing.
-        lock(&self.handler).take();
-        let registration = lock(&self.registration).take();
+        lock_unpoisoned(&self.handler).take();
+        let registration = lock_unpoisoned(&self.registration).take();
         if self.events.is_current() {
             // Dropped from a hotplug callback: the registration's box may be
             // the one running. Leak it (the handler is gone, so it forwards
