@@ -239,6 +239,44 @@ pvusb_ctrl_detach() { # pvusb_ctrl_detach DOM
         xenstore-rm "$be" "/local/domain/$1/device/vusb/0"
     fi
 }
+# ---- input ---------------------------------------------------------------------------------------
+# tablet_events_check: the tablet's evdev node appears in domU $DOMID, and pointer events injected
+# through QMP (input-send-event) arrive in it with the injected coordinates (EV_ABS ABS_X 12345).
+# Prints the records; on failure the last line says why and it returns 1.
+tablet_events_check() {
+    local find='for e in /sys/class/input/event*; do grep -q Tablet $e/device/name 2>/dev/null && { echo ${e##*/}; exit 0; }; done; exit 1'
+    local n events xy
+    domu_exec -t 150 "for i in \$(seq 240); do ( $find ) && exit 0; sleep 0.5; done; exit 1" > /dev/null ||
+        { echo "no tablet input device in the domU"; return 1; }
+    # Reader first (in the background in the domU), then the events. 24-byte input_event records
+    # printed as unsigned 16-bit words: od fields 1-8 timestamp, 9 type, 10 code, 11-12 value.
+    n=$(domu_send "ev=\$( $find ); timeout 60 dd if=/dev/input/\$ev bs=24 count=8 2>/dev/null | od -An -v -tu2 -w24")
+    sleep 3
+    for xy in "12345 23456" "20000 10000" "1000 2000" "12345 23456"; do
+        host_do tablet-move $xy > /dev/null || { echo "QMP input-send-event failed"; return 1; }
+        sleep 0.5
+    done
+    events=$(domu_wait "$n" 90) || { echo "no evdev events in the domU: $events"; return 1; }
+    echo "$events"
+    echo "$events" | awk '$9 == 3 && $10 == 0 && $11 == 12345 {found = 1} END {exit !found}' ||
+        { echo "ABS_X 12345 not seen in the domU's evdev records"; return 1; }
+}
+
+# iso_out_check: tb-isoout streams 5 s of isochronous OUT to the speaker in domU $DOMID (through
+# usbfs, taking its streaming interface). Prints the tool's output; the last line is
+# "PER_MS <packets per ms>" on success, the reason on failure (return 1): a failed packet, or
+# a pace outside 0.5-1.5 packets per 1 ms frame.
+iso_out_check() {
+    local out per_ms
+    out=$(domu_exec -t 90 "u=\$($(domu_find_usb $AUDIO_ID)) && tb-isoout \$u 5 2>&1") ||
+        { echo "$out"; echo "tb-isoout failed: $(echo "$out" | grep -v '^$' | tail -n 1)"; return 1; }
+    echo "$out"
+    per_ms=$(echo "$out" | sed -n 's/^PER_MS //p')
+    awk -v r="$per_ms" 'BEGIN {exit !(r > 0.5 && r < 1.5)}' ||
+        { echo "iso OUT ran at $per_ms packets per ms: the speaker did not take one packet per frame"; return 1; }
+    echo "PER_MS $per_ms"
+}
+
 # ---- pvusb's frontend in the domU (scenarios 6, 11 and bench's vhci paths) ---------------------
 # domu_with_pvusb: the next domu_create puts the pvusb binary (and its libraries) into the domU's
 # initramfs and keeps xen-hcd unloaded (tb.nohcd), as on a kernel without it.
