@@ -39,6 +39,10 @@ mod resources;
 mod urb;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
+mod map_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

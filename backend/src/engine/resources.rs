@@ -103,14 +103,13 @@ impl Resources {
             }
             _ => (TransferBuffer::new(self.buffer(len)), None),
         };
-        if urb.is_in || buffer.is_empty() {
-            return Some(buffer);
-        }
         let copied = match &segs {
+            _ if urb.is_in || buffer.is_empty() => true,
             Some(segs) => self.copy_segments_out(urb.ring_id, segs, mem, &mut buffer),
             None => self.copy_out(urb.ring_id, &urb.data, mem, &mut buffer),
         };
         if let Some(segs) = segs {
+            // Kept for the next isochronous URB: no allocation per URB.
             self.iso_segs = segs;
         }
         if copied {
