@@ -42,6 +42,9 @@ pub struct DaemonConfig {
     pub poll_max: Duration,
     /// Count per-port statistics (on unless a benchmark measures their cost).
     pub port_stats: bool,
+    /// Bulk URBs of at least this many bytes run on the guest's mapped pages
+    /// instead of a grant copy (`UrbEngine::set_map_min_bytes`; 0: never).
+    pub map_min_bytes: usize,
     /// The device rules every controller checks when it opens a device
     /// (`None`: every device but hubs is served).
     pub policy: Option<Arc<pvusb_policy::Policy>>,
@@ -55,6 +58,7 @@ impl DaemonConfig {
             backend_type: BACKEND_TYPE_VUSB.to_owned(),
             poll_max: crate::polling::DEFAULT_MAX,
             port_stats: true,
+            map_min_bytes: crate::engine::DEFAULT_MAP_MIN_BYTES,
             policy: None,
         }
     }
@@ -124,6 +128,7 @@ impl Daemon {
             own_domid: config.own_domid,
             poll_max: config.poll_max,
             port_stats: config.port_stats,
+            map_min_bytes: config.map_min_bytes,
             policy: config.policy.clone(),
         });
         let registry = Arc::new(Registry::default());

@@ -85,7 +85,7 @@ fn read_config(
         Transfer {
             endpoint: 0,
             kind: TransferKind::Control { setup },
-            buffer: vec![0; usize::from(len)],
+            buffer: vec![0; usize::from(len)].into(),
             short_not_ok: false,
         },
     );
@@ -108,7 +108,7 @@ fn read_config(
                     c.outcome
                 ));
             }
-            let mut data = c.buffer;
+            let mut data = c.buffer.into_data();
             data.truncate(c.actual_length);
             return Ok(data);
         }

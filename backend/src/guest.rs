@@ -3,7 +3,7 @@
 //! against any memory model, while the daemon plugs in a [`GrantMapper`].
 
 use pvusb_protocol::RequestSegment;
-use pvusb_xen::{CopySeg, DomId, GrantError, GrantMapper};
+use pvusb_xen::{CopySeg, DomId, GrantError, GrantMapper, MappedSegments};
 
 /// Copies to and from one guest's granted pages.
 pub trait GuestMemory {
@@ -11,10 +11,21 @@ pub trait GuestMemory {
     fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError>;
     /// Copies `src` into the segments, in order (Σ lengths = `src.len()`).
     fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError>;
+    /// Maps the segments as one contiguous run of bytes (writable for IN
+    /// data), if they are page-contiguous (see
+    /// [`GrantMapper::map_segments`]). Memories that cannot map refuse, and
+    /// the engine copies instead.
+    fn map(&self, segs: &[CopySeg], writable: bool) -> Result<MappedSegments, GrantError> {
+        let _ = (segs, writable);
+        Err(GrantError::Unavailable(
+            "this guest memory cannot be mapped".into(),
+        ))
+    }
 }
 
-/// A frontend domain's memory through a grant mapper (grant copy, so nothing
-/// stays mapped once a request is answered: spec 11).
+/// A frontend domain's memory through a grant mapper (grant copy, or a
+/// mapping owned by the one transfer that uses it, so nothing stays mapped
+/// once a request is answered: spec 11).
 #[derive(Debug)]
 pub struct GrantedMemory<'a, G> {
     /// The grant implementation.
@@ -29,6 +40,9 @@ impl<G: GrantMapper> GuestMemory for GrantedMemory<'_, G> {
     }
     fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
         self.grants.copy_to_guest(self.domid, segs, src)
+    }
+    fn map(&self, segs: &[CopySeg], writable: bool) -> Result<MappedSegments, GrantError> {
+        self.grants.map_segments(self.domid, segs, writable)
     }
 }
 
@@ -91,6 +105,40 @@ impl SegList {
         out
     }
 
+    /// Appends to `out` the segments covering bytes `start..start + len` of
+    /// these segments; `false` (nothing appended) if they are shorter.
+    ///
+    /// WHY: an isochronous packet sits at any offset of the guest's buffer;
+    /// copying each packet's range lands the data packed, where libusb
+    /// transfers it from, in the one grant copy.
+    pub fn append_range(&self, start: usize, len: usize, out: &mut Vec<CopySeg>) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        if end > self.total() {
+            return false;
+        }
+        let mut at = 0usize;
+        for s in self.as_slice() {
+            let seg_end = at + usize::from(s.len);
+            let from = start.max(at);
+            let to = end.min(seg_end);
+            if from < to {
+                // from - at and to - from are at most s.len, a u16.
+                out.push(CopySeg {
+                    gref: s.gref,
+                    offset: s.offset + (from - at) as u16,
+                    len: (to - from) as u16,
+                });
+            }
+            at = seg_end;
+            if at >= end {
+                break;
+            }
+        }
+        true
+    }
+
     /// The segments.
     pub fn as_slice(&self) -> &[CopySeg] {
         self.segs.get(..self.len).unwrap_or(&[])
@@ -118,5 +166,24 @@ mod tests {
         assert_eq!(p.total(), 5000);
         assert_eq!(SegList::prefix(&segs, 0).total(), 0);
         assert_eq!(SegList::prefix(&segs, 100_000).total(), 8092);
+    }
+
+    #[test]
+    fn a_range_maps_to_the_segments_it_spans() {
+        let segs = [
+            RequestSegment::new(8, 100, 3996),
+            RequestSegment::new(9, 0, 4096),
+        ];
+        let list = SegList::prefix(&segs, 8092);
+        let mut out = Vec::new();
+        assert!(list.append_range(3990, 10, &mut out));
+        let got: Vec<(u32, u16, u16)> = out.iter().map(|s| (s.gref, s.offset, s.len)).collect();
+        assert_eq!(got, vec![(8, 4090, 6), (9, 0, 4)]);
+        out.clear();
+        assert!(list.append_range(5, 0, &mut out));
+        assert!(out.is_empty());
+        assert!(!list.append_range(8000, 93, &mut out));
+        assert!(!list.append_range(usize::MAX, 2, &mut out));
+        assert!(out.is_empty());
     }
 }

@@ -35,7 +35,9 @@ impl BufferPool {
             Some(b) => b,
             None => {
                 self.allocated += 1;
-                Vec::with_capacity(MAX_BUFFER.max(len))
+                // Room for a control transfer's setup stage in front of
+                // the largest data stage, so no pooled buffer ever grows.
+                Vec::with_capacity((MAX_BUFFER + crate::usb::SETUP_STAGE_LEN).max(len))
             }
         };
         if buf.len() >= len {

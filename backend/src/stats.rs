@@ -71,6 +71,12 @@ counters! {
     address_saves,
     /// Grant copies that failed (bad, foreign or read-only grants).
     grant_errors,
+    /// Bulk transfers that ran on the guest's mapped pages instead of a
+    /// grant-copied buffer (see `UrbEngine::set_map_min_bytes`).
+    mapped,
+    /// Bulk transfers large enough to map that were copied instead (pages
+    /// not contiguous, or the mapping failed).
+    map_fallbacks,
     /// Isochronous descriptors pointing outside the data buffer or
     /// overlapping each other.
     bad_iso,

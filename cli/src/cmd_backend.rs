@@ -83,6 +83,13 @@ pub struct Args {
     /// turns polling off.
     #[arg(long, value_name = "US", default_value_t = pvusb_backend::polling::DEFAULT_MAX.as_micros() as u64)]
     pub poll_max_us: u64,
+    /// Bulk URBs of at least this many bytes run on the guest's pages mapped
+    /// into the backend (one map and unmap per URB) instead of being
+    /// grant-copied into a buffer (one copy per URB); only page-contiguous
+    /// data of real devices. 0 never maps. The default is what measured
+    /// best (docs/perf/2026-12-06-map-vs-copy.md).
+    #[arg(long, value_name = "BYTES", default_value_t = pvusb_backend::engine::DEFAULT_MAP_MIN_BYTES)]
+    pub map_min_bytes: usize,
     /// Control socket that `pvusb stats` reads (mode 0600). Default:
     /// /run/pvusb/control.sock; with --transport sim, control.sock in the
     /// simulation directory.
@@ -318,6 +325,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut config = DaemonConfig::new(own_domid(&args, &xs));
     config.poll_max = Duration::from_micros(args.poll_max_us);
     config.port_stats = !args.no_port_stats;
+    config.map_min_bytes = args.map_min_bytes;
     config.policy = policy;
     let metrics = args
         .metrics

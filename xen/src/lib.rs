@@ -47,10 +47,12 @@ macro_rules! shared_mem_via_region {
 
 mod fdpass;
 pub mod linux;
+mod mapped;
 mod mmap;
 mod poll;
 pub mod sim;
 
+pub use mapped::{MappedPages, MappedSegments, SegmentLayout, MAX_MAPPED_PAGES};
 pub(crate) use poll::poll_readable;
 
 /// A Xen domain id.
@@ -94,6 +96,10 @@ pub enum GrantError {
         /// The offending reference.
         gref: GrantRef,
     },
+    /// Segments that do not form one run of bytes once their pages are
+    /// mapped side by side (see [`SegmentLayout::of`]): copy them instead.
+    #[error("segments cannot be mapped contiguously: {0}")]
+    NotContiguous(&'static str),
     /// No more grants can be allocated.
     #[error("out of grant references")]
     Exhausted,
@@ -154,7 +160,7 @@ pub struct CopySeg {
 /// Backend side: access to pages a foreign domain granted to us.
 pub trait GrantMapper: Send + Sync {
     /// A contiguous mapping of several grant pages; unmaps itself on drop.
-    type Mapping: SharedMem + Send + Sync + 'static;
+    type Mapping: MappedPages;
 
     /// Map `refs` of domain `domid` into one contiguous region of
     /// `refs.len() * PAGE_SIZE` bytes (writable or read-only).
@@ -164,6 +170,24 @@ pub trait GrantMapper: Send + Sync {
         refs: &[GrantRef],
         writable: bool,
     ) -> Result<Self::Mapping, GrantError>;
+
+    /// Map the pages of `segs` (domain `domid`) side by side and give the
+    /// run of bytes they describe, if they are page-contiguous (else
+    /// [`GrantError::NotContiguous`], before any hypercall). One map and one
+    /// unmap per call instead of a grant copy: see `docs/perf` for when that
+    /// pays.
+    fn map_segments(
+        &self,
+        domid: DomId,
+        segs: &[CopySeg],
+        writable: bool,
+    ) -> Result<MappedSegments, GrantError> {
+        let layout = SegmentLayout::of(segs)?;
+        let (refs, n) = SegmentLayout::refs(segs);
+        let pages = self.map(domid, refs.get(..n).unwrap_or_default(), writable)?;
+        MappedSegments::new(Box::new(pages), layout, writable)
+            .ok_or(GrantError::NotContiguous("the data does not fit its pages"))
+    }
 
     /// Copy from the foreign segments, in order, into `dst`
     /// (`dst.len()` must equal the sum of the segment lengths).

@@ -149,6 +149,13 @@ impl MmapRegion {
         Ok(region)
     }
 
+    /// The first byte of the region, for a device layer that lets the
+    /// kernel transfer into it (see [`crate::MappedPages`]); valid for
+    /// `len` bytes while `self` lives.
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Whether the region was mapped writable.
     #[cfg(test)]
     pub(crate) fn writable(&self) -> bool {

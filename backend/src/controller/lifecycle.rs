@@ -43,6 +43,7 @@ impl<G: GrantMapper, E: EventChannels> Controller<G, E> {
                 let mut engine =
                     UrbEngine::new(config.num_ports, self.id.domid, Arc::clone(&self.stats));
                 engine.set_port_stats(self.ctx.port_stats);
+                engine.set_map_min_bytes(self.ctx.map_min_bytes);
                 engine.reset_addresses();
                 self.setup = Some(Setup {
                     config,

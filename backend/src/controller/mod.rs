@@ -51,6 +51,9 @@ pub struct Context<G, E> {
     pub poll_max: Duration,
     /// Per-port statistics on ([`UrbEngine::set_port_stats`]).
     pub port_stats: bool,
+    /// Smallest bulk URB run on mapped guest pages
+    /// ([`UrbEngine::set_map_min_bytes`]).
+    pub map_min_bytes: usize,
     /// Device rules checked when a device is opened ([`crate::device_policy`]).
     pub policy: Option<Arc<pvusb_policy::Policy>>,
 }

@@ -23,7 +23,7 @@ use crate::coalesce::{self, Fate, Member};
 use crate::guest::GuestMemory;
 use crate::ids::{RingId, TransferId};
 use crate::stats::{Stats, UrbType};
-use crate::usb::{Completion, Transfer, TransferKind, TransferOutcome, UsbDevice};
+use crate::usb::{Completion, Transfer, TransferBuffer, TransferKind, TransferOutcome, UsbDevice};
 
 /// A URB on the device.
 #[derive(Debug)]
@@ -109,23 +109,16 @@ impl Endpoint {
     pub(crate) fn submit_alone(
         &mut self,
         urb: Urb,
-        kind: TransferKind,
+        mut kind: TransferKind,
         device: &mut dyn UsbDevice,
         mem: &dyn GuestMemory,
         res: &mut Resources,
         out: &mut Vec<UrbResponse>,
     ) {
-        let len = urb.max_len;
-        let mut buffer = res.buffer(len);
-        if urb.is_in {
-            if urb.iso.is_some() {
-                buffer.fill(0);
-            }
-        } else if len > 0 && !res.copy_out(urb.ring_id, &urb.data, mem, &mut buffer) {
-            res.pool.put(buffer);
+        let Some(buffer) = res.fill(&urb, &mut kind, mem) else {
             out.push(response(urb.ring_id, Status::Inval, 0));
             return;
-        }
+        };
         let tid = res.ids.next();
         Stats::inc(&res.stats.submitted);
         Stats::inc(&res.stats.transfers);
@@ -209,14 +202,23 @@ impl Endpoint {
     ) {
         let n = n.min(self.waiting.len());
         let total: usize = self.waiting.iter().take(n).map(|u| u.max_len).sum();
-        let mut buffer = res.buffer(total);
+        // A URB alone may run on its mapped pages (then nothing is copied).
+        let device_maps = device
+            .as_ref()
+            .is_some_and(|d| d.info().transfers_guest_pages);
+        let mapped = match self.waiting.front() {
+            Some(urb) if n == 1 => res.map_data(urb, device_maps, mem),
+            _ => None,
+        };
+        let is_mapped = mapped.is_some();
+        let mut buffer = mapped.unwrap_or_else(|| TransferBuffer::new(res.buffer(total)));
         let tid = res.ids.next();
         let first = self.sent.len();
         let now = Instant::now();
         let mut offset = 0;
         for mut urb in self.waiting.drain(..n) {
             let len = urb.max_len;
-            if !urb.is_in && len > 0 {
+            if !urb.is_in && len > 0 && !is_mapped {
                 let dst = buffer.get_mut(offset..offset + len).unwrap_or_default();
                 if !res.copy_out(urb.ring_id, &urb.data, mem, dst) {
                     res.retire(&urb, Status::Inval.as_i32(), 0);
@@ -229,14 +231,16 @@ impl Endpoint {
             offset += len;
             self.sent.push(Sent { transfer: tid, urb });
         }
-        buffer.truncate(offset);
+        if !is_mapped {
+            buffer.truncate_data(offset);
+        }
         let kept = self.sent.len() - first;
         if kept == 0 {
-            res.pool.put(buffer);
+            res.recycle(buffer);
             return;
         }
         let Some(device) = device else {
-            res.pool.put(buffer);
+            res.recycle(buffer);
             for Sent { urb, .. } in self.sent.drain(first..) {
                 res.retire(&urb, Status::NoDev.as_i32(), 0);
                 Stats::inc(&res.stats.no_device);
@@ -258,6 +262,7 @@ impl Endpoint {
             endpoint = self.address,
             urbs = kept,
             bytes = offset,
+            mapped = is_mapped,
             "bulk transfer"
         );
         device.submit(
@@ -331,12 +336,12 @@ impl Endpoint {
             // small-URB throughput: swap instead.
             let Sent { urb, .. } = self.sent.swap_remove(pos);
             if urb.patch_ep0 {
-                let actual = c.actual_length.min(c.buffer.len());
+                let actual = c.actual_length.min(c.buffer.data_len());
                 patch_ep0_max_packet(c.buffer.get_mut(..actual).unwrap_or_default());
             }
             let rsp = res.finish(&urb, &c, mem);
             res.account(&urb, &rsp);
-            res.pool.put(c.buffer);
+            res.recycle(c.buffer);
             out.push(rsp);
         }
         if !self.sent.iter().any(|s| s.urb.urb_type == UrbType::Bulk) {
@@ -374,7 +379,7 @@ impl Endpoint {
                 unlinked: u.unlinked,
             })
             .collect();
-        let actual = c.actual_length.min(c.buffer.len());
+        let actual = c.actual_length.min(c.buffer.data_len());
         let fates = coalesce::split(&members, c.outcome, actual);
         let mut requeue: Vec<Urb> = Vec::new();
         for (mut urb, fate) in parts.into_iter().zip(fates) {
@@ -385,7 +390,7 @@ impl Endpoint {
                 }
                 Fate::Answer { outcome, actual } => {
                     let data = c.buffer.get(urb.offset..).unwrap_or_default();
-                    let rsp = res.answer(&urb, outcome.status(), actual, data, mem);
+                    let rsp = res.answer(&urb, outcome.status(), actual, Some(data), mem);
                     res.account(&urb, &rsp);
                     out.push(rsp);
                 }
@@ -394,7 +399,7 @@ impl Endpoint {
         for urb in requeue.into_iter().rev() {
             self.waiting.push_front(urb);
         }
-        res.pool.put(c.buffer);
+        res.recycle(c.buffer);
     }
 
     /// Answers every URB it holds with `status` (its device was closed, or

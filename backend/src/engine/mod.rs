@@ -39,6 +39,10 @@ mod resources;
 mod urb;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
+mod map_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
@@ -46,6 +50,10 @@ mod tests;
 use endpoint::Endpoint;
 use resources::{response, Resources};
 use urb::Urb;
+
+/// The default of [`UrbEngine::set_map_min_bytes`]: never map (see
+/// `docs/perf/2026-12-06-map-vs-copy.md` for why).
+pub const DEFAULT_MAP_MIN_BYTES: usize = 0;
 
 /// Requests a controller can have in flight: the urb ring's slot count.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -126,6 +134,18 @@ impl UrbEngine {
     /// measure what counting costs (`pvusb bench`).
     pub fn set_port_stats(&mut self, on: bool) {
         self.res.count_ports = on;
+    }
+
+    /// Lets bulk URBs of at least `bytes` bytes run on the guest's mapped
+    /// pages instead of a grant-copied buffer, for devices that can
+    /// ([`crate::usb::DeviceInfo::transfers_guest_pages`]) and data that is
+    /// page-contiguous; 0 (the default) never maps.
+    ///
+    /// WHY a threshold: a mapping costs a map and an unmap hypercall and a
+    /// TLB flush per URB whatever its size, a copy costs memory bandwidth
+    /// per byte; `docs/perf/2026-12-06-map-vs-copy.md` has the numbers.
+    pub fn set_map_min_bytes(&mut self, bytes: usize) {
+        self.res.map_min_bytes = bytes;
     }
 
     fn gauges(&self) {
@@ -315,7 +335,7 @@ impl UrbEngine {
         let Some(ep) = self.endpoints.iter_mut().find(|e| e.owns(tid)) else {
             tracing::trace!(%tid, "stale completion");
             Stats::inc(&self.res.stats.stale_completions);
-            self.res.pool.put(c.buffer);
+            self.res.recycle(c.buffer);
             return;
         };
         ep.complete(tid, c, mem, &mut self.res, out);

@@ -19,7 +19,9 @@ use crate::ids::{RingId, TransferIds};
 use crate::pool::BufferPool;
 use crate::ratelimit::RateLimiter;
 use crate::stats::{PortStats, Stats};
-use crate::usb::{Completion, IsoPacket, TransferOutcome};
+use crate::usb::{
+    Completion, IsoPacket, TransferBuffer, TransferKind, TransferOutcome, SETUP_STAGE_LEN,
+};
 
 /// Bytes of one isochronous packet descriptor in guest memory.
 const ISO_DESCRIPTOR_LEN: usize = 16;
@@ -40,8 +42,14 @@ pub(crate) struct Resources {
     pub(crate) count_ports: bool,
     pub(crate) limiter: RateLimiter,
     pub(crate) ids: TransferIds,
+    /// Bulk URBs of at least this many bytes run on the guest's mapped
+    /// pages instead of a grant copy, where the device can (0: never; see
+    /// `UrbEngine::set_map_min_bytes`).
+    pub(crate) map_min_bytes: usize,
     /// Isochronous descriptor bytes being read.
     scratch: Vec<u8>,
+    /// Copy segments of the packets of an isochronous URB, packed.
+    iso_segs: Vec<CopySeg>,
 }
 
 impl Resources {
@@ -55,7 +63,107 @@ impl Resources {
             count_ports: true,
             limiter: RateLimiter::default(),
             ids: TransferIds::new(),
+            map_min_bytes: 0,
             scratch: Vec::new(),
+            iso_segs: Vec::new(),
+        }
+    }
+
+    /// Gives a transfer's buffer back: its bytes to the pool, its guest
+    /// mapping (if any) released.
+    pub(crate) fn recycle(&mut self, buffer: TransferBuffer) {
+        self.pool.put(buffer.into_vec());
+    }
+
+    /// The buffer `urb` goes to the device with: its OUT data copied from
+    /// the guest in the layout the device layer transfers from (behind the
+    /// setup stage's room for control, packets back to back for
+    /// isochronous, whose `packets` are rewritten to match), so nothing is
+    /// moved again below. `None` (logged, answered -EINVAL by the caller)
+    /// if the grants do not allow the copy.
+    pub(crate) fn fill(
+        &mut self,
+        urb: &Urb,
+        kind: &mut TransferKind,
+        mem: &dyn GuestMemory,
+    ) -> Option<TransferBuffer> {
+        let len = urb.max_len;
+        let (mut buffer, segs) = match kind {
+            TransferKind::Control { .. } => {
+                let bytes = self.pool.take(SETUP_STAGE_LEN + len);
+                (TransferBuffer::with_head(bytes, SETUP_STAGE_LEN), None)
+            }
+            TransferKind::Isochronous { packets } => {
+                let (total, segs) = self.pack_iso(urb, packets)?;
+                let mut buffer = TransferBuffer::new(self.buffer(total));
+                if urb.is_in {
+                    buffer.fill(0);
+                }
+                (buffer, Some(segs))
+            }
+            _ => (TransferBuffer::new(self.buffer(len)), None),
+        };
+        let copied = match &segs {
+            _ if urb.is_in || buffer.is_empty() => true,
+            Some(segs) => self.copy_segments_out(urb.ring_id, segs, mem, &mut buffer),
+            None => self.copy_out(urb.ring_id, &urb.data, mem, &mut buffer),
+        };
+        if let Some(segs) = segs {
+            // Kept for the next isochronous URB: no allocation per URB.
+            self.iso_segs = segs;
+        }
+        if copied {
+            Some(buffer)
+        } else {
+            self.recycle(buffer);
+            None
+        }
+    }
+
+    /// Rewrites the offsets of `packets` to lie back to back (libusb's
+    /// layout) and gives their total and the guest segments of the packets
+    /// in that order. `None` if a packet lies outside the data (`read_iso`
+    /// checked that already).
+    fn pack_iso(&mut self, urb: &Urb, packets: &mut [IsoPacket]) -> Option<(usize, Vec<CopySeg>)> {
+        let mut segs = std::mem::take(&mut self.iso_segs);
+        segs.clear();
+        let mut at = 0usize;
+        for p in packets.iter_mut() {
+            let (offset, length) = (p.offset as usize, p.length as usize);
+            if !urb.is_in && !urb.data.append_range(offset, length, &mut segs) {
+                return None;
+            }
+            p.offset = u32::try_from(at).ok()?;
+            at = at.checked_add(length)?;
+        }
+        Some((at, segs))
+    }
+
+    /// Bulk data of `urb` as the guest's pages mapped, when the device can
+    /// transfer from them and the URB is large enough; `None`: copy it.
+    pub(crate) fn map_data(
+        &mut self,
+        urb: &Urb,
+        device_maps: bool,
+        mem: &dyn GuestMemory,
+    ) -> Option<TransferBuffer> {
+        if !device_maps || self.map_min_bytes == 0 || urb.max_len < self.map_min_bytes {
+            return None;
+        }
+        match mem.map(urb.data.as_slice(), urb.is_in) {
+            Ok(mapped) if mapped.len() == urb.max_len => {
+                Stats::inc(&self.stats.mapped);
+                Some(TransferBuffer::mapped(mapped))
+            }
+            Ok(_) => {
+                Stats::inc(&self.stats.map_fallbacks);
+                None
+            }
+            Err(e) => {
+                Stats::inc(&self.stats.map_fallbacks);
+                tracing::trace!(id = urb.ring_id.get(), error = %e, "copying instead of mapping");
+                None
+            }
         }
     }
 
@@ -85,7 +193,19 @@ impl Resources {
         mem: &dyn GuestMemory,
         buf: &mut [u8],
     ) -> bool {
-        match mem.copy_from(data.as_slice(), buf) {
+        self.copy_segments_out(id, data.as_slice(), mem, buf)
+    }
+
+    /// Copies OUT data from the guest segments `segs` into `buf` (see
+    /// [`Resources::copy_out`]).
+    fn copy_segments_out(
+        &mut self,
+        id: RingId,
+        segs: &[CopySeg],
+        mem: &dyn GuestMemory,
+        buf: &mut [u8],
+    ) -> bool {
+        match mem.copy_from(segs, buf) {
             Ok(()) => true,
             Err(err) => {
                 Stats::inc(&self.stats.grant_errors);
@@ -159,11 +279,19 @@ impl Resources {
     /// it alone; its results go to the guest first.
     pub(crate) fn finish(&mut self, u: &Urb, c: &Completion, mem: &dyn GuestMemory) -> UrbResponse {
         let status = c.outcome.status();
-        let actual = c.actual_length.min(u.max_len).min(c.buffer.len());
+        let actual = c.actual_length.min(u.max_len).min(c.buffer.data_len());
         let Some(iso) = &u.iso else {
-            return self.answer(u, status, actual, &c.buffer, mem);
+            let data = c.buffer.guest().is_none().then_some(&c.buffer[..]);
+            return self.answer(u, status, actual, data, mem);
         };
         let mut records: Vec<u8> = Vec::with_capacity(iso.descriptors.len() * ISO_DESCRIPTOR_LEN);
+        let mut segs: Vec<CopySeg> = iso.desc.as_slice().to_vec();
+        let mut data: Vec<u8> = Vec::new();
+        let mut fits = true;
+        // The device got the packets back to back (see `Resources::fill`):
+        // each packet's received bytes go from there to its own offset in
+        // the guest's buffer.
+        let mut packed = 0usize;
         for (i, d) in iso.descriptors.iter().enumerate() {
             let (len, st) = match c.iso.get(i) {
                 Some(r) => (r.actual_length.min(d.length), r.outcome.status()),
@@ -175,24 +303,22 @@ impl Resources {
                 ..*d
             };
             records.extend_from_slice(bytemuck::bytes_of(&rec));
+            if u.is_in && len > 0 {
+                let (offset, len) = (d.offset as usize, len as usize);
+                match c.buffer.get(packed..packed + len) {
+                    Some(bytes) if u.data.append_range(offset, len, &mut segs) => {
+                        data.extend_from_slice(bytes);
+                    }
+                    _ => fits = false,
+                }
+            }
+            packed += d.length as usize;
         }
         // The packet results and the IN data go to the guest in one grant
         // copy (one system call instead of two): an audio stream sends a
         // 1 ms URB a thousand times a second, and each system call of a
         // dom0 costs far more than copying a few hundred bytes once more.
-        let mut segs: Vec<CopySeg> = iso.desc.as_slice().to_vec();
-        let mut fits = true;
-        if u.is_in {
-            let n = u.max_len.min(c.buffer.len());
-            let data = u.data.truncated(n);
-            match c.buffer.get(..data.total()) {
-                Some(bytes) => {
-                    segs.extend_from_slice(data.as_slice());
-                    records.extend_from_slice(bytes);
-                }
-                None => fits = false,
-            }
-        }
+        records.extend_from_slice(&data);
         let ok = fits && mem.copy_to(&segs, &records).is_ok();
         if !ok {
             Stats::inc(&self.stats.grant_errors);
@@ -212,15 +338,17 @@ impl Resources {
 
     /// The response for a non-isochronous URB that ended with `status` after
     /// `actual` bytes; IN data (`data[..actual]`) goes to the guest first.
+    /// `data` is `None` when the device wrote it there itself (a mapped
+    /// buffer).
     pub(crate) fn answer(
         &mut self,
         u: &Urb,
         status: Status,
         actual: usize,
-        data: &[u8],
+        data: Option<&[u8]>,
         mem: &dyn GuestMemory,
     ) -> UrbResponse {
-        if u.is_in && actual > 0 {
+        if let (true, true, Some(data)) = (u.is_in, actual > 0, data) {
             let segs = u.data.truncated(actual);
             let copied = data
                 .get(..segs.total())

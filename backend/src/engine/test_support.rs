@@ -93,6 +93,7 @@ pub(crate) fn info(gains_from_coalescing: bool, max_speed_is_super: bool) -> Dev
         max_speed_is_super,
         num_configurations: 1,
         gains_from_coalescing,
+        transfers_guest_pages: false,
     }
 }
 

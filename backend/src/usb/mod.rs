@@ -10,6 +10,7 @@
 //! The URB engine is written only against the traits, so the demo, the tests
 //! and the benchmarks run unchanged on machines without USB.
 
+mod buffer;
 mod error;
 mod proto;
 mod traits;
@@ -19,6 +20,7 @@ pub mod emulated;
 #[cfg(feature = "libusb")]
 pub mod libusb;
 
+pub use buffer::{TransferBuffer, SETUP_STAGE_LEN};
 pub use error::UsbError;
 pub use proto::{BusId, BusIdError, SetupPacket, Speed, TransferOutcome};
 pub use traits::{CompletionSink, DeviceIo, IoFd, UsbDevice, UsbHost};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::buffer::TransferBuffer;
 use super::proto::{BusId, SetupPacket, Speed, TransferOutcome};
 
 pub use crate::ids::TransferId;
@@ -92,8 +93,10 @@ pub struct Transfer {
     pub endpoint: u8,
     /// What to do.
     pub kind: TransferKind,
-    /// OUT: the payload; IN: a buffer whose length is the number of bytes requested.
-    pub buffer: Vec<u8>,
+    /// OUT: the payload; IN: a buffer whose length is the number of bytes
+    /// requested. Mapped guest pages only for a device that says
+    /// [`DeviceInfo::transfers_guest_pages`].
+    pub buffer: TransferBuffer,
     /// Fail a short IN transfer instead of completing it short.
     pub short_not_ok: bool,
 }
@@ -113,7 +116,7 @@ pub struct Completion {
     pub outcome: TransferOutcome,
     /// The submitted buffer, given back; IN data is in `buffer[..actual_length]`
     /// (isochronous IN data is at each packet's offset).
-    pub buffer: Vec<u8>,
+    pub buffer: TransferBuffer,
     /// Bytes transferred (isochronous: the sum over packets).
     pub actual_length: usize,
     /// Per-packet results of an isochronous transfer (empty otherwise).
@@ -126,10 +129,10 @@ pub struct Completion {
 
 impl Completion {
     /// A completion that transferred nothing, e.g. for a failure before submission.
-    pub fn failed(outcome: TransferOutcome, buffer: Vec<u8>) -> Self {
+    pub fn failed(outcome: TransferOutcome, buffer: impl Into<TransferBuffer>) -> Self {
         Self {
             outcome,
-            buffer,
+            buffer: buffer.into(),
             actual_length: 0,
             iso: Vec::new(),
             start_frame: 0,
@@ -138,10 +141,14 @@ impl Completion {
     }
 
     /// A non-isochronous completion.
-    pub fn done(outcome: TransferOutcome, buffer: Vec<u8>, actual_length: usize) -> Self {
+    pub fn done(
+        outcome: TransferOutcome,
+        buffer: impl Into<TransferBuffer>,
+        actual_length: usize,
+    ) -> Self {
         Self {
             outcome,
-            buffer,
+            buffer: buffer.into(),
             actual_length,
             iso: Vec::new(),
             start_frame: 0,
@@ -193,6 +200,13 @@ pub struct DeviceInfo {
     /// that completes inside `submit` (the emulated ones) gains nothing and
     /// pays for joining and splitting, and serialises the endpoint meanwhile.
     pub gains_from_coalescing: bool,
+    /// The device can transfer straight from and to mapped guest pages
+    /// ([`TransferBuffer::mapped`]); the engine maps only for such a device.
+    ///
+    /// WHY a fact about the device: libusb hands any address to the kernel,
+    /// so a mapping saves the grant copy; the emulated devices work on
+    /// bytes in Rust, where guest memory must never be referenced.
+    pub transfers_guest_pages: bool,
 }
 
 /// A host device arrived or left (by port path).

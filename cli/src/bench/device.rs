@@ -104,7 +104,7 @@ impl Native {
         let transfer = Transfer {
             endpoint: self.endpoint,
             kind: TransferKind::Bulk,
-            buffer,
+            buffer: buffer.into(),
             short_not_ok: false,
         };
         self.dev.submit(id, transfer);
@@ -131,7 +131,7 @@ impl Native {
             }
             bytes += c.actual_length as u64;
             if failure.is_none() && start.elapsed() < budget {
-                let mut buffer = c.buffer;
+                let mut buffer = c.buffer.into_data();
                 buffer.resize(len, 0);
                 self.submit(buffer);
                 outstanding += 1;

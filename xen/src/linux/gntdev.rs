@@ -222,6 +222,12 @@ pub struct GntdevMapping {
 
 shared_mem_via_region!(GntdevMapping);
 
+impl crate::MappedPages for GntdevMapping {
+    fn as_mut_ptr(&self) -> *mut u8 {
+        self.region.as_mut_ptr()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

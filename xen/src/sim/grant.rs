@@ -2,6 +2,7 @@
 //! grants.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::peer::MapCount;
@@ -65,15 +66,42 @@ pub struct SimMapping {
     // Field order: munmap before the granter hears about it.
     region: MmapRegion,
     _count: MapCount,
+    _live: LiveMapping,
 }
 
 impl SimMapping {
-    pub(crate) fn new(region: MmapRegion, count: MapCount) -> Self {
+    pub(crate) fn new(region: MmapRegion, count: MapCount, live: Arc<AtomicUsize>) -> Self {
         Self {
             region,
             _count: count,
+            _live: LiveMapping::new(live),
         }
     }
 }
 
 shared_mem_via_region!(SimMapping);
+
+impl crate::MappedPages for SimMapping {
+    fn as_mut_ptr(&self) -> *mut u8 {
+        self.region.as_mut_ptr()
+    }
+}
+
+/// One count in the mapper's live mappings while a [`SimMapping`] exists
+/// (`SimXen::live_mappings`): tests see when a mapping is released without
+/// asking the granter, whose count is updated asynchronously.
+#[derive(Debug)]
+struct LiveMapping(Arc<AtomicUsize>);
+
+impl LiveMapping {
+    fn new(live: Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        Self(live)
+    }
+}
+
+impl Drop for LiveMapping {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

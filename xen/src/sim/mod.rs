@@ -94,6 +94,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pvusb_support::lock_unpoisoned;
@@ -125,6 +126,8 @@ struct Inner {
     local: Arc<Local>,
     server: Mutex<Option<Server>>,
     peers: Mutex<HashMap<DomId, Arc<PeerGrants>>>,
+    /// Mappings of peers' grants this domain holds now.
+    live_maps: Arc<AtomicUsize>,
 }
 
 impl SimXen {
@@ -137,8 +140,16 @@ impl SimXen {
                 local: Arc::new(Local::new(domid)),
                 server: Mutex::new(None),
                 peers: Mutex::new(HashMap::new()),
+                live_maps: Arc::new(AtomicUsize::new(0)),
             }),
         }
+    }
+
+    /// Mappings of peers' grants this domain holds now (made by
+    /// [`GrantMapper::map`] and not dropped yet): tests check that every
+    /// mapping is released.
+    pub fn live_mappings(&self) -> usize {
+        self.inner.live_maps.load(Ordering::Relaxed)
     }
 
     /// This domain's id.
@@ -230,6 +241,7 @@ impl GrantMapper for SimXen {
                 peer,
                 refs: refs.to_vec(),
             },
+            Arc::clone(&self.inner.live_maps),
         ))
     }
 

@@ -181,6 +181,11 @@ impl Core {
         if self.life != Life::Live {
             return self.complete(id, transfer, Finished::new(TransferOutcome::NoDevice, 0));
         }
+        if transfer.buffer.guest().is_some() {
+            // Emulated devices work on bytes in Rust; they say they cannot
+            // take guest pages (`DeviceInfo::transfers_guest_pages`).
+            return self.complete(id, transfer, Finished::new(TransferOutcome::Error, 0));
+        }
         let q = queue_index(if matches!(transfer.kind, TransferKind::Control { .. }) {
             0
         } else {

@@ -180,6 +180,7 @@ impl EmulatedHost {
             // Emulated devices answer inside `submit` (or on a timer that
             // models the device, not a per-transfer host cost).
             gains_from_coalescing: false,
+            transfers_guest_pages: false,
         }
     }
 }

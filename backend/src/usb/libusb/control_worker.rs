@@ -23,12 +23,13 @@ use super::claims::Claims;
 use crate::usb::proto::{BusId, TransferOutcome};
 use crate::usb::traits::CompletionSink;
 use crate::usb::types::{Completion, TransferId, TransferKind};
+use crate::usb::TransferBuffer;
 
 struct Job {
     id: TransferId,
     seq: u64,
     kind: TransferKind,
-    buffer: Vec<u8>,
+    buffer: TransferBuffer,
 }
 
 /// Queued jobs by id, with the sequence number of the live one: a cancelled
@@ -97,7 +98,7 @@ impl ControlWorker {
     }
 
     /// Queues an intercepted request. The buffer comes back in the completion.
-    pub(super) fn submit(&mut self, id: TransferId, kind: TransferKind, buffer: Vec<u8>) {
+    pub(super) fn submit(&mut self, id: TransferId, kind: TransferKind, buffer: TransferBuffer) {
         let seq = {
             let queue = Arc::clone(&self.queue);
             let mut q = lock_unpoisoned(&queue);
@@ -142,7 +143,7 @@ impl ControlWorker {
             }
             let buffer = match sent {
                 Some(Err(mpsc::SendError(job))) => job.buffer,
-                _ => Vec::new(),
+                _ => TransferBuffer::default(),
             };
             self.sink
                 .complete(id, Completion::failed(TransferOutcome::NoDevice, buffer));

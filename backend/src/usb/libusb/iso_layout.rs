@@ -1,10 +1,55 @@
-//! Isochronous packets between the guest's layout and libusb's: the guest
-//! places each packet at any offset of its buffer, libusb wants them back to
-//! back. Safe code, kept out of the FFI module so that it can be fuzzed
-//! without a device (`fuzz/src/iso_layout.rs`).
+//! Isochronous packets between the caller's layout and libusb's: a caller
+//! may place each packet at any offset of its buffer, libusb wants them back
+//! to back. The engine already packs them (its grant copy lands in libusb's
+//! layout), so [`is_packed`] lets the FFI use its buffer as is; [`gather`]
+//! and [`scatter`] serve other callers. Safe code, kept out of the FFI
+//! module so that it can be fuzzed without a device
+//! (`fuzz/src/iso_layout.rs`).
 
 use crate::usb::libusb::status::transfer_outcome;
 use crate::usb::{IsoPacket, IsoPacketResult, TransferOutcome};
+
+/// Whether `packets` lie back to back from offset 0 and fill exactly
+/// `len` bytes: libusb's own layout, usable without staging.
+pub fn is_packed(packets: &[IsoPacket], len: usize) -> bool {
+    let mut at = 0usize;
+    for p in packets {
+        if p.offset as usize != at {
+            return false;
+        }
+        at = match at.checked_add(p.length as usize) {
+            Some(end) => end,
+            None => return false,
+        };
+    }
+    at == len
+}
+
+/// The results of packed `packets` (see [`is_packed`]) from libusb's
+/// per-packet `(actual_length, status)`: one per packet, missing ones
+/// failed. Returns the results and the total transferred.
+pub fn results(packets: &[IsoPacket], iso: &[(u32, i32)]) -> (Vec<IsoPacketResult>, usize) {
+    let mut total = 0usize;
+    let results = packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match iso.get(i) {
+            Some(&(got, status)) => {
+                let got = got.min(p.length);
+                total = total.saturating_add(got as usize);
+                IsoPacketResult {
+                    actual_length: got,
+                    outcome: transfer_outcome(status),
+                }
+            }
+            None => IsoPacketResult {
+                actual_length: 0,
+                outcome: TransferOutcome::Error,
+            },
+        })
+        .collect();
+    (results, total)
+}
 
 /// The contiguous libusb buffer for iso packets (OUT data gathered), or `None`
 /// if a packet lies outside the buffer.
@@ -114,6 +159,29 @@ mod tests {
             vec![
                 (3, TransferOutcome::Completed),
                 (4, TransferOutcome::Stall),
+                (0, TransferOutcome::Error)
+            ]
+        );
+    }
+
+    #[test]
+    fn packed_layout_is_recognised_and_reported_without_moving_data() {
+        let p = |offset, length| IsoPacket { offset, length };
+        assert!(is_packed(&[p(0, 4), p(4, 0), p(4, 2)], 6));
+        assert!(is_packed(&[], 0));
+        assert!(!is_packed(&[p(0, 4), p(4, 2)], 7), "buffer longer");
+        assert!(!is_packed(&[p(0, 4), p(5, 2)], 7), "gap");
+        assert!(!is_packed(&[p(4, 2), p(0, 4)], 6), "out of order");
+        assert!(!is_packed(&[p(0, u32::MAX), p(u32::MAX, u32::MAX)], 0));
+        let (r, total) = results(&[p(0, 4), p(4, 2), p(6, 1)], &[(9, 0), (1, 4)]);
+        assert_eq!(total, 5);
+        let got: Vec<(u32, TransferOutcome)> =
+            r.iter().map(|r| (r.actual_length, r.outcome)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, TransferOutcome::Completed),
+                (1, TransferOutcome::Stall),
                 (0, TransferOutcome::Error)
             ]
         );

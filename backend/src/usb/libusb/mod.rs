@@ -183,6 +183,7 @@ fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
         num_configurations: desc.num_configurations(),
         // Every libusb transfer pays usbfs and an interrupt (crate::coalesce).
         gains_from_coalescing: true,
+        transfers_guest_pages: true,
     })
 }
 

@@ -49,7 +49,7 @@ fn interrupt_in() -> Transfer {
     Transfer {
         endpoint: EP_REPORTS,
         kind: TransferKind::Interrupt,
-        buffer: vec![0; 8],
+        buffer: vec![0; 8].into(),
         short_not_ok: false,
     }
 }
@@ -61,7 +61,7 @@ fn get_idle() -> Transfer {
     Transfer {
         endpoint: 0x80,
         kind: TransferKind::Control { setup },
-        buffer: vec![0],
+        buffer: vec![0].into(),
         short_not_ok: false,
     }
 }
@@ -87,7 +87,7 @@ fn keyboard_pending_reports_and_cancel_exactly_once() {
         (5, [0; 8]),
     ] {
         dev.submit(tid(id), interrupt_in());
-        assert_eq!(sink.wait(id).buffer, expect);
+        assert_eq!(sink.wait(id).buffer[..], expect);
     }
     assert_eq!(kb.queued(), 0);
     // Class requests.
@@ -234,7 +234,7 @@ fn slow_device_completes_in_order_per_endpoint() {
             Transfer {
                 endpoint,
                 kind: TransferKind::Bulk,
-                buffer: vec![i as u8; 16],
+                buffer: vec![i as u8; 16].into(),
                 short_not_ok: false,
             },
         );
@@ -245,7 +245,7 @@ fn slow_device_completes_in_order_per_endpoint() {
         Transfer {
             endpoint: 0x81,
             kind: TransferKind::Bulk,
-            buffer: vec![0; 16],
+            buffer: vec![0; 16].into(),
             short_not_ok: false,
         },
     );
@@ -280,10 +280,10 @@ fn audio_iso_packets() {
     let s = stats.clone();
     let (_host, _busid, dev, sink) = plug(factory(move || Box::new(AudioDevice::new(s.clone()))));
     let mut d = Driver::new(dev, sink);
-    let iso = |endpoint, buffer, packets| Transfer {
+    let iso = |endpoint, buffer: Vec<u8>, packets| Transfer {
         endpoint,
         kind: TransferKind::Isochronous { packets },
-        buffer,
+        buffer: buffer.into(),
         short_not_ok: false,
     };
     let packets = vec![
@@ -309,7 +309,7 @@ fn audio_iso_packets() {
         d.run(Transfer {
             endpoint: 0,
             kind: alt1,
-            buffer: vec![],
+            buffer: vec![].into(),
             short_not_ok: false
         })
         .outcome,

@@ -125,7 +125,7 @@ impl Driver {
         self.run(Transfer {
             endpoint: 0x80,
             kind: TransferKind::Control { setup },
-            buffer: vec![0; len.into()],
+            buffer: vec![0; len.into()].into(),
             short_not_ok: false,
         })
     }
@@ -142,7 +142,7 @@ impl Driver {
         self.run(Transfer {
             endpoint: 0,
             kind: TransferKind::Control { setup },
-            buffer: data,
+            buffer: data.into(),
             short_not_ok: false,
         })
     }
@@ -151,7 +151,7 @@ impl Driver {
         self.run(Transfer {
             endpoint,
             kind: TransferKind::Bulk,
-            buffer,
+            buffer: buffer.into(),
             short_not_ok: false,
         })
     }

@@ -99,7 +99,7 @@ fn standard_requests_and_intercepted_kinds() {
         d.run(Transfer {
             endpoint: 0,
             kind,
-            buffer: Vec::new(),
+            buffer: Vec::new().into(),
             short_not_ok: false,
         })
     };
@@ -152,7 +152,7 @@ fn standard_requests_and_intercepted_kinds() {
     let int = d.run(Transfer {
         endpoint: 0x81,
         kind: TransferKind::Interrupt,
-        buffer: vec![0; 8],
+        buffer: vec![0; 8].into(),
         short_not_ok: false,
     });
     assert_eq!(int.outcome, TransferOutcome::Error);
@@ -187,7 +187,7 @@ fn loopback_and_source_modes() {
     let strict = d.run(Transfer {
         endpoint: 0x81,
         kind: TransferKind::Bulk,
-        buffer: vec![0; 1024],
+        buffer: vec![0; 1024].into(),
         short_not_ok: true,
     });
     assert_eq!(strict.outcome, TransferOutcome::Error);

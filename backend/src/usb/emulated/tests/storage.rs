@@ -71,7 +71,7 @@ impl Bot {
         let c = self.d.run(Transfer {
             endpoint: 0,
             kind: TransferKind::ClearHalt { endpoint },
-            buffer: vec![],
+            buffer: vec![].into(),
             short_not_ok: false,
         });
         assert_eq!(c.outcome, TransferOutcome::Completed);

@@ -21,6 +21,11 @@
 //!   ([`super::device::LibusbDevice`]) keeps it open until every transfer on
 //!   it was delivered, and leaks it when some never come back, so no callback
 //!   can ever release a handle.
+//! * A buffer of mapped guest pages (bulk, see `UrbEngine::set_map_min_bytes`)
+//!   is owned by the same box, so the mapping outlives libusb's (and the
+//!   kernel's) use of it: it is released only when the completion, built in
+//!   the callback, is dropped by the engine. A transfer that never comes back
+//!   leaks its box and so keeps its mapping (see the device handle below).
 //! * Callbacks run on the thread that handles the context's events: the
 //!   controller's own thread ([`context::IoContext`]), so a completion is
 //!   queued without crossing threads.
@@ -49,10 +54,10 @@ use super::iso_layout;
 use super::status::{submit_error_outcome, transfer_outcome};
 use crate::usb::proto::TransferOutcome;
 use crate::usb::traits::CompletionSink;
-use crate::usb::types::{Completion, IsoPacket, Transfer, TransferId, TransferKind};
-
-/// Bytes of the setup stage libusb expects at the start of a control buffer.
-const SETUP_LEN: usize = 8;
+use crate::usb::types::{
+    Completion, IsoPacket, IsoPacketResult, Transfer, TransferId, TransferKind,
+};
+use crate::usb::{TransferBuffer, SETUP_STAGE_LEN};
 
 /// A transfer pointer owned by libusb while in flight.
 struct TransferPtr(*mut libusb_transfer);
@@ -70,24 +75,47 @@ struct Books {
 
 /// How the buffer was laid out for libusb.
 enum Layout {
-    /// Setup stage prepended to the caller's buffer; strip it afterwards.
+    /// The setup stage written into the buffer's headroom, the data behind
+    /// it (the engine's buffers have the room: nothing moves).
     Control,
-    /// The caller's buffer as is.
+    /// The caller's data as is: owned bytes or mapped guest pages.
     Plain,
-    /// Packets gathered into a contiguous staging buffer (libusb lays iso
-    /// packets back to back; the interface allows arbitrary offsets).
-    Iso {
+    /// Packets already back to back from offset 0 (what the engine
+    /// submits): the caller's data as is.
+    IsoPacked { packets: Vec<IsoPacket> },
+    /// Packets at other offsets gathered into a contiguous staging buffer
+    /// (libusb lays iso packets back to back; the interface allows
+    /// arbitrary offsets).
+    IsoStaged {
         packets: Vec<IsoPacket>,
         staging: Vec<u8>,
     },
 }
 
-/// Everything a transfer needs back in its callback.
+/// Everything a transfer needs back in its callback. It owns the buffer,
+/// and so a guest mapping, until libusb has returned the transfer.
 struct TransferState {
     engine: Arc<TransferEngine>,
     id: TransferId,
-    buffer: Vec<u8>,
+    buffer: TransferBuffer,
     layout: Layout,
+}
+
+impl TransferState {
+    /// The bytes libusb transfers from or to.
+    fn libusb_buffer(&mut self) -> (*mut u8, usize) {
+        match &mut self.layout {
+            Layout::IsoStaged { staging, .. } => (staging.as_mut_ptr(), staging.len()),
+            Layout::Control => {
+                let framed = self.buffer.framed_mut();
+                (framed.as_mut_ptr(), framed.len())
+            }
+            Layout::Plain | Layout::IsoPacked { .. } => match self.buffer.guest() {
+                Some(guest) => (guest.as_mut_ptr(), guest.len()),
+                None => (self.buffer.as_mut_ptr(), self.buffer.len()),
+            },
+        }
+    }
 }
 
 /// A device handle's raw pointer, for filling transfers. Not an owner: see
@@ -128,7 +156,7 @@ impl TransferEngine {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fail(&self, id: TransferId, outcome: TransferOutcome, buffer: Vec<u8>) {
+    fn fail(&self, id: TransferId, outcome: TransferOutcome, buffer: TransferBuffer) {
         self.sink.complete(id, Completion::failed(outcome, buffer));
     }
 
@@ -143,29 +171,32 @@ impl TransferEngine {
         } = transfer;
         let (transfer_type, layout, iso_count) = match kind {
             TransferKind::Control { setup } => {
-                buffer.splice(0..0, setup.to_bytes());
+                buffer.reserve_head(SETUP_STAGE_LEN);
+                if let Some(head) = buffer.framed_mut().get_mut(..SETUP_STAGE_LEN) {
+                    head.copy_from_slice(&setup.to_bytes());
+                }
                 (LIBUSB_TRANSFER_TYPE_CONTROL, Layout::Control, 0)
             }
             TransferKind::Bulk => (LIBUSB_TRANSFER_TYPE_BULK, Layout::Plain, 0),
             TransferKind::Interrupt => (LIBUSB_TRANSFER_TYPE_INTERRUPT, Layout::Plain, 0),
             TransferKind::Isochronous { packets } => {
-                match iso_layout::gather(&packets, &buffer, endpoint & 0x80 != 0) {
-                    Some(staging) => {
-                        let n = packets.len();
-                        (
-                            LIBUSB_TRANSFER_TYPE_ISOCHRONOUS,
-                            Layout::Iso { packets, staging },
-                            n,
-                        )
+                let n = packets.len();
+                let layout = if iso_layout::is_packed(&packets, buffer.data_len()) {
+                    Layout::IsoPacked { packets }
+                } else if buffer.guest().is_some() {
+                    return self.fail(id, TransferOutcome::Error, buffer);
+                } else {
+                    match iso_layout::gather(&packets, &buffer, endpoint & 0x80 != 0) {
+                        Some(staging) => Layout::IsoStaged { packets, staging },
+                        None => return self.fail(id, TransferOutcome::Error, buffer),
                     }
-                    None => return self.fail(id, TransferOutcome::Error, buffer),
-                }
+                };
+                (LIBUSB_TRANSFER_TYPE_ISOCHRONOUS, layout, n)
             }
             _ => return self.fail(id, TransferOutcome::Error, buffer),
         };
-        let (Ok(iso_packets), Ok(_)) = (c_int::try_from(iso_count), c_int::try_from(buffer.len()))
-        else {
-            return self.fail(id, TransferOutcome::Error, strip(buffer, &layout));
+        let Ok(iso_packets) = c_int::try_from(iso_count) else {
+            return self.fail(id, TransferOutcome::Error, buffer);
         };
         let mut state = Box::new(TransferState {
             engine: self.clone(),
@@ -173,19 +204,14 @@ impl TransferEngine {
             buffer,
             layout,
         });
-        let (data_ptr, data_len) = match &mut state.layout {
-            Layout::Iso { staging, .. } => (staging.as_mut_ptr(), staging.len()),
-            _ => (state.buffer.as_mut_ptr(), state.buffer.len()),
-        };
+        let (data_ptr, data_len) = state.libusb_buffer();
         let Ok(data_len) = c_int::try_from(data_len) else {
-            return self.fail(
-                id,
-                TransferOutcome::Error,
-                strip(state.buffer, &state.layout),
-            );
+            return self.fail(id, TransferOutcome::Error, state.buffer);
         };
         let lengths: Vec<c_uint> = match &state.layout {
-            Layout::Iso { packets, .. } => packets.iter().map(|p| p.length).collect(),
+            Layout::IsoPacked { packets } | Layout::IsoStaged { packets, .. } => {
+                packets.iter().map(|p| p.length).collect()
+            }
             _ => Vec::new(),
         };
 
@@ -193,27 +219,20 @@ impl TransferEngine {
         if books.in_flight.contains_key(&id) {
             drop(books);
             // A duplicate id would make two completions indistinguishable.
-            return self.fail(
-                id,
-                TransferOutcome::Error,
-                strip(state.buffer, &state.layout),
-            );
+            return self.fail(id, TransferOutcome::Error, state.buffer);
         }
         // SAFETY: plain allocation; a null result is handled below.
         let xfer = unsafe { libusb_alloc_transfer(iso_packets) };
         if xfer.is_null() {
             drop(books);
-            return self.fail(
-                id,
-                TransferOutcome::Error,
-                strip(state.buffer, &state.layout),
-            );
+            return self.fail(id, TransferOutcome::Error, state.buffer);
         }
         let user_data = Box::into_raw(state);
         // SAFETY: `xfer` is a fresh transfer with room for `iso_packets`
         // descriptors; we fill its public fields as libusb_fill_*_transfer
-        // does. The buffer pointer points into the boxed state, which stays
-        // alive and untouched until the callback reclaims it.
+        // does. The buffer pointer points into the boxed state (its owned
+        // bytes, its staging buffer or the guest mapping it owns), which
+        // stays alive and untouched until the callback reclaims it.
         unsafe {
             fill_transfer(
                 xfer,
@@ -239,8 +258,7 @@ impl TransferEngine {
             // SAFETY: and the state box, leaked above and not reclaimed elsewhere.
             let state = unsafe { Box::from_raw(user_data) };
             drop(books);
-            let TransferState { buffer, layout, .. } = *state;
-            return self.fail(id, submit_error_outcome(rc), strip(buffer, &layout));
+            return self.fail(id, submit_error_outcome(rc), state.buffer);
         }
         books.in_flight.insert(id, TransferPtr(xfer));
         books.outstanding += 1;
@@ -278,14 +296,6 @@ impl TransferEngine {
         let mut books = self.books();
         books.outstanding = books.outstanding.saturating_sub(1);
     }
-}
-
-/// Gives the caller's buffer back as it was submitted.
-fn strip(mut buffer: Vec<u8>, layout: &Layout) -> Vec<u8> {
-    if let Layout::Control = layout {
-        buffer.drain(..SETUP_LEN.min(buffer.len()));
-    }
-    buffer
 }
 
 struct FillArgs<'a> {
@@ -387,29 +397,37 @@ fn build_completion(
     let outcome = transfer_outcome(status);
     let actual = usize::try_from(actual).unwrap_or(0);
     match layout {
-        Layout::Control => {
-            buffer.drain(..SETUP_LEN.min(buffer.len()));
-            let actual = actual.min(buffer.len());
+        Layout::Control | Layout::Plain => {
+            let actual = actual.min(buffer.data_len());
             Completion::done(outcome, buffer, actual)
         }
-        Layout::Plain => {
-            let actual = actual.min(buffer.len());
-            Completion::done(outcome, buffer, actual)
+        Layout::IsoPacked { packets } => {
+            let (results, total) = iso_layout::results(&packets, iso);
+            iso_completion(outcome, buffer, results, total)
         }
-        Layout::Iso { packets, staging } => {
-            let (results, total) = iso_layout::scatter(&packets, &staging, iso, &mut buffer);
-            let error_count = results
-                .iter()
-                .filter(|r| r.outcome != TransferOutcome::Completed)
-                .count();
-            Completion {
-                outcome,
-                buffer,
-                actual_length: total,
-                iso: results,
-                start_frame: 0,
-                error_count: u32::try_from(error_count).unwrap_or(u32::MAX),
-            }
+        Layout::IsoStaged { packets, staging } => {
+            let (results, total) = iso_layout::scatter(&packets, &staging, iso, &mut buffer[..]);
+            iso_completion(outcome, buffer, results, total)
         }
+    }
+}
+
+fn iso_completion(
+    outcome: TransferOutcome,
+    buffer: TransferBuffer,
+    results: Vec<IsoPacketResult>,
+    total: usize,
+) -> Completion {
+    let error_count = results
+        .iter()
+        .filter(|r| r.outcome != TransferOutcome::Completed)
+        .count();
+    Completion {
+        outcome,
+        buffer,
+        actual_length: total,
+        iso: results,
+        start_frame: 0,
+        error_count: u32::try_from(error_count).unwrap_or(u32::MAX),
     }
 }
