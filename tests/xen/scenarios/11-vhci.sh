@@ -85,9 +85,16 @@ step "domU: snd-usb-audio binds the speaker"
 domu_exec -t 60 "for i in \$(seq 120); do grep -q 'USB Audio' /proc/asound/cards 2>/dev/null && exit 0; sleep 0.5; done; cat /proc/asound/cards; exit 1" ||
     { front_serve_log; fail "the audio device was not bound in the domU"; }
 step "domU: 5 s of isochronous OUT to the speaker (tb-isoout, through usbfs and vhci)"
-out=$(iso_out_check) || { front_serve_log 60; domu_exec "dmesg | tail -n 20"; fail "$(echo "$out" | tail -n 1)"; }
-echo "$out"
-note "vhci + $PEER: 5 s of iso OUT: $(echo "$out" | sed -n 's/^PER_MS //p' | tail -n 1) packets per ms (1 ms frames)"
+if [ "$PEER" = qusb ]; then
+    # qusb has no isochronous support (docs/usbif.md §13.12: it answers -ESHUTDOWN): what the
+    # bridge passes on is noted, not checked.
+    out=$(iso_out_check) || true
+    note "vhci + qusb: iso OUT (qusb has none): $(echo "$out" | grep -E '^(PACKETS|BAD|PER_MS) ' | tr '\n' ' ')"
+else
+    out=$(iso_out_check) || { front_serve_log 60; domu_exec "dmesg | tail -n 20"; fail "$(echo "$out" | tail -n 1)"; }
+    echo "$out"
+    note "vhci + $PEER: 5 s of iso OUT: $(echo "$out" | sed -n 's/^PER_MS //p' | tail -n 1) packets per ms (1 ms frames)"
+fi
 front_serve_alive
 fi
 

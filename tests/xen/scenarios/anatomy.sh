@@ -5,12 +5,13 @@
 # xHCI) against the wall time per URB, and how many events the guest sent per URB (fewer than
 # one while the backend polls its ring: see `pvusb backend --poll-max-us`). Output:
 # results/anatomy.table.
-# Then one synchronous URB at a time (ANATOMY_SECONDS, default 10, each): GET_DESCRIPTOR
+# Then one synchronous operation at a time (ANATOMY_SECONDS, default 10, each): GET_DESCRIPTOR
 # control transfers (tb-ctrl) natively in dom0 and from the domU, and 4 KiB QD1 random reads
-# (tb-iops) from the domU. Each URB's wall time splits into the device's time (the backend's
+# (tb-iops) from the domU. Per URB, the wall time splits into the device's time (the backend's
 # device_us), the backend's CPU (its utime + stime), the domU's CPU (its /proc/stat busy
-# time: xen-hcd, the block layer, the tool) and the rest, which is neither side computing:
-# event delivery, vCPU wake-ups and scheduling. Output: results/anatomy.sync.
+# time: xen-hcd, the block layer, the tool, the test-bed's command loop) and the rest, which
+# is neither side computing: event delivery, vCPU wake-ups and scheduling (negative where the
+# two sides' work overlaps). Output: results/anatomy.sync.
 # timeout: 1800
 pvusb_require backend
 PEER=pvusb
@@ -55,18 +56,22 @@ note "$(cat "$out")"
 # ---- one synchronous URB at a time -------------------------------------------------------------
 secs=${ANATOMY_SECONDS:-10}
 sync=$RES/anatomy.sync
-printf '%-12s %8s %9s %10s %12s %11s %10s %12s\n' test per_s "wall us" "device us" "backend cpu" "domU cpu" "rest us" \
-    "events/URB" > "$sync"
+printf '%-16s %8s %8s %9s %10s %12s %11s %10s %12s\n' test op_per_s URBs/op "wall us" "device us" "backend cpu" \
+    "domU cpu" "rest us" "events/URB" > "$sync"
 tb_ctrl=$(tb_tool tb-ctrl) || fail "no tb-ctrl for dom0"
 backend_ticks() { awk '{print $14 + $15}' "/proc/$BACKEND_PID/stat"; }
 domu_busy() { domu_exec "head -n1 /proc/stat" | awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}'; }
 hz=$(getconf CLK_TCK)
-# sync_row TEST PER_S C0 C1 D0 D1 V0 V1 B0 B1 U0 U1: one table row from the counter deltas.
+# sync_row TEST PER_S C0 C1 D0 D1 V0 V1 B0 B1 U0 U1: one table row from the counter deltas, per
+# URB (a 4 KiB read through usb-storage is three URBs: command, data, status; the URBs/op column
+# says how many the test's operation took).
 sync_row() {
     awk -v t="$1" -v r="$2" -v c=$(($4 - $3)) -v d=$(($6 - $5)) -v v=$(($8 - $7)) -v b=$((${10} - $9)) \
-        -v u=$((${12} - ${11})) -v hz="$hz" 'BEGIN {
-        wall = 1e6 / r; dev = c ? d / c : 0; bc = c ? b * 1e6 / hz / c : 0; uc = c ? u * 1e6 / hz / c : 0
-        printf "%-12s %8.1f %9.0f %10.0f %12.0f %11.0f %10.0f %12.2f\n", t, r, wall, dev, bc, uc, wall - dev - bc - uc, c ? v / c : 0
+        -v u=$((${12} - ${11})) -v hz="$hz" -v secs="$secs" 'BEGIN {
+        if (c == 0) { printf "%-16s %8.1f %8s (no URBs counted)\n", t, r, "-"; exit }
+        wall = secs * 1e6 / c; dev = d / c; bc = b * 1e6 / hz / c; uc = u * 1e6 / hz / c
+        printf "%-16s %8.1f %8.2f %9.0f %10.0f %12.0f %11.0f %10.0f %12.2f\n", t, r, c / (r * secs), wall, dev, bc, uc,
+            wall - dev - bc - uc, v / c
     }' >> "$sync"
 }
 step "synchronous URBs: control transfers natively in dom0 ($secs s)"
@@ -75,7 +80,7 @@ step "synchronous URBs: control transfers natively in dom0 ($secs s)"
 node=$(usb_node $TABLET_ID) || fail "no usbfs node for the tablet in dom0"
 out=$("$tb_ctrl" "$node" "$secs" 2>&1) || fail "native tb-ctrl failed: $out"
 r=$(printf '%s\n' "$out" | sed -n 's/^CTRL_PER_S //p')
-awk -v r="$r" 'BEGIN { printf "%-12s %8.1f %9.0f %10s %12s %11s %10s %12s\n", "ctrl native", r, 1e6 / r, "-", "-", "-", "-", "-" }' >> "$sync"
+awk -v r="$r" 'BEGIN { printf "%-16s %8.1f %8s %9.0f %10s %12s %11s %10s %12s\n", "ctrl native", r, "1", 1e6 / r, "-", "-", "-", "-", "-" }' >> "$sync"
 for t in ctrl randread:4K; do
     step "synchronous URBs through pvusb: $t ($secs s)"
     case $t in
