@@ -98,11 +98,10 @@ impl<M: SharedMem, C: EventChannel> Connection<M, C> {
     /// `rsp_prod` and its private `req_cons` unanswered, and nothing tells
     /// which of them had reached the device. Running a bulk or interrupt
     /// transfer again is not harmless: the device may already have sent
-    /// part of the data for the lost one, and the rerun hands the guest the
-    /// rest of it as if it were the start (a mass-storage read then returns
-    /// shifted sectors without an error). Those requests are failed
-    /// instead, which drivers recover from (usb-storage resets the pipe and
-    /// retries the command).
+    /// part of the data for the lost one, and the rerun can hand the guest
+    /// the rest of it as if it were the start, or take a command block as
+    /// data. Those requests are failed instead, which drivers recover from
+    /// (usb-storage resets the pipe and retries the command).
     pub fn fence_published(&mut self) -> Result<(), BackendError> {
         self.pre_restart = self.urb.unconsumed_requests().map_err(urb_err)?;
         Ok(())
