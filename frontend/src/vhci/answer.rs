@@ -223,13 +223,7 @@ impl Answers {
             self.table.release(credits);
             return;
         }
-        let mut rest = Vec::with_capacity(total - sent);
-        let mut skip = sent;
-        for part in parts {
-            let from = skip.min(part.len());
-            rest.extend_from_slice(&part[from..]);
-            skip -= from;
-        }
+        let rest: Vec<u8> = unsent(parts, sent).flatten().copied().collect();
         out.backlog.push_back((rest, credits));
         let _ = self.wake.send(Event::Backlog);
     }
@@ -304,21 +298,24 @@ fn settle(entry: &mut Entry, completion: Completion, ending: bool) -> Settled {
     }
 }
 
+/// What is left of `parts` once their first `sent` bytes went out, as the
+/// non-empty tails of the parts, in order.
+fn unsent<'a>(parts: &'a [&'a [u8]], sent: usize) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut skip = sent;
+    parts.iter().filter_map(move |p| {
+        let from = skip.min(p.len());
+        skip -= from;
+        p.get(from..).filter(|tail| !tail.is_empty())
+    })
+}
+
 /// Sends as much of `parts` as the socket takes without blocking; returns
 /// the bytes sent.
 fn send_now(socket: &UnixStream, parts: &[&[u8]]) -> io::Result<usize> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut sent = 0;
     while sent < total {
-        let mut skip = sent;
-        let slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter_map(|p| {
-                let from = skip.min(p.len());
-                skip -= from;
-                (from < p.len()).then(|| IoSlice::new(&p[from..]))
-            })
-            .collect();
+        let slices: Vec<IoSlice<'_>> = unsent(parts, sent).map(IoSlice::new).collect();
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         match sendmsg::<()>(socket.as_raw_fd(), &slices, &[], flags, None) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
