@@ -33,6 +33,7 @@ mod client;
 mod error;
 pub mod perms;
 pub mod server;
+mod transport;
 pub mod wire;
 
 pub use client::{

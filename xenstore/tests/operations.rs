@@ -232,3 +232,22 @@ fn a_second_server_on_a_live_socket_is_refused_and_stale_sockets_are_replaced() 
     drop(again);
     assert!(!stale.exists(), "the socket is removed on stop");
 }
+
+#[test]
+fn a_client_over_a_handed_over_socket_works_and_has_no_endpoint() {
+    let fx = start(ServerConfig::default());
+    let by_path = fx.dom0();
+    assert_eq!(by_path.endpoint(), Some(fx.path.as_path()));
+    let stream = std::os::unix::net::UnixStream::connect(&fx.path).unwrap();
+    // A socket that arrives non-blocking must still work.
+    stream.set_nonblocking(true).unwrap();
+    let by_fd = XsClient::from_stream(stream).unwrap();
+    assert_eq!(by_fd.endpoint(), None);
+    by_fd.write(Tx::NONE, "/handed/over", "yes").unwrap();
+    assert_eq!(
+        by_path.read(Tx::NONE, "/handed/over").unwrap().as_deref(),
+        Some("yes")
+    );
+    drop(fx);
+    assert!(by_fd.read(Tx::NONE, "/handed/over").is_err());
+}

@@ -7,12 +7,10 @@
 //! connection: every waiter either gets its reply or `Closed`, never a hang.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileTypeExt;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -23,6 +21,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pvusb_support::lock_unpoisoned;
 
 use crate::error::XsError;
+use crate::transport::Transport;
 use crate::wire::{read_message, Message, MsgType, ReadError};
 
 /// How long a request waits for its reply. Generous: xenstored can be slow under
@@ -33,69 +32,6 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Watch consumers re-read the tree on every event, so a flood of undrained events
 /// carries no information the next read will not give.
 pub(crate) const WATCH_QUEUE: usize = 4096;
-
-/// A socket to xenstored or the xenbus character device.
-#[derive(Debug)]
-enum Transport {
-    Socket(UnixStream),
-    Device(File),
-}
-
-impl Transport {
-    fn open(path: &Path) -> std::io::Result<Transport> {
-        let meta = std::fs::metadata(path)?;
-        if meta.file_type().is_socket() {
-            Ok(Transport::Socket(UnixStream::connect(path)?))
-        } else {
-            Ok(Transport::Device(
-                OpenOptions::new().read(true).write(true).open(path)?,
-            ))
-        }
-    }
-
-    fn try_clone(&self) -> std::io::Result<Transport> {
-        Ok(match self {
-            Transport::Socket(s) => Transport::Socket(s.try_clone()?),
-            Transport::Device(f) => Transport::Device(f.try_clone()?),
-        })
-    }
-
-    fn shutdown(&self) {
-        if let Transport::Socket(s) = self {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Transport::Socket(s) => s.read(buf),
-            Transport::Device(f) => f.read(buf),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Transport::Socket(s) => s.write(buf),
-            Transport::Device(f) => f.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsFd for Transport {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Transport::Socket(s) => s.as_fd(),
-            Transport::Device(f) => f.as_fd(),
-        }
-    }
-}
 
 /// A function the reader thread calls with the path of each event of a
 /// watch. It must not block and must not call xenstore (it runs on the
@@ -146,6 +82,7 @@ impl Shared {
 pub(crate) struct Connection {
     writer: Mutex<Transport>,
     shared: Arc<Shared>,
+    endpoint: Option<PathBuf>,
     next_req: AtomicU32,
     next_token: AtomicU32,
     /// Dropping this end wakes the reader's poll, which is how a reader blocked on
@@ -155,28 +92,46 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// Connects to a socket or opens the xenbus device at `path`.
     pub(crate) fn open(path: &Path) -> Result<Connection, XsError> {
         let connect_err = |source| XsError::Connect {
             path: path.to_owned(),
             source,
         };
         let transport = Transport::open(path).map_err(connect_err)?;
-        let read_half = transport.try_clone().map_err(connect_err)?;
-        let (wake, wake_rx) = UnixStream::pair().map_err(connect_err)?;
+        Self::start(transport, Some(path.to_owned())).map_err(connect_err)
+    }
+
+    /// Runs the protocol over a socket someone else connected (a proxy's, handed
+    /// over as an fd). The reader blocks in `poll` and `read`, so the socket is
+    /// put in blocking mode first in case it arrived non-blocking.
+    pub(crate) fn from_stream(stream: UnixStream) -> Result<Connection, XsError> {
+        stream.set_nonblocking(false).map_err(XsError::Io)?;
+        Self::start(Transport::Socket(stream), None).map_err(XsError::Io)
+    }
+
+    fn start(transport: Transport, endpoint: Option<PathBuf>) -> std::io::Result<Connection> {
+        let read_half = transport.try_clone()?;
+        let (wake, wake_rx) = UnixStream::pair()?;
         let shared = Arc::new(Shared::default());
         let reader_shared = Arc::clone(&shared);
         let reader = std::thread::Builder::new()
             .name("xenstore-reader".into())
-            .spawn(move || reader_loop(read_half, wake_rx, &reader_shared))
-            .map_err(connect_err)?;
+            .spawn(move || reader_loop(read_half, wake_rx, &reader_shared))?;
         Ok(Connection {
             writer: Mutex::new(transport),
             shared,
+            endpoint,
             next_req: AtomicU32::new(1),
             next_token: AtomicU32::new(1),
             wake: Some(wake),
             reader: Some(reader),
         })
+    }
+
+    /// The path this connection was opened from; `None` for a handed-over socket.
+    pub(crate) fn endpoint(&self) -> Option<&Path> {
+        self.endpoint.as_deref()
     }
 
     fn send(&self, msg: &Message) -> Result<(), XsError> {

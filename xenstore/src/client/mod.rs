@@ -66,6 +66,21 @@ impl XsClient {
         })
     }
 
+    /// Speaks xenstore over an already-connected socket: a confined worker gets
+    /// its filtering proxy's socket as an inherited fd and has no path to open.
+    pub fn from_stream(stream: std::os::unix::net::UnixStream) -> Result<Self, XsError> {
+        Ok(XsClient {
+            conn: std::sync::Arc::new(Connection::from_stream(stream)?),
+        })
+    }
+
+    /// The socket or device path this client connected to (`None` for
+    /// [`Self::from_stream`]), so a supervisor can open further connections, one
+    /// per confined worker, to the same xenstore.
+    pub fn endpoint(&self) -> Option<&Path> {
+        self.conn.endpoint()
+    }
+
     /// Connects to the embedded server and declares `domid` as this connection's
     /// domain. Only the embedded server started with `trust_declared_domids` honours
     /// this; anything else refuses it and this returns the error.
