@@ -13,6 +13,10 @@ use std::io::Read;
 pub const HEADER_LEN: usize = 16;
 /// `XENSTORE_PAYLOAD_MAX`: the largest payload either side may send.
 pub const PAYLOAD_MAX: usize = 4096;
+/// `XENSTORE_ABS_PATH_MAX`: the longest absolute path.
+pub const ABS_PATH_MAX: usize = 3072;
+/// `XENSTORE_REL_PATH_MAX`: the longest relative path (before resolution).
+pub const REL_PATH_MAX: usize = 2048;
 
 /// Errors from framing or decoding one message.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -359,6 +363,20 @@ pub fn join_args(args: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Whether `path` is an absolute path in xenstored's canonical form: `/`, or `/`
+/// followed by non-empty components of ASCII alphanumerics and `-_@` joined by
+/// single `/`s with none trailing, at most [`ABS_PATH_MAX`] bytes. One rule for
+/// the embedded server and the filtering proxy, so that what the proxy lets
+/// through is exactly the path the daemon will act on (no second spelling of
+/// the same node to slip past a prefix check).
+pub fn is_valid_abs_path(path: &str) -> bool {
+    let chars_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b));
+    let shape_ok = path == "/" || (!path.ends_with('/') && !path.contains("//"));
+    path.starts_with('/') && path.len() <= ABS_PATH_MAX && chars_ok && shape_ok
+}
+
 /// Parses a decimal argument (domid, transaction id, port, frame number).
 pub fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, WireError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -503,6 +521,34 @@ mod tests {
             Err(WireError::BadNumber("+1".into()))
         );
         assert_eq!(parse_number::<u16>("17"), Ok(17));
+    }
+
+    #[test]
+    fn canonical_absolute_paths() {
+        for good in [
+            "/",
+            "/a",
+            "/a/b-c_d/@e/0",
+            &format!("/{}", "a".repeat(3071)),
+        ] {
+            assert!(is_valid_abs_path(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a/b",
+            "@releaseDomain",
+            "//",
+            "/a/",
+            "/a//b",
+            "/a b",
+            "/a.b",
+            "/a\0",
+            "/\u{e9}",
+            &format!("/{}", "a".repeat(3072)),
+        ] {
+            assert!(!is_valid_abs_path(bad), "{bad:?}");
+        }
     }
 
     #[test]

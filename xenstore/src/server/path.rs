@@ -4,11 +4,8 @@
 //! special `@introduceDomain` / `@releaseDomain` names.
 
 use super::errno::Errno;
+use crate::wire::{is_valid_abs_path, REL_PATH_MAX};
 
-/// `XENSTORE_ABS_PATH_MAX`.
-pub(crate) const ABS_PATH_MAX: usize = 3072;
-/// `XENSTORE_REL_PATH_MAX`.
-pub(crate) const REL_PATH_MAX: usize = 2048;
 /// Fired by `XS_INTRODUCE`.
 pub(crate) const INTRODUCE_DOMAIN: &str = "@introduceDomain";
 /// Fired by `XS_RELEASE`.
@@ -51,14 +48,7 @@ pub(crate) fn resolve(path: &str, domid: u16) -> Result<Resolved, Errno> {
     } else {
         path.to_owned()
     };
-    if abs.len() > ABS_PATH_MAX || path.is_empty() || path.starts_with('@') {
-        return Err(Errno::Invalid);
-    }
-    let chars_ok = abs
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b));
-    let shape_ok = abs == "/" || (!abs.ends_with('/') && !abs.contains("//"));
-    if !chars_ok || !shape_ok {
+    if path.is_empty() || path.starts_with('@') || !is_valid_abs_path(&abs) {
         return Err(Errno::Invalid);
     }
     Ok(Resolved { abs, relative })
