@@ -8,6 +8,9 @@
 //! * [`wire`]: the `xs_wire.h` framing and argument rules, shared by both sides.
 //! * [`XsClient`]: the synchronous client the backend, frontend and toolstack use,
 //!   over the xenstored socket or `/dev/xen/xenbus`.
+//! * [`proxy`]: a filtering proxy that gives a confined worker a scoped view of
+//!   xenstore instead of a dom0 connection ([`XsClient::from_stream`] is its
+//!   client side).
 //! * [`server`]: an embedded xenstored for machines without Xen (the simulation and
 //!   the tests), speaking the same protocol over a UNIX socket.
 //!
@@ -32,6 +35,7 @@
 mod client;
 mod error;
 pub mod perms;
+pub mod proxy;
 pub mod server;
 mod transport;
 pub mod wire;
