@@ -10,8 +10,8 @@
 //!
 //! Who opens a node is a [`NodeOpener`]: the daemon's own discovery when
 //! everything runs in one process, or, when each controller runs in a
-//! confined worker ([`BrokeredHost`]), the monitor, which passes the
-//! descriptor over.
+//! confined worker ([`BrokeredHost`]), the monitor, which prepares the node
+//! with [`LibusbHost::open_node_for_worker`] and passes the descriptor over.
 //!
 //! Descriptors, open/claim/detach and the intercepted standard requests use
 //! rusb's safe API; transfers use libusb's asynchronous API (`ffi`, the
@@ -25,6 +25,7 @@ mod claims;
 mod control_worker;
 mod device;
 mod ffi;
+mod handoff;
 mod hotplug;
 mod hotplug_thread;
 mod io;
