@@ -5,17 +5,26 @@
 //! writer, and end up in sysfs paths; parsing is therefore strict: decimal,
 //! no leading zeros, no signs or whitespace, bus and ports 1..=255, at most 7
 //! port levels (the USB tier limit). Parse and format are exact inverses.
+//!
+//! A [`BusId`] crosses process boundaries (the backend's monitor and its
+//! workers) in its text form: deserializing parses it, so a peer cannot build
+//! one the parser would refuse.
 
 use core::fmt;
 use core::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Maximum hub depth of a port path (USB 2.0 allows 7 tiers below the root).
 pub const MAX_PORT_DEPTH: usize = 7;
 
 /// A host USB device name such as `3-1.5`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized as its text form; deserialization goes through [`FromStr`], so
+/// it refuses everything the parser refuses.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BusId {
     bus: u8,
     depth: u8,
@@ -183,6 +192,19 @@ impl fmt::Display for BusId {
     }
 }
 
+impl TryFrom<String> for BusId {
+    type Error = BusIdError;
+    fn try_from(s: String) -> Result<Self, BusIdError> {
+        s.parse()
+    }
+}
+
+impl From<BusId> for String {
+    fn from(b: BusId) -> String {
+        b.to_string()
+    }
+}
+
 impl fmt::Debug for BusId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BusId({self})")
@@ -317,6 +339,33 @@ mod tests {
         assert!("3-1.5:0.0".parse::<InterfaceId>().is_ok());
     }
 
+    /// What a hostile peer sends cannot become a `BusId`: deserialization
+    /// validates exactly like the parser.
+    #[test]
+    fn serde_validates_like_the_parser() {
+        let b: BusId = "3-1.5".parse().unwrap();
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(json, r#""3-1.5""#);
+        assert_eq!(serde_json::from_str::<BusId>(&json).unwrap(), b);
+        for bad in [
+            r#""999-1.2.3.4.5.6.7.8""#,
+            r#""3-1.2.3.4.5.6.7.8""#,
+            r#""1-""#,
+            r#""../x""#,
+            r#""0-1""#,
+            r#""3-1\u0000""#,
+            "\"\"",
+            r#"{"bus":3,"depth":9,"ports":[1,1,1,1,1,1,1]}"#,
+            r#"[3,1]"#,
+            "17",
+        ] {
+            assert!(
+                serde_json::from_str::<BusId>(bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
     #[test]
     fn key_encoding() {
         assert_eq!(encode_key("1-2.3:1.0"), "1-2_3@1_0");
@@ -342,6 +391,12 @@ mod tests {
         fn key_encoding_round_trips(s in "[0-9a-z.:/-]{0,40}") {
             prop_assert_eq!(decode_key(&encode_key(&s)), s.clone());
             prop_assert!(!encode_key(&s).contains(['.', ':']));
+        }
+
+        #[test]
+        fn serde_round_trips(b in busid()) {
+            let json = serde_json::to_string(&b).unwrap();
+            prop_assert_eq!(serde_json::from_str::<BusId>(&json).unwrap(), b);
         }
 
         #[test]

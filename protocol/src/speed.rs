@@ -4,12 +4,15 @@
 use core::fmt;
 use core::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::xenstore::{parse_u32, ValueError};
 
 /// `usbif_conn_response.speed`; equal to Linux `enum usb_device_speed` 0..=3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Serialized by variant name (`"High"`); nothing else deserializes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Speed {
     /// Nothing connected (`USBIF_SPEED_NONE`).
     None = 0,
@@ -135,6 +138,21 @@ mod tests {
         }
         for v in [4u8, 5, 255] {
             assert_eq!(Speed::try_from(v), Err(SpeedError(v)));
+        }
+    }
+
+    #[test]
+    fn speed_serde_takes_only_the_four_names() {
+        assert_eq!(serde_json::to_string(&Speed::High).unwrap(), r#""High""#);
+        assert_eq!(
+            serde_json::from_str::<Speed>(r#""Low""#).unwrap(),
+            Speed::Low
+        );
+        for bad in [r#""Super""#, "3", r#""high""#] {
+            assert!(
+                serde_json::from_str::<Speed>(bad).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 

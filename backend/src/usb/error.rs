@@ -22,6 +22,15 @@ pub enum UsbError {
     /// Another program or kernel driver holds the device.
     #[error("device {0} is busy: another program holds it; stop it or detach it first")]
     Busy(BusId),
+    /// A host driver holds an interface and this process may not detach it
+    /// (a worker's descriptor, whose usbfs privileges the monitor dropped).
+    #[error("a host driver is bound to interface {interface} of device {busid} and this process cannot detach it: unbind it on the host (sysfs) and open the device again")]
+    DriverBound {
+        /// Which device.
+        busid: BusId,
+        /// bInterfaceNumber.
+        interface: u8,
+    },
     /// The device went away.
     #[error("device {0} disappeared: it was unplugged or re-enumerated; plug it in again")]
     NoDevice(BusId),

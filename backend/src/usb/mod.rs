@@ -2,10 +2,11 @@
 //! backend drives" ([`UsbDevice`]), a controller's own device I/O that opens
 //! devices and runs their completions on the controller's thread
 //! ([`DeviceIo`]), a host shared by the daemon that lists devices, reports
-//! hot-plug and makes a controller's I/O ([`UsbHost`]), and two
+//! hot-plug and makes a controller's I/O ([`UsbHost`]), and its
 //! implementations: real devices through libusb (`libusb::LibusbHost`, one
-//! libusb context per controller; the `libusb` cargo feature) and emulated
-//! devices ([`emulated::EmulatedHost`]).
+//! libusb context per controller, and `libusb::BrokeredHost`, a confined
+//! worker's view whose device nodes the monitor opens; the `libusb` cargo
+//! feature) and emulated devices ([`emulated::EmulatedHost`]).
 //!
 //! The URB engine is written only against the traits, so the demo, the tests
 //! and the benchmarks run unchanged on machines without USB.

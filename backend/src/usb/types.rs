@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::buffer::TransferBuffer;
 use super::proto::{BusId, SetupPacket, Speed, TransferOutcome};
 
@@ -158,7 +160,13 @@ impl Completion {
 }
 
 /// What the backend needs to know about a host device before and after opening it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serializable so the process that opens a device's node can hand it, with
+/// the descriptor, to the process that drives it. Only [`BusId`] and
+/// [`Speed`] carry invariants, and both validate when deserialized; the other
+/// fields are facts the receiver only reports (`device_descriptor` is never
+/// indexed by the engine, so any length is harmless).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// Where it sits (bus and port path).
     pub busid: BusId,
@@ -220,3 +228,58 @@ pub enum HotplugEvent {
 
 /// The callback [`UsbHost::set_hotplug_handler`](super::UsbHost::set_hotplug_handler) installs.
 pub type HotplugHandler = Arc<dyn Fn(HotplugEvent) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DeviceInfo {
+        DeviceInfo {
+            busid: "3-1.5".parse().unwrap(),
+            bus: 3,
+            address: 17,
+            speed: Speed::High,
+            vendor_id: 0x0781,
+            product_id: 0x5567,
+            device_class: 0,
+            is_hub: false,
+            manufacturer: Some("SanDisk".into()),
+            product: Some("Cruzer \"Blade\"".into()),
+            serial: None,
+            device_descriptor: vec![
+                18, 1, 0, 2, 0, 0, 0, 64, 0x81, 7, 0x67, 0x55, 0, 1, 1, 2, 3, 1,
+            ],
+            max_speed_is_super: false,
+            num_configurations: 1,
+            gains_from_coalescing: true,
+            transfers_guest_pages: true,
+        }
+    }
+
+    /// What a monitor sends along with a node arrives unchanged.
+    #[test]
+    fn device_info_round_trips_through_json() {
+        let info = sample();
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(json.contains(r#""busid":"3-1.5""#), "{json}");
+        assert!(json.contains(r#""speed":"High""#), "{json}");
+        assert_eq!(serde_json::from_str::<DeviceInfo>(&json).unwrap(), info);
+    }
+
+    /// A peer cannot smuggle in a busid or speed the parsers refuse.
+    #[test]
+    fn device_info_with_a_hostile_busid_or_speed_is_refused() {
+        let json = serde_json::to_string(&sample()).unwrap();
+        for bad in ["999-1.2.3.4.5.6.7.8", "1-", "../x", "3-1/../../x"] {
+            let hostile = json.replace(r#""3-1.5""#, &format!("{bad:?}"));
+            assert!(
+                serde_json::from_str::<DeviceInfo>(&hostile).is_err(),
+                "{bad} accepted"
+            );
+        }
+        let hostile = json.replace(r#""High""#, r#""Super""#);
+        assert!(serde_json::from_str::<DeviceInfo>(&hostile).is_err());
+        let hostile = json.replace(r#""busid":"3-1.5","#, "");
+        assert!(serde_json::from_str::<DeviceInfo>(&hostile).is_err());
+    }
+}

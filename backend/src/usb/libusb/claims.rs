@@ -19,6 +19,29 @@ const CLAIM_ATTEMPTS: u32 = 10;
 /// configured by the kernel.
 pub(super) const OPEN_SETTLE: Duration = Duration::from_secs(2);
 
+/// Which step of taking an interface failed.
+#[derive(Debug)]
+enum ClaimFailure {
+    /// Detaching the kernel driver bound to it.
+    Detach(rusb::Error),
+    /// Claiming it.
+    Claim(rusb::Error),
+}
+
+impl ClaimFailure {
+    fn into_usb_error(self, busid: BusId, interface: u8) -> UsbError {
+        match self {
+            // libusb reports usbfs's EACCES (a descriptor whose privileges
+            // were dropped, see `handoff`) as "other", as it does rarer
+            // failures (a device unconfigured meanwhile): the message is
+            // right for the case that happens.
+            ClaimFailure::Detach(rusb::Error::Other) => UsbError::DriverBound { busid, interface },
+            ClaimFailure::Detach(e) => usb_error(busid, "detach kernel driver", e),
+            ClaimFailure::Claim(e) => usb_error(busid, "claim interface", e),
+        }
+    }
+}
+
 /// Claimed interfaces and detached kernel drivers of one open device.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
@@ -63,9 +86,9 @@ impl Claims {
             }
         };
         for number in config.interfaces().map(|i| i.number()) {
-            if let Err(e) = self.claim_one(handle, number) {
+            if let Err(failure) = self.claim_one(handle, number) {
                 self.release_all(handle);
-                return Err(usb_error(busid, "claim interface", e));
+                return Err(failure.into_usb_error(busid, number));
             }
         }
         Ok(())
@@ -74,7 +97,15 @@ impl Claims {
     /// Detaches the kernel driver (if any) and claims the interface. A driver
     /// the kernel binds between the two steps (a device that was just plugged in)
     /// makes the claim fail busy: detach and claim again, a bounded number of times.
-    fn claim_one(&mut self, handle: &DeviceHandle<Context>, number: u8) -> rusb::Result<()> {
+    ///
+    /// An interface the monitor already claimed on a worker's descriptor
+    /// (`handoff`) reads as held by "usbfs", not by a kernel driver, and
+    /// claiming it again is a no-op.
+    fn claim_one(
+        &mut self,
+        handle: &DeviceHandle<Context>,
+        number: u8,
+    ) -> Result<(), ClaimFailure> {
         let mut attempt = 0;
         loop {
             // NotSupported: the platform has no kernel drivers to detach.
@@ -84,7 +115,7 @@ impl Claims {
                     Ok(()) | Err(rusb::Error::NotFound) => {
                         self.detached.insert(number);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(ClaimFailure::Detach(e)),
                 }
             }
             match handle.claim_interface(number) {
@@ -96,9 +127,20 @@ impl Claims {
                     attempt += 1;
                     std::thread::sleep(CLAIM_RETRY);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(ClaimFailure::Claim(e)),
             }
         }
+    }
+
+    /// The first interface claimed here that a kernel driver holds now:
+    /// after a reset, libusb re-claims the interfaces, and on a worker's
+    /// descriptor (see `handoff`) it cannot take one back from a host
+    /// driver that bound during the reset.
+    pub(super) fn taken_by_driver(&self, handle: &DeviceHandle<Context>) -> Option<u8> {
+        self.claimed
+            .iter()
+            .copied()
+            .find(|&n| handle.kernel_driver_active(n).unwrap_or(false))
     }
 
     /// Releases every claimed interface (kernel drivers stay detached, so a
@@ -120,5 +162,42 @@ impl Claims {
                 tracing::debug!(interface = number, error = %Chain(&e), "re-attaching kernel driver failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A detach usbfs refuses (a worker's descriptor) names the interface
+    /// and the fix; other failures keep their usual mapping.
+    #[test]
+    fn a_refused_detach_names_the_interface() {
+        let b: BusId = "1-2".parse().unwrap();
+        let bound = ClaimFailure::Detach(rusb::Error::Other).into_usb_error(b, 3);
+        assert_eq!(
+            bound,
+            UsbError::DriverBound {
+                busid: b,
+                interface: 3
+            }
+        );
+        assert!(bound.to_string().contains("interface 3 of device 1-2"));
+        assert!(bound.to_string().contains("unbind it on the host"));
+        assert_eq!(
+            ClaimFailure::Detach(rusb::Error::NoDevice).into_usb_error(b, 3),
+            UsbError::NoDevice(b)
+        );
+        assert_eq!(
+            ClaimFailure::Claim(rusb::Error::Busy).into_usb_error(b, 3),
+            UsbError::Busy(b)
+        );
+        assert!(matches!(
+            ClaimFailure::Claim(rusb::Error::Other).into_usb_error(b, 3),
+            UsbError::Io {
+                op: "claim interface",
+                ..
+            }
+        ));
     }
 }

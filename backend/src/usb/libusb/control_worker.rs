@@ -255,6 +255,10 @@ fn execute(ctx: &WorkerContext, kind: &TransferKind) -> TransferOutcome {
 /// Release interfaces, set the configuration (skipped when the device has a
 /// single configuration and it is already active, as QEMU does: re-setting
 /// it would reset every endpoint under the guest), claim the new interfaces.
+///
+/// On a worker's descriptor (privileges dropped, see `handoff`) a host
+/// driver that the kernel binds to a new interface cannot be detached: the
+/// request then completes with an error and the warning names the interface.
 fn set_configuration(ctx: &WorkerContext, value: u8) -> TransferOutcome {
     let handle = ctx.handle.as_ref();
     let active = handle.active_configuration().ok();

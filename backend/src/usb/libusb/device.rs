@@ -139,9 +139,18 @@ impl UsbDevice for LibusbDevice {
         if self.closed {
             return Err(UsbError::Closed(self.info.busid));
         }
-        self.handle
-            .reset()
-            .map_err(|e| usb_error(self.info.busid, "reset", e))
+        let busid = self.info.busid;
+        self.handle.reset().map_err(|e| {
+            // libusb says "not found" both when the device re-enumerated and
+            // when it could not re-claim an interface afterwards.
+            let taken = (e == rusb::Error::NotFound)
+                .then(|| lock_unpoisoned(&self.claims).taken_by_driver(&self.handle))
+                .flatten();
+            match taken {
+                Some(interface) => UsbError::DriverBound { busid, interface },
+                None => usb_error(busid, "reset", e),
+            }
+        })
     }
 
     fn shutdown(&mut self) {

@@ -1,6 +1,7 @@
 //! One controller's libusb I/O: its private context (created on the first
-//! real device), the devices wrapped into it, and the event handling the
-//! controller's loop runs when their descriptors are ready.
+//! real device, or earlier by [`LibusbIo::prepare`]), the devices wrapped
+//! into it from the descriptors its [`NodeOpener`] returns, and the event
+//! handling the controller's loop runs when their descriptors are ready.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use rusb::{Context, UsbContext};
 
 use super::device::LibusbDevice;
 use super::ffi::IoContext;
+use super::opener::NodeOpener;
 use super::status::usb_error;
-use super::Discovery;
 use crate::ratelimit::RateLimiter;
 use crate::usb::error::UsbError;
 use crate::usb::proto::BusId;
@@ -24,7 +25,7 @@ const STRING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A controller's libusb I/O.
 pub struct LibusbIo {
-    discovery: Arc<Discovery>,
+    opener: Arc<dyn NodeOpener>,
     context: Option<IoContext>,
     limiter: RateLimiter,
 }
@@ -38,12 +39,23 @@ impl std::fmt::Debug for LibusbIo {
 }
 
 impl LibusbIo {
-    pub(super) fn new(discovery: Arc<Discovery>) -> Self {
+    /// An I/O without a context yet, that opens devices' nodes through
+    /// `opener`: the daemon's device discovery in one process, the monitor
+    /// in a worker.
+    pub fn with_opener(opener: Arc<dyn NodeOpener>) -> Self {
         Self {
-            discovery,
+            opener,
             context: None,
             limiter: RateLimiter::default(),
         }
+    }
+
+    /// Creates the controller's libusb context now rather than at the first
+    /// open: libusb needs `/dev/bus/usb` to create one, so a process that is
+    /// about to give up file-system access calls this first. From then on
+    /// [`DeviceIo::polls`] is true (the context has its own descriptors).
+    pub fn prepare(&mut self) -> Result<(), UsbError> {
+        self.context().map(drop)
     }
 
     fn context(&mut self) -> Result<&IoContext, UsbError> {
@@ -85,7 +97,16 @@ impl DeviceIo for LibusbIo {
         busid: &BusId,
         sink: Arc<dyn CompletionSink>,
     ) -> Result<Box<dyn UsbDevice>, UsbError> {
-        let node = self.discovery.open_node(busid)?;
+        let node = self.opener.open_node(busid)?;
+        if node.info.busid != *busid {
+            // A confused (or hostile) opener must not make this controller
+            // drive another device than the one the guest was given.
+            return Err(UsbError::Io {
+                busid: *busid,
+                op: "open",
+                detail: format!("the opener returned device {}", node.info.busid),
+            });
+        }
         let context = self.context()?;
         let handle = context
             .wrap(node.fd.as_raw_fd())

@@ -8,6 +8,11 @@
 //!   descriptor into it (`libusb_wrap_sys_device`), and the controller's
 //!   thread polls its descriptors and runs its completion callbacks.
 //!
+//! Who opens a node is a [`NodeOpener`]: the daemon's own discovery when
+//! everything runs in one process, or, when each controller runs in a
+//! confined worker ([`BrokeredHost`]), the monitor, which prepares the node
+//! with [`LibusbHost::open_node_for_worker`] and passes the descriptor over.
+//!
 //! Descriptors, open/claim/detach and the intercepted standard requests use
 //! rusb's safe API; transfers use libusb's asynchronous API (`ffi`, the
 //! crate's only unsafe code) so many can be in flight. Contexts are owned
@@ -15,26 +20,30 @@
 //! one fails and [`LibusbHost::new`] returns [`UsbError::NoHostUsb`] instead
 //! of panicking.
 
+mod brokered;
 mod claims;
 mod control_worker;
 mod device;
 mod ffi;
+mod handoff;
 mod hotplug;
 mod hotplug_thread;
 mod io;
 pub mod iso_layout;
+mod opener;
 pub mod status;
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use pvusb_support::{lock_unpoisoned, Chain};
 use rusb::{Context, UsbContext};
 
+pub use self::brokered::BrokeredHost;
 pub use self::device::LibusbDevice;
 use self::hotplug::HotplugForwarder;
 use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
+pub use self::opener::{NodeOpener, OpenedNode};
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
 
 use crate::addr::patch_ep0_max_packet;
@@ -56,13 +65,6 @@ pub struct LibusbHost {
 /// opens its node for a controller's context.
 pub(crate) struct Discovery {
     context: Context,
-}
-
-/// A device found on the bus, with its node opened read-write: what a
-/// controller's context needs to wrap it.
-pub(crate) struct OpenedNode {
-    pub(crate) info: DeviceInfo,
-    pub(crate) fd: OwnedFd,
 }
 
 impl std::fmt::Debug for LibusbHost {
@@ -120,12 +122,13 @@ impl Discovery {
     }
 
     /// Finds the device at `busid`, applies what can be refused before
-    /// opening (hubs, SuperSpeed-only devices) and opens its usbfs node.
+    /// opening (hubs, SuperSpeed-only devices) and opens its usbfs node;
+    /// returns the device too, for what the caller still wants to ask.
     ///
     /// WHY a node and not a libusb handle: the node's descriptor is what a
     /// controller's own context wraps, so no device is open in the shared
     /// context and the daemon alone needs the right to open nodes.
-    pub(crate) fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
+    fn open(&self, busid: &BusId) -> Result<(rusb::Device<Context>, OpenedNode), UsbError> {
         let device = self.find(busid)?;
         let info = describe(&device).ok_or(UsbError::NotFound(*busid))?;
         if info.is_hub {
@@ -149,10 +152,17 @@ impl Discovery {
                     detail: format!("{path}: {e}", e = Chain(&e)),
                 },
             })?;
-        Ok(OpenedNode {
+        let node = OpenedNode {
             info,
             fd: file.into(),
-        })
+        };
+        Ok((device, node))
+    }
+}
+
+impl NodeOpener for Discovery {
+    fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
+        self.open(busid).map(|(_, node)| node)
     }
 }
 
@@ -227,7 +237,8 @@ impl UsbHost for LibusbHost {
     }
 
     fn device_io(&self) -> Box<dyn DeviceIo> {
-        Box::new(LibusbIo::new(Arc::clone(&self.discovery)))
+        let opener: Arc<dyn NodeOpener> = Arc::clone(&self.discovery) as _;
+        Box::new(LibusbIo::with_opener(opener))
     }
 
     fn set_hotplug_handler(&self, handler: HotplugHandler) {

@@ -1,5 +1,7 @@
 //! libusb asynchronous transfers (`libusb_alloc_transfer` / `submit` /
-//! `cancel`), which rusb's safe API does not offer.
+//! `cancel`), which rusb's safe API does not offer. Beside them, the other
+//! calls rusb lacks: a controller's own context ([`context`]) and the usbfs
+//! ioctls the monitor issues before it hands a node to a worker ([`usbfs`]).
 //!
 //! Ownership rules, the basis of every SAFETY comment below:
 //! * Each submitted transfer owns a boxed [`TransferState`] leaked into
@@ -32,6 +34,7 @@
 #![allow(unsafe_code)]
 
 mod context;
+pub(super) mod usbfs;
 
 pub(super) use context::IoContext;
 
