@@ -223,6 +223,7 @@ fn answer_control(stream: &mut (impl Read + Write), reporter: &Reporter) -> std:
     let line = request_line(stream)?;
     let mut words = line.split_ascii_whitespace();
     let reply = match (words.next(), words.next(), words.next()) {
+        (Some("fault"), Some(dom), Some(dev)) => fault(reporter, dom, dev, words.next()),
         (Some("stats"), None, None) => to_json(&reporter.take()),
         (Some("stats"), Some(dom), None) => match dom.parse::<u16>() {
             Ok(domid) => {
@@ -236,6 +237,22 @@ fn answer_control(stream: &mut (impl Read + Write), reporter: &Reporter) -> std:
     };
     stream.write_all(reply.as_bytes())?;
     stream.write_all(b"\n")
+}
+
+/// `fault DOMID DEVID KIND`: a test asks a worker process to crash.
+fn fault(reporter: &Reporter, dom: &str, dev: &str, kind: Option<&str>) -> String {
+    let (Ok(domid), Ok(devid)) = (dom.parse::<u16>(), dev.parse::<u32>()) else {
+        return error_json("fault DOMID DEVID KIND: domid and devid are numbers");
+    };
+    let kind = match kind.unwrap_or("").parse::<crate::isolation::Fault>() {
+        Ok(k) => k,
+        Err(e) => return error_json(&e),
+    };
+    match reporter.inject(domid, devid, kind) {
+        None => error_json("this daemon takes no faults (start it with --test-faults)"),
+        Some(false) => error_json("no such controller with a worker process"),
+        Some(true) => serde_json::json!({ "ok": true }).to_string(),
+    }
 }
 
 fn error_json(msg: &str) -> String {
@@ -273,6 +290,8 @@ mod tests {
                 domid: 7,
                 devid: 0,
                 running: true,
+                worker_pid: None,
+                worker_restarts: 0,
                 totals: StatsSnapshot::default(),
                 ports: Vec::new(),
             }]

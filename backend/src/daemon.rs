@@ -19,6 +19,8 @@ use pvusb_xenstore::{Tx, XsClient};
 
 use crate::controller::Context;
 use crate::error::BackendError;
+use crate::isolation::supervisor::{Supervisor, WorkerProcessInfo, WorkerSettings};
+use crate::isolation::{Fault, Isolation};
 use crate::mailbox::{Control, Mailbox};
 use crate::report::{ControllerReport, PortReport, Reporter};
 use crate::stats::{Stats, StatsSnapshot};
@@ -48,6 +50,9 @@ pub struct DaemonConfig {
     /// The device rules every controller checks when it opens a device
     /// (`None`: every device but hubs is served).
     pub policy: Option<Arc<pvusb_policy::Policy>>,
+    /// Controllers as threads of the daemon, or as confined worker
+    /// processes ([`crate::isolation`]).
+    pub isolation: Isolation,
 }
 
 impl DaemonConfig {
@@ -60,6 +65,7 @@ impl DaemonConfig {
             port_stats: true,
             map_min_bytes: crate::engine::DEFAULT_MAP_MIN_BYTES,
             policy: None,
+            isolation: Isolation::Thread,
         }
     }
 
@@ -79,7 +85,10 @@ struct Worker {
     mailbox: Arc<Mailbox>,
     stats: Arc<Stats>,
     finished: Arc<AtomicBool>,
+    /// The controller's thread, or its worker process's supervisor.
     thread: Option<JoinHandle<()>>,
+    /// With worker processes: the pid and the restarts.
+    process: Option<Arc<WorkerProcessInfo>>,
 }
 
 #[derive(Default)]
@@ -88,9 +97,24 @@ struct Registry {
     retired: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Registry {
+    /// Sends a test fault to a controller's worker process.
+    fn inject(&self, id: ControllerId, fault: Fault) -> bool {
+        match lock_unpoisoned(&self.workers).get(&id) {
+            Some(w) if w.process.is_some() => {
+                w.mailbox.send(Control::Fault(fault));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A running daemon. Dropping it shuts it down like [`DaemonHandle::shutdown`].
 pub struct DaemonHandle {
     registry: Arc<Registry>,
+    /// Worker processes obey test faults ([`crate::isolation::Fault`]).
+    fault_hooks: bool,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -151,6 +175,8 @@ impl Daemon {
             .watch(RECORD_ROOT)
             .map_err(|e| BackendError::xs("watch", RECORD_ROOT, e))?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let isolation = config.isolation.clone();
+        let fault_hooks = matches!(&isolation, Isolation::Process(m) if m.fault_hooks);
         let reg = Arc::clone(&registry);
         let thread = std::thread::Builder::new()
             .name("pvusb-daemon".into())
@@ -159,6 +185,7 @@ impl Daemon {
                     ctx,
                     registry: reg,
                     root,
+                    isolation,
                 };
                 d.run(
                     root_watch.receiver(),
@@ -175,6 +202,7 @@ impl Daemon {
         tracing::info!(own_domid = config.own_domid, "pvusb backend daemon started");
         Ok(DaemonHandle {
             registry,
+            fault_hooks,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -205,7 +233,8 @@ impl DaemonHandle {
     /// control socket and the metrics listener ([`crate::report`]).
     pub fn reporter(&self) -> Reporter {
         let registry = Arc::downgrade(&self.registry);
-        Reporter::new(move || {
+        let faults = Arc::downgrade(&self.registry);
+        let reporter = Reporter::new(move || {
             let Some(registry) = registry.upgrade() else {
                 return Vec::new();
             };
@@ -216,6 +245,15 @@ impl DaemonHandle {
                     domid: id.domid,
                     devid: id.devid,
                     running: !w.finished.load(Ordering::SeqCst),
+                    worker_pid: w
+                        .process
+                        .as_ref()
+                        .map(|p| p.pid.load(Ordering::Relaxed))
+                        .filter(|&pid| pid != 0),
+                    worker_restarts: w
+                        .process
+                        .as_ref()
+                        .map_or(0, |p| p.restarts.load(Ordering::Relaxed)),
                     totals: w.stats.snapshot(),
                     ports: w
                         .stats
@@ -231,7 +269,39 @@ impl DaemonHandle {
             drop(workers);
             out.sort_by_key(|r| (r.domid, r.devid));
             out
-        })
+        });
+        if !self.fault_hooks {
+            return reporter;
+        }
+        reporter.with_faults(Arc::new(move |domid, devid, fault| {
+            faults
+                .upgrade()
+                .is_some_and(|reg| reg.inject(ControllerId { domid, devid }, fault))
+        }))
+    }
+
+    /// The pid of a controller's worker process (`None` with threads, or
+    /// while none runs).
+    pub fn worker_pid(&self, domid: u16, devid: u32) -> Option<u32> {
+        lock_unpoisoned(&self.registry.workers)
+            .get(&ControllerId { domid, devid })
+            .and_then(|w| w.process.as_ref())
+            .map(|p| p.pid.load(Ordering::Relaxed))
+            .filter(|&pid| pid != 0)
+    }
+
+    /// How many times a controller's worker process was started again.
+    pub fn worker_restarts(&self, domid: u16, devid: u32) -> u64 {
+        lock_unpoisoned(&self.registry.workers)
+            .get(&ControllerId { domid, devid })
+            .and_then(|w| w.process.as_ref())
+            .map_or(0, |p| p.restarts.load(Ordering::Relaxed))
+    }
+
+    /// Asks a controller's worker process to commit `fault` (obeyed only
+    /// when the process model has fault hooks; tests).
+    pub fn inject_fault(&self, domid: u16, devid: u32, fault: Fault) -> bool {
+        self.registry.inject(ControllerId { domid, devid }, fault)
     }
 
     /// Whether the worker of a controller is running.
@@ -300,6 +370,7 @@ struct Dispatcher<G, E> {
     ctx: Arc<Context<G, E>>,
     registry: Arc<Registry>,
     root: String,
+    isolation: Isolation,
 }
 
 impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
@@ -444,16 +515,47 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
         };
         let stats = Arc::new(Stats::default());
         let finished = Arc::new(AtomicBool::new(false));
-        let (ctx, mb, st, fin, be) = (
-            Arc::clone(&self.ctx),
+        let (mb, st, fin, be) = (
             Arc::clone(&mailbox),
             Arc::clone(&stats),
             Arc::clone(&finished),
             self.dir(id),
         );
-        let thread = std::thread::Builder::new()
-            .name(format!("vusb-{}-{}", id.domid, id.devid))
-            .spawn(move || worker::run(id, be, ctx, mb, st, fin));
+        let (thread, process) = match &self.isolation {
+            Isolation::Thread => {
+                let ctx = Arc::clone(&self.ctx);
+                let thread = std::thread::Builder::new()
+                    .name(format!("vusb-{}-{}", id.domid, id.devid))
+                    .spawn(move || {
+                        worker::run(id, be, ctx, mb, st, fin, Arc::default());
+                    });
+                (thread, None)
+            }
+            Isolation::Process(model) => {
+                let info = Arc::new(WorkerProcessInfo::default());
+                let sup = Supervisor {
+                    id,
+                    be,
+                    xs: Arc::clone(&self.ctx.xs),
+                    model: Arc::clone(model),
+                    settings: WorkerSettings {
+                        own_domid: self.ctx.own_domid,
+                        poll_max_us: u64::try_from(self.ctx.poll_max.as_micros())
+                            .unwrap_or(u64::MAX),
+                        port_stats: self.ctx.port_stats,
+                        map_min_bytes: self.ctx.map_min_bytes,
+                    },
+                    mailbox: mb,
+                    stats: st,
+                    finished: fin,
+                    info: Arc::clone(&info),
+                };
+                let thread = std::thread::Builder::new()
+                    .name(format!("pvusb-sup-{}-{}", id.domid, id.devid))
+                    .spawn(move || sup.run());
+                (thread, Some(info))
+            }
+        };
         match thread {
             Ok(t) => {
                 tracing::info!(ctl = %id, "serving controller");
@@ -464,6 +566,7 @@ impl<G: GrantMapper + 'static, E: EventChannels + 'static> Dispatcher<G, E> {
                         stats,
                         finished,
                         thread: Some(t),
+                        process,
                     },
                 );
             }

@@ -5,6 +5,7 @@
 //!
 //! Layout (one concern per module):
 //! * [`daemon`]: watches the backend directory, one worker per controller;
+//! * [`isolation`]: controllers as confined worker processes, supervised;
 //! * [`worker`]: the per-controller thread and its poll loop (ring, mailbox,
 //!   the devices' libusb descriptors), panic boundary;
 //! * [`polling`]: the bound of the worker's adaptive ring-polling window;
@@ -33,6 +34,7 @@ pub mod error;
 pub mod guest;
 pub mod host;
 pub mod ids;
+pub mod isolation;
 pub mod mailbox;
 pub mod polling;
 pub mod pool;

@@ -43,6 +43,10 @@ pub enum Control {
     Shutdown,
     /// The controller or its guest is gone: release everything, write nothing.
     Remove,
+    /// A test asks a worker process to commit a fault
+    /// ([`crate::isolation::Fault`]); only a worker started with fault hooks
+    /// is ever sent one.
+    Fault(crate::isolation::Fault),
 }
 
 /// Completions and control messages for one worker.

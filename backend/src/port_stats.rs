@@ -122,6 +122,26 @@ impl PortStats {
         add(&self.latency_us_sum, us);
     }
 
+    /// Sets every counter to `s`: a daemon whose controller runs in a
+    /// worker process mirrors the worker's counters here.
+    pub fn restore(&self, s: &PortSnapshot) {
+        let store = |c: &AtomicU64, v: &u64| c.store(*v, Ordering::Relaxed);
+        self.urbs.iter().zip(&s.urbs).for_each(|(c, v)| store(c, v));
+        store(&self.bytes_in, &s.bytes_in);
+        store(&self.bytes_out, &s.bytes_out);
+        self.completions
+            .iter()
+            .zip(&s.completions)
+            .for_each(|(c, v)| store(c, v));
+        store(&self.unlinks, &s.unlinks);
+        store(&self.transfers, &s.transfers);
+        self.latency
+            .iter()
+            .zip(&s.latency)
+            .for_each(|(c, v)| store(c, v));
+        store(&self.latency_us_sum, &s.latency_us_sum);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> PortSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -139,7 +159,7 @@ impl PortStats {
 }
 
 /// A copy of one port's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortSnapshot {
     /// URBs accepted, by [`UrbType`].
     pub urbs: [u64; 4],

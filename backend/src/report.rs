@@ -17,6 +17,11 @@ pub struct ControllerReport {
     pub devid: u32,
     /// Whether its worker runs.
     pub running: bool,
+    /// Its worker process now, when controllers run as processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_pid: Option<u32>,
+    /// How many times its worker process was started again after a crash.
+    pub worker_restarts: u64,
     /// Controller-wide counters.
     pub totals: StatsSnapshot,
     /// Ports that ever saw a URB.
@@ -83,7 +88,13 @@ impl PortReport {
 /// Takes a report of every controller; cheap to clone and to send to the
 /// threads that serve the control socket and the metrics listener.
 #[derive(Clone)]
-pub struct Reporter(Arc<dyn Fn() -> Vec<ControllerReport> + Send + Sync>);
+pub struct Reporter {
+    take: Arc<dyn Fn() -> Vec<ControllerReport> + Send + Sync>,
+    faults: Option<FaultInjector>,
+}
+
+/// Sends a test fault to a controller's worker process; whether it was sent.
+pub type FaultInjector = Arc<dyn Fn(u16, u32, crate::isolation::Fault) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,12 +105,27 @@ impl std::fmt::Debug for Reporter {
 impl Reporter {
     /// A reporter calling `take`.
     pub fn new(take: impl Fn() -> Vec<ControllerReport> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(take))
+        Self {
+            take: Arc::new(take),
+            faults: None,
+        }
+    }
+
+    /// Also takes `fault DOMID DEVID KIND` requests (a daemon started with
+    /// test fault hooks).
+    pub fn with_faults(mut self, inject: FaultInjector) -> Self {
+        self.faults = Some(inject);
+        self
     }
 
     /// Every controller's report, sorted by (domid, devid).
     pub fn take(&self) -> Vec<ControllerReport> {
-        (self.0)()
+        (self.take)()
+    }
+
+    /// Sends a fault; `None` without fault hooks.
+    pub fn inject(&self, domid: u16, devid: u32, fault: crate::isolation::Fault) -> Option<bool> {
+        self.faults.as_ref().map(|f| f(domid, devid, fault))
     }
 }
 
@@ -267,6 +293,8 @@ mod tests {
             domid: 3,
             devid: 0,
             running: true,
+            worker_pid: None,
+            worker_restarts: 0,
             totals: StatsSnapshot::default(),
             ports: vec![PortReport::new(1, p.snapshot())],
         }]

@@ -15,7 +15,7 @@ macro_rules! counters {
         }
 
         /// A copy of [`Stats`]' controller-wide counters at one moment.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct StatsSnapshot {
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -24,6 +24,12 @@ macro_rules! counters {
             /// Copies every controller-wide counter.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+
+            /// Sets every controller-wide counter to `s` (a worker
+            /// process's counters mirrored in its daemon).
+            pub fn restore(&self, s: &StatsSnapshot) {
+                $(self.$name.store(s.$name, Ordering::Relaxed);)*
             }
         }
     };

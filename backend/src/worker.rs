@@ -6,7 +6,7 @@
 
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,34 @@ use crate::polling::{self, PollWindow, SpinEnd};
 use crate::stats::Stats;
 use crate::xenbus::ControllerId;
 
+/// Whether a worker's loop makes progress: read by a worker process's
+/// heartbeat, so that its monitor can tell a busy controller (turns keep
+/// rising) and an idle one (asleep) from a stuck one (neither).
+#[derive(Debug, Default)]
+pub struct Liveness {
+    turns: AtomicU64,
+    asleep: AtomicBool,
+}
+
+impl Liveness {
+    /// Turns of the loop so far.
+    pub fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
+    }
+
+    /// Whether the loop sleeps waiting for work.
+    pub fn asleep(&self) -> bool {
+        self.asleep.load(Ordering::Relaxed)
+    }
+
+    fn turn(&self) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs a controller until it is told to stop. Never panics (a panic inside
 /// is caught and logged). `finished` is set when the thread is done.
+/// Returns false if the controller crashed (a panic).
 pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
     id: ControllerId,
     be: String,
@@ -30,7 +56,8 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
     mailbox: Arc<Mailbox>,
     stats: Arc<Stats>,
     finished: Arc<AtomicBool>,
-) {
+    liveness: Arc<Liveness>,
+) -> bool {
     let result = catch_unwind(AssertUnwindSafe(|| {
         // The event loop services the controller (which drains completions)
         // after everything that can complete a transfer and before it sleeps,
@@ -38,8 +65,9 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
         mailbox.set_worker(std::thread::current().id());
         let mut ctl = Controller::new(id, be, ctx, Arc::clone(&mailbox), stats.clone());
         ctl.start();
-        event_loop(&mut ctl, &mailbox, &stats);
+        event_loop(&mut ctl, &mailbox, &stats, &liveness);
     }));
+    let clean = result.is_ok();
     if let Err(panic) = result {
         let what = panic
             .downcast_ref::<&str>()
@@ -49,6 +77,7 @@ pub fn run<G: GrantMapper + 'static, E: EventChannels + 'static>(
         tracing::error!(ctl = %id, "controller worker crashed and was stopped (other controllers are unaffected): {what}");
     }
     finished.store(true, Ordering::SeqCst);
+    clean
 }
 
 /// Services the controller (ring and completions: shared-memory loads and an
@@ -108,10 +137,12 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
     ctl: &mut Controller<G, E>,
     mailbox: &Mailbox,
     stats: &Stats,
+    liveness: &Liveness,
 ) {
     let mut event = false;
     let mut window = PollWindow::new(ctl.poll_max());
     loop {
+        liveness.turn();
         mailbox.clear_wake();
         for msg in mailbox.take_control() {
             match msg {
@@ -122,6 +153,7 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
                 Control::BackendChanged(rel) => ctl.on_backend_changed(&rel),
                 Control::FrontendChanged => ctl.reconcile(),
                 Control::Hotplug(ev) => ctl.on_hotplug(&ev),
+                Control::Fault(fault) => crate::isolation::commit(fault),
             }
         }
         let work = ctl.service(RingWait::Arm);
@@ -160,7 +192,9 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
                 None => PollTimeout::NONE,
             };
             let asleep = Instant::now();
+            liveness.asleep.store(true, Ordering::Relaxed);
             let polled = poll(&mut fds, timeout);
+            liveness.asleep.store(false, Ordering::Relaxed);
             slept = asleep.elapsed();
             match polled {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}

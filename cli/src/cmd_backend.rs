@@ -13,14 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
-use pvusb_backend::usb::emulated::faulty::{SlowDevice, StallDevice, VanishingDevice};
-use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::mass_storage::store::{BlockStore, FileStore, MemoryStore};
-use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
-use pvusb_backend::usb::emulated::{DeviceFactory, EmulatedHost};
+use pvusb_backend::isolation::restart::RestartPolicy;
+use pvusb_backend::isolation::{ConfineSetup, ProcessModel, TransportSetup};
+use pvusb_backend::usb::emulated::{EmulatedHost, EmulatedSpec};
 use pvusb_backend::usb::libusb::LibusbHost;
+use pvusb_backend::usb::NodeOpener;
 use pvusb_backend::usb::UsbHost;
 use pvusb_backend::{CompositeHost, Daemon, DaemonConfig};
 use pvusb_support::Chain;
@@ -30,9 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::signals::StopSignals;
 use nix::sys::signal::Signal;
-
-/// Default size of an emulated disk whose file does not exist yet.
-const DEFAULT_DISK: u64 = 64 << 20;
 
 /// Which grant/event-channel implementation to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,6 +96,31 @@ pub struct Args {
     /// Do not count per-port statistics (only to measure what counting costs).
     #[arg(long, hide = true)]
     pub no_port_stats: bool,
+    /// How controllers run: each in a confined worker process of its own
+    /// (another user, no capabilities, seccomp, Landlock; a crash or a
+    /// compromise stays in it), or as threads of the daemon.
+    #[arg(long, value_enum, default_value_t = Isolation::Process)]
+    pub isolation: Isolation,
+    /// The user worker processes run as (default: the `pvusb` system user
+    /// if it exists, else `nobody`).
+    #[arg(long, value_name = "USER")]
+    pub worker_user: Option<String>,
+    /// Workers keep the daemon's user and skip seccomp, Landlock and
+    /// namespaces (only to measure what confinement costs).
+    #[arg(long, hide = true)]
+    pub unconfined_workers: bool,
+    /// Workers obey `pvusb stats --fault` requests (tests only).
+    #[arg(long, hide = true)]
+    pub test_faults: bool,
+}
+
+/// How controllers run (`--isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// One confined worker process per controller, supervised.
+    Process,
+    /// Threads of the daemon.
+    Thread,
 }
 
 /// Where the control socket of a daemon started with `args` listens.
@@ -180,107 +199,72 @@ fn load_rules(sysfs: &SysfsRoot) -> Result<Option<Arc<pvusb_policy::Policy>>, St
     Ok(policy.map(Arc::new))
 }
 
-/// Parses "64M", "1G", "512K" or a byte count.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
+/// The worker processes' model: what each gets and how it is confined.
+fn process_model(
+    args: &Args,
+    xs: &XsClient,
+    emulated: Vec<(EmulatedSpec, Option<std::fs::File>)>,
+    libusb: Option<Arc<LibusbHost>>,
+    policy: Option<&pvusb_policy::Policy>,
+) -> Result<ProcessModel, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this binary for the worker processes: {e}"))?;
+    let xenstore = xs
+        .endpoint()
+        .ok_or("the xenstore connection has no path the workers' proxies could reach")?
+        .to_owned();
+    let (transport, xen_devices) = match args.transport {
+        Transport::Xen => (
+            TransportSetup::Xen,
+            Some((
+                PathBuf::from(pvusb_xen::linux::GNTDEV_PATH),
+                PathBuf::from(pvusb_xen::linux::EVTCHN_PATH),
+            )),
+        ),
+        Transport::Sim => {
+            let dir =
+                sim_dir_of(args).ok_or("--transport sim needs --sim-dir DIR (or PVUSB_SIM_DIR)")?;
+            (TransportSetup::Sim { dir }, None)
+        }
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("size {s:?} is not a number (e.g. 64M)"))?;
-    n.checked_mul(mult)
-        .filter(|b| *b >= 512)
-        .ok_or_else(|| format!("size {s:?} is out of range"))
-}
-
-fn blocks(bytes: u64) -> Result<u32, String> {
-    u32::try_from(bytes / 512)
-        .map_err(|_| format!("{bytes} bytes is too large for an emulated disk"))
-}
-
-fn storage(store: Arc<dyn BlockStore>) -> DeviceFactory {
-    Arc::new(move || Box::new(MassStorageDevice::new(Arc::clone(&store))))
-}
-
-/// A device factory and its description for one `--emulate` spec.
-fn factory(spec: &str) -> Result<(DeviceFactory, String), String> {
-    let (kind, rest) = spec
-        .split_once(':')
-        .map_or((spec, None), |(k, r)| (k, Some(r)));
-    Ok(match (kind, rest) {
-        ("storage", Some(rest)) => {
-            let (file, size) = match rest.rsplit_once(':') {
-                Some((f, s)) if parse_size(s).is_ok() => (f, Some(parse_size(s)?)),
-                _ => (rest, None),
-            };
-            let path = PathBuf::from(file);
-            let store = if size.is_some() || !path.exists() {
-                FileStore::create(&path, blocks(size.unwrap_or(DEFAULT_DISK))?)
-            } else {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .and_then(FileStore::new)
-            }
-            .map_err(|e| format!("emulated storage {}: {e}", path.display(), e = Chain(&e)))?;
-            (
-                storage(Arc::new(store)),
-                format!("storage ({})", path.display()),
-            )
-        }
-        ("storage-mem", Some(size)) => {
-            let store = MemoryStore::new(blocks(parse_size(size)?)?);
-            (
-                storage(Arc::new(store)),
-                format!("storage in memory ({size})"),
-            )
-        }
-        ("keyboard", text) => {
-            let handle = KeyboardHandle::new();
-            if let Some(t) = text {
-                handle.press(t);
-            }
-            (
-                Arc::new(move || Box::new(handle.device())),
-                "keyboard".into(),
-            )
-        }
-        ("loopback", None) => (
-            Arc::new(|| Box::new(LoopbackDevice::new(1 << 20))),
-            "loopback".into(),
-        ),
-        ("audio", None) => {
-            let stats = Arc::new(AudioStats::default());
-            (
-                Arc::new(move || Box::new(AudioDevice::new(Arc::clone(&stats)))),
-                "audio".into(),
-            )
-        }
-        ("stall", None) => (Arc::new(|| Box::new(StallDevice)), "stall".into()),
-        ("slow", None) => (
-            Arc::new(|| {
-                Box::new(SlowDevice::new(
-                    LoopbackDevice::new(1 << 20),
-                    Duration::from_millis(100),
-                ))
-            }),
-            "slow loopback (100 ms)".into(),
-        ),
-        ("vanish", None) => (
-            Arc::new(|| Box::new(VanishingDevice::new(LoopbackDevice::new(1 << 20), 100))),
-            "loopback that vanishes at its 100th transfer".into(),
-        ),
-        _ => {
-            return Err(format!(
-                "unknown --emulate spec {spec:?}; use storage:FILE[:SIZE], storage-mem:SIZE, \
-                 keyboard[:TEXT], loopback, audio, stall, slow or vanish"
-            ))
-        }
+    let rules = match policy {
+        Some(p) => Some((
+            p.path.clone(),
+            std::fs::read_to_string(&p.path).map_err(|e| format!("{}: {e}", p.path.display()))?,
+        )),
+        None => None,
+    };
+    let mut confine = ConfineSetup::full();
+    confine.user = args.worker_user.clone();
+    if args.unconfined_workers {
+        confine = ConfineSetup {
+            user: None,
+            keep_user: true,
+            seccomp: false,
+            landlock: false,
+            namespaces: false,
+        };
+    }
+    Ok(ProcessModel {
+        exe,
+        worker_args: vec!["backend-worker".into()],
+        xenstore,
+        transport,
+        xen_devices,
+        emulated,
+        nodes: libusb.map(|h| h as Arc<dyn NodeOpener>),
+        rules,
+        confine,
+        fault_hooks: args.test_faults,
+        restart: RestartPolicy::default(),
+        stuck_after: Duration::from_secs(10),
     })
+}
+
+fn sim_dir_of(args: &Args) -> Option<PathBuf> {
+    args.sim_dir
+        .clone()
+        .or_else(|| std::env::var_os("PVUSB_SIM_DIR").map(PathBuf::from))
 }
 
 fn own_domid(args: &Args, xs: &XsClient) -> u16 {
@@ -299,13 +283,28 @@ pub fn run(args: Args) -> Result<(), String> {
     let signals = StopSignals::block_with(&[Signal::SIGUSR1])?;
     let policy = load_rules(&sysfs_of(&args))?;
 
-    let emulated = EmulatedHost::new();
+    let mut specs = Vec::new();
     for spec in &args.emulate {
-        let (f, what) = factory(spec)?;
-        let busid = emulated.add_next(f).map_err(|e| Chain(&e).to_string())?;
-        println!("emulated {what} at busid {busid}");
+        let spec = EmulatedSpec::parse(spec).map_err(|e| Chain(&e).to_string())?;
+        let backing = spec.open_backing().map_err(|e| Chain(&e).to_string())?;
+        specs.push((spec, backing));
     }
-    let real: Option<Arc<dyn UsbHost>> = if args.no_host_usb {
+    let emulated = EmulatedHost::new();
+    for (n, (spec, backing)) in specs.iter().enumerate() {
+        let busid = EmulatedHost::busid(u8::try_from(n + 1).unwrap_or(u8::MAX))
+            .ok_or("too many emulated devices")?;
+        if args.isolation == Isolation::Thread {
+            let backing = backing
+                .as_ref()
+                .map(|f| f.try_clone())
+                .transpose()
+                .map_err(|e| format!("{}: {e}", spec.describe()))?;
+            let f = spec.factory(backing).map_err(|e| Chain(&e).to_string())?;
+            emulated.add(busid, f).map_err(|e| Chain(&e).to_string())?;
+        }
+        println!("emulated {} at busid {busid}", spec.describe());
+    }
+    let libusb: Option<Arc<LibusbHost>> = if args.no_host_usb {
         None
     } else {
         match LibusbHost::new() {
@@ -317,6 +316,7 @@ pub fn run(args: Args) -> Result<(), String> {
             }
         }
     };
+    let real = libusb.clone().map(|h| h as Arc<dyn UsbHost>);
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
     let xs = Arc::new(
         XsClient::connect_default()
@@ -326,6 +326,12 @@ pub fn run(args: Args) -> Result<(), String> {
     config.poll_max = Duration::from_micros(args.poll_max_us);
     config.port_stats = !args.no_port_stats;
     config.map_min_bytes = args.map_min_bytes;
+    config.isolation = match args.isolation {
+        Isolation::Thread => pvusb_backend::isolation::Isolation::Thread,
+        Isolation::Process => pvusb_backend::isolation::Isolation::Process(Arc::new(
+            process_model(&args, &xs, specs, libusb, policy.as_deref())?,
+        )),
+    };
     config.policy = policy;
     let metrics = args
         .metrics
@@ -333,10 +339,7 @@ pub fn run(args: Args) -> Result<(), String> {
         .map(pvusb_backend::control::MetricsAddr::parse)
         .transpose()
         .map_err(|e| Chain(&e).to_string())?;
-    let sim_dir = args
-        .sim_dir
-        .clone()
-        .or_else(|| std::env::var_os("PVUSB_SIM_DIR").map(PathBuf::from));
+    let sim_dir = sim_dir_of(&args);
     let control = args
         .control
         .clone()
@@ -402,23 +405,5 @@ fn log_stats(daemon: &pvusb_backend::DaemonHandle) {
         };
         let mean_device_us = s.device_us.checked_div(s.completed).unwrap_or(0);
         tracing::info!(ctl = %id, mean_device_us, "stats: {s:?}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_specs() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("1").is_err());
-        assert!(parse_size("x").is_err());
-        assert!(factory("storage-mem:1M").is_ok());
-        assert!(factory("loopback").is_ok());
-        assert!(factory("keyboard:hi").is_ok());
-        assert!(factory("bogus").is_err());
-        assert!(factory("storage-mem").is_err());
     }
 }

@@ -40,6 +40,10 @@ pub struct Args {
     /// comparison).
     #[arg(long, hide = true)]
     no_port_stats: bool,
+    /// Internal: controllers as daemon threads (backend role; the
+    /// isolation-cost comparison).
+    #[arg(long, hide = true)]
+    threads: bool,
 }
 
 /// Run the bench (or its backend role).
@@ -49,7 +53,12 @@ pub fn run(args: Args) -> Result<(), String> {
         else {
             return Err("--role backend needs --sim-dir, --xs-path and --echo-port".into());
         };
-        return child::run(dir, xs, port, args.real_usb, !args.no_port_stats);
+        let backend = session::Backend {
+            real_usb: args.real_usb,
+            port_stats: !args.no_port_stats,
+            threads: args.threads,
+        };
+        return child::run(dir, xs, port, backend);
     }
     let plan = if args.quick {
         Plan::QUICK
@@ -62,19 +71,36 @@ pub fn run(args: Args) -> Result<(), String> {
             let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(child::LOOPBACK_PORT)
                 .ok_or("no busid for the emulated loopback port")?
                 .to_string();
-            let mut s = session::Session::start(&busid, false, true)?;
+            let default = session::Backend::default();
+            let mut s = session::Session::start(&busid, default)?;
             // Two fresh backend processes, one without per-port counting,
             // measured alternately: what counting costs. (A process that
             // ran the other figures first is no fair partner: both counting,
             // it and a fresh one differed by a quarter.)
-            let counted = session::Session::start(&busid, false, true)?;
-            let uncounted = session::Session::start(&busid, false, false)?;
+            let counted = session::Session::start(&busid, default)?;
+            let uncounted = session::Session::start(
+                &busid,
+                session::Backend {
+                    port_stats: false,
+                    ..default
+                },
+            )?;
+            // The same pair for what worker processes cost against threads.
+            let threads = session::Session::start(
+                &busid,
+                session::Backend {
+                    threads: true,
+                    ..default
+                },
+            )?;
             let r = session::measure(
                 &mut s,
                 [&counted, &uncounted],
+                &threads,
                 &plan,
                 "simulated transport, emulated loopback device".into(),
             );
+            threads.close();
             uncounted.close();
             counted.close();
             s.close();

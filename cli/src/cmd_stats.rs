@@ -80,6 +80,15 @@ fn resolve(dom: &str) -> Result<u16, String> {
 }
 
 fn ask(path: &std::path::Path, domid: Option<u16>) -> Result<String, String> {
+    let req = match domid {
+        Some(d) => format!("stats {d}\n"),
+        None => "stats\n".to_owned(),
+    };
+    request(path, &req)
+}
+
+/// Sends one request line to the daemon's control socket; its answer.
+pub(crate) fn request(path: &std::path::Path, req: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the backend daemon at {} ({e}): is `pvusb backend` running (systemctl status pvusb-backend), and are you root?",
@@ -88,10 +97,6 @@ fn ask(path: &std::path::Path, domid: Option<u16>) -> Result<String, String> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| Chain(&e).to_string())?;
-    let req = match domid {
-        Some(d) => format!("stats {d}\n"),
-        None => "stats\n".to_owned(),
-    };
     s.write_all(req.as_bytes())
         .map_err(|e| Chain(&e).to_string())?;
     let mut out = String::new();

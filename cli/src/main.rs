@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd_backend;
+mod cmd_backend_worker;
 mod cmd_bench;
 mod cmd_demo;
 mod cmd_front;
@@ -51,6 +52,9 @@ enum Command {
     /// Write man pages or shell completions (package build).
     #[command(hide = true)]
     Generate(cmd_generate::Args),
+    /// One controller's confined worker process (started by the daemon).
+    #[command(hide = true)]
+    BackendWorker,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => cmd_stats::run(args),
         Command::Toolstack(cmd) => cmd_toolstack::run(cmd),
         Command::Generate(args) => cmd_generate::run(args),
+        Command::BackendWorker => return cmd_backend_worker::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,11 +10,12 @@ use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// Most descriptors one message carries (a reply passes at most 3).
-pub(crate) const MAX_FDS: usize = 4;
+/// Most descriptors one message carries (a sim reply passes at most 3; a
+/// backend worker's setup a few more).
+pub const MAX_FDS: usize = 16;
 
 /// Send all of `bytes`, with `fds` attached to the first byte.
-pub(crate) fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         let iov = [IoSlice::new(&bytes[sent..])];
@@ -37,7 +38,7 @@ pub(crate) fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> i
 /// Receive exactly `buf.len()` bytes and the descriptors that came with them.
 /// Extra descriptors beyond [`MAX_FDS`] make the kernel truncate the control
 /// data; that is reported as an error (the truncated ones are closed by the kernel).
-pub(crate) fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
+pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
     let mut fds = Vec::new();
     let mut got = 0;
     while got < buf.len() {

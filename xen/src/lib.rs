@@ -45,7 +45,7 @@ macro_rules! shared_mem_via_region {
     };
 }
 
-mod fdpass;
+pub mod fdpass;
 pub mod linux;
 mod mapped;
 mod mmap;

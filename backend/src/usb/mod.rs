@@ -13,6 +13,7 @@
 
 mod buffer;
 mod error;
+mod opener;
 mod proto;
 mod traits;
 mod types;
@@ -23,6 +24,7 @@ pub mod libusb;
 
 pub use buffer::{TransferBuffer, SETUP_STAGE_LEN};
 pub use error::UsbError;
+pub use opener::{NodeOpener, OpenedNode};
 pub use proto::{BusId, BusIdError, SetupPacket, Speed, TransferOutcome};
 pub use traits::{CompletionSink, DeviceIo, IoFd, UsbDevice, UsbHost};
 pub use types::{

@@ -23,6 +23,11 @@ use pvusb_xen::{EventChannel, EventChannels};
 use pvusb_xenstore::XsClient;
 
 use super::cpu;
+use super::session::Backend;
+use pvusb_backend::isolation::restart::RestartPolicy;
+use pvusb_backend::isolation::{ConfineSetup, Isolation, ProcessModel, TransportSetup};
+use pvusb_backend::usb::emulated::EmulatedSpec;
+use pvusb_backend::usb::NodeOpener;
 
 /// Domain id of the frontend (the bench process).
 pub const FRONT_DOMID: u16 = 1;
@@ -32,13 +37,7 @@ pub const LOOPBACK_PORT: u8 = 1;
 pub const LOOPBACK_CAPACITY: usize = 64 * 1024;
 
 /// Serve until told to stop.
-pub fn run(
-    sim_dir: &Path,
-    xs_path: &Path,
-    echo_port: u32,
-    real_usb: bool,
-    port_stats: bool,
-) -> Result<(), String> {
+pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> Result<(), String> {
     let xen = Arc::new(SimXen::new(sim_dir, 0));
     let echo = xen
         .bind_interdomain(FRONT_DOMID, echo_port)
@@ -56,17 +55,41 @@ pub fn run(
         .map_err(|e| format!("cannot start the echo thread: {e}", e = Chain(&e)))?;
 
     let emulated = EmulatedHost::new();
-    let busid = EmulatedHost::busid(LOOPBACK_PORT).ok_or("no busid for the loopback port")?;
-    let factory: DeviceFactory = Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
-    emulated
-        .add(busid, factory)
-        .map_err(|e| format!("cannot plug the loopback device: {e}", e = Chain(&e)))?;
-    let real: Option<Arc<dyn UsbHost>> = if real_usb {
+    let libusb = if backend.real_usb {
         let host =
             pvusb_backend::usb::libusb::LibusbHost::new().map_err(|e| Chain(&e).to_string())?;
         Some(Arc::new(host))
     } else {
         None
+    };
+    let real = libusb.clone().map(|h| h as Arc<dyn UsbHost>);
+    let isolation = if backend.threads {
+        let busid = EmulatedHost::busid(LOOPBACK_PORT).ok_or("no busid for the loopback port")?;
+        let factory: DeviceFactory = Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
+        emulated
+            .add(busid, factory)
+            .map_err(|e| format!("cannot plug the loopback device: {e}", e = Chain(&e)))?;
+        Isolation::Thread
+    } else {
+        // The workers build their devices from specs: the loopback is the
+        // first, at LOOPBACK_PORT.
+        Isolation::Process(Arc::new(ProcessModel {
+            exe: std::env::current_exe()
+                .map_err(|e| format!("cannot find my own executable: {e}"))?,
+            worker_args: vec!["backend-worker".into()],
+            xenstore: xs_path.to_owned(),
+            transport: TransportSetup::Sim {
+                dir: sim_dir.to_owned(),
+            },
+            xen_devices: None,
+            emulated: vec![(EmulatedSpec::Loopback, None)],
+            nodes: libusb.map(|h| h as Arc<dyn NodeOpener>),
+            rules: None,
+            confine: ConfineSetup::full(),
+            fault_hooks: false,
+            restart: RestartPolicy::default(),
+            stuck_after: std::time::Duration::from_secs(10),
+        }))
     };
     let host: Arc<dyn UsbHost> = Arc::new(CompositeHost::new(emulated, real));
     let xs = Arc::new(
@@ -74,7 +97,8 @@ pub fn run(
             .map_err(|e| format!("cannot reach xenstore: {e}", e = Chain(&e)))?,
     );
     let mut config = DaemonConfig::new(0);
-    config.port_stats = port_stats;
+    config.port_stats = backend.port_stats;
+    config.isolation = isolation;
     let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, config)
         .map_err(|e| format!("the backend daemon did not start: {e}", e = Chain(&e)))?;
 
@@ -85,7 +109,7 @@ pub fn run(
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         match line.trim() {
-            "cpu" => writeln!(out, "cpu {}", cpu::self_seconds())
+            "cpu" => writeln!(out, "cpu {}", cpu::self_seconds() + workers_cpu(&daemon))
                 .and_then(|()| out.flush())
                 .map_err(|e| Chain(&e).to_string())?,
             "quit" => break,
@@ -94,4 +118,11 @@ pub fn run(
     }
     daemon.shutdown();
     Ok(())
+}
+
+/// CPU seconds of the controller's worker process (none with threads).
+fn workers_cpu(daemon: &pvusb_backend::DaemonHandle) -> f64 {
+    daemon
+        .worker_pid(FRONT_DOMID, 0)
+        .map_or(0.0, |pid| cpu::process_seconds(pid).unwrap_or(f64::NAN))
 }

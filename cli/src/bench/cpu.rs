@@ -1,4 +1,5 @@
-//! CPU time of a process (getrusage RUSAGE_SELF: every thread of it).
+//! CPU time of a process: this one (getrusage RUSAGE_SELF: every thread of
+//! it), or another (`/proc/PID/stat`).
 
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -11,4 +12,20 @@ pub fn self_seconds() -> f64 {
         }
         Err(_) => f64::NAN,
     }
+}
+
+/// User plus system CPU seconds of process `pid` so far (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks).
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)?;
+    Some((utime + stime) as f64 / ticks as f64)
 }

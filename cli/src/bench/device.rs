@@ -348,7 +348,13 @@ fn measure_on(
         "pvusb: start the backend process and enumerate",
         ACTION_LIMIT,
     );
-    let mut session = Session::start(&busid, true, true)?;
+    let mut session = Session::start(
+        &busid,
+        super::session::Backend {
+            real_usb: true,
+            ..Default::default()
+        },
+    )?;
     let dev = session
         .front()
         .enumerate(1)

@@ -36,6 +36,28 @@ const BULK_SIZES: [usize; 3] = [4096, 16 * 1024, 63 * 1024];
 /// URBs in flight for the batched figures (the ring size).
 const DEEP: usize = 16;
 
+/// How the bench's backend runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Backend {
+    /// Serve real USB devices too (`--device`).
+    pub real_usb: bool,
+    /// Count per-port statistics.
+    pub port_stats: bool,
+    /// Controllers as daemon threads instead of worker processes.
+    pub threads: bool,
+}
+
+impl Default for Backend {
+    /// What `pvusb backend` does by default.
+    fn default() -> Self {
+        Self {
+            real_usb: false,
+            port_stats: true,
+            threads: false,
+        }
+    }
+}
+
 /// A running bench set-up. Field order is drop order: the frontend goes
 /// before the backend, the xenstore and the directory.
 pub struct Session {
@@ -92,11 +114,23 @@ fn write_controller(xs: &XsClient) -> Result<(), String> {
 impl Session {
     /// Start everything; `busid` is the device to put in port 1 (the emulated
     /// loopback device unless `--device`).
-    pub fn start(busid: &str, real_usb: bool, port_stats: bool) -> Result<Session, String> {
+    pub fn start(busid: &str, backend: Backend) -> Result<Session, String> {
         let dir = tempfile::Builder::new()
             .prefix("pvusb-bench")
             .tempdir_in("/tmp")
             .map_err(|e| format!("cannot create a directory: {e}", e = Chain(&e)))?;
+        // The backend's worker processes run as another user and must reach
+        // the simulated transport's sockets in it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the directory to the workers: {e}",
+                e = Chain(&e)
+            )
+        })?;
         let xs_path: PathBuf = dir.path().join("xs.sock");
         let xs_server = XsServer::start_with(&xs_path, ServerConfig::simulation())
             .map_err(|e| format!("cannot start the embedded xenstore: {e}", e = Chain(&e)))?;
@@ -117,11 +151,14 @@ impl Session {
             .arg("--xs-path")
             .arg(&xs_path)
             .args(["--echo-port", &echo.port().to_string()]);
-        if real_usb {
+        if backend.real_usb {
             cmd.arg("--real-usb");
         }
-        if !port_stats {
+        if !backend.port_stats {
             cmd.arg("--no-port-stats");
+        }
+        if backend.threads {
+            cmd.arg("--threads");
         }
         // The backend's per-controller info lines would tear the progress line.
         if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
@@ -358,11 +395,13 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 /// Measure every figure (simulated transport, loopback device).
 pub fn measure(
     s: &mut Session,
-    [counted, uncounted]: [&Session; 2],
+    [counting, uncounted]: [&Session; 2],
+    threads: &Session,
     plan: &Plan,
     transport: String,
 ) -> Result<Report, String> {
-    let mut progress = Progress::new(4 + 1 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1);
+    let mut progress =
+        Progress::new(4 + 1 + 1 + 2 * BULK_SIZES.len() + 1 + 1 + BULK_SIZES.len() + 1);
     let front = Arc::clone(s.front());
     let mut pvusb = Vec::new();
 
@@ -392,7 +431,7 @@ pub fn measure(
     }
 
     progress.step("bulk IN 64 B, counting on and off, interleaved");
-    let (counted, uncounted_v) = counting_cost(counted, uncounted, plan)?;
+    let (counted, uncounted_v) = interleaved(counting, uncounted, plan)?;
     pvusb.push(rate_row(
         format!("bulk IN 64 B, {DEEP} in flight, counted"),
         "URB/s",
@@ -402,6 +441,19 @@ pub fn measure(
         format!("bulk IN 64 B, {DEEP} in flight, uncounted"),
         "URB/s",
         uncounted_v,
+    ));
+
+    progress.step("bulk IN 64 B, worker process and daemon thread, interleaved");
+    let (process, thread) = interleaved(counting, threads, plan)?;
+    pvusb.push(rate_row(
+        format!("bulk IN 64 B, {DEEP} in flight, worker process"),
+        "URB/s",
+        process,
+    ));
+    pvusb.push(rate_row(
+        format!("bulk IN 64 B, {DEEP} in flight, daemon thread"),
+        "URB/s",
+        thread,
     ));
 
     let mut bulk63 = 0.0;
@@ -509,15 +561,19 @@ pub fn measure(
             counted.median / uncounted_v.median,
             0.98,
         ),
+        Ratio::new(
+            "bulk IN 64 B URB/s at 16 in flight, worker process / daemon thread",
+            process.median / thread.median,
+            0.95,
+        ),
     ];
     Ok(Report::new(transport, plan, pvusb, reference, ratios))
 }
 
-/// Small bulk INs (where a URB's fixed costs, counting among them, weigh
-/// most) through a counting backend and one without per-port counting,
-/// alternating run by run and which goes first, so that both see the same
-/// machine.
-fn counting_cost(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, Summary), String> {
+/// Small bulk INs (where a URB's fixed costs weigh most: counting, the
+/// process model) through two backends, alternating run by run and which
+/// goes first, so that both see the same machine.
+fn interleaved(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, Summary), String> {
     let rate = |s: &Session, d: Duration| -> Result<f64, String> {
         let make = s.bulk(Direction::In, BULK_EP, 64);
         load::stream(s.front(), &make, DEEP, d).map(|o| o.urbs as f64 / o.elapsed.as_secs_f64())

@@ -99,6 +99,18 @@ pub fn run(opts: Options) -> Result<(), String> {
         .prefix("pvusb-demo-")
         .tempdir_in("/tmp")
         .map_err(|e| format!("cannot create a temp dir in /tmp: {e}", e = Chain(&e)))?;
+    // The backend's worker processes run as another user and must reach the
+    // simulated transport's sockets in it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .map_err(|e| {
+        format!(
+            "cannot open the temp dir to the workers: {e}",
+            e = Chain(&e)
+        )
+    })?;
     let paths = Paths::new(dir.path());
     let children = Children::default();
     watch_signals(children.clone(), paths.dir.clone())?;
@@ -315,6 +327,7 @@ impl Demo {
     fn script(&mut self) -> Result<(), Failure> {
         self.start_stack()?;
         self.attach()?;
+        self.containment()?;
         self.enumerate()?;
         self.storage()?;
         self.keyboard()?;
@@ -467,6 +480,49 @@ impl Demo {
         line(format!("pvusb list {GUEST_NAME}:"));
         for l in self.run_toolstack("list", self.toolstack(&["list", GUEST_NAME]))? {
             line(format!("  {l}"));
+        }
+        Ok(())
+    }
+
+    /// Shows the controller's worker process and proves its confinement
+    /// from `/proc` (when the demo runs as root; otherwise says why not).
+    fn containment(&mut self) -> Result<(), Failure> {
+        heading("Containment: the controller runs in a confined worker process");
+        self.stage = "find the worker process";
+        let control = self.paths.dir.join("control.sock");
+        let answer = crate::cmd_stats::request(&control, "stats\n")?;
+        let v: serde_json::Value = serde_json::from_str(&answer)
+            .map_err(|e| format!("the daemon's stats are not JSON: {e}"))?;
+        let pid = v["controllers"]
+            .as_array()
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["domid"] == GUEST_DOMID && c["devid"] == DEVID)
+            })
+            .and_then(|c| c["worker_pid"].as_u64())
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| {
+                Failure::from("the daemon names no worker process for the controller".to_owned())
+            })?;
+        self.stage = "check the worker's confinement";
+        let st = pvusb_confine::status::of(pid)
+            .map_err(|e| format!("/proc/{pid}/status: {e}", e = Chain(&e)))?;
+        let fds = pvusb_confine::status::open_fds(pid)
+            .map_err(|e| format!("/proc/{pid}/fd: {e}", e = Chain(&e)))?;
+        line(format!(
+            "worker    pid {pid:>7}  controller {DEVID} of domain {GUEST_DOMID}: uid {}, CapEff {:#x}, NoNewPrivs {}, Seccomp {} (2 = filter), {} open descriptors",
+            st.uid[1], st.cap_eff, st.no_new_privs, st.seccomp, fds.len()
+        ));
+        let root = nix::unistd::geteuid().is_root();
+        if root && (st.uid[1] == 0 || st.cap_eff != 0 || st.no_new_privs != 1 || st.seccomp != 2) {
+            return Err(format!(
+                "the worker is not confined: uid {}, CapEff {:#x}, NoNewPrivs {}, Seccomp {}",
+                st.uid[1], st.cap_eff, st.no_new_privs, st.seccomp
+            )
+            .into());
+        }
+        if !root {
+            line("          (not root: the worker keeps this user; run the demo as root to see it switch)");
         }
         Ok(())
     }

@@ -3,8 +3,9 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::abi;
@@ -13,10 +14,33 @@ use crate::{poll_readable, DomId, EventChannel, EventChannels, EvtchnError, Evtc
 /// Where the event-channel device lives.
 pub const EVTCHN_PATH: &str = "/dev/xen/evtchn";
 
+/// Opens a fresh evtchn device for one channel: a confined backend worker
+/// cannot open device nodes, so its monitor opens them and passes the
+/// descriptor ([`LinuxEventChannels::with_device_source`]).
+pub type EvtchnDeviceSource = Arc<dyn Fn() -> std::io::Result<File> + Send + Sync>;
+
 /// [`EventChannels`] over `/dev/xen/evtchn`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinuxEventChannels {
-    path: PathBuf,
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Path(PathBuf),
+    Opener(EvtchnDeviceSource),
+}
+
+impl std::fmt::Debug for LinuxEventChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Path(p) => f
+                .debug_struct("LinuxEventChannels")
+                .field("path", p)
+                .finish(),
+            Source::Opener(_) => f.write_str("LinuxEventChannels(brokered)"),
+        }
+    }
 }
 
 impl LinuxEventChannels {
@@ -29,8 +53,38 @@ impl LinuxEventChannels {
     pub fn open_at(path: &Path) -> Result<Self, EvtchnError> {
         open_evtchn(path)?;
         Ok(Self {
-            path: path.to_owned(),
+            source: Source::Path(path.to_owned()),
         })
+    }
+
+    /// Channels on devices that `source` opens (one per channel, so that
+    /// closing a channel unbinds it). The file must be an evtchn device
+    /// opened read-write; it is switched to non-blocking here.
+    pub fn with_device_source(source: EvtchnDeviceSource) -> Self {
+        Self {
+            source: Source::Opener(source),
+        }
+    }
+
+    fn device(&self) -> Result<File, EvtchnError> {
+        match &self.source {
+            Source::Path(p) => open_evtchn(p),
+            Source::Opener(open) => {
+                let file = open().map_err(|source| EvtchnError::Os {
+                    op: "open evtchn through the monitor",
+                    source,
+                })?;
+                nix::fcntl::fcntl(
+                    file.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .map_err(|e| EvtchnError::Os {
+                    op: "make evtchn non-blocking",
+                    source: e.into(),
+                })?;
+                Ok(file)
+            }
+        }
     }
 }
 
@@ -51,7 +105,7 @@ impl EventChannels for LinuxEventChannels {
     type Channel = LinuxEventChannel;
 
     fn alloc_unbound(&self, peer: DomId) -> Result<LinuxEventChannel, EvtchnError> {
-        let dev = open_evtchn(&self.path)?;
+        let dev = self.device()?;
         let port =
             abi::evtchn_bind_unbound(dev.as_fd(), peer).map_err(|source| EvtchnError::Os {
                 op: "evtchn bind unbound port",
@@ -65,7 +119,7 @@ impl EventChannels for LinuxEventChannels {
         peer: DomId,
         remote_port: EvtchnPort,
     ) -> Result<LinuxEventChannel, EvtchnError> {
-        let dev = open_evtchn(&self.path)?;
+        let dev = self.device()?;
         match abi::evtchn_bind_interdomain(dev.as_fd(), peer, remote_port) {
             Ok(port) => Ok(LinuxEventChannel { dev, port }),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {

@@ -31,6 +31,13 @@ impl LinuxGrantMapper {
         Self::open_at(Path::new(GNTDEV_PATH))
     }
 
+    /// A gntdev device opened elsewhere: a confined backend worker gets it
+    /// from its monitor, which opens one per worker, so that a worker's
+    /// mappings are its own and end with it.
+    pub fn from_file(dev: File) -> Self {
+        Self { dev: Arc::new(dev) }
+    }
+
     /// Open the gntdev device at `path` (tests, unusual device layouts).
     pub fn open_at(path: &Path) -> Result<Self, GrantError> {
         Ok(Self {

@@ -14,6 +14,7 @@ mod host;
 pub mod keyboard;
 pub mod loopback;
 pub mod mass_storage;
+pub mod spec;
 mod standard;
 
 #[cfg(test)]
@@ -22,3 +23,4 @@ mod tests;
 pub use device::{ControlRequest, DataKind, DataRequest, EmulatedDevice, Kicker, Reply};
 pub use framework::EmulatedUsbDevice;
 pub use host::{DeviceFactory, EmulatedHost, EmulatedIo, EMULATED_BUS};
+pub use spec::EmulatedSpec;

@@ -2,13 +2,13 @@
 //! controller, but every device node comes from an opener (the monitor, over
 //! a socket), and the monitor alone lists devices and watches hot-plug.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use pvusb_support::Chain;
+use pvusb_support::{lock_unpoisoned, Chain};
 
 use super::io::LibusbIo;
-use super::opener::NodeOpener;
 use crate::usb::error::UsbError;
+use crate::usb::opener::NodeOpener;
 use crate::usb::traits::{DeviceIo, UsbHost};
 use crate::usb::types::{DeviceInfo, HotplugHandler};
 
@@ -16,6 +16,8 @@ use crate::usb::types::{DeviceInfo, HotplugHandler};
 /// view of host USB.
 pub struct BrokeredHost {
     opener: Arc<dyn NodeOpener>,
+    /// The controller's I/O, its context created at construction.
+    prepared: Mutex<Option<LibusbIo>>,
 }
 
 impl std::fmt::Debug for BrokeredHost {
@@ -25,10 +27,30 @@ impl std::fmt::Debug for BrokeredHost {
 }
 
 impl BrokeredHost {
-    /// A host whose controllers open devices through `opener`.
+    /// A host whose controllers open devices through `opener`, with the
+    /// first controller's libusb context created now.
+    ///
+    /// WHY now and not at the first open (as in the daemon): libusb looks
+    /// for `/dev/bus/usb` whenever a context is created, even one without
+    /// device discovery (libusb 1.0.27 `linux_usbfs.c`, `op_init`), which a
+    /// worker without file-system access can no longer do. Make it before
+    /// the worker confines itself; [`UsbHost::device_io`] hands it out.
     pub fn new(opener: Arc<dyn NodeOpener>) -> Self {
-        Self { opener }
+        Self {
+            prepared: Mutex::new(Some(prepared(&opener))),
+            opener,
+        }
     }
+}
+
+/// A controller's I/O with its libusb context already created (if it fails
+/// here, no host USB, the first open tries again and reports the error).
+fn prepared(opener: &Arc<dyn NodeOpener>) -> LibusbIo {
+    let mut io = LibusbIo::with_opener(Arc::clone(opener));
+    if let Err(e) = io.prepare() {
+        tracing::warn!(error = %Chain(&e), "cannot create the controller's libusb context yet");
+    }
+    io
 }
 
 impl UsbHost for BrokeredHost {
@@ -39,19 +61,12 @@ impl UsbHost for BrokeredHost {
         Ok(Vec::new())
     }
 
-    /// A controller's I/O with its libusb context already created.
-    ///
-    /// WHY now and not at the first open (as in the daemon): libusb looks
-    /// for `/dev/bus/usb` whenever a context is created, even one without
-    /// device discovery (libusb 1.0.27 `linux_usbfs.c`, `op_init`), which a
-    /// worker without file-system access can no longer do. Call this before
-    /// the worker confines itself. If it fails here (no host USB), the
-    /// first open tries again and reports the error.
+    /// The I/O prepared at construction (a worker serves one controller),
+    /// else a new one.
     fn device_io(&self) -> Box<dyn DeviceIo> {
-        let mut io = LibusbIo::with_opener(Arc::clone(&self.opener));
-        if let Err(e) = io.prepare() {
-            tracing::warn!(error = %Chain(&e), "cannot create the controller's libusb context yet");
-        }
+        let io = lock_unpoisoned(&self.prepared)
+            .take()
+            .unwrap_or_else(|| prepared(&self.opener));
         Box::new(io)
     }
 

@@ -62,10 +62,10 @@ use rusb::Context;
 
 use super::claims::OPEN_SETTLE;
 use super::ffi::usbfs;
-use super::opener::OpenedNode;
 use super::status::usb_error;
 use super::LibusbHost;
 use crate::usb::error::UsbError;
+use crate::usb::opener::{NodeOpener, OpenedNode};
 use crate::usb::proto::BusId;
 
 /// Every interface the kernel's 32-bit mask can name.
@@ -74,6 +74,14 @@ const ALL_INTERFACES: u32 = u32::MAX;
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 /// Set once a kernel that cannot drop privileges was reported.
 static UNRESTRICTED_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// The daemon's opener for its worker processes: each node is prepared for
+/// a confined worker ([`LibusbHost::open_node_for_worker`]).
+impl NodeOpener for LibusbHost {
+    fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
+        self.open_node_for_worker(busid)
+    }
+}
 
 impl LibusbHost {
     /// Opens the device at `busid` for a confined worker: as the in-process

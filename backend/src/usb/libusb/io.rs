@@ -12,10 +12,10 @@ use rusb::{Context, UsbContext};
 
 use super::device::LibusbDevice;
 use super::ffi::IoContext;
-use super::opener::NodeOpener;
 use super::status::usb_error;
 use crate::ratelimit::RateLimiter;
 use crate::usb::error::UsbError;
+use crate::usb::opener::NodeOpener;
 use crate::usb::proto::BusId;
 use crate::usb::traits::{CompletionSink, DeviceIo, IoFd, UsbDevice};
 use crate::usb::types::DeviceInfo;

@@ -30,7 +30,6 @@ mod hotplug;
 mod hotplug_thread;
 mod io;
 pub mod iso_layout;
-mod opener;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
@@ -43,8 +42,8 @@ pub use self::device::LibusbDevice;
 use self::hotplug::HotplugForwarder;
 use self::hotplug_thread::HotplugThread;
 pub use self::io::LibusbIo;
-pub use self::opener::{NodeOpener, OpenedNode};
 use self::status::{busid_of, device_descriptor_bytes, guest_speed, matches_busid, usb_error};
+pub use crate::usb::opener::{NodeOpener, OpenedNode};
 
 use crate::addr::patch_ep0_max_packet;
 use crate::usb::error::UsbError;

@@ -1,5 +1,5 @@
 //! The privileged half of opening a host device, as a trait: find the device
-//! and open its usbfs node. A controller's [`LibusbIo`](super::LibusbIo)
+//! and open its usbfs node. A controller's libusb I/O (`LibusbIo`)
 //! only wraps the descriptor it is given, so the same I/O code runs in the
 //! daemon (the opener is the daemon's own device discovery) and in a confined
 //! worker (the opener asks the monitor, which passes the descriptor over a

@@ -1,0 +1,125 @@
+//! What the monitor does for a worker that asks: open a device node, open an
+//! event-channel device — each only after checks of its own, because the
+//! asking worker may be compromised.
+//!
+//! A device is opened only if the toolstack put it in one of the
+//! controller's ports (`<backend>/port/N`, which the worker's xenstore scope
+//! cannot write) and its record, if any, gives it to the backend. The device
+//! rules are checked by the worker after opening (the controller's code, as
+//! with threads) and by the toolstack when it assigned the device.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pvusb_protocol::xenstore as xsp;
+use pvusb_support::Chain;
+use pvusb_xenstore::XsClient;
+
+use crate::usb::NodeOpener;
+use crate::usb::{BusId, DeviceInfo};
+use crate::xenbus;
+
+/// Most event-channel devices one worker may ask for in its life (one per
+/// connect; a worker asking for more is broken or hostile).
+const EVTCHN_BUDGET: u32 = 256;
+
+/// The monitor's side of one worker's requests.
+pub struct Broker {
+    xs: Arc<XsClient>,
+    be: String,
+    nodes: Option<Arc<dyn NodeOpener>>,
+    evtchn: Option<PathBuf>,
+    evtchn_left: u32,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("be", &self.be)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// For the controller at `be`; `nodes`: the host's devices (none
+    /// without host USB); `evtchn`: the event-channel device (Xen only).
+    pub fn new(
+        xs: Arc<XsClient>,
+        be: String,
+        nodes: Option<Arc<dyn NodeOpener>>,
+        evtchn: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            xs,
+            be,
+            nodes,
+            evtchn,
+            evtchn_left: EVTCHN_BUDGET,
+        }
+    }
+
+    /// Opens the device at `busid` (as the worker wrote it) for the worker.
+    pub fn open_device(&self, busid: &str) -> Result<(DeviceInfo, OwnedFd), String> {
+        let busid: BusId = busid
+            .parse()
+            .map_err(|e| format!("not a busid: {e}", e = Chain(&e)))?;
+        let nodes = self
+            .nodes
+            .as_ref()
+            .ok_or("this daemon serves no host USB devices")?;
+        if !self.in_a_port(&busid)? {
+            return Err(format!("{busid} is in none of this controller's ports"));
+        }
+        let verdict = xenbus::read_record(&self.xs, &busid).map_err(|e| Chain(&e).to_string())?;
+        if !verdict.permits_open() {
+            return Err(format!(
+                "the toolstack's record of {busid} withholds it ({verdict:?})"
+            ));
+        }
+        let node = nodes.open_node(&busid).map_err(|e| Chain(&e).to_string())?;
+        Ok((node.info, node.fd))
+    }
+
+    fn in_a_port(&self, busid: &BusId) -> Result<bool, String> {
+        let config = xenbus::read_config(&self.xs, &self.be).map_err(|e| Chain(&e).to_string())?;
+        for port in 1..=config.num_ports {
+            if let Ok(Some(b)) = xenbus::read_port(&self.xs, &self.be, port) {
+                if b == *busid {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Opens an event-channel device for the worker's next channel.
+    pub fn open_evtchn(&mut self) -> Result<File, String> {
+        let path = self
+            .evtchn
+            .as_ref()
+            .ok_or("no event-channel device with this transport")?;
+        if self.evtchn_left == 0 {
+            return Err(format!(
+                "worker asked for more than {EVTCHN_BUDGET} event-channel devices"
+            ));
+        }
+        self.evtchn_left -= 1;
+        File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The backend directory's keys the worker may write: its state and the
+    /// saved address table. Everything else there (ports, configuration)
+    /// is the toolstack's, and [`Self::open_device`] trusts the ports.
+    pub fn writable_keys(be: &str) -> [String; 2] {
+        [
+            xsp::join(be, xsp::keys::STATE),
+            xsp::join(be, crate::controller::ADDRESS_MAP_KEY),
+        ]
+    }
+}

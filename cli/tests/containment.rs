@@ -1,0 +1,320 @@
+//! Controllers in confined worker processes (`pvusb_backend::isolation`):
+//! the daemon is the monitor, each controller runs in `pvusb backend-worker`
+//! (this crate's binary). Two guests over the simulated transport: one with
+//! the emulated disk, one streaming through the loopback device. The first
+//! guest's worker is made to crash in every way the monitor must contain;
+//! each time it comes back, the guest reads its data again, and the other
+//! guest's stream never fails.
+//!
+//! Timings are printed, never asserted (the bench measures them).
+
+#[path = "../../tests/tests/support/mod.rs"]
+mod support;
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pvusb_backend::isolation::restart::RestartPolicy;
+use pvusb_backend::isolation::{ConfineSetup, Fault, Isolation, ProcessModel, TransportSetup};
+use pvusb_backend::usb::emulated::{EmulatedHost, EmulatedSpec};
+use pvusb_backend::{CompositeHost, Daemon, DaemonConfig, DaemonHandle};
+use pvusb_frontend::{Frontend, MassStorage, Options};
+use pvusb_toolstack::DeviceSpec;
+use pvusb_xen::sim::SimXen;
+use pvusb_xenstore::{Tx, XsClient};
+use support::*;
+
+/// The second guest.
+const DOM2: u16 = 2;
+
+fn specs() -> Vec<(EmulatedSpec, Option<File>)> {
+    // The same bus as the in-process tests: the disk at 200-1, the
+    // loopback at 200-2.
+    [
+        format!("storage-mem:{}", u64::from(DISK_BLOCKS) * 512),
+        "loopback".to_owned(),
+    ]
+    .iter()
+    .map(|s| {
+        let spec = EmulatedSpec::parse(s).expect("spec");
+        let backing = spec.open_backing().expect("backing");
+        (spec, backing)
+    })
+    .collect()
+}
+
+fn model(dir: &Path) -> ProcessModel {
+    ProcessModel {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_pvusb")),
+        worker_args: vec!["backend-worker".into()],
+        xenstore: xs_sock(dir),
+        transport: TransportSetup::Sim {
+            dir: dir.to_owned(),
+        },
+        xen_devices: None,
+        emulated: specs(),
+        nodes: None,
+        rules: None,
+        confine: ConfineSetup::full(),
+        fault_hooks: true,
+        restart: RestartPolicy::default(),
+        stuck_after: Duration::from_secs(2),
+    }
+}
+
+fn process_daemon(m: &Machine) -> DaemonHandle {
+    // The workers run as another user: the directory must let them reach
+    // the simulated transport's sockets.
+    std::fs::set_permissions(&m.dir, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let xs = Arc::new(XsClient::connect(&xs_sock(&m.dir)).expect("xs"));
+    let back = Arc::new(SimXen::new(&m.dir, 0));
+    let host = Arc::new(CompositeHost::new(EmulatedHost::new(), None));
+    let mut config = DaemonConfig::new(0);
+    config.isolation = Isolation::Process(Arc::new(model(&m.dir)));
+    Daemon::start(xs, Arc::clone(&back), back, host, config).expect("daemon")
+}
+
+/// A second guest domain, known to xenstore.
+fn add_domain(m: &Machine, domid: u16) {
+    m.xs.write(
+        Tx::NONE,
+        &format!("/local/domain/{domid}/name"),
+        &format!("guest{domid}"),
+    )
+    .expect("name");
+    m.xs.write(
+        Tx::NONE,
+        &format!("/local/domain/{domid}/domid"),
+        &domid.to_string(),
+    )
+    .expect("domid");
+    m.xs.introduce_domain(domid, 0, 0).expect("introduce");
+}
+
+/// `ctrl-attach` for `domid` with its frontend connecting meanwhile.
+fn attach_controller(m: &Machine, ts: &Ts, domid: u16) -> Frontend {
+    let dir = m.dir.clone();
+    let xs = Arc::clone(&m.xs);
+    let guest = std::thread::spawn(move || {
+        let fe = format!("/local/domain/{domid}/device/vusb/0/state");
+        wait_for("frontend node", || {
+            xs.exists(Tx::NONE, &fe).unwrap_or(false)
+        });
+        let options = Options {
+            handshake_timeout: T,
+            close_timeout: Duration::from_secs(10),
+            ..Options::default()
+        };
+        Frontend::connect(xs, Arc::new(SimXen::new(&dir, domid)), domid, 0, options)
+            .expect("frontend")
+    });
+    let c = ts.ctrl_attach(domid, 2, 2).expect("ctrl-attach");
+    assert_eq!(c.devid, 0);
+    guest.join().expect("guest thread")
+}
+
+fn worker_pid(d: &DaemonHandle, domid: u16) -> i32 {
+    let mut pid = None;
+    wait_for("a worker process", || {
+        pid = d.worker_pid(domid, 0);
+        pid.is_some()
+    });
+    i32::try_from(pid.unwrap_or(0)).expect("pid")
+}
+
+#[test]
+fn each_controller_runs_in_a_confined_worker_that_holds_only_its_descriptors() {
+    let m = Machine::new();
+    let d = process_daemon(&m);
+    let ts = m.toolstack();
+    add_domain(&m, DOM2);
+    let front = attach_controller(&m, &ts, DOM);
+    let front2 = attach_controller(&m, &ts, DOM2);
+    ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
+        .expect("dev-attach");
+    front.wait_for_device(1, T).expect("disk in port 1");
+    let dev = front.enumerate(1).expect("enumerate");
+    let mut disk = MassStorage::open(&front, &dev).expect("mass storage");
+    let data: Vec<u8> = (0..512 * 8).map(|i| (i * 13 % 251) as u8).collect();
+    disk.write_blocks(8, &data).expect("write");
+    assert_eq!(disk.read_blocks(8, 8).expect("read"), data);
+
+    let (a, b) = (worker_pid(&d, DOM), worker_pid(&d, DOM2));
+    assert_ne!(a, b, "one process per controller");
+    let root = nix::unistd::geteuid().is_root();
+    for pid in [a, b] {
+        let st = pvusb_confine::status::of(pid).expect("status");
+        let fds = pvusb_confine::status::open_fds(pid).expect("fds");
+        println!("worker {pid}: {st:?}\n  descriptors: {fds:?}");
+        assert_eq!(st.cap_eff, 0, "no capabilities");
+        assert_eq!(st.no_new_privs, 1, "no_new_privs");
+        assert_eq!(st.seccomp, 2, "seccomp filter");
+        if root {
+            assert_ne!(st.uid[1], 0, "another user than root");
+        } else {
+            println!("not root: the user switch is not checked");
+        }
+        // Sockets, eventfds, epoll, memfds (grants, the disk) and the null
+        // device; no file, directory or device node of the host.
+        for (fd, target) in &fds {
+            let expected = target.starts_with("socket:")
+                || target.starts_with("anon_inode:")
+                || target.starts_with("/memfd:")
+                || target.starts_with("pipe:")
+                || target == "/dev/null";
+            assert!(expected, "worker {pid} holds fd {fd} -> {target}");
+        }
+        assert!(
+            fds.len() < 64,
+            "a bounded set of descriptors: {}",
+            fds.len()
+        );
+    }
+    drop(front2);
+    drop(front);
+    d.shutdown();
+}
+
+/// The second guest's stream: URBs done, failures, and the longest wait
+/// between two completions.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    longest_gap_us: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn stream(front: Arc<Frontend>) -> Stream {
+    let dev = front.enumerate(1).expect("loopback");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let longest_gap_us = Arc::new(AtomicU64::new(0));
+    let (s, dn, f, g) = (
+        Arc::clone(&stop),
+        Arc::clone(&done),
+        Arc::clone(&failed),
+        Arc::clone(&longest_gap_us),
+    );
+    let thread = std::thread::spawn(move || {
+        let payload = vec![0xa5u8; 4096];
+        let mut last = Instant::now();
+        while !s.load(Ordering::Relaxed) {
+            let ok = front
+                .bulk_out(1, dev.address, 1, &payload, T)
+                .is_ok_and(|n| n == payload.len())
+                && front
+                    .bulk_in(1, dev.address, 1, payload.len(), T)
+                    .is_ok_and(|back| back == payload);
+            if ok {
+                dn.fetch_add(1, Ordering::Relaxed);
+            } else {
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+            let gap = u64::try_from(last.elapsed().as_micros()).unwrap_or(u64::MAX);
+            g.fetch_max(gap, Ordering::Relaxed);
+            last = Instant::now();
+        }
+    });
+    Stream {
+        stop,
+        done,
+        failed,
+        longest_gap_us,
+        thread,
+    }
+}
+
+#[test]
+fn a_crashing_worker_comes_back_and_other_guests_never_notice() {
+    let m = Machine::new();
+    let d = process_daemon(&m);
+    let ts = m.toolstack();
+    add_domain(&m, DOM2);
+    let front = attach_controller(&m, &ts, DOM);
+    let front2 = Arc::new(attach_controller(&m, &ts, DOM2));
+    ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
+        .expect("dev-attach disk");
+    ts.dev_attach(DOM2, &DeviceSpec::BusId(LOOP.into()), Some(0), Some(1))
+        .expect("dev-attach loopback");
+    front.wait_for_device(1, T).expect("disk");
+    front2.wait_for_device(1, T).expect("loopback");
+    let data: Vec<u8> = (0..512 * 16).map(|i| (i * 7 % 253) as u8).collect();
+    {
+        let dev = front.enumerate(1).expect("enumerate");
+        let mut disk = MassStorage::open(&front, &dev).expect("mass storage");
+        disk.write_blocks(100, &data).expect("write");
+    }
+    let other = stream(Arc::clone(&front2));
+
+    // A forbidden syscall (SIGSYS), an abort, a spinning controller thread
+    // (killed by the watchdog), and kill -9 from outside.
+    let crashes = ["syscall", "abort", "spin", "kill -9"];
+    for (n, how) in crashes.iter().enumerate() {
+        let before = worker_pid(&d, DOM);
+        let started = Instant::now();
+        match *how {
+            "kill -9" => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(before),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill"),
+            f => assert!(d.inject_fault(DOM, 0, f.parse::<Fault>().expect("fault"))),
+        }
+        wait_for("the worker to be restarted", || {
+            d.worker_restarts(DOM, 0) == n as u64 + 1
+                && d.worker_pid(DOM, 0).is_some_and(|p| p as i32 != before)
+        });
+        front.wait_for_device(1, T).expect("disk back");
+        let back = (|| {
+            let dev = front.enumerate(1)?;
+            let mut disk = MassStorage::open(&front, &dev)?;
+            disk.read_blocks(100, 16)
+        })();
+        // The restart may race the first enumeration (the resumed port is
+        // posted again): one more round once the port settled.
+        let back = match back {
+            Ok(b) => b,
+            Err(e) => {
+                println!("{how}: first read after the restart failed ({e}); again");
+                front.wait_for_device(1, T).expect("disk back");
+                let dev = front.enumerate(1).expect("enumerate again");
+                let mut disk = MassStorage::open(&front, &dev).expect("mass storage again");
+                disk.read_blocks(100, 16).expect("read again")
+            }
+        };
+        assert_eq!(back, data, "{how}: the disk reads back after the restart");
+        println!(
+            "{how}: worker {before} replaced by {:?}, guest served again after {:?}",
+            d.worker_pid(DOM, 0),
+            started.elapsed()
+        );
+        assert!(d.is_running(DOM, 0), "{how}: controller still served");
+    }
+
+    other.stop.store(true, Ordering::Relaxed);
+    other.thread.join().expect("stream thread");
+    let (done, failed) = (
+        other.done.load(Ordering::Relaxed),
+        other.failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "other guest: {done} round trips, {failed} failed, longest gap {} µs",
+        other.longest_gap_us.load(Ordering::Relaxed)
+    );
+    assert!(done > 0, "the other guest streamed");
+    assert_eq!(failed, 0, "the other guest never saw a failure");
+    assert_eq!(
+        d.worker_restarts(DOM2, 0),
+        0,
+        "the other guest's worker never restarted"
+    );
+    drop(front2);
+    drop(front);
+    d.shutdown();
+}
