@@ -36,7 +36,9 @@ pub fn run() -> ExitCode {
 /// leave others open. The worker must hold only what its setup gives it.
 fn close_inherited() {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        eprintln!("pvusb backend-worker: cannot list /proc/self/fd; inherited descriptors stay open");
+        eprintln!(
+            "pvusb backend-worker: cannot list /proc/self/fd; inherited descriptors stay open"
+        );
         return;
     };
     let fds: Vec<i32> = dir

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use pvusb_support::Chain;
 
 use crate::bench::stats::Plan;
-use crate::bench::{child, device, session};
+use crate::bench::{child, device, scale, session};
 
 /// Arguments of `pvusb bench`.
 #[derive(clap::Args, Debug)]
@@ -21,6 +21,12 @@ pub struct Args {
     /// Measure a real device (lsusb's BUS.ADDR) through libusb, against native libusb.
     #[arg(long, value_name = "BUS.ADDR")]
     device: Option<String>,
+    /// Measure containment at scale instead: G guests with C controllers
+    /// each (e.g. 16x4), one worker process per controller; backend CPU per
+    /// URB against one controller, and a light guest's p99 latency while the
+    /// others saturate their rings.
+    #[arg(long, value_name = "GxC", conflicts_with = "device")]
+    scale: Option<String>,
     /// Internal: run as the bench's backend process.
     #[arg(long, hide = true, value_parser = ["backend"])]
     role: Option<String>,
@@ -65,9 +71,18 @@ pub fn run(args: Args) -> Result<(), String> {
     } else {
         Plan::DEFAULT
     };
-    let report = match &args.device {
-        Some(spec) => device::measure(spec, &plan)?,
-        None => {
+    let report = match (&args.device, &args.scale) {
+        (_, Some(scale)) => {
+            let (guests, per_guest) = scale::parse(scale)?;
+            let plan = Plan {
+                run: plan.run * 2,
+                warm_up: plan.warm_up * 2,
+                ..plan
+            };
+            scale::measure(guests, per_guest, &plan)?
+        }
+        (Some(spec), None) => device::measure(spec, &plan)?,
+        (None, None) => {
             let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(child::LOOPBACK_PORT)
                 .ok_or("no busid for the emulated loopback port")?
                 .to_string();

@@ -318,3 +318,34 @@ fn a_crashing_worker_comes_back_and_other_guests_never_notice() {
     drop(front);
     d.shutdown();
 }
+
+#[test]
+fn a_worker_that_keeps_crashing_is_given_up_and_its_controller_closed() {
+    let m = Machine::new();
+    let d = process_daemon(&m);
+    let ts = m.toolstack();
+    let front = attach_controller(&m, &ts, DOM);
+    let policy = RestartPolicy::default();
+    for n in 0..policy.max_crashes {
+        let before = worker_pid(&d, DOM);
+        assert!(d.inject_fault(DOM, 0, Fault::Abort));
+        if n + 1 < policy.max_crashes {
+            wait_for("the next worker", || {
+                d.worker_pid(DOM, 0).is_some_and(|p| p as i32 != before)
+            });
+        }
+    }
+    wait_for("the controller to be given up", || !d.is_running(DOM, 0));
+    assert_eq!(
+        d.worker_restarts(DOM, 0),
+        policy.max_crashes as u64 - 1,
+        "restarted after each crash but the last"
+    );
+    assert_eq!(
+        m.read(&format!("{}/state", backend_dir(0))).as_deref(),
+        Some("5"),
+        "the backend went Closing, so the guest sees its controller stop"
+    );
+    drop(front);
+    d.shutdown();
+}

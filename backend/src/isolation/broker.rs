@@ -123,3 +123,91 @@ impl Broker {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usb::{OpenedNode, Speed, UsbError};
+    use pvusb_xenstore::{ServerConfig, Tx, XsServer};
+
+    /// Opens anything asked: the broker's own checks are what is tested.
+    struct Anything;
+    impl NodeOpener for Anything {
+        fn open_node(&self, busid: &BusId) -> Result<OpenedNode, UsbError> {
+            let fd = File::open("/dev/null").map_err(|_| UsbError::NotFound(*busid))?;
+            Ok(OpenedNode {
+                info: DeviceInfo {
+                    busid: *busid,
+                    bus: busid.bus(),
+                    address: 2,
+                    speed: Speed::High,
+                    vendor_id: 1,
+                    product_id: 2,
+                    device_class: 0,
+                    is_hub: false,
+                    manufacturer: None,
+                    product: None,
+                    serial: None,
+                    device_descriptor: vec![0; 18],
+                    max_speed_is_super: false,
+                    num_configurations: 1,
+                    gains_from_coalescing: true,
+                    transfers_guest_pages: true,
+                },
+                fd: fd.into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_worker_gets_only_devices_of_its_own_ports_that_the_toolstack_gave() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("xs");
+        let _server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
+        let xs = Arc::new(XsClient::connect(&sock).unwrap());
+        let be = "/local/domain/0/backend/vusb/3/0";
+        for (k, v) in [
+            ("usb-ver", "2"),
+            ("num-ports", "2"),
+            ("port/1", "1-2"),
+            ("port/2", ""),
+        ] {
+            xs.write(Tx::NONE, &format!("{be}/{k}"), v).unwrap();
+        }
+        let broker = Broker::new(Arc::clone(&xs), be.into(), Some(Arc::new(Anything)), None);
+        assert!(broker.open_device("1-2").is_ok(), "in port 1, no record");
+        let refused = broker.open_device("1-3").unwrap_err();
+        assert!(
+            refused.contains("none of this controller's ports"),
+            "{refused}"
+        );
+        assert!(broker.open_device("../x").is_err(), "not a busid");
+        xs.write(Tx::NONE, &format!("{RECORD}/1-2/state"), "detach-releasing")
+            .unwrap();
+        let withheld = broker.open_device("1-2").unwrap_err();
+        assert!(withheld.contains("withholds"), "{withheld}");
+        xs.write(Tx::NONE, &format!("{RECORD}/1-2/state"), "assigned")
+            .unwrap();
+        assert!(broker.open_device("1-2").is_ok(), "assigned");
+
+        let no_usb = Broker::new(Arc::clone(&xs), be.into(), None, None);
+        assert!(no_usb.open_device("1-2").is_err(), "no host USB");
+    }
+
+    #[test]
+    fn event_channel_devices_are_rationed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("xs");
+        let _server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
+        let xs = Arc::new(XsClient::connect(&sock).unwrap());
+        let mut none = Broker::new(Arc::clone(&xs), "/x".into(), None, None);
+        assert!(none.open_evtchn().is_err(), "no evtchn device with sim");
+        let mut b = Broker::new(xs, "/x".into(), None, Some("/dev/null".into()));
+        for _ in 0..EVTCHN_BUDGET {
+            assert!(b.open_evtchn().is_ok());
+        }
+        assert!(b.open_evtchn().unwrap_err().contains("more than"));
+    }
+
+    const RECORD: &str = xenbus::RECORD_ROOT;
+}

@@ -567,3 +567,30 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn death(raw: i32, killed_for: Option<&str>) -> String {
+        Death {
+            pid: u32::MAX,
+            status: Some(ExitStatus::from_raw(raw)),
+            killed_for: killed_for.map(str::to_owned),
+        }
+        .describe()
+    }
+
+    #[test]
+    fn a_death_is_described_with_its_cause() {
+        assert_eq!(death(70 << 8, None), "exited with status 70");
+        let sigsys = death(libc_sigsys(), None);
+        assert!(sigsys.starts_with("killed by SIGSYS"), "{sigsys}");
+        assert!(sigsys.contains("seccomp"), "{sigsys}");
+        assert_eq!(death(6, None), "killed by signal 6 (SIGABRT)");
+        assert_eq!(
+            death(9, Some("silent for 5 s")),
+            "killed by signal 9 (SIGKILL), killed by the monitor: silent for 5 s"
+        );
+    }
+}

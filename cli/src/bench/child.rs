@@ -120,9 +120,12 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
     Ok(())
 }
 
-/// CPU seconds of the controller's worker process (none with threads).
+/// CPU seconds of every controller's worker process (none with threads).
 fn workers_cpu(daemon: &pvusb_backend::DaemonHandle) -> f64 {
     daemon
-        .worker_pid(FRONT_DOMID, 0)
-        .map_or(0.0, |pid| cpu::process_seconds(pid).unwrap_or(f64::NAN))
+        .controllers()
+        .iter()
+        .filter_map(|id| daemon.worker_pid(id.domid, id.devid))
+        .map(|pid| cpu::process_seconds(pid).unwrap_or(f64::NAN))
+        .sum()
 }

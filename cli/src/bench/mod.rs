@@ -9,6 +9,7 @@
 //! | [`load`] | keeping N URBs in flight, timing single round trips |
 //! | [`refs`] | memcpy and event round-trip references |
 //! | [`device`] | `--device BUS.ADDR`: a real device and native libusb |
+//! | [`scale`] | `--scale GxC`: many guests' worker processes at once |
 //! | [`stats`], [`cpu`], [`report`] | medians, getrusage, table and JSON |
 
 pub mod child;
@@ -17,5 +18,6 @@ pub mod device;
 pub mod load;
 pub mod refs;
 pub mod report;
+pub mod scale;
 pub mod session;
 pub mod stats;

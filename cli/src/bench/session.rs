@@ -26,7 +26,7 @@ use super::{cpu, refs};
 /// Controller index used by the bench.
 const DEVID: u32 = 0;
 /// Ports of the bench's controller.
-const NUM_PORTS: u8 = 1;
+pub(super) const NUM_PORTS: u8 = 1;
 /// How long set-up steps may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bulk endpoint number of the loopback device (0x01 OUT, 0x81 IN).
@@ -83,14 +83,20 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn write_controller(xs: &XsClient) -> Result<(), String> {
-    let be = backend_dir(0, FRONT_DOMID, DEVID);
-    let fe = frontend_dir(FRONT_DOMID, DEVID);
+/// Writes a controller of guest `domid` with [`NUM_PORTS`] empty ports, as
+/// the toolstack does.
+pub(super) fn write_controller(xs: &XsClient, domid: u16, devid: u32) -> Result<(), String> {
+    let be = backend_dir(0, domid, devid);
+    let fe = frontend_dir(domid, devid);
     xs.transaction(|tx| {
-        xs.write(tx, &format!("/local/domain/{FRONT_DOMID}/name"), "bench")?;
+        xs.write(
+            tx,
+            &format!("/local/domain/{domid}/name"),
+            &format!("bench{domid}"),
+        )?;
         for (k, v) in [
             ("frontend", fe.as_str()),
-            ("frontend-id", &FRONT_DOMID.to_string()),
+            ("frontend-id", &domid.to_string()),
             ("online", "1"),
             ("type", "pv"),
             ("usb-ver", "2"),
@@ -187,7 +193,7 @@ impl Session {
             return Err("the backend process exited before it was ready".into());
         }
 
-        write_controller(&xs)?;
+        write_controller(&xs, FRONT_DOMID, DEVID)?;
         let options = Options {
             reconnect: false,
             ..Options::default()

@@ -1,0 +1,350 @@
+//! `pvusb bench --scale GxC`: G guests with C controllers each, one worker
+//! process per controller (the daemon's default), every controller with a
+//! loopback device — what containment costs at scale.
+//!
+//! Figures, all over the simulated transport in one run:
+//! * backend CPU per URB with one controller streaming, and with all of
+//!   them streaming at once (daemon plus every worker process; the target
+//!   is at most 1.2× the single controller's);
+//! * the p99 latency of one light guest (one URB at a time) alone, and
+//!   while every other guest keeps its rings full (no head-of-line blocking
+//!   across guests).
+//!
+//! Each worker builds its own loopback device from the daemon's spec, so
+//! every controller has a device of its own at the same busid.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
+use pvusb_protocol::xenstore::backend_dir;
+use pvusb_protocol::{Direction, SetupPacket};
+use pvusb_support::Chain;
+use pvusb_xen::sim::SimXen;
+use pvusb_xen::{EventChannel, EventChannels};
+use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer};
+
+use super::child::{FRONT_DOMID, LOOPBACK_PORT};
+use super::load::{self, MakeUrb};
+use super::report::{Ratio, Report, Row};
+use super::session::write_controller;
+use super::stats::{quantile, Plan, Summary};
+
+/// URBs each streaming controller keeps in flight (its ring).
+const DEEP: usize = 16;
+/// How long set-up steps may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GxC`, e.g. `16x4`.
+pub fn parse(s: &str) -> Result<(u16, u32), String> {
+    let bad = || format!("--scale {s:?}: give GUESTSxCONTROLLERS, e.g. 16x4");
+    let (g, c) = s.split_once('x').ok_or_else(bad)?;
+    let (g, c): (u16, u32) = (g.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+    if !(2..=64).contains(&g) || !(1..=8).contains(&c) {
+        return Err(format!("--scale {s}: 2 to 64 guests of 1 to 8 controllers"));
+    }
+    Ok((g, c))
+}
+
+/// One controller as its guest sees it.
+struct Ctl {
+    front: Arc<Frontend>,
+    bulk_in: MakeUrb,
+}
+
+fn bulk(port: u8, device: u8, direction: Direction, len: usize) -> MakeUrb {
+    Arc::new(move |mut buffer: Vec<u8>| {
+        buffer.resize(len, 0x5a);
+        Urb {
+            port,
+            device,
+            endpoint: 1,
+            direction,
+            kind: UrbKind::Bulk,
+            buffer,
+            short_not_ok: false,
+        }
+    })
+}
+
+/// The backend process's CPU (daemon and workers) so far.
+struct Backend {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+impl Backend {
+    fn cpu(&mut self) -> Result<f64, String> {
+        writeln!(self.input, "cpu")
+            .and_then(|()| self.input.flush())
+            .map_err(|e| Chain(&e).to_string())?;
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .map_err(|e| Chain(&e).to_string())?;
+        line.trim()
+            .strip_prefix("cpu ")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("the backend answered {line:?} to a CPU query"))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = writeln!(self.input, "quit");
+        let _ = self.input.flush();
+        let _ = self.child.wait();
+    }
+}
+
+/// Streams bulk IN 64 B on every controller of `ctls` at once for `budget`;
+/// the URBs done in all.
+fn stream_all(ctls: &[&Ctl], budget: Duration) -> Result<u64, String> {
+    let handles: Vec<_> = ctls
+        .iter()
+        .map(|c| {
+            let (front, make) = (Arc::clone(&c.front), Arc::clone(&c.bulk_in));
+            std::thread::spawn(move || load::stream(&front, &make, DEEP, budget))
+        })
+        .collect();
+    let mut urbs = 0;
+    for h in handles {
+        urbs += h.join().map_err(|_| "a stream thread panicked")??.urbs;
+    }
+    Ok(urbs)
+}
+
+/// Backend CPU microseconds per URB while `ctls` stream, over the plan's runs.
+fn cpu_per_urb(backend: &mut Backend, ctls: &[&Ctl], plan: &Plan) -> Result<Summary, String> {
+    stream_all(ctls, plan.warm_up)?;
+    let mut values = Vec::with_capacity(plan.runs);
+    for _ in 0..plan.runs {
+        let before = backend.cpu()?;
+        let urbs = stream_all(ctls, plan.run)?;
+        let spent = backend.cpu()? - before;
+        values.push(spent / urbs.max(1) as f64 * 1e6);
+    }
+    Ok(Summary::of(&values))
+}
+
+/// The light guest's p99 round trip (µs), per run, while `others` stream.
+fn light_p99(light: &Ctl, others: &[&Ctl], plan: &Plan) -> Result<Summary, String> {
+    let mut values = Vec::with_capacity(plan.runs);
+    for run in 0..=plan.runs {
+        let budget = if run == 0 { plan.warm_up } else { plan.run };
+        let streams: Vec<_> = others
+            .iter()
+            .map(|c| {
+                let (front, make) = (Arc::clone(&c.front), Arc::clone(&c.bulk_in));
+                // Longer than the light guest's run, so it never runs alone.
+                std::thread::spawn(move || {
+                    load::stream(&front, &make, DEEP, budget + Duration::from_millis(200))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(if others.is_empty() {
+            0
+        } else {
+            100
+        }));
+        let mut lat = load::latencies(&light.front, &light.bulk_in, budget)?;
+        for s in streams {
+            s.join().map_err(|_| "a stream thread panicked")??;
+        }
+        lat.sort_by(f64::total_cmp);
+        if run > 0 {
+            values.push(quantile(&lat, 0.99));
+        }
+    }
+    Ok(Summary::of(&values))
+}
+
+fn row(name: String, unit: &'static str, value: Summary) -> Row {
+    Row {
+        name,
+        unit,
+        value,
+        front_cpu_s_per_gb: None,
+        back_cpu_s_per_gb: None,
+    }
+}
+
+/// Runs the scale figures.
+pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("pvusb-scale")
+        .tempdir_in("/tmp")
+        .map_err(|e| format!("cannot create a directory: {e}", e = Chain(&e)))?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .map_err(|e| format!("cannot open the directory to the workers: {e}"))?;
+    let xs_path = dir.path().join("xs.sock");
+    let _server = XsServer::start_with(&xs_path, ServerConfig::simulation())
+        .map_err(|e| format!("cannot start the embedded xenstore: {e}", e = Chain(&e)))?;
+    let xs = Arc::new(XsClient::connect(&xs_path).map_err(|e| Chain(&e).to_string())?);
+    let xens: Vec<Arc<SimXen>> = (FRONT_DOMID..FRONT_DOMID + guests)
+        .map(|d| Arc::new(SimXen::new(dir.path(), d)))
+        .collect();
+    let echo = xens[0]
+        .alloc_unbound(0)
+        .map_err(|e| format!("echo port: {e}", e = Chain(&e)))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "--role", "backend", "--sim-dir"])
+        .arg(dir.path())
+        .arg("--xs-path")
+        .arg(&xs_path)
+        .args(["--echo-port", &echo.port().to_string()]);
+    if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("PVUSB_LOG", "warn");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the backend: {e}"))?;
+    let (Some(input), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the backend has no pipes".into());
+    };
+    let mut backend = Backend {
+        child,
+        input,
+        output: BufReader::new(out),
+    };
+    let mut line = String::new();
+    backend
+        .output
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() != "ready" {
+        return Err("the backend exited before it was ready".into());
+    }
+
+    let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(LOOPBACK_PORT)
+        .ok_or("no busid for the loopback")?
+        .to_string();
+    eprint!("pvusb bench --scale: connecting {guests}x{per_guest} controllers...");
+    let mut ctls: Vec<Vec<Ctl>> = Vec::new();
+    for (g, xen) in xens.iter().enumerate() {
+        let domid = FRONT_DOMID + u16::try_from(g).map_err(|e| e.to_string())?;
+        let mut mine = Vec::new();
+        for devid in 0..per_guest {
+            mine.push(connect(&xs, xen, domid, devid, &busid)?);
+        }
+        ctls.push(mine);
+    }
+    eprintln!(" done");
+
+    let all: Vec<&Ctl> = ctls.iter().flatten().collect();
+    let first = all.first().ok_or("no controller")?;
+    let others: Vec<&Ctl> = ctls.iter().skip(1).flatten().collect();
+    let n = all.len();
+
+    eprintln!("pvusb bench --scale: one controller streaming");
+    let single = cpu_per_urb(&mut backend, &[first], plan)?;
+    eprintln!("pvusb bench --scale: all {n} controllers streaming");
+    let scaled = cpu_per_urb(&mut backend, &all, plan)?;
+    eprintln!("pvusb bench --scale: the light guest alone");
+    let alone = light_p99(first, &[], plan)?;
+    eprintln!(
+        "pvusb bench --scale: the light guest among {} saturating guests",
+        guests - 1
+    );
+    let crowded = light_p99(first, &others, plan)?;
+
+    let rows = vec![
+        row(
+            "backend CPU per URB, 1 controller streaming".into(),
+            "us",
+            single,
+        ),
+        row(
+            format!("backend CPU per URB, {n} controllers streaming"),
+            "us",
+            scaled,
+        ),
+        row("light guest p99, alone".into(), "us", alone),
+        row(
+            format!("light guest p99, {} guests saturating", guests - 1),
+            "us",
+            crowded,
+        ),
+    ];
+    let ratios = vec![
+        Ratio::new(
+            format!("CPU per URB: 1 controller / {n} controllers"),
+            single.median / scaled.median,
+            // At most 1.2x the single controller's CPU per URB.
+            0.83,
+        ),
+        Ratio::context(
+            "light guest p99: crowded / alone",
+            crowded.median / alone.median,
+        ),
+    ];
+    drop(ctls);
+    drop(backend);
+    Ok(Report::new(
+        format!(
+            "simulated transport, {guests} guests x {per_guest} controllers, one worker process each, loopback devices"
+        ),
+        plan,
+        rows,
+        Vec::new(),
+        ratios,
+    ))
+}
+
+/// Writes controller `devid` of `domid` with the loopback in port 1,
+/// connects its frontend, enumerates and configures the device, and primes
+/// the loopback so that bulk INs return full URBs.
+fn connect(
+    xs: &Arc<XsClient>,
+    xen: &Arc<SimXen>,
+    domid: u16,
+    devid: u32,
+    busid: &str,
+) -> Result<Ctl, String> {
+    write_controller(xs, domid, devid)?;
+    let options = Options {
+        reconnect: false,
+        handshake_timeout: SETUP_TIMEOUT,
+        ..Options::default()
+    };
+    let transport: Arc<dyn pvusb_frontend::Transport> = xen.clone();
+    let front = Frontend::connect(Arc::clone(xs), transport, domid, devid, options)
+        .map_err(|e| format!("guest {domid} controller {devid}: {e}", e = Chain(&e)))?;
+    xs.write(
+        Tx::NONE,
+        &format!("{}/port/1", backend_dir(0, domid, devid)),
+        busid,
+    )
+    .map_err(|e| Chain(&e).to_string())?;
+    front
+        .wait_for_device(1, SETUP_TIMEOUT)
+        .map_err(|e| format!("guest {domid} controller {devid}: {e}", e = Chain(&e)))?;
+    let dev = front.enumerate(1).map_err(|e| Chain(&e).to_string())?;
+    front
+        .control_out(
+            1,
+            dev.address,
+            SetupPacket::set_configuration(1),
+            &[],
+            SETUP_TIMEOUT,
+        )
+        .map_err(|e| Chain(&e).to_string())?;
+    let front = Arc::new(front);
+    let prime = (bulk(1, dev.address, Direction::Out, 63 * 1024))(Vec::new());
+    front
+        .transfer(prime, SETUP_TIMEOUT)
+        .map_err(|e| format!("cannot prime the loopback: {e}", e = Chain(&e)))?;
+    Ok(Ctl {
+        front,
+        bulk_in: bulk(1, dev.address, Direction::In, 64),
+    })
+}
