@@ -13,6 +13,9 @@
 # BENCH_PATHS narrows or widens the paths (e.g. "qusb pvusb"); two more exist, not run by default:
 # vhci (the domU's kernel without xen-hcd drives the stick through vhci-hcd and `pvusb front
 # serve`, pvusb's backend behind it) and vhci-qusb (the same bridge in front of QEMU's backend).
+# One more, pvusb-thread: the same as pvusb with the backend's controllers as daemon threads
+# (--isolation thread) instead of confined worker processes, for what containment costs; the
+# backend is restarted in the needed mode before each round of a pvusb path.
 # PVUSB_BACKEND_ARGS reaches the pvusb backend.
 # timeout: 5400
 mib=${BENCH_MIB:-32}
@@ -89,13 +92,28 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
     record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
 }
 BASE_DOMU_ARGS=$DOMU_ARGS
+BASE_BACKEND_ARGS=${PVUSB_BACKEND_ARGS:-}
+BACKEND_MODE=unset
+backend_gone() { ! kill -0 "$BACKEND_PID" 2>/dev/null; }
+# backend_mode FLAGS: pvusb's backend runs with FLAGS added (restarted if it runs otherwise).
+backend_mode() {
+    [ "$BACKEND_MODE" = "$1" ] && return 0
+    if [ -n "${BACKEND_PID:-}" ]; then
+        kill -TERM "$BACKEND_PID" 2>/dev/null || true
+        wait_for 30 backend_gone || fail "pvusb backend did not stop for a mode change"
+    fi
+    PVUSB_BACKEND_ARGS="$BASE_BACKEND_ARGS $1" pvusb_backend_start
+    PEER_PID=$BACKEND_PID BACKEND_MODE=$1
+}
 run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
     # vhci paths: the domU's kernel drives the stick through vhci-hcd and `pvusb front serve`
     # (no xen-hcd), with pvusb's backend (vhci) or QEMU's (vhci-qusb) behind it.
     DOMU_ARGS=$BASE_DOMU_ARGS DOMU_EXTRA=""
     case $1 in
-        vhci) PEER=pvusb; domu_with_pvusb ;;
+        vhci) PEER=pvusb; domu_with_pvusb; backend_mode "" ;;
         vhci-qusb) PEER=qusb; domu_with_pvusb ;;
+        pvusb) PEER=pvusb; backend_mode "" ;;
+        pvusb-thread) PEER=pvusb; backend_mode "--isolation thread" ;;
         *) PEER=$1 ;;
     esac
     peer_domu_create "bench-$1-$2"
@@ -113,7 +131,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
 }
 
 case " $paths " in
-    *" pvusb "* | *" vhci "*) PEER=pvusb; peer_start ;;
+    *" pvusb "* | *" vhci "* | *" pvusb-thread "*) ;;
     *) note "pvusb path skipped: no pvusb binary with a backend command" ;;
 esac
 for r in $(seq "$rounds"); do
@@ -139,7 +157,7 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
     END {
         printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
         printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
-        np = split("native qusb pvusb vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
+        np = split("native qusb pvusb pvusb-thread vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -157,6 +175,9 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         }
         if (("vhci" in seen) && ("pvusb" in seen)) {
             printf "%-10s", "vhci/pvusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["pvusb", j]); printf "\n"
+        }
+        if (("pvusb-thread" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "proc/thrd"; for (j = 1; j <= 4; j++) printf "%s", times(m["pvusb", j], m["pvusb-thread", j]); printf "\n"
         }
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
@@ -177,7 +198,7 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         printf "4 KiB random reads (O_DIRECT, QD1, first %d MiB, fixed seed) and control transfers\n", span
         printf "(GET_DESCRIPTOR(DEVICE) via usbfs), %d s each, median of %d rounds, TCG:\n", secs, rounds
         printf "%-10s %14s %14s\n", "path", "randread IOPS", "ctrl/s"
-        np = split("native qusb pvusb vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
+        np = split("native qusb pvusb pvusb-thread vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -191,6 +212,9 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         printf "%-10s", "qusb/nat"; for (j = 1; j <= 2; j++) printf "%s", pct(m["qusb", j], m["native", j]); printf "\n"
         if (("vhci" in seen) && ("pvusb" in seen)) {
             printf "%-10s", "vhci/pvusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["pvusb", j]); printf "\n"
+        }
+        if (("pvusb-thread" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "proc/thrd"; for (j = 1; j <= 2; j++) printf "%s", times(m["pvusb", j], m["pvusb-thread", j]); printf "\n"
         }
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
