@@ -100,6 +100,11 @@ impl Args {
 
 /// Connects the frontend `args` name with `options`.
 pub fn open(args: &Args, options: Options) -> Result<Frontend, String> {
+    open_controller(args, args.devid, options)
+}
+
+/// Connects as the frontend of controller `devid` of this domain.
+pub fn open_controller(args: &Args, devid: u32, options: Options) -> Result<Frontend, String> {
     let (xs, transport, domid): (XsClient, Arc<dyn Transport>, u16) = match args.transport {
         TransportKind::Xen => {
             let xs = XsClient::connect_default().map_err(err)?;
@@ -125,7 +130,7 @@ pub fn open(args: &Args, options: Options) -> Result<Frontend, String> {
             )
         }
     };
-    Frontend::connect(Arc::new(xs), transport, domid, args.devid, options).map_err(err)
+    Frontend::connect(Arc::new(xs), transport, domid, devid, options).map_err(err)
 }
 
 /// Runs `pvusb front`.

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use crossbeam_channel::select;
 use pvusb_frontend::vhci::serve::{Next, Server};
 use pvusb_frontend::vhci::{AttachError, BridgeOptions, VhciHcd};
-use pvusb_frontend::Options;
+use pvusb_frontend::{Frontend, Options};
 use pvusb_support::Chain;
 use tracing::{info, warn};
 
@@ -37,6 +36,10 @@ pub struct ServeArgs {
     /// Requests each bridge holds in flight at most.
     #[arg(long, default_value_t = pvusb_frontend::vhci::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Serve these controllers of this domain (comma-separated devids)
+    /// from this one process, instead of the one --devid names.
+    #[arg(long, value_delimiter = ',', value_name = "DEVID,...")]
+    pub controllers: Vec<u32>,
 }
 
 /// The long help of `pvusb front serve` (and its man page).
@@ -45,8 +48,8 @@ Serve every device of a pvUSB controller to the guest kernel's USB/IP \
 virtual host controller (vhci-hcd), so the guest's own drivers \
 (usb-storage, HID, audio) use them without the xen-hcd module.
 
-pvusb connects as the frontend of controller --devid of this domain, \
-enumerates each device, and attaches it to a free vhci-hcd port (the \
+pvusb connects as the frontend of controller --devid of this domain \
+(or of every controller --controllers lists), enumerates each device, and attaches it to a free vhci-hcd port (the \
 high-speed hub for low, full and high speed devices) over a UNIX socket \
 pair, translating USB/IP to usbif. Devices plugged later are attached \
 as they appear; an unplugged device's port is detached. On SIGTERM or \
@@ -87,7 +90,15 @@ fn open_loading_module() -> Result<VhciHcd, AttachError> {
     }
 }
 
-/// Runs the daemon until a stop signal or the controller's death.
+/// One served controller.
+struct Served {
+    devid: u32,
+    front: Arc<Frontend>,
+    server: Server<VhciHcd>,
+    events: crossbeam_channel::Receiver<pvusb_frontend::PortEvent>,
+}
+
+/// Runs the daemon until a stop signal or a controller's death.
 pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), String> {
     // Before any thread starts, so that only the waiting thread gets them.
     let signals = StopSignals::block()?;
@@ -96,11 +107,14 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         None => open_loading_module(),
     }
     .map_err(|e| Chain(&e).to_string())?;
-    let options = Options {
-        take_over: args.take_over,
-        ..Options::default()
+    let devids = if args.controllers.is_empty() {
+        vec![front_args.devid()]
+    } else {
+        let mut d = args.controllers.clone();
+        d.sort_unstable();
+        d.dedup();
+        d
     };
-    let front = Arc::new(super::cmd_front::open(front_args, options)?);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("signals".into())
@@ -112,35 +126,94 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         max_in_flight: args.max_in_flight,
         ..BridgeOptions::default()
     };
-    let events = front.subscribe();
-    let mut server = Server::new(Arc::clone(&front), vhci, front_args.devid(), bridge_options);
+    let mut served: Vec<Served> = Vec::with_capacity(devids.len());
+    for devid in devids {
+        let options = Options {
+            take_over: args.take_over,
+            ..Options::default()
+        };
+        let front = match super::cmd_front::open_controller(front_args, devid, options) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                // The open's failure is the one to report.
+                let _ = release(served);
+                return Err(format!("controller {devid}: {e}"));
+            }
+        };
+        let events = front.subscribe();
+        // vhci-hcd's status is read at each attach: the servers share it.
+        let server = Server::new(Arc::clone(&front), vhci.clone(), devid, bridge_options);
+        served.push(Served {
+            devid,
+            front,
+            server,
+            events,
+        });
+    }
     // The conn events arrive right after the handshake.
     std::thread::sleep(Duration::from_millis(200));
-    server.serve_all();
-    info!(devid = front_args.devid(), served = ?server.served(), "serving to vhci-hcd");
-    let result = loop {
-        select! {
-            recv(stop_rx) -> signal => match signal {
+    for s in &mut served {
+        s.server.serve_all();
+        info!(devid = s.devid, served = ?s.server.served(), "serving to vhci-hcd");
+    }
+    let result = serve(&mut served, &stop_rx);
+    let closed = release(served);
+    result.and(closed)
+}
+
+/// Waits for signals and each controller's port events.
+fn serve(
+    served: &mut [Served],
+    stop_rx: &crossbeam_channel::Receiver<Result<nix::sys::signal::Signal, String>>,
+) -> Result<(), String> {
+    let events: Vec<_> = served.iter().map(|s| s.events.clone()).collect();
+    let mut sel = crossbeam_channel::Select::new();
+    let stop = sel.recv(stop_rx);
+    for e in &events {
+        sel.recv(e);
+    }
+    loop {
+        let op = match sel.select_timeout(REAP) {
+            Ok(op) => op,
+            Err(_) => {
+                served.iter_mut().for_each(|s| s.server.reap());
+                continue;
+            }
+        };
+        if op.index() == stop {
+            return match op.recv(stop_rx) {
                 Ok(Ok(s)) => {
                     info!(signal = ?s, "stopping");
-                    break Ok(());
+                    Ok(())
                 }
-                Ok(Err(e)) => break Err(e),
-                Err(_) => break Err("the signal thread ended".to_owned()),
-            },
-            recv(events) -> event => match event {
-                Ok(event) => {
-                    if let Next::Dead(reason) = server.on_event(event) {
-                        break Err(format!("the controller died: {reason}"));
-                    }
-                }
-                Err(_) => break Err("the controller went away".to_owned()),
-            },
-            default(REAP) => server.reap(),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the signal thread ended".to_owned()),
+            };
         }
-    };
-    server.release_all();
-    drop(server);
-    let closed = front.close().map_err(|e| Chain(&e).to_string());
-    result.and(closed)
+        let i = op.index().saturating_sub(1);
+        let (Some(s), Some(rx)) = (served.get_mut(i), events.get(i)) else {
+            continue;
+        };
+        match op.recv(rx) {
+            Ok(event) => {
+                if let Next::Dead(reason) = s.server.on_event(event) {
+                    return Err(format!("controller {} died: {reason}", s.devid));
+                }
+            }
+            Err(_) => return Err(format!("controller {} went away", s.devid)),
+        }
+    }
+}
+
+/// Detaches every port and closes every controller; the first failure.
+fn release(served: Vec<Served>) -> Result<(), String> {
+    let mut result = Ok(());
+    for mut s in served {
+        s.server.release_all();
+        drop(s.server);
+        if let Err(e) = s.front.close() {
+            result = result.and(Err(format!("controller {}: {}", s.devid, Chain(&e))));
+        }
+    }
+    result
 }

@@ -212,14 +212,14 @@ pvusb_ctrl_attach() {
     fi
 }
 # pvusb_dev_attach DOM VID PID PORT: give a dom0 USB device to the domU's controller 0.
-pvusb_dev_attach() {
-    local bus addr busid
+pvusb_dev_attach() { # DOM VID PID PORT [CONTROLLER]
+    local bus addr busid ctl=${5:-0}
     read -r bus addr busid < <(usb_find "$2" "$3") || fail "device $2:$3 not in dom0"
     if pvusb_has dev-attach; then
-        "$PVUSB" dev-attach "$1" "$bus.$addr" controller=0 port="$4" || fail "pvusb dev-attach $1 $bus.$addr"
+        "$PVUSB" dev-attach "$1" "$bus.$addr" controller="$ctl" port="$4" || fail "pvusb dev-attach $1 $bus.$addr"
     else
         note "pvusb has no dev-attach: busid written to port/$4 by the test script"
-        xenstore-write "/local/domain/0/backend/vusb/$1/0/port/$4" "$busid"
+        xenstore-write "/local/domain/0/backend/vusb/$1/$ctl/port/$4" "$busid"
     fi
 }
 pvusb_dev_detach() { # pvusb_dev_detach DOM PORT
@@ -301,7 +301,7 @@ front_serve_anatomy() {
 # front_serve_start: `pvusb front serve` in the background in domU $DOMID (log: front_serve_log).
 FRONT_SERVE_LOG=/tmp/front-serve.log
 front_serve_start() {
-    domu_exec "RUST_LOG=${FRONT_LOG:-info} setsid pvusb front serve > $FRONT_SERVE_LOG 2>&1 < /dev/null & echo \$! > /tmp/front-serve.pid" ||
+    domu_exec "RUST_LOG=${FRONT_LOG:-info} setsid pvusb front serve ${FRONT_SERVE_ARGS:-} > $FRONT_SERVE_LOG 2>&1 < /dev/null & echo \$! > /tmp/front-serve.pid" ||
         fail "cannot start pvusb front serve in the domU"
 }
 front_serve_log() { domu_exec "tail -n ${1:-30} $FRONT_SERVE_LOG"; }
@@ -333,7 +333,7 @@ peer_domu_create() { # NAME
     fi
 }
 peer_ctrl_attach() { [ "$PEER" = qusb ] || pvusb_ctrl_attach "$1"; }
-peer_dev_attach() { # DOM VID PID PORT
+peer_dev_attach() { # DOM VID PID PORT [CONTROLLER]
     if [ "$PEER" = qusb ]; then
         local bus addr busid
         read -r bus addr busid < <(usb_find "$2" "$3") || fail "device $2:$3 not in dom0"

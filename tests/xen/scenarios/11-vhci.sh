@@ -8,7 +8,9 @@
 # the backend killed and restarted under load (pvusb only); `dev-detach` takes the stick out
 # of the guest and dom0 reads what the domU wrote; SIGTERM ends the bridge, frees every vhci
 # port and releases the controller.
-# With 11-vhci@qusb the backend is QEMU's own (a peer nobody here wrote).
+# With pvusb the tablet and the speaker sit on a second controller (devid 1), and one
+# `pvusb front serve --controllers 0,1` serves both controllers.
+# With 11-vhci@qusb the backend is QEMU's own (a peer nobody here wrote), one controller.
 # VHCI_PARTS picks the parts (default "data reset input audio hotplug unlink restart"; the
 # stick's appearance, dev-detach and SIGTERM always run); FRONT_LOG is the bridge's RUST_LOG
 # (with pvusb_frontend::vhci=trace the 64 MiB read prints where a request's time goes).
@@ -26,7 +28,12 @@ step "start the $PEER backend, create domU"
 peer_start
 peer_domu_create "$SCEN"
 domu_exec "! grep -q '^xen_hcd' /proc/modules" || fail "xen-hcd is loaded in the domU"
-if [ "$PEER" = pvusb ]; then xs_ctrl_attach "$DOMID" 0 2 4; fi
+ctl2=0
+if [ "$PEER" = pvusb ]; then
+    xs_ctrl_attach "$DOMID" 0 2 4
+    xs_ctrl_attach "$DOMID" 1 2 4
+    ctl2=1 FRONT_SERVE_ARGS="--controllers 0,1"
+fi
 peer_dev_attach "$DOMID" $STICK_ID 1
 
 step "domU: pvusb front serve (loads vhci-hcd)"
@@ -70,16 +77,16 @@ front_serve_alive
 fi
 
 if want input; then
-step "$PEER: tablet on port 2; the bridge attaches it as it comes"
-peer_dev_attach "$DOMID" $TABLET_ID 2
+step "$PEER: tablet on controller $ctl2 port 2; the bridge attaches it as it comes"
+peer_dev_attach "$DOMID" $TABLET_ID 2 "$ctl2"
 step "domU: the tablet's evdev node appears; QMP pointer events arrive in it"
 out=$(tablet_events_check) || { front_serve_log; fail "$(echo "$out" | tail -n 1)"; }
 echo "$out"
 fi
 
 if want audio; then
-step "$PEER: the speaker on port 3"
-peer_dev_attach "$DOMID" $AUDIO_ID 3
+step "$PEER: the speaker on controller $ctl2 port 3"
+peer_dev_attach "$DOMID" $AUDIO_ID 3 "$ctl2"
 
 step "domU: snd-usb-audio binds the speaker"
 domu_exec -t 60 "for i in \$(seq 120); do grep -q 'USB Audio' /proc/asound/cards 2>/dev/null && exit 0; sleep 0.5; done; cat /proc/asound/cards; exit 1" ||
@@ -162,7 +169,9 @@ domu_exec -t 60 "p=\$(cat /tmp/front-serve.pid); kill -TERM \$p; for i in \$(seq
 domu_exec "! awk 'NR > 1 && \$3 != 4' /sys/devices/platform/vhci_hcd.0/status | grep -q ." ||
     fail "vhci ports still in use after the bridge exited: $(domu_exec 'cat /sys/devices/platform/vhci_hcd.0/status')"
 front_serve_log 12
-state=$(xenstore-read "/local/domain/$DOMID/device/vusb/0/state" 2>/dev/null || echo gone)
-echo "frontend state after SIGTERM: $state"
-case $state in 1|5|6|gone) ;; *) fail "frontend state $state after SIGTERM, want Initialising or Closed";; esac
+for c in $(seq 0 "$ctl2"); do
+    state=$(xenstore-read "/local/domain/$DOMID/device/vusb/$c/state" 2>/dev/null || echo gone)
+    echo "controller $c: frontend state after SIGTERM: $state"
+    case $state in 1|5|6|gone) ;; *) fail "controller $c: frontend state $state after SIGTERM, want Initialising or Closed";; esac
+done
 peer_alive
