@@ -70,14 +70,13 @@ impl SegList {
             if left == 0 {
                 break;
             }
-            let take = usize::from(s.length).min(left);
-            // take ≤ s.length, a u16.
+            let take = s.length.min(u16::try_from(left).unwrap_or(u16::MAX));
             *slot = CopySeg {
                 gref: s.gref,
                 offset: s.offset,
-                len: take as u16,
+                len: take,
             };
-            left -= take;
+            left -= usize::from(take);
             out.len += 1;
         }
         out
@@ -92,14 +91,11 @@ impl SegList {
             if left == 0 {
                 break;
             }
-            let take = usize::from(s.len).min(left);
+            let take = s.len.min(u16::try_from(left).unwrap_or(u16::MAX));
             if let Some(slot) = out.segs.get_mut(out.len) {
-                *slot = CopySeg {
-                    len: take as u16,
-                    ..*s
-                };
+                *slot = CopySeg { len: take, ..*s };
             }
-            left -= take;
+            left -= usize::from(take);
             out.len += 1;
         }
         out
@@ -121,14 +117,15 @@ impl SegList {
         let mut at = 0usize;
         for s in self.as_slice() {
             let seg_end = at + usize::from(s.len);
-            let from = start.max(at);
-            let to = end.min(seg_end);
+            // A position of these segments as an offset into `s`, clamped to it.
+            let inside =
+                |pos: usize| u16::try_from(pos.saturating_sub(at)).map_or(s.len, |p| p.min(s.len));
+            let (from, to) = (inside(start), inside(end));
             if from < to {
-                // from - at and to - from are at most s.len, a u16.
                 out.push(CopySeg {
                     gref: s.gref,
-                    offset: s.offset + (from - at) as u16,
-                    len: (to - from) as u16,
+                    offset: s.offset + from,
+                    len: to - from,
                 });
             }
             at = seg_end;
@@ -185,5 +182,40 @@ mod tests {
         assert!(!list.append_range(8000, 93, &mut out));
         assert!(!list.append_range(usize::MAX, 2, &mut out));
         assert!(out.is_empty());
+    }
+
+    /// Every range of a small list, against a byte-by-byte reference: the
+    /// appended segments cover exactly the range's guest bytes, in order,
+    /// with no empty segment; a range past the end appends nothing.
+    #[test]
+    fn every_range_covers_exactly_its_bytes() {
+        let segs = [
+            RequestSegment::new(1, 10, 5),
+            RequestSegment::new(2, 0, 7),
+            RequestSegment::new(3, 100, 3),
+        ];
+        let list = SegList::prefix(&segs, 15);
+        let bytes: Vec<(u32, u16)> = segs
+            .iter()
+            .flat_map(|s| (s.offset..s.offset + s.length).map(move |o| (s.gref, o)))
+            .collect();
+        for start in 0..=17 {
+            for len in 0..=17 {
+                let mut out = Vec::new();
+                let ok = list.append_range(start, len, &mut out);
+                assert_eq!(ok, start + len <= bytes.len(), "{start}+{len}");
+                assert!(out.iter().all(|c| c.len > 0), "{start}+{len}: {out:?}");
+                let got: Vec<(u32, u16)> = out
+                    .iter()
+                    .flat_map(|c| (c.offset..c.offset + c.len).map(move |o| (c.gref, o)))
+                    .collect();
+                let want = if ok {
+                    &bytes[start..start + len]
+                } else {
+                    &[][..]
+                };
+                assert_eq!(got, want, "{start}+{len}");
+            }
+        }
     }
 }

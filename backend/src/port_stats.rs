@@ -209,6 +209,9 @@ impl PortSnapshot {
             return None;
         }
         // Rank of the quantile, at least the first URB.
+        // CAST: q is clamped to [0, 1], so the product lies in [0, n] (or is NaN
+        // for a NaN q); float-to-int `as` saturates and maps NaN to 0.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
         for (i, &c) in self.latency.iter().enumerate() {

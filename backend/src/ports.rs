@@ -56,7 +56,8 @@ impl Ports {
 
     /// Ports 1..=num_ports.
     pub fn numbers(&self) -> impl Iterator<Item = u8> {
-        1..=(self.slots.len() as u8)
+        // `new` made at most u8::MAX slots from a u8 count.
+        (1..=u8::MAX).take(self.slots.len())
     }
 
     /// The busid configured on `port`.

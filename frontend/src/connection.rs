@@ -298,7 +298,10 @@ fn segments(refs: &[u32], len: usize, out: &mut [RequestSegment]) -> Result<(), 
             ))
         })?;
         let n = left.min(PAGE_SIZE);
-        *slot = RequestSegment::new(gref, 0, n as u16); // n ≤ 4096
+        // n ≤ PAGE_SIZE (4096): the conversion cannot fail.
+        let length = u16::try_from(n)
+            .map_err(|_| FrontendError::InvalidRequest(format!("a segment of {n} bytes")))?;
+        *slot = RequestSegment::new(gref, 0, length);
         left -= n;
     }
     if left > 0 {

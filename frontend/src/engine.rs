@@ -108,13 +108,18 @@ pub(crate) struct Engine {
     defer_flush: bool,
 }
 
+/// Every request id, highest first, so that `pop` hands out 0 first.
+fn all_ids() -> Vec<u16> {
+    (0..=u16::MAX).take(NR_IDS).rev().collect()
+}
+
 impl Engine {
     pub(crate) fn new(num_ports: u8) -> Self {
         Self {
             conn: None,
             dead: None,
             slots: (0..NR_IDS).map(|_| Slot::Free).collect(),
-            free_ids: (0..NR_IDS as u16).rev().collect(),
+            free_ids: all_ids(),
             queue: VecDeque::new(),
             hub: RootHub::new(num_ports),
             next_token: 1,
@@ -362,8 +367,8 @@ impl Engine {
     }
 
     fn in_flight(&self, token: u64) -> Option<(u16, Pipe)> {
-        self.slots.iter().enumerate().find_map(|(i, s)| match s {
-            Slot::Submit(f) if f.token == token => Some((i as u16, f.pipe)), // i < 16
+        (0u16..).zip(&self.slots).find_map(|(i, s)| match s {
+            Slot::Submit(f) if f.token == token => Some((i, f.pipe)),
             _ => None,
         })
     }
@@ -501,7 +506,8 @@ impl Engine {
                     self.warn(&format!("undefined status {} for request {id}", rsp.status));
                 }
                 let requested = urb.buffer.len() as u64;
-                if rsp.actual_length < 0 || rsp.actual_length as u64 > requested {
+                // Negative (fails the conversion) or longer than the buffer.
+                if u64::try_from(rsp.actual_length).map_or(true, |n| n > requested) {
                     self.stats.clamped_lengths += 1;
                     self.warn(&format!(
                         "actual_length {} of a {requested}-byte request",
@@ -586,7 +592,7 @@ impl Engine {
                 ));
             }
         }
-        self.free_ids = (0..NR_IDS as u16).rev().collect();
+        self.free_ids = all_ids();
         while let Some(q) = self.queue.pop_front() {
             if let Queued::Submit { urb, callback, .. } = q {
                 self.stats.completed += 1;

@@ -36,6 +36,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+// Hostile guest input flows through this crate: a silent `as` truncation or sign
+// flip could turn an out-of-range length or index into a plausible one. Every
+// remaining cast carries `#[allow]` and a `// CAST:` comment saying why it is exact.
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 mod connection;
 pub mod device;

@@ -270,7 +270,8 @@ impl<'a> MassStorage<'a> {
         cbw.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
         cbw.push(flags);
         cbw.push(0); // LUN
-        cbw.push(cdb.len() as u8); // ≤ 16
+                     // bCBWCBLength: at most the 16 bytes the CBW carries (our CDBs are ≤ 10).
+        cbw.push(u8::try_from(cdb.len()).unwrap_or(u8::MAX).min(16));
         let mut cb = [0u8; 16];
         for (d, s) in cb.iter_mut().zip(cdb) {
             *d = *s;

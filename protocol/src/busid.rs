@@ -118,9 +118,10 @@ impl BusId {
         if ports.is_empty() {
             return Err(BusIdError::NoPortPath(bus.to_string()));
         }
-        if ports.len() > MAX_PORT_DEPTH {
-            return Err(BusIdError::TooDeep(ports.len()));
-        }
+        let depth = u8::try_from(ports.len())
+            .ok()
+            .filter(|&d| usize::from(d) <= MAX_PORT_DEPTH)
+            .ok_or(BusIdError::TooDeep(ports.len()))?;
         if ports.contains(&0) {
             return Err(BusIdError::BadNumber {
                 what: "port",
@@ -131,7 +132,7 @@ impl BusId {
         p[..ports.len()].copy_from_slice(ports);
         Ok(Self {
             bus,
-            depth: ports.len() as u8,
+            depth,
             ports: p,
         })
     }
@@ -165,17 +166,16 @@ impl FromStr for BusId {
             .ok_or_else(|| BusIdError::NoPortPath(excerpt(s)))?;
         let bus = nonzero_u8(bus, "bus")?;
         let mut ports = [0u8; MAX_PORT_DEPTH];
-        let mut depth = 0usize;
+        let mut depth = 0u8;
         for part in path.split('.') {
-            let slot = ports.get_mut(depth).ok_or(BusIdError::TooDeep(depth + 1))?;
+            let slot = ports
+                .get_mut(usize::from(depth))
+                .ok_or(BusIdError::TooDeep(usize::from(depth) + 1))?;
             *slot = nonzero_u8(part, "port")?;
+            // Cannot overflow: `get_mut` refused every index past MAX_PORT_DEPTH.
             depth += 1;
         }
-        Ok(Self {
-            bus,
-            depth: depth as u8,
-            ports,
-        })
+        Ok(Self { bus, depth, ports })
     }
 }
 

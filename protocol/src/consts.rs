@@ -26,7 +26,10 @@ pub const RING_HEADER_SIZE: usize = 64;
 pub const PAGE_SIZE: usize = 4096;
 
 /// Largest transfer a request can describe: 16 page-aligned segments.
+// CAST: 16 × 4096 = 65536; the assert below fails the build if it ever lost bits.
+#[allow(clippy::cast_possible_truncation)]
 pub const MAX_TRANSFER_BYTES: u32 = (MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE) as u32;
+const _: () = assert!(MAX_TRANSFER_BYTES as usize == MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE);
 
 /// Number of slots of a ring whose entries are `entry_size` bytes: the raw fit
 /// `(4096 - 64) / entry_size` rounded *down* to a power of two (ring.h

@@ -62,6 +62,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Hostile guest input flows through this crate: a silent `as` truncation or sign
+// flip could turn an out-of-range length or index into a plausible one. Every
+// remaining cast carries `#[allow]` and a `// CAST:` comment saying why it is exact.
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 pub mod busid;
 pub mod consts;

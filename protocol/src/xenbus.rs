@@ -60,7 +60,8 @@ impl XenbusState {
 
     /// The state for a number, `None` above 8.
     pub const fn from_u32(v: u32) -> Option<Self> {
-        if v < Self::ALL.len() as u32 {
+        // Widening (u32 fits usize on every supported target); `From` is not const.
+        if (v as usize) < Self::ALL.len() {
             Some(Self::ALL[v as usize])
         } else {
             None

@@ -141,27 +141,36 @@ fn parse_ranged(s: &str, min: u64, max: u64) -> Result<u64, ValueError> {
     Ok(value)
 }
 
-// The `as` casts below cannot truncate: `parse_ranged` bounded each value by the
-// target type's MAX (or MAX_PORTNR).
+/// Strict decimal parse into `min..=max` of the type `T` of `max`, converted
+/// without a cast: `parse_ranged` bounded the value by `max`, so the
+/// conversion cannot fail, and if it did it would be the same range error.
+fn parse_into<T>(s: &str, min: u64, max: T) -> Result<T, ValueError>
+where
+    T: Into<u64> + TryFrom<u64>,
+{
+    let max = max.into();
+    let value = parse_ranged(s, min, max)?;
+    T::try_from(value).map_err(|_| ValueError::OutOfRange { value, min, max })
+}
 
 /// A decimal u32 (grant refs, event channels, devids).
 pub fn parse_u32(s: &str) -> Result<u32, ValueError> {
-    parse_ranged(s, 0, u32::MAX.into()).map(|v| v as u32)
+    parse_into(s, 0, u32::MAX)
 }
 
 /// A decimal u16 (domids).
 pub fn parse_u16(s: &str) -> Result<u16, ValueError> {
-    parse_ranged(s, 0, u16::MAX.into()).map(|v| v as u16)
+    parse_into(s, 0, u16::MAX)
 }
 
 /// A decimal u8.
 pub fn parse_u8(s: &str) -> Result<u8, ValueError> {
-    parse_ranged(s, 0, u8::MAX.into()).map(|v| v as u8)
+    parse_into(s, 0, u8::MAX)
 }
 
 /// `num-ports`: 1..=31.
 pub fn parse_num_ports(s: &str) -> Result<u8, ValueError> {
-    parse_ranged(s, 1, MAX_PORTNR.into()).map(|v| v as u8)
+    parse_into(s, 1, MAX_PORTNR)
 }
 
 /// A `0`/`1` flag such as `online`.

@@ -51,10 +51,13 @@ pub const fn ring_size(region: usize, entry: usize) -> u32 {
     }
     // ring.h indexes are 32-bit; cap before rounding so the shift stays in range.
     let fit = if fit > u32::MAX as usize {
-        u32::MAX
+        u32::MAX as usize
     } else {
-        fit as u32
+        fit
     };
+    // CAST: bounded to u32::MAX just above (`try_from` and `min` are not const).
+    #[allow(clippy::cast_possible_truncation)]
+    let fit = fit as u32;
     1 << (31 - fit.leading_zeros())
 }
 

@@ -72,8 +72,10 @@ fn control_pipe(dir: Direction) -> Pipe {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+    (0..=u8::MAX)
+        .cycle()
+        .take(len)
+        .map(|i| i.wrapping_mul(13) ^ seed)
         .collect()
 }
 

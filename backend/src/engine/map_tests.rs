@@ -136,7 +136,11 @@ fn receive(t: &mut Transfer, data: &[u8]) {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    (0..=u8::MAX)
+        .cycle()
+        .take(len)
+        .map(|i| i.wrapping_mul(7) ^ seed)
+        .collect()
 }
 
 /// What the guest holds after a bulk OUT of two whole pages and a short
@@ -145,7 +149,7 @@ fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
     let mut rig = Rig::new(map_min_bytes);
     let sent = pattern(2 * PAGE_SIZE, 0x11);
     rig.pages.write(0, &sent).expect("guest writes");
-    let page = PAGE_SIZE as u16;
+    let page = u16::try_from(PAGE_SIZE).unwrap();
     let segs = [rig.seg(0, 0, page), rig.seg(1, 0, page)];
     rig.bulk(2, Direction::Out, &segs);
     let (tid, t) = rig.take();
@@ -155,7 +159,10 @@ fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
         tid,
         Completion::done(TransferOutcome::Completed, t.buffer, sent.len()),
     );
-    assert_eq!(rig.last(), (2, Status::Ok.as_i32(), sent.len() as i32));
+    assert_eq!(
+        rig.last(),
+        (2, Status::Ok.as_i32(), i32::try_from(sent.len()).unwrap())
+    );
 
     let len = (PAGE_SIZE - 1000) + PAGE_SIZE + 100;
     let segs = [
@@ -172,7 +179,10 @@ fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
         tid,
         Completion::done(TransferOutcome::Completed, t.buffer, got.len()),
     );
-    assert_eq!(rig.last(), (3, Status::Ok.as_i32(), got.len() as i32));
+    assert_eq!(
+        rig.last(),
+        (3, Status::Ok.as_i32(), i32::try_from(got.len()).unwrap())
+    );
     assert_eq!(rig.guest_bytes()[1000..1000 + got.len()], got[..]);
     assert_eq!(rig.back.live_mappings(), 0, "every mapping released");
     (seen, rig.guest_bytes(), mapped)
@@ -209,7 +219,7 @@ fn data_that_is_not_page_contiguous_is_copied() {
     assert_eq!(rig.last(), (2, Status::Ok.as_i32(), 200));
     // Below the threshold nothing is even tried.
     let mut rig = Rig::new(PAGE_SIZE + 1);
-    let page = PAGE_SIZE as u16;
+    let page = u16::try_from(PAGE_SIZE).unwrap();
     let seg = rig.seg(0, 0, page);
     rig.bulk(2, Direction::In, &[seg]);
     assert!(rig.take().1.buffer.guest().is_none());
@@ -219,7 +229,7 @@ fn data_that_is_not_page_contiguous_is_copied() {
 #[test]
 fn a_mapping_lives_until_its_transfer_is_given_back() {
     let mut rig = Rig::new(1);
-    let page = PAGE_SIZE as u16;
+    let page = u16::try_from(PAGE_SIZE).unwrap();
     let segs = [rig.seg(0, 0, page), rig.seg(1, 0, page)];
 
     // Completion.

@@ -332,7 +332,12 @@ impl Resources {
         }
         let mut r = response(u.ring_id, status, actual);
         r.error_count = i32::try_from(c.error_count).unwrap_or(i32::MAX);
-        r.start_frame = c.start_frame as u16;
+        // CAST: deliberate truncation. usbif's start_frame is 16 bits and frame
+        // numbers are a wrapping counter, so the low bits are the frame (Linux
+        // usbback stores `urb->start_frame` into the same u16).
+        #[allow(clippy::cast_possible_truncation)]
+        let start_frame = c.start_frame as u16;
+        r.start_frame = start_frame;
         r
     }
 

@@ -51,6 +51,16 @@ fn target() -> DeviceTarget {
     }
 }
 
+/// `len` bytes counting up from 0, wrapping at 256.
+fn ramp(len: usize) -> Vec<u8> {
+    (0..=u8::MAX).cycle().take(len).collect()
+}
+
+/// A `usize` test length as the u32 the headers carry.
+fn wire_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap()
+}
+
 fn cmd(direction: Direction, ep: u8, len: u32, setup: [u8; 8]) -> CmdSubmit {
     CmdSubmit {
         header: CmdSubmitHeader {
@@ -68,7 +78,7 @@ fn cmd(direction: Direction, ep: u8, len: u32, setup: [u8; 8]) -> CmdSubmit {
             setup,
         },
         out_data: match direction {
-            Direction::Out => (0..len).map(|i| i as u8).collect(),
+            Direction::Out => ramp(usize::try_from(len).unwrap()),
             Direction::In => Vec::new(),
         },
         iso_packets: Vec::new(),
@@ -77,7 +87,7 @@ fn cmd(direction: Direction, ep: u8, len: u32, setup: [u8; 8]) -> CmdSubmit {
 
 fn iso_cmd(direction: Direction, packets: &[(u32, u32)], buffer_len: u32) -> CmdSubmit {
     let mut c = cmd(direction, 3, buffer_len, [0; 8]);
-    c.header.number_of_packets = PacketCount::Count(packets.len() as u32);
+    c.header.number_of_packets = PacketCount::Count(wire_len(packets.len()));
     c.iso_packets = packets
         .iter()
         .map(|&(offset, length)| IsoPacketDescriptor {
@@ -169,7 +179,7 @@ fn bulk_and_interrupt_take_their_type_from_the_descriptor() {
     let t = target();
     let out = urb_for(cmd(Direction::Out, 1, 100, [0; 8]), &t).unwrap();
     assert_eq!(out.kind, UrbKind::Bulk);
-    assert_eq!(out.buffer, (0..100).map(|i| i as u8).collect::<Vec<_>>());
+    assert_eq!(out.buffer, ramp(100));
     let mut c = cmd(Direction::In, 2, 8, [0; 8]);
     c.header.interval = 1 << 20;
     c.header.transfer_flags = URB_SHORT_NOT_OK;
@@ -186,10 +196,10 @@ fn bulk_and_interrupt_take_their_type_from_the_descriptor() {
 #[test]
 fn requests_above_the_urb_limit_are_refused_not_truncated() {
     let t = target();
-    let len = MAX_URB_DATA as u32 + 1;
+    let len = wire_len(MAX_URB_DATA) + 1;
     let r = urb_for(cmd(Direction::In, 1, len, [0; 8]), &t).unwrap_err();
     assert_eq!(r.status, -90, "-EMSGSIZE");
-    let ok = urb_for(cmd(Direction::In, 1, MAX_URB_DATA as u32, [0; 8]), &t).unwrap();
+    let ok = urb_for(cmd(Direction::In, 1, wire_len(MAX_URB_DATA), [0; 8]), &t).unwrap();
     assert_eq!(ok.buffer.len(), MAX_URB_DATA);
     let many: Vec<(u32, u32)> = (0..300).map(|i| (i, 1)).collect();
     let r = urb_for(iso_cmd(Direction::In, &many, 300), &t).unwrap_err();
@@ -336,13 +346,13 @@ fn large_bulk_requests_are_split_others_refused() {
         (3, 7, UrbKind::Bulk)
     );
     let (_, first) = split_of(Direction::Out, 1, 100_000);
-    let expected: Vec<u8> = (0..BULK_CHUNK as u32).map(|i| i as u8).collect();
+    let expected = ramp(BULK_CHUNK);
     assert_eq!(
         first.buffer, expected,
         "the first piece is the data's start"
     );
     // At the limit: one URB, as before.
-    let single = plan(cmd(Direction::In, 1, MAX_URB_DATA as u32, [0; 8]), &t);
+    let single = plan(cmd(Direction::In, 1, wire_len(MAX_URB_DATA), [0; 8]), &t);
     assert!(matches!(single, Ok(Plan::Single(u)) if u.buffer.len() == MAX_URB_DATA));
     // Interrupt above the limit: still refused.
     let r = plan(cmd(Direction::In, 2, 100_000, [0; 8]), &t).unwrap_err();
@@ -398,7 +408,8 @@ fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
         panic!()
     };
     assert_eq!(
-        second.buffer[0], BULK_CHUNK as u8,
+        second.buffer[0],
+        ramp(BULK_CHUNK + 1)[BULK_CHUNK],
         "the data's second piece"
     );
     let Step::Done(c) = s.on_piece(piece_done(&second, UrbStatus::Stall, 0, 0)) else {
@@ -411,7 +422,7 @@ fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
     );
     assert_eq!(
         (r.header.status, r.header.actual_length),
-        (-32, BULK_CHUNK as u32)
+        (-32, wire_len(BULK_CHUNK))
     );
     // Ended between pieces (unlink): that status and the bytes so far.
     let (mut s, first) = split_of(Direction::Out, 1, 150_000);

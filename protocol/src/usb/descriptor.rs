@@ -116,7 +116,9 @@ fn byte(d: &[u8], i: usize) -> u8 {
 
 impl DeviceDescriptor {
     /// Size on the wire.
-    pub const LEN: usize = 18;
+    pub const LEN: usize = Self::B_LENGTH as usize;
+    /// `bLength`, the size as the descriptor's own first byte.
+    const B_LENGTH: u8 = 18;
 
     /// Parses the first 18 bytes of `data` (`bLength` 18, type DEVICE).
     pub fn parse(data: &[u8]) -> Result<Self, DescriptorError> {
@@ -137,7 +139,7 @@ impl DeviceDescriptor {
                 desc_type: dt::DEVICE,
                 offset: 0,
                 b_length: byte(data, 0),
-                min: Self::LEN as u8,
+                min: Self::B_LENGTH,
             });
         }
         Ok(Self {
@@ -163,7 +165,7 @@ impl DeviceDescriptor {
         let [p0, p1] = self.id_product.to_le_bytes();
         let [d0, d1] = self.bcd_device.to_le_bytes();
         [
-            Self::LEN as u8,
+            Self::B_LENGTH,
             dt::DEVICE,
             u0,
             u1,
@@ -219,7 +221,9 @@ pub struct EndpointDescriptor {
 
 impl EndpointDescriptor {
     /// Size of the standard part.
-    pub const LEN: usize = 7;
+    pub const LEN: usize = Self::B_LENGTH as usize;
+    /// `bLength`, the size as the descriptor's own first byte.
+    const B_LENGTH: u8 = 7;
 
     /// An endpoint without extra bytes.
     pub fn new(
@@ -265,7 +269,7 @@ impl EndpointDescriptor {
     fn standard_bytes(&self) -> [u8; 7] {
         let [m0, m1] = self.max_packet_size.to_le_bytes();
         [
-            Self::LEN as u8,
+            Self::B_LENGTH,
             dt::ENDPOINT,
             self.address,
             self.attributes,
@@ -326,8 +330,13 @@ pub struct ConfigDescriptor {
     pub extra: Vec<u8>,
 }
 
-const CONFIG_LEN: usize = 9;
-const INTERFACE_LEN: usize = 9;
+/// `bLength` of a configuration descriptor; the `u8` is the source so the
+/// `usize` form below is a widening, never a truncating, conversion.
+const CONFIG_B_LENGTH: u8 = 9;
+const CONFIG_LEN: usize = CONFIG_B_LENGTH as usize;
+/// `bLength` of an interface descriptor.
+const INTERFACE_B_LENGTH: u8 = 9;
+const INTERFACE_LEN: usize = INTERFACE_B_LENGTH as usize;
 
 impl ConfigDescriptor {
     /// `wTotalLength` of a configuration header (bytes 2-3), if present.
@@ -356,7 +365,7 @@ impl ConfigDescriptor {
                 desc_type: dt::CONFIG,
                 offset: 0,
                 b_length: byte(data, 0),
-                min: CONFIG_LEN as u8,
+                min: CONFIG_B_LENGTH,
             });
         }
         let total = usize::from(le16(data, 2));
@@ -409,7 +418,7 @@ impl ConfigDescriptor {
                 desc_type: dt::INTERFACE,
                 offset,
                 b_length: byte(d, 0),
-                min: INTERFACE_LEN as u8,
+                min: INTERFACE_B_LENGTH,
             });
         }
         let alt = AltSetting {
@@ -449,7 +458,7 @@ impl ConfigDescriptor {
                 desc_type: dt::ENDPOINT,
                 offset,
                 b_length: byte(d, 0),
-                min: EndpointDescriptor::LEN as u8,
+                min: EndpointDescriptor::B_LENGTH,
             });
         }
         let alt = self
@@ -495,7 +504,7 @@ impl ConfigDescriptor {
         let num_interfaces = u8::try_from(self.interfaces.len())
             .map_err(|_| DescriptorError::TooMany("interfaces"))?;
         let mut out = vec![
-            CONFIG_LEN as u8,
+            CONFIG_B_LENGTH,
             dt::CONFIG,
             0,
             0,
@@ -511,7 +520,7 @@ impl ConfigDescriptor {
                 let num_endpoints = u8::try_from(alt.endpoints.len())
                     .map_err(|_| DescriptorError::TooMany("endpoints"))?;
                 out.extend_from_slice(&[
-                    INTERFACE_LEN as u8,
+                    INTERFACE_B_LENGTH,
                     dt::INTERFACE,
                     intf.number,
                     alt.alternate_setting,

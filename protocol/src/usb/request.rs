@@ -214,7 +214,8 @@ impl SetupPacket {
 
     /// For GET_DESCRIPTOR: (descriptor type, index) from wValue.
     pub const fn descriptor_type_index(&self) -> (u8, u8) {
-        ((self.w_value >> 8) as u8, self.w_value as u8)
+        let [desc_type, index] = self.w_value.to_be_bytes();
+        (desc_type, index)
     }
 }
 

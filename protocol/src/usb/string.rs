@@ -63,14 +63,21 @@ fn units(payload: &[u8]) -> impl Iterator<Item = u16> + '_ {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
 }
 
+/// `bLength` of a string descriptor of `units` UTF-16 units: 2 + 2 × units,
+/// at most 254 within [`MAX_STRING_UNITS`].
+fn b_length(units: usize) -> Result<u8, StringError> {
+    if units > MAX_STRING_UNITS {
+        return Err(StringError::TooLong(units));
+    }
+    u8::try_from(2 + 2 * units).map_err(|_| StringError::TooLong(units))
+}
+
 /// Encodes `s` as a string descriptor.
 pub fn encode_string(s: &str) -> Result<Vec<u8>, StringError> {
     let u: Vec<u16> = s.encode_utf16().collect();
-    if u.len() > MAX_STRING_UNITS {
-        return Err(StringError::TooLong(u.len()));
-    }
-    let mut out = Vec::with_capacity(2 + 2 * u.len());
-    out.push((2 + 2 * u.len()) as u8); // ≤ 254
+    let b_length = b_length(u.len())?;
+    let mut out = Vec::with_capacity(usize::from(b_length));
+    out.push(b_length);
     out.push(dt::STRING);
     for unit in u {
         out.extend_from_slice(&unit.to_le_bytes());
@@ -88,10 +95,7 @@ pub fn decode_string(data: &[u8]) -> Result<String, StringError> {
 
 /// Encodes string descriptor 0, the supported language ids.
 pub fn encode_language_ids(ids: &[u16]) -> Result<Vec<u8>, StringError> {
-    if ids.len() > MAX_STRING_UNITS {
-        return Err(StringError::TooLong(ids.len()));
-    }
-    let mut out = vec![(2 + 2 * ids.len()) as u8, dt::STRING];
+    let mut out = vec![b_length(ids.len())?, dt::STRING];
     for id in ids {
         out.extend_from_slice(&id.to_le_bytes());
     }

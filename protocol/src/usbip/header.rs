@@ -218,9 +218,9 @@ impl Header {
             1 => Direction::In,
             d => return Err(HeaderError::Direction(d)),
         };
-        let ep = match word(16) {
-            ep @ 0..=15 => ep as u8,
-            ep => return Err(HeaderError::Endpoint(ep)),
+        let ep = match u8::try_from(word(16)) {
+            Ok(ep @ 0..=15) => ep,
+            _ => return Err(HeaderError::Endpoint(word(16))),
         };
         let basic = Basic {
             seqnum: word(4),
@@ -268,31 +268,33 @@ impl Header {
     pub fn encode(&self) -> Result<[u8; HEADER_LEN], HeaderError> {
         self.check(&WIRE_LIMITS)?;
         let mut out = [0u8; HEADER_LEN];
-        let mut put = |i: usize, v: u32| out[i..i + 4].copy_from_slice(&v.to_be_bytes());
+        // Big-endian words; the `__s32` fields go out as their two's-complement bytes.
+        let mut put = |i: usize, be: [u8; 4]| out[i..i + 4].copy_from_slice(&be);
         let basic = self.basic();
-        put(0, self.command().code());
-        put(4, basic.seqnum);
-        put(8, basic.devid);
-        put(12, u32::from(basic.direction == Direction::In));
-        put(16, u32::from(basic.ep));
+        put(0, self.command().code().to_be_bytes());
+        put(4, basic.seqnum.to_be_bytes());
+        put(8, basic.devid.to_be_bytes());
+        let direction = u32::from(basic.direction == Direction::In);
+        put(12, direction.to_be_bytes());
+        put(16, u32::from(basic.ep).to_be_bytes());
         match self {
             Self::CmdSubmit(h) => {
-                put(20, h.transfer_flags);
-                put(24, h.transfer_buffer_length);
-                put(28, h.start_frame as u32);
-                put(32, h.number_of_packets.to_wire());
-                put(36, h.interval as u32);
+                put(20, h.transfer_flags.to_be_bytes());
+                put(24, h.transfer_buffer_length.to_be_bytes());
+                put(28, h.start_frame.to_be_bytes());
+                put(32, h.number_of_packets.to_wire().to_be_bytes());
+                put(36, h.interval.to_be_bytes());
                 out[40..48].copy_from_slice(&h.setup);
             }
             Self::RetSubmit(h) => {
-                put(20, h.status as u32);
-                put(24, h.actual_length);
-                put(28, h.start_frame as u32);
-                put(32, h.number_of_packets.to_wire());
-                put(36, h.error_count as u32);
+                put(20, h.status.to_be_bytes());
+                put(24, h.actual_length.to_be_bytes());
+                put(28, h.start_frame.to_be_bytes());
+                put(32, h.number_of_packets.to_wire().to_be_bytes());
+                put(36, h.error_count.to_be_bytes());
             }
-            Self::CmdUnlink(h) => put(20, h.unlink_seqnum),
-            Self::RetUnlink(h) => put(20, h.status as u32),
+            Self::CmdUnlink(h) => put(20, h.unlink_seqnum.to_be_bytes()),
+            Self::RetUnlink(h) => put(20, h.status.to_be_bytes()),
         }
         Ok(out)
     }
@@ -342,8 +344,11 @@ fn packet_count(wire: u32, limits: &Limits) -> Result<PacketCount, HeaderError> 
     if wire == NON_ISO_PACKETS {
         return Ok(PacketCount::NotIso);
     }
-    let count = i32::try_from(wire).map_err(|_| HeaderError::NegativePacketCount(wire as i32))?;
-    let count = count as u32;
+    // Above i32::MAX the wire's `__s32` is negative.
+    if i32::try_from(wire).is_err() {
+        return Err(HeaderError::NegativePacketCount(wire as i32));
+    }
+    let count = wire;
     if count > limits.max_iso_packets {
         return Err(HeaderError::TooManyPackets {
             count,

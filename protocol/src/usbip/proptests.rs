@@ -101,7 +101,7 @@ fn arb_reply() -> impl Strategy<Value = (SubmitShape, RetSubmit)> {
                 let packets: Vec<_> = actuals
                     .iter()
                     .enumerate()
-                    .map(|(i, &(a, s))| iso(i as u32 * per, per, a, s))
+                    .map(|(i, &(a, s))| iso(u32::try_from(i).unwrap() * per, per, a, s))
                     .collect();
                 let actual_length = if n == 0 {
                     plain_actual

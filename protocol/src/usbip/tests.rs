@@ -279,7 +279,7 @@ fn header_fields_the_kernel_never_sends_are_refused() {
         DecodeError::Header(HeaderError::Endpoint(16))
     );
     assert_eq!(
-        err(header_with(6, (-1i32) as u32)),
+        err(header_with(6, u32::from_be_bytes((-1i32).to_be_bytes()))),
         DecodeError::Header(HeaderError::NegativeLength {
             field: "transfer_buffer_length",
             value: -1
@@ -294,7 +294,7 @@ fn header_fields_the_kernel_never_sends_are_refused() {
         })
     );
     assert_eq!(
-        err(header_with(8, (-2i32) as u32)),
+        err(header_with(8, u32::from_be_bytes((-2i32).to_be_bytes()))),
         DecodeError::Header(HeaderError::NegativePacketCount(-2))
     );
     assert_eq!(

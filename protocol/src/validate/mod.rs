@@ -48,6 +48,11 @@ pub use segments::Segments;
 use crate::consts::{ISO_PACKET_DESCRIPTOR_SIZE, MAX_SEGMENTS_PER_REQUEST, URB_RING_SIZE};
 use crate::{Direction, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest};
 
+/// [`ISO_PACKET_DESCRIPTOR_SIZE`] in the `u32` the byte counts are kept in; a
+/// separate constant (checked equal at build time) so no cast is needed.
+const ISO_PACKET_DESCRIPTOR_BYTES: u32 = 16;
+const _: () = assert!(ISO_PACKET_DESCRIPTOR_BYTES as usize == ISO_PACKET_DESCRIPTOR_SIZE);
+
 /// A request that passed [`validate()`].
 // Submit is ~290 bytes (two inline segment lists) against ~12 for Unlink;
 // it is moved once into the backend's in-flight table, so boxing it would only
@@ -265,7 +270,7 @@ pub fn validate(req: &UrbRequest, num_ports: u8) -> Result<ValidatedUrb, Validat
             let desc_raw = req.seg.get(data_end..desc_end).ok_or(too_many)?;
             let desc_segs = Segments::check(desc_raw, data_end)?;
             // ≤ 65535 × 16: no overflow.
-            let needed = u32::from(p.number_of_packets) * ISO_PACKET_DESCRIPTOR_SIZE as u32;
+            let needed = u32::from(p.number_of_packets) * ISO_PACKET_DESCRIPTOR_BYTES;
             let available = desc_segs.total_bytes();
             if needed > available {
                 return Err(ValidateError::IsoDescriptorsTooShort { needed, available });

@@ -33,8 +33,8 @@ impl RequestSegment {
     /// Whether the byte range stays inside one page, the rule every peer
     /// (QEMU, the old usbback, the grant-copy op) enforces.
     pub const fn fits_in_page(&self) -> bool {
-        // u16 + u16 cannot overflow u32.
-        (self.offset as u32) + (self.length as u32) <= PAGE_SIZE as u32
+        // u16 + u16 cannot overflow usize (widening casts; `From` is not const).
+        self.offset as usize + self.length as usize <= PAGE_SIZE
     }
 }
 

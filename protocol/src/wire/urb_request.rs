@@ -151,15 +151,21 @@ impl UrbRequest {
         desc: &[RequestSegment],
     ) -> Result<(), WireError> {
         let count = data.len().saturating_add(desc.len());
+        let too_many = WireError::TooManySegments { count };
         if count > MAX_SEGMENTS_PER_REQUEST {
-            return Err(WireError::TooManySegments { count });
+            return Err(too_many);
         }
+        let nr_buffer_segs = u16::try_from(data.len()).map_err(|_| too_many)?;
         for (slot, s) in self.seg.iter_mut().zip(data.iter().chain(desc)) {
             *slot = *s;
         }
         let total: u32 = data.iter().map(|s| u32::from(s.length)).sum();
-        self.buffer_length = total as u16; // truncation is the wire format
-        self.nr_buffer_segs = data.len() as u16; // ≤ 16 checked above
+        // CAST: deliberate truncation to the low 16 bits; it is the wire format
+        // (16 full pages sum to 65536, which xen-hcd sends as 0).
+        #[allow(clippy::cast_possible_truncation)]
+        let buffer_length = total as u16;
+        self.buffer_length = buffer_length;
+        self.nr_buffer_segs = nr_buffer_segs;
         Ok(())
     }
 
@@ -226,11 +232,16 @@ impl UrbRequest {
             ..Self::zeroed()
         };
         r.set_segments(data, desc)?;
+        // `set_segments` refused more than 16 segments, so this cannot fail.
+        let nr_frame_desc_segs =
+            u16::try_from(desc.len()).map_err(|_| WireError::TooManySegments {
+                count: data.len().saturating_add(desc.len()),
+            })?;
         r.set_isoc(IsoParams {
             interval,
             start_frame,
             number_of_packets,
-            nr_frame_desc_segs: desc.len() as u16, // ≤ 16 checked above
+            nr_frame_desc_segs,
         });
         Ok(r)
     }

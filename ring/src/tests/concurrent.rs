@@ -41,8 +41,8 @@ impl Event {
 fn request(seq: u32) -> Req {
     let mut r = [0u32; 37];
     r[0] = seq;
-    for (i, w) in r.iter_mut().enumerate().skip(1).take(35) {
-        *w = seq.rotate_left(i as u32) ^ 0x9E37_79B9;
+    for (i, w) in (1u32..).zip(r.iter_mut().skip(1).take(35)) {
+        *w = seq.rotate_left(i) ^ 0x9E37_79B9;
     }
     r[36] = checksum(&r[..36]);
     r

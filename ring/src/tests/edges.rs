@@ -26,8 +26,8 @@ fn pair_at(start: u32) -> (Front, Back) {
 
 fn req(seq: u32) -> Req {
     let mut r = [0u32; 37];
-    for (i, w) in r.iter_mut().enumerate() {
-        *w = seq.wrapping_mul(31).wrapping_add(i as u32);
+    for (i, w) in (0u32..).zip(r.iter_mut()) {
+        *w = seq.wrapping_mul(31).wrapping_add(i);
     }
     r
 }
@@ -229,8 +229,8 @@ fn conn_ring_backend_answers_parked_requests_by_id() {
     );
     assert_eq!(back.take_request().unwrap(), None);
     assert_eq!(back.pending_responses(), 512);
-    for (port, [id]) in parked.iter().take(3).enumerate() {
-        back.push_response(&[*id, port as u16 + 1]).unwrap();
+    for (port, [id]) in (0u16..).zip(parked.iter().take(3)) {
+        back.push_response(&[*id, port + 1]).unwrap();
         // Only the first answer notifies: the mock never re-arms rsp_event.
         assert_eq!(back.push_responses_and_check_notify().unwrap(), port == 0);
     }

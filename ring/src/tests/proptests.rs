@@ -195,8 +195,8 @@ proptest! {
             match op {
                 PeerOp::FrontPush(n) => {
                     for _ in 0..n {
-                        let outstanding = (m.staged_reqs.len() + m.published_reqs.len()
-                            + m.unanswered.len() + m.staged_rsps.len() + m.published_rsps.len()) as u32;
+                        let outstanding = u32::try_from(m.staged_reqs.len() + m.published_reqs.len()
+                            + m.unanswered.len() + m.staged_rsps.len() + m.published_rsps.len()).unwrap();
                         let result = front.push_request(&[m.next_seq; 37]);
                         if outstanding == 16 {
                             prop_assert_eq!(result, Err(RingError::Full { size: 16 }));

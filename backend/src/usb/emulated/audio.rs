@@ -88,9 +88,10 @@ impl EmulatedDevice for AudioDevice {
         for p in packets {
             // The framework checked offset + length against the buffer.
             let start = usize::try_from(p.offset).unwrap_or(usize::MAX);
-            let len = usize::try_from(p.length)
-                .unwrap_or(0)
-                .min(usize::from(MAX_PACKET));
+            let length = u16::try_from(p.length)
+                .unwrap_or(MAX_PACKET)
+                .min(MAX_PACKET);
+            let len = usize::from(length);
             let Some(chunk) = start
                 .checked_add(len)
                 .and_then(|end| req.buffer.get_mut(start..end))
@@ -119,7 +120,7 @@ impl EmulatedDevice for AudioDevice {
             }
             total += len;
             req.iso_results.push(IsoPacketResult {
-                actual_length: len as u32,
+                actual_length: u32::from(length),
                 outcome: TransferOutcome::Completed,
             });
         }

@@ -19,8 +19,12 @@ pub const KEYBOARD_PRODUCT_ID: u16 = 0x0003;
 /// A boot-protocol keyboard report: modifiers, reserved, six key codes.
 pub type Report = [u8; 8];
 
+/// Length of [`REPORT_DESCRIPTOR`] as the HID descriptor's `wDescriptorLength`;
+/// the array's type ties the two together.
+const REPORT_DESCRIPTOR_LEN: u16 = 63;
+
 /// The standard boot keyboard report descriptor (HID 1.11 appendix B.1).
-pub const REPORT_DESCRIPTOR: [u8; 63] = [
+pub const REPORT_DESCRIPTOR: [u8; REPORT_DESCRIPTOR_LEN as usize] = [
     0x05, 0x01, 0x09, 0x06, 0xa1, 0x01, 0x05, 0x07, 0x19, 0xe0, 0x29, 0xe7, 0x15, 0x00, 0x25, 0x01,
     0x75, 0x01, 0x95, 0x08, 0x81, 0x02, 0x95, 0x01, 0x75, 0x08, 0x81, 0x01, 0x95, 0x05, 0x75, 0x01,
     0x05, 0x08, 0x19, 0x01, 0x29, 0x05, 0x91, 0x02, 0x95, 0x01, 0x75, 0x03, 0x91, 0x01, 0x95, 0x06,
@@ -159,7 +163,7 @@ fn copy_out(dst: &mut [u8], src: &[u8]) -> Reply {
 
 impl EmulatedDevice for KeyboardDevice {
     fn spec(&self) -> DeviceSpec {
-        let len = (REPORT_DESCRIPTOR.len() as u16).to_le_bytes();
+        let len = REPORT_DESCRIPTOR_LEN.to_le_bytes();
         // HID descriptor: HID 1.11, country 0, one report descriptor.
         let hid = vec![9, 0x21, 0x11, 0x01, 0, 1, 0x22, len[0], len[1]];
         let iface = InterfaceSpec {
@@ -195,7 +199,7 @@ impl EmulatedDevice for KeyboardDevice {
             (0x81, 0x06) if s.w_value >> 8 == 0x22 => copy_out(req.data, &REPORT_DESCRIPTOR),
             // GET_DESCRIPTOR(HID).
             (0x81, 0x06) if s.w_value >> 8 == 0x21 => {
-                let len = (REPORT_DESCRIPTOR.len() as u16).to_le_bytes();
+                let len = REPORT_DESCRIPTOR_LEN.to_le_bytes();
                 copy_out(req.data, &[9, 0x21, 0x11, 0x01, 0, 1, 0x22, len[0], len[1]])
             }
             // GET_REPORT: the current key state.

@@ -51,10 +51,12 @@ pub struct LoopbackDevice {
     counters: Arc<LoopbackCounters>,
 }
 
-/// The pattern's period.
-const PATTERN_PERIOD: u64 = 251;
+/// The pattern's period in bytes.
+const PERIOD_BYTES: usize = 251;
+/// The pattern's period, as the stream positions count it (widening).
+const PATTERN_PERIOD: u64 = PERIOD_BYTES as u64;
 /// Length of the precomputed pattern: a whole URB buffer from any phase.
-const PATTERN_LEN: usize = 65536 + PATTERN_PERIOD as usize;
+const PATTERN_LEN: usize = 65536 + PERIOD_BYTES;
 
 /// The product id of the loopback device.
 pub const LOOPBACK_PRODUCT_ID: u16 = 0x0001;

@@ -91,7 +91,7 @@ fn alt_settings_group_by_interface_and_audio_endpoints_keep_their_tail() {
         0x07, 0x25, 0x01, 0x01, 0x00, 0x00, 0x00, // CS endpoint -> ep extra
     ];
     let mut bytes = bytes.to_vec();
-    let total = bytes.len() as u16;
+    let total = u16::try_from(bytes.len()).unwrap();
     bytes[2..4].copy_from_slice(&total.to_le_bytes());
     let c = ConfigDescriptor::parse(&bytes).unwrap();
     assert_eq!(c.extra.len(), 8);
@@ -289,7 +289,7 @@ proptest! {
             // Make the header plausible so the walker actually runs.
             data[0] = 9;
             data[1] = 2;
-            let n = data.len() as u16;
+            let n = u16::try_from(data.len()).unwrap();
             data[2..4].copy_from_slice(&n.to_le_bytes());
         }
         if let Ok(c) = ConfigDescriptor::parse(&data) {

@@ -3,6 +3,11 @@
 
 use super::store::{BlockStore, BLOCK_SIZE};
 
+/// [`BLOCK_SIZE`] as READ CAPACITY(10)'s 32-bit block length; a separate
+/// constant (checked equal at build time) so no cast is needed.
+const BLOCK_LEN_U32: u32 = 512;
+const _: () = assert!(BLOCK_LEN_U32 as u64 == BLOCK_SIZE);
+
 /// Sense data of the last failed command (SPC fixed format fields).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sense {
@@ -179,7 +184,7 @@ fn plan_inner(cdb: &[u8], store: &dyn BlockStore, state: &ScsiState) -> Plan {
         0x25 => {
             let last = u32::try_from(blocks - 1).unwrap_or(u32::MAX);
             let mut data = last.to_be_bytes().to_vec();
-            data.extend_from_slice(&(BLOCK_SIZE as u32).to_be_bytes());
+            data.extend_from_slice(&BLOCK_LEN_U32.to_be_bytes());
             Plan::DataIn(data)
         }
         // READ(10) / WRITE(10)

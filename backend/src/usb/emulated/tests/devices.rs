@@ -234,7 +234,7 @@ fn slow_device_completes_in_order_per_endpoint() {
             Transfer {
                 endpoint,
                 kind: TransferKind::Bulk,
-                buffer: vec![i as u8; 16].into(),
+                buffer: vec![u8::try_from(i).unwrap(); 16].into(),
                 short_not_ok: false,
             },
         );

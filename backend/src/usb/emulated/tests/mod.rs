@@ -138,7 +138,7 @@ impl Driver {
         index: u16,
         data: Vec<u8>,
     ) -> Completion {
-        let setup = SetupPacket::new(rt, req, value, index, data.len() as u16);
+        let setup = SetupPacket::new(rt, req, value, index, u16::try_from(data.len()).unwrap());
         self.run(Transfer {
             endpoint: 0,
             kind: TransferKind::Control { setup },

@@ -174,7 +174,11 @@ fn standard_requests_and_intercepted_kinds() {
 fn loopback_and_source_modes() {
     let (_host, _busid, dev, sink) = plug(factory(|| Box::new(LoopbackDevice::new(1024))));
     let mut d = Driver::new(dev, sink);
-    let payload: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
+    let payload: Vec<u8> = (0..=u8::MAX)
+        .cycle()
+        .take(600)
+        .map(|i| i.wrapping_mul(7))
+        .collect();
     let out = d.bulk(0x01, payload.clone());
     assert_eq!(
         (out.outcome, out.actual_length),

@@ -14,7 +14,11 @@ impl Bot {
         b.extend_from_slice(&CBW_SIGNATURE.to_le_bytes());
         b.extend_from_slice(&self.tag.to_le_bytes());
         b.extend_from_slice(&len.to_le_bytes());
-        b.extend_from_slice(&[if dir_in { 0x80 } else { 0 }, 0, cdb.len() as u8]);
+        b.extend_from_slice(&[
+            if dir_in { 0x80 } else { 0 },
+            0,
+            u8::try_from(cdb.len()).unwrap(),
+        ]);
         let mut padded = cdb.to_vec();
         padded.resize(16, 0);
         b.extend_from_slice(&padded);
@@ -60,7 +64,7 @@ impl Bot {
     }
 
     fn write(&mut self, cdb: &[u8], data: Vec<u8>) -> (u32, u8) {
-        let cbw = self.cbw(cdb, data.len() as u32, false);
+        let cbw = self.cbw(cdb, u32::try_from(data.len()).unwrap(), false);
         assert_eq!(self.d.bulk(EP_OUT, cbw).outcome, TransferOutcome::Completed);
         let c = self.d.bulk(EP_OUT, data);
         assert_eq!(c.outcome, TransferOutcome::Completed);
@@ -91,7 +95,7 @@ fn checksum(data: &[u8]) -> u64 {
 }
 
 fn storage_round_trip(store: Arc<dyn BlockStore>) {
-    let blocks = (store.len() / 512) as u32;
+    let blocks = u32::try_from(store.len() / 512).unwrap();
     let (_host, _busid, dev, sink) = plug(factory(move || {
         Box::new(MassStorageDevice::new(store.clone()))
     }));
@@ -132,12 +136,12 @@ fn storage_round_trip(store: Arc<dyn BlockStore>) {
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
-            seed as u8
+            seed.to_le_bytes()[0]
         })
         .collect();
-    for (i, chunk) in data.chunks(32 * 1024).enumerate() {
+    for (i, chunk) in (0u32..).zip(data.chunks(32 * 1024)) {
         assert_eq!(
-            bot.write(&rw10(0x2a, 8 + i as u32 * 64, 64), chunk.to_vec()),
+            bot.write(&rw10(0x2a, 8 + i * 64, 64), chunk.to_vec()),
             (0, 0)
         );
     }

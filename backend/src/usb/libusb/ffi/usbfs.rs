@@ -117,6 +117,9 @@ mod tests {
     /// The structs match the kernel's, and so do the request codes built
     /// from them (values from `<linux/usbdevice_fs.h>` on x86 and arm).
     #[test]
+    // CAST: ioctl request numbers are 32-bit; nix types them c_ulong (glibc) or
+    // c_int (musl), and `as u32` keeps exactly those 32 bits either way.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     fn layouts_and_request_codes_match_the_kernel() {
         assert_eq!(size_of::<GetDriver>(), 260);
         assert_eq!(size_of::<DisconnectClaim>(), 264);
