@@ -46,10 +46,18 @@ pub struct Args {
     /// comparison).
     #[arg(long, hide = true)]
     no_port_stats: bool,
-    /// Internal: controllers as daemon threads (backend role; the
-    /// isolation-cost comparison).
-    #[arg(long, hide = true)]
+    /// Controllers as daemon threads instead of worker processes (with
+    /// --scale: the same figures for comparison; internally the backend
+    /// role of the isolation-cost comparison).
+    #[arg(long)]
     threads: bool,
+    /// Internal: loopback devices the backend role plugs in.
+    #[arg(long, hide = true, default_value_t = 1)]
+    loopbacks: u8,
+    /// The backend's ring-polling bound, µs (as `pvusb backend
+    /// --poll-max-us`; default the daemon's).
+    #[arg(long, value_name = "US")]
+    poll_max_us: Option<u64>,
 }
 
 /// Run the bench (or its backend role).
@@ -63,6 +71,8 @@ pub fn run(args: Args) -> Result<(), String> {
             real_usb: args.real_usb,
             port_stats: !args.no_port_stats,
             threads: args.threads,
+            poll_max_us: args.poll_max_us,
+            loopbacks: args.loopbacks.max(1),
         };
         return child::run(dir, xs, port, backend);
     }
@@ -79,7 +89,7 @@ pub fn run(args: Args) -> Result<(), String> {
                 warm_up: plan.warm_up * 2,
                 ..plan
             };
-            scale::measure(guests, per_guest, &plan)?
+            scale::measure(guests, per_guest, &plan, args.poll_max_us, args.threads)?
         }
         (Some(spec), None) => device::measure(spec, &plan)?,
         (None, None) => {
@@ -92,8 +102,8 @@ pub fn run(args: Args) -> Result<(), String> {
             // measured alternately: what counting costs. (A process that
             // ran the other figures first is no fair partner: both counting,
             // it and a fresh one differed by a quarter.)
-            let counted = session::Session::start(&busid, default)?;
-            let uncounted = session::Session::start(
+            let mut counted = session::Session::start(&busid, default)?;
+            let mut uncounted = session::Session::start(
                 &busid,
                 session::Backend {
                     port_stats: false,
@@ -101,7 +111,7 @@ pub fn run(args: Args) -> Result<(), String> {
                 },
             )?;
             // The same pair for what worker processes cost against threads.
-            let threads = session::Session::start(
+            let mut threads = session::Session::start(
                 &busid,
                 session::Backend {
                     threads: true,
@@ -110,8 +120,8 @@ pub fn run(args: Args) -> Result<(), String> {
             )?;
             let r = session::measure(
                 &mut s,
-                [&counted, &uncounted],
-                &threads,
+                [&mut counted, &mut uncounted],
+                &mut threads,
                 &plan,
                 "simulated transport, emulated loopback device".into(),
             );

@@ -64,15 +64,18 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
     };
     let real = libusb.clone().map(|h| h as Arc<dyn UsbHost>);
     let isolation = if backend.threads {
-        let busid = EmulatedHost::busid(LOOPBACK_PORT).ok_or("no busid for the loopback port")?;
-        let factory: DeviceFactory = Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
-        emulated
-            .add(busid, factory)
-            .map_err(|e| format!("cannot plug the loopback device: {e}", e = Chain(&e)))?;
+        for port in LOOPBACK_PORT..LOOPBACK_PORT.saturating_add(backend.loopbacks) {
+            let busid = EmulatedHost::busid(port).ok_or("no busid for a loopback port")?;
+            let factory: DeviceFactory =
+                Arc::new(|| Box::new(LoopbackDevice::new(LOOPBACK_CAPACITY)));
+            emulated
+                .add(busid, factory)
+                .map_err(|e| format!("cannot plug a loopback device: {e}", e = Chain(&e)))?;
+        }
         Isolation::Thread
     } else {
-        // The workers build their devices from specs: the loopback is the
-        // first, at LOOPBACK_PORT.
+        // The workers build their devices from specs: the loopbacks come
+        // first, from LOOPBACK_PORT on.
         Isolation::Process(Arc::new(ProcessModel {
             exe: std::env::current_exe()
                 .map_err(|e| format!("cannot find my own executable: {e}"))?,
@@ -82,7 +85,9 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
                 dir: sim_dir.to_owned(),
             },
             xen_devices: None,
-            emulated: vec![(EmulatedSpec::Loopback, None)],
+            emulated: (0..backend.loopbacks)
+                .map(|_| (EmulatedSpec::Loopback, None))
+                .collect(),
             nodes: libusb.map(|h| h as Arc<dyn NodeOpener>),
             rules: None,
             confine: ConfineSetup::full(),
@@ -98,6 +103,9 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
     );
     let mut config = DaemonConfig::new(0);
     config.port_stats = backend.port_stats;
+    if let Some(us) = backend.poll_max_us {
+        config.poll_max = std::time::Duration::from_micros(us);
+    }
     config.isolation = isolation;
     let daemon = Daemon::start(xs, Arc::clone(&xen), xen, host, config)
         .map_err(|e| format!("the backend daemon did not start: {e}", e = Chain(&e)))?;

@@ -10,8 +10,8 @@
 //!   while every other guest keeps its rings full (no head-of-line blocking
 //!   across guests).
 //!
-//! Each worker builds its own loopback device from the daemon's spec, so
-//! every controller has a device of its own at the same busid.
+//! Every controller has a loopback device of its own (200-1, 200-2, ...),
+//! as every guest would have its own device.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -173,7 +173,13 @@ fn row(name: String, unit: &'static str, value: Summary) -> Row {
 }
 
 /// Runs the scale figures.
-pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, String> {
+pub fn measure(
+    guests: u16,
+    per_guest: u32,
+    plan: &Plan,
+    poll_max_us: Option<u64>,
+    threads: bool,
+) -> Result<Report, String> {
     let dir = tempfile::Builder::new()
         .prefix("pvusb-scale")
         .tempdir_in("/tmp")
@@ -200,6 +206,15 @@ pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, Strin
         .arg("--xs-path")
         .arg(&xs_path)
         .args(["--echo-port", &echo.port().to_string()]);
+    if let Some(us) = poll_max_us {
+        cmd.args(["--poll-max-us", &us.to_string()]);
+    }
+    if threads {
+        cmd.arg("--threads");
+    }
+    let n = usize::from(guests) * usize::try_from(per_guest).map_err(|e| e.to_string())?;
+    let loopbacks = u8::try_from(n).map_err(|_| format!("{n} controllers: at most 255"))?;
+    cmd.args(["--loopbacks", &loopbacks.to_string()]);
     if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
         cmd.env("PVUSB_LOG", "warn");
     }
@@ -225,15 +240,21 @@ pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, Strin
         return Err("the backend exited before it was ready".into());
     }
 
-    let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(LOOPBACK_PORT)
-        .ok_or("no busid for the loopback")?
-        .to_string();
     eprint!("pvusb bench --scale: connecting {guests}x{per_guest} controllers...");
     let mut ctls: Vec<Vec<Ctl>> = Vec::new();
     for (g, xen) in xens.iter().enumerate() {
         let domid = FRONT_DOMID + u16::try_from(g).map_err(|e| e.to_string())?;
         let mut mine = Vec::new();
         for devid in 0..per_guest {
+            // Each controller its own loopback, as each guest its own device.
+            let k = g * per_guest as usize + devid as usize;
+            let port = u8::try_from(k)
+                .ok()
+                .and_then(|k| LOOPBACK_PORT.checked_add(k))
+                .ok_or("too many controllers")?;
+            let busid = pvusb_backend::usb::emulated::EmulatedHost::busid(port)
+                .ok_or("no busid for a loopback")?
+                .to_string();
             mine.push(connect(&xs, xen, domid, devid, &busid)?);
         }
         ctls.push(mine);
@@ -241,9 +262,9 @@ pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, Strin
     eprintln!(" done");
 
     let all: Vec<&Ctl> = ctls.iter().flatten().collect();
+    let n = all.len();
     let first = all.first().ok_or("no controller")?;
     let others: Vec<&Ctl> = ctls.iter().skip(1).flatten().collect();
-    let n = all.len();
 
     eprintln!("pvusb bench --scale: one controller streaming");
     let single = cpu_per_urb(&mut backend, &[first], plan)?;
@@ -291,7 +312,12 @@ pub fn measure(guests: u16, per_guest: u32, plan: &Plan) -> Result<Report, Strin
     drop(backend);
     Ok(Report::new(
         format!(
-            "simulated transport, {guests} guests x {per_guest} controllers, one worker process each, loopback devices"
+            "simulated transport, {guests} guests x {per_guest} controllers, {}, loopback devices",
+            if threads {
+                "each a daemon thread"
+            } else {
+                "one worker process each"
+            }
         ),
         plan,
         rows,

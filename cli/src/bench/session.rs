@@ -45,6 +45,11 @@ pub struct Backend {
     pub port_stats: bool,
     /// Controllers as daemon threads instead of worker processes.
     pub threads: bool,
+    /// The ring-polling bound, µs (`None`: the daemon's default).
+    pub poll_max_us: Option<u64>,
+    /// Loopback devices on the emulated bus, at ports 1..=N (`--scale`
+    /// gives each controller its own).
+    pub loopbacks: u8,
 }
 
 impl Default for Backend {
@@ -54,6 +59,8 @@ impl Default for Backend {
             real_usb: false,
             port_stats: true,
             threads: false,
+            poll_max_us: None,
+            loopbacks: 1,
         }
     }
 }
@@ -165,6 +172,9 @@ impl Session {
         }
         if backend.threads {
             cmd.arg("--threads");
+        }
+        if let Some(us) = backend.poll_max_us {
+            cmd.args(["--poll-max-us", &us.to_string()]);
         }
         // The backend's per-controller info lines would tear the progress line.
         if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
@@ -401,8 +411,8 @@ fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
 /// Measure every figure (simulated transport, loopback device).
 pub fn measure(
     s: &mut Session,
-    [counting, uncounted]: [&Session; 2],
-    threads: &Session,
+    [counting, uncounted]: [&mut Session; 2],
+    threads: &mut Session,
     plan: &Plan,
     transport: String,
 ) -> Result<Report, String> {
@@ -437,7 +447,7 @@ pub fn measure(
     }
 
     progress.step("bulk IN 64 B, counting on and off, interleaved");
-    let (counted, uncounted_v) = interleaved(counting, uncounted, plan)?;
+    let (counted, uncounted_v) = interleaved(counting, uncounted, plan)?.rate;
     pvusb.push(rate_row(
         format!("bulk IN 64 B, {DEEP} in flight, counted"),
         "URB/s",
@@ -450,7 +460,9 @@ pub fn measure(
     ));
 
     progress.step("bulk IN 64 B, worker process and daemon thread, interleaved");
-    let (process, thread) = interleaved(counting, threads, plan)?;
+    let isolation = interleaved(counting, threads, plan)?;
+    let (process, thread) = isolation.rate;
+    let (process_cpu, thread_cpu) = isolation.cpu_us;
     pvusb.push(rate_row(
         format!("bulk IN 64 B, {DEEP} in flight, worker process"),
         "URB/s",
@@ -460,6 +472,16 @@ pub fn measure(
         format!("bulk IN 64 B, {DEEP} in flight, daemon thread"),
         "URB/s",
         thread,
+    ));
+    pvusb.push(rate_row(
+        "backend CPU per 64 B bulk IN, worker process".into(),
+        "us",
+        process_cpu,
+    ));
+    pvusb.push(rate_row(
+        "backend CPU per 64 B bulk IN, daemon thread".into(),
+        "us",
+        thread_cpu,
     ));
 
     let mut bulk63 = 0.0;
@@ -572,6 +594,11 @@ pub fn measure(
             process.median / thread.median,
             0.95,
         ),
+        Ratio::new(
+            "backend CPU per URB, daemon thread / worker process",
+            thread_cpu.median / process_cpu.median,
+            0.95,
+        ),
     ];
     Ok(Report::new(transport, plan, pvusb, reference, ratios))
 }
@@ -579,22 +606,41 @@ pub fn measure(
 /// Small bulk INs (where a URB's fixed costs weigh most: counting, the
 /// process model) through two backends, alternating run by run and which
 /// goes first, so that both see the same machine.
-fn interleaved(on: &Session, off: &Session, plan: &Plan) -> Result<(Summary, Summary), String> {
-    let rate = |s: &Session, d: Duration| -> Result<f64, String> {
+fn interleaved(on: &mut Session, off: &mut Session, plan: &Plan) -> Result<Pair, String> {
+    // URB/s, and the backend's CPU µs per URB (its process and workers).
+    let run = |s: &mut Session, d: Duration| -> Result<(f64, f64), String> {
         let make = s.bulk(Direction::In, BULK_EP, 64);
-        load::stream(s.front(), &make, DEEP, d).map(|o| o.urbs as f64 / o.elapsed.as_secs_f64())
+        let before = s.child_cpu()?;
+        let o = load::stream(s.front(), &make, DEEP, d)?;
+        let spent = s.child_cpu()? - before;
+        Ok((
+            o.urbs as f64 / o.elapsed.as_secs_f64(),
+            spent * 1e6 / o.urbs.max(1) as f64,
+        ))
     };
-    rate(on, plan.warm_up)?;
-    rate(off, plan.warm_up)?;
+    run(on, plan.warm_up)?;
+    run(off, plan.warm_up)?;
     let (mut a, mut b) = (Vec::with_capacity(plan.runs), Vec::with_capacity(plan.runs));
-    for run in 0..plan.runs {
-        if run % 2 == 0 {
-            a.push(rate(on, plan.run)?);
-            b.push(rate(off, plan.run)?);
+    for i in 0..plan.runs {
+        if i % 2 == 0 {
+            a.push(run(on, plan.run)?);
+            b.push(run(off, plan.run)?);
         } else {
-            b.push(rate(off, plan.run)?);
-            a.push(rate(on, plan.run)?);
+            b.push(run(off, plan.run)?);
+            a.push(run(on, plan.run)?);
         }
     }
-    Ok((Summary::of(&a), Summary::of(&b)))
+    let rates = |v: &[(f64, f64)]| Summary::of(&v.iter().map(|x| x.0).collect::<Vec<_>>());
+    let cpus = |v: &[(f64, f64)]| Summary::of(&v.iter().map(|x| x.1).collect::<Vec<_>>());
+    Ok(Pair {
+        rate: (rates(&a), rates(&b)),
+        cpu_us: (cpus(&a), cpus(&b)),
+    })
+}
+
+/// Two backends measured alternately: URB/s and backend CPU µs per URB,
+/// each (first, second).
+struct Pair {
+    rate: (Summary, Summary),
+    cpu_us: (Summary, Summary),
 }
