@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pvusb_frontend::{Frontend, Options};
 use pvusb_xen::sim::SimXen;
@@ -12,16 +11,12 @@ use pvusb_xenstore::XsClient;
 use crate::wait::LIVENESS;
 use crate::world::World;
 
-/// How long a frontend's `close` waits for the backend: long enough for a
-/// loaded machine, short enough for a test that closes on a dead backend.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The options of [`World::frontend`]: the handshake bounded by the
-/// liveness bound, the rest the library's defaults.
+/// liveness bound, the rest the library's defaults (tests that close on a
+/// dead backend wait for the close timeout).
 pub(crate) fn options() -> Options {
     Options {
         handshake_timeout: LIVENESS,
-        close_timeout: CLOSE_TIMEOUT,
         ..Options::default()
     }
 }
