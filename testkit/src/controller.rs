@@ -12,21 +12,21 @@ use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
 use pvusb_xenstore::{Access, Perm, XsClient, XsError};
 
 /// The backend domain of every simulated controller.
-pub const BACKEND_DOMID: u16 = 0;
+pub(crate) const BACKEND_DOMID: u16 = 0;
 
 /// One controller of a guest.
 #[derive(Debug, Clone)]
 pub struct Controller {
     /// The guest.
-    pub domid: u16,
+    pub(crate) domid: u16,
     /// The controller's index in the guest.
-    pub devid: u32,
+    devid: u32,
     /// `usb-ver` (1 or 2; anything else to see it refused).
-    pub usb_ver: u8,
+    usb_ver: u8,
     /// `num-ports` (1 to 31; anything else to see it refused).
-    pub num_ports: u8,
+    num_ports: u8,
     /// Busids in ports at creation, `(port, busid)`.
-    pub ports: Vec<(u8, String)>,
+    ports: Vec<(u8, String)>,
 }
 
 impl Controller {

@@ -8,7 +8,7 @@
 use pvusb_xenstore::{Tx, XsClient, XsError};
 
 /// dom0's name, as libxl writes it.
-pub const DOM0_NAME: &str = "Domain-0";
+pub(crate) const DOM0_NAME: &str = "Domain-0";
 
 /// Writes the home of `domid` (`name`, `domid`) and introduces it. The
 /// simulated guest has no xenstore ring: any page and port do, the embedded
@@ -26,6 +26,6 @@ pub fn create(xs: &XsClient, domid: u16, name: &str) -> Result<(), XsError> {
 }
 
 /// Whether `domid` has a home.
-pub fn exists(xs: &XsClient, domid: u16) -> Result<bool, XsError> {
+pub(crate) fn exists(xs: &XsClient, domid: u16) -> Result<bool, XsError> {
     xs.exists(Tx::NONE, &format!("/local/domain/{domid}"))
 }

@@ -42,7 +42,7 @@ pub struct Driver {
     /// One 16-page writable buffer per request id 0..16.
     pub bufs: Vec<SimGrantedPages>,
     /// URB responses taken off the ring, not yet asked for.
-    pub responses: VecDeque<UrbResponse>,
+    responses: VecDeque<UrbResponse>,
     /// Conn events taken off the ring, not yet asked for.
     pub conn_events: VecDeque<ConnResponse>,
 }

@@ -42,7 +42,7 @@ pub fn new() -> World {
 /// assigned there; every record is a finished assignment in an existing
 /// port; assigned devices have no host driver; devices without a record
 /// have their original drivers; every controller of a live guest has both
-/// nodes, and libxl's entries match them ([`assert_libxl_matches`]).
+/// nodes, and libxl's entries match them (`assert_libxl_matches`).
 pub fn assert_consistent(w: &World) {
     let ts = w.toolstack();
     let st = &ts.store;
@@ -89,7 +89,7 @@ pub fn assert_consistent(w: &World) {
 /// the controllers in `be` (the backend directory's), each in libxl 4.17's
 /// layout (`libxl__device_generic_add`): the two paths, the backend's
 /// entries as written at creation, nothing else.
-pub fn assert_libxl_matches(w: &World, dom: u16, be: &[String]) {
+fn assert_libxl_matches(w: &World, dom: u16, be: &[String]) {
     let base = format!("/libxl/{dom}/device/vusb");
     let mut lx = directory(w, &base);
     lx.sort();

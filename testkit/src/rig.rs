@@ -19,7 +19,7 @@ const LOOPBACK_CAPACITY: usize = 1 << 17;
 const DISK_BLOCKS: u32 = 4096;
 
 /// The world with the controller's nodes written, no daemon yet.
-pub fn new() -> World {
+fn new() -> World {
     let w = World::builder()
         .guest(DOM)
         .loopback(LOOPBACK_CAPACITY)

@@ -28,7 +28,7 @@ use crate::xenstore::{Xenstore, SOCKET};
 /// The fake sysfs root in the world's directory.
 const SYSFS: &str = "sysfs";
 
-/// What [`World::build`](WorldBuilder::build) sets up.
+/// A world to build: guests and devices, then [`WorldBuilder::build`].
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
     guests: Vec<(u16, String)>,
@@ -185,11 +185,6 @@ impl World {
     /// A new xenstore connection as dom0 (a second process, in effect).
     pub fn client(&self) -> XsClient {
         XsClient::connect(&self.xs_path()).expect("a xenstore connection")
-    }
-
-    /// A new xenstore connection declaring itself `domid`.
-    pub fn client_as(&self, domid: u16) -> XsClient {
-        XsClient::connect_as(&self.xs_path(), domid).expect("a xenstore connection")
     }
 
     /// Reads a node (`None`: absent).

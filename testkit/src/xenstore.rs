@@ -12,7 +12,7 @@ use pvusb_xenstore::{ServerConfig, ServerError, XsClient, XsError, XsServer, XsS
 use tempfile::TempDir;
 
 /// The socket's name in the world's directory.
-pub const SOCKET: &str = "xs.sock";
+pub(crate) const SOCKET: &str = "xs.sock";
 
 /// A running embedded xenstore; stopped (and its socket removed) on drop.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl Xenstore {
     }
 
     /// Starts a server on `<dir>/xs.sock` with `config`.
-    pub fn start_with(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
+    fn start_with(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
         let server = XsServer::start_with(&dir.join(SOCKET), config)?;
         Ok(Self { server, _dir: None })
     }
