@@ -5,10 +5,7 @@
 //! and `@releaseDomain` fires only for introduced domains. A guest here is
 //! all three, as the toolstack leaves a freshly created domain.
 
-use pvusb_xenstore::{Tx, XsClient, XsError};
-
-/// dom0's name, as libxl writes it.
-pub(crate) const DOM0_NAME: &str = "Domain-0";
+use pvusb_xenstore::{XsClient, XsError};
 
 /// Writes the home of `domid` (`name`, `domid`) and introduces it. The
 /// simulated guest has no xenstore ring: any page and port do, the embedded
@@ -23,9 +20,4 @@ pub fn create(xs: &XsClient, domid: u16, name: &str) -> Result<(), XsError> {
         xs.introduce_domain(domid, 0, 0)?;
     }
     Ok(())
-}
-
-/// Whether `domid` has a home.
-pub(crate) fn exists(xs: &XsClient, domid: u16) -> Result<bool, XsError> {
-    xs.exists(Tx::NONE, &format!("/local/domain/{domid}"))
 }

@@ -28,6 +28,9 @@ use crate::xenstore::{Xenstore, SOCKET};
 /// The fake sysfs root in the world's directory.
 const SYSFS: &str = "sysfs";
 
+/// dom0's name, as libxl writes it.
+const DOM0_NAME: &str = "Domain-0";
+
 /// A world to build: guests and devices, then [`WorldBuilder::build`].
 #[derive(Debug, Default)]
 pub struct WorldBuilder {
@@ -87,7 +90,7 @@ impl WorldBuilder {
         let dir = crate::dir::create("pvw").expect("the world's directory");
         let xenstore = Xenstore::start_in(dir.path()).expect("the embedded xenstore");
         let world = World::assemble(Root::Owned(dir), Some(xenstore));
-        domain::create(&world.xs, 0, domain::DOM0_NAME).expect("dom0's nodes");
+        domain::create(&world.xs, 0, DOM0_NAME).expect("dom0's nodes");
         for (domid, name) in &self.guests {
             world.add_named_guest(*domid, name);
         }
@@ -227,7 +230,7 @@ impl World {
     /// Writes a controller's nodes; its guest is created first if it has no
     /// home yet (the backend serves only guests that exist).
     pub fn controller(&self, c: &Controller) {
-        if !domain::exists(&self.xs, c.domid).expect("xenstore exists") {
+        if !self.exists(&format!("/local/domain/{}", c.domid)) {
             self.add_guest(c.domid);
         }
         c.write(&self.xs).expect("the controller's nodes");
