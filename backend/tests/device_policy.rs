@@ -2,7 +2,6 @@
 //! stick that is allowed, re-enumerates as a keyboard after it was assigned
 //! (same busid, new descriptors), is closed again and never posted to the
 //! guest; back as a stick it is served again.
-mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
 use pvusb_backend::usb::emulated::{EmulatedDevice, EmulatedHost};
 use pvusb_backend::DaemonConfig;
 use pvusb_policy::Policy;
-use support::*;
+use pvusb_testkit::{wait_stats, Controller, Driver, World};
 
 #[test]
 fn a_stick_that_comes_back_as_a_keyboard_is_not_served() {
@@ -24,11 +23,11 @@ fn a_stick_that_comes_back_as_a_keyboard_is_not_served() {
     )
     .unwrap();
     let w = World::new();
-    let emu = EmulatedHost::new();
+    let emu = w.bus();
     let mut config = DaemonConfig::new(0);
     config.policy = Some(Arc::new(policy));
-    let d = w.daemon_with(host(&emu), config);
-    w.add_controller(10, 0, "2", "4");
+    let d = w.daemon_builder().config(config).start();
+    w.controller(&Controller::new(10, 0, 2, 4));
     let mut drv = Driver::connect(&w, 10, 0);
 
     // One busid whose device is a stick or, after a flip and a re-plug, a

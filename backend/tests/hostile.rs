@@ -1,18 +1,12 @@
 //! The hostile-guest suite: a frontend that breaks every rule, and a second
 //! controller in the same daemon that must keep working throughout.
-mod support;
 
-use std::sync::Arc;
-
-use pvusb_backend::usb::emulated::audio::{AudioDevice, AudioStats};
-use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_backend::DaemonHandle;
+use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
 use pvusb_protocol::{Direction, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest};
 use pvusb_ring::SharedMem;
+use pvusb_testkit::{wait_stats, Controller, Driver, World};
 use pvusb_xen::{EventChannel, GrantAllocator, GrantedPages};
-use support::*;
 
 const EVIL: u16 = 20;
 const GOOD: u16 = 21;
@@ -22,33 +16,19 @@ struct Setup {
     d: DaemonHandle,
     evil: Driver,
     good: Driver,
-    _kb: KeyboardHandle,
 }
 
 /// Hostile controller: port 1 loopback (addr 1), port 2 keyboard (addr 2),
 /// port 3 audio (addr 3). Bystander: a loopback on port 1 (addr 1).
 fn setup() -> Setup {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let kb = KeyboardHandle::new();
-    let k = kb.clone();
-    let lb1 = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
-        .expect("add");
-    let key = emu
-        .add_next(Arc::new(move || Box::new(k.device())))
-        .expect("add");
-    let au = emu
-        .add_next(Arc::new(|| {
-            Box::new(AudioDevice::new(Arc::new(AudioStats::default())))
-        }))
-        .expect("add");
-    let lb2 = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
-        .expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(EVIL, 0, "2", "3");
-    w.add_controller(GOOD, 0, "2", "1");
+    let lb1 = w.plug_loopback(65536);
+    let key = w.plug_keyboard();
+    let au = w.plug_audio();
+    let lb2 = w.plug_loopback(65536);
+    let d = w.daemon();
+    w.controller(&Controller::new(EVIL, 0, 2, 3));
+    w.controller(&Controller::new(GOOD, 0, 2, 1));
     for (p, b) in [(1, &lb1), (2, &key), (3, &au)] {
         w.set_port(EVIL, 0, p, &b.to_string());
     }
@@ -63,13 +43,7 @@ fn setup() -> Setup {
         evil.enumerate(p, p);
     }
     good.enumerate(1, 1);
-    Setup {
-        w,
-        d,
-        evil,
-        good,
-        _kb: kb,
-    }
+    Setup { w, d, evil, good }
 }
 
 impl Setup {
@@ -352,15 +326,12 @@ fn overlapping_iso_packets_are_refused() {
 #[test]
 fn conn_ring_without_posted_requests() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let lb = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(1024))))
-        .expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(EVIL, 0, "2", "2");
+    let lb = w.plug_loopback(1024);
+    let d = w.daemon();
+    w.controller(&Controller::new(EVIL, 0, 2, 2));
     w.set_port(EVIL, 0, 2, &lb.to_string());
     let mut drv = Driver::connect_with(&w, EVIL, 0, 0, "4");
-    w.wait_state(&w.be(EVIL, 0), "4");
+    w.wait_state(&backend_dir(0, EVIL, 0), "4");
     // Nothing posted: the event waits, the controller serves URBs anyway.
     let (r, _) = drv.control_in(0, 0, 2, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
     assert_eq!(r.status, 0);
@@ -385,13 +356,13 @@ fn req_prod_far_ahead_stops_only_that_controller() {
         .store_u32(0, prod.wrapping_add(1000))
         .expect("hostile req_prod");
     s.evil.evtchn.notify().expect("notify");
-    s.w.wait_state(&s.w.be(EVIL, 0), "5");
+    s.w.wait_state(&backend_dir(0, EVIL, 0), "5");
     let st = s.d.stats(EVIL, 0).expect("stats");
     assert_eq!(st.ring_errors, 1);
     s.bystander_ok();
     // The frontend closes; the controller can be reconnected afresh.
-    s.w.write(&format!("{}/state", s.w.fe(EVIL, 0)), "6");
-    s.w.wait_state(&s.w.be(EVIL, 0), "6");
+    s.w.write(&format!("{}/state", frontend_dir(EVIL, 0)), "6");
+    s.w.wait_state(&backend_dir(0, EVIL, 0), "6");
 }
 
 #[test]
@@ -404,7 +375,7 @@ fn conn_ring_req_prod_overflow_stops_the_controller() {
         .expect("hostile req_prod");
     // A conn event makes the backend look at the conn ring.
     s.w.set_port(EVIL, 0, 1, "");
-    s.w.wait_state(&s.w.be(EVIL, 0), "5");
+    s.w.wait_state(&backend_dir(0, EVIL, 0), "5");
     s.bystander_ok();
 }
 

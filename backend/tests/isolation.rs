@@ -1,17 +1,15 @@
 //! A panic inside one controller's worker (here: a device that panics when
 //! asked for vendor request 0xee) stops that controller only.
-mod support;
 
 use std::sync::Arc;
 
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_backend::usb::{
     BusId, CompletionSink, DeviceInfo, DeviceIo, HotplugHandler, IoFd, Transfer, TransferId,
     TransferKind, UsbDevice, UsbError, UsbHost,
 };
 use pvusb_protocol::SetupPacket;
-use support::*;
+use pvusb_testkit::{wait_for, Controller, Driver, World};
 
 struct Panicky(Box<dyn UsbDevice>);
 
@@ -70,16 +68,14 @@ impl UsbHost for PanickyHost {
 #[test]
 fn a_panicking_worker_stops_only_its_controller() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let a = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(64))))
-        .expect("add");
-    let b = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(64))))
-        .expect("add");
-    let d = w.daemon(Arc::new(PanickyHost(emu)));
-    w.add_controller(60, 0, "2", "1");
-    w.add_controller(61, 0, "2", "1");
+    let a = w.plug_loopback(64);
+    let b = w.plug_loopback(64);
+    let d = w
+        .daemon_builder()
+        .host(Arc::new(PanickyHost(w.bus().clone())))
+        .start();
+    w.controller(&Controller::new(60, 0, 2, 1));
+    w.controller(&Controller::new(61, 0, 2, 1));
     w.set_port(60, 0, 1, &a.to_string());
     w.set_port(61, 0, 1, &b.to_string());
     let mut da = Driver::connect(&w, 60, 0);
@@ -100,7 +96,7 @@ fn a_panicking_worker_stops_only_its_controller() {
         pvusb_protocol::UrbRequest::control(5, pipe, SetupPacket::new(0xc0, 0xee, 0, 0, 0), &[])
             .expect("req");
     da.send(&[boom]);
-    w.wait_for("the panicking worker to stop", || !d.is_running(60, 0));
+    wait_for("the panicking worker to stop", || !d.is_running(60, 0));
     assert!(d.is_running(61, 0));
     let (r, _) = db.control_in(0, 1, 1, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
     assert_eq!(r.status, 0, "the other controller is unaffected");

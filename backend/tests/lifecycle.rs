@@ -1,7 +1,6 @@
 //! xenbus life-cycle of the daemon over the simulated transport and the
 //! embedded xenstore: handshake variants, close paths, re-handshake, daemon
 //! restart, bad configuration, hot-plug on the conn ring.
-mod support;
 
 use std::sync::Arc;
 
@@ -9,38 +8,35 @@ use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
 use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_backend::DaemonHandle;
+use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
 use pvusb_protocol::SetupPacket;
-use support::*;
+use pvusb_testkit::{wait_for, wait_stats, Controller, Driver, World};
 
-fn loopback_host() -> (EmulatedHost, String) {
-    let emu = EmulatedHost::new();
-    let busid = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
-        .expect("add");
-    (emu, busid.to_string())
+fn loopback(w: &World) -> String {
+    w.plug_loopback(65536).to_string()
 }
 
 /// A daemon serving the loopback device on port 1 of controller 0 of
 /// `domid` (USB 2, two ports), and the guest's driver with the device
 /// enumerated at address 4.
-fn served_loopback(w: &World, domid: u16) -> (EmulatedHost, String, DaemonHandle, Driver) {
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(domid, 0, "2", "2");
+fn served_loopback(w: &World, domid: u16) -> (String, DaemonHandle, Driver) {
+    let busid = loopback(w);
+    let d = w.daemon();
+    w.controller(&Controller::new(domid, 0, 2, 2));
     w.set_port(domid, 0, 1, &busid);
     let mut drv = Driver::connect(w, domid, 0);
     assert_eq!(drv.conn_event().portnum, 1);
     drv.enumerate(1, 4);
-    (emu, busid, d, drv)
+    (busid, d, drv)
 }
 
 #[test]
 fn frontend_jumping_from_initialising_to_connected_is_served() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(3, 0, "2", "8");
-    w.wait_state(&w.be(3, 0), "2");
+    let busid = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(3, 0, 2, 8));
+    w.wait_state(&backend_dir(0, 3, 0), "2");
     w.set_port(3, 0, 1, &busid);
     let mut drv = Driver::connect(&w, 3, 0);
     let ev = drv.conn_event();
@@ -57,23 +53,23 @@ fn frontend_jumping_from_initialising_to_connected_is_served() {
 #[test]
 fn frontend_initialised_state_is_accepted_too() {
     let w = World::new();
-    let (emu, _) = loopback_host();
-    let _d = w.daemon(host(&emu));
-    w.add_controller(3, 1, "1", "2");
-    w.wait_state(&w.be(3, 1), "2");
+    loopback(&w);
+    let _d = w.daemon();
+    w.controller(&Controller::new(3, 1, 1, 2));
+    w.wait_state(&backend_dir(0, 3, 1), "2");
     let _drv = Driver::connect_with(&w, 3, 1, 512, "3");
-    w.wait_state(&w.be(3, 1), "4");
+    w.wait_state(&backend_dir(0, 3, 1), "4");
 }
 
 #[test]
 fn close_paths_and_rehandshake() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(4, 0, "2", "4");
+    let busid = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(4, 0, 2, 4));
     w.set_port(4, 0, 2, &busid);
-    let be = w.be(4, 0);
-    let fe = w.fe(4, 0);
+    let be = backend_dir(0, 4, 0);
+    let fe = frontend_dir(4, 0);
     let mut drv = Driver::connect(&w, 4, 0);
     assert_eq!(drv.conn_event().portnum, 2);
     // Frontend Closing -> backend mirrors Closing; Closed -> Closed.
@@ -101,25 +97,25 @@ fn close_paths_and_rehandshake() {
 #[test]
 fn online_zero_closes_the_controller() {
     let w = World::new();
-    let (emu, _) = loopback_host();
-    let _d = w.daemon(host(&emu));
-    w.add_controller(6, 0, "2", "1");
-    let be = w.be(6, 0);
+    loopback(&w);
+    let _d = w.daemon();
+    w.controller(&Controller::new(6, 0, 2, 1));
+    let be = backend_dir(0, 6, 0);
     let _drv = Driver::connect(&w, 6, 0);
     // What libxl does on remove: online=0, state=5, then waits for 6.
     w.write(&format!("{be}/online"), "0");
     w.write(&format!("{be}/state"), "5");
-    w.write(&format!("{}/state", w.fe(6, 0)), "6");
+    w.write(&format!("{}/state", frontend_dir(6, 0)), "6");
     w.wait_state(&be, "6");
 }
 
 #[test]
 fn bad_configuration_is_logged_and_left_alone_until_fixed() {
     let w = World::new();
-    let (emu, _) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(7, 0, "3", "8");
-    let be = w.be(7, 0);
+    loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(7, 0, 3, 8));
+    let be = backend_dir(0, 7, 0);
     wait_stats(&d, 7, 0, "worker running", |_| true);
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(
@@ -146,11 +142,11 @@ fn bad_configuration_is_logged_and_left_alone_until_fixed() {
 #[test]
 fn hostile_ring_references_keep_initwait() {
     let w = World::new();
-    let (emu, _) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(8, 0, "2", "1");
-    let be = w.be(8, 0);
-    let fe = w.fe(8, 0);
+    loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(8, 0, 2, 1));
+    let be = backend_dir(0, 8, 0);
+    let fe = frontend_dir(8, 0);
     w.wait_state(&be, "2");
     for (urb, conn, ev) in [
         ("x", "9", "1"),
@@ -174,21 +170,22 @@ fn hostile_ring_references_keep_initwait() {
 #[test]
 fn daemon_restart_picks_up_a_connected_controller() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(9, 0, "2", "2");
+    let busid = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(9, 0, 2, 2));
     w.set_port(9, 0, 1, &busid);
     let mut drv = Driver::connect(&w, 9, 0);
     assert_eq!(drv.conn_event().portnum, 1);
     drv.enumerate(1, 4);
     d.shutdown();
     assert_eq!(
-        w.read(&format!("{}/state", w.be(9, 0))).as_deref(),
+        w.read(&format!("{}/state", backend_dir(0, 9, 0)))
+            .as_deref(),
         Some("4"),
         "shutdown keeps the state"
     );
     assert_eq!(
-        w.read(&format!("{}/pvusb-addresses", w.be(9, 0)))
+        w.read(&format!("{}/pvusb-addresses", backend_dir(0, 9, 0)))
             .as_deref(),
         Some("4:1"),
         "address table saved"
@@ -196,7 +193,7 @@ fn daemon_restart_picks_up_a_connected_controller() {
     // Transparent restart: nothing in xenstore changes. As on Xen, the
     // frontend's event channel port went back to unbound when the daemon
     // closed its end, and the next daemon binds the same port again.
-    let before = w.read(&format!("{}/event-channel", w.fe(9, 0)));
+    let before = w.read(&format!("{}/event-channel", frontend_dir(9, 0)));
     // A request sent while no daemon runs is served by the next one.
     let pipe = pvusb_protocol::Pipe::new(
         pvusb_protocol::TransferType::Control,
@@ -210,7 +207,7 @@ fn daemon_restart_picks_up_a_connected_controller() {
     let pending =
         pvusb_protocol::UrbRequest::control(5, pipe, get, &drv.segs(5, 0, 18)).expect("req");
     drv.send(&[pending]);
-    let d2 = w.daemon(host(&emu));
+    let d2 = w.daemon();
     let r = drv.response_for(5);
     assert_eq!(
         (r.status, r.actual_length),
@@ -228,7 +225,7 @@ fn daemon_restart_picks_up_a_connected_controller() {
     drv.enumerate(1, 4);
     wait_stats(&d2, 9, 0, "one connect", |s| s.connects == 1);
     assert_eq!(
-        w.read(&format!("{}/event-channel", w.fe(9, 0))),
+        w.read(&format!("{}/event-channel", frontend_dir(9, 0))),
         before,
         "the frontend's event channel is unchanged"
     );
@@ -242,9 +239,9 @@ fn daemon_restart_picks_up_a_connected_controller() {
 #[test]
 fn a_restarted_daemon_fails_bulk_requests_published_before_it() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(9, 0, "2", "2");
+    let busid = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(9, 0, 2, 2));
     w.set_port(9, 0, 1, &busid);
     let mut drv = Driver::connect(&w, 9, 0);
     assert_eq!(drv.conn_event().portnum, 1);
@@ -253,7 +250,7 @@ fn a_restarted_daemon_fails_bulk_requests_published_before_it() {
     drv.write_buf(6, 0, &[0x5a; 64]);
     let before = drv.bulk(6, 4, 1, 0x01, 64);
     drv.send(&[before]);
-    let d2 = w.daemon(host(&emu));
+    let d2 = w.daemon();
     let r = drv.response_for(6);
     assert_eq!(
         (r.status, r.actual_length),
@@ -269,10 +266,10 @@ fn a_restarted_daemon_fails_bulk_requests_published_before_it() {
 #[test]
 fn hotplug_and_unplug_are_seen_on_the_conn_ring() {
     let w = World::new();
-    let emu = EmulatedHost::new();
+    let emu = w.bus();
     let kb = KeyboardHandle::new();
-    let d = w.daemon(host(&emu));
-    w.add_controller(10, 0, "2", "4");
+    let d = w.daemon();
+    w.controller(&Controller::new(10, 0, 2, 4));
     let mut drv = Driver::connect(&w, 10, 0);
     let busid = EmulatedHost::busid(3).expect("busid");
     w.set_port(10, 0, 4, &busid.to_string());
@@ -322,9 +319,9 @@ fn hotplug_and_unplug_are_seen_on_the_conn_ring() {
 #[test]
 fn high_speed_device_on_a_usb11_controller_is_refused() {
     let w = World::new();
-    let (emu, busid) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(11, 0, "1", "2");
+    let busid = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(11, 0, 1, 2));
     w.set_port(11, 0, 1, &busid);
     let mut drv = Driver::connect(&w, 11, 0);
     wait_stats(&d, 11, 0, "refused", |s| s.attach_refused >= 1);
@@ -336,24 +333,23 @@ fn high_speed_device_on_a_usb11_controller_is_refused() {
 #[test]
 fn a_dead_guest_stops_its_controller_only() {
     let w = World::new();
-    let (emu, _) = loopback_host();
-    let d = w.daemon(host(&emu));
-    w.add_controller(12, 0, "2", "1");
-    w.add_controller(13, 0, "2", "1");
+    loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(12, 0, 2, 1));
+    w.controller(&Controller::new(13, 0, 2, 1));
     let _a = Driver::connect(&w, 12, 0);
     let mut b = Driver::connect(&w, 13, 0);
-    w.xs.introduce_domain(12, 0, 0).expect("introduce");
-    w.rm("/local/domain/12");
-    w.xs.release_domain(12).expect("release");
-    w.wait_for("controller of the dead guest stopped", || {
+    w.destroy_guest(12);
+    w.xs().release_domain(12).expect("release");
+    wait_for("controller of the dead guest stopped", || {
         !d.is_running(12, 0)
     });
     assert!(d.is_running(13, 0));
     let (r, _) = b.control_in(0, 0, 1, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
     assert_eq!(r.status, -19, "the other controller still answers");
     // Removing the backend directory stops a controller as well.
-    w.rm(&w.be(13, 0));
-    w.wait_for("controller with removed directory stopped", || {
+    w.rm(&backend_dir(0, 13, 0));
+    wait_for("controller with removed directory stopped", || {
         !d.is_running(13, 0)
     });
 }
@@ -361,14 +357,9 @@ fn a_dead_guest_stops_its_controller_only() {
 #[test]
 fn shutdown_answers_in_flight_requests_and_releases_grants() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let kb = KeyboardHandle::new();
-    let k = kb.clone();
-    let busid = emu
-        .add_next(Arc::new(move || Box::new(k.device())))
-        .expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(14, 0, "2", "1");
+    let busid = w.plug_keyboard();
+    let d = w.daemon();
+    w.controller(&Controller::new(14, 0, 2, 1));
     w.set_port(14, 0, 1, &busid.to_string());
     let mut drv = Driver::connect(&w, 14, 0);
     drv.conn_event();
@@ -409,9 +400,9 @@ fn shutdown_answers_in_flight_requests_and_releases_grants() {
 #[test]
 fn set_address_flood_saves_at_a_bounded_rate() {
     let w = World::new();
-    let (_emu, _busid, d, mut drv) = served_loopback(&w, 9);
-    let path = format!("{}/pvusb-addresses", w.be(9, 0));
-    let watch = w.xs.watch(&path).expect("watch");
+    let (_busid, d, mut drv) = served_loopback(&w, 9);
+    let path = format!("{}/pvusb-addresses", backend_dir(0, 9, 0));
+    let watch = w.xs().watch(&path).expect("watch");
     // The watch fires once when set.
     let _ = watch
         .receiver()
@@ -453,7 +444,7 @@ fn set_address_flood_saves_at_a_bounded_rate() {
 fn a_flooding_guest_cannot_starve_the_controllers_removal() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let w = World::new();
-    let (_emu, _busid, d, mut drv) = served_loopback(&w, 9);
+    let (_busid, d, mut drv) = served_loopback(&w, 9);
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let (stop2, answered2) = (Arc::clone(&stop), Arc::clone(&answered));
@@ -491,11 +482,11 @@ fn a_flooding_guest_cannot_starve_the_controllers_removal() {
             }
         }
     });
-    w.wait_for("the flood to run", || {
+    wait_for("the flood to run", || {
         answered.load(Ordering::Relaxed) > 1000
     });
-    w.rm(&w.be(9, 0));
-    w.wait_for("the worker to stop despite the flood", || {
+    w.rm(&backend_dir(0, 9, 0));
+    wait_for("the worker to stop despite the flood", || {
         !d.is_running(9, 0)
     });
     stop.store(true, Ordering::SeqCst);
@@ -509,10 +500,10 @@ fn a_flooding_guest_cannot_starve_the_controllers_removal() {
 #[test]
 fn restart_posts_ports_whose_device_is_no_longer_served_as_empty() {
     let w = World::new();
-    let (emu, busid, d, mut drv) = served_loopback(&w, 9);
+    let (busid, d, mut drv) = served_loopback(&w, 9);
     d.shutdown();
-    assert!(emu.remove(&busid.parse().expect("busid")), "unplugged");
-    let d2 = w.daemon(host(&emu));
+    assert!(w.bus().remove(&busid.parse().expect("busid")), "unplugged");
+    let d2 = w.daemon();
     let mut seen = Vec::new();
     while !seen.contains(&(1, 0)) {
         let ev = drv.conn_event();
@@ -546,7 +537,7 @@ fn a_connected_controller_runs_on_one_thread() {
         return;
     }
     let w = World::new();
-    let (_emu, _busid, d, _drv) = served_loopback(&w, 91);
+    let (_busid, d, _drv) = served_loopback(&w, 91);
     let names = thread_names();
     let of = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
     assert_eq!(of("vusb-91-0"), 1, "one worker: {names:?}");

@@ -1,28 +1,23 @@
 //! Regression tests for the bugs found in the peers (spec 10, 14).
-mod support;
 
 use std::sync::Arc;
 
 use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
 use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_protocol::{Direction, Pipe, SetupPacket, TransferType, UrbRequest};
-use support::*;
+use pvusb_testkit::{wait_stats, Controller, Driver, World};
 
 fn one_device(
     w: &World,
     domid: u16,
     factory: pvusb_backend::usb::emulated::DeviceFactory,
 ) -> (pvusb_backend::DaemonHandle, Driver) {
-    let emu = EmulatedHost::new();
-    let b = emu.add_next(factory).expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(domid, 0, "2", "2");
+    let b = w.bus().add_next(factory).expect("add");
+    let d = w.daemon();
+    w.controller(&Controller::new(domid, 0, 2, 2));
     w.set_port(domid, 0, 1, &b.to_string());
     let mut drv = Driver::connect(w, domid, 0);
     drv.conn_event();
-    // Keep the host alive as long as the daemon (it owns the devices).
-    std::mem::forget(emu);
     (d, drv)
 }
 

@@ -3,34 +3,26 @@
 //! `claimed` or `assigned`, or when there is no record at all (ports written by
 //! another toolstack); a record moving to `detach-releasing` releases the
 //! device while the port still lists it.
-mod support;
 
-use std::sync::Arc;
-
-use pvusb_backend::usb::emulated::keyboard::KeyboardHandle;
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
+use pvusb_protocol::xenstore::backend_dir;
 use pvusb_protocol::SetupPacket;
-use support::*;
+use pvusb_testkit::{wait_stats, Controller, Driver, World};
 
 fn record_state(busid: &str) -> String {
     format!("/pvusb/usbback/{}/state", busid.replace('.', "_"))
 }
 
-fn loopback(emu: &EmulatedHost) -> String {
-    emu.add_next(Arc::new(|| Box::new(LoopbackDevice::new(65536))))
-        .expect("add")
-        .to_string()
+fn loopback(w: &World) -> String {
+    w.plug_loopback(65536).to_string()
 }
 
 #[test]
 fn a_port_without_any_record_is_opened() {
     // What libxl `type=pv` or `xenstore-write` by hand leave: a port, no record.
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let busid = loopback(&emu);
-    let _d = w.daemon(host(&emu));
-    w.add_controller(2, 0, "2", "2");
+    let busid = loopback(&w);
+    let _d = w.daemon();
+    w.controller(&Controller::new(2, 0, 2, 2));
     let mut drv = Driver::connect(&w, 2, 0);
     w.set_port(2, 0, 1, &busid);
     let ev = drv.conn_event();
@@ -41,11 +33,10 @@ fn a_port_without_any_record_is_opened() {
 #[test]
 fn a_record_withholds_the_device_until_it_is_claimed_or_assigned() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let held = loopback(&emu);
-    let marker = loopback(&emu);
-    let d = w.daemon(host(&emu));
-    w.add_controller(3, 0, "2", "2");
+    let held = loopback(&w);
+    let marker = loopback(&w);
+    let d = w.daemon();
+    w.controller(&Controller::new(3, 0, 2, 2));
     let mut drv = Driver::connect(&w, 3, 0);
     for stage in ["attach-recorded", "detach-rebinding", "bogus"] {
         w.write(&record_state(&held), stage);
@@ -87,15 +78,9 @@ fn a_record_withholds_the_device_until_it_is_claimed_or_assigned() {
 #[test]
 fn detach_releasing_releases_the_device_while_the_port_still_lists_it() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let kb = KeyboardHandle::new();
-    let k = kb.clone();
-    let busid = emu
-        .add_next(Arc::new(move || Box::new(k.device())))
-        .expect("add")
-        .to_string();
-    let d = w.daemon(host(&emu));
-    w.add_controller(4, 0, "2", "2");
+    let busid = w.plug_keyboard().to_string();
+    let d = w.daemon();
+    w.controller(&Controller::new(4, 0, 2, 2));
     w.write(&record_state(&busid), "assigned");
     w.set_port(4, 0, 2, &busid);
     let mut drv = Driver::connect(&w, 4, 0);
@@ -110,7 +95,8 @@ fn detach_releasing_releases_the_device_while_the_port_still_lists_it() {
     let ev = drv.conn_event();
     assert_eq!((ev.portnum, ev.speed), (2, 0), "speed 0 posted");
     assert_eq!(
-        w.read(&format!("{}/port/2", w.be(4, 0))).as_deref(),
+        w.read(&format!("{}/port/2", backend_dir(0, 4, 0)))
+            .as_deref(),
         Some(busid.as_str()),
         "released while the port still lists it"
     );
@@ -127,8 +113,8 @@ fn detach_releasing_releases_the_device_while_the_port_still_lists_it() {
     assert_eq!(drv.conn_event().speed, 0);
     w.set_port(4, 0, 2, "");
     w.rm(&format!("/pvusb/usbback/{busid}"));
-    w.add_controller(4, 1, "2", "1");
-    w.wait_state(&w.be(4, 1), "2");
+    w.controller(&Controller::new(4, 1, 2, 1));
+    w.wait_state(&backend_dir(0, 4, 1), "2");
     assert!(drv.conn_events.is_empty());
     let (r, _) = drv.control_in(0, 0, 2, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
     assert_eq!(r.status, -19);

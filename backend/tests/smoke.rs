@@ -1,26 +1,15 @@
 //! Smoke test: one controller, one emulated disk, enumeration over the sim.
-mod support;
 
-use std::sync::Arc;
-
-use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
-use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
-use support::*;
+use pvusb_protocol::xenstore::backend_dir;
+use pvusb_testkit::{Controller, Driver, World};
 
 #[test]
 fn enumerate_disk() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let store = Arc::new(MemoryStore::new(2048));
-    let busid = emu
-        .add_next(Arc::new(move || {
-            Box::new(MassStorageDevice::new(store.clone()))
-        }))
-        .expect("add disk");
-    let d = w.daemon(host(&emu));
-    w.add_controller(5, 0, "2", "4");
-    w.wait_state(&w.be(5, 0), "2");
+    let busid = w.plug_disk(2048);
+    let d = w.daemon();
+    w.controller(&Controller::new(5, 0, 2, 4));
+    w.wait_state(&backend_dir(0, 5, 0), "2");
     w.set_port(5, 0, 2, &busid.to_string());
     let mut drv = Driver::connect(&w, 5, 0);
     let ev = drv.conn_event();

@@ -1,15 +1,11 @@
 //! Live statistics end to end: a guest's URBs through the daemon show per
 //! port in the control socket's report and in the Prometheus text.
-mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 
 use pvusb_backend::control::{serve_control, serve_metrics, MetricsAddr};
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
-use support::*;
+use pvusb_testkit::{Controller, Driver, World};
 
 fn ask(path: &std::path::Path, req: &str) -> String {
     let mut s = UnixStream::connect(path).expect("connect");
@@ -22,12 +18,9 @@ fn ask(path: &std::path::Path, req: &str) -> String {
 #[test]
 fn a_guests_urbs_show_per_port_in_the_report_and_the_metrics() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let busid = emu
-        .add_next(Arc::new(|| Box::new(LoopbackDevice::new(4096))))
-        .expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(5, 0, "2", "2");
+    let busid = w.plug_loopback(4096);
+    let d = w.daemon();
+    w.controller(&Controller::new(5, 0, 2, 2));
     w.set_port(5, 0, 2, &busid.to_string());
     let mut drv = Driver::connect(&w, 5, 0);
     assert_eq!(drv.conn_event().portnum, 2);
@@ -38,7 +31,7 @@ fn a_guests_urbs_show_per_port_in_the_report_and_the_metrics() {
         let r = drv.roundtrip(drv.bulk(i, 7, 2, 0x81, 512));
         assert_eq!(r.status, 0, "bulk IN");
     }
-    let control = w.sim_dir().join("control.sock");
+    let control = w.dir().join("control.sock");
     let _c = serve_control(&control, d.reporter()).expect("control socket");
     let v: serde_json::Value = serde_json::from_str(&ask(&control, "stats 5\n")).expect("json");
     let ctl = &v["controllers"][0];
@@ -62,7 +55,7 @@ fn a_guests_urbs_show_per_port_in_the_report_and_the_metrics() {
     let none: serde_json::Value = serde_json::from_str(&ask(&control, "stats 6\n")).expect("json");
     assert_eq!(none["controllers"].as_array().map(Vec::len), Some(0));
 
-    let metrics = w.sim_dir().join("metrics.sock");
+    let metrics = w.dir().join("metrics.sock");
     let addr = MetricsAddr::parse(&format!("unix:{}", metrics.display())).expect("addr");
     let _m = serve_metrics(&addr, d.reporter()).expect("metrics");
     let text = ask(&metrics, "GET /metrics HTTP/1.1\r\n\r\n");

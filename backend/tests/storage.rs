@@ -1,15 +1,10 @@
 //! End to end: an emulated disk enumerated by the test driver, 64 MiB written
 //! and read back through BOT READ(10)/WRITE(10), random unlinks mixed in.
-mod support;
 
-use std::sync::Arc;
-
-use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
-use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
 use pvusb_protocol::{Direction, Pipe, TransferType, UrbRequest};
-use support::bot::{command, rw10};
-use support::*;
+use pvusb_testkit::bot::{command, rw10};
+use pvusb_testkit::rng::Rng;
+use pvusb_testkit::{Controller, Driver, World};
 
 const TOTAL: usize = 64 << 20;
 const CHUNK: usize = 64 * 1024;
@@ -97,15 +92,9 @@ pub fn workload(drv: &mut Driver, domid: u16, total: usize) {
 #[test]
 fn write_and_read_back_64_mib_with_unlinks() {
     let w = World::new();
-    let emu = EmulatedHost::new();
-    let store = Arc::new(MemoryStore::new((TOTAL / 512) as u32));
-    let b = emu
-        .add_next(Arc::new(move || {
-            Box::new(MassStorageDevice::new(store.clone()))
-        }))
-        .expect("add");
-    let d = w.daemon(host(&emu));
-    w.add_controller(40, 0, "2", "1");
+    let b = w.plug_disk((TOTAL / 512) as u32);
+    let d = w.daemon();
+    w.controller(&Controller::new(40, 0, 2, 1));
     w.set_port(40, 0, 1, &b.to_string());
     let mut drv = Driver::connect(&w, 40, 0);
     let ev = drv.conn_event();

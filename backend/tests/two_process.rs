@@ -1,18 +1,14 @@
 //! The backend daemon and the test driver in two processes over the
 //! simulated transport: the test re-executes its own binary with
 //! `PVUSB_TEST_ROLE=backend` for the daemon side.
-mod support;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pvusb_backend::usb::emulated::mass_storage::store::MemoryStore;
-use pvusb_backend::usb::emulated::mass_storage::MassStorageDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
-use pvusb_xenstore::{Tx, XsClient};
-use support::bot::{command, rw10};
-use support::*;
+use pvusb_protocol::xenstore::backend_dir;
+use pvusb_testkit::bot::{command, rw10};
+use pvusb_testkit::rng::Rng;
+use pvusb_testkit::{wait_for, Controller, Driver, World, LIVENESS};
 
 const ROLE: &str = "PVUSB_TEST_ROLE";
 const DIR: &str = "PVUSB_TEST_DIR";
@@ -28,27 +24,12 @@ fn backend_child() {
         return;
     }
     let dir = std::path::PathBuf::from(std::env::var(DIR).expect("dir"));
-    let xs = Arc::new(XsClient::connect(&dir.join("xs.sock")).expect("xenstore"));
-    let emu = EmulatedHost::new();
-    let store = Arc::new(MemoryStore::new(16384));
-    let busid = emu
-        .add_next(Arc::new(move || {
-            Box::new(MassStorageDevice::new(store.clone()))
-        }))
-        .expect("disk");
-    let sim = Arc::new(pvusb_xen::sim::SimXen::new(&dir, 0));
-    let d = pvusb_backend::Daemon::start(
-        Arc::clone(&xs),
-        Arc::clone(&sim),
-        sim,
-        host(&emu),
-        pvusb_backend::DaemonConfig::new(0),
-    )
-    .expect("daemon");
-    xs.write(Tx::NONE, READY_KEY, &busid.to_string())
-        .expect("ready");
+    let w = World::attach(&dir);
+    let busid = w.plug_disk(16384);
+    let d = w.daemon();
+    w.write(READY_KEY, &busid.to_string());
     let end = Instant::now() + Duration::from_secs(120);
-    while xs.read(Tx::NONE, STOP_KEY).ok().flatten().is_none() {
+    while w.read(STOP_KEY).is_none() {
         assert!(Instant::now() < end, "parent never asked to stop");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -61,16 +42,16 @@ fn two_processes_over_the_sim() {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "backend_child", "--ignored", "--nocapture"])
         .env(ROLE, "backend")
-        .env(DIR, w.sim_dir())
+        .env(DIR, w.dir())
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn the backend process");
     let mut busid = None;
-    w.wait_for("the backend process", || {
+    wait_for("the backend process", || {
         busid = w.read(READY_KEY);
         busid.is_some()
     });
-    w.add_controller(50, 0, "2", "2");
+    w.controller(&Controller::new(50, 0, 2, 2));
     w.set_port(50, 0, 2, busid.as_deref().expect("busid"));
     let mut drv = Driver::connect(&w, 50, 0);
     let ev = drv.conn_event();
@@ -118,7 +99,7 @@ fn two_processes_over_the_sim() {
     let ev = drv.conn_event();
     assert_eq!((ev.portnum, ev.speed), (2, 0));
     w.write(STOP_KEY, "1");
-    let end = Instant::now() + TIMEOUT;
+    let end = Instant::now() + LIVENESS;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(status.success(), "backend process failed: {status}");
@@ -128,7 +109,8 @@ fn two_processes_over_the_sim() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
-        w.read(&format!("{}/state", w.be(50, 0))).as_deref(),
+        w.read(&format!("{}/state", backend_dir(0, 50, 0)))
+            .as_deref(),
         Some("4"),
         "state kept for a restart"
     );

@@ -26,9 +26,7 @@ pub struct GrantPair {
 impl GrantPair {
     /// Grant [`PAGES`] writable pages from domain 1 to domain 0.
     pub fn new() -> Result<Self, GrantError> {
-        let dir = tempfile::Builder::new()
-            .prefix("pvusb-bench")
-            .tempdir()
+        let dir = pvusb_testkit::dir::create("pvusb-bench")
             .map_err(|e| GrantError::Unavailable(format!("cannot create a directory: {e}")))?;
         let front = SimXen::new(dir.path(), FRONT_DOMID);
         let pages = front.alloc(BACK_DOMID, PAGES, true)?;

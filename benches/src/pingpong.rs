@@ -83,9 +83,7 @@ pub struct EvtchnPingPong {
 impl EvtchnPingPong {
     /// Allocate a port as domain 1, bind it as domain 0 in the echo thread.
     pub fn start() -> Result<Self, EvtchnError> {
-        let dir = tempfile::Builder::new()
-            .prefix("pvusb-bench")
-            .tempdir()
+        let dir = pvusb_testkit::dir::create("pvusb-bench")
             .map_err(|e| EvtchnError::Unavailable(format!("cannot create a directory: {e}")))?;
         let front_xen = SimXen::new(dir.path(), 1);
         let front = front_xen.alloc_unbound(0)?;

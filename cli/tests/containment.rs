@@ -8,113 +8,39 @@
 //!
 //! Timings are printed, never asserted (the bench measures them).
 
-#[path = "../../tests/tests/support/mod.rs"]
-mod support;
-
-use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pvusb_backend::isolation::restart::RestartPolicy;
-use pvusb_backend::isolation::{ConfineSetup, Fault, Isolation, ProcessModel, TransportSetup};
-use pvusb_backend::usb::emulated::{EmulatedHost, EmulatedSpec};
-use pvusb_backend::{CompositeHost, Daemon, DaemonConfig, DaemonHandle};
-use pvusb_frontend::{Frontend, MassStorage, Options};
+use pvusb_backend::isolation::Fault;
+use pvusb_backend::DaemonHandle;
+use pvusb_frontend::{Frontend, MassStorage};
+use pvusb_protocol::xenstore::backend_dir;
+use pvusb_testkit::machine::{self, DISK, DOM, LOOP};
+use pvusb_testkit::{wait_for, Ts, World, LIVENESS as T};
 use pvusb_toolstack::DeviceSpec;
-use pvusb_xen::sim::SimXen;
-use pvusb_xenstore::{Tx, XsClient};
-use support::*;
 
 /// The second guest.
 const DOM2: u16 = 2;
 
-fn specs() -> Vec<(EmulatedSpec, Option<File>)> {
-    // The same bus as the in-process tests: the disk at 200-1, the
-    // loopback at 200-2.
-    [
-        format!("storage-mem:{}", u64::from(DISK_BLOCKS) * 512),
-        "loopback".to_owned(),
-    ]
-    .iter()
-    .map(|s| {
-        let spec = EmulatedSpec::parse(s).expect("spec");
-        let backing = spec.open_backing().expect("backing");
-        (spec, backing)
-    })
-    .collect()
-}
-
-fn model(dir: &Path) -> ProcessModel {
-    ProcessModel {
-        exe: PathBuf::from(env!("CARGO_BIN_EXE_pvusb")),
-        worker_args: vec!["backend-worker".into()],
-        xenstore: xs_sock(dir),
-        transport: TransportSetup::Sim {
-            dir: dir.to_owned(),
-        },
-        xen_devices: None,
-        emulated: specs(),
-        nodes: None,
-        rules: None,
-        confine: ConfineSetup::full(),
-        fault_hooks: true,
-        restart: RestartPolicy::default(),
-        stuck_after: Duration::from_secs(2),
-    }
-}
-
-fn process_daemon(m: &Machine) -> DaemonHandle {
-    // The workers run as another user: the directory must let them reach
-    // the simulated transport's sockets.
-    std::fs::set_permissions(&m.dir, std::fs::Permissions::from_mode(0o711)).expect("chmod");
-    let xs = Arc::new(XsClient::connect(&xs_sock(&m.dir)).expect("xs"));
-    let back = Arc::new(SimXen::new(&m.dir, 0));
-    let host = Arc::new(CompositeHost::new(EmulatedHost::new(), None));
-    let mut config = DaemonConfig::new(0);
-    config.isolation = Isolation::Process(Arc::new(model(&m.dir)));
-    Daemon::start(xs, Arc::clone(&back), back, host, config).expect("daemon")
-}
-
-/// A second guest domain, known to xenstore.
-fn add_domain(m: &Machine, domid: u16) {
-    m.xs.write(
-        Tx::NONE,
-        &format!("/local/domain/{domid}/name"),
-        &format!("guest{domid}"),
-    )
-    .expect("name");
-    m.xs.write(
-        Tx::NONE,
-        &format!("/local/domain/{domid}/domid"),
-        &domid.to_string(),
-    )
-    .expect("domid");
-    m.xs.introduce_domain(domid, 0, 0).expect("introduce");
+/// The daemon with each controller in a `pvusb backend-worker` process (this
+/// crate's binary), on the machine's bus.
+fn process_daemon(m: &World) -> DaemonHandle {
+    m.daemon_builder()
+        .processes(
+            Path::new(env!("CARGO_BIN_EXE_pvusb")),
+            &machine::emulated_specs(),
+        )
+        .start()
 }
 
 /// `ctrl-attach` for `domid` with its frontend connecting meanwhile.
-fn attach_controller(m: &Machine, ts: &Ts, domid: u16) -> Frontend {
-    let dir = m.dir.clone();
-    let xs = Arc::clone(&m.xs);
-    let guest = std::thread::spawn(move || {
-        let fe = format!("/local/domain/{domid}/device/vusb/0/state");
-        wait_for("frontend node", || {
-            xs.exists(Tx::NONE, &fe).unwrap_or(false)
-        });
-        let options = Options {
-            handshake_timeout: T,
-            close_timeout: Duration::from_secs(10),
-            ..Options::default()
-        };
-        Frontend::connect(xs, Arc::new(SimXen::new(&dir, domid)), domid, 0, options)
-            .expect("frontend")
-    });
-    let c = ts.ctrl_attach(domid, 2, 2).expect("ctrl-attach");
-    assert_eq!(c.devid, 0);
-    guest.join().expect("guest thread")
+fn attach_controller(m: &World, ts: &Ts, domid: u16) -> Frontend {
+    let (devid, front) = m.ctrl_attach(ts, domid);
+    assert_eq!(devid, 0);
+    front
 }
 
 fn worker_pid(d: &DaemonHandle, domid: u16) -> i32 {
@@ -128,10 +54,10 @@ fn worker_pid(d: &DaemonHandle, domid: u16) -> i32 {
 
 #[test]
 fn each_controller_runs_in_a_confined_worker_that_holds_only_its_descriptors() {
-    let m = Machine::new();
+    let m = machine::new();
     let d = process_daemon(&m);
     let ts = m.toolstack();
-    add_domain(&m, DOM2);
+    m.add_guest(DOM2);
     let front = attach_controller(&m, &ts, DOM);
     let front2 = attach_controller(&m, &ts, DOM2);
     ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
@@ -232,10 +158,10 @@ fn stream(front: Arc<Frontend>) -> Stream {
 
 #[test]
 fn a_crashing_worker_comes_back_and_other_guests_never_notice() {
-    let m = Machine::new();
+    let m = machine::new();
     let d = process_daemon(&m);
     let ts = m.toolstack();
-    add_domain(&m, DOM2);
+    m.add_guest(DOM2);
     let front = attach_controller(&m, &ts, DOM);
     let front2 = Arc::new(attach_controller(&m, &ts, DOM2));
     ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
@@ -321,7 +247,7 @@ fn a_crashing_worker_comes_back_and_other_guests_never_notice() {
 
 #[test]
 fn a_worker_that_keeps_crashing_is_given_up_and_its_controller_closed() {
-    let m = Machine::new();
+    let m = machine::new();
     let d = process_daemon(&m);
     let ts = m.toolstack();
     let front = attach_controller(&m, &ts, DOM);
@@ -342,7 +268,8 @@ fn a_worker_that_keeps_crashing_is_given_up_and_its_controller_closed() {
         "restarted after each crash but the last"
     );
     assert_eq!(
-        m.read(&format!("{}/state", backend_dir(0))).as_deref(),
+        m.read(&format!("{}/state", backend_dir(0, DOM, 0)))
+            .as_deref(),
         Some("5"),
         "the backend went Closing, so the guest sees its controller stop"
     );

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use pvusb_toolstack::sysfs::fake::{FakeDevice, FakeSysfs};
-use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer};
+use pvusb_testkit::{Controller, World};
+use pvusb_toolstack::sysfs::fake::FakeDevice;
+use pvusb_xenstore::{Tx, XsClient};
 
 /// Runs `pvusb ARGS` with xenstore at `xs` (a socket path) and sysfs at `sys`.
 fn pvusb(args: &[&str], xs: &Path, sys: &Path) -> (i32, String, String) {
@@ -112,63 +113,40 @@ fn xls_arities_are_enforced() {
     }
 }
 
+/// xenstore with guest 3 ("web"), and devices 1-2 (1.6) and 3-1 (3.17) in
+/// a fake sysfs.
 struct Bed {
-    dir: tempfile::TempDir,
-    _server: pvusb_xenstore::XsServerHandle,
-    xs: XsClient,
+    w: World,
 }
 
 impl Bed {
     fn new() -> Bed {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("xs.sock");
-        let server = XsServer::start_with(&sock, ServerConfig::simulation()).unwrap();
-        let root = dir.path().join("sys");
-        std::fs::create_dir_all(&root).unwrap();
-        let fake = FakeSysfs::create(&root).unwrap();
-        fake.add_device(&FakeDevice::new("1-2", 1, 6, &[None]))
-            .unwrap();
-        fake.add_device(&FakeDevice::new("3-1", 3, 17, &[None]))
-            .unwrap();
-        let xs = XsClient::connect(&sock).unwrap();
-        for (d, name) in [(0u16, "Domain-0"), (3, "web")] {
-            xs.write(Tx::NONE, &format!("/local/domain/{d}/name"), name)
-                .unwrap();
-        }
-        Bed {
-            dir,
-            _server: server,
-            xs,
-        }
+        let w = World::builder()
+            .named_guest(3, "web")
+            .host_device(FakeDevice::new("1-2", 1, 6, &[None]))
+            .host_device(FakeDevice::new("3-1", 3, 17, &[None]))
+            .build();
+        Bed { w }
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        pvusb(
-            args,
-            &self.dir.path().join("xs.sock"),
-            &self.dir.path().join("sys"),
-        )
+        pvusb(args, &self.w.xs_path(), self.w.sysfs().root())
     }
 
     fn w(&self, path: &str, v: &str) {
-        self.xs.write(Tx::NONE, path, v).unwrap();
+        self.w.write(path, v);
     }
 
     /// What libxl 4.17 leaves for a connected pv controller (as `xl usbctrl-attach`).
-    fn controller(&self, devid: u32, ver: u32, ports: u32) {
-        let be = format!("/local/domain/0/backend/vusb/3/{devid}");
-        let fe = format!("/local/domain/3/device/vusb/{devid}");
+    fn controller(&self, devid: u32, ver: u8, ports: u8) {
+        let c = Controller::new(3, devid, ver, ports);
+        self.w.controller(&c);
         let lp = format!("/libxl/3/device/vusb/{devid}");
-        self.w(&format!("{lp}/frontend"), &fe);
-        self.w(&format!("{lp}/backend"), &be);
+        self.w(&format!("{lp}/frontend"), &c.frontend_dir());
+        self.w(&format!("{lp}/backend"), &c.backend_dir());
         self.w(&format!("{lp}/type"), "pv");
-        self.w(&format!("{be}/usb-ver"), &ver.to_string());
-        self.w(&format!("{be}/num-ports"), &ports.to_string());
-        for p in 1..=ports {
-            self.w(&format!("{be}/port/{p}"), "");
-        }
-        self.w(&format!("{be}/state"), "4");
-        self.w(&format!("{fe}/state"), "4");
+        self.w(&format!("{}/state", c.backend_dir()), "4");
+        self.w(&format!("{}/state", c.frontend_dir()), "4");
     }
 }
 
@@ -222,7 +200,7 @@ fn usbctrl_attach_writes_the_controller_and_libxls_entry() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Connected"), "{err}");
-    let rd = |p: &str| bed.xs.read(Tx::NONE, p).unwrap();
+    let rd = |p: &str| bed.w.read(p);
     assert_eq!(
         rd("/local/domain/0/backend/vusb/3/0/usb-ver").as_deref(),
         Some("1")
@@ -235,7 +213,7 @@ fn usbctrl_attach_writes_the_controller_and_libxls_entry() {
         format!("{HEADER}0      pv           0   1     1       2    \n  Port 1:\n  Port 2:\n")
     );
     // usbctrl-detach removes both; a thread plays the backend reaching Closed.
-    let sock = bed.dir.path().join("xs.sock");
+    let sock = bed.w.xs_path();
     let backend = std::thread::spawn(move || {
         let xs = XsClient::connect(&sock).unwrap();
         let state = "/local/domain/0/backend/vusb/3/0/state";

@@ -1,14 +1,13 @@
 //! A hostile backend (the ring mock over the real granted pages) must never
 //! crash or hang the frontend: each misbehaviour yields the documented result.
 
-mod support;
-
 use pvusb_frontend::{Frontend, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::{Speed, UrbResponse};
-use support::{collector, Env, MockPeer, T};
+use pvusb_testkit::scripted::{MockPeer, Scripted};
+use pvusb_testkit::LIVENESS;
 
-fn setup() -> (Env, Frontend, MockPeer) {
-    let env = Env::new();
+fn setup() -> (Scripted, Frontend, MockPeer) {
+    let env = Scripted::new();
     let front = env.connect();
     let peer = env.backend();
     (env, front, peer)
@@ -16,7 +15,7 @@ fn setup() -> (Env, Frontend, MockPeer) {
 
 /// Submits one bulk IN and returns the receiver of its completion.
 fn submit(front: &Frontend) -> crossbeam_channel::Receiver<pvusb_frontend::Completion> {
-    let (tx, rx) = collector();
+    let (tx, rx) = crossbeam_channel::unbounded();
     front.submit(Urb::bulk_in(1, 1, 1, 100), move |c| tx.send(c).unwrap());
     rx
 }
@@ -29,7 +28,10 @@ fn assert_dead(front: &Frontend, needle: &str) {
     );
     // Later URBs fail at once with shutdown.
     let rx = submit(front);
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
 }
 
 fn wait_dead(front: &Frontend) {
@@ -48,7 +50,10 @@ fn response_with_id_out_of_range_kills_the_controller() {
     let rx = submit(&front);
     peer.requests(1);
     peer.respond(UrbResponse::new(16, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     assert_dead(&front, "not below 16");
 }
 
@@ -62,7 +67,10 @@ fn response_for_an_idle_id_kills_the_controller() {
         pvusb_protocol::Status::Ok,
         0,
     ));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     assert_dead(&front, "not in flight");
 }
 
@@ -76,8 +84,11 @@ fn duplicate_response_kills_the_controller_after_one_completion() {
     // answer the first one.
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(rx_a.recv_timeout(T).unwrap().status, UrbStatus::Ok);
-    assert_eq!(rx_b.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(rx_a.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
+    assert_eq!(
+        rx_b.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     wait_dead(&front);
     assert_dead(&front, "not in flight");
     assert!(rx_a.try_recv().is_err(), "completed exactly once");
@@ -93,7 +104,7 @@ fn oversized_and_negative_actual_length_are_clamped() {
         actual_length: 1 << 30,
         ..UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0)
     });
-    let c = rx.recv_timeout(T).unwrap();
+    let c = rx.recv_timeout(LIVENESS).unwrap();
     assert_eq!((c.status, c.actual_length), (UrbStatus::Ok, 100));
     assert_eq!(c.data(), &[7; 100][..]);
     let rx = submit(&front);
@@ -102,7 +113,7 @@ fn oversized_and_negative_actual_length_are_clamped() {
         actual_length: -5,
         ..UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0)
     });
-    assert_eq!(rx.recv_timeout(T).unwrap().actual_length, 0);
+    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().actual_length, 0);
     assert_eq!(front.dead_reason(), None);
     assert_eq!(front.stats().clamped_lengths, 2);
 }
@@ -116,7 +127,10 @@ fn undefined_status_is_shutdown_but_not_fatal() {
         status: 12345,
         ..UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0)
     });
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     assert_eq!(front.dead_reason(), None);
     assert_eq!(front.stats().bad_statuses, 1);
 }
@@ -129,7 +143,10 @@ fn rsp_prod_far_ahead_is_an_overflow() {
     peer.urb.set_rsp_prod(1000).unwrap();
 
     pvusb_xen::EventChannel::notify(&peer.evtchn).unwrap();
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     assert_dead(&front, "urb ring");
 }
 
@@ -138,7 +155,7 @@ fn conn_event_for_port_zero_kills_the_controller() {
     let (_env, front, mut peer) = setup();
     let events = front.subscribe();
     peer.conn_event(0, 2);
-    let ev = events.recv_timeout(T).unwrap();
+    let ev = events.recv_timeout(LIVENESS).unwrap();
     assert!(
         matches!(ev, PortEvent::ControllerDead { ref reason } if reason.contains("port 0")),
         "{ev:?}"
@@ -175,9 +192,9 @@ fn valid_conn_events_are_tracked_and_reposted() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-    front.wait_for_disconnect(2, T).unwrap();
+    front.wait_for_disconnect(2, LIVENESS).unwrap();
     peer.conn_event(2, 3);
-    assert_eq!(front.wait_for_device(2, T).unwrap(), Speed::High);
+    assert_eq!(front.wait_for_device(2, LIVENESS).unwrap(), Speed::High);
     assert_eq!(front.dead_reason(), None);
 }
 
@@ -190,6 +207,6 @@ fn event_storm_without_work_is_harmless() {
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, pvusb_protocol::Status::Stall, 0));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Stall);
+    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Stall);
     assert_eq!(front.dead_reason(), None);
 }

@@ -2,22 +2,21 @@
 //! granted pages, local queueing beyond 16, unlink (spec 7.6), bulk splitting,
 //! close releasing every grant, and reconnect after the backend went away.
 
-mod support;
-
 use std::time::Duration;
 
 use pvusb_frontend::{ControllerConfig, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::xenstore::frontend_dir;
 use pvusb_protocol::{Status, UrbResponse, XenbusState};
+use pvusb_testkit::scripted::{Scripted, DEVID, FRONT};
+use pvusb_testkit::LIVENESS;
 use pvusb_xenstore::Tx;
-use support::{collector, Env, DEVID, FRONT, T};
 
 #[test]
 fn out_and_in_data_travel_through_the_slot_pages() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = env.connect();
     let mut peer = env.backend();
-    let (tx, rx) = collector();
+    let (tx, rx) = crossbeam_channel::unbounded();
     let data: Vec<u8> = (0..65535u32).map(|i| (i % 251) as u8).collect();
     front.submit(Urb::bulk_out(1, 3, 2, data.clone()), {
         let tx = tx.clone();
@@ -27,21 +26,21 @@ fn out_and_in_data_travel_through_the_slot_pages() {
     assert_eq!(req.nr_buffer_segs, 16);
     assert_eq!(peer.read_data(&req), data);
     peer.respond(UrbResponse::new(req.id, Status::Ok, 65535));
-    assert_eq!(rx.recv_timeout(T).unwrap().actual_length, 65535);
+    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().actual_length, 65535);
     front.submit(Urb::bulk_in(1, 3, 1, 5000), move |c| tx.send(c).unwrap());
     let req = peer.requests(1)[0];
     peer.write_data(&req, &[9; 4500]);
     peer.respond(UrbResponse::new(req.id, Status::Ok, 4500));
-    let c = rx.recv_timeout(T).unwrap();
+    let c = rx.recv_timeout(LIVENESS).unwrap();
     assert_eq!(c.data(), &[9; 4500][..]);
 }
 
 #[test]
 fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = env.connect();
     let mut peer = env.backend();
-    let (tx, rx) = collector();
+    let (tx, rx) = crossbeam_channel::unbounded();
     let mut handles = Vec::new();
     for _ in 0..20 {
         let tx = tx.clone();
@@ -52,19 +51,25 @@ fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
     assert_eq!(front.outstanding(), 20);
     // A queued URB completes locally with the requested status.
     assert!(handles[19].unlink(UrbStatus::Cancelled));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Cancelled);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Cancelled
+    );
     // An in-flight URB: the unlink request waits for a free id...
     assert!(handles[0].unlink(UrbStatus::Cancelled));
     assert!(rx.try_recv().is_err());
     // ...which the response to request 1 frees; the unlink goes first, before queued submits.
     peer.respond(UrbResponse::new(reqs[1].id, Status::Ok, 0));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Ok);
+    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
     let next = peer.requests(1)[0];
     assert!(next.pipe().is_unlink());
     assert_eq!(next.unlink_id(), reqs[0].id);
     // The target completes with the caller's status when ITS response arrives.
     peer.respond(UrbResponse::new(reqs[0].id, Status::IoError, 0));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Cancelled);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Cancelled
+    );
     peer.respond(UrbResponse::new(next.id, Status::Ok, 0));
     // Drain the rest: everything completes exactly once.
     let mut seen = 3;
@@ -77,7 +82,7 @@ fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
     let last = peer.requests(1)[0];
     peer.respond(UrbResponse::new(last.id, Status::Ok, 64));
     while seen < 20 {
-        rx.recv_timeout(T).unwrap();
+        rx.recv_timeout(LIVENESS).unwrap();
         seen += 1;
     }
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
@@ -88,7 +93,7 @@ fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
 
 #[test]
 fn blocking_timeout_unlinks_and_waits_for_the_response() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = env.connect();
     let mut peer = env.backend();
     let worker = std::thread::spawn(move || {
@@ -111,20 +116,23 @@ fn blocking_timeout_unlinks_and_waits_for_the_response() {
 
 #[test]
 fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = env.connect();
     let events = front.subscribe();
     let mut peer = env.backend();
     let old_ref = env.frontend_key("urb-ring-ref");
-    let (tx, rx) = collector();
+    let (tx, rx) = crossbeam_channel::unbounded();
     front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
     peer.requests(1);
     env.set_backend_state(5); // Closing
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Shutdown);
+    assert_eq!(
+        rx.recv_timeout(LIVENESS).unwrap().status,
+        UrbStatus::Shutdown
+    );
     drop(peer);
     env.set_backend_state(6); // Closed
     env.set_backend_state(2); // a new backend: InitWait
-    front.wait_connected(T).unwrap();
+    front.wait_connected(LIVENESS).unwrap();
     assert_eq!(env.frontend_key("state").as_deref(), Some("4"));
     assert_ne!(env.frontend_key("urb-ring-ref"), old_ref);
     let seen: Vec<PortEvent> = events.try_iter().collect();
@@ -133,11 +141,11 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
         "{seen:?}"
     );
     let mut peer = env.backend();
-    let (tx, rx) = collector();
+    let (tx, rx) = crossbeam_channel::unbounded();
     front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
-    assert_eq!(rx.recv_timeout(T).unwrap().status, UrbStatus::Ok);
+    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
 }
 
 /// Regression: a blocking transfer inside a completion callback ran on the
@@ -145,7 +153,7 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
 /// out (and stalled every other URB meanwhile). It is refused at once now.
 #[test]
 fn blocking_transfer_inside_a_callback_is_refused() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = std::sync::Arc::new(env.connect());
     let mut peer = env.backend();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -156,7 +164,7 @@ fn blocking_transfer_inside_a_callback_is_refused() {
     });
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
-    let r = rx.recv_timeout(T).unwrap();
+    let r = rx.recv_timeout(LIVENESS).unwrap();
     assert!(
         matches!(r, Err(pvusb_frontend::FrontendError::InvalidRequest(_))),
         "{r:?}"
@@ -170,7 +178,7 @@ fn blocking_transfer_inside_a_callback_is_refused() {
 /// (a panic, so the frontend never reached Closed).
 #[test]
 fn last_handle_dropped_inside_a_callback_still_closes() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = std::sync::Arc::new(env.connect());
     let mut peer = env.backend();
     let inner = std::sync::Arc::clone(&front);
@@ -194,17 +202,21 @@ fn last_handle_dropped_inside_a_callback_still_closes() {
 /// not bring a stray `state` node back (xenstore creates missing parents).
 #[test]
 fn a_removed_controller_directory_is_not_recreated_by_a_state_change() {
-    let env = Env::new();
+    let env = Scripted::new();
     let front = env.connect();
-    let cfg = ControllerConfig::read(&env.xs, FRONT, DEVID).unwrap();
+    let cfg = ControllerConfig::read(env.world.xs(), FRONT, DEVID).unwrap();
     assert!(cfg
-        .set_state_if_present(&env.xs, XenbusState::Closed)
+        .set_state_if_present(env.world.xs(), XenbusState::Closed)
         .unwrap());
     let fe = frontend_dir(FRONT, DEVID);
-    env.xs.rm(Tx::NONE, &fe).unwrap();
+    env.world.xs().rm(Tx::NONE, &fe).unwrap();
     assert!(!cfg
-        .set_state_if_present(&env.xs, XenbusState::Initialising)
+        .set_state_if_present(env.world.xs(), XenbusState::Initialising)
         .unwrap());
-    assert_eq!(env.xs.read(Tx::NONE, &fe).unwrap(), None, "directory back");
+    assert_eq!(
+        env.world.xs().read(Tx::NONE, &fe).unwrap(),
+        None,
+        "directory back"
+    );
     drop(front);
 }

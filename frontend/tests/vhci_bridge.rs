@@ -25,9 +25,7 @@ use pvusb_protocol::usbip::{
 };
 use pvusb_protocol::{Direction, IsoPacketDescriptor, SetupPacket};
 
-mod world;
-
-use world::{World, T};
+use pvusb_testkit::{rig, World, LIVENESS};
 
 const EMSGSIZE: i32 = -90;
 const ECONNRESET: i32 = -104;
@@ -36,7 +34,7 @@ const ENODEV: i32 = -19;
 /// The world with the daemon serving it and the frontend connected (shared
 /// with the bridges under test).
 fn running() -> (World, DaemonHandle, Arc<Frontend>) {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     (w, daemon, Arc::new(front))
 }
 
@@ -53,7 +51,7 @@ struct FakeVhci {
 
 impl FakeVhci {
     fn new(sock: UnixStream) -> Self {
-        sock.set_read_timeout(Some(T)).unwrap();
+        sock.set_read_timeout(Some(LIVENESS)).unwrap();
         let shapes = Arc::new(Mutex::new(HashMap::new()));
         let lookup_shapes = Arc::clone(&shapes);
         // vhci forgets a URB once it is given back: a second reply for one
@@ -199,7 +197,7 @@ impl FakeVhci {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("no reply within {T:?}: {e}"),
+                Err(e) => panic!("no reply within {LIVENESS:?}: {e}"),
             }
         }
     }
@@ -337,7 +335,7 @@ fn unlink_of_a_pending_urb_and_unplug_with_urbs_in_flight() {
     }
     // No RET_SUBMIT for the cancelled URB: the next message answers the
     // other one (the decoder would refuse a reply to a forgotten seqnum).
-    w.keyboard.press("a");
+    w.keyboard().press("a");
     let r = vhci.ret_submit(typed);
     assert_eq!((r.header.status, r.in_data[2]), (0, 0x04));
     let release = vhci.submit(Direction::In, 1, 8, [0; 8], vec![]);
@@ -349,7 +347,7 @@ fn unlink_of_a_pending_urb_and_unplug_with_urbs_in_flight() {
     ];
     // Let the bridge submit them before the device goes.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(w.emu.remove(&w.busids[1].parse().unwrap()));
+    assert!(w.bus().remove(&w.busids()[1].parse().unwrap()));
     let mut answered = Vec::new();
     while let Some(msg) = vhci.recv() {
         let Message::RetSubmit(r) = msg else {
@@ -391,7 +389,7 @@ fn commands_beyond_the_in_flight_bound_wait_in_the_socket() {
     assert_eq!(front.outstanding(), 2, "the third waits unread");
     // A key press completes the first; its credit lets the third and the
     // unlink in, and the unlink cancels the third.
-    w.keyboard.press("a");
+    w.keyboard().press("a");
     assert_eq!(vhci.ret_submit(urbs[0]).in_data[2], 0x04);
     let mut rest = Vec::new();
     for _ in 0..2 {
@@ -505,7 +503,7 @@ fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
     assert_eq!((r.header.status, r.header.error_count), (0, 0));
     assert!(r.in_data.is_empty());
     assert_eq!(
-        w.audio
+        w.audio()
             .out_packets
             .load(std::sync::atomic::Ordering::Relaxed),
         4

@@ -20,9 +20,7 @@ use pvusb_protocol::usbip::{
 };
 use pvusb_protocol::{Direction, SetupPacket};
 
-mod world;
-
-use world::{World, T};
+use pvusb_testkit::{rig, LIVENESS};
 
 /// What the fake vhci-hcd was asked, and the socket ends it holds.
 #[derive(Default)]
@@ -62,7 +60,7 @@ fn socket(vhci: &FakeVhci, vhci_port: u32) -> UnixStream {
         .3
         .try_clone()
         .unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
+    s.set_read_timeout(Some(LIVENESS)).unwrap();
     s
 }
 
@@ -125,7 +123,7 @@ fn closed(sock: &mut UnixStream) -> bool {
 
 #[test]
 fn every_device_is_attached_served_and_released() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     let front = Arc::new(front);
     let events = front.subscribe();
     let vhci = Arc::new(FakeVhci::default());
@@ -158,8 +156,8 @@ fn every_device_is_attached_served_and_released() {
     assert_eq!(&d[..2], &[18, dt::DEVICE]);
     // Unplug the keyboard (port 2, vhci port 1): released and detached.
     let mut sock2 = socket(&vhci, 1);
-    assert!(w.emu.remove(&w.busids[1].parse().unwrap()));
-    let deadline = Instant::now() + T;
+    assert!(w.bus().remove(&w.busids()[1].parse().unwrap()));
+    let deadline = Instant::now() + LIVENESS;
     while server.served().iter().any(|s| s.0 == 2) {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = events.recv_timeout(left).expect("a disconnect event");
@@ -180,7 +178,7 @@ fn every_device_is_attached_served_and_released() {
     vhci.attached.lock().unwrap().retain(|a| a.0 != 3);
     sock4.shutdown(std::net::Shutdown::Both).unwrap();
     drop(sock4);
-    let deadline = Instant::now() + T;
+    let deadline = Instant::now() + LIVENESS;
     while server.served().iter().any(|s| s.0 == 4) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         server.reap();
@@ -202,11 +200,11 @@ fn every_device_is_attached_served_and_released() {
 
 #[test]
 fn a_controller_connected_by_another_frontend_is_refused() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     let second = pvusb_frontend::Frontend::connect(
-        Arc::clone(&w.xs),
-        Arc::new(pvusb_xen::sim::SimXen::new(w.dir.path(), world::DOM)),
-        world::DOM,
+        Arc::clone(w.xs()),
+        Arc::new(pvusb_xen::sim::SimXen::new(w.dir(), rig::DOM)),
+        rig::DOM,
         0,
         pvusb_frontend::Options::default(),
     );

@@ -15,9 +15,8 @@ use pvusb_protocol::xenstore::frontend_dir;
 use pvusb_protocol::{SetupPacket, Speed};
 use pvusb_xenstore::Tx;
 
-mod world;
-
-use world::{World, DOM, T};
+use pvusb_testkit::rig::{self, DOM};
+use pvusb_testkit::LIVENESS;
 
 /// Switches the loopback on port 1 (at `address`) from echoing the last OUT
 /// data to source/sink: bulk IN returns a deterministic pattern of any length
@@ -29,14 +28,14 @@ fn source_sink_mode(front: &Frontend, address: u8) {
             address,
             SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0),
             &[],
-            T,
+            LIVENESS,
         )
         .unwrap();
 }
 
 #[test]
 fn every_transfer_type_against_emulated_devices() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     // Control, including a wLength far above the configuration's size.
     let lb = front.enumerate(1).unwrap();
     assert_eq!(lb.speed, Speed::High);
@@ -46,29 +45,40 @@ fn every_transfer_type_against_emulated_devices() {
             1,
             lb.address,
             SetupPacket::get_descriptor(dt::CONFIG, 0, 0, 4096),
-            T,
+            LIVENESS,
         )
         .unwrap();
     assert_eq!(big, lb.raw_config);
     // Bulk loopback, then source/sink with transfers split above 64 KiB.
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
-    assert_eq!(front.bulk_out(1, lb.address, 1, &data, T).unwrap(), 4096);
-    assert_eq!(front.bulk_in(1, lb.address, 1, 4096, T).unwrap(), data);
+    assert_eq!(
+        front.bulk_out(1, lb.address, 1, &data, LIVENESS).unwrap(),
+        4096
+    );
+    assert_eq!(
+        front.bulk_in(1, lb.address, 1, 4096, LIVENESS).unwrap(),
+        data
+    );
     source_sink_mode(&front, lb.address);
     let n = 200_000;
-    let got = front.bulk_in(1, lb.address, 1, n, T).unwrap();
+    let got = front.bulk_in(1, lb.address, 1, n, LIVENESS).unwrap();
     assert_eq!(got.len(), n);
     assert!(got
         .iter()
         .enumerate()
         .all(|(i, &b)| b == LoopbackDevice::pattern_byte(i as u64)));
-    assert_eq!(front.bulk_out(1, lb.address, 1, &vec![1; n], T).unwrap(), n);
+    assert_eq!(
+        front
+            .bulk_out(1, lb.address, 1, &vec![1; n], LIVENESS)
+            .unwrap(),
+        n
+    );
     let counters = front
         .control_in(
             1,
             lb.address,
             SetupPacket::new(0xc0, VENDOR_GET_COUNTERS, 0, 0, 16),
-            T,
+            LIVENESS,
         )
         .unwrap();
     assert_eq!(
@@ -77,8 +87,10 @@ fn every_transfer_type_against_emulated_devices() {
     );
     // Interrupt: key reports from the keyboard.
     let kb = front.enumerate(2).unwrap();
-    w.keyboard.press("a");
-    let report = front.interrupt_in(2, kb.address, 1, 8, 10, T).unwrap();
+    w.keyboard().press("a");
+    let report = front
+        .interrupt_in(2, kb.address, 1, 8, 10, LIVENESS)
+        .unwrap();
     assert_eq!(report.len(), 8);
     assert_eq!(report[2], 0x04, "usage of 'a'");
     // Mass storage: write and read back blocks.
@@ -101,10 +113,16 @@ fn every_transfer_type_against_emulated_devices() {
     // Isochronous IN and OUT with per-packet results (alt setting 1).
     let audio = front.enumerate(4).unwrap();
     front
-        .control_out(4, audio.address, SetupPacket::set_interface(0, 1), &[], T)
+        .control_out(
+            4,
+            audio.address,
+            SetupPacket::set_interface(0, 1),
+            &[],
+            LIVENESS,
+        )
         .unwrap();
     let c = front
-        .iso_in(4, audio.address, 2, 1, vec![192; 10], T)
+        .iso_in(4, audio.address, 2, 1, vec![192; 10], LIVENESS)
         .unwrap();
     assert_eq!(c.iso_packets.len(), 10);
     assert!(
@@ -116,7 +134,7 @@ fn every_transfer_type_against_emulated_devices() {
     );
     let payload = [0x11u8; 192];
     let c = front
-        .iso_out(4, audio.address, 1, 1, &[&payload[..]; 4], T)
+        .iso_out(4, audio.address, 1, 1, &[&payload[..]; 4], LIVENESS)
         .unwrap();
     assert!(
         c.iso_packets.iter().all(|p| p.status.is_ok()),
@@ -125,7 +143,8 @@ fn every_transfer_type_against_emulated_devices() {
     );
     front.close().unwrap();
     assert_eq!(
-        w.xs.read(Tx::NONE, &format!("{}/state", frontend_dir(DOM, 0)))
+        w.xs()
+            .read(Tx::NONE, &format!("{}/state", frontend_dir(DOM, 0)))
             .unwrap()
             .as_deref(),
         Some("6")
@@ -135,7 +154,7 @@ fn every_transfer_type_against_emulated_devices() {
 
 #[test]
 fn unlink_storm_completes_every_urb_exactly_once() {
-    let (_w, daemon, front) = World::running();
+    let (_w, daemon, front) = rig::running();
     let lb = front.enumerate(1).unwrap();
     source_sink_mode(&front, lb.address);
     let completed = Arc::new(AtomicUsize::new(0));
@@ -162,7 +181,7 @@ fn unlink_storm_completes_every_urb_exactly_once() {
     }
     let mut seen = vec![0u8; 1000];
     for _ in 0..1000 {
-        let (i, status) = rx.recv_timeout(T).unwrap();
+        let (i, status) = rx.recv_timeout(LIVENESS).unwrap();
         seen[i] += 1;
         assert!(
             matches!(status, UrbStatus::Ok | UrbStatus::Cancelled),
@@ -175,14 +194,20 @@ fn unlink_storm_completes_every_urb_exactly_once() {
     assert_eq!(front.outstanding(), 0);
     assert_eq!(front.dead_reason(), None);
     // The controller still works after the storm.
-    assert_eq!(front.bulk_in(1, lb.address, 1, 100, T).unwrap().len(), 100);
+    assert_eq!(
+        front
+            .bulk_in(1, lb.address, 1, 100, LIVENESS)
+            .unwrap()
+            .len(),
+        100
+    );
     drop(front);
     daemon.shutdown();
 }
 
 #[test]
 fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     let kb = front.enumerate(2).unwrap();
     let events = front.subscribe();
     // Interrupt URBs pending on a keyboard nobody types on.
@@ -193,10 +218,10 @@ fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
             tx.send(c.status).unwrap()
         });
     }
-    let busid = w.busids[1].parse().unwrap();
-    assert!(w.emu.remove(&busid));
+    let busid = w.busids()[1].parse().unwrap();
+    assert!(w.bus().remove(&busid));
     for _ in 0..4 {
-        let status = rx.recv_timeout(T).unwrap();
+        let status = rx.recv_timeout(LIVENESS).unwrap();
         assert!(
             matches!(
                 status,
@@ -205,17 +230,19 @@ fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
             "{status:?}"
         );
     }
-    front.wait_for_disconnect(2, T).unwrap();
+    front.wait_for_disconnect(2, LIVENESS).unwrap();
     assert_eq!(front.port(2).unwrap().speed, Speed::None);
-    let kb2 = w.keyboard.clone();
-    w.emu
+    let kb2 = w.keyboard().clone();
+    w.bus()
         .add(busid, Arc::new(move || Box::new(kb2.device())))
         .unwrap();
-    front.wait_for_device(2, T).unwrap();
+    front.wait_for_device(2, LIVENESS).unwrap();
     let again = front.enumerate(2).unwrap();
-    w.keyboard.press("b");
+    w.keyboard().press("b");
     assert_eq!(
-        front.interrupt_in(2, again.address, 1, 8, 10, T).unwrap()[2],
+        front
+            .interrupt_in(2, again.address, 1, 8, 10, LIVENESS)
+            .unwrap()[2],
         0x05
     );
     let seen: Vec<PortEvent> = events.try_iter().collect();
@@ -229,18 +256,28 @@ fn device_vanishing_mid_transfer_fails_urbs_and_comes_back() {
 
 #[test]
 fn backend_restart_reconnects_the_frontend() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     let lb = front.enumerate(1).unwrap();
-    assert_eq!(front.bulk_out(1, lb.address, 1, &[1, 2, 3], T).unwrap(), 3);
+    assert_eq!(
+        front
+            .bulk_out(1, lb.address, 1, &[1, 2, 3], LIVENESS)
+            .unwrap(),
+        3
+    );
     daemon.shutdown();
     // Whatever the old daemon left behind, a new one serves the controller again.
     let daemon = w.daemon();
-    front.wait_connected(T).unwrap();
-    front.wait_for_device(1, T).unwrap();
+    front.wait_connected(LIVENESS).unwrap();
+    front.wait_for_device(1, LIVENESS).unwrap();
     let lb = front.enumerate(1).unwrap();
-    assert_eq!(front.bulk_out(1, lb.address, 1, &[4, 5, 6], T).unwrap(), 3);
     assert_eq!(
-        front.bulk_in(1, lb.address, 1, 3, T).unwrap(),
+        front
+            .bulk_out(1, lb.address, 1, &[4, 5, 6], LIVENESS)
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        front.bulk_in(1, lb.address, 1, 3, LIVENESS).unwrap(),
         vec![4, 5, 6]
     );
     drop(front);
@@ -253,15 +290,26 @@ fn backend_restart_reconnects_the_frontend() {
 /// handshake runs again on fresh rings.
 #[test]
 fn a_second_session_after_close_reconnects() {
-    let (w, daemon, front) = World::running();
+    let (w, daemon, front) = rig::running();
     let lb = front.enumerate(1).unwrap();
-    assert_eq!(front.bulk_out(1, lb.address, 1, &[7, 8], T).unwrap(), 2);
+    assert_eq!(
+        front.bulk_out(1, lb.address, 1, &[7, 8], LIVENESS).unwrap(),
+        2
+    );
     front.close().unwrap();
     drop(front);
-    let front = w.frontend();
+    let front = rig::connect(&w);
     let lb = front.enumerate(1).unwrap();
-    assert_eq!(front.bulk_out(1, lb.address, 1, &[9, 10], T).unwrap(), 2);
-    assert_eq!(front.bulk_in(1, lb.address, 1, 2, T).unwrap(), vec![9, 10]);
+    assert_eq!(
+        front
+            .bulk_out(1, lb.address, 1, &[9, 10], LIVENESS)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        front.bulk_in(1, lb.address, 1, 2, LIVENESS).unwrap(),
+        vec![9, 10]
+    );
     drop(front);
     daemon.shutdown();
 }

@@ -1,13 +1,14 @@
 //! Hot-unplug during bulk transfers and a daemon restart under load, with the
 //! real toolstack, daemon and frontend.
-mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pvusb_frontend::Frontend;
+use pvusb_protocol::xenstore::backend_dir;
+use pvusb_testkit::machine::{self, DOM, LOOP};
+use pvusb_testkit::{wait_for, World, LIVENESS};
 use pvusb_toolstack::DeviceSpec;
-use support::*;
 
 /// Bulk OUT/IN echo loops on the loopback device in a thread, until stopped.
 struct Load {
@@ -26,9 +27,9 @@ impl Load {
         let worker = std::thread::spawn(move || {
             let data = vec![0x5a; 4096];
             while !flag.load(Ordering::SeqCst) {
-                if worker_front.bulk_out(1, addr, 1, &data, T).is_ok()
+                if worker_front.bulk_out(1, addr, 1, &data, LIVENESS).is_ok()
                     && worker_front
-                        .bulk_in(1, addr, 1, 4096, T)
+                        .bulk_in(1, addr, 1, 4096, LIVENESS)
                         .is_ok_and(|d| d == data)
                 {
                     ok.fetch_add(1, Ordering::SeqCst);
@@ -56,36 +57,39 @@ impl Load {
 
 /// The loopback attached to port 1 of a new controller and enumerated: the
 /// frontend and the device's address.
-fn loopback_on_port_1(m: &Machine) -> (Arc<Frontend>, u8) {
+fn loopback_on_port_1(m: &World) -> (Arc<Frontend>, u8) {
     let ts = m.toolstack();
-    let (_, front) = m.ctrl_attach(&ts);
+    let (_, front) = m.ctrl_attach(&ts, DOM);
     let front = Arc::new(front);
     ts.dev_attach(DOM, &DeviceSpec::BusId(LOOP.into()), Some(0), Some(1))
         .expect("dev-attach");
-    front.wait_for_device(1, T).expect("device");
+    front.wait_for_device(1, LIVENESS).expect("device");
     let dev = front.enumerate(1).expect("enumerate");
     (front, dev.address)
 }
 
 fn echo(front: &Frontend, addr: u8) {
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 3) as u8).collect();
-    assert_eq!(front.bulk_out(1, addr, 1, &data, T).expect("out"), 4096);
-    assert_eq!(front.bulk_in(1, addr, 1, 4096, T).expect("in"), data);
+    assert_eq!(
+        front.bulk_out(1, addr, 1, &data, LIVENESS).expect("out"),
+        4096
+    );
+    assert_eq!(front.bulk_in(1, addr, 1, 4096, LIVENESS).expect("in"), data);
 }
 
 #[test]
 fn hot_unplug_during_transfers_then_replug() {
-    let m = Machine::new();
+    let m = machine::new();
     let _daemon = m.daemon();
     let (front, addr) = loopback_on_port_1(&m);
     let load = Load::start(&front, addr);
     let busid = LOOP.parse().expect("busid");
-    assert!(m.emu.remove(&busid), "unplugged");
+    assert!(m.bus().remove(&busid), "unplugged");
     front
-        .wait_for_disconnect(1, T)
+        .wait_for_disconnect(1, LIVENESS)
         .expect("the guest sees it go");
     load.stop();
-    m.emu
+    m.bus()
         .add(
             busid,
             Arc::new(|| {
@@ -96,7 +100,7 @@ fn hot_unplug_during_transfers_then_replug() {
         )
         .expect("replug");
     front
-        .wait_for_device(1, T)
+        .wait_for_device(1, LIVENESS)
         .expect("the guest sees it come back");
     let dev = front.enumerate(1).expect("enumerate again");
     echo(&front, dev.address);
@@ -104,20 +108,23 @@ fn hot_unplug_during_transfers_then_replug() {
 
 #[test]
 fn daemon_restart_under_load() {
-    let m = Machine::new();
+    let m = machine::new();
     let daemon = m.daemon();
     let (front, addr) = loopback_on_port_1(&m);
     let load = Load::start(&front, addr);
     daemon.shutdown();
     let _daemon = m.daemon();
-    front.wait_connected(T).expect("connected again");
-    front.wait_for_device(1, T).expect("device after restart");
+    front.wait_connected(LIVENESS).expect("connected again");
+    front
+        .wait_for_device(1, LIVENESS)
+        .expect("device after restart");
     assert!(load.stop() > 0, "transfers succeeded");
     // Later transfers succeed, at the address the guest had or a new one.
     let addr = front.enumerate(1).map_or(addr, |d| d.address);
     echo(&front, addr);
     assert_eq!(
-        m.read(&format!("{}/port/1", backend_dir(0))).as_deref(),
+        m.read(&format!("{}/port/1", backend_dir(0, DOM, 0)))
+            .as_deref(),
         Some(LOOP)
     );
 }

@@ -4,39 +4,28 @@
 //! succeeds or fails with its one-line error, and the end state passes the
 //! same consistency check as the crash matrix.
 
-mod common;
-
 use std::sync::Barrier;
-use std::time::Duration;
 
-use common::{Harness, Ts, GUEST, OTHER};
-use pvusb_toolstack::{DeviceSpec, ToolError, Toolstack};
+use pvusb_testkit::host::{self, GUEST, OTHER};
+use pvusb_testkit::peer::Peer;
+use pvusb_testkit::{Ts, World};
+use pvusb_toolstack::{DeviceSpec, ToolError};
 
 const ROUNDS: usize = 30;
-
-/// A second toolstack on the harness's store and sysfs.
-fn second(h: &Harness) -> Ts {
-    Toolstack {
-        store: h.client(),
-        sysfs: h.fake.sysfs(),
-        backend_domid: 0,
-        timeout: Duration::from_secs(5),
-    }
-}
 
 fn dev(b: &str) -> DeviceSpec {
     DeviceSpec::BusId(b.to_owned())
 }
 
 /// Runs `a` and `b` on two toolstacks, released together.
-fn race<A, B, RA, RB>(h: &Harness, a: A, b: B) -> (RA, RB)
+fn race<A, B, RA, RB>(h: &World, a: A, b: B) -> (RA, RB)
 where
     A: FnOnce(&Ts) -> RA + Send,
     B: FnOnce(&Ts) -> RB + Send,
     RA: Send,
     RB: Send,
 {
-    let (ta, tb) = (second(h), second(h));
+    let (ta, tb) = (h.toolstack(), h.toolstack());
     let barrier = Barrier::new(2);
     std::thread::scope(|s| {
         let ja = s.spawn(|| {
@@ -54,22 +43,24 @@ where
 /// Runs `round` ROUNDS times, each on a fresh harness with a peer playing
 /// the daemon and guests, after `prepare`; then checks the crash matrix's
 /// invariant.
-fn each_round(prepare: impl Fn(&Harness), round: impl Fn(usize, &Harness)) {
+fn each_round(prepare: impl Fn(&World), round: impl Fn(usize, &World)) {
     for n in 0..ROUNDS {
-        let h = Harness::new();
-        let _peer = h.peer();
+        let h = host::new();
+        let _peer = Peer::start(&h);
         prepare(&h);
         round(n, &h);
-        h.assert_consistent();
+        host::assert_consistent(&h);
     }
 }
 
-fn with_controller(h: &Harness) {
-    h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+fn with_controller(h: &World) {
+    h.toolstack().ctrl_attach(GUEST, 2, 8).unwrap();
 }
 
-fn with_1_2_attached(h: &Harness) {
-    h.ts.dev_attach(GUEST, &dev("1-2"), None, None).unwrap();
+fn with_1_2_attached(h: &World) {
+    h.toolstack()
+        .dev_attach(GUEST, &dev("1-2"), None, None)
+        .unwrap();
 }
 
 #[test]
@@ -86,7 +77,11 @@ fn attach_attach_different_devices_take_different_ports() {
             (b.ctrl, b.port),
             "round {round}: both got the same port"
         );
-        assert_eq!(h.ts.assignments().unwrap().len(), 2, "round {round}");
+        assert_eq!(
+            h.toolstack().assignments().unwrap().len(),
+            2,
+            "round {round}"
+        );
     });
 }
 
@@ -111,9 +106,9 @@ fn attach_attach_same_port_exactly_one_wins() {
 
 #[test]
 fn attach_attach_same_device_to_two_guests_one_wins() {
-    let two_controllers = |h: &Harness| {
+    let two_controllers = |h: &World| {
         with_controller(h);
-        h.ts.ctrl_attach(OTHER, 2, 8).unwrap();
+        h.toolstack().ctrl_attach(OTHER, 2, 8).unwrap();
     };
     each_round(two_controllers, |round, h| {
         let (a, b) = race(
@@ -123,7 +118,11 @@ fn attach_attach_same_device_to_two_guests_one_wins() {
         );
         let wins = [&a, &b].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {a:?} / {b:?}");
-        assert_eq!(h.ts.assignments().unwrap().len(), 1, "round {round}");
+        assert_eq!(
+            h.toolstack().assignments().unwrap().len(),
+            1,
+            "round {round}"
+        );
     });
 }
 
@@ -137,7 +136,7 @@ fn attach_during_detach() {
         );
         a.unwrap();
         b.unwrap();
-        let held = h.ts.assignments().unwrap();
+        let held = h.toolstack().assignments().unwrap();
         assert_eq!(held.len(), 1, "round {round}: {held:?}");
         assert_eq!(held[0].0, "1-3", "round {round}");
     });
@@ -158,7 +157,10 @@ fn detach_detach_one_gives_back() {
                 "round {round}: {e}"
             );
         }
-        assert!(h.ts.assignments().unwrap().is_empty(), "round {round}");
+        assert!(
+            h.toolstack().assignments().unwrap().is_empty(),
+            "round {round}"
+        );
     });
 }
 

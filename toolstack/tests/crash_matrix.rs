@@ -6,35 +6,27 @@
 //! checks that `list`/`assignable-list` report the state truthfully and that the
 //! documented single command brings everything to a consistent end state.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{Harness, GUEST};
+use pvusb_testkit::host::{self, GUEST};
+use pvusb_testkit::peer::Peer;
+use pvusb_testkit::World;
 use pvusb_toolstack::crash::CRASH_ENV;
 use pvusb_toolstack::record::{self, Stage};
-use pvusb_toolstack::{DeviceSpec, DeviceState, DeviceStatus, Recovered, SysfsRoot, Toolstack};
-use pvusb_xenstore::{Tx, XsClient};
+use pvusb_toolstack::{DeviceSpec, DeviceState, DeviceStatus, Recovered};
+use pvusb_xenstore::Tx;
 
 const ROLE: &str = "PVUSB_TS_CHILD";
-const SOCK: &str = "PVUSB_TS_SOCK";
-const SYSFS: &str = "PVUSB_TS_SYSFS";
+const DIR: &str = "PVUSB_TS_DIR";
 
 /// Not a test of its own: the child side of the matrix. Without the role variable
 /// it returns at once.
 #[test]
 fn child_entry() {
     let Ok(cmd) = std::env::var(ROLE) else { return };
-    let sock = std::env::var(SOCK).unwrap();
-    let root = std::env::var(SYSFS).unwrap();
-    let ts = Toolstack {
-        store: XsClient::connect(sock.as_ref()).unwrap(),
-        sysfs: SysfsRoot::simulated(root),
-        backend_domid: 0,
-        timeout: Duration::from_secs(10),
-    };
+    let dir = std::env::var(DIR).unwrap();
+    let ts = World::attach(dir.as_ref()).toolstack();
     let words: Vec<&str> = cmd.split(' ').collect();
     let result = match words.as_slice() {
         ["dev-attach", b] => ts
@@ -51,12 +43,11 @@ fn child_entry() {
 }
 
 /// Run `cmd` in a child that must abort at `step`.
-fn crash_at(h: &Harness, cmd: &str, step: &str) {
+fn crash_at(h: &World, cmd: &str, step: &str) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(ROLE, cmd)
-        .env(SOCK, h.sock())
-        .env(SYSFS, h.sys_root())
+        .env(DIR, h.dir())
         .env(CRASH_ENV, step)
         .output()
         .unwrap();
@@ -75,10 +66,10 @@ fn libc_sigabrt() -> i32 {
 
 /// After a crash: every port still names a device with a record (the record is
 /// written before and removed after the port), never the reverse dangling.
-fn assert_ports_have_records(h: &Harness) {
-    for (busid, _) in h.ts.assignments().unwrap() {
+fn assert_ports_have_records(h: &World) {
+    for (busid, _) in h.toolstack().assignments().unwrap() {
         assert!(
-            record::read(&h.ts.store, Tx::NONE, &busid)
+            record::read(h.xs().as_ref(), Tx::NONE, &busid)
                 .unwrap()
                 .is_some(),
             "{busid} in a port, no record"
@@ -86,9 +77,9 @@ fn assert_ports_have_records(h: &Harness) {
     }
 }
 
-fn status_of(h: &Harness, busid: &str) -> DeviceStatus {
-    let ports = h.ts.assignments().unwrap();
-    h.ts.device_status(busid, &ports).unwrap()
+fn status_of(h: &World, busid: &str) -> DeviceStatus {
+    let ports = h.toolstack().assignments().unwrap();
+    h.toolstack().device_status(busid, &ports).unwrap()
 }
 
 fn host_drivers() -> DeviceState {
@@ -115,13 +106,14 @@ fn attach_matrix() {
     ];
     for (step, want, stage) in cases {
         for resolution in ["recover", "rerun"] {
-            let h = Harness::new();
-            let _peer = h.peer();
-            h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+            let h = host::new();
+            let ts = h.toolstack();
+            let _peer = Peer::start(&h);
+            ts.ctrl_attach(GUEST, 2, 8).unwrap();
             crash_at(&h, "dev-attach 1-2", step);
             assert_ports_have_records(&h);
             // list and assignable-list tell the truth.
-            let l = h.ts.list(GUEST).unwrap();
+            let l = ts.list(GUEST).unwrap();
             assert!(
                 l.controllers[0].devices.is_empty(),
                 "{step}: nothing in a port yet"
@@ -141,16 +133,16 @@ fn attach_matrix() {
                     .contains("pvusb recover 1-2"),
                 "{step}"
             );
-            let a = h.ts.assignable_list().unwrap();
+            let a = ts.assignable_list().unwrap();
             assert_eq!(
                 a.iter().find(|d| d.busid == "1-2").unwrap().state,
                 want,
                 "{step}"
             );
             // The port is reserved meanwhile: another device goes elsewhere.
-            let other =
-                h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
-                    .unwrap();
+            let other = ts
+                .dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
+                .unwrap();
             assert_eq!(
                 (other.ctrl, other.port),
                 (0, 2),
@@ -159,19 +151,17 @@ fn attach_matrix() {
             match resolution {
                 "recover" => {
                     assert_eq!(
-                        h.ts.recover_device("1-2").unwrap(),
+                        ts.recover_device("1-2").unwrap(),
                         Recovered::AttachRolledBack,
                         "{step}"
                     );
-                    assert!(record::read(&h.ts.store, Tx::NONE, "1-2")
-                        .unwrap()
-                        .is_none());
+                    assert!(record::read(&ts.store, Tx::NONE, "1-2").unwrap().is_none());
                     assert_eq!(status_of(&h, "1-2").state, host_drivers());
                 }
                 _ => {
-                    let r =
-                        h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
-                            .unwrap();
+                    let r = ts
+                        .dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
+                        .unwrap();
                     assert!(r.resumed, "{step}");
                     assert_eq!((r.ctrl, r.port), (0, 1), "{step}");
                     assert!(
@@ -180,7 +170,7 @@ fn attach_matrix() {
                     );
                 }
             }
-            h.assert_consistent();
+            host::assert_consistent(&h);
         }
     }
 }
@@ -188,10 +178,11 @@ fn attach_matrix() {
 #[test]
 fn attach_creating_a_controller_matrix() {
     for resolution in ["rerun", "ctrl-detach"] {
-        let h = Harness::new();
-        let _peer = h.peer();
+        let h = host::new();
+        let ts = h.toolstack();
+        let _peer = Peer::start(&h);
         crash_at(&h, "dev-attach 1-3", "ctrl-attach-written");
-        let l = h.ts.list(GUEST).unwrap();
+        let l = ts.list(GUEST).unwrap();
         assert_eq!(l.controllers.len(), 1);
         assert!(l.controllers[0].devices.is_empty());
         assert_eq!(
@@ -200,33 +191,34 @@ fn attach_creating_a_controller_matrix() {
                 drivers: vec!["btusb".into()]
             }
         );
-        h.assert_consistent();
+        host::assert_consistent(&h);
         if resolution == "rerun" {
-            let r =
-                h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
-                    .unwrap();
+            let r = ts
+                .dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
+                .unwrap();
             assert_eq!((r.ctrl, r.port, r.created_controller), (0, 1, false));
         } else {
-            h.ts.ctrl_detach(GUEST, 0, false).unwrap();
-            assert!(h.ts.controllers(GUEST).unwrap().is_empty());
+            ts.ctrl_detach(GUEST, 0, false).unwrap();
+            assert!(ts.controllers(GUEST).unwrap().is_empty());
         }
-        h.assert_consistent();
+        host::assert_consistent(&h);
     }
 }
 
 #[test]
 fn ctrl_attach_matrix() {
-    let h = Harness::new();
-    let _peer = h.peer();
+    let h = host::new();
+    let ts = h.toolstack();
+    let _peer = Peer::start(&h);
     crash_at(&h, "ctrl-attach", "ctrl-attach-written");
-    let l = h.ts.list(GUEST).unwrap();
+    let l = ts.list(GUEST).unwrap();
     assert_eq!(l.controllers.len(), 1);
     assert_eq!(l.controllers[0].controller.num_ports, 8);
-    h.assert_consistent();
+    host::assert_consistent(&h);
     // Consistent as is: waiting finishes it, ctrl-detach removes it.
-    h.ts.wait_connected(GUEST, 0).unwrap();
-    h.ts.ctrl_detach(GUEST, 0, false).unwrap();
-    h.assert_consistent();
+    ts.wait_connected(GUEST, 0).unwrap();
+    ts.ctrl_detach(GUEST, 0, false).unwrap();
+    host::assert_consistent(&h);
 }
 
 /// A predicate on the state `list` shows.
@@ -252,13 +244,14 @@ fn detach_matrix() {
     ];
     for (step, want, in_port) in cases {
         for resolution in ["recover", "rerun"] {
-            let h = Harness::new();
-            let _peer = h.peer();
-            h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
+            let h = host::new();
+            let ts = h.toolstack();
+            let _peer = Peer::start(&h);
+            ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
                 .unwrap();
             crash_at(&h, "dev-detach", step);
             assert_ports_have_records(&h);
-            let l = h.ts.list(GUEST).unwrap();
+            let l = ts.list(GUEST).unwrap();
             let shown = if in_port {
                 l.controllers[0].devices.first().map(|(_, d)| d.clone())
             } else {
@@ -277,20 +270,18 @@ fn detach_matrix() {
             match resolution {
                 "recover" => {
                     assert_eq!(
-                        h.ts.recover_device("1-2").unwrap(),
+                        ts.recover_device("1-2").unwrap(),
                         Recovered::DetachFinished,
                         "{step}"
                     );
                 }
                 _ => {
-                    h.ts.dev_detach(GUEST, 0, 1).unwrap();
+                    ts.dev_detach(GUEST, 0, 1).unwrap();
                 }
             }
-            assert!(record::read(&h.ts.store, Tx::NONE, "1-2")
-                .unwrap()
-                .is_none());
+            assert!(record::read(&ts.store, Tx::NONE, "1-2").unwrap().is_none());
             assert_eq!(status_of(&h, "1-2").state, host_drivers(), "{step}");
-            h.assert_consistent();
+            host::assert_consistent(&h);
         }
     }
 }
@@ -304,43 +295,43 @@ fn ctrl_detach_matrix() {
         "ctrl-detach-closed",
     ] {
         for resolution in ["rerun", "recover-all-then-rerun"] {
-            let h = Harness::new();
-            let _peer = h.peer();
-            h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
+            let h = host::new();
+            let ts = h.toolstack();
+            let _peer = Peer::start(&h);
+            ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
                 .unwrap();
-            h.ts.dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
+            ts.dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
                 .unwrap();
             crash_at(&h, "ctrl-detach", step);
             assert_ports_have_records(&h);
-            let l = h.ts.list(GUEST).unwrap();
+            let l = ts.list(GUEST).unwrap();
             assert_eq!(l.controllers.len(), 1, "{step}: controller still listed");
             if step.starts_with("ctrl-detach-clos") {
                 assert!(!l.controllers[0].controller.online, "{step}: shown offline");
             }
             if resolution != "rerun" {
-                for (_, r) in h.ts.recover_all().unwrap() {
+                for (_, r) in ts.recover_all().unwrap() {
                     r.unwrap();
                 }
             }
-            h.ts.ctrl_detach(GUEST, 0, false).unwrap();
-            assert!(h.ts.controllers(GUEST).unwrap().is_empty(), "{step}");
-            h.assert_consistent();
+            ts.ctrl_detach(GUEST, 0, false).unwrap();
+            assert!(ts.controllers(GUEST).unwrap().is_empty(), "{step}");
+            host::assert_consistent(&h);
         }
     }
 }
 
 #[test]
 fn recover_all_after_guest_died_mid_attach() {
-    let h = Harness::new();
-    let _peer = h.peer();
-    h.ts.ctrl_attach(GUEST, 2, 8).unwrap();
+    let h = host::new();
+    let ts = h.toolstack();
+    let _peer = Peer::start(&h);
+    ts.ctrl_attach(GUEST, 2, 8).unwrap();
     crash_at(&h, "dev-attach 1-2", "attach-claimed");
-    h.destroy_domain(GUEST);
-    let out = h.ts.recover_all().unwrap();
+    h.destroy_guest(GUEST);
+    let out = ts.recover_all().unwrap();
     assert!(out.iter().all(|(_, r)| r.is_ok()), "{out:?}");
-    assert!(record::read(&h.ts.store, Tx::NONE, "1-2")
-        .unwrap()
-        .is_none());
+    assert!(record::read(&ts.store, Tx::NONE, "1-2").unwrap().is_none());
     assert_eq!(h.read("/local/domain/0/backend/vusb/3"), None);
     assert_eq!(status_of(&h, "1-2").state, host_drivers());
 }

@@ -13,7 +13,7 @@ use pvusb_xen::{
 const LONG: Option<Duration> = Some(Duration::from_secs(10));
 
 fn pair() -> (tempfile::TempDir, SimXen, SimXen) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pvusb_testkit::dir::create("pvs").unwrap();
     let front = SimXen::new(dir.path(), 1);
     let back = SimXen::new(dir.path(), 0);
     (dir, front, back)

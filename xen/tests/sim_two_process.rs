@@ -91,7 +91,7 @@ fn assert_child_ok(mut c: Child) {
 
 #[test]
 fn frontend_and_backend_in_two_processes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pvusb_testkit::dir::create("pvs").unwrap();
     let mut child = spawn_child("child_frontend", dir.path(), "frontend");
     let v = await_published(dir.path(), "front", Some(&mut child));
     let [g0, g1, ro, other, port] = v[..] else {
@@ -236,7 +236,7 @@ fn child_frontend() {
 
 #[test]
 fn a_dead_backend_releases_its_mappings_and_a_new_one_maps_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pvusb_testkit::dir::create("pvs").unwrap();
     let front = SimXen::new(dir.path(), 1);
     let pages = front.alloc(0, 1, true).unwrap();
     let gref = pages.refs()[0];
@@ -321,7 +321,7 @@ fn child_backend() {
 
 #[test]
 fn a_dead_frontend_is_an_error_for_the_backend_not_a_hang() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pvusb_testkit::dir::create("pvs").unwrap();
     let mut child = spawn_child("child_frontend_dies", dir.path(), "dies");
     let v = await_published(dir.path(), "front", Some(&mut child));
     let [gref, port] = v[..] else {

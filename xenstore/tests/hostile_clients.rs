@@ -1,19 +1,18 @@
 //! Malformed and hostile clients over a raw socket: each gets an error or a closed
 //! connection, and the server keeps serving everyone else.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
-use common::{next, start, WAIT};
 use proptest::prelude::*;
+use pvusb_testkit::wait::next_event;
+use pvusb_testkit::{Xenstore, LIVENESS};
 use pvusb_xenstore::wire::{read_message, Message, MsgType, RawHeader};
 use pvusb_xenstore::{ServerConfig, Tx};
 
 fn raw(path: &std::path::Path) -> UnixStream {
     let s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_read_timeout(Some(LIVENESS)).unwrap();
     s
 }
 
@@ -39,8 +38,8 @@ fn error_of(reply: &Message) -> &str {
 
 #[test]
 fn malformed_requests_get_errors_and_the_connection_survives() {
-    let fx = start(ServerConfig::default());
-    let mut s = raw(&fx.path);
+    let fx = Xenstore::temp(ServerConfig::default());
+    let mut s = raw(fx.path());
     let cases: [(u32, &[u8], &str); 9] = [
         (99, b"whatever", "EINVAL"),
         (MsgType::Read as u32, b"/no-nul", "EINVAL"),
@@ -66,9 +65,9 @@ fn malformed_requests_get_errors_and_the_connection_survives() {
 
 #[test]
 fn an_oversized_header_is_answered_then_disconnected() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let other = fx.dom0();
-    let mut s = raw(&fx.path);
+    let mut s = raw(fx.path());
     s.write_all(
         &RawHeader {
             msg_type: MsgType::Write as u32,
@@ -88,8 +87,8 @@ fn an_oversized_header_is_answered_then_disconnected() {
 
 #[test]
 fn a_half_sent_message_blocks_only_its_sender() {
-    let fx = start(ServerConfig::default());
-    let mut s = raw(&fx.path);
+    let fx = Xenstore::temp(ServerConfig::default());
+    let mut s = raw(fx.path());
     s.write_all(
         &RawHeader {
             msg_type: MsgType::Write as u32,
@@ -108,15 +107,15 @@ fn a_half_sent_message_blocks_only_its_sender() {
 
 #[test]
 fn a_client_that_never_reads_is_disconnected_without_stalling_others() {
-    let fx = start(ServerConfig {
+    let fx = Xenstore::temp(ServerConfig {
         max_queued_messages: 4,
         ..ServerConfig::default()
     });
-    let mut slow = raw(&fx.path);
+    let mut slow = raw(fx.path());
     send_raw(&mut slow, MsgType::Watch as u32, 1, 0, b"/\0tok\0");
     let xs = fx.dom0();
     let watch = xs.watch("/flood").unwrap();
-    assert_eq!(next(watch.receiver()), "/flood");
+    assert_eq!(next_event(watch.receiver()), "/flood");
     // Far more events than the slow client's socket buffer and queue can hold.
     let value = "v".repeat(1000);
     for i in 0..4000 {
@@ -136,7 +135,7 @@ fn a_client_that_never_reads_is_disconnected_without_stalling_others() {
 
 #[test]
 fn garbage_clients_never_take_the_server_down() {
-    let fx = start(ServerConfig::simulation());
+    let fx = Xenstore::temp(ServerConfig::simulation());
     let xs = fx.dom0();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 64,
@@ -150,7 +149,7 @@ fn garbage_clients_never_take_the_server_down() {
                 proptest::collection::vec(any::<u8>(), 0..300),
             ),
             |(ty, tx, payload)| {
-                let mut s = raw(&fx.path);
+                let mut s = raw(fx.path());
                 send_raw(&mut s, ty, 5, tx % 4, &payload);
                 // Every well-framed request gets exactly one reply (maybe an initial
                 // watch event after it).

@@ -1,8 +1,6 @@
 //! Client <-> embedded server: every operation, permissions and quotas.
 
-mod common;
-
-use common::start;
+use pvusb_testkit::Xenstore;
 use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError, XsServer};
 
 fn perm(domid: u16, access: Access) -> Perm {
@@ -11,7 +9,7 @@ fn perm(domid: u16, access: Access) -> Perm {
 
 #[test]
 fn every_operation_round_trips() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = fx.dom0();
     assert_eq!(xs.read(Tx::NONE, "/a/b").unwrap(), None);
     xs.write(Tx::NONE, "/a/b/c", "value one").unwrap();
@@ -82,7 +80,7 @@ fn every_operation_round_trips() {
 
 #[test]
 fn declared_domains_are_confined_by_permissions() {
-    let fx = start(ServerConfig::simulation());
+    let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
     dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
     dom0.set_perms(Tx::NONE, "/local/domain/5", &[perm(5, Access::None)])
@@ -160,9 +158,9 @@ fn declared_domains_are_confined_by_permissions() {
 
 #[test]
 fn declarations_are_refused_unless_trusted() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     assert!(matches!(
-        XsClient::connect_as(&fx.path, 5),
+        XsClient::connect_as(fx.path(), 5),
         Err(XsError::Access(_))
     ));
 }
@@ -175,7 +173,7 @@ fn quotas_are_enforced() {
         max_transactions_per_connection: 2,
         ..ServerConfig::simulation()
     };
-    let fx = start(config);
+    let fx = Xenstore::temp(config);
     let dom0 = fx.dom0();
     assert!(matches!(
         dom0.write(Tx::NONE, "/big", &"x".repeat(2049)),
@@ -218,9 +216,9 @@ fn quotas_are_enforced() {
 
 #[test]
 fn a_second_server_on_a_live_socket_is_refused_and_stale_sockets_are_replaced() {
-    let fx = start(ServerConfig::default());
-    assert!(XsServer::start(&fx.path).is_err());
-    let path = fx.path.clone();
+    let fx = Xenstore::temp(ServerConfig::default());
+    assert!(XsServer::start(fx.path()).is_err());
+    let path = fx.path().to_owned();
     let dir = path.parent().unwrap().to_owned();
     let stale = dir.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
@@ -235,10 +233,10 @@ fn a_second_server_on_a_live_socket_is_refused_and_stale_sockets_are_replaced() 
 
 #[test]
 fn a_client_over_a_handed_over_socket_works_and_has_no_endpoint() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let by_path = fx.dom0();
-    assert_eq!(by_path.endpoint(), Some(fx.path.as_path()));
-    let stream = std::os::unix::net::UnixStream::connect(&fx.path).unwrap();
+    assert_eq!(by_path.endpoint(), Some(fx.path()));
+    let stream = std::os::unix::net::UnixStream::connect(fx.path()).unwrap();
     // A socket that arrives non-blocking must still work.
     stream.set_nonblocking(true).unwrap();
     let by_fd = XsClient::from_stream(stream).unwrap();

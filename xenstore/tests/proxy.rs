@@ -2,14 +2,13 @@
 //! scope can do through it, what it is refused (with nothing changed upstream),
 //! and how the proxy ends.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{next, start, until, Fixture, WAIT};
+use pvusb_testkit::wait::{events_until, next_event};
+use pvusb_testkit::{wait_for, Xenstore, LIVENESS};
 use pvusb_xenstore::proxy::{PrefixScope, Proxy, ProxyHandle};
 use pvusb_xenstore::wire::{read_message, Message, MsgType, RawHeader};
 use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
@@ -31,13 +30,13 @@ struct Rig {
     worker: XsClient,
     /// A dom0 connection that bypasses the proxy, to check what happened.
     direct: XsClient,
-    fx: Fixture,
+    fx: Xenstore,
 }
 
 /// A server with a guest's frontend directory and a host device record, and a
 /// proxy whose worker side is a raw socket.
-fn raw_rig() -> (Fixture, XsClient, ProxyHandle, UnixStream) {
-    let fx = start(ServerConfig::default());
+fn raw_rig() -> (Xenstore, XsClient, ProxyHandle, UnixStream) {
+    let fx = Xenstore::temp(ServerConfig::default());
     let direct = fx.dom0();
     direct
         .write(Tx::NONE, &format!("{FRONT}/state"), "1")
@@ -46,8 +45,8 @@ fn raw_rig() -> (Fixture, XsClient, ProxyHandle, UnixStream) {
         .write(Tx::NONE, &format!("{RECORDS}/1-2/driver"), "usbfs")
         .unwrap();
     let (worker_end, proxy_end) = UnixStream::pair().unwrap();
-    let proxy = Proxy::spawn(&fx.path, proxy_end, Arc::new(scope()), "test".into()).unwrap();
-    worker_end.set_read_timeout(Some(WAIT)).unwrap();
+    let proxy = Proxy::spawn(fx.path(), proxy_end, Arc::new(scope()), "test".into()).unwrap();
+    worker_end.set_read_timeout(Some(LIVENESS)).unwrap();
     (fx, direct, proxy, worker_end)
 }
 
@@ -72,14 +71,6 @@ fn until_closed(s: &mut UnixStream) -> Vec<u8> {
         Err(e) => panic!("the proxy did not close the connection: {e}"),
     }
     rest
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn is_access(r: Result<impl std::fmt::Debug, XsError>) -> bool {
@@ -143,17 +134,17 @@ fn requests_in_scope_pass_through() {
 fn watch_events_come_through_the_proxy() {
     let r = rig();
     let front = r.worker.watch(FRONT).unwrap();
-    assert_eq!(next(front.receiver()), FRONT, "initial fire");
+    assert_eq!(next_event(front.receiver()), FRONT, "initial fire");
     let back = r.worker.watch(BACK).unwrap();
-    assert_eq!(next(back.receiver()), BACK);
+    assert_eq!(next_event(back.receiver()), BACK);
     r.direct
         .write(Tx::NONE, &format!("{FRONT}/state"), "3")
         .unwrap();
-    until(front.receiver(), &format!("{FRONT}/state"));
+    events_until(front.receiver(), &format!("{FRONT}/state"));
     r.worker
         .write(Tx::NONE, &format!("{BACK}/state"), "4")
         .unwrap();
-    until(back.receiver(), &format!("{BACK}/state"));
+    events_until(back.receiver(), &format!("{BACK}/state"));
     // Unwatching goes through too: no more events for the dropped watch.
     drop(front);
     r.direct
@@ -162,7 +153,7 @@ fn watch_events_come_through_the_proxy() {
     r.worker
         .write(Tx::NONE, &format!("{BACK}/state"), "5")
         .unwrap();
-    until(back.receiver(), &format!("{BACK}/state"));
+    events_until(back.receiver(), &format!("{BACK}/state"));
     assert_eq!(r.proxy.denied(), 0);
 }
 
@@ -398,7 +389,7 @@ fn an_oversized_header_closes_the_worker_connection() {
     send_raw(&mut s, MsgType::Write as u32, 7, 4097, &[]);
     let _ = s.write_all(&payload);
     assert_eq!(until_closed(&mut s), b"", "closed, no reply");
-    wait_until("the proxy to stop", || !proxy.is_running());
+    wait_for("the proxy to stop", || !proxy.is_running());
     assert!(!direct.exists(Tx::NONE, &format!("{BACK}/state")).unwrap());
 }
 
@@ -407,14 +398,14 @@ fn an_unknown_type_closes_the_worker_connection() {
     let (_fx, _direct, proxy, mut s) = raw_rig();
     send_raw(&mut s, 99, 7, 3, b"/a\0");
     assert_eq!(until_closed(&mut s), b"");
-    wait_until("the proxy to stop", || !proxy.is_running());
+    wait_for("the proxy to stop", || !proxy.is_running());
 }
 
 #[test]
 fn dropping_the_handle_ends_the_proxy_promptly() {
     let r = rig();
     let watch = r.worker.watch(BACK).unwrap();
-    assert_eq!(next(watch.receiver()), BACK);
+    assert_eq!(next_event(watch.receiver()), BACK);
     let started = Instant::now();
     drop(r.proxy);
     assert!(
@@ -423,7 +414,7 @@ fn dropping_the_handle_ends_the_proxy_promptly() {
         started.elapsed()
     );
     assert!(
-        watch.receiver().recv_timeout(WAIT).is_err(),
+        watch.receiver().recv_timeout(LIVENESS).is_err(),
         "the worker's connection closes"
     );
     assert!(matches!(
@@ -442,7 +433,7 @@ fn a_worker_that_hangs_up_ends_the_proxy() {
         .write(Tx::NONE, &format!("{BACK}/state"), "1")
         .unwrap();
     drop(r.worker);
-    wait_until("the proxy to stop", || !r.proxy.is_running());
+    wait_for("the proxy to stop", || !r.proxy.is_running());
     let started = Instant::now();
     drop(r.proxy);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -452,10 +443,10 @@ fn a_worker_that_hangs_up_ends_the_proxy() {
 fn losing_xenstore_ends_the_proxy_and_the_worker_sees_it() {
     let r = rig();
     let watch = r.worker.watch(BACK).unwrap();
-    assert_eq!(next(watch.receiver()), BACK);
+    assert_eq!(next_event(watch.receiver()), BACK);
     drop(r.fx);
-    wait_until("the proxy to stop", || !r.proxy.is_running());
-    assert!(watch.receiver().recv_timeout(WAIT).is_err());
+    wait_for("the proxy to stop", || !r.proxy.is_running());
+    assert!(watch.receiver().recv_timeout(LIVENESS).is_err());
     assert!(r.worker.read(Tx::NONE, BACK).is_err());
 }
 

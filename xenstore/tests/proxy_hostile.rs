@@ -2,8 +2,6 @@
 //! thread panics, the proxy ends when the worker hangs up, and nothing outside
 //! the worker's write scope changes upstream.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-use common::{start, WAIT};
 use proptest::prelude::*;
+use pvusb_testkit::{Xenstore, LIVENESS};
 use pvusb_xenstore::proxy::{Access, PrefixScope, Proxy, Scope};
 use pvusb_xenstore::wire::RawHeader;
 use pvusb_xenstore::{ServerConfig, Tx, XsClient};
@@ -126,7 +124,7 @@ fn chunk() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn hostile_workers_never_escape_their_scope_nor_break_the_proxy() {
     count_proxy_panics();
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let direct = fx.dom0();
     direct
         .write(Tx::NONE, &format!("{FRONT}/state"), "1")
@@ -148,9 +146,9 @@ fn hostile_workers_never_escape_their_scope_nor_break_the_proxy() {
             ),
             |(chunks, tail)| {
                 let (mut worker, proxy_end) = UnixStream::pair().unwrap();
-                worker.set_read_timeout(Some(WAIT)).unwrap();
+                worker.set_read_timeout(Some(LIVENESS)).unwrap();
                 let proxy =
-                    Proxy::spawn(&fx.path, proxy_end, Arc::new(scope()), "fuzz".into()).unwrap();
+                    Proxy::spawn(fx.path(), proxy_end, Arc::new(scope()), "fuzz".into()).unwrap();
                 let mut writer = worker.try_clone().unwrap();
                 let bytes: Vec<u8> = chunks.concat().into_iter().chain(tail).collect();
                 // Written from another thread, so replies the proxy sends back
@@ -165,7 +163,7 @@ fn hostile_workers_never_escape_their_scope_nor_break_the_proxy() {
                     Err(e) => prop_assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
                 }
                 feeder.join().unwrap();
-                let deadline = Instant::now() + WAIT;
+                let deadline = Instant::now() + LIVENESS;
                 while proxy.is_running() {
                     prop_assert!(Instant::now() < deadline, "the proxy outlived its worker");
                     std::thread::sleep(std::time::Duration::from_millis(2));
@@ -216,7 +214,7 @@ fn check_unchanged_outside_scope(
 #[test]
 fn random_bytes_never_panic_the_proxy() {
     count_proxy_panics();
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     // A deterministic generator (xorshift), so a failure replays.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
@@ -227,15 +225,15 @@ fn random_bytes_never_panic_the_proxy() {
     };
     for _ in 0..64 {
         let (mut worker, proxy_end) = UnixStream::pair().unwrap();
-        worker.set_read_timeout(Some(WAIT)).unwrap();
-        let proxy = Proxy::spawn(&fx.path, proxy_end, Arc::new(scope()), "random".into()).unwrap();
+        worker.set_read_timeout(Some(LIVENESS)).unwrap();
+        let proxy = Proxy::spawn(fx.path(), proxy_end, Arc::new(scope()), "random".into()).unwrap();
         let len = usize::try_from(next() % 200).unwrap();
         let bytes: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
         let _ = worker.write_all(&bytes);
         let _ = worker.shutdown(std::net::Shutdown::Write);
         let mut sink = Vec::new();
         let _ = worker.read_to_end(&mut sink);
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + LIVENESS;
         while proxy.is_running() {
             assert!(Instant::now() < deadline, "the proxy outlived its worker");
             std::thread::sleep(std::time::Duration::from_millis(2));

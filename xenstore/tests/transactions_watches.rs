@@ -1,16 +1,15 @@
 //! Transactions (conflict detection, retry) and watches (initial fire, changes,
 //! removals, special paths, relative paths, connection loss).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{next, start, until};
+use pvusb_testkit::wait::{events_until, next_event};
+use pvusb_testkit::{Xenstore, LIVENESS};
 use pvusb_xenstore::{ServerConfig, Tx, XsError};
 
 #[test]
 fn conflicting_commit_fails_with_eagain_and_applies_nothing() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let a = fx.dom0();
     let b = fx.dom0();
     a.write(Tx::NONE, "/t/x", "0").unwrap();
@@ -48,7 +47,7 @@ fn conflicting_commit_fails_with_eagain_and_applies_nothing() {
 
 #[test]
 fn a_new_sibling_conflicts_with_a_directory_read() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let a = fx.dom0();
     let b = fx.dom0();
     a.mkdir(Tx::NONE, "/dir").unwrap();
@@ -61,7 +60,7 @@ fn a_new_sibling_conflicts_with_a_directory_read() {
 
 #[test]
 fn transaction_helper_retries_after_a_conflict() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let a = fx.dom0();
     let b = fx.dom0();
     a.write(Tx::NONE, "/counter", "0").unwrap();
@@ -95,19 +94,19 @@ fn transaction_helper_retries_after_a_conflict() {
 
 #[test]
 fn watches_fire_initially_on_changes_and_on_removal() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = fx.dom0();
     xs.write(Tx::NONE, "/w/a/b", "1").unwrap();
     let top = xs.watch("/w").unwrap();
     let deep = xs.watch("/w/a/b/c").unwrap();
-    assert_eq!(next(top.receiver()), "/w", "initial fire");
+    assert_eq!(next_event(top.receiver()), "/w", "initial fire");
     assert_eq!(
-        next(deep.receiver()),
+        next_event(deep.receiver()),
         "/w/a/b/c",
         "initial fire even for a missing node"
     );
     xs.write(Tx::NONE, "/w/a/b", "2").unwrap();
-    assert_eq!(next(top.receiver()), "/w/a/b");
+    assert_eq!(next_event(top.receiver()), "/w/a/b");
     xs.write(Tx::NONE, "/wx", "not below /w").unwrap();
     xs.set_perms(
         Tx::NONE,
@@ -119,32 +118,32 @@ fn watches_fire_initially_on_changes_and_on_removal() {
     )
     .unwrap();
     assert_eq!(
-        next(top.receiver()),
+        next_event(top.receiver()),
         "/w/a",
         "perm changes fire; siblings with a common prefix do not"
     );
     xs.rm(Tx::NONE, "/w/a").unwrap();
-    assert_eq!(next(top.receiver()), "/w/a");
+    assert_eq!(next_event(top.receiver()), "/w/a");
     assert_eq!(
-        next(deep.receiver()),
+        next_event(deep.receiver()),
         "/w/a/b/c",
         "watches below a removed node fire"
     );
 
     xs.write(Tx::NONE, "/w/marker", "0").unwrap();
-    assert_eq!(next(top.receiver()), "/w/marker");
+    assert_eq!(next_event(top.receiver()), "/w/marker");
     let tx = xs.transaction_start().unwrap();
     xs.write(tx, "/w/in-tx", "1").unwrap();
     // Changing an existing node neither adds a child to /w nor touches what the
     // transaction read, so the commit below does not conflict.
     xs.write(Tx::NONE, "/w/marker", "1").unwrap();
     assert_eq!(
-        next(top.receiver()),
+        next_event(top.receiver()),
         "/w/marker",
         "transactional changes fire only at commit"
     );
     assert!(xs.transaction_end(tx, true).unwrap());
-    assert_eq!(next(top.receiver()), "/w/in-tx");
+    assert_eq!(next_event(top.receiver()), "/w/in-tx");
     drop(deep);
     let rest: Vec<_> = top.receiver().try_iter().collect();
     assert!(rest.is_empty(), "{rest:?}");
@@ -152,7 +151,7 @@ fn watches_fire_initially_on_changes_and_on_removal() {
 
 #[test]
 fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
-    let fx = start(ServerConfig::simulation());
+    let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
     dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
     dom0.set_perms(
@@ -167,14 +166,14 @@ fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
     let dom5 = fx.dom(5);
     let rel = dom5.watch("device").unwrap();
     let root = dom5.watch("/").unwrap();
-    assert_eq!(next(rel.receiver()), "device");
-    assert_eq!(next(root.receiver()), "/");
+    assert_eq!(next_event(rel.receiver()), "device");
+    assert_eq!(next_event(root.receiver()), "/");
     dom0.write(Tx::NONE, "/secret", "dom0 only").unwrap();
     dom0.write(Tx::NONE, "/local/domain/5/device/x", "1")
         .unwrap();
-    assert_eq!(next(rel.receiver()), "device/x");
+    assert_eq!(next_event(rel.receiver()), "device/x");
     assert_eq!(
-        next(root.receiver()),
+        next_event(root.receiver()),
         "/local/domain/5/device/x",
         "the hidden /secret did not fire"
     );
@@ -182,17 +181,17 @@ fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
 
 #[test]
 fn domain_introduction_and_release_fire_special_watches() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = fx.dom0();
     let intro = xs.watch("@introduceDomain").unwrap();
     let release = xs.watch("@releaseDomain").unwrap();
-    assert_eq!(next(intro.receiver()), "@introduceDomain");
-    assert_eq!(next(release.receiver()), "@releaseDomain");
+    assert_eq!(next_event(intro.receiver()), "@introduceDomain");
+    assert_eq!(next_event(release.receiver()), "@releaseDomain");
     xs.introduce_domain(3, 77, 1).unwrap();
-    assert_eq!(next(intro.receiver()), "@introduceDomain");
+    assert_eq!(next_event(intro.receiver()), "@introduceDomain");
     xs.write(Tx::NONE, "/unrelated", "x").unwrap();
     xs.release_domain(3).unwrap();
-    assert_eq!(next(release.receiver()), "@releaseDomain");
+    assert_eq!(next_event(release.receiver()), "@releaseDomain");
     assert!(
         intro.receiver().is_empty(),
         "plain writes do not fire special watches"
@@ -201,7 +200,7 @@ fn domain_introduction_and_release_fire_special_watches() {
 
 #[test]
 fn concurrent_requests_from_many_threads_share_one_client() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = Arc::new(fx.dom0());
     let watch = xs.watch("/c").unwrap();
     let threads: Vec<_> = (0..8)
@@ -220,7 +219,7 @@ fn concurrent_requests_from_many_threads_share_one_client() {
         t.join().unwrap();
     }
     assert_eq!(xs.directory(Tx::NONE, "/c").unwrap().len(), 8);
-    let seen = until(watch.receiver(), "/c");
+    let seen = events_until(watch.receiver(), "/c");
     assert!(seen.is_empty());
     let mut count = 0;
     while watch.receiver().try_recv().is_ok() {
@@ -231,13 +230,13 @@ fn concurrent_requests_from_many_threads_share_one_client() {
 
 #[test]
 fn losing_the_server_wakes_everyone_with_closed() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = fx.dom0();
     let watch = xs.watch("/x").unwrap();
-    assert_eq!(next(watch.receiver()), "/x");
+    assert_eq!(next_event(watch.receiver()), "/x");
     drop(fx);
     assert!(
-        watch.receiver().recv_timeout(common::WAIT).is_err(),
+        watch.receiver().recv_timeout(LIVENESS).is_err(),
         "watch channel disconnects"
     );
     assert!(matches!(xs.read(Tx::NONE, "/x"), Err(XsError::Closed)));
@@ -246,7 +245,7 @@ fn losing_the_server_wakes_everyone_with_closed() {
 
 #[test]
 fn concurrent_transactions_cannot_add_up_past_the_node_quota() {
-    let fx = start(ServerConfig {
+    let fx = Xenstore::temp(ServerConfig {
         max_nodes_per_domain: 3,
         ..ServerConfig::simulation()
     });
@@ -284,7 +283,7 @@ fn concurrent_transactions_cannot_add_up_past_the_node_quota() {
 /// and stops calling it once dropped; it may run next to channel watches.
 #[test]
 fn notify_watches_call_their_function_until_dropped() {
-    let fx = start(ServerConfig::default());
+    let fx = Xenstore::temp(ServerConfig::default());
     let xs = fx.dom0();
     let (tx, rx) = crossbeam_channel::unbounded::<String>();
     let notify: pvusb_xenstore::WatchNotify = Arc::new(move |p: &str| {
@@ -292,15 +291,15 @@ fn notify_watches_call_their_function_until_dropped() {
     });
     let w = xs.watch_notify("/n", notify).unwrap();
     let plain = xs.watch("/n").unwrap();
-    assert_eq!(next(&rx), "/n", "initial fire");
-    assert_eq!(next(plain.receiver()), "/n");
+    assert_eq!(next_event(&rx), "/n", "initial fire");
+    assert_eq!(next_event(plain.receiver()), "/n");
     xs.write(Tx::NONE, "/n/x", "1").unwrap();
-    assert_eq!(next(&rx), "/n/x");
-    assert_eq!(next(plain.receiver()), "/n/x");
+    assert_eq!(next_event(&rx), "/n/x");
+    assert_eq!(next_event(plain.receiver()), "/n/x");
     drop(w);
     xs.write(Tx::NONE, "/n/y", "1").unwrap();
     assert_eq!(
-        next(plain.receiver()),
+        next_event(plain.receiver()),
         "/n/y",
         "the other watch still fires"
     );

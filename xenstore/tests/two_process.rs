@@ -2,19 +2,18 @@
 //! test binary re-executed to run only `child_role`) connects as domain 5, writes,
 //! and checks it is refused outside its own tree.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{start, until};
+use pvusb_testkit::wait::events_until;
+use pvusb_testkit::Xenstore;
 use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
 
 const SOCKET_ENV: &str = "PVUSB_XS_CHILD_SOCKET";
 
 #[test]
 fn a_child_process_writes_as_another_domain_and_the_parent_sees_it() {
-    let fx = start(ServerConfig::simulation());
+    let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
     dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
     dom0.set_perms(
@@ -36,12 +35,12 @@ fn a_child_process_writes_as_another_domain_and_the_parent_sees_it() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(SOCKET_ENV, &fx.path)
+        .env(SOCKET_ENV, fx.path())
         .status()
         .unwrap();
     assert!(status.success(), "child failed: {status}");
 
-    until(watch.receiver(), "/local/domain/5/data/hello");
+    events_until(watch.receiver(), "/local/domain/5/data/hello");
     assert_eq!(
         dom0.read(Tx::NONE, "/local/domain/5/data/hello")
             .unwrap()

@@ -22,9 +22,10 @@ use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
 use pvusb_protocol::xenstore::backend_dir;
 use pvusb_protocol::{Direction, SetupPacket};
 use pvusb_support::Chain;
+use pvusb_testkit::Xenstore;
 use pvusb_xen::sim::SimXen;
 use pvusb_xen::{EventChannel, EventChannels};
-use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsServer};
+use pvusb_xenstore::{Tx, XsClient};
 
 use super::child::{FRONT_DOMID, LOOPBACK_PORT};
 use super::load::{self, MakeUrb};
@@ -180,19 +181,12 @@ pub fn measure(
     poll_max_us: Option<u64>,
     threads: bool,
 ) -> Result<Report, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("pvusb-scale")
-        .tempdir_in("/tmp")
+    let dir = pvusb_testkit::dir::create("pvusb-scale")
         .map_err(|e| format!("cannot create a directory: {e}", e = Chain(&e)))?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .map_err(|e| format!("cannot open the directory to the workers: {e}"))?;
-    let xs_path = dir.path().join("xs.sock");
-    let _server = XsServer::start_with(&xs_path, ServerConfig::simulation())
+    let server = Xenstore::start_in(dir.path())
         .map_err(|e| format!("cannot start the embedded xenstore: {e}", e = Chain(&e)))?;
-    let xs = Arc::new(XsClient::connect(&xs_path).map_err(|e| Chain(&e).to_string())?);
+    let xs_path = server.path().to_owned();
+    let xs = Arc::new(server.connect().map_err(|e| Chain(&e).to_string())?);
     let xens: Vec<Arc<SimXen>> = (FRONT_DOMID..FRONT_DOMID + guests)
         .map(|d| Arc::new(SimXen::new(dir.path(), d)))
         .collect();

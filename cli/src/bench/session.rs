@@ -3,19 +3,19 @@
 //! connected to it — then every figure of the report.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvusb_frontend::{Frontend, Options, Urb, UrbKind};
 use pvusb_protocol::usb::request::{DIR_IN, GET_STATUS, RECIP_DEVICE, TYPE_STANDARD};
-use pvusb_protocol::xenstore::{backend_dir, frontend_dir};
+use pvusb_protocol::xenstore::backend_dir;
 use pvusb_protocol::{Direction, SetupPacket};
 use pvusb_support::Chain;
+use pvusb_testkit::{domain, Controller, Xenstore};
 use pvusb_xen::sim::{SimEventChannel, SimXen};
 use pvusb_xen::{EventChannel, EventChannels};
-use pvusb_xenstore::{ServerConfig, XsClient, XsServer, XsServerHandle};
+use pvusb_xenstore::XsClient;
 
 use super::child::{FRONT_DOMID, LOOPBACK_PORT};
 use super::load::{self, MakeUrb};
@@ -77,7 +77,7 @@ pub struct Session {
     pub address: u8,
     port: u8,
     _xen: Arc<SimXen>,
-    _xs_server: XsServerHandle,
+    _xs_server: Xenstore,
     dir: tempfile::TempDir,
 }
 
@@ -93,62 +93,25 @@ impl std::fmt::Debug for Session {
 /// Writes a controller of guest `domid` with [`NUM_PORTS`] empty ports, as
 /// the toolstack does.
 pub(super) fn write_controller(xs: &XsClient, domid: u16, devid: u32) -> Result<(), String> {
-    let be = backend_dir(0, domid, devid);
-    let fe = frontend_dir(domid, devid);
-    xs.transaction(|tx| {
-        xs.write(
-            tx,
-            &format!("/local/domain/{domid}/name"),
-            &format!("bench{domid}"),
-        )?;
-        for (k, v) in [
-            ("frontend", fe.as_str()),
-            ("frontend-id", &domid.to_string()),
-            ("online", "1"),
-            ("type", "pv"),
-            ("usb-ver", "2"),
-            ("num-ports", &NUM_PORTS.to_string()),
-        ] {
-            xs.write(tx, &format!("{be}/{k}"), v)?;
-        }
-        for p in 1..=NUM_PORTS {
-            xs.write(tx, &format!("{be}/port/{p}"), "")?;
-        }
-        xs.write(tx, &format!("{fe}/backend"), &be)?;
-        xs.write(tx, &format!("{fe}/backend-id"), "0")?;
-        xs.write(tx, &format!("{fe}/state"), "1")?;
-        // Last: the daemon reacts to the backend state node.
-        xs.write(tx, &format!("{be}/state"), "1")?;
-        Ok(())
-    })
-    .map_err(|e| format!("cannot write the controller nodes: {e}", e = Chain(&e)))
+    domain::create(xs, domid, &format!("bench{domid}"))
+        .and_then(|()| Controller::new(domid, devid, 2, NUM_PORTS).write(xs))
+        .map_err(|e| format!("cannot write the controller nodes: {e}", e = Chain(&e)))
 }
 
 impl Session {
     /// Start everything; `busid` is the device to put in port 1 (the emulated
     /// loopback device unless `--device`).
     pub fn start(busid: &str, backend: Backend) -> Result<Session, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("pvusb-bench")
-            .tempdir_in("/tmp")
+        // Short, under /tmp and open to the backend's worker processes,
+        // which run as another user and must reach the transport's sockets.
+        let dir = pvusb_testkit::dir::create("pvusb-bench")
             .map_err(|e| format!("cannot create a directory: {e}", e = Chain(&e)))?;
-        // The backend's worker processes run as another user and must reach
-        // the simulated transport's sockets in it.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o711),
-        )
-        .map_err(|e| {
-            format!(
-                "cannot open the directory to the workers: {e}",
-                e = Chain(&e)
-            )
-        })?;
-        let xs_path: PathBuf = dir.path().join("xs.sock");
-        let xs_server = XsServer::start_with(&xs_path, ServerConfig::simulation())
+        let xs_server = Xenstore::start_in(dir.path())
             .map_err(|e| format!("cannot start the embedded xenstore: {e}", e = Chain(&e)))?;
+        let xs_path = xs_server.path().to_owned();
         let xs = Arc::new(
-            XsClient::connect(&xs_path)
+            xs_server
+                .connect()
                 .map_err(|e| format!("cannot reach xenstore: {e}", e = Chain(&e)))?,
         );
         let xen = Arc::new(SimXen::new(dir.path(), FRONT_DOMID));

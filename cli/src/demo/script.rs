@@ -93,24 +93,10 @@ pub fn run(opts: Options) -> Result<(), String> {
     let real = check_host_devices(&opts.devices)?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find the pvusb executable: {e}", e = Chain(&e)))?;
-    // Short path under /tmp: the simulated transport's socket names must fit
-    // in sun_path.
-    let dir = tempfile::Builder::new()
-        .prefix("pvusb-demo-")
-        .tempdir_in("/tmp")
+    // Short, under /tmp (the simulated transport's socket names must fit in
+    // sun_path) and open to the backend's worker processes.
+    let dir = pvusb_testkit::dir::create("pvusb-demo-")
         .map_err(|e| format!("cannot create a temp dir in /tmp: {e}", e = Chain(&e)))?;
-    // The backend's worker processes run as another user and must reach the
-    // simulated transport's sockets in it.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .map_err(|e| {
-        format!(
-            "cannot open the temp dir to the workers: {e}",
-            e = Chain(&e)
-        )
-    })?;
     let paths = Paths::new(dir.path());
     let children = Children::default();
     watch_signals(children.clone(), paths.dir.clone())?;
