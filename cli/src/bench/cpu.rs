@@ -29,3 +29,19 @@ pub fn process_seconds(pid: u32) -> Option<f64> {
         .filter(|&t| t > 0)?;
     Some((utime + stime) as f64 / ticks as f64)
 }
+
+/// Asks the bench's backend process for its CPU seconds so far (its
+/// `cpu` command: the daemon and its worker processes).
+pub fn ask_backend(
+    input: &mut impl std::io::Write,
+    output: &mut impl std::io::BufRead,
+) -> Result<f64, String> {
+    let chain = |e: std::io::Error| pvusb_support::Chain(&e).to_string();
+    writeln!(input, "cpu").and_then(|()| input.flush()).map_err(chain)?;
+    let mut line = String::new();
+    output.read_line(&mut line).map_err(chain)?;
+    line.trim()
+        .strip_prefix("cpu ")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("the backend process answered {line:?} to a CPU query"))
+}

@@ -29,8 +29,8 @@ use pvusb_xenstore::{Tx, XsClient};
 
 use super::child::{FRONT_DOMID, LOOPBACK_PORT};
 use super::load::{self, MakeUrb};
-use super::report::{Ratio, Report, Row};
-use super::session::write_controller;
+use super::report::{Ratio, Report};
+use super::session::{rate_row as row, write_controller};
 use super::stats::{quantile, Plan, Summary};
 
 /// URBs each streaming controller keeps in flight (its ring).
@@ -79,17 +79,7 @@ struct Backend {
 
 impl Backend {
     fn cpu(&mut self) -> Result<f64, String> {
-        writeln!(self.input, "cpu")
-            .and_then(|()| self.input.flush())
-            .map_err(|e| Chain(&e).to_string())?;
-        let mut line = String::new();
-        self.output
-            .read_line(&mut line)
-            .map_err(|e| Chain(&e).to_string())?;
-        line.trim()
-            .strip_prefix("cpu ")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("the backend answered {line:?} to a CPU query"))
+        super::cpu::ask_backend(&mut self.input, &mut self.output)
     }
 }
 
@@ -161,16 +151,6 @@ fn light_p99(light: &Ctl, others: &[&Ctl], plan: &Plan) -> Result<Summary, Strin
         }
     }
     Ok(Summary::of(&values))
-}
-
-fn row(name: String, unit: &'static str, value: Summary) -> Row {
-    Row {
-        name,
-        unit,
-        value,
-        front_cpu_s_per_gb: None,
-        back_cpu_s_per_gb: None,
-    }
 }
 
 /// Runs the scale figures.

@@ -217,17 +217,7 @@ impl Session {
 
     /// The backend process's CPU seconds so far.
     pub fn child_cpu(&mut self) -> Result<f64, String> {
-        writeln!(self.child_in, "cpu")
-            .and_then(|()| self.child_in.flush())
-            .map_err(|e| Chain(&e).to_string())?;
-        let mut line = String::new();
-        self.child_out
-            .read_line(&mut line)
-            .map_err(|e| Chain(&e).to_string())?;
-        line.trim()
-            .strip_prefix("cpu ")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("the backend process answered {line:?} to a CPU query"))
+        cpu::ask_backend(&mut self.child_in, &mut self.child_out)
     }
 
     /// A URB maker for bulk transfers of `len` bytes on the loopback endpoint.
@@ -361,7 +351,8 @@ impl Progress {
     }
 }
 
-fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
+/// A row with no CPU figures.
+pub(super) fn rate_row(name: String, unit: &'static str, value: Summary) -> Row {
     Row {
         name,
         unit,

@@ -14,8 +14,10 @@
 # vhci (the domU's kernel without xen-hcd drives the stick through vhci-hcd and `pvusb front
 # serve`, pvusb's backend behind it) and vhci-qusb (the same bridge in front of QEMU's backend).
 # One more, pvusb-thread: the same as pvusb with the backend's controllers as daemon threads
-# (--isolation thread) instead of confined worker processes, for what containment costs; the
-# backend is restarted in the needed mode before each round of a pvusb path.
+# (--isolation thread) instead of confined worker processes, for what containment costs; and
+# pvusb-unconfined: worker processes that keep root and skip seccomp, Landlock and namespaces,
+# for what the confinement alone costs. The backend is restarted in the needed mode before each
+# round of a pvusb path.
 # PVUSB_BACKEND_ARGS reaches the pvusb backend.
 # timeout: 5400
 mib=${BENCH_MIB:-32}
@@ -101,6 +103,8 @@ backend_mode() {
     if [ -n "${BACKEND_PID:-}" ]; then
         kill -TERM "$BACKEND_PID" 2>/dev/null || true
         wait_for 30 backend_gone || fail "pvusb backend did not stop for a mode change"
+        # Each backend's log is kept (the next start overwrites BACKEND_LOG).
+        { echo "==== backend with flags '$BACKEND_MODE'"; cat "$BACKEND_LOG"; } >> "$RES/bench.backends.log"
     fi
     PVUSB_BACKEND_ARGS="$BASE_BACKEND_ARGS $1" pvusb_backend_start
     PEER_PID=$BACKEND_PID BACKEND_MODE=$1
@@ -114,6 +118,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
         vhci-qusb) PEER=qusb; domu_with_pvusb ;;
         pvusb) PEER=pvusb; backend_mode "" ;;
         pvusb-thread) PEER=pvusb; backend_mode "--isolation thread" ;;
+        pvusb-unconfined) PEER=pvusb; backend_mode "--unconfined-workers" ;;
         *) PEER=$1 ;;
     esac
     peer_domu_create "bench-$1-$2"
@@ -131,7 +136,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
 }
 
 case " $paths " in
-    *" pvusb "* | *" vhci "* | *" pvusb-thread "*) ;;
+    *" pvusb "* | *" vhci "* | *" pvusb-thread "* | *" pvusb-unconfined "*) ;;
     *) note "pvusb path skipped: no pvusb binary with a backend command" ;;
 esac
 for r in $(seq "$rounds"); do
@@ -157,7 +162,7 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
     END {
         printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
         printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
-        np = split("native qusb pvusb pvusb-thread vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
+        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -179,6 +184,9 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         if (("pvusb-thread" in seen) && ("pvusb" in seen)) {
             printf "%-10s", "proc/thrd"; for (j = 1; j <= 4; j++) printf "%s", times(m["pvusb", j], m["pvusb-thread", j]); printf "\n"
         }
+        if (("pvusb-unconfined" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "conf/unconf"; for (j = 1; j <= 4; j++) printf "%s", times(m["pvusb", j], m["pvusb-unconfined", j]); printf "\n"
+        }
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
         }
@@ -198,7 +206,7 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         printf "4 KiB random reads (O_DIRECT, QD1, first %d MiB, fixed seed) and control transfers\n", span
         printf "(GET_DESCRIPTOR(DEVICE) via usbfs), %d s each, median of %d rounds, TCG:\n", secs, rounds
         printf "%-10s %14s %14s\n", "path", "randread IOPS", "ctrl/s"
-        np = split("native qusb pvusb pvusb-thread vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
+        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -215,6 +223,9 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         }
         if (("pvusb-thread" in seen) && ("pvusb" in seen)) {
             printf "%-10s", "proc/thrd"; for (j = 1; j <= 2; j++) printf "%s", times(m["pvusb", j], m["pvusb-thread", j]); printf "\n"
+        }
+        if (("pvusb-unconfined" in seen) && ("pvusb" in seen)) {
+            printf "%-10s", "conf/unconf"; for (j = 1; j <= 2; j++) printf "%s", times(m["pvusb", j], m["pvusb-unconfined", j]); printf "\n"
         }
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
