@@ -92,7 +92,7 @@ pub fn send_owned<T: Serialize>(
 /// Receives one message of at most `max` bytes and its descriptors. Blocks
 /// until its first byte (or the socket's own read timeout, as an `Io`
 /// error of kind `WouldBlock`/`TimedOut`); then the rest must follow within
-/// [`FRAME_TIMEOUT`].
+/// two seconds (`FRAME_TIMEOUT`).
 pub fn recv<T: DeserializeOwned>(
     sock: &UnixStream,
     max: usize,

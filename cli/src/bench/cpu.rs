@@ -37,7 +37,9 @@ pub fn ask_backend(
     output: &mut impl std::io::BufRead,
 ) -> Result<f64, String> {
     let chain = |e: std::io::Error| pvusb_support::Chain(&e).to_string();
-    writeln!(input, "cpu").and_then(|()| input.flush()).map_err(chain)?;
+    writeln!(input, "cpu")
+        .and_then(|()| input.flush())
+        .map_err(chain)?;
     let mut line = String::new();
     output.read_line(&mut line).map_err(chain)?;
     line.trim()
