@@ -13,6 +13,9 @@ fi
 mapfile -t files < <(dpkg-deb -c "$deb" | awk '{print substr($6, 2)}' | grep -v '/$')
 dpkg -i "$deb" >/dev/null
 echo "installed: $(dpkg-query -W -f '${Package} ${Version}' pvusb)"
+# The backend's worker processes run as this system user (postinst).
+getent passwd pvusb >/dev/null || fail "no pvusb system user after install"
+echo "user: $(getent passwd pvusb | cut -d: -f1,3,6,7)"
 pvusb --version
 # Every man page the package ships resolves through man's own lookup.
 pages=0
@@ -60,5 +63,6 @@ done
 [ ! -e /run/pvusb ] || fail "/run/pvusb left after purge"
 [ ! -e /etc/default/pvusb ] || fail "/etc/default/pvusb left after purge"
 [ ! -e /etc/pvusb ] || fail "/etc/pvusb left after purge"
+! getent passwd pvusb >/dev/null || fail "the pvusb user is left after purge"
 ! dpkg-query -W pvusb >/dev/null 2>&1 || fail "dpkg still knows pvusb"
 echo "purged: nothing left (${#files[@]} files checked)"
