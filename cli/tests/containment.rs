@@ -276,3 +276,29 @@ fn a_worker_that_keeps_crashing_is_given_up_and_its_controller_closed() {
     drop(front);
     d.shutdown();
 }
+
+/// A rule that names the guest (`domain "guest1"`) lets the worker serve the
+/// device: the worker reads the guest's name through its xenstore proxy. (The
+/// test-bed's operator scenario found the name outside the proxy's scope: every
+/// device was refused as matching no rule.)
+#[test]
+fn a_device_rule_naming_the_guest_is_matched_inside_the_worker() {
+    let m = machine::new();
+    let d = m
+        .daemon_builder()
+        .processes_with_rules(
+            Path::new(env!("CARGO_BIN_EXE_pvusb")),
+            &machine::emulated_specs(),
+            Some(&format!("allow domain \"guest{DOM}\"\n")),
+        )
+        .start();
+    let ts = m.toolstack();
+    let front = attach_controller(&m, &ts, DOM);
+    ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
+        .expect("dev-attach");
+    front
+        .wait_for_device(1, T)
+        .expect("the rule admits the disk for this guest");
+    drop(front);
+    d.shutdown();
+}

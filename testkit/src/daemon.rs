@@ -77,7 +77,18 @@ impl DaemonBuilder<'_> {
     /// binary) run as `backend-worker`, building the devices of `emulated`
     /// (`--emulate` specs, in order on the emulated bus: the world's own bus
     /// is not served), with fault hooks on.
-    pub fn processes(mut self, exe: &Path, emulated: &[String]) -> Self {
+    pub fn processes(self, exe: &Path, emulated: &[String]) -> Self {
+        self.processes_with_rules(exe, emulated, None)
+    }
+
+    /// [`Self::processes`] with device rules (the text of a rules file),
+    /// which every worker checks when it opens a device.
+    pub fn processes_with_rules(
+        mut self,
+        exe: &Path,
+        emulated: &[String],
+        rules: Option<&str>,
+    ) -> Self {
         let emulated = emulated
             .iter()
             .map(|s| {
@@ -96,7 +107,7 @@ impl DaemonBuilder<'_> {
             xen_devices: None,
             emulated,
             nodes: None,
-            rules: None,
+            rules: rules.map(|text| ("rules.conf".into(), text.to_owned())),
             confine: ConfineSetup::full(),
             fault_hooks: true,
             restart: RestartPolicy::default(),

@@ -272,8 +272,8 @@ impl Supervisor {
         }
     }
 
-    /// The proxy's scope: read the controller's directories and the device
-    /// records; write only what a backend writes.
+    /// The proxy's scope: read the controller's directories, the guest's
+    /// name and the device records; write only what a backend writes.
     fn scope(&self) -> PrefixScope {
         let fe = xenbus::read(&self.xs, &xsp::join(&self.be, xsp::keys::FRONTEND))
             .ok()
@@ -281,9 +281,12 @@ impl Supervisor {
             .filter(|fe| fe.starts_with('/') && fe.len() < 256 && !fe.contains("//"))
             .map(|fe| fe.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| xsp::frontend_dir(self.id.domid, self.id.devid));
+        // The guest's name: device rules may name the guest (`domain "web"`).
+        let name = format!("/local/domain/{}/name", self.id.domid);
         let mut scope = PrefixScope::new()
             .read(&self.be)
             .read(&fe)
+            .read(&name)
             .read(RECORD_ROOT)
             .write_leaf(RECORD_ROOT, xenbus::RECORD_OPENED);
         for key in Broker::writable_keys(&self.be) {
