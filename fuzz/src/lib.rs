@@ -41,5 +41,6 @@ pub mod urb_engine;
 pub mod usb_descriptor;
 pub mod usbip_codec;
 pub mod xenstore_msg;
+pub mod xenstore_proxy;
 pub mod xenstore_server;
 pub mod xl_config;

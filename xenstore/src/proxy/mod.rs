@@ -66,6 +66,13 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 pub use scope::PrefixScope;
 
+/// Whether the proxy would forward `msg`, a request as a worker sent it,
+/// under `scope`: the filter's verdict alone, for tests and the fuzz
+/// campaign (the proxy itself also bounds sizes and rate-limits its log).
+pub fn would_forward(msg: &crate::wire::Message, scope: &dyn Scope) -> bool {
+    filter::check(msg, scope).is_ok()
+}
+
 use crate::error::XsError;
 use crate::transport::Transport;
 use pump::Link;
