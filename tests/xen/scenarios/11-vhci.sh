@@ -146,7 +146,9 @@ if [ "$PEER" = pvusb ] && want restart; then
     domu_wait_sd
     got=$(domu_md5 64 0) || { front_serve_log; fail "read after the backend restart failed"; }
     if [ "$got" != "$PATTERN_MD5" ]; then
-        front_serve_log 60; domu_exec "dmesg | tail -n 40"
+        domu_fetch "$FRONT_SERVE_LOG" "$RES/$SCEN.front-serve.log"
+        domu_exec "dmesg > /tmp/dmesg.txt"; domu_fetch /tmp/dmesg.txt "$RES/$SCEN.domu-dmesg.log" 64
+        echo "front serve's log and the domU's dmesg: results/$SCEN.front-serve.log, results/$SCEN.domu-dmesg.log"
         grep -v pvusb_toolstack "$BACKEND_LOG.before-kill" | tail -n 15
         fail "md5 $got after the backend restart, want $PATTERN_MD5"
     fi
