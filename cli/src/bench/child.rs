@@ -137,3 +137,74 @@ fn workers_cpu(daemon: &pvusb_backend::DaemonHandle) -> f64 {
         .map(|pid| cpu::process_seconds(pid).unwrap_or(f64::NAN))
         .sum()
 }
+
+/// The command that starts the bench's backend process (this binary's
+/// hidden `bench --role backend`) over the simulation in `sim_dir`.
+pub fn command(
+    sim_dir: &Path,
+    xs_path: &Path,
+    echo_port: u32,
+    backend: &Backend,
+) -> Result<std::process::Command, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find my own executable: {e}", e = Chain(&e)))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench", "--role", "backend", "--sim-dir"])
+        .arg(sim_dir)
+        .arg("--xs-path")
+        .arg(xs_path)
+        .args(["--echo-port", &echo_port.to_string()])
+        .args(["--loopbacks", &backend.loopbacks.to_string()]);
+    if backend.real_usb {
+        cmd.arg("--real-usb");
+    }
+    if !backend.port_stats {
+        cmd.arg("--no-port-stats");
+    }
+    if backend.threads {
+        cmd.arg("--threads");
+    }
+    if let Some(us) = backend.poll_max_us {
+        cmd.args(["--poll-max-us", &us.to_string()]);
+    }
+    // The backend's per-controller info lines would tear the progress line.
+    if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("PVUSB_LOG", "warn");
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    Ok(cmd)
+}
+
+/// Starts `cmd` (from [`command`]) and waits for its `ready` line; its pipes.
+pub fn spawn_ready(
+    mut cmd: std::process::Command,
+) -> Result<
+    (
+        std::process::Child,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    ),
+    String,
+> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the backend process: {e}", e = Chain(&e)))?;
+    let (Some(input), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the backend process has no pipes".into());
+    };
+    let mut output = std::io::BufReader::new(out);
+    let mut line = String::new();
+    let read = output
+        .read_line(&mut line)
+        .map_err(|e| Chain(&e).to_string())?;
+    if read == 0 || line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the backend process exited before it was ready".into());
+    }
+    Ok((child, input, output))
+}

@@ -13,8 +13,7 @@
 //! Every controller has a loopback device of its own (200-1, 200-2, ...),
 //! as every guest would have its own device.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufReader, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,46 +172,20 @@ pub fn measure(
     let echo = xens[0]
         .alloc_unbound(0)
         .map_err(|e| format!("echo port: {e}", e = Chain(&e)))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["bench", "--role", "backend", "--sim-dir"])
-        .arg(dir.path())
-        .arg("--xs-path")
-        .arg(&xs_path)
-        .args(["--echo-port", &echo.port().to_string()]);
-    if let Some(us) = poll_max_us {
-        cmd.args(["--poll-max-us", &us.to_string()]);
-    }
-    if threads {
-        cmd.arg("--threads");
-    }
     let n = usize::from(guests) * usize::try_from(per_guest).map_err(|e| e.to_string())?;
-    let loopbacks = u8::try_from(n).map_err(|_| format!("{n} controllers: at most 255"))?;
-    cmd.args(["--loopbacks", &loopbacks.to_string()]);
-    if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("PVUSB_LOG", "warn");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start the backend: {e}"))?;
-    let (Some(input), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the backend has no pipes".into());
+    let settings = super::session::Backend {
+        threads,
+        poll_max_us,
+        loopbacks: u8::try_from(n).map_err(|_| format!("{n} controllers: at most 255"))?,
+        ..Default::default()
     };
+    let cmd = super::child::command(dir.path(), &xs_path, echo.port(), &settings)?;
+    let (child, input, output) = super::child::spawn_ready(cmd)?;
     let mut backend = Backend {
         child,
         input,
-        output: BufReader::new(out),
+        output,
     };
-    let mut line = String::new();
-    backend
-        .output
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    if line.trim() != "ready" {
-        return Err("the backend exited before it was ready".into());
-    }
 
     eprint!("pvusb bench --scale: connecting {guests}x{per_guest} controllers...");
     let mut ctls: Vec<Vec<Ctl>> = Vec::new();

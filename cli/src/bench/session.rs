@@ -2,8 +2,8 @@
 //! one controller with the loopback device in port 1, the frontend library
 //! connected to it — then every figure of the report.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufReader, IsTerminal, Write};
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,52 +119,8 @@ impl Session {
             .alloc_unbound(0)
             .map_err(|e| format!("cannot allocate the echo port: {e}", e = Chain(&e)))?;
 
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find my own executable: {e}", e = Chain(&e)))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["bench", "--role", "backend", "--sim-dir"])
-            .arg(dir.path())
-            .arg("--xs-path")
-            .arg(&xs_path)
-            .args(["--echo-port", &echo.port().to_string()]);
-        if backend.real_usb {
-            cmd.arg("--real-usb");
-        }
-        if !backend.port_stats {
-            cmd.arg("--no-port-stats");
-        }
-        if backend.threads {
-            cmd.arg("--threads");
-        }
-        if let Some(us) = backend.poll_max_us {
-            cmd.args(["--poll-max-us", &us.to_string()]);
-        }
-        // The backend's per-controller info lines would tear the progress line.
-        if std::env::var_os("PVUSB_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("PVUSB_LOG", "warn");
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start the backend process: {e}", e = Chain(&e)))?;
-        let (Some(child_in), Some(out)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            return Err("the backend process has no pipes".into());
-        };
-        let mut child_out = BufReader::new(out);
-        let mut line = String::new();
-        if child_out
-            .read_line(&mut line)
-            .map_err(|e| Chain(&e).to_string())?
-            == 0
-            || line.trim() != "ready"
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the backend process exited before it was ready".into());
-        }
+        let cmd = super::child::command(dir.path(), &xs_path, echo.port(), &backend)?;
+        let (child, child_in, child_out) = super::child::spawn_ready(cmd)?;
 
         write_controller(&xs, FRONT_DOMID, DEVID)?;
         let options = Options {
