@@ -1,6 +1,7 @@
 //! The daemon: finds every controller under `/local/domain/<own>/backend/vusb`
-//! (one watch covers every guest's `<domid>/<devid>`), runs one worker thread
-//! per controller, routes xenstore changes and host hot-plug events to them,
+//! (one watch covers every guest's `<domid>/<devid>`), runs one worker per
+//! controller (a thread, or a confined process under a supervisor thread:
+//! [`crate::isolation`]), routes xenstore changes and host hot-plug events to them,
 //! and stops a worker when its directory or its guest disappears. It also
 //! watches the toolstack's device records (`/pvusb/usbback`) and tells the
 //! workers when one changes, so a device whose claim is withdrawn is released.

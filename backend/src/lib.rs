@@ -4,7 +4,8 @@
 //! module (`usb::libusb::ffi`), which needs libusb's asynchronous transfer API.
 //!
 //! Layout (one concern per module):
-//! * [`daemon`]: watches the backend directory, one worker per controller;
+//! * [`daemon`]: watches the backend directory, one worker (thread or
+//!   process) per controller;
 //! * [`isolation`]: controllers as confined worker processes, supervised;
 //! * [`worker`]: the per-controller thread and its poll loop (ring, mailbox,
 //!   the devices' libusb descriptors), panic boundary;

@@ -304,18 +304,19 @@ front_serve_start() {
     domu_exec "RUST_LOG=${FRONT_LOG:-info} setsid pvusb front serve ${FRONT_SERVE_ARGS:-} > $FRONT_SERVE_LOG 2>&1 < /dev/null & echo \$! > /tmp/front-serve.pid" ||
         fail "cannot start pvusb front serve in the domU"
 }
-# A domU command returns the last 3000 bytes of its output (domu-init).
-front_serve_log() { domu_exec "tail -n ${1:-30} $FRONT_SERVE_LOG"; }
+# A domU command returns the last 3000 bytes of its output (domu-init) through one xenstore
+# value, which xenstored caps at 2048 bytes for a guest: a longer output is lost whole.
+front_serve_log() { domu_exec "tail -n ${1:-30} $FRONT_SERVE_LOG | tail -c 1900"; }
 # domu_fetch FILE DEST [MAX_KIB]: copy the last MAX_KIB (default 256) KiB of a domU file into DEST
-# in dom0, in chunks that fit what the domU agent returns (the last 3000 bytes: base64 of 2200).
+# in dom0, in chunks whose base64 (1868 bytes for 1400) fits one guest xenstore value.
 domu_fetch() {
     local file=$1 dest=$2 max=$((${3:-256} * 1024)) size start i out
     size=$(domu_exec "stat -c %s $file 2>/dev/null || echo 0") || return 1
     size=$(echo "$size" | tr -dc 0-9); [ -n "$size" ] || size=0
-    start=$(( size > max ? (size - max) / 2200 : 0 ))
+    start=$(( size > max ? (size - max) / 1400 : 0 ))
     : > "$dest"
-    for i in $(seq "$start" $(( (size + 2199) / 2200 - 1 ))); do
-        out=$(domu_exec "dd if=$file bs=2200 skip=$i count=1 2>/dev/null | base64 -w0") || break
+    for i in $(seq "$start" $(( (size + 1399) / 1400 - 1 ))); do
+        out=$(domu_exec "dd if=$file bs=1400 skip=$i count=1 2>/dev/null | base64 -w0") || break
         printf '%s' "$out" | tr -d '\n' | base64 -d >> "$dest" 2>/dev/null || break
     done
 }
