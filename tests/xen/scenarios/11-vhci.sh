@@ -149,6 +149,8 @@ if [ "$PEER" = pvusb ] && want restart; then
         domu_fetch "$FRONT_SERVE_LOG" "$RES/$SCEN.front-serve.log"
         domu_exec "dmesg > /tmp/dmesg.txt"; domu_fetch /tmp/dmesg.txt "$RES/$SCEN.domu-dmesg.log" 64
         echo "front serve's log and the domU's dmesg: results/$SCEN.front-serve.log, results/$SCEN.domu-dmesg.log"
+        echo "front serve's threads (name, kernel wait channel):"
+        domu_exec "for t in /proc/\$(cat /tmp/front-serve.pid)/task/*; do echo \$(cat \$t/comm) \$(cat \$t/wchan); done | tail -c 1900"
         grep -v pvusb_toolstack "$BACKEND_LOG.before-kill" | tail -n 15
         fail "md5 $got after the backend restart, want $PATTERN_MD5"
     fi
