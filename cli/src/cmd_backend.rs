@@ -281,6 +281,12 @@ fn own_domid(args: &Args, xs: &XsClient) -> u16 {
 pub fn run(args: Args) -> Result<(), String> {
     // Before any thread starts, so only the wait below receives them.
     let signals = StopSignals::block_with(&[Signal::SIGUSR1])?;
+    if let (Isolation::Process, Some(user)) = (args.isolation, &args.worker_user) {
+        // A user that does not exist would make every worker fail to start:
+        // refuse it here, once, with the fix.
+        pvusb_confine::resolve_user(&pvusb_confine::UserChoice::Named(user.clone()))
+            .map_err(|e| format!("--worker-user: {e}", e = Chain(&e)))?;
+    }
     let policy = load_rules(&sysfs_of(&args))?;
 
     let mut specs = Vec::new();

@@ -302,3 +302,29 @@ fn a_device_rule_naming_the_guest_is_matched_inside_the_worker() {
     drop(front);
     d.shutdown();
 }
+
+/// `--worker-user` naming nobody that exists is refused at start, in one
+/// line that names the fix, before any worker is started.
+#[test]
+fn an_unknown_worker_user_is_refused_with_the_fix() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pvusb"))
+        .args([
+            "backend",
+            "--transport",
+            "sim",
+            "--sim-dir",
+            "/tmp",
+            "--no-host-usb",
+        ])
+        .args(["--worker-user", "no-such-user-xyz"])
+        .env_remove("XENSTORED_PATH")
+        .output()
+        .expect("pvusb runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("--worker-user") && line.contains("useradd"),
+        "{stderr}"
+    );
+}
