@@ -210,3 +210,22 @@ fn event_storm_without_work_is_harmless() {
     assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Stall);
     assert_eq!(front.dead_reason(), None);
 }
+
+/// A response whose notification was lost (a restarted backend answered
+/// while its event channel was bound again) is still taken: the worker
+/// looks at the ring at least every second. Before, it slept until the next
+/// event, which never came, and the URB never completed (scenario 11's
+/// restart under the vhci bridge).
+#[test]
+fn a_response_without_a_notification_still_completes() {
+    let (_env, front, mut peer) = setup();
+    let rx = submit(&front);
+    let req = peer.requests(1)[0];
+    // Long enough that the worker's short polling after the submit is over.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    peer.respond_silently(UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0));
+    let c = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the answer is taken without an event");
+    assert_eq!(c.status, UrbStatus::Ok);
+}

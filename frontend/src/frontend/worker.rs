@@ -28,9 +28,21 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> Result<JoinHandle<()>, FrontendErro
     Ok(thread)
 }
 
+/// Longest sleep without looking at the rings.
+///
+/// WHY not forever: a notification can be lost when the backend restarts —
+/// its event channel is closed and bound again, and a backend that answers
+/// while the frontend's port is being rebound notifies nobody — and a
+/// worker that sleeps until the next event then waits for good while the
+/// answers sit in the ring (a guest's storage stack resetting a device that
+/// answers fine). Looking every second costs one empty pass; a lost
+/// notification costs at most a second.
+const LOST_EVENT_CHECK_MS: u16 = 1000;
+
 /// The worker's loop, until a stop is requested.
 fn run(shared: &Shared) {
     let mut done: Done = Vec::with_capacity(32);
+    let mut lost_events = 0u64;
     while !shared.stopping() {
         let ch = shared.engine().event_channel();
         let (event, woken) = {
@@ -44,7 +56,12 @@ fn run(shared: &Shared) {
             ];
             let used = if ch.is_some() { 2 } else { 1 };
             let fds = &mut all[..used];
-            if let Err(e) = poll(fds, PollTimeout::NONE) {
+            let timeout = if ch.is_some() {
+                PollTimeout::from(LOST_EVENT_CHECK_MS)
+            } else {
+                PollTimeout::NONE
+            };
+            if let Err(e) = poll(fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     warn!("poll failed: {e}", e = Chain(&e));
                     std::thread::sleep(Duration::from_millis(10));
@@ -77,7 +94,16 @@ fn run(shared: &Shared) {
                 }
             }
         }
-        if (event || woken) && process_and_deliver(shared, &mut done, RspEvent::Arm) {
+        let timed_out = !event && !woken && ch.is_some();
+        if (event || woken || timed_out) && process_and_deliver(shared, &mut done, RspEvent::Arm) {
+            if timed_out {
+                lost_events += 1;
+                // Once, then every 64th: a backend that never notifies
+                // must not flood the log.
+                if lost_events % 64 == 1 {
+                    warn!(lost_events, "found answers without an event: a notification was lost (backend restart?)");
+                }
+            }
             spin(shared, &mut done);
         }
     }
