@@ -133,6 +133,16 @@ fn spin<G: GrantMapper, E: EventChannels>(
     end == SpinEnd::Quiet && !late
 }
 
+/// Longest sleep of a connected controller without looking at its ring.
+///
+/// WHY not until the next event: a notification can be lost while a
+/// restarted backend binds the event channel again (the frontend may publish
+/// and notify while no backend holds the other end), and a worker that sleeps
+/// until the next event then never sees requests already in its ring: the
+/// guest's storage stack resets the device in a loop. One empty pass a second
+/// costs nothing; a lost notification costs at most a second.
+const LOST_EVENT_CHECK: Duration = Duration::from_secs(1);
+
 fn event_loop<G: GrantMapper, E: EventChannels>(
     ctl: &mut Controller<G, E>,
     mailbox: &Mailbox,
@@ -185,8 +195,15 @@ fn event_loop<G: GrantMapper, E: EventChannels>(
                 io.iter()
                     .map(|f| PollFd::new(f.fd, PollFlags::from_bits_truncate(f.events))),
             );
-            // A deferred address-table save wakes us when it is due.
-            let timeout = match ctl.save_due_in() {
+            // A deferred address-table save wakes us when it is due; a
+            // connected ring is looked at every second whatever happens
+            // ([`LOST_EVENT_CHECK`]).
+            let check = ctl.is_connected().then_some(LOST_EVENT_CHECK);
+            let wait = match (ctl.save_due_in(), check) {
+                (Some(due), Some(check)) => Some(due.min(check)),
+                (due, check) => due.or(check),
+            };
+            let timeout = match wait {
                 Some(due) => PollTimeout::try_from(due.as_millis().saturating_add(1))
                     .unwrap_or(PollTimeout::MAX),
                 None => PollTimeout::NONE,

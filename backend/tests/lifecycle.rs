@@ -544,3 +544,27 @@ fn a_connected_controller_runs_on_one_thread() {
     assert_eq!(of("vusb-fe-91"), 0, "no frontend watch thread: {names:?}");
     d.shutdown();
 }
+
+/// A request whose notification was lost (published while a restarted
+/// backend bound the event channel again) is still served: a connected
+/// controller looks at its ring at least every second. Before, the worker
+/// slept until the next event and the request waited for good (scenario 11's
+/// restart under the vhci bridge).
+#[test]
+fn a_request_without_a_notification_is_still_served() {
+    let w = World::new();
+    let busid = loopback(&w);
+    let _d = w.daemon();
+    w.controller(&Controller::new(9, 0, 2, 2));
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(&w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    // Long enough that the worker's polling after its last work is over.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drv.write_buf(6, 0, &[0x5a; 64]);
+    let req = drv.bulk(6, 4, 1, 0x01, 64);
+    drv.send_silently(&[req]);
+    let r = drv.response_for(6);
+    assert_eq!((r.status, r.actual_length), (0, 64));
+}

@@ -140,6 +140,15 @@ impl Driver {
         v
     }
 
+    /// Pushes requests without notifying: a notification lost (as while a
+    /// restarted backend binds the event channel again).
+    pub fn send_silently(&mut self, reqs: &[UrbRequest]) {
+        for r in reqs {
+            self.urb.push_request(r).expect("ring has room");
+        }
+        let _ = self.urb.push_requests_and_check_notify().expect("push");
+    }
+
     /// Pushes requests and notifies if the backend asked for it.
     pub fn send(&mut self, reqs: &[UrbRequest]) {
         for r in reqs {
