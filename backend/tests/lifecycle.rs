@@ -170,13 +170,7 @@ fn hostile_ring_references_keep_initwait() {
 #[test]
 fn daemon_restart_picks_up_a_connected_controller() {
     let w = World::new();
-    let busid = loopback(&w);
-    let d = w.daemon();
-    w.controller(&Controller::new(9, 0, 2, 2));
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    assert_eq!(drv.conn_event().portnum, 1);
-    drv.enumerate(1, 4);
+    let (d, mut drv) = enumerated_loopback(&w);
     d.shutdown();
     assert_eq!(
         w.read(&format!("{}/state", backend_dir(0, 9, 0)))
@@ -239,13 +233,7 @@ fn daemon_restart_picks_up_a_connected_controller() {
 #[test]
 fn a_restarted_daemon_fails_bulk_requests_published_before_it() {
     let w = World::new();
-    let busid = loopback(&w);
-    let d = w.daemon();
-    w.controller(&Controller::new(9, 0, 2, 2));
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    assert_eq!(drv.conn_event().portnum, 1);
-    drv.enumerate(1, 4);
+    let (d, mut drv) = enumerated_loopback(&w);
     d.shutdown();
     drv.write_buf(6, 0, &[0x5a; 64]);
     let before = drv.bulk(6, 4, 1, 0x01, 64);
@@ -553,13 +541,7 @@ fn a_connected_controller_runs_on_one_thread() {
 #[test]
 fn a_request_without_a_notification_is_still_served() {
     let w = World::new();
-    let busid = loopback(&w);
-    let _d = w.daemon();
-    w.controller(&Controller::new(9, 0, 2, 2));
-    w.set_port(9, 0, 1, &busid);
-    let mut drv = Driver::connect(&w, 9, 0);
-    assert_eq!(drv.conn_event().portnum, 1);
-    drv.enumerate(1, 4);
+    let (_d, mut drv) = enumerated_loopback(&w);
     // Long enough that the worker's polling after its last work is over.
     std::thread::sleep(std::time::Duration::from_millis(200));
     drv.write_buf(6, 0, &[0x5a; 64]);
@@ -567,4 +549,17 @@ fn a_request_without_a_notification_is_still_served() {
     drv.send_silently(&[req]);
     let r = drv.response_for(6);
     assert_eq!((r.status, r.actual_length), (0, 64));
+}
+
+/// Controller 0 of guest 9 with the loopback in port 1, connected by a ring
+/// driver that has seen the port and enumerated the device at address 4.
+fn enumerated_loopback(w: &World) -> (DaemonHandle, Driver) {
+    let busid = loopback(w);
+    let d = w.daemon();
+    w.controller(&Controller::new(9, 0, 2, 2));
+    w.set_port(9, 0, 1, &busid);
+    let mut drv = Driver::connect(w, 9, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+    (d, drv)
 }
