@@ -43,7 +43,7 @@ mod layout_tests;
 #[cfg(test)]
 mod map_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 

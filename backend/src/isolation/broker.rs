@@ -127,7 +127,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usb::{OpenedNode, Speed, UsbError};
+    use crate::usb::{OpenedNode, UsbError};
     use pvusb_xenstore::{ServerConfig, Tx, XsServer};
 
     /// Opens anything asked: the broker's own checks are what is tested.
@@ -139,20 +139,7 @@ mod tests {
                 info: DeviceInfo {
                     busid: *busid,
                     bus: busid.bus(),
-                    address: 2,
-                    speed: Speed::High,
-                    vendor_id: 1,
-                    product_id: 2,
-                    device_class: 0,
-                    is_hub: false,
-                    manufacturer: None,
-                    product: None,
-                    serial: None,
-                    device_descriptor: vec![0; 18],
-                    max_speed_is_super: false,
-                    num_configurations: 1,
-                    gains_from_coalescing: true,
-                    transfers_guest_pages: true,
+                    ..crate::engine::test_support::info(true, false)
                 },
                 fd: fd.into(),
             })

@@ -81,7 +81,7 @@ mod tests {
 
     use super::*;
     use crate::usb::libusb::OpenedNode;
-    use crate::usb::proto::{BusId, Speed};
+    use crate::usb::proto::BusId;
     use crate::usb::traits::CompletionSink;
     use crate::usb::types::{Completion, HotplugEvent, TransferId};
 
@@ -102,20 +102,7 @@ mod tests {
         DeviceInfo {
             busid,
             bus: busid.bus(),
-            address: 2,
-            speed: Speed::High,
-            vendor_id: 0x1234,
-            product_id: 0x5678,
-            device_class: 0,
-            is_hub: false,
-            manufacturer: None,
-            product: None,
-            serial: None,
-            device_descriptor: Vec::new(),
-            max_speed_is_super: false,
-            num_configurations: 1,
-            gains_from_coalescing: true,
-            transfers_guest_pages: true,
+            ..crate::engine::test_support::info(true, false)
         }
     }
 
