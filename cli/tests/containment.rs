@@ -94,6 +94,19 @@ fn each_controller_runs_in_a_confined_worker_that_holds_only_its_descriptors() {
                 || target == "/dev/null";
             assert!(expected, "worker {pid} holds fd {fd} -> {target}");
         }
+        // Its standard error is the monitor's pipe, not the daemon's own
+        // (a log file, say: CI's run found the worker holding it).
+        let ours = std::fs::read_link("/proc/self/fd/2").ok();
+        let theirs = fds.iter().find(|(fd, _)| *fd == 2).map(|(_, t)| t.clone());
+        assert!(
+            theirs.as_deref().is_some_and(|t| t.starts_with("pipe:")),
+            "worker {pid}: standard error {theirs:?}"
+        );
+        assert_ne!(
+            theirs.map(std::path::PathBuf::from),
+            ours,
+            "worker {pid}: not the daemon's standard error"
+        );
         assert!(
             fds.len() < 64,
             "a bounded set of descriptors: {}",

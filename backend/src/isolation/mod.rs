@@ -35,6 +35,7 @@
 
 pub mod broker;
 pub mod link;
+pub mod log_relay;
 pub mod messages;
 pub mod restart;
 pub mod supervisor;

@@ -22,6 +22,7 @@ use pvusb_xenstore::XsClient;
 
 use super::broker::Broker;
 use super::link::{self, LinkError, MAX_FROM_WORKER};
+use super::log_relay::Relay;
 use super::messages::{
     ConfineSetup, Heartbeat, LinkControl, ToMonitor, ToWorker, TransportSetup, WorkerSetup,
 };
@@ -39,6 +40,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A worker that sent nothing for this long is killed (it beats every
 /// second).
 const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a dead worker's last log lines may take to be relayed.
+const RELAY_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the monitor's sends to a worker may block.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -356,6 +360,8 @@ impl Supervisor {
                 .args(&self.model.worker_args)
                 .stdin(Stdio::from(OwnedFd::from(theirs)))
                 .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .env("PVUSB_LOG_FORMAT", "json")
                 .spawn()
                 .map_err(|e| format!("{}: {e}", self.model.exe.display()))?;
             ours.set_write_timeout(Some(SEND_TIMEOUT))
@@ -379,6 +385,11 @@ impl Supervisor {
         let pid = child.id();
         self.info.pid.store(pid, Ordering::Relaxed);
         tracing::info!(ctl = %self.id, pid, "worker process started");
+        let relay = child.stderr.take().and_then(|pipe| {
+            Relay::spawn(pipe, self.id.to_string(), pid)
+                .map_err(|e| tracing::error!(ctl = %self.id, "cannot relay the worker's log: {e}"))
+                .ok()
+        });
         let evtchn = self.model.xen_devices.as_ref().map(|(_, e)| e.clone());
         let mut broker = Broker::new(
             Arc::clone(&self.xs),
@@ -390,6 +401,9 @@ impl Supervisor {
         drop(link);
         let status = child.wait().ok();
         drop(proxy);
+        if let Some(relay) = relay {
+            relay.finish(RELAY_GRACE);
+        }
         Some(Death {
             pid,
             status,
