@@ -11,15 +11,16 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pvusb_backend::isolation::restart::RestartPolicy;
 use pvusb_backend::isolation::Fault;
 use pvusb_backend::DaemonHandle;
 use pvusb_frontend::{Frontend, MassStorage};
 use pvusb_protocol::xenstore::backend_dir;
+use pvusb_protocol::SetupPacket;
 use pvusb_testkit::machine::{self, DISK, DOM, LOOP};
-use pvusb_testkit::{wait_for, Ts, World, LIVENESS as T};
+use pvusb_testkit::{wait_for, Controller, Driver, Ts, World, LIVENESS as T};
 use pvusb_toolstack::DeviceSpec;
 
 /// The second guest.
@@ -340,4 +341,112 @@ fn an_unknown_worker_user_is_refused_with_the_fix() {
         line.contains("--worker-user") && line.contains("useradd"),
         "{stderr}"
     );
+}
+
+/// `pvusb backend` as a process of its own (this crate's binary) on the
+/// world's xenstore and simulated transport, serving its emulated `devices`
+/// from worker processes.
+fn daemon_process(m: &World, devices: &[&str]) -> DaemonProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pvusb"));
+    cmd.args([
+        "backend",
+        "--domid",
+        "0",
+        "--transport",
+        "sim",
+        "--no-host-usb",
+    ])
+    .arg("--sim-dir")
+    .arg(m.dir())
+    .env("XENSTORED_PATH", m.xs_path())
+    .stdout(std::process::Stdio::null());
+    for d in devices {
+        cmd.args(["--emulate", d]);
+    }
+    DaemonProcess(cmd.spawn().expect("pvusb backend starts"))
+}
+
+/// A daemon process, killed when the test ends however it ends.
+struct DaemonProcess(std::process::Child);
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The worker processes `pid` started.
+fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
+fn has_exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// A daemon killed with SIGKILL takes its workers with it, and they answer
+/// nothing on the way: the restarted daemon's worker maps the same rings at
+/// their indexes, and an old worker still answering would be a second
+/// producer on them. The request left in flight is the new daemon's to
+/// answer (its restart fence). A raw ring driver plays the guest, so what
+/// is on the ring is all it sees.
+#[test]
+fn a_worker_dies_with_its_daemon_and_leaves_the_ring_to_the_next() {
+    let m = World::builder().guest(DOM).keyboard().build();
+    let busid = m.busids().first().cloned().expect("the keyboard's busid");
+    let mut daemon = daemon_process(&m, &["keyboard"]);
+    m.controller(&Controller::new(DOM, 0, 2, 2));
+    m.set_port(DOM, 0, 1, &busid);
+    let mut drv = Driver::connect(&m, DOM, 0);
+    assert_eq!(drv.conn_event().portnum, 1);
+    drv.enumerate(1, 4);
+
+    // An interrupt IN that the keyboard holds until a key (none comes).
+    drv.send(&[drv.interrupt_in(7, 4, 1, 1, 8)]);
+    let mut workers = Vec::new();
+    wait_for("the controller's worker", || {
+        workers = children_of(daemon.0.id());
+        !workers.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(drv.urb.take_response().expect("sane ring"), None, "held");
+
+    daemon.0.kill().expect("SIGKILL the daemon");
+    daemon.0.wait().expect("reap the daemon");
+    wait_for("the worker to die with its daemon", || {
+        workers.iter().all(|&w| has_exited(w))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        drv.urb.take_response().expect("sane ring"),
+        None,
+        "the dying worker answered on the ring"
+    );
+
+    let _daemon = daemon_process(&m, &["keyboard"]);
+    let r = drv.response_for(7);
+    assert_ne!(
+        r.status, 0,
+        "published before the restart: failed, not rerun"
+    );
+    let (r, desc) = drv.control_in(8, 4, 1, SetupPacket::new(0x80, 6, 0x0100, 0, 18));
+    assert_eq!((r.status, desc.len()), (0, 18), "served by the new daemon");
 }

@@ -210,6 +210,16 @@ pub enum ConfineError {
         #[source]
         source: caps::errors::CapsError,
     },
+    /// The parent-death signal could not be read or set again.
+    #[error("cannot keep the parent-death signal across the user switch")]
+    ParentDeathSignal(#[source] nix::Error),
+    /// The parent died while the user switch had cleared the parent-death
+    /// signal, so the signal it asked for never came.
+    #[error("the parent process {parent} died during the confinement")]
+    ParentDied {
+        /// The parent's pid before the switch.
+        parent: u32,
+    },
     /// `PR_SET_NO_NEW_PRIVS` failed.
     #[error("cannot set no_new_privs")]
     NoNewPrivs(#[source] nix::Error),
@@ -253,8 +263,12 @@ pub fn confine(c: &Confinement) -> Result<Report, ConfineError> {
     report.push("namespaces", steps::namespaces(c.namespaces)?);
     // Needs CAP_SETPCAP, which the user switch takes away.
     report.push("bounding set", steps::bounding_set()?);
+    // The switch clears a parent-death signal (prctl(2)); the caller's is
+    // set again after it.
+    let death_signal = steps::ParentDeathSignal::read()?;
     // Needs CAP_SETUID and CAP_SETGID; drops the rest of the capabilities.
     report.push("user", user::switch(user.as_ref())?);
+    death_signal.restore()?;
     // Whatever the switch left (or all of them, where it was skipped).
     report.push("capabilities", steps::capabilities()?);
     // Landlock and seccomp need it of a process without CAP_SYS_ADMIN.

@@ -64,6 +64,42 @@ pub(crate) fn capabilities() -> Result<Outcome, ConfineError> {
 }
 
 /// Step 5: `PR_SET_NO_NEW_PRIVS`, always.
+/// The parent-death signal a process asked for (`PR_SET_PDEATHSIG`), and
+/// its parent then.
+///
+/// WHY: changing the effective user or group clears the signal, so a
+/// worker that asked to die with its monitor would outlive it after the
+/// user switch.
+pub(crate) struct ParentDeathSignal {
+    signal: Option<nix::sys::signal::Signal>,
+    parent: u32,
+}
+
+impl ParentDeathSignal {
+    /// The current setting.
+    pub(crate) fn read() -> Result<Self, ConfineError> {
+        Ok(Self {
+            signal: nix::sys::prctl::get_pdeathsig().map_err(ConfineError::ParentDeathSignal)?,
+            parent: std::os::unix::process::parent_id(),
+        })
+    }
+
+    /// Sets the signal again, and fails if the parent died meanwhile (the
+    /// signal it would have sent was lost with the setting).
+    pub(crate) fn restore(&self) -> Result<(), ConfineError> {
+        let Some(signal) = self.signal else {
+            return Ok(());
+        };
+        nix::sys::prctl::set_pdeathsig(signal).map_err(ConfineError::ParentDeathSignal)?;
+        if std::os::unix::process::parent_id() != self.parent {
+            return Err(ConfineError::ParentDied {
+                parent: self.parent,
+            });
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn no_new_privs() -> Result<Outcome, ConfineError> {
     nix::sys::prctl::set_no_new_privs().map_err(ConfineError::NoNewPrivs)?;
     Ok(Outcome::Applied(String::new()))

@@ -43,6 +43,10 @@ pub struct WorkerSetup {
     pub confine: ConfineSetup,
     /// Whether [`ToWorker::Fault`] is obeyed (tests only).
     pub fault_hooks: bool,
+    /// The monitor's pid: a worker whose parent is another process by the
+    /// time it reads this (the monitor died before the worker asked to die
+    /// with it) stops at once.
+    pub monitor_pid: u32,
 }
 
 /// Which grant and event-channel implementation a worker uses.

@@ -25,7 +25,9 @@
 //!   why, and starts a new one, which maps the rings again at their current
 //!   indexes (the daemon-restart path): the guest continues. Repeated
 //!   crashes are backed off and finally close the controller
-//!   ([`restart`]). A worker whose loop stops turning is killed.
+//!   ([`restart`]). A worker whose loop stops turning is killed. A worker
+//!   dies with its monitor ([`worker_process::run`] says why), and its
+//!   standard error is relayed into the daemon's log ([`log_relay`]).
 //!
 //! Residual risk, honestly: a worker's gntdev descriptor can map any grant
 //! any guest offers to this domain (gntdev has no per-guest restriction),

@@ -314,6 +314,7 @@ impl Supervisor {
             host_usb: self.model.nodes.is_some(),
             confine: self.model.confine.clone(),
             fault_hooks: self.model.fault_hooks,
+            monitor_pid: std::process::id(),
         }
     }
 

@@ -49,8 +49,25 @@ fn send(writer: &Writer, msg: &ToMonitor) -> Result<(), LinkError> {
     link::send(&lock_unpoisoned(writer), msg, &[])
 }
 
+/// Exit status of a worker whose monitor was gone before it could ask to
+/// die with it.
+pub const EXIT_ORPHAN: i32 = 75;
+
 /// Runs the worker on `link` (standard input); returns the exit status.
+///
+/// WHY the worker dies with its monitor (`PR_SET_PDEATHSIG`, SIGKILL)
+/// rather than stopping gracefully: a monitor that died (`kill -9`, a
+/// crash) is restarted by the service manager, and the new monitor's worker
+/// maps the same rings at their current indexes. An old worker still
+/// answering its URBs meanwhile would be a second producer on the response
+/// ring, and would mark the devices closed after the new one opened them.
+/// Requests it leaves unanswered are the restart path's to answer (the
+/// daemon-restart fence), exactly as when the whole daemon was one process.
 pub fn run(link: UnixStream) -> i32 {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        tracing::error!("cannot ask to die with the monitor: {e}");
+        return EXIT_SETUP;
+    }
     let (setup, fds) = match link::recv::<ToWorker>(&link, MAX_TO_WORKER) {
         Ok((ToWorker::Setup(setup), fds)) => (*setup, fds),
         Ok(_) => {
@@ -62,6 +79,13 @@ pub fn run(link: UnixStream) -> i32 {
             return EXIT_SETUP;
         }
     };
+    if std::os::unix::process::parent_id() != setup.monitor_pid {
+        tracing::warn!(
+            monitor = setup.monitor_pid,
+            "the monitor died before the worker started; stopping"
+        );
+        return EXIT_ORPHAN;
+    }
     // Everything that needs the file system (libusb's context) is made
     // before the confinement; nothing that starts a thread is.
     let worker = match Worker::build(setup, fds, link) {
