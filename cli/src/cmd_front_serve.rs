@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
+use nix::sys::signal::Signal;
 use pvusb_frontend::vhci::serve::{Next, Server};
 use pvusb_frontend::vhci::{AttachError, BridgeOptions, VhciHcd};
 use pvusb_frontend::{Frontend, Options};
@@ -53,7 +54,9 @@ pvusb connects as the frontend of controller --devid of this domain \
 high-speed hub for low, full and high speed devices) over a UNIX socket \
 pair, translating USB/IP to usbif. Devices plugged later are attached \
 as they appear; an unplugged device's port is detached. On SIGTERM or \
-SIGINT every port is detached and the controller closed.
+SIGINT every port is detached and the controller closed. SIGUSR1 logs \
+each controller's requests in flight and ring indexes, and each device's \
+commands awaiting an answer (for a device that stalls).
 
 Needs root and a controller no other frontend drives (rmmod xen-hcd \
 first). Loads the vhci-hcd module if it is not loaded.";
@@ -101,7 +104,7 @@ struct Served {
 /// Runs the daemon until a stop signal or a controller's death.
 pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), String> {
     // Before any thread starts, so that only the waiting thread gets them.
-    let signals = StopSignals::block()?;
+    let signals = StopSignals::block_with(&[Signal::SIGUSR1])?;
     let vhci = match &args.vhci_dir {
         Some(dir) => VhciHcd::at(dir),
         None => open_loading_module(),
@@ -116,10 +119,20 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         d
     };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let (report_tx, report_rx) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            let _ = stop_tx.send(signals.wait());
+        .spawn(move || loop {
+            match signals.wait() {
+                // A report already asked for covers this one too.
+                Ok(Signal::SIGUSR1) => {
+                    let _ = report_tx.try_send(());
+                }
+                other => {
+                    let _ = stop_tx.send(other);
+                    return;
+                }
+            }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}", e = Chain(&e)))?;
     let bridge_options = BridgeOptions {
@@ -156,7 +169,7 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
         s.server.serve_all();
         info!(devid = s.devid, served = ?s.server.served(), "serving to vhci-hcd");
     }
-    let result = serve(&mut served, &stop_rx);
+    let result = serve(&mut served, &stop_rx, &report_rx);
     let closed = release(served);
     result.and(closed)
 }
@@ -164,11 +177,13 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
 /// Waits for signals and each controller's port events.
 fn serve(
     served: &mut [Served],
-    stop_rx: &crossbeam_channel::Receiver<Result<nix::sys::signal::Signal, String>>,
+    stop_rx: &crossbeam_channel::Receiver<Result<Signal, String>>,
+    report_rx: &crossbeam_channel::Receiver<()>,
 ) -> Result<(), String> {
     let events: Vec<_> = served.iter().map(|s| s.events.clone()).collect();
     let mut sel = crossbeam_channel::Select::new();
     let stop = sel.recv(stop_rx);
+    let report = sel.recv(report_rx);
     for e in &events {
         sel.recv(e);
     }
@@ -190,7 +205,12 @@ fn serve(
                 Err(_) => Err("the signal thread ended".to_owned()),
             };
         }
-        let i = op.index().saturating_sub(1);
+        if op.index() == report {
+            let _ = op.recv(report_rx);
+            log_report(served);
+            continue;
+        }
+        let i = op.index().saturating_sub(2);
         let (Some(s), Some(rx)) = (served.get_mut(i), events.get(i)) else {
             continue;
         };
@@ -201,6 +221,17 @@ fn serve(
                 }
             }
             Err(_) => return Err(format!("controller {} went away", s.devid)),
+        }
+    }
+}
+
+/// SIGUSR1: each controller's URB engine and rings, and each bridge's
+/// commands in flight, one log line each (for a device that stalls).
+fn log_report(served: &[Served]) {
+    for s in served {
+        info!(devid = s.devid, "controller: {}", s.front.report());
+        for (port, vhci_port, bridge) in s.server.report() {
+            info!(devid = s.devid, port, vhci_port, "bridge: {bridge}");
         }
     }
 }

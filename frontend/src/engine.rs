@@ -14,14 +14,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pvusb_protocol::{ConnRequest, Pipe, UrbRequest, UrbResponse};
-use pvusb_ring::RingError;
+use pvusb_ring::{FrontRing, RingError};
 use pvusb_support::Chain;
 use pvusb_xen::EventChannel;
 use tracing::{debug, warn};
 
-use crate::connection::{Connection, NR_IDS};
+use crate::connection::{Connection, Page, NR_IDS};
 use crate::error::UrbStatus;
 use crate::ports::{PortEvent, RootHub};
+use crate::report::{EngineReport, InFlightReport, RingIndexes};
 use crate::urb::{Callback, Completion, Urb};
 
 /// Completions to deliver once the engine lock is released.
@@ -158,6 +159,41 @@ impl Engine {
     /// The counters.
     pub(crate) fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// A snapshot for an operator ([`crate::report`]).
+    pub(crate) fn report(&self) -> EngineReport {
+        let mut in_flight = Vec::new();
+        let mut in_flight_total = 0;
+        for (id, slot) in (0u16..).zip(&self.slots) {
+            let entry = match slot {
+                Slot::Free => continue,
+                Slot::Submit(f) => InFlightReport::Submit {
+                    id,
+                    token: f.token,
+                    pipe: f.pipe,
+                    unlinking: f.unlink_status.is_some(),
+                },
+                Slot::Unlink { target } => InFlightReport::Unlink {
+                    id,
+                    target: *target,
+                },
+            };
+            in_flight_total += 1;
+            if in_flight.len() < EngineReport::LISTED {
+                in_flight.push(entry);
+            }
+        }
+        EngineReport {
+            attached: self.conn.is_some(),
+            dead: self.dead.clone(),
+            in_flight,
+            in_flight_total,
+            queued: self.queue.len(),
+            urb_ring: self.conn.as_ref().map(|c| indexes(&c.urb)),
+            conn_ring: self.conn.as_ref().map(|c| indexes(&c.conn)),
+            stats: self.stats,
+        }
     }
 
     /// The root hub, as the conn ring and local resets left it.
@@ -619,6 +655,21 @@ impl Engine {
         self.conn = Some(conn);
         self.dead = None;
         self.events.push(PortEvent::ControllerConnected);
+    }
+}
+
+/// A front ring's indexes, ours and the shared ones.
+fn indexes<Req: bytemuck::Pod, Rsp: bytemuck::Pod>(
+    ring: &FrontRing<Req, Rsp, Page>,
+) -> RingIndexes {
+    let shared = ring.sring();
+    RingIndexes {
+        req_prod_pvt: ring.req_prod_pvt(),
+        req_prod: shared.req_prod().ok(),
+        req_event: shared.req_event().ok(),
+        rsp_cons: ring.rsp_cons(),
+        rsp_prod: shared.rsp_prod().ok(),
+        rsp_event: shared.rsp_event().ok(),
     }
 }
 

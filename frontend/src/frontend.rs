@@ -260,6 +260,12 @@ impl Frontend {
         self.shared.engine().stats()
     }
 
+    /// A snapshot of the URB engine and its rings, for a stalled device's
+    /// diagnosis.
+    pub fn report(&self) -> crate::report::EngineReport {
+        self.shared.engine().report()
+    }
+
     /// URBs in flight plus queued locally.
     pub fn outstanding(&self) -> usize {
         self.shared.engine().outstanding()

@@ -50,6 +50,7 @@ pub mod frontend;
 pub mod fuzzing;
 pub mod mass_storage;
 pub mod ports;
+pub mod report;
 mod transfer;
 pub mod transport;
 pub mod urb;

@@ -220,3 +220,51 @@ fn a_removed_controller_directory_is_not_recreated_by_a_state_change() {
     );
     drop(front);
 }
+
+/// The engine's report (what `pvusb front serve` logs on SIGUSR1) names
+/// each request on the ring, the queue, and the indexes both sides
+/// published: enough to tell an unanswered request from an unpublished one.
+#[test]
+fn the_report_shows_what_is_in_flight_and_the_ring_indexes() {
+    use pvusb_frontend::report::InFlightReport;
+    let env = Scripted::new();
+    let front = env.connect();
+    let mut peer = env.backend();
+    for _ in 0..18 {
+        front.submit(Urb::bulk_in(1, 3, 1, 64), |_| {});
+    }
+    let reqs = peer.requests(16);
+    let report = front.report();
+    assert!(report.attached && report.dead.is_none());
+    assert_eq!((report.in_flight_total, report.queued), (16, 2));
+    let first = report.in_flight.first().expect("an entry");
+    let InFlightReport::Submit {
+        pipe, unlinking, ..
+    } = first
+    else {
+        panic!("a submit: {first:?}");
+    };
+    assert_eq!((pipe.port(), pipe.device(), pipe.endpoint()), (1, 3, 1));
+    assert!(!unlinking);
+    let urb = report.urb_ring.expect("urb ring indexes");
+    assert_eq!(urb.req_prod, Some(urb.req_prod_pvt), "all published");
+    assert_eq!(urb.rsp_prod, Some(urb.rsp_cons), "nothing answered yet");
+    assert_eq!(urb.req_prod_pvt.wrapping_sub(urb.rsp_cons), 16);
+
+    peer.respond(UrbResponse::new(reqs[0].id, Status::Ok, 0));
+    wait_until(|| front.report().urb_ring.map(|r| r.rsp_cons) == Some(urb.rsp_cons + 1));
+    let text = front.report().to_string();
+    assert!(
+        text.starts_with("connected; 16 in flight, 1 queued"),
+        "{text}"
+    );
+    assert!(text.contains("Bulk In port 1 dev 3 ep 1"), "{text}");
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + LIVENESS;
+    while !f() {
+        assert!(std::time::Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use super::answer::Answers;
 use super::reader::Reader;
-use super::table::SharedTable;
+use super::table::{BridgeReport, SharedTable};
 use super::translate::DeviceTarget;
 use super::watch::{Event, Watch};
 use crate::frontend::Frontend;
@@ -112,6 +112,7 @@ pub enum BridgeError {
 #[derive(Debug)]
 pub struct Bridge {
     events: Sender<Event>,
+    table: Arc<SharedTable>,
     reader: Option<JoinHandle<()>>,
     watch: Option<JoinHandle<BridgeEnd>>,
 }
@@ -149,8 +150,9 @@ impl Bridge {
         let read_half = socket.try_clone().map_err(BridgeError::Socket)?;
         let watch_half = socket.try_clone().map_err(BridgeError::Socket)?;
         let (events, events_rx) = crossbeam_channel::unbounded();
+        let table = Arc::new(SharedTable::default());
         let answers = Arc::new(Answers::new(
-            Arc::new(SharedTable::default()),
+            Arc::clone(&table),
             target,
             Arc::downgrade(&front),
             socket,
@@ -183,6 +185,7 @@ impl Bridge {
         };
         Ok(Self {
             events,
+            table,
             reader: Some(reader),
             watch: Some(watch),
         })
@@ -192,6 +195,11 @@ impl Bridge {
     /// `-ENODEV`, then the socket is shut down. [`Bridge::join`] waits.
     pub fn stop(&self) {
         let _ = self.events.send(Event::Stop);
+    }
+
+    /// What the bridge holds for vhci now.
+    pub fn report(&self) -> BridgeReport {
+        self.table.report()
     }
 
     /// True once the bridge has ended (by itself or after [`Bridge::stop`]);

@@ -82,6 +82,7 @@ pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
 pub use endpoints::EndpointTypes;
 pub use serve::{ServeError, Server};
+pub use table::BridgeReport;
 pub use translate::DeviceTarget;
 
 use crate::device::Device;

@@ -17,7 +17,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::attach::{devid, AttachError, VhciPorts, VhciSpeed};
-use super::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DeviceTarget};
+use super::{Bridge, BridgeEnd, BridgeError, BridgeOptions, BridgeReport, DeviceTarget};
 use crate::error::FrontendError;
 use crate::frontend::Frontend;
 use crate::ports::PortEvent;
@@ -166,6 +166,18 @@ impl<V: VhciPorts> Server<V> {
         if let Err(e) = self.serve(port) {
             warn!(port, "cannot serve the device: {}", Chain(&e));
         }
+    }
+
+    /// Each served device's bridge as it is now: (usbif port, vhci port,
+    /// the bridge's table).
+    pub fn report(&self) -> Vec<(u8, u32, BridgeReport)> {
+        let mut ports: Vec<_> = self
+            .served
+            .iter()
+            .map(|(&port, s)| (port, s.vhci_port, s.bridge.report()))
+            .collect();
+        ports.sort_by_key(|(port, _, _)| *port);
+        ports
     }
 
     /// Stops the bridge of `port` (if any) and detaches its vhci port.

@@ -87,6 +87,11 @@ pub(super) enum Step {
 }
 
 impl Split {
+    /// Bytes done by the finished pieces, and the request's length.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.total)
+    }
+
     /// The request of `total` bytes (`out` for OUT, empty for IN) and its
     /// first piece.
     pub fn start(template: &Urb, total: usize, out: Vec<u8>) -> (Self, Urb) {

@@ -8,6 +8,7 @@
 //! the bridge holds for the peer by [`super::BridgeOptions::max_in_flight`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use pvusb_support::lock_unpoisoned;
@@ -95,5 +96,122 @@ impl SharedTable {
         drop(table);
         self.changed.notify_all();
         Some(handles)
+    }
+}
+
+/// A bridge's table at one moment, for a stalled device's diagnosis: which
+/// of vhci's commands await an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeReport {
+    /// Commands read and not yet answered on the socket.
+    pub credits_used: usize,
+    /// Why the bridge is ending, if it is.
+    pub ending: Option<String>,
+    /// Submits in flight, lowest seqnum first (at most [`Self::LISTED`]).
+    pub in_flight: Vec<String>,
+    /// How many submits are in flight in all.
+    pub in_flight_total: usize,
+}
+
+impl BridgeReport {
+    /// Submits listed by name; the rest are counted.
+    pub const LISTED: usize = 16;
+}
+
+impl SharedTable {
+    /// A snapshot of the table.
+    pub fn report(&self) -> BridgeReport {
+        let table = self.lock();
+        let mut seqnums: Vec<&u32> = table.in_flight.keys().collect();
+        seqnums.sort_unstable();
+        let in_flight = seqnums
+            .into_iter()
+            .take(BridgeReport::LISTED)
+            .filter_map(|seq| Some((seq, table.in_flight.get(seq)?)))
+            .map(|(seq, e)| {
+                let mut line = format!(
+                    "seq {seq} {:?} {} bytes",
+                    e.request.shape.direction, e.request.shape.transfer_buffer_length
+                );
+                if let Some((done, total)) = e.split.as_ref().map(Split::progress) {
+                    line.push_str(&format!(" split {done}/{total}"));
+                }
+                if e.handle.is_none() {
+                    line.push_str(" not submitted");
+                }
+                if let Some(u) = e.unlink_seqnum {
+                    line.push_str(&format!(" unlink seq {u}"));
+                }
+                line
+            })
+            .collect();
+        BridgeReport {
+            credits_used: table.credits_used,
+            ending: table.ending.as_ref().map(ToString::to_string),
+            in_flight,
+            in_flight_total: table.in_flight.len(),
+        }
+    }
+}
+
+impl fmt::Display for BridgeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in flight, {} credits used",
+            self.in_flight_total, self.credits_used
+        )?;
+        if let Some(why) = &self.ending {
+            write!(f, ", ending ({why})")?;
+        }
+        for line in &self.in_flight {
+            write!(f, "; [{line}]")?;
+        }
+        if self.in_flight_total > self.in_flight.len() {
+            f.write_str("; ...")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pvusb_protocol::usbip::{Direction, PacketCount, SubmitShape};
+
+    use super::*;
+
+    fn entry(seqnum: u32, unlink_seqnum: Option<u32>) -> Entry {
+        Entry {
+            request: Request {
+                seqnum,
+                shape: SubmitShape {
+                    direction: Direction::In,
+                    transfer_buffer_length: 512,
+                    number_of_packets: PacketCount::NotIso,
+                },
+                iso: Vec::new(),
+            },
+            handle: None,
+            split: None,
+            unlink_seqnum,
+        }
+    }
+
+    #[test]
+    fn the_report_lists_pending_commands_by_seqnum() {
+        let table = SharedTable::default();
+        {
+            let mut t = table.lock();
+            t.in_flight.insert(9, entry(9, Some(12)));
+            t.in_flight.insert(4, entry(4, None));
+            t.credits_used = 3;
+        }
+        let report = table.report();
+        assert_eq!(report.in_flight_total, 2);
+        assert_eq!(
+            report.to_string(),
+            "2 in flight, 3 credits used; [seq 4 In 512 bytes not submitted]; \
+             [seq 9 In 512 bytes not submitted unlink seq 12]"
+        );
     }
 }

@@ -13,7 +13,12 @@ step() {
     echo "XENTB-STEP $SCEN: $*" > /dev/console
     echo "== $(date +%T) $*"
 }
-fail() { echo "$*" >> "$RES/$SCEN.reason"; echo "FAIL: $*"; exit 1; }
+# ON_FAIL names a function fail runs first (once): a scenario's diagnosis of the failure.
+fail() {
+    echo "$*" >> "$RES/$SCEN.reason"
+    if [ -n "${ON_FAIL:-}" ]; then local hook=$ON_FAIL; ON_FAIL=; "$hook" || true; fi
+    echo "FAIL: $*"; exit 1
+}
 skip() { echo "$*" >> "$RES/$SCEN.reason"; echo "SKIP: $*"; exit 77; }
 note() { echo "$*" >> "$RES/$SCEN.notes"; echo "NOTE: $*"; }
 
@@ -319,6 +324,21 @@ domu_fetch() {
         out=$(domu_exec "dd if=$file bs=1400 skip=$i count=1 2>/dev/null | base64 -w0") || break
         printf '%s' "$out" | tr -d '\n' | base64 -d >> "$dest" 2>/dev/null || break
     done
+}
+# front_serve_diagnose: what a stalled bridge holds, into results/: SIGUSR1 makes pvusb front serve
+# log each controller's requests in flight and ring indexes and each device's pending commands;
+# then its log, the domU's dmesg (the reset loop's repeated lines cut) and its threads' wait channels.
+front_serve_diagnose() {
+    domu_exec "kill -USR1 \$(cat /tmp/front-serve.pid)" || true
+    sleep 2
+    echo "front serve's report (SIGUSR1):"
+    domu_exec "grep -E 'controller: |bridge: ' $FRONT_SERVE_LOG | tail -n 4 | cut -c1-460 | tail -c 1900"
+    domu_fetch "$FRONT_SERVE_LOG" "$RES/$SCEN.front-serve.log"
+    domu_exec "dmesg | awk '/SetAddress Request|reset high-speed/ { if (++n > 40) next } { print }' > /tmp/dmesg.txt"
+    domu_fetch /tmp/dmesg.txt "$RES/$SCEN.domu-dmesg.log" 64
+    echo "front serve's log and the domU's dmesg: results/$SCEN.front-serve.log, results/$SCEN.domu-dmesg.log"
+    echo "front serve's threads (name, kernel wait channel):"
+    domu_exec "for t in /proc/\$(cat /tmp/front-serve.pid)/task/*; do echo \$(cat \$t/comm) \$(cat \$t/wchan); done | tail -c 1900"
 }
 front_serve_alive() {
     domu_exec "kill -0 \$(cat /tmp/front-serve.pid)" ||
