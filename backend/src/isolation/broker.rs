@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pvusb_protocol::xenstore as xsp;
-use pvusb_support::Chain;
 use pvusb_xenstore::XsClient;
+
+use super::error::BrokerError;
 
 use crate::usb::NodeOpener;
 use crate::usb::{BusId, DeviceInfo};
@@ -61,29 +62,22 @@ impl Broker {
     }
 
     /// Opens the device at `busid` (as the worker wrote it) for the worker.
-    pub fn open_device(&self, busid: &str) -> Result<(DeviceInfo, OwnedFd), String> {
-        let busid: BusId = busid
-            .parse()
-            .map_err(|e| format!("not a busid: {e}", e = Chain(&e)))?;
-        let nodes = self
-            .nodes
-            .as_ref()
-            .ok_or("this daemon serves no host USB devices")?;
+    pub fn open_device(&self, busid: &str) -> Result<(DeviceInfo, OwnedFd), BrokerError> {
+        let busid: BusId = busid.parse().map_err(BrokerError::NotABusid)?;
+        let nodes = self.nodes.as_ref().ok_or(BrokerError::NoHostUsb)?;
         if !self.in_a_port(&busid)? {
-            return Err(format!("{busid} is in none of this controller's ports"));
+            return Err(BrokerError::NotInAPort(busid));
         }
-        let verdict = xenbus::read_record(&self.xs, &busid).map_err(|e| Chain(&e).to_string())?;
+        let verdict = xenbus::read_record(&self.xs, &busid).map_err(BrokerError::Xenstore)?;
         if !verdict.permits_open() {
-            return Err(format!(
-                "the toolstack's record of {busid} withholds it ({verdict:?})"
-            ));
+            return Err(BrokerError::Withheld { busid, verdict });
         }
-        let node = nodes.open_node(&busid).map_err(|e| Chain(&e).to_string())?;
+        let node = nodes.open_node(&busid).map_err(BrokerError::Open)?;
         Ok((node.info, node.fd))
     }
 
-    fn in_a_port(&self, busid: &BusId) -> Result<bool, String> {
-        let config = xenbus::read_config(&self.xs, &self.be).map_err(|e| Chain(&e).to_string())?;
+    fn in_a_port(&self, busid: &BusId) -> Result<bool, BrokerError> {
+        let config = xenbus::read_config(&self.xs, &self.be).map_err(BrokerError::Xenstore)?;
         for port in 1..=config.num_ports {
             if let Ok(Some(b)) = xenbus::read_port(&self.xs, &self.be, port) {
                 if b == *busid {
@@ -95,22 +89,20 @@ impl Broker {
     }
 
     /// Opens an event-channel device for the worker's next channel.
-    pub fn open_evtchn(&mut self) -> Result<File, String> {
-        let path = self
-            .evtchn
-            .as_ref()
-            .ok_or("no event-channel device with this transport")?;
+    pub fn open_evtchn(&mut self) -> Result<File, BrokerError> {
+        let path = self.evtchn.as_ref().ok_or(BrokerError::NoEvtchnDevice)?;
         if self.evtchn_left == 0 {
-            return Err(format!(
-                "worker asked for more than {EVTCHN_BUDGET} event-channel devices"
-            ));
+            return Err(BrokerError::EvtchnBudget(EVTCHN_BUDGET));
         }
         self.evtchn_left -= 1;
         File::options()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|source| BrokerError::OpenEvtchn {
+                path: path.clone(),
+                source,
+            })
     }
 
     /// The backend directory's keys the worker may write: its state and the
@@ -164,21 +156,27 @@ mod tests {
         let broker = Broker::new(Arc::clone(&xs), be.into(), Some(Arc::new(Anything)), None);
         assert!(broker.open_device("1-2").is_ok(), "in port 1, no record");
         let refused = broker.open_device("1-3").unwrap_err();
+        assert!(matches!(refused, BrokerError::NotInAPort(_)), "{refused}");
         assert!(
-            refused.contains("none of this controller's ports"),
-            "{refused}"
+            matches!(broker.open_device("../x"), Err(BrokerError::NotABusid(_))),
+            "not a busid"
         );
-        assert!(broker.open_device("../x").is_err(), "not a busid");
         xs.write(Tx::NONE, &format!("{RECORD}/1-2/state"), "detach-releasing")
             .unwrap();
         let withheld = broker.open_device("1-2").unwrap_err();
-        assert!(withheld.contains("withholds"), "{withheld}");
+        assert!(
+            matches!(withheld, BrokerError::Withheld { .. }),
+            "{withheld}"
+        );
         xs.write(Tx::NONE, &format!("{RECORD}/1-2/state"), "assigned")
             .unwrap();
         assert!(broker.open_device("1-2").is_ok(), "assigned");
 
         let no_usb = Broker::new(Arc::clone(&xs), be.into(), None, None);
-        assert!(no_usb.open_device("1-2").is_err(), "no host USB");
+        assert!(
+            matches!(no_usb.open_device("1-2"), Err(BrokerError::NoHostUsb)),
+            "no host USB"
+        );
     }
 
     #[test]
@@ -193,7 +191,10 @@ mod tests {
         for _ in 0..EVTCHN_BUDGET {
             assert!(b.open_evtchn().is_ok());
         }
-        assert!(b.open_evtchn().unwrap_err().contains("more than"));
+        assert!(matches!(
+            b.open_evtchn(),
+            Err(BrokerError::EvtchnBudget(EVTCHN_BUDGET))
+        ));
     }
 
     const RECORD: &str = xenbus::RECORD_ROOT;

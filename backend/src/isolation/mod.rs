@@ -36,6 +36,7 @@
 //! records.
 
 pub mod broker;
+pub mod error;
 pub mod link;
 pub mod log_relay;
 pub mod messages;
@@ -43,6 +44,7 @@ pub mod restart;
 pub mod supervisor;
 pub mod worker_process;
 
+pub use error::BrokerError;
 pub use messages::{ConfineSetup, Fault, TransportSetup, WorkerSetup};
 pub use supervisor::ProcessModel;
 

@@ -21,6 +21,7 @@ use pvusb_xenstore::proxy::{PrefixScope, Proxy, ProxyHandle};
 use pvusb_xenstore::XsClient;
 
 use super::broker::Broker;
+use super::error::SpawnError;
 use super::link::{self, LinkError, MAX_FROM_WORKER};
 use super::log_relay::Relay;
 use super::messages::{
@@ -319,67 +320,83 @@ impl Supervisor {
     }
 
     /// The descriptors the setup carries (see [`WorkerSetup`]).
-    fn setup_fds(&self, proxy: UnixStream) -> Result<Vec<OwnedFd>, String> {
+    fn setup_fds(&self, proxy: UnixStream) -> Result<Vec<OwnedFd>, SpawnError> {
         let mut fds: Vec<OwnedFd> = vec![proxy.into()];
         if let Some((gntdev, _)) = &self.model.xen_devices {
             let dev = File::options()
                 .read(true)
                 .write(true)
                 .open(gntdev)
-                .map_err(|e| format!("{}: {e}", gntdev.display()))?;
+                .map_err(|source| SpawnError::Gntdev {
+                    path: gntdev.clone(),
+                    source,
+                })?;
             fds.push(dev.into());
         }
         for (spec, backing) in &self.model.emulated {
             if let Some(file) = backing {
-                let dup = file
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| format!("backing of {}: {e}", spec.describe()))?;
+                let dup =
+                    file.as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|source| SpawnError::Backing {
+                            spec: spec.describe(),
+                            source,
+                        })?;
                 fds.push(dup);
             }
         }
         Ok(fds)
     }
 
+    /// Starts a worker process and sends it its setup: the child, the
+    /// link and the worker's xenstore proxy.
+    fn spawn(&self, label: &str) -> Result<(Child, UnixStream, ProxyHandle), SpawnError> {
+        let (ours, theirs) = UnixStream::pair().map_err(SpawnError::Socketpair)?;
+        let (proxy_ours, proxy_theirs) = UnixStream::pair().map_err(SpawnError::Socketpair)?;
+        let proxy = Proxy::spawn(
+            &self.model.xenstore,
+            proxy_ours,
+            Arc::new(self.scope()),
+            label.to_owned(),
+        )
+        .map_err(SpawnError::Proxy)?;
+        let fds = self.setup_fds(proxy_theirs)?;
+        let mut child = Command::new(&self.model.exe)
+            .args(&self.model.worker_args)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("PVUSB_LOG_FORMAT", "json")
+            .spawn()
+            .map_err(|source| SpawnError::Exec {
+                exe: self.model.exe.clone(),
+                source,
+            })?;
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let sent = ours
+            .set_write_timeout(Some(SEND_TIMEOUT))
+            .map_err(SpawnError::LinkTimeout)
+            .and_then(|()| {
+                link::send(&ours, &ToWorker::Setup(Box::new(self.setup())), &raw)
+                    .map_err(SpawnError::Setup)
+            });
+        if let Err(e) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok((child, ours, proxy))
+    }
+
     /// Starts one worker and serves it until it dies. `None` if it could
     /// not be started.
     fn run_one(&self, stopping: &mut bool) -> Option<Death> {
         let label = format!("{}-{}", self.id.domid, self.id.devid);
-        let started = (|| -> Result<(Child, UnixStream, ProxyHandle), String> {
-            let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-            let (proxy_ours, proxy_theirs) =
-                UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-            let proxy = Proxy::spawn(
-                &self.model.xenstore,
-                proxy_ours,
-                Arc::new(self.scope()),
-                label.clone(),
-            )
-            .map_err(|e| format!("xenstore proxy: {e}", e = Chain(&e)))?;
-            let fds = self.setup_fds(proxy_theirs)?;
-            let child = Command::new(&self.model.exe)
-                .args(&self.model.worker_args)
-                .stdin(Stdio::from(OwnedFd::from(theirs)))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .env("PVUSB_LOG_FORMAT", "json")
-                .spawn()
-                .map_err(|e| format!("{}: {e}", self.model.exe.display()))?;
-            ours.set_write_timeout(Some(SEND_TIMEOUT))
-                .map_err(|e| e.to_string())?;
-            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-            if let Err(e) = link::send(&ours, &ToWorker::Setup(Box::new(self.setup())), &raw) {
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("setup: {e}", e = Chain(&e)));
-            }
-            Ok((child, ours, proxy))
-        })();
+        let started = self.spawn(&label);
         let (mut child, link, proxy) = match started {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(ctl = %self.id, "cannot start a worker process: {e}");
+                tracing::error!(ctl = %self.id, "cannot start a worker process: {e}", e = Chain(&e));
                 return None;
             }
         };
@@ -494,7 +511,7 @@ impl Supervisor {
                         if let Err(e) =
                             self.on_message(msg, link, broker, &mut last_turns, &mut last_progress)
                         {
-                            return kill(child, e);
+                            return kill(child, format!("cannot send: {e}", e = Chain(&e)));
                         }
                     }
                     Err(LinkError::Closed) => return None,
@@ -531,10 +548,8 @@ impl Supervisor {
         broker: &mut Broker,
         last_turns: &mut u64,
         last_progress: &mut Instant,
-    ) -> Result<(), String> {
-        let send = |msg: &ToWorker, fds: &[RawFd]| {
-            link::send(link, msg, fds).map_err(|e| format!("cannot send: {e}", e = Chain(&e)))
-        };
+    ) -> Result<(), LinkError> {
+        let send = |msg: &ToWorker, fds: &[RawFd]| link::send(link, msg, fds);
         match msg {
             ToMonitor::Ready(how) => {
                 tracing::info!(ctl = %self.id, pid = self.info.pid.load(Ordering::Relaxed), "worker confined: {how}");
@@ -547,7 +562,10 @@ impl Supervisor {
                     },
                     &[fd.as_raw_fd()],
                 )?,
-                Err(why) => {
+                Err(e) => {
+                    // The worker gets the reason as text: the link carries
+                    // no error types.
+                    let why = Chain(&e).to_string();
                     tracing::warn!(ctl = %self.id, "refused to open {busid:.40} for the worker: {why}");
                     send(
                         &ToWorker::Opened {
@@ -560,7 +578,7 @@ impl Supervisor {
             },
             ToMonitor::OpenEvtchn => match broker.open_evtchn() {
                 Ok(file) => send(&ToWorker::EvtchnOpened(Ok(())), &[file.as_raw_fd()])?,
-                Err(why) => send(&ToWorker::EvtchnOpened(Err(why)), &[])?,
+                Err(e) => send(&ToWorker::EvtchnOpened(Err(Chain(&e).to_string())), &[])?,
             },
             ToMonitor::Heartbeat(beat) => {
                 self.mirror(&beat);

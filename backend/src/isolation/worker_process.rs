@@ -18,6 +18,7 @@ use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xen::{EventChannels, GrantMapper};
 use pvusb_xenstore::XsClient;
 
+use super::error::WorkerSetupError;
 use super::link::{self, LinkError, MAX_TO_WORKER};
 use super::messages::{Heartbeat, LinkControl, ToMonitor, ToWorker, TransportSetup, WorkerSetup};
 use crate::controller::Context;
@@ -91,7 +92,7 @@ pub fn run(link: UnixStream) -> i32 {
     let worker = match Worker::build(setup, fds, link) {
         Ok(w) => w,
         Err(e) => {
-            tracing::error!("worker setup failed: {e}");
+            tracing::error!("worker setup failed: {e}", e = Chain(&e));
             return EXIT_SETUP;
         }
     };
@@ -150,11 +151,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn build(setup: WorkerSetup, fds: Vec<OwnedFd>, link: UnixStream) -> Result<Self, String> {
+    fn build(
+        setup: WorkerSetup,
+        fds: Vec<OwnedFd>,
+        link: UnixStream,
+    ) -> Result<Self, WorkerSetupError> {
         let mut fds = fds.into_iter();
-        let proxy = UnixStream::from(fds.next().ok_or("the setup carried no xenstore socket")?);
+        let proxy = UnixStream::from(
+            fds.next()
+                .ok_or(WorkerSetupError::MissingDescriptor("xenstore socket"))?,
+        );
         let writer: Writer = Arc::new(Mutex::new(
-            link.try_clone().map_err(|e| format!("link: {e}"))?,
+            link.try_clone().map_err(WorkerSetupError::Link)?,
         ));
         let (opened_tx, opened_rx) = crossbeam_channel::bounded(4);
         let (evtchn_tx, evtchn_rx) = crossbeam_channel::bounded(4);
@@ -165,21 +173,22 @@ impl Worker {
         // Xen's gntdev comes before the disks' backing (WorkerSetup).
         let mut gntdev = None;
         if matches!(setup.transport, TransportSetup::Xen) {
-            gntdev = Some(fds.next().ok_or("the setup carried no gntdev")?);
+            gntdev = Some(
+                fds.next()
+                    .ok_or(WorkerSetupError::MissingDescriptor("gntdev"))?,
+            );
         }
         let emulated = EmulatedHost::new();
         for spec in &setup.emulated {
             let backing = if spec.needs_backing() {
                 Some(File::from(fds.next().ok_or_else(|| {
-                    format!("no backing for {}", spec.describe())
+                    WorkerSetupError::MissingBacking(spec.describe())
                 })?))
             } else {
                 None
             };
-            let factory = spec.factory(backing).map_err(|e| Chain(&e).to_string())?;
-            emulated
-                .add_next(factory)
-                .map_err(|e| Chain(&e).to_string())?;
+            let factory = spec.factory(backing).map_err(WorkerSetupError::Emulated)?;
+            emulated.add_next(factory).map_err(WorkerSetupError::Bus)?;
         }
         let real = if setup.host_usb {
             brokered_host(LinkOpener {
@@ -192,7 +201,7 @@ impl Worker {
         let policy = match &setup.rules {
             Some((path, text)) => Some(Arc::new(
                 pvusb_policy::Policy::from_text(path.clone(), text)
-                    .map_err(|e| Chain(&e).to_string())?,
+                    .map_err(WorkerSetupError::Rules)?,
             )),
             None => None,
         };
@@ -325,7 +334,7 @@ impl Worker {
 
 /// Host USB through the monitor, its libusb context made now.
 #[cfg(feature = "libusb")]
-fn brokered_host(opener: LinkOpener) -> Result<Option<Arc<dyn UsbHost>>, String> {
+fn brokered_host(opener: LinkOpener) -> Result<Option<Arc<dyn UsbHost>>, WorkerSetupError> {
     Ok(Some(Arc::new(crate::usb::libusb::BrokeredHost::new(
         Arc::new(opener),
     ))))
@@ -333,8 +342,8 @@ fn brokered_host(opener: LinkOpener) -> Result<Option<Arc<dyn UsbHost>>, String>
 
 /// Without libusb there is no host USB to serve.
 #[cfg(not(feature = "libusb"))]
-fn brokered_host(_: LinkOpener) -> Result<Option<Arc<dyn UsbHost>>, String> {
-    Err("host USB asked for, but this build has no libusb".into())
+fn brokered_host(_: LinkOpener) -> Result<Option<Arc<dyn UsbHost>>, WorkerSetupError> {
+    Err(WorkerSetupError::NoLibusb)
 }
 
 fn heartbeat(stats: &Stats, liveness: &Liveness) -> Heartbeat {
