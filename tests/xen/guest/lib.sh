@@ -337,6 +337,10 @@ front_serve_diagnose() {
     domu_exec "dmesg | awk '/SetAddress Request|reset high-speed/ { if (++n > 40) next } { print }' > /tmp/dmesg.txt"
     domu_fetch /tmp/dmesg.txt "$RES/$SCEN.domu-dmesg.log" 64
     echo "front serve's log and the domU's dmesg: results/$SCEN.front-serve.log, results/$SCEN.domu-dmesg.log"
+    if [ "$PEER" = pvusb ]; then
+        echo "the backend's counters (requests taken, responses given):"
+        "$PVUSB" stats "$DOMID" 2>&1 | head -n 20 || true
+    fi
     echo "front serve's threads (name, kernel wait channel):"
     domu_exec "for t in /proc/\$(cat /tmp/front-serve.pid)/task/*; do echo \$(cat \$t/comm) \$(cat \$t/wchan); done | tail -c 1900"
 }
