@@ -4,6 +4,7 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use pvusb_testkit::wait::within;
 use pvusb_xen::sim::{SimXen, NR_REFS};
 use pvusb_xen::{
     CopySeg, EventChannel, EventChannels, EvtchnError, GrantAllocator, GrantError, GrantMapper,
@@ -304,19 +305,6 @@ fn a_closed_peer_is_reported_not_waited_for() {
         1,
         "the pollable fd reports the death"
     );
-}
-
-/// Runs `f` on a thread of its own and returns its result; fails the test
-/// if `f` panics or has not returned within [`LONG`] (a hang).
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LONG.unwrap()) {
-        Ok(v) => v,
-        Err(e) => panic!("the call panicked or hung: {e}"),
-    }
 }
 
 /// The documented behaviour (module docs of `sim`, "Copies and a granter's
