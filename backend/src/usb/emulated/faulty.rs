@@ -43,6 +43,30 @@ impl EmulatedDevice for StallDevice {
     }
 }
 
+/// The state changes a wrapper passes on unchanged to the device it wraps
+/// (`self.inner`): the wrappers alter only how transfers complete, so the
+/// inner device must keep following configuration, alternate settings,
+/// halts and resets.
+macro_rules! pass_state_changes_to_inner {
+    () => {
+        fn configuration_changed(&mut self, value: u8) {
+            self.inner.configuration_changed(value);
+        }
+
+        fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
+            self.inner.interface_changed(interface, alt_setting);
+        }
+
+        fn halt_cleared(&mut self, endpoint: u8) {
+            self.inner.halt_cleared(endpoint);
+        }
+
+        fn reset(&mut self) {
+            self.inner.reset();
+        }
+    };
+}
+
 /// Wakes the framework at deadlines, from one thread per slow device. The
 /// thread ends when the device (the sender) is dropped.
 fn timer_thread(kicker: Kicker, deadlines: Receiver<Instant>) {
@@ -161,21 +185,7 @@ impl<D: EmulatedDevice> EmulatedDevice for SlowDevice<D> {
         }
     }
 
-    fn configuration_changed(&mut self, value: u8) {
-        self.inner.configuration_changed(value);
-    }
-
-    fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
-        self.inner.interface_changed(interface, alt_setting);
-    }
-
-    fn halt_cleared(&mut self, endpoint: u8) {
-        self.inner.halt_cleared(endpoint);
-    }
-
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
+    pass_state_changes_to_inner!();
 
     fn cancelled(&mut self, id: TransferId) {
         self.deadlines.remove(&id);
@@ -232,21 +242,7 @@ impl<D: EmulatedDevice> EmulatedDevice for VanishingDevice<D> {
         self.inner.data(req)
     }
 
-    fn configuration_changed(&mut self, value: u8) {
-        self.inner.configuration_changed(value);
-    }
-
-    fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
-        self.inner.interface_changed(interface, alt_setting);
-    }
-
-    fn halt_cleared(&mut self, endpoint: u8) {
-        self.inner.halt_cleared(endpoint);
-    }
-
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
+    pass_state_changes_to_inner!();
 
     fn cancelled(&mut self, id: TransferId) {
         self.inner.cancelled(id);
