@@ -10,7 +10,7 @@ use pvusb_protocol::{
     UrbResponse,
 };
 
-use super::test_support::{info, segment, Guest, Held, PAGE};
+use super::test_support::{info, pattern, segment, set_address, Guest, Held, PAGE};
 use super::{Devices, UrbEngine};
 use crate::stats::Stats;
 use crate::usb::{
@@ -42,9 +42,7 @@ impl Rig {
             guest: Guest::default(),
             out: Vec::new(),
         };
-        let set_address = SetupPacket::new(0x00, 5, 6, 0, 0);
-        let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, 1).expect("pipe");
-        rig.request(&UrbRequest::control(1, pipe, set_address, &[]).unwrap());
+        rig.request(&set_address(1, 6));
         rig
     }
 
@@ -69,14 +67,6 @@ impl Rig {
 
 fn control_pipe(dir: Direction) -> Pipe {
     Pipe::new(TransferType::Control, dir, 6, 0, 1).expect("pipe")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..=u8::MAX)
-        .cycle()
-        .take(len)
-        .map(|i| i.wrapping_mul(13) ^ seed)
-        .collect()
 }
 
 #[test]
