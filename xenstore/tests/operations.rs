@@ -82,9 +82,7 @@ fn every_operation_round_trips() {
 fn declared_domains_are_confined_by_permissions() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(Tx::NONE, "/local/domain/5", &[perm(5, Access::None)])
-        .unwrap();
+    fx.give_home(5);
     dom0.write(Tx::NONE, "/private", "dom0 only").unwrap();
     dom0.write(Tx::NONE, "/shared", "readable").unwrap();
     dom0.set_perms(
@@ -188,9 +186,7 @@ fn quotas_are_enforced() {
         "over the payload max never leaves the client"
     );
 
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(Tx::NONE, "/local/domain/5", &[perm(5, Access::None)])
-        .unwrap();
+    fx.give_home(5);
     let dom5 = fx.dom(5);
     for i in 0..3 {
         dom5.write(Tx::NONE, &format!("n{i}"), "v").unwrap();

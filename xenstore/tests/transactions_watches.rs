@@ -153,16 +153,7 @@ fn watches_fire_initially_on_changes_and_on_removal() {
 fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(
-        Tx::NONE,
-        "/local/domain/5",
-        &[pvusb_xenstore::Perm {
-            domid: 5,
-            access: pvusb_xenstore::Access::None,
-        }],
-    )
-    .unwrap();
+    fx.give_home(5);
     let dom5 = fx.dom(5);
     let rel = dom5.watch("device").unwrap();
     let root = dom5.watch("/").unwrap();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use pvusb_testkit::wait::events_until;
 use pvusb_testkit::Xenstore;
-use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
+use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsError};
 
 const SOCKET_ENV: &str = "PVUSB_XS_CHILD_SOCKET";
 
@@ -15,16 +15,7 @@ const SOCKET_ENV: &str = "PVUSB_XS_CHILD_SOCKET";
 fn a_child_process_writes_as_another_domain_and_the_parent_sees_it() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(
-        Tx::NONE,
-        "/local/domain/5",
-        &[Perm {
-            domid: 5,
-            access: Access::None,
-        }],
-    )
-    .unwrap();
+    fx.give_home(5);
     let watch = dom0.watch("/local/domain/5/data").unwrap();
 
     let status = Command::new(std::env::current_exe().unwrap())
