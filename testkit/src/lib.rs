@@ -7,8 +7,9 @@
 //! * Building blocks that return errors, for the `pvusb` commands as much
 //!   as for tests, with no feature: the world's directory ([`dir`]), the
 //!   embedded xenstore ([`xenstore`]), guest domains ([`domain`]), a
-//!   controller's nodes in libxl's layout ([`controller`]), and waits
-//!   bounded by one liveness bound ([`wait`]).
+//!   controller's nodes in libxl's layout ([`controller`]), waits
+//!   bounded by one liveness bound ([`wait`]), and threads that run beside
+//!   a test until it drops them ([`background`]).
 //! * With feature `world`, for tests (it panics with the reason instead of
 //!   returning errors): `World` — a directory, xenstore, dom0 and guests,
 //!   an emulated USB bus described in a fake sysfs (`devices`), and in it
@@ -27,6 +28,7 @@
 //! says which tests use what.
 #![forbid(unsafe_code)]
 
+pub mod background;
 pub mod controller;
 pub mod dir;
 pub mod domain;
