@@ -82,3 +82,50 @@ pub fn command(
     assert_eq!(csw[12], 0, "CSW status of tag {tag}");
     data
 }
+
+/// WRITE(10) of `data` (whole 512-byte blocks) at `lba` on ids 0 to 2,
+/// with `extra` requests in the same batch.
+pub fn write10(
+    d: &mut Driver,
+    dev: u8,
+    port: u8,
+    tag: u32,
+    lba: u32,
+    data: &[u8],
+    extra: &[pvusb_protocol::UrbRequest],
+) {
+    let cdb = rw10(0x2a, lba, blocks(data.len()));
+    command(
+        d,
+        [0, 1, 2],
+        dev,
+        port,
+        tag,
+        &cdb,
+        false,
+        data.len(),
+        data,
+        extra,
+    );
+}
+
+/// READ(10) of `len` bytes (whole 512-byte blocks) at `lba` on ids 0 to 2,
+/// with `extra` requests in the same batch; returns the data.
+pub fn read10(
+    d: &mut Driver,
+    dev: u8,
+    port: u8,
+    tag: u32,
+    lba: u32,
+    len: usize,
+    extra: &[pvusb_protocol::UrbRequest],
+) -> Vec<u8> {
+    let cdb = rw10(0x28, lba, blocks(len));
+    command(d, [0, 1, 2], dev, port, tag, &cdb, true, len, &[], extra)
+}
+
+/// The blocks of a READ(10) or WRITE(10) of `len` bytes.
+fn blocks(len: usize) -> u16 {
+    assert_eq!(len % 512, 0, "{len} bytes are not whole blocks");
+    u16::try_from(len / 512).expect("at most 65535 blocks per command")
+}
