@@ -3,15 +3,8 @@
 
 use pvusb_frontend::{Frontend, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::{Speed, UrbResponse};
-use pvusb_testkit::scripted::{MockPeer, Scripted};
+use pvusb_testkit::scripted::Scripted;
 use pvusb_testkit::LIVENESS;
-
-fn setup() -> (Scripted, Frontend, MockPeer) {
-    let env = Scripted::new();
-    let front = env.connect();
-    let peer = env.backend();
-    (env, front, peer)
-}
 
 /// Submits one bulk IN and returns the receiver of its completion.
 fn submit(front: &Frontend) -> crossbeam_channel::Receiver<pvusb_frontend::Completion> {
@@ -46,7 +39,7 @@ fn wait_dead(front: &Frontend) {
 
 #[test]
 fn response_with_id_out_of_range_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     peer.requests(1);
     peer.respond(UrbResponse::new(16, pvusb_protocol::Status::Ok, 0));
@@ -59,7 +52,7 @@ fn response_with_id_out_of_range_kills_the_controller() {
 
 #[test]
 fn response_for_an_idle_id_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(
@@ -76,7 +69,7 @@ fn response_for_an_idle_id_kills_the_controller() {
 
 #[test]
 fn duplicate_response_kills_the_controller_after_one_completion() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx_a = submit(&front);
     let rx_b = submit(&front);
     let reqs = peer.requests(2);
@@ -96,7 +89,7 @@ fn duplicate_response_kills_the_controller_after_one_completion() {
 
 #[test]
 fn oversized_and_negative_actual_length_are_clamped() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.write_data(&req, &[7; 100]);
@@ -120,7 +113,7 @@ fn oversized_and_negative_actual_length_are_clamped() {
 
 #[test]
 fn undefined_status_is_shutdown_but_not_fatal() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse {
@@ -137,7 +130,7 @@ fn undefined_status_is_shutdown_but_not_fatal() {
 
 #[test]
 fn rsp_prod_far_ahead_is_an_overflow() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     peer.requests(1);
     peer.urb.set_rsp_prod(1000).unwrap();
@@ -152,7 +145,7 @@ fn rsp_prod_far_ahead_is_an_overflow() {
 
 #[test]
 fn conn_event_for_port_zero_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let events = front.subscribe();
     peer.conn_event(0, 2);
     let ev = events.recv_timeout(LIVENESS).unwrap();
@@ -165,7 +158,7 @@ fn conn_event_for_port_zero_kills_the_controller() {
 
 #[test]
 fn conn_event_with_speed_four_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     peer.conn_event(1, 4);
     wait_dead(&front);
     assert_dead(&front, "speed 4");
@@ -174,7 +167,7 @@ fn conn_event_with_speed_four_kills_the_controller() {
 
 #[test]
 fn valid_conn_events_are_tracked_and_reposted() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     // More events than the ring holds: only works if every slot is re-posted.
     for i in 0..600u32 {
         peer.conn_event(2, if i % 2 == 0 { 3 } else { 0 });
@@ -200,7 +193,7 @@ fn valid_conn_events_are_tracked_and_reposted() {
 
 #[test]
 fn event_storm_without_work_is_harmless() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     for _ in 0..10_000 {
         pvusb_xen::EventChannel::notify(&peer.evtchn).unwrap();
     }
@@ -218,7 +211,7 @@ fn event_storm_without_work_is_harmless() {
 /// restart under the vhci bridge).
 #[test]
 fn a_response_without_a_notification_still_completes() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     // Long enough that the worker's short polling after the submit is over.
