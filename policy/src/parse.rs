@@ -320,21 +320,16 @@ impl Parser {
                     dup(rule.with_interface.is_some())?;
                     rule.with_interface = Some(self.values(&name, |s, _| interface(s), None)?);
                 }
-                "name" => {
-                    dup(rule.name.is_some())?;
-                    rule.name = Some(self.strings(&name, None)?);
-                }
-                "serial" => {
-                    dup(rule.serial.is_some())?;
-                    rule.serial = Some(self.strings(&name, None)?);
-                }
-                "via-port" => {
-                    dup(rule.via_port.is_some())?;
-                    rule.via_port = Some(self.strings(&name, None)?);
-                }
-                "label" => {
-                    dup(rule.label.is_some())?;
-                    rule.label = Some(self.strings(&name, None)?);
+                // The string attributes: any set operator, any number of values.
+                "name" | "serial" | "via-port" | "label" => {
+                    let slot = match name.as_str() {
+                        "name" => &mut rule.name,
+                        "serial" => &mut rule.serial,
+                        "via-port" => &mut rule.via_port,
+                        _ => &mut rule.label,
+                    };
+                    dup(slot.is_some())?;
+                    *slot = Some(self.strings(&name, None)?);
                 }
                 "domain" => {
                     dup(rule.domain.is_some())?;
