@@ -16,18 +16,20 @@ fn raw(path: &std::path::Path) -> UnixStream {
     s
 }
 
+/// Writes a header announcing `len` payload bytes, whatever follows it.
+fn send_header(s: &mut UnixStream, msg_type: u32, req_id: u32, tx_id: u32, len: u32) {
+    let header = RawHeader {
+        msg_type,
+        req_id,
+        tx_id,
+        len,
+    };
+    s.write_all(&header.encode()).unwrap();
+}
+
 fn send_raw(s: &mut UnixStream, msg_type: u32, req_id: u32, tx_id: u32, payload: &[u8]) {
     let len = u32::try_from(payload.len()).unwrap();
-    s.write_all(
-        &RawHeader {
-            msg_type,
-            req_id,
-            tx_id,
-            len,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(s, msg_type, req_id, tx_id, len);
     s.write_all(payload).unwrap();
 }
 
@@ -68,16 +70,7 @@ fn an_oversized_header_is_answered_then_disconnected() {
     let fx = Xenstore::temp(ServerConfig::default());
     let other = fx.dom0();
     let mut s = raw(fx.path());
-    s.write_all(
-        &RawHeader {
-            msg_type: MsgType::Write as u32,
-            req_id: 42,
-            tx_id: 0,
-            len: 4097,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(&mut s, MsgType::Write as u32, 42, 0, 4097);
     let reply = read_message(&mut s).unwrap();
     assert_eq!((reply.req_id, error_of(&reply)), (42, "EINVAL"));
     let mut rest = Vec::new();
@@ -89,16 +82,7 @@ fn an_oversized_header_is_answered_then_disconnected() {
 fn a_half_sent_message_blocks_only_its_sender() {
     let fx = Xenstore::temp(ServerConfig::default());
     let mut s = raw(fx.path());
-    s.write_all(
-        &RawHeader {
-            msg_type: MsgType::Write as u32,
-            req_id: 1,
-            tx_id: 0,
-            len: 100,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(&mut s, MsgType::Write as u32, 1, 0, 100);
     s.write_all(b"/partial").unwrap();
     let xs = fx.dom0();
     xs.write(Tx::NONE, "/ok", "1").unwrap();

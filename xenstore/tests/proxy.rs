@@ -9,20 +9,13 @@ use std::time::{Duration, Instant};
 
 use pvusb_testkit::wait::{events_until, next_event};
 use pvusb_testkit::{wait_for, Xenstore, LIVENESS};
-use pvusb_xenstore::proxy::{PrefixScope, Proxy, ProxyHandle};
+use pvusb_xenstore::proxy::{Proxy, ProxyHandle};
 use pvusb_xenstore::wire::{read_message, Message, MsgType, RawHeader};
-use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
+use pvusb_xenstore::{Access, Perm, Tx, XsClient, XsError};
 
-const FRONT: &str = "/local/domain/1/device/vusb/0";
-const BACK: &str = "/local/domain/0/backend/vusb/1/0";
-const RECORDS: &str = "/pvusb/usbback";
+mod worker_scope;
 
-fn scope() -> PrefixScope {
-    PrefixScope::new()
-        .read(FRONT)
-        .write(BACK)
-        .write_leaf(RECORDS, "opened")
-}
+use worker_scope::{scope, server, BACK, FRONT, RECORDS};
 
 struct Rig {
     proxy: ProxyHandle,
@@ -36,14 +29,7 @@ struct Rig {
 /// A server with a guest's frontend directory and a host device record, and a
 /// proxy whose worker side is a raw socket.
 fn raw_rig() -> (Xenstore, XsClient, ProxyHandle, UnixStream) {
-    let fx = Xenstore::temp(ServerConfig::default());
-    let direct = fx.dom0();
-    direct
-        .write(Tx::NONE, &format!("{FRONT}/state"), "1")
-        .unwrap();
-    direct
-        .write(Tx::NONE, &format!("{RECORDS}/1-2/driver"), "usbfs")
-        .unwrap();
+    let (fx, direct) = server();
     let (worker_end, proxy_end) = UnixStream::pair().unwrap();
     let proxy = Proxy::spawn(fx.path(), proxy_end, Arc::new(scope()), "test".into()).unwrap();
     worker_end.set_read_timeout(Some(LIVENESS)).unwrap();
