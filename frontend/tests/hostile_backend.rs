@@ -13,6 +13,11 @@ fn submit(front: &Frontend) -> crossbeam_channel::Receiver<pvusb_frontend::Compl
     rx
 }
 
+/// The status of the completion `rx` receives next.
+fn status_of(rx: &crossbeam_channel::Receiver<pvusb_frontend::Completion>) -> UrbStatus {
+    rx.recv_timeout(LIVENESS).unwrap().status
+}
+
 fn assert_dead(front: &Frontend, needle: &str) {
     let reason = front.dead_reason().expect("the controller is dead");
     assert!(
@@ -21,10 +26,7 @@ fn assert_dead(front: &Frontend, needle: &str) {
     );
     // Later URBs fail at once with shutdown.
     let rx = submit(front);
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
 }
 
 fn wait_dead(front: &Frontend) {
@@ -43,10 +45,7 @@ fn response_with_id_out_of_range_kills_the_controller() {
     let rx = submit(&front);
     peer.requests(1);
     peer.respond(UrbResponse::new(16, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "not below 16");
 }
 
@@ -60,10 +59,7 @@ fn response_for_an_idle_id_kills_the_controller() {
         pvusb_protocol::Status::Ok,
         0,
     ));
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "not in flight");
 }
 
@@ -77,11 +73,8 @@ fn duplicate_response_kills_the_controller_after_one_completion() {
     // answer the first one.
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(rx_a.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
-    assert_eq!(
-        rx_b.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx_a), UrbStatus::Ok);
+    assert_eq!(status_of(&rx_b), UrbStatus::Shutdown);
     wait_dead(&front);
     assert_dead(&front, "not in flight");
     assert!(rx_a.try_recv().is_err(), "completed exactly once");
@@ -120,10 +113,7 @@ fn undefined_status_is_shutdown_but_not_fatal() {
         status: 12345,
         ..UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0)
     });
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_eq!(front.dead_reason(), None);
     assert_eq!(front.stats().bad_statuses, 1);
 }
@@ -136,10 +126,7 @@ fn rsp_prod_far_ahead_is_an_overflow() {
     peer.urb.set_rsp_prod(1000).unwrap();
 
     pvusb_xen::EventChannel::notify(&peer.evtchn).unwrap();
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "urb ring");
 }
 
@@ -200,7 +187,7 @@ fn event_storm_without_work_is_harmless() {
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, pvusb_protocol::Status::Stall, 0));
-    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Stall);
+    assert_eq!(status_of(&rx), UrbStatus::Stall);
     assert_eq!(front.dead_reason(), None);
 }
 
