@@ -7,18 +7,16 @@
 //! SET_ADDRESS and goes to the device untouched — both older backends get
 //! this wrong (spec 14).
 
+use pvusb_protocol::usb::request::{self, FEATURE_ENDPOINT_HALT, GET_DESCRIPTOR};
 use pvusb_protocol::{SetupPacket, Status, Submit, SubmitKind};
 
 use crate::usb::TransferKind;
 
 /// bmRequestType/bRequest of the standard requests the backend intercepts.
-const SET_ADDRESS: (u8, u8) = (0x00, 5);
-const SET_CONFIGURATION: (u8, u8) = (0x00, 9);
-const SET_INTERFACE: (u8, u8) = (0x01, 11);
-const CLEAR_FEATURE_ENDPOINT: (u8, u8) = (0x02, 1);
-const GET_DESCRIPTOR: u8 = 6;
-/// wValue of CLEAR_FEATURE that selects ENDPOINT_HALT.
-const ENDPOINT_HALT: u16 = 0;
+const SET_ADDRESS: (u8, u8) = (0x00, request::SET_ADDRESS);
+const SET_CONFIGURATION: (u8, u8) = (0x00, request::SET_CONFIGURATION);
+const SET_INTERFACE: (u8, u8) = (0x01, request::SET_INTERFACE);
+const CLEAR_FEATURE_ENDPOINT: (u8, u8) = (0x02, request::CLEAR_FEATURE);
 
 /// Why a request is answered without a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +198,12 @@ impl AddressTable {
                 },
                 _ => return Route::Answer(Answer::Refused),
             },
-            CLEAR_FEATURE_ENDPOINT if setup.w_value == ENDPOINT_HALT => match byte(setup.w_index) {
-                Some(endpoint) => TransferKind::ClearHalt { endpoint },
-                None => return Route::Answer(Answer::Refused),
-            },
+            CLEAR_FEATURE_ENDPOINT if setup.w_value == FEATURE_ENDPOINT_HALT => {
+                match byte(setup.w_index) {
+                    Some(endpoint) => TransferKind::ClearHalt { endpoint },
+                    None => return Route::Answer(Answer::Refused),
+                }
+            }
             _ => TransferKind::Control { setup },
         };
         Route::Device {
