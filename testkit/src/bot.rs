@@ -2,6 +2,8 @@
 //! for the backend's disk tests: the emulated disk's endpoints are 0x01 OUT
 //! and 0x82 IN.
 
+use pvusb_protocol::usb::bot::CBW_SIGNATURE;
+
 use crate::driver::Driver;
 
 /// The disk's bulk OUT endpoint.
@@ -12,7 +14,7 @@ const EP_IN: u8 = 0x82;
 /// A command block wrapper.
 fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> [u8; 31] {
     let mut c = [0u8; 31];
-    c[0..4].copy_from_slice(&0x4342_5355u32.to_le_bytes());
+    c[0..4].copy_from_slice(&CBW_SIGNATURE.to_le_bytes());
     c[4..8].copy_from_slice(&tag.to_le_bytes());
     c[8..12].copy_from_slice(&len.to_le_bytes());
     c[12] = if data_in { 0x80 } else { 0 };
