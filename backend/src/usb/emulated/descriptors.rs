@@ -41,6 +41,12 @@ impl EndpointSpec {
             interval,
         }
     }
+
+    /// A bulk endpoint of a high-speed device (512-byte packets, the only
+    /// size USB 2.0 allows there).
+    pub fn high_speed_bulk(address: u8) -> Self {
+        Self::new(address, EndpointType::Bulk, 512, 0)
+    }
 }
 
 /// One alternate setting of an interface.
@@ -114,6 +120,13 @@ pub const LANGID_EN_US: u16 = 0x0409;
 pub const EMULATED_VENDOR_ID: u16 = 0x1209;
 
 impl DeviceSpec {
+    /// A high-speed device whose one interface (class 0xff) is
+    /// vendor-specific: the test devices that speak no USB class.
+    pub fn vendor_specific(product_id: u16, product: &str, endpoints: Vec<EndpointSpec>) -> Self {
+        let iface = interface(0, (0xff, 0, 0), endpoints);
+        Self::single_config(Speed::High, product_id, product, vec![iface])
+    }
+
     /// A device with one configuration (value 1, bus powered, 100 mA).
     pub fn single_config(
         speed: Speed,

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use super::descriptors::{interface, DeviceSpec, EndpointSpec, EndpointType};
+use super::descriptors::{DeviceSpec, EndpointSpec, EndpointType};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Kicker, Reply};
-use crate::usb::proto::Speed;
 use crate::usb::types::TransferId;
 
 /// Product id of the always-stall device.
@@ -22,16 +21,11 @@ pub struct StallDevice;
 impl EmulatedDevice for StallDevice {
     fn spec(&self) -> DeviceSpec {
         let endpoints = vec![
-            EndpointSpec::new(0x01, EndpointType::Bulk, 512, 0),
-            EndpointSpec::new(0x81, EndpointType::Bulk, 512, 0),
+            EndpointSpec::high_speed_bulk(0x01),
+            EndpointSpec::high_speed_bulk(0x81),
             EndpointSpec::new(0x82, EndpointType::Interrupt, 64, 4),
         ];
-        DeviceSpec::single_config(
-            Speed::High,
-            STALL_PRODUCT_ID,
-            "pvusb stall",
-            vec![interface(0, (0xff, 0, 0), endpoints)],
-        )
+        DeviceSpec::vendor_specific(STALL_PRODUCT_ID, "pvusb stall", endpoints)
     }
 
     fn control(&mut self, _req: ControlRequest<'_>) -> Reply {

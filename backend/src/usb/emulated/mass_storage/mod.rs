@@ -16,7 +16,7 @@ use pvusb_protocol::usb::request::class;
 
 use self::scsi::{Plan, ScsiState, Sense};
 use self::store::BlockStore;
-use super::descriptors::{interface, DeviceSpec, EndpointSpec, EndpointType};
+use super::descriptors::{interface, DeviceSpec, EndpointSpec};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Reply};
 use crate::usb::proto::Speed;
 
@@ -305,8 +305,8 @@ fn encode_csw(csw: &Csw) -> [u8; CSW_LEN] {
 impl EmulatedDevice for MassStorageDevice {
     fn spec(&self) -> DeviceSpec {
         let endpoints = vec![
-            EndpointSpec::new(EP_OUT, EndpointType::Bulk, 512, 0),
-            EndpointSpec::new(EP_IN, EndpointType::Bulk, 512, 0),
+            EndpointSpec::high_speed_bulk(EP_OUT),
+            EndpointSpec::high_speed_bulk(EP_IN),
         ];
         let class = (class::MASS_STORAGE, SUBCLASS_SCSI, PROTOCOL_BOT);
         let iface = interface(0, class, endpoints);
