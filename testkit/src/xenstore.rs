@@ -83,3 +83,19 @@ impl Xenstore {
             .expect("dom0 gives the home away");
     }
 }
+
+/// The value at `path` read outside any transaction, `None` when there is no
+/// node (tests: panics when the read fails).
+pub fn value_at(xs: &XsClient, path: &str) -> Option<String> {
+    xs.read(Tx::NONE, path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// The domain owning `path` (its first permission entry), read outside any
+/// transaction (tests: panics when the read fails).
+pub fn owner_of(xs: &XsClient, path: &str) -> u16 {
+    let perms = xs
+        .get_perms(Tx::NONE, path)
+        .unwrap_or_else(|e| panic!("reading the permissions of {path}: {e}"));
+    perms.first().expect("a node has an owner").domid
+}
