@@ -4,6 +4,9 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+mod after_death;
+
+use after_death::copies_after_death;
 use pvusb_testkit::wait::within;
 use pvusb_xen::sim::{SimXen, NR_REFS};
 use pvusb_xen::{
@@ -325,15 +328,7 @@ fn a_granter_that_goes_away_gives_errors() {
     drop(f);
     drop(front); // the domain's handle is gone: its server stops
     assert!(matches!(ch.wait(LONG), Err(EvtchnError::PeerGone)));
-    let back2 = back.clone();
-    let (copied, written) = within(move || {
-        let mut b = [0u8; 4];
-        let copied = back2
-            .copy_from_guest(1, &[seg(gref, 0, 4)], &mut b)
-            .map(|()| b);
-        let written = back2.copy_to_guest(1, &[seg(gref, 0, 4)], b"late");
-        (copied, written)
-    });
+    let (copied, written) = copies_after_death(&back, gref);
     assert_eq!(copied.unwrap(), *b"left");
     written.unwrap();
     let mut seen = [0u8; 4];

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod after_death;
+
+use after_death::copies_after_death;
 use pvusb_testkit::wait::within;
 use pvusb_xen::sim::{SimEventChannel, SimGrantedPages, SimXen, NR_REFS};
 use pvusb_xen::{
@@ -346,15 +349,7 @@ fn a_dead_frontend_is_an_error_for_the_backend_not_a_hang() {
     // Copies make no syscall, so they do not notice the death (module docs of
     // `sim`, "Copies and a granter's death"): they neither hang nor panic and
     // work on the dead granter's pages as it left them.
-    let back2 = back.clone();
-    let (copied, written) = within(move || {
-        let mut b = [0u8; 4];
-        let copied = back2
-            .copy_from_guest(1, &[seg(gref, 0, 4)], &mut b)
-            .map(|()| b);
-        let written = back2.copy_to_guest(1, &[seg(gref, 0, 4)], b"late");
-        (copied, written)
-    });
+    let (copied, written) = copies_after_death(&back, gref);
     assert_eq!(copied.unwrap(), *b"soon");
     written.unwrap();
     // Map and bind report the death; after that map, copies fail too.
