@@ -10,7 +10,9 @@ use pvusb_protocol::{
     UrbResponse,
 };
 
-use super::test_support::{info, pattern, segment, set_address, Guest, Held, PAGE};
+use super::test_support::{
+    info, iso_descriptors, pattern, segment, set_address, Guest, Held, PAGE,
+};
 use super::{Devices, UrbEngine};
 use crate::stats::Stats;
 use crate::usb::{
@@ -115,18 +117,7 @@ fn control_data_lands_behind_room_for_the_setup_stage() {
 /// straddles the page boundary); their descriptors in page 502.
 fn iso_request(rig: &mut Rig, id: u16, dir: Direction) -> UrbRequest {
     let packets = [(4000u32, 200u32), (0, 100), (6000, 50)];
-    let descs: Vec<u8> = packets
-        .iter()
-        .flat_map(|&(offset, length)| {
-            let d = IsoPacketDescriptor {
-                offset,
-                length,
-                actual_length: 0,
-                status: 0,
-            };
-            bytemuck::bytes_of(&d).to_vec()
-        })
-        .collect();
+    let descs = iso_descriptors(&packets);
     let mut page = vec![0u8; PAGE];
     page[..descs.len()].copy_from_slice(&descs);
     rig.guest.set(502, page);

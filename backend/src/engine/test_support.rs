@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use pvusb_protocol::{Direction, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest};
+use pvusb_protocol::{
+    Direction, IsoPacketDescriptor, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest,
+};
 use pvusb_xen::{CopySeg, GrantError};
 
 use crate::guest::GuestMemory;
@@ -21,6 +23,17 @@ pub(crate) fn set_address(port: u8, address: u8) -> UrbRequest {
     let setup = SetupPacket::new(0x00, 5, u16::from(address), 0, 0);
     let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, port).expect("pipe");
     UrbRequest::control(1, pipe, setup, &[]).expect("request")
+}
+
+/// The descriptor records of iso packets at `(offset, length)`, as a guest
+/// writes them into a request's descriptor segments.
+pub(crate) fn iso_descriptors(packets: &[(u32, u32)]) -> Vec<u8> {
+    packets
+        .iter()
+        .flat_map(|&(offset, length)| {
+            bytemuck::bytes_of(&IsoPacketDescriptor::request(offset, length)).to_vec()
+        })
+        .collect()
 }
 
 /// `len` bytes that differ from one `seed` to another and do not repeat

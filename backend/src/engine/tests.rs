@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pvusb_protocol::{Direction, Pipe, SetupPacket, Status, TransferType, UrbRequest, UrbResponse};
 
-use super::test_support::{info, segment, set_address, Guest, Held};
+use super::test_support::{info, iso_descriptors, segment, set_address, Guest, Held};
 use super::{Devices, UrbEngine};
 use crate::stats::Stats;
 use crate::usb::{Completion, TransferOutcome, UsbDevice};
@@ -169,18 +169,7 @@ fn iso_in_results_and_data_go_to_the_guest_in_one_copy() {
     let mut rig = Rig::new();
     rig.request(&set_address(2, 6));
     // Two packets of 192 bytes in page 300; their descriptors in page 301.
-    let descs: Vec<u8> = [0u32, 192]
-        .iter()
-        .flat_map(|&offset| {
-            let d = IsoPacketDescriptor {
-                offset,
-                length: 192,
-                actual_length: 0,
-                status: 0,
-            };
-            bytemuck::bytes_of(&d).to_vec()
-        })
-        .collect();
+    let descs = iso_descriptors(&[(0, 192), (192, 192)]);
     let mut page = vec![0u8; super::test_support::PAGE];
     page[..descs.len()].copy_from_slice(&descs);
     rig.guest.set(301, page);

@@ -78,6 +78,17 @@ pub fn check_disjoint(ranges: &mut [core::ops::Range<u32>]) -> Result<(), IsoPac
 }
 
 impl IsoPacketDescriptor {
+    /// A packet as a frontend asks for it: `length` bytes at `offset` of the
+    /// data buffer, no result yet.
+    pub const fn request(offset: u32, length: u32) -> Self {
+        Self {
+            offset,
+            length,
+            actual_length: 0,
+            status: 0,
+        }
+    }
+
     /// Checks a (guest-written, hostile) descriptor against the data length of
     /// its validated request and returns the byte range it may use.
     pub fn checked_range(&self, data_len: u32) -> Result<core::ops::Range<u32>, IsoPacketError> {
