@@ -43,6 +43,12 @@ struct Csw {
     status: CswStatus,
 }
 
+/// How much of a `len`-byte transfer a phase with `remaining` bytes left
+/// takes (the 64-bit byte counts of a phase may exceed `usize`).
+fn at_most(remaining: u64, len: usize) -> usize {
+    usize::try_from(remaining).unwrap_or(usize::MAX).min(len)
+}
+
 #[derive(Debug)]
 enum InSource {
     Bytes { data: Vec<u8>, pos: usize },
@@ -171,9 +177,7 @@ impl MassStorageDevice {
                 remaining,
                 csw,
             } => {
-                let n = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
+                let n = at_most(*remaining, buf.len());
                 let Some(out) = buf.get_mut(..n) else {
                     return Reply::Stall;
                 };
@@ -230,12 +234,8 @@ impl MassStorageDevice {
                 write_remaining,
                 csw,
             } => {
-                let take = usize::try_from(*host_remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let write = usize::try_from(*write_remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(take);
+                let take = at_most(*host_remaining, data.len());
+                let write = at_most(*write_remaining, take);
                 if let Some(chunk) = data.get(..write) {
                     if self.store.write_at(*offset, chunk).is_err() {
                         self.scsi.sense = Sense::WRITE_ERROR;
