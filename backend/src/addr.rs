@@ -281,6 +281,15 @@ mod tests {
     use super::*;
     use pvusb_protocol::{validate, Direction, Pipe, TransferType, UrbRequest, ValidatedUrb};
 
+    /// `setup` passed on, as it is, to endpoint 0 of the device on `port`.
+    fn ep0_of(port: u8, setup: SetupPacket) -> Route {
+        Route::Device {
+            port,
+            endpoint: 0,
+            kind: TransferKind::Control { setup },
+        }
+    }
+
     /// A validated control request without data stage on `port`.
     fn control(dev: u8, port: u8, setup: SetupPacket) -> Submit {
         let dir = if setup.bm_request_type & 0x80 != 0 {
@@ -305,11 +314,7 @@ mod tests {
         let get_desc = SetupPacket::new(0x80, 6, 0x0100, 0, 0);
         assert_eq!(
             t.route(&control(0, 2, get_desc), anywhere),
-            Route::Device {
-                port: 2,
-                endpoint: 0,
-                kind: TransferKind::Control { setup: get_desc }
-            }
+            ep0_of(2, get_desc)
         );
         for bm in [0xa1, 0xc0, 0xc1] {
             let s = control(0, 2, SetupPacket::new(bm, 6, 0x0100, 0, 0));
@@ -325,14 +330,7 @@ mod tests {
             Route::Answer(Answer::AddressSet)
         );
         let ftdi = SetupPacket::new(0xc0, 5, 0, 0, 0);
-        assert_eq!(
-            t.route(&control(7, 1, ftdi), anywhere),
-            Route::Device {
-                port: 2,
-                endpoint: 0,
-                kind: TransferKind::Control { setup: ftdi }
-            }
-        );
+        assert_eq!(t.route(&control(7, 1, ftdi), anywhere), ep0_of(2, ftdi));
     }
 
     /// wValue/wIndex high bytes are not truncated into a different request.
@@ -347,22 +345,21 @@ mod tests {
                 anywhere,
             )
         };
-        assert_eq!(
-            route(&mut t, 0x00, 9, 0x0101, 0),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x01, 11, 1, 0x0100),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x01, 11, 0x0100, 0),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x02, 1, 0, 0x0181),
-            Route::Answer(Answer::Refused)
-        );
+        // SET_CONFIGURATION, SET_INTERFACE (interface, then alternate setting)
+        // and CLEAR_FEATURE(ENDPOINT_HALT) with a high byte set.
+        for (bm, req, value, index) in [
+            (0x00, 9, 0x0101, 0),
+            (0x01, 11, 1, 0x0100),
+            (0x01, 11, 0x0100, 0),
+            (0x02, 1, 0, 0x0181),
+        ] {
+            let refused = Route::Answer(Answer::Refused);
+            assert_eq!(
+                route(&mut t, bm, req, value, index),
+                refused,
+                "{bm:#x} {req}"
+            );
+        }
         assert_eq!(
             route(&mut t, 0x00, 9, 1, 0),
             Route::Device {
