@@ -7,18 +7,16 @@
 //! SET_ADDRESS and goes to the device untouched — both older backends get
 //! this wrong (spec 14).
 
+use pvusb_protocol::usb::request::{self, FEATURE_ENDPOINT_HALT, GET_DESCRIPTOR};
 use pvusb_protocol::{SetupPacket, Status, Submit, SubmitKind};
 
 use crate::usb::TransferKind;
 
 /// bmRequestType/bRequest of the standard requests the backend intercepts.
-const SET_ADDRESS: (u8, u8) = (0x00, 5);
-const SET_CONFIGURATION: (u8, u8) = (0x00, 9);
-const SET_INTERFACE: (u8, u8) = (0x01, 11);
-const CLEAR_FEATURE_ENDPOINT: (u8, u8) = (0x02, 1);
-const GET_DESCRIPTOR: u8 = 6;
-/// wValue of CLEAR_FEATURE that selects ENDPOINT_HALT.
-const ENDPOINT_HALT: u16 = 0;
+const SET_ADDRESS: (u8, u8) = (0x00, request::SET_ADDRESS);
+const SET_CONFIGURATION: (u8, u8) = (0x00, request::SET_CONFIGURATION);
+const SET_INTERFACE: (u8, u8) = (0x01, request::SET_INTERFACE);
+const CLEAR_FEATURE_ENDPOINT: (u8, u8) = (0x02, request::CLEAR_FEATURE);
 
 /// Why a request is answered without a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +198,12 @@ impl AddressTable {
                 },
                 _ => return Route::Answer(Answer::Refused),
             },
-            CLEAR_FEATURE_ENDPOINT if setup.w_value == ENDPOINT_HALT => match byte(setup.w_index) {
-                Some(endpoint) => TransferKind::ClearHalt { endpoint },
-                None => return Route::Answer(Answer::Refused),
-            },
+            CLEAR_FEATURE_ENDPOINT if setup.w_value == FEATURE_ENDPOINT_HALT => {
+                match byte(setup.w_index) {
+                    Some(endpoint) => TransferKind::ClearHalt { endpoint },
+                    None => return Route::Answer(Answer::Refused),
+                }
+            }
             _ => TransferKind::Control { setup },
         };
         Route::Device {
@@ -281,6 +281,15 @@ mod tests {
     use super::*;
     use pvusb_protocol::{validate, Direction, Pipe, TransferType, UrbRequest, ValidatedUrb};
 
+    /// `setup` passed on, as it is, to endpoint 0 of the device on `port`.
+    fn ep0_of(port: u8, setup: SetupPacket) -> Route {
+        Route::Device {
+            port,
+            endpoint: 0,
+            kind: TransferKind::Control { setup },
+        }
+    }
+
     /// A validated control request without data stage on `port`.
     fn control(dev: u8, port: u8, setup: SetupPacket) -> Submit {
         let dir = if setup.bm_request_type & 0x80 != 0 {
@@ -305,11 +314,7 @@ mod tests {
         let get_desc = SetupPacket::new(0x80, 6, 0x0100, 0, 0);
         assert_eq!(
             t.route(&control(0, 2, get_desc), anywhere),
-            Route::Device {
-                port: 2,
-                endpoint: 0,
-                kind: TransferKind::Control { setup: get_desc }
-            }
+            ep0_of(2, get_desc)
         );
         for bm in [0xa1, 0xc0, 0xc1] {
             let s = control(0, 2, SetupPacket::new(bm, 6, 0x0100, 0, 0));
@@ -325,14 +330,7 @@ mod tests {
             Route::Answer(Answer::AddressSet)
         );
         let ftdi = SetupPacket::new(0xc0, 5, 0, 0, 0);
-        assert_eq!(
-            t.route(&control(7, 1, ftdi), anywhere),
-            Route::Device {
-                port: 2,
-                endpoint: 0,
-                kind: TransferKind::Control { setup: ftdi }
-            }
-        );
+        assert_eq!(t.route(&control(7, 1, ftdi), anywhere), ep0_of(2, ftdi));
     }
 
     /// wValue/wIndex high bytes are not truncated into a different request.
@@ -347,22 +345,21 @@ mod tests {
                 anywhere,
             )
         };
-        assert_eq!(
-            route(&mut t, 0x00, 9, 0x0101, 0),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x01, 11, 1, 0x0100),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x01, 11, 0x0100, 0),
-            Route::Answer(Answer::Refused)
-        );
-        assert_eq!(
-            route(&mut t, 0x02, 1, 0, 0x0181),
-            Route::Answer(Answer::Refused)
-        );
+        // SET_CONFIGURATION, SET_INTERFACE (interface, then alternate setting)
+        // and CLEAR_FEATURE(ENDPOINT_HALT) with a high byte set.
+        for (bm, req, value, index) in [
+            (0x00, 9, 0x0101, 0),
+            (0x01, 11, 1, 0x0100),
+            (0x01, 11, 0x0100, 0),
+            (0x02, 1, 0, 0x0181),
+        ] {
+            let refused = Route::Answer(Answer::Refused);
+            assert_eq!(
+                route(&mut t, bm, req, value, index),
+                refused,
+                "{bm:#x} {req}"
+            );
+        }
         assert_eq!(
             route(&mut t, 0x00, 9, 1, 0),
             Route::Device {

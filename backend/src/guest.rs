@@ -151,12 +151,17 @@ impl SegList {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prefix_cuts_inside_a_segment() {
-        let segs = [
+    /// 8092 bytes: the last 3996 of page 8, then all of page 9.
+    fn two_pages_from_offset_100() -> [RequestSegment; 2] {
+        [
             RequestSegment::new(8, 100, 3996),
             RequestSegment::new(9, 0, 4096),
-        ];
+        ]
+    }
+
+    #[test]
+    fn prefix_cuts_inside_a_segment() {
+        let segs = two_pages_from_offset_100();
         let p = SegList::prefix(&segs, 5000);
         assert_eq!(p.as_slice().len(), 2);
         assert_eq!(p.as_slice()[1].len, 1004);
@@ -167,10 +172,7 @@ mod tests {
 
     #[test]
     fn a_range_maps_to_the_segments_it_spans() {
-        let segs = [
-            RequestSegment::new(8, 100, 3996),
-            RequestSegment::new(9, 0, 4096),
-        ];
+        let segs = two_pages_from_offset_100();
         let list = SegList::prefix(&segs, 8092);
         let mut out = Vec::new();
         assert!(list.append_range(3990, 10, &mut out));

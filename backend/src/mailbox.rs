@@ -187,14 +187,20 @@ mod tests {
         poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
     }
 
+    /// Completes transfer `id` from a thread other than the worker, as a
+    /// device's event thread does.
+    fn complete_from_another_thread(m: &std::sync::Arc<Mailbox>, id: u64) {
+        let m2 = std::sync::Arc::clone(m);
+        std::thread::spawn(move || m2.complete(TransferId::for_tests(id), done()))
+            .join()
+            .unwrap();
+    }
+
     #[test]
     fn a_completion_from_another_thread_wakes_the_worker() {
         let m = std::sync::Arc::new(Mailbox::new().unwrap());
         m.set_worker(std::thread::current().id());
-        let m2 = std::sync::Arc::clone(&m);
-        std::thread::spawn(move || m2.complete(TransferId::for_tests(7), done()))
-            .join()
-            .unwrap();
+        complete_from_another_thread(&m, 7);
         assert!(m.wake_pending());
         assert!(readable(&m));
         m.clear_wake();
@@ -217,10 +223,7 @@ mod tests {
         assert!(m.wake_pending());
         m.clear_wake();
         // Any other thread is an ordinary producer.
-        let m2 = std::sync::Arc::clone(&m);
-        std::thread::spawn(move || m2.complete(TransferId::for_tests(2), done()))
-            .join()
-            .unwrap();
+        complete_from_another_thread(&m, 2);
         assert!(m.wake_pending());
         assert!(readable(&m));
     }

@@ -126,19 +126,15 @@ impl PortStats {
     /// worker process mirrors the worker's counters here.
     pub fn restore(&self, s: &PortSnapshot) {
         let store = |c: &AtomicU64, v: &u64| c.store(*v, Ordering::Relaxed);
-        self.urbs.iter().zip(&s.urbs).for_each(|(c, v)| store(c, v));
+        let store_all =
+            |cs: &[AtomicU64], vs: &[u64]| cs.iter().zip(vs).for_each(|(c, v)| store(c, v));
+        store_all(&self.urbs, &s.urbs);
         store(&self.bytes_in, &s.bytes_in);
         store(&self.bytes_out, &s.bytes_out);
-        self.completions
-            .iter()
-            .zip(&s.completions)
-            .for_each(|(c, v)| store(c, v));
+        store_all(&self.completions, &s.completions);
         store(&self.unlinks, &s.unlinks);
         store(&self.transfers, &s.transfers);
-        self.latency
-            .iter()
-            .zip(&s.latency)
-            .for_each(|(c, v)| store(c, v));
+        store_all(&self.latency, &s.latency);
         store(&self.latency_us_sum, &s.latency_us_sum);
     }
 

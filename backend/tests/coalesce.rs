@@ -162,6 +162,14 @@ impl Rig {
         self.request(UrbRequest::bulk(id, pipe, false, &[seg]).expect("bulk"));
     }
 
+    /// One-page bulk INs with ids `ids`, arriving in one batch.
+    fn bulk_ins_then_dispatch(&mut self, ids: std::ops::Range<u16>) {
+        for id in ids {
+            self.bulk(id, Direction::In, PAGE);
+        }
+        self.dispatch();
+    }
+
     /// Completes the oldest held transfer; returns its length.
     fn complete(&mut self, outcome: TransferOutcome, data: &[u8]) -> usize {
         let (tid, t) = self.submits.lock().unwrap().remove(0);
@@ -211,10 +219,7 @@ fn a_burst_of_small_in_urbs_travels_as_one_transfer_and_splits_at_a_short_packet
     rig.dispatch();
     assert_eq!(rig.held(), vec![PAGE], "a lone URB goes alone");
     // A burst arrives while it is in flight: one transfer, pipelined behind it.
-    for id in 1..4 {
-        rig.bulk(id, Direction::In, PAGE);
-    }
-    rig.dispatch();
+    rig.bulk_ins_then_dispatch(1..4);
     assert_eq!(rig.held(), vec![PAGE, 3 * PAGE]);
     let first = pattern(PAGE, 1);
     rig.complete(TransferOutcome::Completed, &first);
@@ -240,10 +245,7 @@ fn a_burst_of_small_in_urbs_travels_as_one_transfer_and_splits_at_a_short_packet
 #[test]
 fn nothing_passes_a_coalesced_transfer_and_lone_urbs_pipeline() {
     let mut rig = Rig::new();
-    for id in 0..2 {
-        rig.bulk(id, Direction::In, PAGE);
-    }
-    rig.dispatch();
+    rig.bulk_ins_then_dispatch(0..2);
     assert_eq!(rig.held(), vec![2 * PAGE]);
     rig.bulk(2, Direction::In, PAGE);
     rig.dispatch();
@@ -266,10 +268,7 @@ fn nothing_passes_a_coalesced_transfer_and_lone_urbs_pipeline() {
 #[test]
 fn an_unlinked_member_is_answered_and_the_others_go_again_in_order() {
     let mut rig = Rig::new();
-    for id in 1..4 {
-        rig.bulk(id, Direction::In, PAGE);
-    }
-    rig.dispatch();
+    rig.bulk_ins_then_dispatch(1..4);
     assert_eq!(rig.held(), vec![3 * PAGE]);
     let pipe = Pipe::new(TransferType::Bulk, Direction::In, ADDR, 1, PORT).expect("pipe");
     rig.request(UrbRequest::unlink(9, pipe, 2));

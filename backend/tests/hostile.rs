@@ -61,6 +61,30 @@ impl Setup {
     fn status(&mut self, req: UrbRequest) -> i32 {
         self.evil.roundtrip(req).status
     }
+
+    /// SET_INTERFACE(0, 1) on the audio device (port 3, address 3), through
+    /// the device's library call, which enables its iso endpoints; returns
+    /// the pipe of its iso IN endpoint.
+    fn audio_iso_in(&mut self) -> Pipe {
+        let p = Pipe::new(TransferType::Control, Direction::Out, 3, 0, 3).expect("pipe");
+        let set_interface = SetupPacket::new(0x01, 11, 1, 0, 0);
+        let r = self
+            .evil
+            .roundtrip(UrbRequest::control(0, p, set_interface, &[]).expect("req"));
+        assert_eq!(r.status, 0, "SET_INTERFACE");
+        Pipe::new(TransferType::Isochronous, Direction::In, 3, 2, 3).expect("pipe")
+    }
+}
+
+/// Iso packet descriptors at `(offset, length)`, as a guest writes them.
+fn iso_descriptors(layout: &[(u32, u32)]) -> Vec<u8> {
+    let mut descs = Vec::new();
+    for &(off, len) in layout {
+        descs.extend_from_slice(&off.to_le_bytes());
+        descs.extend_from_slice(&len.to_le_bytes());
+        descs.extend_from_slice(&[0; 8]);
+    }
+    descs
 }
 
 fn ctrl_in(dev: u8, port: u8) -> Pipe {
@@ -217,16 +241,7 @@ fn grants_not_granted_or_read_only() {
 #[test]
 fn iso_descriptors_that_do_not_fit() {
     let mut s = setup();
-    // SET_INTERFACE(0, 1) enables the audio iso endpoints.
-    let p = Pipe::new(TransferType::Control, Direction::Out, 3, 0, 3).expect("pipe");
-    let r = s.evil.roundtrip(
-        UrbRequest::control(0, p, SetupPacket::new(0x01, 11, 1, 0, 0), &[]).expect("req"),
-    );
-    assert_eq!(
-        r.status, 0,
-        "SET_INTERFACE through the device's library call"
-    );
-    let p_in = Pipe::new(TransferType::Isochronous, Direction::In, 3, 2, 3).expect("pipe");
+    let p_in = s.audio_iso_in();
     let data = s.evil.segs(1, 0, 1000);
     // 8 packets need 128 descriptor bytes; give 64.
     let desc = s.evil.segs(2, 0, 64);
@@ -245,13 +260,7 @@ fn iso_descriptors_that_do_not_fit() {
         assert_eq!(s.status(r), -22);
     }
     // A descriptor pointing outside the data buffer.
-    let mut descs = Vec::new();
-    for i in 0..4u32 {
-        let (off, len): (u32, u32) = if i == 2 { (900, 500) } else { (i * 100, 100) };
-        descs.extend_from_slice(&off.to_le_bytes());
-        descs.extend_from_slice(&len.to_le_bytes());
-        descs.extend_from_slice(&[0; 8]);
-    }
+    let mut descs = iso_descriptors(&[(0, 100), (100, 100), (900, 500), (300, 100)]);
     s.evil.write_buf(2, 4060, &descs);
     let straddling = s.evil.segs(2, 4060, 64);
     assert_eq!(straddling.len(), 2, "descriptors straddle a page");
@@ -289,21 +298,10 @@ fn iso_descriptors_that_do_not_fit() {
 #[test]
 fn overlapping_iso_packets_are_refused() {
     let mut s = setup();
-    let p = Pipe::new(TransferType::Control, Direction::Out, 3, 0, 3).expect("pipe");
-    let r = s.evil.roundtrip(
-        UrbRequest::control(0, p, SetupPacket::new(0x01, 11, 1, 0, 0), &[]).expect("req"),
-    );
-    assert_eq!(r.status, 0, "SET_INTERFACE");
-    let p_in = Pipe::new(TransferType::Isochronous, Direction::In, 3, 2, 3).expect("pipe");
+    let p_in = s.audio_iso_in();
     let data = s.evil.segs(1, 0, 400);
     let write_descs = |s: &mut Setup, layout: &[(u32, u32)]| {
-        let mut descs = Vec::new();
-        for &(off, len) in layout {
-            descs.extend_from_slice(&off.to_le_bytes());
-            descs.extend_from_slice(&len.to_le_bytes());
-            descs.extend_from_slice(&[0; 8]);
-        }
-        s.evil.write_buf(2, 0, &descs);
+        s.evil.write_buf(2, 0, &iso_descriptors(layout));
     };
     let desc = s.evil.segs(2, 0, 64);
     let before = s.d.stats(EVIL, 0).expect("stats").bad_iso;

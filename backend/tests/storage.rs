@@ -2,7 +2,7 @@
 //! and read back through BOT READ(10)/WRITE(10), random unlinks mixed in.
 
 use pvusb_protocol::{Direction, Pipe, TransferType, UrbRequest};
-use pvusb_testkit::bot::{command, rw10};
+use pvusb_testkit::bot::{command, read10, write10};
 use pvusb_testkit::rng::Rng;
 use pvusb_testkit::{Controller, Driver, World};
 
@@ -42,7 +42,6 @@ pub fn workload(drv: &mut Driver, domid: u16, total: usize) {
         for i in 0..total / CHUNK {
             tag += 1;
             let lba = (i * CHUNK / 512) as u32;
-            let blocks = (CHUNK / 512) as u16;
             // A third of the commands carry an unlink of one of their own
             // requests or of an id not in use.
             let mut extra = Vec::new();
@@ -52,31 +51,9 @@ pub fn workload(drv: &mut Driver, domid: u16, total: usize) {
             }
             if pass == 0 {
                 let data = chunk_data(i);
-                command(
-                    drv,
-                    [0, 1, 2],
-                    5,
-                    1,
-                    tag,
-                    &rw10(0x2a, lba, blocks),
-                    false,
-                    CHUNK,
-                    &data,
-                    &extra,
-                );
+                write10(drv, 5, 1, tag, lba, &data, &extra);
             } else {
-                let got = command(
-                    drv,
-                    [0, 1, 2],
-                    5,
-                    1,
-                    tag,
-                    &rw10(0x28, lba, blocks),
-                    true,
-                    CHUNK,
-                    &[],
-                    &extra,
-                );
+                let got = read10(drv, 5, 1, tag, lba, CHUNK, &extra);
                 assert!(got == chunk_data(i), "chunk {i} read back differs");
             }
             if !extra.is_empty() {

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pvusb_protocol::xenstore::backend_dir;
-use pvusb_testkit::bot::{command, rw10};
+use pvusb_testkit::bot::{read10, write10};
 use pvusb_testkit::rng::Rng;
 use pvusb_testkit::{wait_for, Controller, Driver, World, LIVENESS};
 
@@ -65,33 +65,11 @@ fn two_processes_over_the_sim() {
     let mut tag = 1;
     for (i, c) in data.chunks(chunk).enumerate() {
         tag += 1;
-        command(
-            &mut drv,
-            [0, 1, 2],
-            9,
-            2,
-            tag,
-            &rw10(0x2a, (i * 128) as u32, 128),
-            false,
-            chunk,
-            c,
-            &[],
-        );
+        write10(&mut drv, 9, 2, tag, (i * 128) as u32, c, &[]);
     }
     for (i, c) in data.chunks(chunk).enumerate() {
         tag += 1;
-        let got = command(
-            &mut drv,
-            [0, 1, 2],
-            9,
-            2,
-            tag,
-            &rw10(0x28, (i * 128) as u32, 128),
-            true,
-            chunk,
-            &[],
-            &[],
-        );
+        let got = read10(&mut drv, 9, 2, tag, (i * 128) as u32, chunk, &[]);
         assert!(got == c, "chunk {i} differs");
     }
     // Host hot-unplug seen across processes: the toolstack empties the port.

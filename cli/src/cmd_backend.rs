@@ -160,26 +160,11 @@ pub fn start_reaper(
 }
 
 fn sysfs_of(args: &Args) -> SysfsRoot {
-    let root = args
-        .sysfs_root
-        .clone()
-        .or_else(|| std::env::var_os("PVUSB_SYSFS_ROOT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/sys"));
-    let simulated =
-        args.simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
-    let sysfs = if simulated {
-        SysfsRoot::simulated(root)
-    } else {
-        SysfsRoot::new(root)
-    };
-    let rules = args
-        .rules
-        .clone()
-        .or_else(|| std::env::var_os("PVUSB_RULES").map(PathBuf::from));
-    match rules {
-        Some(rules) => sysfs.with_rules(rules),
-        None => sysfs,
-    }
+    crate::cmd_toolstack::host_sysfs(
+        args.sysfs_root.clone(),
+        args.simulate_binding,
+        args.rules.clone(),
+    )
 }
 
 /// Loads the device rules (the toolstack's file: [`Sysfs::rules_path`]) and

@@ -173,6 +173,32 @@ pub enum Command {
 
 type Ts = Toolstack<XsClient, SysfsRoot>;
 
+/// The host's sysfs as the command line (or, without the flag, the
+/// environment) describes it: the root (`PVUSB_SYSFS_ROOT`, else `/sys`),
+/// whether binding is simulated (`PVUSB_SYSFS_SIMULATED=1`) and the device
+/// rules file (`PVUSB_RULES`, else the toolstack's default). The backend
+/// daemon and the toolstack commands must agree on all three.
+pub(crate) fn host_sysfs(
+    root: Option<PathBuf>,
+    simulate_binding: bool,
+    rules: Option<PathBuf>,
+) -> SysfsRoot {
+    let root = root
+        .or_else(|| std::env::var_os("PVUSB_SYSFS_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/sys"));
+    let simulated =
+        simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
+    let sysfs = if simulated {
+        SysfsRoot::simulated(root)
+    } else {
+        SysfsRoot::new(root)
+    };
+    match rules.or_else(|| std::env::var_os("PVUSB_RULES").map(PathBuf::from)) {
+        Some(rules) => sysfs.with_rules(rules),
+        None => sysfs,
+    }
+}
+
 fn open(opts: &Opts) -> Result<Ts, String> {
     let store = XsClient::connect_default().map_err(|e| {
         format!(
@@ -180,28 +206,24 @@ fn open(opts: &Opts) -> Result<Ts, String> {
             e = Chain(&e)
         )
     })?;
-    let root = opts
-        .sysfs_root
-        .clone()
-        .or_else(|| std::env::var_os("PVUSB_SYSFS_ROOT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/sys"));
-    let simulated =
-        opts.simulate_binding || std::env::var("PVUSB_SYSFS_SIMULATED").is_ok_and(|v| v == "1");
-    let mut sysfs = if simulated {
-        SysfsRoot::simulated(root)
-    } else {
-        SysfsRoot::new(root)
-    };
-    let rules = opts
-        .rules
-        .clone()
-        .or_else(|| std::env::var_os("PVUSB_RULES").map(PathBuf::from));
-    if let Some(rules) = rules {
-        sysfs = sysfs.with_rules(rules);
-    }
+    let sysfs = host_sysfs(
+        opts.sysfs_root.clone(),
+        opts.simulate_binding,
+        opts.rules.clone(),
+    );
     let mut ts = Toolstack::new(store, sysfs, opts.backend_domid);
     ts.timeout = Duration::from_secs(opts.timeout);
     Ok(ts)
+}
+
+/// The toolstack, and the domain `dom` (an id or a name) resolved through
+/// it: where every command about one domain starts.
+fn open_for(opts: &Opts, dom: &str) -> Result<(Ts, u16), Box<dyn std::fmt::Display>> {
+    let ts = open(opts).map_err(|e| Box::new(e) as Box<dyn std::fmt::Display>)?;
+    let domid = ts
+        .resolve_domain(dom)
+        .map_err(|e| Box::new(Chain(&e).to_string()) as Box<dyn std::fmt::Display>)?;
+    Ok((ts, domid))
 }
 
 /// `key=value` arguments; anything else is returned as a positional.
@@ -266,8 +288,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             settings,
             opts,
         } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let (kv, pos) = split_settings(&settings);
             if let Some(p) = pos.first() {
                 return Err(text(format!(
@@ -291,8 +312,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             force,
             opts,
         } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let d = ts.ctrl_detach(domid, devid, force).map_err(boxed)?;
             for b in d.devices {
                 println!("device {b} given back to the host");
@@ -300,8 +320,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             println!("controller {devid} of domain {domid} removed");
         }
         Command::DevAttach { dom, args, opts } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let (kv, pos) = split_settings(&args);
             let (mut bus, mut addr, mut ctrl, mut port) = (None, None, None, None);
             for (k, v) in kv {
@@ -337,8 +356,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             );
         }
         Command::DevDetach { dom, args, opts } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let d = match args.as_slice() {
                 [c, p] => ts
                     .dev_detach(
@@ -365,8 +383,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             json: as_json,
             opts,
         } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             show(&ts.list(domid).map_err(boxed)?, as_json).map_err(text)?;
         }
         Command::AssignableList {
@@ -420,15 +437,13 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
         } => {
             // Arguments first: a refusal needs no xenstore.
             let spec = xl_args::parse_usbctrl(&settings).map_err(boxed)?;
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             ts.ctrl_attach(domid, spec.version, spec.ports)
                 .map_err(boxed)?;
         }
         Command::UsbctrlDetach { dom, devid, opts } => {
             let devid = xl_args::decimal("devid", &devid).map_err(boxed)?;
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             ts.ctrl_detach(domid, devid, false).map_err(boxed)?;
         }
         Command::UsbdevAttach {
@@ -437,8 +452,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             opts,
         } => {
             let spec = xl_args::parse_usbdev(&settings).map_err(boxed)?;
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let dev = DeviceSpec::BusAddr(spec.hostbus, spec.hostaddr);
             ts.dev_attach(domid, &dev, spec.controller, spec.port)
                 .map_err(boxed)?;
@@ -451,8 +465,7 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
         } => {
             let ctrl = xl_args::decimal("controller", &controller).map_err(boxed)?;
             let port = xl_args::decimal("port", &port).map_err(boxed)?;
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let d = ts.dev_detach(domid, ctrl, port).map_err(boxed)?;
             if let Some(w) = d.release.and_then(|r| r.warning(&d.busid)) {
                 eprintln!("{w}");
@@ -463,13 +476,11 @@ fn run_inner(cmd: Command) -> Result<(), Box<dyn std::fmt::Display>> {
             json: as_json,
             opts,
         } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             show(&ts.xl_usb_list(domid).map_err(boxed)?, as_json).map_err(text)?;
         }
         Command::ConfigApply { dom, file, opts } => {
-            let ts = open(&opts).map_err(text)?;
-            let domid = ts.resolve_domain(&dom).map_err(boxed)?;
+            let (ts, domid) = open_for(&opts, &dom)?;
             let name = file.display().to_string();
             let meta = std::fs::metadata(&file)
                 .map_err(|e| text(format!("cannot read {name}: {e}", e = Chain(&e))))?;

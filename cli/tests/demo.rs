@@ -5,17 +5,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use pvusb_testkit::run::output;
+
 fn demo(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pvusb"))
-        .arg("demo")
-        .args(args)
-        .env_remove("XENSTORED_PATH")
-        .output()
-        .expect("the pvusb binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    output(
+        Command::new(env!("CARGO_BIN_EXE_pvusb"))
+            .arg("demo")
+            .args(args)
+            .env_remove("XENSTORED_PATH"),
     )
 }
 

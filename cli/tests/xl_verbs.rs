@@ -5,24 +5,20 @@
 use std::path::Path;
 use std::process::Command;
 
+use pvusb_testkit::run::output;
 use pvusb_testkit::{Controller, World};
 use pvusb_toolstack::sysfs::fake::FakeDevice;
 use pvusb_xenstore::{Tx, XsClient};
 
 /// Runs `pvusb ARGS` with xenstore at `xs` (a socket path) and sysfs at `sys`.
 fn pvusb(args: &[&str], xs: &Path, sys: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pvusb"))
-        .args(args)
-        .env("XENSTORED_PATH", xs)
-        .env("PVUSB_SYSFS_ROOT", sys)
-        .env("PVUSB_SYSFS_SIMULATED", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the pvusb binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    output(
+        Command::new(env!("CARGO_BIN_EXE_pvusb"))
+            .args(args)
+            .env("XENSTORED_PATH", xs)
+            .env("PVUSB_SYSFS_ROOT", sys)
+            .env("PVUSB_SYSFS_SIMULATED", "1")
+            .env_remove("RUST_LOG"),
     )
 }
 

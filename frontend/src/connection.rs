@@ -168,12 +168,7 @@ impl Connection {
                 let mut offset = 0u32;
                 let mut records = Vec::with_capacity(packet_lengths.len());
                 for &length in packet_lengths {
-                    records.push(IsoPacketDescriptor {
-                        offset,
-                        length,
-                        actual_length: 0,
-                        status: 0,
-                    });
+                    records.push(IsoPacketDescriptor::request(offset, length));
                     offset = offset.saturating_add(length);
                 }
                 desc_page

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use pvusb_protocol::usb::bot::{
+    BULK_ONLY_RESET, CBW_SIGNATURE, CSW_LEN, CSW_SIGNATURE, PROTOCOL_BOT, SUBCLASS_SCSI,
+};
 use pvusb_protocol::usb::request::class;
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::{Direction, SetupPacket};
@@ -14,15 +17,6 @@ use crate::error::{FrontendError, UrbStatus};
 use crate::frontend::Frontend;
 use crate::urb::Urb;
 
-const CBW_SIGNATURE: u32 = 0x4342_5355;
-const CSW_SIGNATURE: u32 = 0x5342_5355;
-const CSW_LEN: usize = 13;
-/// Subclass "SCSI transparent command set".
-const SUBCLASS_SCSI: u8 = 0x06;
-/// Protocol "bulk-only transport".
-const PROTOCOL_BOT: u8 = 0x50;
-/// Class request Bulk-Only Mass Storage Reset.
-const BOMS_RESET: u8 = 0xff;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Direction and size of a command's data phase.
@@ -352,7 +346,7 @@ impl<'a> MassStorage<'a> {
 
     /// BOT 5.3.4 reset recovery: mass-storage reset, clear halt on both pipes.
     pub fn reset_recovery(&self) {
-        let setup = SetupPacket::new(0x21, BOMS_RESET, 0, u16::from(self.interface), 0);
+        let setup = SetupPacket::new(0x21, BULK_ONLY_RESET, 0, u16::from(self.interface), 0);
         let _ = self
             .front
             .control_out(self.port, self.address, setup, &[], TIMEOUT);

@@ -57,9 +57,7 @@ impl Frontend {
             ));
         }
         let c = self.transfer_ok(Urb::control(port, device, setup, Vec::new()), timeout)?;
-        let mut buf = c.buffer;
-        buf.truncate(c.actual_length);
-        Ok(buf)
+        Ok(c.into_data())
     }
 
     /// A control transfer with an OUT data stage (`data` must be `wLength`
@@ -190,9 +188,7 @@ impl Frontend {
             Urb::interrupt_in(port, device, endpoint, len, interval),
             timeout,
         )?;
-        let mut buf = c.buffer;
-        buf.truncate(c.actual_length);
-        Ok(buf)
+        Ok(c.into_data())
     }
 
     /// An isochronous IN of `packet_lengths.len()` packets; the completion has

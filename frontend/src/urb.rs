@@ -270,6 +270,14 @@ impl Completion {
             .unwrap_or(&self.buffer)
     }
 
+    /// The transferred bytes (IN data), taking the buffer rather than
+    /// copying it.
+    pub fn into_data(self) -> Vec<u8> {
+        let mut buffer = self.buffer;
+        buffer.truncate(self.actual_length);
+        buffer
+    }
+
     /// A completion decided locally, with nothing transferred.
     pub(crate) fn local(status: UrbStatus, buffer: Vec<u8>) -> Self {
         Self {

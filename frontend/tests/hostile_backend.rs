@@ -3,21 +3,19 @@
 
 use pvusb_frontend::{Frontend, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::{Speed, UrbResponse};
-use pvusb_testkit::scripted::{MockPeer, Scripted};
+use pvusb_testkit::scripted::Scripted;
 use pvusb_testkit::LIVENESS;
-
-fn setup() -> (Scripted, Frontend, MockPeer) {
-    let env = Scripted::new();
-    let front = env.connect();
-    let peer = env.backend();
-    (env, front, peer)
-}
 
 /// Submits one bulk IN and returns the receiver of its completion.
 fn submit(front: &Frontend) -> crossbeam_channel::Receiver<pvusb_frontend::Completion> {
     let (tx, rx) = crossbeam_channel::unbounded();
     front.submit(Urb::bulk_in(1, 1, 1, 100), move |c| tx.send(c).unwrap());
     rx
+}
+
+/// The status of the completion `rx` receives next.
+fn status_of(rx: &crossbeam_channel::Receiver<pvusb_frontend::Completion>) -> UrbStatus {
+    rx.recv_timeout(LIVENESS).unwrap().status
 }
 
 fn assert_dead(front: &Frontend, needle: &str) {
@@ -28,10 +26,7 @@ fn assert_dead(front: &Frontend, needle: &str) {
     );
     // Later URBs fail at once with shutdown.
     let rx = submit(front);
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
 }
 
 fn wait_dead(front: &Frontend) {
@@ -46,20 +41,17 @@ fn wait_dead(front: &Frontend) {
 
 #[test]
 fn response_with_id_out_of_range_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     peer.requests(1);
     peer.respond(UrbResponse::new(16, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "not below 16");
 }
 
 #[test]
 fn response_for_an_idle_id_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(
@@ -67,16 +59,13 @@ fn response_for_an_idle_id_kills_the_controller() {
         pvusb_protocol::Status::Ok,
         0,
     ));
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "not in flight");
 }
 
 #[test]
 fn duplicate_response_kills_the_controller_after_one_completion() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx_a = submit(&front);
     let rx_b = submit(&front);
     let reqs = peer.requests(2);
@@ -84,11 +73,8 @@ fn duplicate_response_kills_the_controller_after_one_completion() {
     // answer the first one.
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
     peer.respond(UrbResponse::new(reqs[0].id, pvusb_protocol::Status::Ok, 0));
-    assert_eq!(rx_a.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
-    assert_eq!(
-        rx_b.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx_a), UrbStatus::Ok);
+    assert_eq!(status_of(&rx_b), UrbStatus::Shutdown);
     wait_dead(&front);
     assert_dead(&front, "not in flight");
     assert!(rx_a.try_recv().is_err(), "completed exactly once");
@@ -96,7 +82,7 @@ fn duplicate_response_kills_the_controller_after_one_completion() {
 
 #[test]
 fn oversized_and_negative_actual_length_are_clamped() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.write_data(&req, &[7; 100]);
@@ -120,39 +106,33 @@ fn oversized_and_negative_actual_length_are_clamped() {
 
 #[test]
 fn undefined_status_is_shutdown_but_not_fatal() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse {
         status: 12345,
         ..UrbResponse::new(req.id, pvusb_protocol::Status::Ok, 0)
     });
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_eq!(front.dead_reason(), None);
     assert_eq!(front.stats().bad_statuses, 1);
 }
 
 #[test]
 fn rsp_prod_far_ahead_is_an_overflow() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     peer.requests(1);
     peer.urb.set_rsp_prod(1000).unwrap();
 
     pvusb_xen::EventChannel::notify(&peer.evtchn).unwrap();
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     assert_dead(&front, "urb ring");
 }
 
 #[test]
 fn conn_event_for_port_zero_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let events = front.subscribe();
     peer.conn_event(0, 2);
     let ev = events.recv_timeout(LIVENESS).unwrap();
@@ -165,7 +145,7 @@ fn conn_event_for_port_zero_kills_the_controller() {
 
 #[test]
 fn conn_event_with_speed_four_kills_the_controller() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     peer.conn_event(1, 4);
     wait_dead(&front);
     assert_dead(&front, "speed 4");
@@ -174,7 +154,7 @@ fn conn_event_with_speed_four_kills_the_controller() {
 
 #[test]
 fn valid_conn_events_are_tracked_and_reposted() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     // More events than the ring holds: only works if every slot is re-posted.
     for i in 0..600u32 {
         peer.conn_event(2, if i % 2 == 0 { 3 } else { 0 });
@@ -200,14 +180,14 @@ fn valid_conn_events_are_tracked_and_reposted() {
 
 #[test]
 fn event_storm_without_work_is_harmless() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     for _ in 0..10_000 {
         pvusb_xen::EventChannel::notify(&peer.evtchn).unwrap();
     }
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, pvusb_protocol::Status::Stall, 0));
-    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Stall);
+    assert_eq!(status_of(&rx), UrbStatus::Stall);
     assert_eq!(front.dead_reason(), None);
 }
 
@@ -218,7 +198,7 @@ fn event_storm_without_work_is_harmless() {
 /// restart under the vhci bridge).
 #[test]
 fn a_response_without_a_notification_still_completes() {
-    let (_env, front, mut peer) = setup();
+    let (_env, front, mut peer) = Scripted::connected();
     let rx = submit(&front);
     let req = peer.requests(1)[0];
     // Long enough that the worker's short polling after the submit is over.

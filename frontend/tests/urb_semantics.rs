@@ -13,9 +13,7 @@ use pvusb_xenstore::Tx;
 
 #[test]
 fn out_and_in_data_travel_through_the_slot_pages() {
-    let env = Scripted::new();
-    let front = env.connect();
-    let mut peer = env.backend();
+    let (_env, front, mut peer) = Scripted::connected();
     let (tx, rx) = crossbeam_channel::unbounded();
     let data: Vec<u8> = (0..65535u32).map(|i| (i % 251) as u8).collect();
     front.submit(Urb::bulk_out(1, 3, 2, data.clone()), {
@@ -37,9 +35,7 @@ fn out_and_in_data_travel_through_the_slot_pages() {
 
 #[test]
 fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
-    let env = Scripted::new();
-    let front = env.connect();
-    let mut peer = env.backend();
+    let (_env, front, mut peer) = Scripted::connected();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut handles = Vec::new();
     for _ in 0..20 {
@@ -93,9 +89,7 @@ fn more_than_sixteen_urbs_queue_locally_and_unlink_follows_spec_7_6() {
 
 #[test]
 fn blocking_timeout_unlinks_and_waits_for_the_response() {
-    let env = Scripted::new();
-    let front = env.connect();
-    let mut peer = env.backend();
+    let (_env, front, mut peer) = Scripted::connected();
     let worker = std::thread::spawn(move || {
         let reqs = peer.requests(2);
         assert!(reqs[1].pipe().is_unlink());

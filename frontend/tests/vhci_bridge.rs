@@ -133,12 +133,7 @@ impl FakeVhci {
             out_data: out,
             iso_packets: packets
                 .iter()
-                .map(|&(offset, length)| IsoPacketDescriptor {
-                    offset,
-                    length,
-                    actual_length: 0,
-                    status: 0,
-                })
+                .map(|&(offset, length)| IsoPacketDescriptor::request(offset, length))
                 .collect(),
         };
         self.send(cmd)

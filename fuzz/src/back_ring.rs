@@ -23,52 +23,33 @@ pub type Rsp = [u8; 16];
 /// Upper bound on operations per input, so every run is short.
 pub const MAX_STEPS: usize = 512;
 
-/// Operations, by opcode (`byte % 12`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// `take_request`.
-    Take = 0,
-    /// `take_requests_into` with `max: u8`.
-    TakeBatch = 1,
-    /// `push_response` answering the oldest taken request (or none: an error).
-    Respond = 2,
-    /// `push_responses_and_check_notify`.
-    Publish = 3,
-    /// `final_check_for_requests`.
-    FinalCheck = 4,
-    /// `has_unconsumed_requests`.
-    Peek = 5,
-    /// Frontend sets `req_prod` to a `u32`.
-    SetReqProd = 6,
-    /// Frontend moves `req_prod` by an `i8`.
-    NudgeReqProd = 7,
-    /// Frontend sets `rsp_event` to a `u32`.
-    SetRspEvent = 8,
-    /// Frontend fills slot `idx: u32` with byte `b: u8`.
-    WriteSlot = 9,
-    /// Frontend submits one request filled with `b: u8` (well-behaved traffic).
-    Submit = 10,
-    /// Frontend scribbles on `rsp_prod` (a `u32`), which only the back may write.
-    SetRspProd = 11,
-}
-
-impl Op {
-    fn decode(byte: u8) -> Self {
-        match byte % 12 {
-            0 => Op::Take,
-            1 => Op::TakeBatch,
-            2 => Op::Respond,
-            3 => Op::Publish,
-            4 => Op::FinalCheck,
-            5 => Op::Peek,
-            6 => Op::SetReqProd,
-            7 => Op::NudgeReqProd,
-            8 => Op::SetRspEvent,
-            9 => Op::WriteSlot,
-            10 => Op::Submit,
-            _ => Op::SetRspProd,
-        }
+opcodes! {
+    /// Operations, by opcode (`byte % 12`).
+    pub enum Op {
+        /// `take_request`.
+        Take,
+        /// `take_requests_into` with `max: u8`.
+        TakeBatch,
+        /// `push_response` answering the oldest taken request (or none: an error).
+        Respond,
+        /// `push_responses_and_check_notify`.
+        Publish,
+        /// `final_check_for_requests`.
+        FinalCheck,
+        /// `has_unconsumed_requests`.
+        Peek,
+        /// Frontend sets `req_prod` to a `u32`.
+        SetReqProd,
+        /// Frontend moves `req_prod` by an `i8`.
+        NudgeReqProd,
+        /// Frontend sets `rsp_event` to a `u32`.
+        SetRspEvent,
+        /// Frontend fills slot `idx: u32` with byte `b: u8`.
+        WriteSlot,
+        /// Frontend submits one request filled with `b: u8` (well-behaved traffic).
+        Submit,
+        /// Frontend scribbles on `rsp_prod` (a `u32`), which only the back may write.
+        SetRspProd,
     }
 }
 

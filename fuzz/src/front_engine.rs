@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pvusb_support::lock_unpoisoned;
 use pvusb_frontend::fuzzing::EngineHarness;
 use pvusb_frontend::urb::MAX_URB_DATA;
 use pvusb_frontend::{Completion, PortEvent, Transport, Urb, UrbStatus};
@@ -35,6 +34,7 @@ use pvusb_protocol::{
 };
 use pvusb_ring::mock::MockBackend;
 use pvusb_ring::{HeapMem, MemError, SharedMem};
+use pvusb_support::lock_unpoisoned;
 use pvusb_xen::{DomId, EventChannel, EvtchnError, EvtchnPort, GrantError, GrantedPages};
 
 use crate::input::Input;
@@ -164,59 +164,38 @@ impl FakeXen {
 type UrbBack = MockBackend<UrbRequest, UrbResponse, Arc<Pages>>;
 type ConnBack = MockBackend<ConnRequest, ConnResponse, Arc<Pages>>;
 
-/// Operations, by opcode (`byte % 14`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// Submit a URB (see [`urb`]).
-    Submit = 0,
-    /// Unlink submitted URB `n: u8` with status `s: u8`.
-    Unlink = 1,
-    /// Backend takes the next request and answers it (see [`Backend::answer`]).
-    Answer = 2,
-    /// Backend writes 16 arbitrary bytes at `rsp_prod + k: u8 % 32` and moves
-    /// `rsp_prod` by `d: i8`.
-    RawResponse = 3,
-    /// Backend sets the urb ring's `rsp_prod` to a `u32`.
-    SetRspProd = 4,
-    /// Backend writes `u32` into header word `w: u8 % 4` of ring `r: u8 % 2`.
-    SetHeader = 5,
-    /// Backend posts conn event `(port: u8, speed: u8)`.
-    ConnEvent = 6,
-    /// The worker wakes: `limit: u8`, `polling: u8`.
-    Process = 7,
-    /// Backend takes up to `n: u8 % 17` requests without answering.
-    Take = 8,
-    /// The supervisor tears down and re-handshakes.
-    Reconnect = 9,
-    /// Local port reset of `port: u8`.
-    ResetPort = 10,
-    /// Enumeration gives port `port: u8` an address.
-    Address = 11,
-    /// Backend answers a taken request out of order: index `i: u8`.
-    AnswerTaken = 12,
-    /// Backend posts a burst of `n: u8 % 8` well-formed conn events.
-    ConnBurst = 13,
-}
-
-impl Op {
-    fn decode(byte: u8) -> Self {
-        match byte % 14 {
-            0 => Op::Submit,
-            1 => Op::Unlink,
-            2 => Op::Answer,
-            3 => Op::RawResponse,
-            4 => Op::SetRspProd,
-            5 => Op::SetHeader,
-            6 => Op::ConnEvent,
-            7 => Op::Process,
-            8 => Op::Take,
-            9 => Op::Reconnect,
-            10 => Op::ResetPort,
-            11 => Op::Address,
-            12 => Op::AnswerTaken,
-            _ => Op::ConnBurst,
-        }
+opcodes! {
+    /// Operations, by opcode (`byte % 14`).
+    pub enum Op {
+        /// Submit a URB (see [`urb`]).
+        Submit,
+        /// Unlink submitted URB `n: u8` with status `s: u8`.
+        Unlink,
+        /// Backend takes the next request and answers it (see [`Backend::answer`]).
+        Answer,
+        /// Backend writes 16 arbitrary bytes at `rsp_prod + k: u8 % 32` and moves
+        /// `rsp_prod` by `d: i8`.
+        RawResponse,
+        /// Backend sets the urb ring's `rsp_prod` to a `u32`.
+        SetRspProd,
+        /// Backend writes `u32` into header word `w: u8 % 4` of ring `r: u8 % 2`.
+        SetHeader,
+        /// Backend posts conn event `(port: u8, speed: u8)`.
+        ConnEvent,
+        /// The worker wakes: `limit: u8`, `polling: u8`.
+        Process,
+        /// Backend takes up to `n: u8 % 17` requests without answering.
+        Take,
+        /// The supervisor tears down and re-handshakes.
+        Reconnect,
+        /// Local port reset of `port: u8`.
+        ResetPort,
+        /// Enumeration gives port `port: u8` an address.
+        Address,
+        /// Backend answers a taken request out of order: index `i: u8`.
+        AnswerTaken,
+        /// Backend posts a burst of `n: u8 % 8` well-formed conn events.
+        ConnBurst,
     }
 }
 
@@ -408,7 +387,6 @@ fn urb(input: &mut Input<'_>, num_ports: u8) -> Urb {
     }
 }
 
-
 /// Run one input. Panics only when an oracle fails.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
@@ -442,10 +420,7 @@ pub fn run(data: &[u8]) {
                     l.expect.len() - 1
                 };
                 let l = Arc::clone(&log);
-                let cb = Box::new(move |c: Completion| {
-                    lock_unpoisoned(&l)
-                        .complete(serial, &c)
-                });
+                let cb = Box::new(move |c: Completion| lock_unpoisoned(&l).complete(serial, &c));
                 tokens.push(front.submit(u, cb));
             }
             Op::Unlink => {

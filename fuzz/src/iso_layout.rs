@@ -149,15 +149,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn seeds_and_noise_run_clean() {
-        for s in seeds() {
-            run(&s);
-        }
-        for n in crate::input::noise(2000, 300) {
-            run(&n);
-        }
-    }
+    crate::clean_run_tests!(2000, 300);
 
     #[test]
     fn the_amplification_layout_is_refused() {

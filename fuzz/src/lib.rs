@@ -31,6 +31,35 @@ macro_rules! clean_run_tests {
     };
 }
 
+/// An operation enum decoded from one opcode byte (`byte % number of variants`),
+/// so the modulus and the table can never disagree with the variants: adding a
+/// variant makes it reachable, and `Op::X as u8` is the byte that selects it
+/// (the seeds are written that way).
+macro_rules! opcodes {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in opcode order.
+            const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            fn decode(byte: u8) -> Self {
+                Self::ALL[usize::from(byte) % Self::ALL.len()]
+            }
+        }
+    };
+}
+
 pub mod back_ring;
 pub mod front_engine;
 pub mod input;

@@ -145,6 +145,40 @@ fn prefix(flags: u8, mask: u32, shape_len: u16, packets: u8) -> Vec<u8> {
     v
 }
 
+/// Appends a successful `RET_SUBMIT` carrying `in_data` (and the iso packets)
+/// to the `seqnum` IN request of a `buffer_len`-byte buffer, encoded against
+/// the shape of that request as the host side checks it.
+fn encode_in_reply(
+    out: &mut Vec<u8>,
+    seqnum: u32,
+    buffer_len: u32,
+    start_frame: i32,
+    in_data: Vec<u8>,
+    iso_packets: Vec<IsoPacketDescriptor>,
+) {
+    let number_of_packets =
+        PacketCount::Count(u32::try_from(iso_packets.len()).expect("a seed's packets fit u32"));
+    let shape = SubmitShape {
+        direction: Direction::In,
+        transfer_buffer_length: buffer_len,
+        number_of_packets,
+    };
+    Message::RetSubmit(RetSubmit {
+        header: RetSubmitHeader {
+            basic: Basic::reply(seqnum),
+            status: 0,
+            actual_length: u32::try_from(in_data.len()).expect("a seed's data fits u32"),
+            start_frame,
+            number_of_packets,
+            error_count: 0,
+        },
+        in_data,
+        iso_packets,
+    })
+    .encode(Some(&shape), out)
+    .expect("seed encodes");
+}
+
 /// Seeds: vhci's GET_DESCRIPTOR and an OUT bulk with data, an iso IN request
 /// with descriptors on a known iso endpoint, an unlink, a reply stream for
 /// the host side (IN data and a RET_UNLINK), an iso reply, and a header with
@@ -196,28 +230,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
     .encode(None, &mut iso_cmd)
     .expect("seed encodes");
 
-    let in_shape = SubmitShape {
-        direction: Direction::In,
-        transfer_buffer_length: 64,
-        number_of_packets: PacketCount::Count(0),
-    };
     let mut rets = prefix(2 | 4, 0, 64, 0);
-    Message::RetSubmit(RetSubmit {
-        header: RetSubmitHeader {
-            basic: Basic::reply(5),
-            status: 0,
-            actual_length: 18,
-            start_frame: 0,
-            number_of_packets: PacketCount::Count(0),
-            error_count: 0,
-        },
-        in_data: vec![
-            0x12, 0x01, 0x00, 0x02, 0, 0, 0, 64, 0x6b, 0x1d, 0x04, 0x01, 0, 1, 1, 2, 3, 1,
-        ],
-        iso_packets: vec![],
-    })
-    .encode(Some(&in_shape), &mut rets)
-    .expect("seed encodes");
+    let descriptor = vec![
+        0x12, 0x01, 0x00, 0x02, 0, 0, 0, 64, 0x6b, 0x1d, 0x04, 0x01, 0, 1, 1, 2, 3, 1,
+    ];
+    encode_in_reply(&mut rets, 5, 64, 0, descriptor, vec![]);
     Message::RetUnlink(RetUnlinkHeader {
         basic: Basic::reply(6),
         status: -104,
@@ -225,26 +242,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
     .encode(None, &mut rets)
     .expect("seed encodes");
 
-    let iso_shape = SubmitShape {
-        direction: Direction::In,
-        transfer_buffer_length: 384,
-        number_of_packets: PacketCount::Count(2),
-    };
     let mut iso_ret = prefix(2 | 4, 0, 384, 2);
-    Message::RetSubmit(RetSubmit {
-        header: RetSubmitHeader {
-            basic: Basic::reply(4),
-            status: 0,
-            actual_length: 100,
-            start_frame: 9,
-            number_of_packets: PacketCount::Count(2),
-            error_count: 0,
-        },
-        in_data: vec![0x5a; 100],
-        iso_packets: vec![iso(0, 192, 60), iso(192, 192, 40)],
-    })
-    .encode(Some(&iso_shape), &mut iso_ret)
-    .expect("seed encodes");
+    let iso_packets = vec![iso(0, 192, 60), iso(192, 192, 40)];
+    encode_in_reply(&mut iso_ret, 4, 384, 9, vec![0x5a; 100], iso_packets);
 
     let mut marker = prefix(0, 0, 0, 0xff);
     let mut header = Header::CmdSubmit(submit(7, Direction::Out, 1, 4, PacketCount::NotIso))

@@ -56,34 +56,21 @@ const ERRNOS: [&str; 9] = [
     "EACCES", "EAGAIN", "EBUSY", "EEXIST", "EINVAL", "ENOENT", "ENOSYS", "EQUOTA", "E2BIG",
 ];
 
-/// Operations, by opcode (`byte % 6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// Connect `conn: u8` (dom0 until it declares a domain).
-    Connect = 0,
-    /// `conn` closes its end.
-    Disconnect = 1,
-    /// `conn` sends a request built from the vocabulary (see [`build`]).
-    Request = 2,
-    /// `conn` sends `len: u8` raw bytes, framed by the server's reader.
-    Raw = 3,
-    /// `conn` stops or resumes reading its replies (`flag: u8`).
-    Reading = 4,
-    /// `conn` declares domain `d: u8 % 4` (`XS_CONTROL pvusb-domid`).
-    Declare = 5,
-}
-
-impl Op {
-    fn decode(byte: u8) -> Self {
-        match byte % 6 {
-            0 => Op::Connect,
-            1 => Op::Disconnect,
-            2 => Op::Request,
-            3 => Op::Raw,
-            4 => Op::Reading,
-            _ => Op::Declare,
-        }
+opcodes! {
+    /// Operations, by opcode (`byte % 6`).
+    pub enum Op {
+        /// Connect `conn: u8` (dom0 until it declares a domain).
+        Connect,
+        /// `conn` closes its end.
+        Disconnect,
+        /// `conn` sends a request built from the vocabulary (see [`build`]).
+        Request,
+        /// `conn` sends `len: u8` raw bytes, framed by the server's reader.
+        Raw,
+        /// `conn` stops or resumes reading its replies (`flag: u8`).
+        Reading,
+        /// `conn` declares domain `d: u8 % 4` (`XS_CONTROL pvusb-domid`).
+        Declare,
     }
 }
 

@@ -201,27 +201,26 @@ mod tests {
             protocol: 1,
         });
         let only_storage = "allow with-interface equals { 08:*:* }";
-        assert_eq!(target(only_storage, &d).0, Target::Allow);
-        assert_eq!(target(only_storage, &combo).0, Target::Block);
-        assert_eq!(
-            target("allow with-interface 08:*:*", &combo).0,
-            Target::Block
-        );
         let bad = "reject with-interface all-of { 08:*:* 03:*:* }\nallow";
-        assert_eq!(target(bad, &combo).0, Target::Reject);
-        assert_eq!(target(bad, &d).0, Target::Allow);
-        assert_eq!(
-            target("allow with-interface one-of { 03:01:01 e0:*:* }", &combo).0,
-            Target::Allow
-        );
-        assert_eq!(
-            target("allow with-interface none-of { 03:*:* }", &combo).0,
-            Target::Block
-        );
-        assert_eq!(
-            target("allow with-interface none-of { 03:*:* }", &d).0,
-            Target::Allow
-        );
+        let none_of_hid = "allow with-interface none-of { 03:*:* }";
+        let cases = [
+            (only_storage, &d, Target::Allow),
+            (only_storage, &combo, Target::Block),
+            ("allow with-interface 08:*:*", &combo, Target::Block),
+            (bad, &combo, Target::Reject),
+            (bad, &d, Target::Allow),
+            (
+                "allow with-interface one-of { 03:01:01 e0:*:* }",
+                &combo,
+                Target::Allow,
+            ),
+            (none_of_hid, &combo, Target::Block),
+            (none_of_hid, &d, Target::Allow),
+        ];
+        for (policy, device, want) in cases {
+            let interfaces = &device.interfaces;
+            assert_eq!(target(policy, device).0, want, "{policy} on {interfaces:?}");
+        }
     }
 
     #[test]

@@ -320,21 +320,16 @@ impl Parser {
                     dup(rule.with_interface.is_some())?;
                     rule.with_interface = Some(self.values(&name, |s, _| interface(s), None)?);
                 }
-                "name" => {
-                    dup(rule.name.is_some())?;
-                    rule.name = Some(self.strings(&name, None)?);
-                }
-                "serial" => {
-                    dup(rule.serial.is_some())?;
-                    rule.serial = Some(self.strings(&name, None)?);
-                }
-                "via-port" => {
-                    dup(rule.via_port.is_some())?;
-                    rule.via_port = Some(self.strings(&name, None)?);
-                }
-                "label" => {
-                    dup(rule.label.is_some())?;
-                    rule.label = Some(self.strings(&name, None)?);
+                // The string attributes: any set operator, any number of values.
+                "name" | "serial" | "via-port" | "label" => {
+                    let slot = match name.as_str() {
+                        "name" => &mut rule.name,
+                        "serial" => &mut rule.serial,
+                        "via-port" => &mut rule.via_port,
+                        _ => &mut rule.label,
+                    };
+                    dup(slot.is_some())?;
+                    *slot = Some(self.strings(&name, None)?);
                 }
                 "domain" => {
                     dup(rule.domain.is_some())?;
@@ -604,33 +599,27 @@ mod tests {
         assert!(e.reason.contains("hash is not supported"), "{e}");
         let e = error("permit");
         assert_eq!(e.col, 1);
-        assert!(error("match").reason.contains("not a pvusb target"));
-        assert!(error("allow with-interface 08:*:50")
-            .reason
-            .contains("protocol must be *"));
-        assert!(error("allow id *:1234").reason.contains("vendor"));
-        assert!(error("allow id { }").reason.contains("at least one"));
-        assert!(error("allow id { 1234:*").reason.contains("not closed"));
-        assert!(error("allow id 1234:* id 5678:*").reason.contains("twice"));
-        assert!(error("allow id match-all { 1234:* }")
-            .reason
-            .contains("not supported"));
-        assert!(error("allow id equals-ordered { 1234:* }")
-            .reason
-            .contains("not supported"));
-        assert!(error("allow serial abc").reason.contains("quoted"));
-        assert!(error("allow serial \"abc").reason.contains("unterminated"));
-        assert!(error("allow if true").reason.contains("conditions"));
-        assert!(error("allow with-connect-type \"hotplug\"")
-            .reason
-            .contains("via-port"));
-        assert!(error("allow frobnicate")
-            .reason
-            .contains("unknown attribute"));
-        assert!(error("allow id").reason.contains("needs a value"));
-        assert!(error("allow id one-of 1234:*")
-            .reason
-            .contains("needs a set"));
+        let reasons = [
+            ("match", "not a pvusb target"),
+            ("allow with-interface 08:*:50", "protocol must be *"),
+            ("allow id *:1234", "vendor"),
+            ("allow id { }", "at least one"),
+            ("allow id { 1234:*", "not closed"),
+            ("allow id 1234:* id 5678:*", "twice"),
+            ("allow id match-all { 1234:* }", "not supported"),
+            ("allow id equals-ordered { 1234:* }", "not supported"),
+            ("allow serial abc", "quoted"),
+            ("allow serial \"abc", "unterminated"),
+            ("allow if true", "conditions"),
+            ("allow with-connect-type \"hotplug\"", "via-port"),
+            ("allow frobnicate", "unknown attribute"),
+            ("allow id", "needs a value"),
+            ("allow id one-of 1234:*", "needs a set"),
+        ];
+        for (policy, reason) in reasons {
+            let e = error(policy);
+            assert!(e.reason.contains(reason), "{policy}: {e}");
+        }
         assert_eq!(error("ok\nallow").line, 1);
         let e = parse_bytes(b"allow\nallow name \"\xff\"").unwrap_err();
         assert_eq!((e.line, e.col), (2, 13));

@@ -62,6 +62,13 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An `allow` rule with only a `with-interface` attribute.
+fn allow_with_interface(op: SetOp, values: Vec<InterfacePattern>) -> Rule {
+    let mut rule = Rule::new(Target::Allow);
+    rule.with_interface = Some(Attr { op, values });
+    rule
+}
+
 fn rule() -> impl Strategy<Value = Rule> {
     (
         prop_oneof![
@@ -179,19 +186,15 @@ proptest! {
 
     #[test]
     fn none_of_is_the_negation_of_one_of(values in proptest::collection::vec(iface(), 1..4), d in facts()) {
-        let mut one = Rule::new(Target::Allow);
-        one.with_interface = Some(Attr { op: SetOp::OneOf, values: values.clone() });
-        let mut none = Rule::new(Target::Allow);
-        none.with_interface = Some(Attr { op: SetOp::NoneOf, values });
+        let one = allow_with_interface(SetOp::OneOf, values.clone());
+        let none = allow_with_interface(SetOp::NoneOf, values);
         prop_assert_ne!(one.matches(&d), none.matches(&d));
     }
 
     #[test]
     fn equals_implies_all_of(values in proptest::collection::vec(iface(), 1..4), d in facts()) {
-        let mut eq = Rule::new(Target::Allow);
-        eq.with_interface = Some(Attr { op: SetOp::Equals, values: values.clone() });
-        let mut all = Rule::new(Target::Allow);
-        all.with_interface = Some(Attr { op: SetOp::AllOf, values });
+        let eq = allow_with_interface(SetOp::Equals, values.clone());
+        let all = allow_with_interface(SetOp::AllOf, values);
         prop_assert!(!eq.matches(&d) || all.matches(&d));
     }
 

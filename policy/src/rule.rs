@@ -201,30 +201,32 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// Writes `value` as `width` lowercase hex digits, or `*` for "any".
+fn hex_or_any(
+    f: &mut fmt::Formatter<'_>,
+    value: Option<impl fmt::LowerHex>,
+    width: usize,
+) -> fmt::Result {
+    match value {
+        Some(v) => write!(f, "{v:0width$x}"),
+        None => f.write_str("*"),
+    }
+}
+
 impl fmt::Display for DeviceIdPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.vendor {
-            Some(v) => write!(f, "{v:04x}:")?,
-            None => f.write_str("*:")?,
-        }
-        match self.product {
-            Some(p) => write!(f, "{p:04x}"),
-            None => f.write_str("*"),
-        }
+        hex_or_any(f, self.vendor, 4)?;
+        f.write_str(":")?;
+        hex_or_any(f, self.product, 4)
     }
 }
 
 impl fmt::Display for InterfacePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:02x}:", self.class)?;
-        match self.subclass {
-            Some(s) => write!(f, "{s:02x}:")?,
-            None => f.write_str("*:")?,
-        }
-        match self.protocol {
-            Some(p) => write!(f, "{p:02x}"),
-            None => f.write_str("*"),
-        }
+        hex_or_any(f, self.subclass, 2)?;
+        f.write_str(":")?;
+        hex_or_any(f, self.protocol, 2)
     }
 }
 

@@ -80,6 +80,43 @@ pub fn check_u32(offset: usize, size: usize) -> Result<(), MemError> {
     Ok(())
 }
 
+/// The part of one word of a [`HeapMem`] that a byte access covers.
+struct WordPiece {
+    /// Index of the word.
+    word: usize,
+    /// First byte of the piece inside the word (0..4).
+    lane: usize,
+    /// Where the piece starts in the caller's buffer.
+    at: usize,
+    /// Bytes in the piece (1..=4).
+    n: usize,
+}
+
+/// The word pieces of the `len` bytes at `offset`, in order. Word-wise: one
+/// atomic access per 4 bytes (ring slots are 4-aligned, so the common case is
+/// whole words), partial words only at the edges. With `offset + len <= 4 *
+/// words`, every `word` is a valid index and every `at..at + n` lies inside
+/// the caller's `len`-byte buffer.
+fn word_pieces(offset: usize, len: usize) -> impl Iterator<Item = WordPiece> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= len {
+            return None;
+        }
+        let byte = offset + at;
+        let lane = byte % 4;
+        let n = (4 - lane).min(len - at);
+        let piece = WordPiece {
+            word: byte / 4,
+            lane,
+            at,
+            n,
+        };
+        at += n;
+        Some(piece)
+    })
+}
+
 /// Process-local shared memory made of atomic words, so it can be shared between
 /// threads without any `unsafe`. Used by unit tests, the ring mock and benches.
 #[derive(Debug)]
@@ -107,18 +144,11 @@ impl SharedMem for HeapMem {
 
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
         check_range(offset, buf.len(), self.size())?;
-        // Indexing below cannot panic: check_range proved offset + len <= 4 * words,
-        // so every `w` is a valid word and every `i..i + n` lies inside `buf`.
-        // Word-wise: one atomic load per 4 bytes (ring slots are 4-aligned, so the
-        // common case is whole words), partial words only at the edges.
-        let mut i = 0;
-        while i < buf.len() {
-            let at = offset + i;
-            let (w, lane) = (at / 4, at % 4);
-            let n = (4 - lane).min(buf.len() - i);
-            let word = self.words[w].load(Ordering::Relaxed).to_le_bytes();
-            buf[i..i + n].copy_from_slice(&word[lane..lane + n]);
-            i += n;
+        // Indexing below cannot panic: check_range proved offset + len <= 4 * words
+        // (see `word_pieces`).
+        for WordPiece { word, lane, at, n } in word_pieces(offset, buf.len()) {
+            let bytes = self.words[word].load(Ordering::Relaxed).to_le_bytes();
+            buf[at..at + n].copy_from_slice(&bytes[lane..lane + n]);
         }
         Ok(())
     }
@@ -126,24 +156,21 @@ impl SharedMem for HeapMem {
     fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
         check_range(offset, buf.len(), self.size())?;
         // Indexing cannot panic: see `read`.
-        let mut i = 0;
-        while i < buf.len() {
-            let at = offset + i;
-            let (w, lane) = (at / 4, at % 4);
-            let n = (4 - lane).min(buf.len() - i);
+        for WordPiece { word, lane, at, n } in word_pieces(offset, buf.len()) {
+            let src = &buf[at..at + n];
             if n == 4 {
-                let v = u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-                self.words[w].store(v, Ordering::Relaxed);
+                let v = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                self.words[word].store(v, Ordering::Relaxed);
             } else {
                 // Partial word: an atomic read-modify-write, so bytes of the same
                 // word that someone else writes concurrently are kept intact.
-                let _ = self.words[w].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                    let mut bytes = old.to_le_bytes();
-                    bytes[lane..lane + n].copy_from_slice(&buf[i..i + n]);
-                    Some(u32::from_le_bytes(bytes))
-                });
+                let _ =
+                    self.words[word].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                        let mut bytes = old.to_le_bytes();
+                        bytes[lane..lane + n].copy_from_slice(src);
+                        Some(u32::from_le_bytes(bytes))
+                    });
             }
-            i += n;
         }
         Ok(())
     }
@@ -162,59 +189,31 @@ impl SharedMem for HeapMem {
     }
 }
 
-impl<T: SharedMem + ?Sized> SharedMem for std::sync::Arc<T> {
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read(offset, buf)
-    }
-    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-        (**self).write(offset, buf)
-    }
-    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-        (**self).load_u32(offset)
-    }
-    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-        (**self).store_u32(offset, value)
-    }
+/// `SharedMem` through a pointer: every method goes to the memory pointed at,
+/// so an `Arc`, a box or a borrow of a memory is that memory.
+macro_rules! shared_mem_through_pointer {
+    ($($pointer:ty),+) => {$(
+        impl<T: SharedMem + ?Sized> SharedMem for $pointer {
+            fn size(&self) -> usize {
+                (**self).size()
+            }
+            fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+                (**self).read(offset, buf)
+            }
+            fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
+                (**self).write(offset, buf)
+            }
+            fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
+                (**self).load_u32(offset)
+            }
+            fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
+                (**self).store_u32(offset, value)
+            }
+        }
+    )+};
 }
 
-impl<T: SharedMem + ?Sized> SharedMem for &T {
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read(offset, buf)
-    }
-    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-        (**self).write(offset, buf)
-    }
-    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-        (**self).load_u32(offset)
-    }
-    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-        (**self).store_u32(offset, value)
-    }
-}
-
-impl<T: SharedMem + ?Sized> SharedMem for Box<T> {
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
-        (**self).read(offset, buf)
-    }
-    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), MemError> {
-        (**self).write(offset, buf)
-    }
-    fn load_u32(&self, offset: usize) -> Result<u32, MemError> {
-        (**self).load_u32(offset)
-    }
-    fn store_u32(&self, offset: usize, value: u32) -> Result<(), MemError> {
-        (**self).store_u32(offset, value)
-    }
-}
+shared_mem_through_pointer!(std::sync::Arc<T>, &T, Box<T>);
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 //! for the backend's disk tests: the emulated disk's endpoints are 0x01 OUT
 //! and 0x82 IN.
 
+use pvusb_protocol::usb::bot::CBW_SIGNATURE;
+
 use crate::driver::Driver;
 
 /// The disk's bulk OUT endpoint.
@@ -12,7 +14,7 @@ const EP_IN: u8 = 0x82;
 /// A command block wrapper.
 fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> [u8; 31] {
     let mut c = [0u8; 31];
-    c[0..4].copy_from_slice(&0x4342_5355u32.to_le_bytes());
+    c[0..4].copy_from_slice(&CBW_SIGNATURE.to_le_bytes());
     c[4..8].copy_from_slice(&tag.to_le_bytes());
     c[8..12].copy_from_slice(&len.to_le_bytes());
     c[12] = if data_in { 0x80 } else { 0 };
@@ -81,4 +83,51 @@ pub fn command(
     );
     assert_eq!(csw[12], 0, "CSW status of tag {tag}");
     data
+}
+
+/// WRITE(10) of `data` (whole 512-byte blocks) at `lba` on ids 0 to 2,
+/// with `extra` requests in the same batch.
+pub fn write10(
+    d: &mut Driver,
+    dev: u8,
+    port: u8,
+    tag: u32,
+    lba: u32,
+    data: &[u8],
+    extra: &[pvusb_protocol::UrbRequest],
+) {
+    let cdb = rw10(0x2a, lba, blocks(data.len()));
+    command(
+        d,
+        [0, 1, 2],
+        dev,
+        port,
+        tag,
+        &cdb,
+        false,
+        data.len(),
+        data,
+        extra,
+    );
+}
+
+/// READ(10) of `len` bytes (whole 512-byte blocks) at `lba` on ids 0 to 2,
+/// with `extra` requests in the same batch; returns the data.
+pub fn read10(
+    d: &mut Driver,
+    dev: u8,
+    port: u8,
+    tag: u32,
+    lba: u32,
+    len: usize,
+    extra: &[pvusb_protocol::UrbRequest],
+) -> Vec<u8> {
+    let cdb = rw10(0x28, lba, blocks(len));
+    command(d, [0, 1, 2], dev, port, tag, &cdb, true, len, &[], extra)
+}
+
+/// The blocks of a READ(10) or WRITE(10) of `len` bytes.
+fn blocks(len: usize) -> u16 {
+    assert_eq!(len % 512, 0, "{len} bytes are not whole blocks");
+    u16::try_from(len / 512).expect("at most 65535 blocks per command")
 }

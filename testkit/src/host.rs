@@ -10,6 +10,8 @@ use pvusb_toolstack::record;
 use pvusb_toolstack::sysfs::fake::FakeDevice;
 use pvusb_xenstore::Tx;
 
+use crate::peer::Peer;
+use crate::toolstack::Ts;
 use crate::world::World;
 
 /// The guest most tests use.
@@ -36,6 +38,15 @@ pub fn new() -> World {
         .host_device(FakeDevice::hub("1-1", 1, 2))
         .host_device(FakeDevice::new("2-1", 2, 3, &[None]))
         .build()
+}
+
+/// The host, its toolstack and a [`Peer`] answering for the daemon and the
+/// guests: where most toolstack tests start.
+pub fn with_peer() -> (World, Ts, Peer) {
+    let host = new();
+    let ts = host.toolstack();
+    let peer = Peer::start(&host);
+    (host, ts, peer)
 }
 
 /// The crash-only invariants: every port names a device whose record says

@@ -7,8 +7,10 @@
 //! * Building blocks that return errors, for the `pvusb` commands as much
 //!   as for tests, with no feature: the world's directory ([`dir`]), the
 //!   embedded xenstore ([`xenstore`]), guest domains ([`domain`]), a
-//!   controller's nodes in libxl's layout ([`controller`]), and waits
-//!   bounded by one liveness bound ([`wait`]).
+//!   controller's nodes in libxl's layout ([`controller`]), waits
+//!   bounded by one liveness bound ([`wait`]), and threads that run beside
+//!   a test until it drops them ([`background`]); and what a program run
+//!   to its end said ([`run`]).
 //! * With feature `world`, for tests (it panics with the reason instead of
 //!   returning errors): `World` — a directory, xenstore, dom0 and guests,
 //!   an emulated USB bus described in a fake sysfs (`devices`), and in it
@@ -27,10 +29,12 @@
 //! says which tests use what.
 #![forbid(unsafe_code)]
 
+pub mod background;
 pub mod controller;
 pub mod dir;
 pub mod domain;
 pub mod rng;
+pub mod run;
 pub mod wait;
 pub mod xenstore;
 

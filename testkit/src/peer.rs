@@ -3,13 +3,11 @@
 //! the ends).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pvusb_xenstore::{Tx, XsClient};
 
+use crate::background::Background;
 use crate::controller::BACKEND_DOMID;
 use crate::world::World;
 
@@ -21,22 +19,19 @@ const POLL: Duration = Duration::from_millis(20);
 /// xenstore connections with the guests' own domids. Stops on drop.
 #[derive(Debug)]
 pub struct Peer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Peer {
     /// Starts it in `world`.
     pub fn start(world: &World) -> Peer {
-        let stop = Arc::new(AtomicBool::new(false));
         let sock = world.xs_path();
-        let s2 = Arc::clone(&stop);
         let back = world.client();
         let base = format!("/local/domain/{BACKEND_DOMID}/backend/vusb");
         let watch = back.watch(&base).expect("a watch on the backend directory");
-        let thread = std::thread::spawn(move || {
+        let thread = Background::spawn(move |running| {
             let mut guests: HashMap<u16, XsClient> = HashMap::new();
-            while !s2.load(Ordering::SeqCst) {
+            while running.get() {
                 let _ = watch.receiver().recv_timeout(POLL);
                 for g in back.directory(Tx::NONE, &base).unwrap_or_default() {
                     let Ok(domid) = g.parse::<u16>() else {
@@ -73,18 +68,6 @@ impl Peer {
                 }
             }
         });
-        Peer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Peer { _thread: thread }
     }
 }

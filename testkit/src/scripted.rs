@@ -68,6 +68,15 @@ impl Scripted {
         self.world.frontend_with(FRONT, DEVID, options)
     }
 
+    /// A fresh world with the frontend connected and the backend side of
+    /// its handshake: where most frontend tests start.
+    pub fn connected() -> (Self, Frontend, MockPeer) {
+        let env = Self::new();
+        let front = env.connect();
+        let peer = env.backend();
+        (env, front, peer)
+    }
+
     /// The backend side of the current handshake.
     pub fn backend(&self) -> MockPeer {
         let key = |k: &str| {

@@ -1,9 +1,7 @@
 //! The toolstack in a [`World`]: the real `pvusb_toolstack::Toolstack` over
 //! the world's xenstore and fake sysfs, as the `pvusb` commands run it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pvusb_frontend::Frontend;
@@ -11,6 +9,7 @@ use pvusb_protocol::xenstore::frontend_dir;
 use pvusb_toolstack::{Sysfs, SysfsRoot, Toolstack};
 use pvusb_xenstore::{Tx, XsClient};
 
+use crate::background::Background;
 use crate::wait::{wait_for, LIVENESS};
 use crate::world::World;
 
@@ -71,32 +70,17 @@ impl World {
 /// `start_reaper`): its own toolstack, stopped on drop.
 #[derive(Debug)]
 pub struct Reaper {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Reaper {
     /// Starts it in `world`.
     pub fn start(world: &World) -> Self {
         let ts = world.toolstack();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            ts.run_reaper(REAPER_POLL, || !s.load(Ordering::SeqCst))
+        let thread = Background::spawn(move |running| {
+            ts.run_reaper(REAPER_POLL, || running.get())
                 .expect("the reaper runs");
         });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Self { _thread: thread }
     }
 }

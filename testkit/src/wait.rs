@@ -40,3 +40,17 @@ pub fn events_until(rx: &Receiver<String>, want: &str) -> Vec<String> {
         seen.push(ev);
     }
 }
+
+/// Runs `f` on a thread of its own and returns its result; panics if `f`
+/// panics or has not returned within [`LIVENESS`], so a call that might
+/// block forever fails the test instead of hanging it.
+pub fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(LIVENESS) {
+        Ok(v) => v,
+        Err(e) => panic!("the call panicked or hung: {e}"),
+    }
+}

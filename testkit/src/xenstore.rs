@@ -8,7 +8,9 @@
 
 use std::path::Path;
 
-use pvusb_xenstore::{ServerConfig, ServerError, XsClient, XsError, XsServer, XsServerHandle};
+use pvusb_xenstore::{
+    Access, Perm, ServerConfig, ServerError, Tx, XsClient, XsError, XsServer, XsServerHandle,
+};
 use tempfile::TempDir;
 
 /// The socket's name in the world's directory.
@@ -65,4 +67,35 @@ impl Xenstore {
     pub fn dom(&self, domid: u16) -> XsClient {
         XsClient::connect_as(self.path(), domid).expect("a xenstore connection")
     }
+
+    /// Makes `/local/domain/<domid>` and gives it to that domain (owner,
+    /// nobody else may read it), as the toolstack does for a new guest: the
+    /// domain's relative paths and quota then work as in a real guest.
+    pub fn give_home(&self, domid: u16) {
+        let home = format!("/local/domain/{domid}");
+        let dom0 = self.dom0();
+        dom0.mkdir(Tx::NONE, &home).expect("dom0 makes a home");
+        let owner = Perm {
+            domid,
+            access: Access::None,
+        };
+        dom0.set_perms(Tx::NONE, &home, &[owner])
+            .expect("dom0 gives the home away");
+    }
+}
+
+/// The value at `path` read outside any transaction, `None` when there is no
+/// node (tests: panics when the read fails).
+pub fn value_at(xs: &XsClient, path: &str) -> Option<String> {
+    xs.read(Tx::NONE, path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// The domain owning `path` (its first permission entry), read outside any
+/// transaction (tests: panics when the read fails).
+pub fn owner_of(xs: &XsClient, path: &str) -> u16 {
+    let perms = xs
+        .get_perms(Tx::NONE, path)
+        .unwrap_or_else(|e| panic!("reading the permissions of {path}: {e}"));
+    perms.first().expect("a node has an owner").domid
 }

@@ -1,19 +1,19 @@
 //! Hot-unplug during bulk transfers and a daemon restart under load, with the
 //! real toolstack, daemon and frontend.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pvusb_frontend::Frontend;
 use pvusb_protocol::xenstore::backend_dir;
+use pvusb_testkit::background::Background;
 use pvusb_testkit::machine::{self, DOM, LOOP};
 use pvusb_testkit::{wait_for, World, LIVENESS};
 use pvusb_toolstack::DeviceSpec;
 
 /// Bulk OUT/IN echo loops on the loopback device in a thread, until stopped.
 struct Load {
-    stop: Arc<AtomicBool>,
-    worker: std::thread::JoinHandle<()>,
+    worker: Background,
     echoed: Arc<AtomicUsize>,
 }
 
@@ -21,12 +21,11 @@ impl Load {
     /// Starts the loops and returns once some transfers have gone through, so
     /// whatever the test does next happens under load.
     fn start(front: &Arc<Frontend>, addr: u8) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(AtomicUsize::new(0));
-        let (worker_front, flag, ok) = (Arc::clone(front), Arc::clone(&stop), Arc::clone(&echoed));
-        let worker = std::thread::spawn(move || {
+        let (worker_front, ok) = (Arc::clone(front), Arc::clone(&echoed));
+        let worker = Background::spawn(move |running| {
             let data = vec![0x5a; 4096];
-            while !flag.load(Ordering::SeqCst) {
+            while running.get() {
                 if worker_front.bulk_out(1, addr, 1, &data, LIVENESS).is_ok()
                     && worker_front
                         .bulk_in(1, addr, 1, 4096, LIVENESS)
@@ -40,17 +39,12 @@ impl Load {
         });
         // Not the frontend's stats: enumeration has already submitted URBs.
         wait_for("some echoes", || echoed.load(Ordering::SeqCst) > 0);
-        Self {
-            stop,
-            worker,
-            echoed,
-        }
+        Self { worker, echoed }
     }
 
     /// Stops the loops; returns how many echoes succeeded.
     fn stop(self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        self.worker.join().expect("load thread");
+        self.worker.stop();
         self.echoed.load(Ordering::SeqCst)
     }
 }

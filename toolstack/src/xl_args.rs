@@ -177,6 +177,18 @@ mod tests {
         e
     }
 
+    /// Each `(words, reason)`: `parse` refuses the words, and its one-line
+    /// message contains the reason.
+    fn assert_refusals<T: std::fmt::Debug>(
+        parse: fn(&[String]) -> Result<T, ToolError>,
+        cases: &[(&str, &str)],
+    ) {
+        for (words, reason) in cases {
+            let e = err(parse(&w(words)));
+            assert!(e.contains(reason), "{words}: {e}");
+        }
+    }
+
     #[test]
     fn usbctrl_forms() {
         let d = UsbctrlSpec {
@@ -197,13 +209,16 @@ mod tests {
 
     #[test]
     fn usbctrl_refusals_name_the_accepted_forms() {
-        assert!(err(parse_usbctrl(&w("type=qusb"))).contains("type=pv only"));
-        assert!(err(parse_usbctrl(&w("type=devicemodel"))).contains("xl usbctrl-attach"));
-        assert!(err(parse_usbctrl(&w("type=usbback"))).contains("use type=pv"));
-        assert!(err(parse_usbctrl(&w("backend=1"))).contains("type=pv, version=1|2, ports=N"));
-        assert!(err(parse_usbctrl(&w("2"))).contains("usbctrl spec"));
-        assert!(err(parse_usbctrl(&w("ports=x"))).contains("not a number"));
-        assert!(err(parse_usbctrl(&w("version=300"))).contains("version=1 or version=2"));
+        let cases = [
+            ("type=qusb", "type=pv only"),
+            ("type=devicemodel", "xl usbctrl-attach"),
+            ("type=usbback", "use type=pv"),
+            ("backend=1", "type=pv, version=1|2, ports=N"),
+            ("2", "usbctrl spec"),
+            ("ports=x", "not a number"),
+            ("version=300", "version=1 or version=2"),
+        ];
+        assert_refusals(parse_usbctrl, &cases);
     }
 
     #[test]
@@ -233,11 +248,14 @@ mod tests {
 
     #[test]
     fn usbdev_refusals() {
-        assert!(err(parse_usbdev(&w("hostbus=1"))).contains("hostbus=B hostaddr=A"));
-        assert!(err(parse_usbdev(&w("1.6"))).contains("usbdev spec"));
-        assert!(err(parse_usbdev(&w("hostbus=1 hostaddr=2 bus=3"))).contains("usbdev spec"));
-        assert!(err(parse_usbdev(&w("type=tablet hostbus=1 hostaddr=2"))).contains("hostdev"));
-        assert!(err(parse_usbdev(&w("hostbus=x hostaddr=2"))).contains("not a number"));
-        assert!(err(parse_usbdev(&w("hostbus=1 hostaddr=2 port=-1"))).contains("not a number"));
+        let cases = [
+            ("hostbus=1", "hostbus=B hostaddr=A"),
+            ("1.6", "usbdev spec"),
+            ("hostbus=1 hostaddr=2 bus=3", "usbdev spec"),
+            ("type=tablet hostbus=1 hostaddr=2", "hostdev"),
+            ("hostbus=x hostaddr=2", "not a number"),
+            ("hostbus=1 hostaddr=2 port=-1", "not a number"),
+        ];
+        assert_refusals(parse_usbdev, &cases);
     }
 }

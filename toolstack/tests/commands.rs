@@ -14,9 +14,7 @@ fn busid(s: &str) -> DeviceSpec {
 
 #[test]
 fn ctrl_attach_writes_both_nodes_with_permissions_and_waits() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     let a = ts.ctrl_attach(GUEST, 2, 8).unwrap();
     assert_eq!(a.devid, 0);
     let be = "/local/domain/0/backend/vusb/3/0";
@@ -127,9 +125,7 @@ fn domains_resolve_by_id_and_name() {
 
 #[test]
 fn default_placement_rules() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     // No controller at all: one is created with defaults, port 1.
     let a = ts
         .dev_attach(GUEST, &DeviceSpec::BusAddr(1, 6), None, None)
@@ -193,9 +189,7 @@ fn default_placement_rules() {
 
 #[test]
 fn full_controllers_get_a_new_one_and_full_given_controller_is_refused() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 2, 1).unwrap();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     let e = ts
@@ -209,9 +203,7 @@ fn full_controllers_get_a_new_one_and_full_given_controller_is_refused() {
 
 #[test]
 fn refusals_hub_assigned_foreign_backend_unknown_device() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (_h, ts, _peer) = host::with_peer();
     let e = ts
         .dev_attach(GUEST, &DeviceSpec::BusAddr(1, 2), None, None)
         .unwrap_err();
@@ -305,9 +297,7 @@ fn refusals_hub_assigned_foreign_backend_unknown_device() {
 
 #[test]
 fn detach_restores_every_interface_and_reports_failures() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     assert_eq!(
         h.read("/pvusb/usbback/1-2/1-2@1_0/driver_path").as_deref(),
@@ -345,9 +335,7 @@ fn detach_restores_every_interface_and_reports_failures() {
 
 #[test]
 fn detach_by_busid_and_refusals() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
     assert!(matches!(
         ts.dev_detach(GUEST, 0, 2),
@@ -368,9 +356,7 @@ fn detach_by_busid_and_refusals() {
 
 #[test]
 fn list_and_assignable_list() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (_h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     let l = ts.list(GUEST).unwrap();
     assert_eq!(l.controllers.len(), 1);
@@ -405,9 +391,7 @@ fn list_and_assignable_list() {
 
 #[test]
 fn ctrl_detach_detaches_devices_first() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
     let d = ts.ctrl_detach(GUEST, 0, false).unwrap();
@@ -442,9 +426,7 @@ fn ctrl_detach_times_out_without_backend_and_says_how_to_finish() {
 
 #[test]
 fn dead_domains_are_reaped() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     ts.dev_attach(OTHER, &busid("1-3"), None, None).unwrap();
     h.destroy_guest(GUEST);
@@ -467,9 +449,7 @@ fn dead_domains_are_reaped() {
 
 #[test]
 fn unplugged_device_is_shown_absent_and_detach_still_completes() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-3"), None, None).unwrap();
     h.sysfs().unplug("1-3").unwrap();
     let l = ts.list(GUEST).unwrap();
@@ -480,9 +460,7 @@ fn unplugged_device_is_shown_absent_and_detach_still_completes() {
 
 #[test]
 fn config_apply_creates_controllers_and_devices_idempotently() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     let cfg = "name = 'guest3'\nusbctrl = [ 'version=2, ports=4', \"version=1, ports=2\" ]\n\
                usbdev = [ 'hostbus=1, hostaddr=6, controller=1, port=2',\n  'hostbus=1, hostaddr=7' ]\n";
     let a = ts.config_apply(GUEST, "g.cfg", cfg).unwrap();
@@ -511,9 +489,7 @@ fn config_apply_creates_controllers_and_devices_idempotently() {
 fn reaper_thread_reaps_on_release_domain() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reaper = {

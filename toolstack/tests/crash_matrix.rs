@@ -10,7 +10,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use pvusb_testkit::host::{self, GUEST};
-use pvusb_testkit::peer::Peer;
 use pvusb_testkit::World;
 use pvusb_toolstack::crash::CRASH_ENV;
 use pvusb_toolstack::record::{self, Stage};
@@ -106,9 +105,7 @@ fn attach_matrix() {
     ];
     for (step, want, stage) in cases {
         for resolution in ["recover", "rerun"] {
-            let h = host::new();
-            let ts = h.toolstack();
-            let _peer = Peer::start(&h);
+            let (h, ts, _peer) = host::with_peer();
             ts.ctrl_attach(GUEST, 2, 8).unwrap();
             crash_at(&h, "dev-attach 1-2", step);
             assert_ports_have_records(&h);
@@ -178,9 +175,7 @@ fn attach_matrix() {
 #[test]
 fn attach_creating_a_controller_matrix() {
     for resolution in ["rerun", "ctrl-detach"] {
-        let h = host::new();
-        let ts = h.toolstack();
-        let _peer = Peer::start(&h);
+        let (h, ts, _peer) = host::with_peer();
         crash_at(&h, "dev-attach 1-3", "ctrl-attach-written");
         let l = ts.list(GUEST).unwrap();
         assert_eq!(l.controllers.len(), 1);
@@ -207,9 +202,7 @@ fn attach_creating_a_controller_matrix() {
 
 #[test]
 fn ctrl_attach_matrix() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     crash_at(&h, "ctrl-attach", "ctrl-attach-written");
     let l = ts.list(GUEST).unwrap();
     assert_eq!(l.controllers.len(), 1);
@@ -244,9 +237,7 @@ fn detach_matrix() {
     ];
     for (step, want, in_port) in cases {
         for resolution in ["recover", "rerun"] {
-            let h = host::new();
-            let ts = h.toolstack();
-            let _peer = Peer::start(&h);
+            let (h, ts, _peer) = host::with_peer();
             ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
                 .unwrap();
             crash_at(&h, "dev-detach", step);
@@ -295,9 +286,7 @@ fn ctrl_detach_matrix() {
         "ctrl-detach-closed",
     ] {
         for resolution in ["rerun", "recover-all-then-rerun"] {
-            let h = host::new();
-            let ts = h.toolstack();
-            let _peer = Peer::start(&h);
+            let (h, ts, _peer) = host::with_peer();
             ts.dev_attach(GUEST, &DeviceSpec::BusId("1-2".into()), None, None)
                 .unwrap();
             ts.dev_attach(GUEST, &DeviceSpec::BusId("1-3".into()), None, None)
@@ -323,9 +312,7 @@ fn ctrl_detach_matrix() {
 
 #[test]
 fn recover_all_after_guest_died_mid_attach() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 2, 8).unwrap();
     crash_at(&h, "dev-attach 1-2", "attach-claimed");
     h.destroy_guest(GUEST);

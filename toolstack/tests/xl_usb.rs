@@ -2,7 +2,6 @@
 //! the embedded xenstore and a fake sysfs.
 
 use pvusb_testkit::host::{self, GUEST, OTHER};
-use pvusb_testkit::peer::Peer;
 use pvusb_testkit::World;
 use pvusb_toolstack::xl_list::CtrlType;
 use pvusb_toolstack::DeviceSpec;
@@ -20,9 +19,7 @@ fn usb_list(h: &World, dom: u16) -> String {
 
 #[test]
 fn ctrl_attach_writes_libxls_entry_and_ctrl_detach_removes_it() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 1, 3).unwrap();
     let lp = "/libxl/3/device/vusb/0";
     assert_eq!(
@@ -57,9 +54,7 @@ fn ctrl_attach_writes_libxls_entry_and_ctrl_detach_removes_it() {
 
 #[test]
 fn ctrl_detach_keeps_what_xl_create_wrote() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     // What `xl create` leaves in /libxl/<domid> (and a vif of its own).
     for (p, v) in [
         ("/libxl/3/type", "pv"),
@@ -85,9 +80,7 @@ fn ctrl_detach_keeps_what_xl_create_wrote() {
 
 #[test]
 fn a_devid_libxl_uses_is_not_taken() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     // An emulated (devicemodel) controller exists only in libxl's bookkeeping.
     for (k, v) in [
         ("type", "devicemodel"),
@@ -113,9 +106,7 @@ fn a_devid_libxl_uses_is_not_taken() {
 
 #[test]
 fn dev_attach_creating_a_controller_writes_libxls_entry() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     host::assert_consistent(&h);
     assert_eq!(
@@ -131,9 +122,7 @@ fn dev_attach_creating_a_controller_writes_libxls_entry() {
 
 #[test]
 fn reaping_a_dead_domain_removes_libxls_entries() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     ts.ctrl_attach(GUEST, 2, 2).unwrap();
     h.destroy_guest(GUEST);
@@ -150,9 +139,7 @@ fn reaping_a_dead_domain_removes_libxls_entries() {
 /// the pvusb records and gives the devices back to their drivers.
 #[test]
 fn reaper_after_libxl_destroyed_the_controllers() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.dev_attach(GUEST, &busid("1-2"), None, None).unwrap();
     let st = &ts.store;
     st.write(Tx::NONE, "/local/domain/0/backend/vusb/3/0/port/1", "")
@@ -184,9 +171,7 @@ fn usb_list_empty_prints_nothing() {
 
 #[test]
 fn usb_list_one_controller_then_devices_in_ports() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 2, 4).unwrap();
     assert_eq!(
         usb_list(&h, GUEST),
@@ -220,9 +205,7 @@ fn usb_list_one_controller_then_devices_in_ports() {
 
 #[test]
 fn usb_list_two_controllers_in_xenstores_order() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 2, 2).unwrap();
     ts.ctrl_attach(GUEST, 1, 1).unwrap();
     ts.dev_attach(GUEST, &busid("2-1"), Some(1), None).unwrap();
@@ -237,9 +220,7 @@ fn usb_list_two_controllers_in_xenstores_order() {
 
 #[test]
 fn usb_list_follows_libxls_failures() {
-    let h = host::new();
-    let ts = h.toolstack();
-    let _peer = Peer::start(&h);
+    let (h, ts, _peer) = host::with_peer();
     ts.ctrl_attach(GUEST, 2, 1).unwrap();
     // A device unplugged from the host: libxl cannot read its numbers.
     ts.dev_attach(GUEST, &busid("1-3"), Some(0), Some(1))

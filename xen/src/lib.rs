@@ -157,6 +157,13 @@ pub struct CopySeg {
     pub len: u16,
 }
 
+impl CopySeg {
+    /// The `len` bytes at `offset` of page `gref`.
+    pub const fn new(gref: GrantRef, offset: u16, len: u16) -> Self {
+        Self { gref, offset, len }
+    }
+}
+
 /// Backend side: access to pages a foreign domain granted to us.
 pub trait GrantMapper: Send + Sync {
     /// A contiguous mapping of several grant pages; unmaps itself on drop.

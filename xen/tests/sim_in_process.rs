@@ -4,6 +4,10 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+mod after_death;
+
+use after_death::copies_after_death;
+use pvusb_testkit::wait::within;
 use pvusb_xen::sim::{SimXen, NR_REFS};
 use pvusb_xen::{
     CopySeg, EventChannel, EventChannels, EvtchnError, GrantAllocator, GrantError, GrantMapper,
@@ -306,19 +310,6 @@ fn a_closed_peer_is_reported_not_waited_for() {
     );
 }
 
-/// Runs `f` on a thread of its own and returns its result; fails the test
-/// if `f` panics or has not returned within [`LONG`] (a hang).
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LONG.unwrap()) {
-        Ok(v) => v,
-        Err(e) => panic!("the call panicked or hung: {e}"),
-    }
-}
-
 /// The documented behaviour (module docs of `sim`, "Copies and a granter's
 /// death"): the event channel and the next map report the death; a copy in
 /// between makes no syscall, so it neither hangs nor panics and works on the
@@ -337,15 +328,7 @@ fn a_granter_that_goes_away_gives_errors() {
     drop(f);
     drop(front); // the domain's handle is gone: its server stops
     assert!(matches!(ch.wait(LONG), Err(EvtchnError::PeerGone)));
-    let back2 = back.clone();
-    let (copied, written) = within(move || {
-        let mut b = [0u8; 4];
-        let copied = back2
-            .copy_from_guest(1, &[seg(gref, 0, 4)], &mut b)
-            .map(|()| b);
-        let written = back2.copy_to_guest(1, &[seg(gref, 0, 4)], b"late");
-        (copied, written)
-    });
+    let (copied, written) = copies_after_death(&back, gref);
     assert_eq!(copied.unwrap(), *b"left");
     written.unwrap();
     let mut seen = [0u8; 4];

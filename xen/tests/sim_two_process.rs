@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pvusb_xen::sim::{SimXen, NR_REFS};
+mod after_death;
+
+use after_death::copies_after_death;
+use pvusb_testkit::wait::within;
+use pvusb_xen::sim::{SimEventChannel, SimGrantedPages, SimXen, NR_REFS};
 use pvusb_xen::{
     CopySeg, EventChannel, EventChannels, EvtchnError, GrantAllocator, GrantError, GrantMapper,
     GrantedPages, SharedMem, PAGE_SIZE,
@@ -234,6 +238,28 @@ fn child_frontend() {
 
 // ---- a backend that dies, and one that restarts -----------------------------------
 
+/// One life of `child_backend`: it maps the page, writes `word` and notifies;
+/// while it holds the mapping the grant cannot be ended; once notified it
+/// exits, which closes its end of `ch`.
+fn backend_wrote_and_left(
+    ch: &SimEventChannel,
+    pages: &SimGrantedPages,
+    word: &[u8; 5],
+    child: Child,
+) {
+    assert!(ch.wait(LONG).unwrap());
+    let mut b = [0u8; 5];
+    pages.read(0, &mut b).unwrap();
+    assert_eq!(&b, word);
+    assert!(matches!(
+        pages.try_end_access(),
+        Err(GrantError::StillMapped { .. })
+    ));
+    ch.notify().unwrap();
+    assert!(matches!(ch.wait(LONG), Err(EvtchnError::PeerGone)));
+    assert_child_ok(child);
+}
+
 #[test]
 fn a_dead_backend_releases_its_mappings_and_a_new_one_maps_again() {
     let dir = pvusb_testkit::dir::create("pvs").unwrap();
@@ -244,32 +270,13 @@ fn a_dead_backend_releases_its_mappings_and_a_new_one_maps_again() {
     publish(dir.path(), "front", &[gref, ch.port()]);
 
     let first = spawn_child("child_backend", dir.path(), "dies");
-    assert!(ch.wait(LONG).unwrap());
-    let mut b = [0u8; 5];
-    pages.read(0, &mut b).unwrap();
-    assert_eq!(&b, b"alive");
-    assert!(matches!(
-        pages.try_end_access(),
-        Err(GrantError::StillMapped { .. })
-    ));
-    ch.notify().unwrap();
-    assert!(matches!(ch.wait(LONG), Err(EvtchnError::PeerGone)));
-    assert_child_ok(first);
+    backend_wrote_and_left(&ch, &pages, b"alive", first);
 
     // Reconnect as a frontend does: a fresh port, the same grant.
     let ch = front.alloc_unbound(0).unwrap();
     publish(dir.path(), "front2", &[gref, ch.port()]);
     let second = spawn_child("child_backend", dir.path(), "restarts");
-    assert!(ch.wait(LONG).unwrap());
-    pages.read(0, &mut b).unwrap();
-    assert_eq!(&b, b"again");
-    assert!(matches!(
-        pages.try_end_access(),
-        Err(GrantError::StillMapped { .. })
-    ));
-    ch.notify().unwrap();
-    assert!(matches!(ch.wait(LONG), Err(EvtchnError::PeerGone)));
-    assert_child_ok(second);
+    backend_wrote_and_left(&ch, &pages, b"again", second);
 
     // The second backend unmapped; the first never did, its connection closing
     // releases its count. That release runs on the server thread, so allow it a
@@ -342,15 +349,7 @@ fn a_dead_frontend_is_an_error_for_the_backend_not_a_hang() {
     // Copies make no syscall, so they do not notice the death (module docs of
     // `sim`, "Copies and a granter's death"): they neither hang nor panic and
     // work on the dead granter's pages as it left them.
-    let back2 = back.clone();
-    let (copied, written) = within(move || {
-        let mut b = [0u8; 4];
-        let copied = back2
-            .copy_from_guest(1, &[seg(gref, 0, 4)], &mut b)
-            .map(|()| b);
-        let written = back2.copy_to_guest(1, &[seg(gref, 0, 4)], b"late");
-        (copied, written)
-    });
+    let (copied, written) = copies_after_death(&back, gref);
     assert_eq!(copied.unwrap(), *b"soon");
     written.unwrap();
     // Map and bind report the death; after that map, copies fail too.
@@ -372,19 +371,6 @@ fn a_dead_frontend_is_an_error_for_the_backend_not_a_hang() {
     );
     m.write(0, b"safe").unwrap();
     drop(m);
-}
-
-/// Runs `f` on a thread of its own and returns its result; fails the test
-/// if `f` panics or has not returned within [`LONG`] (a hang).
-fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LONG.unwrap()) {
-        Ok(v) => v,
-        Err(e) => panic!("the call panicked or hung: {e}"),
-    }
 }
 
 #[test]

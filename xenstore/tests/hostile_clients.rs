@@ -6,6 +6,7 @@ use std::os::unix::net::UnixStream;
 
 use proptest::prelude::*;
 use pvusb_testkit::wait::next_event;
+use pvusb_testkit::xenstore::value_at;
 use pvusb_testkit::{Xenstore, LIVENESS};
 use pvusb_xenstore::wire::{read_message, Message, MsgType, RawHeader};
 use pvusb_xenstore::{ServerConfig, Tx};
@@ -16,18 +17,20 @@ fn raw(path: &std::path::Path) -> UnixStream {
     s
 }
 
+/// Writes a header announcing `len` payload bytes, whatever follows it.
+fn send_header(s: &mut UnixStream, msg_type: u32, req_id: u32, tx_id: u32, len: u32) {
+    let header = RawHeader {
+        msg_type,
+        req_id,
+        tx_id,
+        len,
+    };
+    s.write_all(&header.encode()).unwrap();
+}
+
 fn send_raw(s: &mut UnixStream, msg_type: u32, req_id: u32, tx_id: u32, payload: &[u8]) {
     let len = u32::try_from(payload.len()).unwrap();
-    s.write_all(
-        &RawHeader {
-            msg_type,
-            req_id,
-            tx_id,
-            len,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(s, msg_type, req_id, tx_id, len);
     s.write_all(payload).unwrap();
 }
 
@@ -68,16 +71,7 @@ fn an_oversized_header_is_answered_then_disconnected() {
     let fx = Xenstore::temp(ServerConfig::default());
     let other = fx.dom0();
     let mut s = raw(fx.path());
-    s.write_all(
-        &RawHeader {
-            msg_type: MsgType::Write as u32,
-            req_id: 42,
-            tx_id: 0,
-            len: 4097,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(&mut s, MsgType::Write as u32, 42, 0, 4097);
     let reply = read_message(&mut s).unwrap();
     assert_eq!((reply.req_id, error_of(&reply)), (42, "EINVAL"));
     let mut rest = Vec::new();
@@ -89,20 +83,11 @@ fn an_oversized_header_is_answered_then_disconnected() {
 fn a_half_sent_message_blocks_only_its_sender() {
     let fx = Xenstore::temp(ServerConfig::default());
     let mut s = raw(fx.path());
-    s.write_all(
-        &RawHeader {
-            msg_type: MsgType::Write as u32,
-            req_id: 1,
-            tx_id: 0,
-            len: 100,
-        }
-        .encode(),
-    )
-    .unwrap();
+    send_header(&mut s, MsgType::Write as u32, 1, 0, 100);
     s.write_all(b"/partial").unwrap();
     let xs = fx.dom0();
     xs.write(Tx::NONE, "/ok", "1").unwrap();
-    assert_eq!(xs.read(Tx::NONE, "/ok").unwrap().as_deref(), Some("1"));
+    assert_eq!(value_at(&xs, "/ok").as_deref(), Some("1"));
 }
 
 #[test]
@@ -160,5 +145,5 @@ fn garbage_clients_never_take_the_server_down() {
         )
         .unwrap();
     xs.write(Tx::NONE, "/alive", "yes").unwrap();
-    assert_eq!(xs.read(Tx::NONE, "/alive").unwrap().as_deref(), Some("yes"));
+    assert_eq!(value_at(&xs, "/alive").as_deref(), Some("yes"));
 }

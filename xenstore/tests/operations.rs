@@ -1,5 +1,6 @@
 //! Client <-> embedded server: every operation, permissions and quotas.
 
+use pvusb_testkit::xenstore::{owner_of, value_at};
 use pvusb_testkit::Xenstore;
 use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError, XsServer};
 
@@ -13,12 +14,9 @@ fn every_operation_round_trips() {
     let xs = fx.dom0();
     assert_eq!(xs.read(Tx::NONE, "/a/b").unwrap(), None);
     xs.write(Tx::NONE, "/a/b/c", "value one").unwrap();
+    assert_eq!(value_at(&xs, "/a/b/c").as_deref(), Some("value one"));
     assert_eq!(
-        xs.read(Tx::NONE, "/a/b/c").unwrap().as_deref(),
-        Some("value one")
-    );
-    assert_eq!(
-        xs.read(Tx::NONE, "/a/b").unwrap().as_deref(),
+        value_at(&xs, "/a/b").as_deref(),
         Some(""),
         "parents are created empty"
     );
@@ -82,9 +80,7 @@ fn every_operation_round_trips() {
 fn declared_domains_are_confined_by_permissions() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(Tx::NONE, "/local/domain/5", &[perm(5, Access::None)])
-        .unwrap();
+    fx.give_home(5);
     dom0.write(Tx::NONE, "/private", "dom0 only").unwrap();
     dom0.write(Tx::NONE, "/shared", "readable").unwrap();
     dom0.set_perms(
@@ -97,23 +93,16 @@ fn declared_domains_are_confined_by_permissions() {
     let dom5 = fx.dom(5);
     dom5.write(Tx::NONE, "device/vusb/0/state", "1").unwrap();
     assert_eq!(
-        dom0.read(Tx::NONE, "/local/domain/5/device/vusb/0/state")
-            .unwrap()
-            .as_deref(),
+        value_at(&dom0, "/local/domain/5/device/vusb/0/state").as_deref(),
         Some("1")
     );
     assert_eq!(
-        dom0.get_perms(Tx::NONE, "/local/domain/5/device/vusb/0")
-            .unwrap()[0]
-            .domid,
+        owner_of(&dom0, "/local/domain/5/device/vusb/0"),
         5,
         "creator owns new nodes"
     );
     assert!(matches!(dom5.read(Tx::NONE, "/private"), Err(XsError::Access(p)) if p == "/private"));
-    assert_eq!(
-        dom5.read(Tx::NONE, "/shared").unwrap().as_deref(),
-        Some("readable")
-    );
+    assert_eq!(value_at(&dom5, "/shared").as_deref(), Some("readable"));
     assert!(matches!(
         dom5.write(Tx::NONE, "/shared", "no"),
         Err(XsError::Access(_))
@@ -188,9 +177,7 @@ fn quotas_are_enforced() {
         "over the payload max never leaves the client"
     );
 
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(Tx::NONE, "/local/domain/5", &[perm(5, Access::None)])
-        .unwrap();
+    fx.give_home(5);
     let dom5 = fx.dom(5);
     for i in 0..3 {
         dom5.write(Tx::NONE, &format!("n{i}"), "v").unwrap();
@@ -242,10 +229,7 @@ fn a_client_over_a_handed_over_socket_works_and_has_no_endpoint() {
     let by_fd = XsClient::from_stream(stream).unwrap();
     assert_eq!(by_fd.endpoint(), None);
     by_fd.write(Tx::NONE, "/handed/over", "yes").unwrap();
-    assert_eq!(
-        by_path.read(Tx::NONE, "/handed/over").unwrap().as_deref(),
-        Some("yes")
-    );
+    assert_eq!(value_at(&by_path, "/handed/over").as_deref(), Some("yes"));
     drop(fx);
     assert!(by_fd.read(Tx::NONE, "/handed/over").is_err());
 }

@@ -8,21 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvusb_testkit::wait::{events_until, next_event};
+use pvusb_testkit::xenstore::value_at;
 use pvusb_testkit::{wait_for, Xenstore, LIVENESS};
-use pvusb_xenstore::proxy::{PrefixScope, Proxy, ProxyHandle};
+use pvusb_xenstore::proxy::{Proxy, ProxyHandle};
 use pvusb_xenstore::wire::{read_message, Message, MsgType, RawHeader};
-use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
+use pvusb_xenstore::{Access, Perm, Tx, XsClient, XsError};
 
-const FRONT: &str = "/local/domain/1/device/vusb/0";
-const BACK: &str = "/local/domain/0/backend/vusb/1/0";
-const RECORDS: &str = "/pvusb/usbback";
+mod worker_scope;
 
-fn scope() -> PrefixScope {
-    PrefixScope::new()
-        .read(FRONT)
-        .write(BACK)
-        .write_leaf(RECORDS, "opened")
-}
+use worker_scope::{scope, server, BACK, FRONT, RECORDS};
 
 struct Rig {
     proxy: ProxyHandle,
@@ -36,14 +30,7 @@ struct Rig {
 /// A server with a guest's frontend directory and a host device record, and a
 /// proxy whose worker side is a raw socket.
 fn raw_rig() -> (Xenstore, XsClient, ProxyHandle, UnixStream) {
-    let fx = Xenstore::temp(ServerConfig::default());
-    let direct = fx.dom0();
-    direct
-        .write(Tx::NONE, &format!("{FRONT}/state"), "1")
-        .unwrap();
-    direct
-        .write(Tx::NONE, &format!("{RECORDS}/1-2/driver"), "usbfs")
-        .unwrap();
+    let (fx, direct) = server();
     let (worker_end, proxy_end) = UnixStream::pair().unwrap();
     let proxy = Proxy::spawn(fx.path(), proxy_end, Arc::new(scope()), "test".into()).unwrap();
     worker_end.set_read_timeout(Some(LIVENESS)).unwrap();
@@ -82,7 +69,7 @@ fn requests_in_scope_pass_through() {
     let r = rig();
     let w = &r.worker;
     let state = format!("{FRONT}/state");
-    assert_eq!(w.read(Tx::NONE, &state).unwrap().as_deref(), Some("1"));
+    assert_eq!(value_at(w, &state).as_deref(), Some("1"));
     assert_eq!(w.directory(Tx::NONE, FRONT).unwrap(), vec!["state"]);
     assert_eq!(w.read(Tx::NONE, &format!("{FRONT}/none")).unwrap(), None);
     assert!(!w.get_perms(Tx::NONE, &state).unwrap().is_empty());
@@ -95,19 +82,12 @@ fn requests_in_scope_pass_through() {
     w.write(Tx::NONE, &format!("{RECORDS}/1-2/opened"), "1")
         .unwrap();
     assert_eq!(
-        w.read(Tx::NONE, &format!("{RECORDS}/1-2/opened"))
-            .unwrap()
-            .as_deref(),
+        value_at(w, &format!("{RECORDS}/1-2/opened")).as_deref(),
         Some("1")
     );
 
     let d = &r.direct;
-    assert_eq!(
-        d.read(Tx::NONE, &format!("{BACK}/state"))
-            .unwrap()
-            .as_deref(),
-        Some("2")
-    );
+    assert_eq!(value_at(d, &format!("{BACK}/state")).as_deref(), Some("2"));
     assert_eq!(
         d.directory(Tx::NONE, &format!("{BACK}/port"))
             .unwrap()
@@ -115,9 +95,7 @@ fn requests_in_scope_pass_through() {
         0
     );
     assert_eq!(
-        d.read(Tx::NONE, &format!("{RECORDS}/1-2/opened"))
-            .unwrap()
-            .as_deref(),
+        value_at(d, &format!("{RECORDS}/1-2/opened")).as_deref(),
         Some("1")
     );
     w.rm(Tx::NONE, &format!("{RECORDS}/1-2/opened")).unwrap();
@@ -172,10 +150,7 @@ fn a_transaction_through_the_proxy_commits() {
         .unwrap();
     assert_eq!(value.as_deref(), Some("1"));
     assert_eq!(
-        r.direct
-            .read(Tx::NONE, &format!("{BACK}/state"))
-            .unwrap()
-            .as_deref(),
+        value_at(&r.direct, &format!("{BACK}/state")).as_deref(),
         Some("4")
     );
     // A refused write inside a transaction aborts it; nothing is applied.
@@ -185,10 +160,7 @@ fn a_transaction_through_the_proxy_commits() {
     });
     assert!(is_access(err));
     assert_eq!(
-        r.direct
-            .read(Tx::NONE, &format!("{BACK}/state"))
-            .unwrap()
-            .as_deref(),
+        value_at(&r.direct, &format!("{BACK}/state")).as_deref(),
         Some("4")
     );
 }
@@ -283,25 +255,13 @@ fn requests_out_of_scope_are_refused_and_change_nothing() {
 
     assert!(!d.exists(Tx::NONE, "/local/domain/2").unwrap());
     assert!(!d.exists(Tx::NONE, &format!("{BACK}1")).unwrap());
-    assert_eq!(
-        d.read(Tx::NONE, &format!("{FRONT}/state"))
-            .unwrap()
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(value_at(d, &format!("{FRONT}/state")).as_deref(), Some("1"));
     assert_eq!(d.directory(Tx::NONE, FRONT).unwrap(), vec!["state"]);
     assert_eq!(
-        d.read(Tx::NONE, &format!("{RECORDS}/1-2/driver"))
-            .unwrap()
-            .as_deref(),
+        value_at(d, &format!("{RECORDS}/1-2/driver")).as_deref(),
         Some("usbfs")
     );
-    assert_eq!(
-        d.read(Tx::NONE, &format!("{BACK}/state"))
-            .unwrap()
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(value_at(d, &format!("{BACK}/state")).as_deref(), Some("1"));
     assert_eq!(d.get_perms(Tx::NONE, BACK).unwrap(), back_perms);
     assert!(
         !d.exists(Tx::NONE, "/local/domain/0/device").unwrap(),
@@ -310,12 +270,7 @@ fn requests_out_of_scope_are_refused_and_change_nothing() {
     assert!(!d.is_domain_introduced(7).unwrap());
     // The worker's connection is still usable after its refusals.
     assert!(r.proxy.is_running());
-    assert_eq!(
-        w.read(Tx::NONE, &format!("{BACK}/state"))
-            .unwrap()
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(value_at(w, &format!("{BACK}/state")).as_deref(), Some("1"));
 }
 
 fn send_raw(s: &mut UnixStream, msg_type: u32, req_id: u32, len: u32, payload: &[u8]) {

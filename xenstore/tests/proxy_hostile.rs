@@ -11,20 +11,13 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use pvusb_testkit::{Xenstore, LIVENESS};
-use pvusb_xenstore::proxy::{Access, PrefixScope, Proxy, Scope};
+use pvusb_xenstore::proxy::{Access, Proxy, Scope};
 use pvusb_xenstore::wire::RawHeader;
 use pvusb_xenstore::{ServerConfig, Tx, XsClient};
 
-const FRONT: &str = "/local/domain/1/device/vusb/0";
-const BACK: &str = "/local/domain/0/backend/vusb/1/0";
-const RECORDS: &str = "/pvusb/usbback";
+mod worker_scope;
 
-fn scope() -> PrefixScope {
-    PrefixScope::new()
-        .read(FRONT)
-        .write(BACK)
-        .write_leaf(RECORDS, "opened")
-}
+use worker_scope::{scope, server, BACK, FRONT};
 
 /// Panics on the proxy's threads (which a test would not otherwise see).
 static PROXY_PANICS: AtomicUsize = AtomicUsize::new(0);
@@ -124,14 +117,7 @@ fn chunk() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn hostile_workers_never_escape_their_scope_nor_break_the_proxy() {
     count_proxy_panics();
-    let fx = Xenstore::temp(ServerConfig::default());
-    let direct = fx.dom0();
-    direct
-        .write(Tx::NONE, &format!("{FRONT}/state"), "1")
-        .unwrap();
-    direct
-        .write(Tx::NONE, &format!("{RECORDS}/1-2/driver"), "usbfs")
-        .unwrap();
+    let (fx, direct) = server();
     let before = snapshot(&direct);
 
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {

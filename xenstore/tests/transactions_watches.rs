@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use pvusb_testkit::wait::{events_until, next_event};
+use pvusb_testkit::xenstore::value_at;
 use pvusb_testkit::{Xenstore, LIVENESS};
 use pvusb_xenstore::{ServerConfig, Tx, XsError};
 
@@ -41,7 +42,7 @@ fn conflicting_commit_fails_with_eagain_and_applies_nothing() {
         a.transaction_end(tx, true).unwrap(),
         "unrelated changes do not conflict"
     );
-    assert_eq!(a.read(Tx::NONE, "/t/y").unwrap().as_deref(), Some("ok"));
+    assert_eq!(value_at(&a, "/t/y").as_deref(), Some("ok"));
     assert_eq!(a.read(Tx::NONE, "/t/x").unwrap(), None);
 }
 
@@ -78,7 +79,7 @@ fn transaction_helper_retries_after_a_conflict() {
         .unwrap();
     assert_eq!(attempts, 2);
     assert_eq!(result, 11);
-    assert_eq!(a.read(Tx::NONE, "/counter").unwrap().as_deref(), Some("11"));
+    assert_eq!(value_at(&a, "/counter").as_deref(), Some("11"));
 
     let err = a.transaction(|tx| {
         a.write(tx, "/aborted", "1")?;
@@ -153,16 +154,7 @@ fn watches_fire_initially_on_changes_and_on_removal() {
 fn relative_watches_report_relative_paths_and_hidden_nodes_do_not_fire() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(
-        Tx::NONE,
-        "/local/domain/5",
-        &[pvusb_xenstore::Perm {
-            domid: 5,
-            access: pvusb_xenstore::Access::None,
-        }],
-    )
-    .unwrap();
+    fx.give_home(5);
     let dom5 = fx.dom(5);
     let rel = dom5.watch("device").unwrap();
     let root = dom5.watch("/").unwrap();
@@ -271,12 +263,7 @@ fn concurrent_transactions_cannot_add_up_past_the_node_quota() {
         Err(XsError::Quota)
     ));
     assert_eq!(dom0.read(Tx::NONE, "/local/domain/5/b/y").unwrap(), None);
-    assert_eq!(
-        dom0.read(Tx::NONE, "/local/domain/5/a/x")
-            .unwrap()
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(value_at(&dom0, "/local/domain/5/a/x").as_deref(), Some("1"));
 }
 
 /// A notify watch calls its function for each event (on the reader thread)

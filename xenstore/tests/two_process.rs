@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use pvusb_testkit::wait::events_until;
+use pvusb_testkit::xenstore::{owner_of, value_at};
 use pvusb_testkit::Xenstore;
-use pvusb_xenstore::{Access, Perm, ServerConfig, Tx, XsClient, XsError};
+use pvusb_xenstore::{ServerConfig, Tx, XsClient, XsError};
 
 const SOCKET_ENV: &str = "PVUSB_XS_CHILD_SOCKET";
 
@@ -15,16 +16,7 @@ const SOCKET_ENV: &str = "PVUSB_XS_CHILD_SOCKET";
 fn a_child_process_writes_as_another_domain_and_the_parent_sees_it() {
     let fx = Xenstore::temp(ServerConfig::simulation());
     let dom0 = fx.dom0();
-    dom0.mkdir(Tx::NONE, "/local/domain/5").unwrap();
-    dom0.set_perms(
-        Tx::NONE,
-        "/local/domain/5",
-        &[Perm {
-            domid: 5,
-            access: Access::None,
-        }],
-    )
-    .unwrap();
+    fx.give_home(5);
     let watch = dom0.watch("/local/domain/5/data").unwrap();
 
     let status = Command::new(std::env::current_exe().unwrap())
@@ -42,17 +34,10 @@ fn a_child_process_writes_as_another_domain_and_the_parent_sees_it() {
 
     events_until(watch.receiver(), "/local/domain/5/data/hello");
     assert_eq!(
-        dom0.read(Tx::NONE, "/local/domain/5/data/hello")
-            .unwrap()
-            .as_deref(),
+        value_at(&dom0, "/local/domain/5/data/hello").as_deref(),
         Some("from the child")
     );
-    assert_eq!(
-        dom0.get_perms(Tx::NONE, "/local/domain/5/data/hello")
-            .unwrap()[0]
-            .domid,
-        5
-    );
+    assert_eq!(owner_of(&dom0, "/local/domain/5/data/hello"), 5);
     assert_eq!(dom0.read(Tx::NONE, "/local/domain/0/stolen").unwrap(), None);
 }
 

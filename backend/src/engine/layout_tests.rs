@@ -10,7 +10,9 @@ use pvusb_protocol::{
     UrbResponse,
 };
 
-use super::test_support::{info, segment, Guest, Held, PAGE};
+use super::test_support::{
+    info, iso_descriptors, pattern, segment, set_address, Guest, Held, PAGE,
+};
 use super::{Devices, UrbEngine};
 use crate::stats::Stats;
 use crate::usb::{
@@ -42,9 +44,7 @@ impl Rig {
             guest: Guest::default(),
             out: Vec::new(),
         };
-        let set_address = SetupPacket::new(0x00, 5, 6, 0, 0);
-        let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, 1).expect("pipe");
-        rig.request(&UrbRequest::control(1, pipe, set_address, &[]).unwrap());
+        rig.request(&set_address(1, 6));
         rig
     }
 
@@ -69,14 +69,6 @@ impl Rig {
 
 fn control_pipe(dir: Direction) -> Pipe {
     Pipe::new(TransferType::Control, dir, 6, 0, 1).expect("pipe")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..=u8::MAX)
-        .cycle()
-        .take(len)
-        .map(|i| i.wrapping_mul(13) ^ seed)
-        .collect()
 }
 
 #[test]
@@ -125,18 +117,7 @@ fn control_data_lands_behind_room_for_the_setup_stage() {
 /// straddles the page boundary); their descriptors in page 502.
 fn iso_request(rig: &mut Rig, id: u16, dir: Direction) -> UrbRequest {
     let packets = [(4000u32, 200u32), (0, 100), (6000, 50)];
-    let descs: Vec<u8> = packets
-        .iter()
-        .flat_map(|&(offset, length)| {
-            let d = IsoPacketDescriptor {
-                offset,
-                length,
-                actual_length: 0,
-                status: 0,
-            };
-            bytemuck::bytes_of(&d).to_vec()
-        })
-        .collect();
+    let descs = iso_descriptors(&packets);
     let mut page = vec![0u8; PAGE];
     page[..descs.len()].copy_from_slice(&descs);
     rig.guest.set(502, page);

@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pvusb_protocol::{
-    Direction, Pipe, RequestSegment, SetupPacket, Status, TransferType, UrbRequest, UrbResponse,
+    Direction, Pipe, RequestSegment, Status, TransferType, UrbRequest, UrbResponse,
 };
 use pvusb_xen::sim::{SimGrantedPages, SimXen};
 use pvusb_xen::{GrantAllocator, GrantedPages, SharedMem, PAGE_SIZE};
 
-use super::test_support::{info, Held};
+use super::test_support::{info, pattern, set_address, Held};
 use super::{Devices, UrbEngine};
 use crate::guest::GrantedMemory;
 use crate::ids::TransferId;
 use crate::stats::Stats;
-use crate::usb::{Completion, Transfer, TransferOutcome, UsbDevice};
+use crate::usb::{Completion, Transfer, TransferBuffer, TransferOutcome, UsbDevice};
 
 /// The device's guest address (set by the rig).
 const ADDRESS: u8 = 5;
@@ -62,9 +62,7 @@ impl Rig {
             dev: One(Held::new(device)),
             out: Vec::new(),
         };
-        let set_address = SetupPacket::new(0x00, 5, u16::from(ADDRESS), 0, 0);
-        let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, 1).expect("pipe");
-        rig.request(&UrbRequest::control(1, pipe, set_address, &[]).expect("request"));
+        rig.request(&set_address(1, ADDRESS));
         rig
     }
 
@@ -97,6 +95,17 @@ impl Rig {
             domid: 1,
         };
         self.engine.complete(tid, c, &mem, &mut self.out);
+    }
+
+    /// The device completes `tid` with `len` bytes, and the guest is told
+    /// that request `id` moved them.
+    fn complete_ok(&mut self, id: u16, tid: TransferId, buffer: TransferBuffer, len: usize) {
+        self.complete(
+            tid,
+            Completion::done(TransferOutcome::Completed, buffer, len),
+        );
+        let len = i32::try_from(len).unwrap();
+        assert_eq!(self.last(), (id, Status::Ok.as_i32(), len));
     }
 
     fn last(&self) -> (u16, i32, i32) {
@@ -135,14 +144,6 @@ fn receive(t: &mut Transfer, data: &[u8]) {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..=u8::MAX)
-        .cycle()
-        .take(len)
-        .map(|i| i.wrapping_mul(7) ^ seed)
-        .collect()
-}
-
 /// What the guest holds after a bulk OUT of two whole pages and a short
 /// bulk IN starting inside a page, on the copy path (0) or the mapped one.
 fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
@@ -155,14 +156,7 @@ fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
     let (tid, t) = rig.take();
     let mapped = t.buffer.guest().is_some();
     let seen = out_bytes(&t);
-    rig.complete(
-        tid,
-        Completion::done(TransferOutcome::Completed, t.buffer, sent.len()),
-    );
-    assert_eq!(
-        rig.last(),
-        (2, Status::Ok.as_i32(), i32::try_from(sent.len()).unwrap())
-    );
+    rig.complete_ok(2, tid, t.buffer, sent.len());
 
     let len = (PAGE_SIZE - 1000) + PAGE_SIZE + 100;
     let segs = [
@@ -175,14 +169,7 @@ fn out_then_in(map_min_bytes: usize) -> (Vec<u8>, Vec<u8>, bool) {
     assert_eq!(t.buffer.guest().is_some(), mapped, "IN takes the same path");
     let got = pattern(len - 10, 0x5a);
     receive(&mut t, &got);
-    rig.complete(
-        tid,
-        Completion::done(TransferOutcome::Completed, t.buffer, got.len()),
-    );
-    assert_eq!(
-        rig.last(),
-        (3, Status::Ok.as_i32(), i32::try_from(got.len()).unwrap())
-    );
+    rig.complete_ok(3, tid, t.buffer, got.len());
     assert_eq!(rig.guest_bytes()[1000..1000 + got.len()], got[..]);
     assert_eq!(rig.back.live_mappings(), 0, "every mapping released");
     (seen, rig.guest_bytes(), mapped)
@@ -212,11 +199,7 @@ fn data_that_is_not_page_contiguous_is_copied() {
     assert_eq!(out_bytes(&t), [&sent[..100], &sent[..100]].concat());
     assert_eq!(rig.counter(|s| &s.map_fallbacks), 1);
     assert_eq!(rig.counter(|s| &s.mapped), 0);
-    rig.complete(
-        tid,
-        Completion::done(TransferOutcome::Completed, t.buffer, 200),
-    );
-    assert_eq!(rig.last(), (2, Status::Ok.as_i32(), 200));
+    rig.complete_ok(2, tid, t.buffer, 200);
     // Below the threshold nothing is even tried.
     let mut rig = Rig::new(PAGE_SIZE + 1);
     let page = u16::try_from(PAGE_SIZE).unwrap();

@@ -208,16 +208,20 @@ impl Resources {
         match mem.copy_from(segs, buf) {
             Ok(()) => true,
             Err(err) => {
-                Stats::inc(&self.stats.grant_errors);
-                guest_warn!(
-                    self.limiter,
-                    domid = self.domid,
-                    id = id.get(),
-                    "cannot copy OUT data from the guest: {err}"
+                self.grant_failed(
+                    id,
+                    format_args!("cannot copy OUT data from the guest: {err}"),
                 );
                 false
             }
         }
+    }
+
+    /// Counts a grant copy for URB `id` that failed and logs `what`
+    /// (rate-limited: the guest decides how often it happens).
+    fn grant_failed(&mut self, id: RingId, what: std::fmt::Arguments<'_>) {
+        Stats::inc(&self.stats.grant_errors);
+        guest_warn!(self.limiter, domid = self.domid, id = id.get(), "{what}");
     }
 
     /// Reads the isochronous packet descriptors (a byte stream over the
@@ -321,12 +325,9 @@ impl Resources {
         records.extend_from_slice(&data);
         let ok = fits && mem.copy_to(&segs, &records).is_ok();
         if !ok {
-            Stats::inc(&self.stats.grant_errors);
-            guest_warn!(
-                self.limiter,
-                domid = self.domid,
-                id = u.ring_id.get(),
-                "cannot write iso results to the guest"
+            self.grant_failed(
+                u.ring_id,
+                format_args!("cannot write iso results to the guest"),
             );
             return response(u.ring_id, Status::Inval, 0);
         }
@@ -359,13 +360,7 @@ impl Resources {
                 .get(..segs.total())
                 .is_some_and(|b| mem.copy_to(segs.as_slice(), b).is_ok());
             if !copied {
-                Stats::inc(&self.stats.grant_errors);
-                guest_warn!(
-                    self.limiter,
-                    domid = self.domid,
-                    id = u.ring_id.get(),
-                    "cannot copy IN data to the guest"
-                );
+                self.grant_failed(u.ring_id, format_args!("cannot copy IN data to the guest"));
                 return response(u.ring_id, Status::Inval, 0);
             }
         }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use pvusb_protocol::RequestSegment;
+use pvusb_protocol::{
+    Direction, IsoPacketDescriptor, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest,
+};
 use pvusb_xen::{CopySeg, GrantError};
 
 use crate::guest::GuestMemory;
@@ -14,6 +16,35 @@ use crate::ids::TransferId;
 use crate::usb::{DeviceInfo, Speed, Transfer, UsbDevice, UsbError};
 
 pub(crate) const PAGE: usize = 4096;
+
+/// Request 1 of every rig: enumeration's SET_ADDRESS giving the device on
+/// `port` the `address` its later requests use.
+pub(crate) fn set_address(port: u8, address: u8) -> UrbRequest {
+    let setup = SetupPacket::new(0x00, 5, u16::from(address), 0, 0);
+    let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, port).expect("pipe");
+    UrbRequest::control(1, pipe, setup, &[]).expect("request")
+}
+
+/// The descriptor records of iso packets at `(offset, length)`, as a guest
+/// writes them into a request's descriptor segments.
+pub(crate) fn iso_descriptors(packets: &[(u32, u32)]) -> Vec<u8> {
+    packets
+        .iter()
+        .flat_map(|&(offset, length)| {
+            bytemuck::bytes_of(&IsoPacketDescriptor::request(offset, length)).to_vec()
+        })
+        .collect()
+}
+
+/// `len` bytes that differ from one `seed` to another and do not repeat
+/// within 256, so a misplaced byte shows.
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..=u8::MAX)
+        .cycle()
+        .take(len)
+        .map(|i| i.wrapping_mul(13) ^ seed)
+        .collect()
+}
 
 /// Guest memory: one page per gref, zeroes until written; counts the grant
 /// copies into it (each one a system call on the real transport).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pvusb_protocol::{Direction, Pipe, SetupPacket, Status, TransferType, UrbRequest, UrbResponse};
 
-use super::test_support::{info, segment, Guest, Held};
+use super::test_support::{info, iso_descriptors, segment, set_address, Guest, Held};
 use super::{Devices, UrbEngine};
 use crate::stats::Stats;
 use crate::usb::{Completion, TransferOutcome, UsbDevice};
@@ -140,9 +140,7 @@ fn aborting_a_port_answers_its_urbs_and_leaves_the_others() {
 #[test]
 fn many_endpoint_addresses_do_not_grow_the_endpoint_list() {
     let mut rig = Rig::new();
-    let set_address = SetupPacket::new(0x00, 5, 5, 0, 0);
-    let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, 1).expect("pipe");
-    rig.request(&UrbRequest::control(1, pipe, set_address, &[]).expect("request"));
+    rig.request(&set_address(1, 5));
     assert_eq!(rig.out.len(), 1);
     // A guest cycling through every endpoint address of the device, one
     // bulk URB at a time.
@@ -169,22 +167,9 @@ fn many_endpoint_addresses_do_not_grow_the_endpoint_list() {
 fn iso_in_results_and_data_go_to_the_guest_in_one_copy() {
     use pvusb_protocol::IsoPacketDescriptor;
     let mut rig = Rig::new();
-    let set_address = SetupPacket::new(0x00, 5, 6, 0, 0);
-    let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, 2).expect("pipe");
-    rig.request(&UrbRequest::control(1, pipe, set_address, &[]).expect("request"));
+    rig.request(&set_address(2, 6));
     // Two packets of 192 bytes in page 300; their descriptors in page 301.
-    let descs: Vec<u8> = [0u32, 192]
-        .iter()
-        .flat_map(|&offset| {
-            let d = IsoPacketDescriptor {
-                offset,
-                length: 192,
-                actual_length: 0,
-                status: 0,
-            };
-            bytemuck::bytes_of(&d).to_vec()
-        })
-        .collect();
+    let descs = iso_descriptors(&[(0, 192), (192, 192)]);
     let mut page = vec![0u8; super::test_support::PAGE];
     page[..descs.len()].copy_from_slice(&descs);
     rig.guest.set(301, page);

@@ -90,12 +90,7 @@ fn iso_cmd(direction: Direction, packets: &[(u32, u32)], buffer_len: u32) -> Cmd
     c.header.number_of_packets = PacketCount::Count(wire_len(packets.len()));
     c.iso_packets = packets
         .iter()
-        .map(|&(offset, length)| IsoPacketDescriptor {
-            offset,
-            length,
-            actual_length: 0,
-            status: 0,
-        })
+        .map(|&(offset, length)| IsoPacketDescriptor::request(offset, length))
         .collect();
     c
 }

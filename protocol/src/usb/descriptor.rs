@@ -517,29 +517,40 @@ impl ConfigDescriptor {
         append_extra(&mut out, &self.extra)?;
         for intf in &self.interfaces {
             for alt in &intf.alt_settings {
-                let num_endpoints = u8::try_from(alt.endpoints.len())
-                    .map_err(|_| DescriptorError::TooMany("endpoints"))?;
-                out.extend_from_slice(&[
-                    INTERFACE_B_LENGTH,
-                    dt::INTERFACE,
-                    intf.number,
-                    alt.alternate_setting,
-                    num_endpoints,
-                    alt.class,
-                    alt.subclass,
-                    alt.protocol,
-                    alt.i_interface,
-                ]);
-                append_extra(&mut out, &alt.extra)?;
-                for ep in &alt.endpoints {
-                    append_endpoint(&mut out, ep)?;
-                }
+                append_alt_setting(&mut out, intf.number, alt)?;
             }
         }
         let total = u16::try_from(out.len()).map_err(|_| DescriptorError::TooLarge(out.len()))?;
         out.splice(2..4, total.to_le_bytes());
         Ok(out)
     }
+}
+
+/// One alternate setting of interface `number`: its interface descriptor,
+/// the descriptors following it, then its endpoints.
+fn append_alt_setting(
+    out: &mut Vec<u8>,
+    number: u8,
+    alt: &AltSetting,
+) -> Result<(), DescriptorError> {
+    let num_endpoints =
+        u8::try_from(alt.endpoints.len()).map_err(|_| DescriptorError::TooMany("endpoints"))?;
+    out.extend_from_slice(&[
+        INTERFACE_B_LENGTH,
+        dt::INTERFACE,
+        number,
+        alt.alternate_setting,
+        num_endpoints,
+        alt.class,
+        alt.subclass,
+        alt.protocol,
+        alt.i_interface,
+    ]);
+    append_extra(out, &alt.extra)?;
+    for ep in &alt.endpoints {
+        append_endpoint(out, ep)?;
+    }
+    Ok(())
 }
 
 /// An endpoint's standard part, its own tail and the following descriptors.

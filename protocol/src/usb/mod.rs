@@ -3,6 +3,7 @@
 //! (of bytes a host device or a peer supplies, so bounded and never
 //! panicking) and descriptor building (for the emulated devices).
 
+pub mod bot;
 pub mod config;
 pub mod descriptor;
 pub mod request;

@@ -272,6 +272,11 @@ impl RetSubmitWire<'_> {
     }
 }
 
+fn encode_header(header: Header, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    out.extend_from_slice(&header.encode().map_err(EncodeError::Header)?);
+    Ok(())
+}
+
 impl Message {
     /// Appends the wire bytes. A `RET_SUBMIT` needs its request's shape
     /// (`None` refuses it: its layout cannot be checked without one).
@@ -286,22 +291,9 @@ impl Message {
                 let shape = request.ok_or(EncodeError::NoRequest)?;
                 m.encode(shape, out)
             }
-            Self::CmdUnlink(h) => {
-                out.extend_from_slice(
-                    &Header::CmdUnlink(*h)
-                        .encode()
-                        .map_err(EncodeError::Header)?,
-                );
-                Ok(())
-            }
-            Self::RetUnlink(h) => {
-                out.extend_from_slice(
-                    &Header::RetUnlink(*h)
-                        .encode()
-                        .map_err(EncodeError::Header)?,
-                );
-                Ok(())
-            }
+            // Unlinks are a header and nothing else.
+            Self::CmdUnlink(h) => encode_header(Header::CmdUnlink(*h), out),
+            Self::RetUnlink(h) => encode_header(Header::RetUnlink(*h), out),
         }
     }
 }

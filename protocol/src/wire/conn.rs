@@ -26,9 +26,8 @@ pub struct ConnResponse {
     pub speed: u8,
 }
 
-const _: () = assert!(size_of::<ConnRequest>() == 2);
-const _: () = assert!(size_of::<ConnResponse>() == 4);
-const _: () = assert!(align_of::<ConnResponse>() == 2);
+assert_layout!(ConnRequest: size 2, align 2, id @ 0);
+assert_layout!(ConnResponse: size 4, align 2, id @ 0, portnum @ 2, speed @ 3);
 
 impl ConnResponse {
     /// A response answering `request` with `speed` on `portnum`.
@@ -44,14 +43,9 @@ impl ConnResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
 
     #[test]
-    fn offsets_match_appendix_a() {
-        assert_eq!(offset_of!(ConnRequest, id), 0);
-        assert_eq!(offset_of!(ConnResponse, id), 0);
-        assert_eq!(offset_of!(ConnResponse, portnum), 2);
-        assert_eq!(offset_of!(ConnResponse, speed), 3);
+    fn response_bytes_are_in_appendix_a_order() {
         let r = ConnResponse::new(ConnRequest { id: 0x0201 }, 3, crate::Speed::High);
         assert_eq!(bytemuck::bytes_of(&r), &[1, 2, 3, 3]);
     }

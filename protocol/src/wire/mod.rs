@@ -10,6 +10,20 @@
 //! little-endian reads by the typed accessors ([`UrbRequest::ctrl`],
 //! [`UrbRequest::isoc`], ...).
 
+/// Checks at compile time that a wire struct has the size, alignment and field
+/// offsets of its C declaration (`usbif.h`, spec Appendix A): a layout that
+/// disagrees with the guest's fails the build instead of corrupting a ring.
+macro_rules! assert_layout {
+    (
+        $ty:ty: size $size:literal, align $align:literal
+        $(, $field:ident @ $offset:literal)* $(,)?
+    ) => {
+        const _: () = assert!(core::mem::size_of::<$ty>() == $size);
+        const _: () = assert!(core::mem::align_of::<$ty>() == $align);
+        $(const _: () = assert!(core::mem::offset_of!($ty, $field) == $offset);)*
+    };
+}
+
 mod conn;
 mod iso;
 mod segment;

@@ -17,8 +17,7 @@ pub struct RequestSegment {
     pub length: u16,
 }
 
-const _: () = assert!(size_of::<RequestSegment>() == 8);
-const _: () = assert!(align_of::<RequestSegment>() == 4);
+assert_layout!(RequestSegment: size 8, align 4, gref @ 0, offset @ 4, length @ 6);
 
 impl RequestSegment {
     /// A segment covering `length` bytes at `offset` of the page `gref`.
@@ -41,13 +40,9 @@ impl RequestSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
 
     #[test]
-    fn offsets_match_appendix_a() {
-        assert_eq!(offset_of!(RequestSegment, gref), 0);
-        assert_eq!(offset_of!(RequestSegment, offset), 4);
-        assert_eq!(offset_of!(RequestSegment, length), 6);
+    fn fields_are_little_endian_in_appendix_a_order() {
         let seg = RequestSegment::new(0x0403_0201, 0x0605, 0x0807);
         assert_eq!(bytemuck::bytes_of(&seg), &[1, 2, 3, 4, 5, 6, 7, 8]);
     }

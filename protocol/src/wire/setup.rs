@@ -21,8 +21,10 @@ pub struct SetupPacket {
     pub w_length: u16,
 }
 
-const _: () = assert!(size_of::<SetupPacket>() == 8);
-const _: () = assert!(align_of::<SetupPacket>() == 2);
+assert_layout!(
+    SetupPacket: size 8, align 2,
+    bm_request_type @ 0, b_request @ 1, w_value @ 2, w_index @ 4, w_length @ 6
+);
 
 impl SetupPacket {
     /// A setup packet from its fields.
@@ -81,15 +83,9 @@ impl SetupPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
 
     #[test]
-    fn offsets_and_wire_order() {
-        assert_eq!(offset_of!(SetupPacket, bm_request_type), 0);
-        assert_eq!(offset_of!(SetupPacket, b_request), 1);
-        assert_eq!(offset_of!(SetupPacket, w_value), 2);
-        assert_eq!(offset_of!(SetupPacket, w_index), 4);
-        assert_eq!(offset_of!(SetupPacket, w_length), 6);
+    fn wire_order() {
         // GET_DESCRIPTOR(DEVICE), 18 bytes, as seen on a bus analyser.
         let s = SetupPacket::new(0x80, 6, 0x0100, 0, 18);
         assert_eq!(

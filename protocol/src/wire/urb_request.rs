@@ -31,8 +31,10 @@ pub struct UrbRequest {
     pub seg: [RequestSegment; MAX_SEGMENTS_PER_REQUEST],
 }
 
-const _: () = assert!(size_of::<UrbRequest>() == 148);
-const _: () = assert!(align_of::<UrbRequest>() == 4);
+assert_layout!(
+    UrbRequest: size 148, align 4,
+    id @ 0, nr_buffer_segs @ 2, pipe @ 4, transfer_flags @ 8, buffer_length @ 10, u @ 12, seg @ 20
+);
 
 impl Default for UrbRequest {
     fn default() -> Self {
@@ -262,20 +264,6 @@ impl UrbRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
-
-    #[test]
-    fn offsets_match_appendix_a() {
-        assert_eq!(offset_of!(UrbRequest, id), 0);
-        assert_eq!(offset_of!(UrbRequest, nr_buffer_segs), 2);
-        assert_eq!(offset_of!(UrbRequest, pipe), 4);
-        assert_eq!(offset_of!(UrbRequest, transfer_flags), 8);
-        assert_eq!(offset_of!(UrbRequest, buffer_length), 10);
-        assert_eq!(offset_of!(UrbRequest, u), 12);
-        assert_eq!(offset_of!(UrbRequest, seg), 20);
-        assert_eq!(offset_of!(UrbRequest, seg) + 8, 28); // seg[1]
-        assert_eq!(offset_of!(UrbRequest, seg) + 15 * 8, 140); // seg[15]
-    }
 
     #[test]
     fn union_views_sit_at_their_offsets() {

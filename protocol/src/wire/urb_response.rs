@@ -20,8 +20,10 @@ pub struct UrbResponse {
     pub error_count: i32,
 }
 
-const _: () = assert!(size_of::<UrbResponse>() == 16);
-const _: () = assert!(align_of::<UrbResponse>() == 4);
+assert_layout!(
+    UrbResponse: size 16, align 4,
+    id @ 0, start_frame @ 2, status @ 4, actual_length @ 8, error_count @ 12
+);
 
 impl UrbResponse {
     /// A non-isochronous response. `actual_length` is saturated into the
@@ -50,16 +52,6 @@ impl UrbResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::offset_of;
-
-    #[test]
-    fn offsets_match_appendix_a() {
-        assert_eq!(offset_of!(UrbResponse, id), 0);
-        assert_eq!(offset_of!(UrbResponse, start_frame), 2);
-        assert_eq!(offset_of!(UrbResponse, status), 4);
-        assert_eq!(offset_of!(UrbResponse, actual_length), 8);
-        assert_eq!(offset_of!(UrbResponse, error_count), 12);
-    }
 
     #[test]
     fn constructors_and_readers() {

@@ -2,8 +2,10 @@
 //! carrying the observed indexes, never a loop, a panic or a read of a slot that
 //! holds an unanswered request.
 
+use std::sync::Arc;
+
 use crate::mock::MockFrontend;
-use crate::RingError;
+use crate::{BackRing, HeapMem, RingError};
 
 type Req = [u32; 37];
 type Rsp = [u32; 4];
@@ -15,6 +17,17 @@ fn overflow(req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> RingError {
         rsp_prod_pvt,
         size: 16,
     }
+}
+
+/// A back ring that took `n` well-formed requests and answered none.
+fn holding_unanswered(n: usize) -> (MockFrontend<Req, Rsp>, BackRing<Req, Rsp, Arc<HeapMem>>) {
+    let mock = MockFrontend::<Req, Rsp>::new();
+    let mut back = mock.back_ring(0).unwrap();
+    mock.submit_all(&vec![[1; 37]; n]).unwrap();
+    for _ in 0..n {
+        back.take_request().unwrap().unwrap();
+    }
+    (mock, back)
 }
 
 #[test]
@@ -61,12 +74,7 @@ fn request_prod_overflow_catches_a_front_overwriting_unanswered_slots() {
     // The back holds 16 unanswered requests; one more request can only have been
     // written over a slot the back has not answered yet (RING_REQUEST_PROD_OVERFLOW),
     // although req_prod - req_cons is only 1.
-    let mock = MockFrontend::<Req, Rsp>::new();
-    let mut back = mock.back_ring(0).unwrap();
-    mock.submit_all(&[[1; 37]; 16]).unwrap();
-    for _ in 0..16 {
-        back.take_request().unwrap().unwrap();
-    }
+    let (mock, mut back) = holding_unanswered(16);
     mock.set_req_prod(17).unwrap();
     assert_eq!(back.take_request().unwrap_err(), overflow(17, 16, 0));
     // After one response the front may reuse that slot for the 17th request.
@@ -78,12 +86,7 @@ fn request_prod_overflow_catches_a_front_overwriting_unanswered_slots() {
 
 #[test]
 fn req_prod_moving_backwards_is_an_error() {
-    let mock = MockFrontend::<Req, Rsp>::new();
-    let mut back = mock.back_ring(0).unwrap();
-    mock.submit_all(&[[3; 37]; 3]).unwrap();
-    for _ in 0..3 {
-        back.take_request().unwrap().unwrap();
-    }
+    let (mock, mut back) = holding_unanswered(3);
     mock.set_req_prod(1).unwrap();
     assert_eq!(back.take_request().unwrap_err(), overflow(1, 3, 0));
     assert_eq!(

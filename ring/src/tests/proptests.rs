@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 
 use crate::mock::{MockBackend, MockFrontend};
+use crate::shared::SharedMem;
+use crate::sring::Sring;
 use crate::{notify_needed, RingError};
 
 type Req = [u32; 37];
@@ -39,6 +41,15 @@ fn hostile_op() -> impl Strategy<Value = HostileOp> {
     ]
 }
 
+/// Overwrites the four header indexes, as a hostile peer may at any time.
+fn set_header<M: SharedMem>(sring: &Sring<M>, header: [u32; 4]) {
+    let [req_prod, req_event, rsp_prod, rsp_event] = header;
+    sring.set_req_prod(req_prod).unwrap();
+    sring.set_req_event(req_event).unwrap();
+    sring.set_rsp_prod(rsp_prod).unwrap();
+    sring.set_rsp_event(rsp_event).unwrap();
+}
+
 proptest! {
     #[test]
     fn notify_rule_is_event_in_published_range(old: u32, new: u32, event: u32) {
@@ -54,11 +65,7 @@ proptest! {
     ) {
         let mock = MockFrontend::<Req, Rsp>::new_at(start);
         let mut back = mock.back_ring(start).unwrap();
-        let [req_prod, req_event, rsp_prod, rsp_event] = header;
-        mock.set_req_prod(req_prod).unwrap();
-        mock.set_req_event(req_event).unwrap();
-        mock.set_rsp_prod(rsp_prod).unwrap();
-        mock.set_rsp_event(rsp_event).unwrap();
+        set_header(&mock, header);
         let mut out = Vec::new();
         for op in ops {
             let shared_prod = mock.req_prod().unwrap();
@@ -102,11 +109,7 @@ proptest! {
     ) {
         let mock = MockBackend::<Req, Rsp>::new_at(start);
         let mut front = mock.front_ring(start).unwrap();
-        let [req_prod, req_event, rsp_prod, rsp_event] = header;
-        mock.set_req_prod(req_prod).unwrap();
-        mock.set_req_event(req_event).unwrap();
-        mock.set_rsp_prod(rsp_prod).unwrap();
-        mock.set_rsp_event(rsp_event).unwrap();
+        set_header(&mock, header);
         let mut out = Vec::new();
         for op in ops {
             let shared_prod = mock.rsp_prod().unwrap();

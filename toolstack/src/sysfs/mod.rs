@@ -186,20 +186,17 @@ impl SysfsRoot {
         self.root.join("bus/usb/drivers").join(driver)
     }
 
+    /// The `driver` symlink of an interface: absent while it has none.
+    fn driver_link(&self, interface: &str) -> PathBuf {
+        self.devices_dir().join(interface).join("driver")
+    }
+
     fn entries(&self) -> Result<Vec<String>, SysfsError> {
         let dir = self.devices_dir();
-        let rd = fs::read_dir(&dir).map_err(|source| SysfsError::Io {
-            what: "listing",
-            path: dir.clone(),
-            source,
-        })?;
+        let rd = fs::read_dir(&dir).map_err(io_error("listing", &dir))?;
         let mut names = Vec::new();
         for entry in rd.take(MAX_ENTRIES) {
-            let entry = entry.map_err(|source| SysfsError::Io {
-                what: "listing",
-                path: dir.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(io_error("listing", &dir))?;
             if let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_owned());
             }
@@ -216,11 +213,7 @@ impl SysfsRoot {
 
     fn attr_num(&self, busid: &str, name: &str, radix: u32) -> Result<u32, SysfsError> {
         let path = self.devices_dir().join(busid).join(name);
-        let text = fs::read_to_string(&path).map_err(|source| SysfsError::Io {
-            what: "reading",
-            path: path.clone(),
-            source,
-        })?;
+        let text = fs::read_to_string(&path).map_err(io_error("reading", &path))?;
         u32::from_str_radix(text.trim(), radix).map_err(|e| SysfsError::Io {
             what: "parsing",
             path,
@@ -234,6 +227,15 @@ impl SysfsRoot {
             path,
             source,
         })
+    }
+}
+
+/// For `map_err`: `what` (a verb: "reading", "binding") failed on `path`.
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SysfsError + 'a {
+    move |source| SysfsError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -335,18 +337,14 @@ impl Sysfs for SysfsRoot {
     }
 
     fn interface_driver(&self, interface: &str) -> Result<Option<String>, SysfsError> {
-        let link = self.devices_dir().join(interface).join("driver");
+        let link = self.driver_link(interface);
         match fs::read_link(&link) {
             Ok(target) => Ok(target
                 .file_name()
                 .and_then(|n| n.to_str())
                 .map(str::to_owned)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SysfsError::Io {
-                what: "reading",
-                path: link,
-                source,
-            }),
+            Err(source) => Err(io_error("reading", &link)(source)),
         }
     }
 
@@ -359,12 +357,8 @@ impl Sysfs for SysfsRoot {
                         "{interface} is not bound to {driver} (simulated ENODEV)"
                     )));
                 }
-                let link = self.devices_dir().join(interface).join("driver");
-                fs::remove_file(&link).map_err(|source| SysfsError::Io {
-                    what: "unbinding",
-                    path: link,
-                    source,
-                })
+                let link = self.driver_link(interface);
+                fs::remove_file(&link).map_err(io_error("unbinding", &link))
             }
         }
     }
@@ -384,12 +378,8 @@ impl Sysfs for SysfsRoot {
                         "{interface} already has a driver (simulated EBUSY)"
                     )));
                 }
-                let link = self.devices_dir().join(interface).join("driver");
-                std::os::unix::fs::symlink(&dir, &link).map_err(|source| SysfsError::Io {
-                    what: "binding",
-                    path: link,
-                    source,
-                })
+                let link = self.driver_link(interface);
+                std::os::unix::fs::symlink(&dir, &link).map_err(io_error("binding", &link))
             }
         }
     }

@@ -93,11 +93,7 @@ mod tests {
         let m = LinuxGrantMapper::open_at(Path::new("/dev/null")).unwrap();
         use crate::{CopySeg, GrantMapper};
         assert!(matches!(m.map(1, &[8], true), Err(GrantError::Os { .. })));
-        let seg = CopySeg {
-            gref: 8,
-            offset: 0,
-            len: 4,
-        };
+        let seg = CopySeg::new(8, 0, 4);
         assert!(matches!(
             m.copy_from_guest(1, &[seg], &mut [0; 4]),
             Err(GrantError::Os { .. })
@@ -108,20 +104,12 @@ mod tests {
     fn invalid_copy_segments_are_refused_before_the_ioctl() {
         let m = LinuxGrantMapper::open_at(Path::new("/dev/null")).unwrap();
         use crate::{CopySeg, GrantMapper};
-        let crossing = CopySeg {
-            gref: 8,
-            offset: 4000,
-            len: 200,
-        };
+        let crossing = CopySeg::new(8, 4000, 200);
         assert!(matches!(
             m.copy_from_guest(1, &[crossing], &mut [0; 200]),
             Err(GrantError::BadSegment(_))
         ));
-        let seg = CopySeg {
-            gref: 8,
-            offset: 0,
-            len: 10,
-        };
+        let seg = CopySeg::new(8, 0, 10);
         assert!(matches!(
             m.copy_to_guest(1, &[seg], &[0; 9]),
             Err(GrantError::BadSegment(_))

@@ -12,6 +12,7 @@
 //! module docs of `sim`, "Copies and a granter's death").
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -27,6 +28,11 @@ use super::table::{check_grant, page_offset, META_ENTRY, NR_REFS};
 use super::wire::{Reply, Request};
 use crate::mmap::MmapRegion;
 use crate::{check_copy_segments, CopySeg, DomId, GrantError, GrantRef, SharedMem, PAGE_SIZE};
+
+/// A copy segment past the end of the caller's buffer.
+const OUTSIDE_BUFFER: GrantError = GrantError::BadSegment("segment outside buffer");
+/// A copy segment past the end of the grant table's pages.
+const OUTSIDE_TABLE: GrantError = GrantError::BadSegment("segment outside the grant table");
 
 /// How long a request to a granter may take before we call it gone. A live server
 /// answers in microseconds; this only bounds a wedged or hostile one.
@@ -147,26 +153,35 @@ impl PeerGrants {
         Ok(())
     }
 
-    /// Where segment `s` lies in the page mapping (its grant was checked, so
-    /// `gref < nrefs`, and `offset + len <= PAGE_SIZE`).
-    fn seg_offset(s: &CopySeg) -> Result<usize, GrantError> {
-        usize::try_from(page_offset(s.gref) + u64::from(s.offset))
-            .map_err(|_| GrantError::BadSegment("segment outside the grant table"))
+    /// Checks every segment (`write`: for a copy into the pages), then says
+    /// where each lies: its offset in the page mapping (its grant was
+    /// checked, so `gref < nrefs`, and `offset + len <= PAGE_SIZE`) and its
+    /// byte range in the caller's `local_len`-byte buffer, where the segments
+    /// follow each other.
+    fn placements(
+        &self,
+        segs: &[CopySeg],
+        local_len: usize,
+        write: bool,
+    ) -> Result<Vec<(usize, Range<usize>)>, GrantError> {
+        self.check_copy(segs, local_len, write)?;
+        let mut pos = 0usize;
+        segs.iter()
+            .map(|s| {
+                let at = usize::try_from(page_offset(s.gref) + u64::from(s.offset))
+                    .map_err(|_| OUTSIDE_TABLE)?;
+                let range = pos..pos + usize::from(s.len);
+                pos = range.end;
+                Ok((at, range))
+            })
+            .collect()
     }
 
     /// Validate every segment, then copy each from the mapped pages.
     pub(crate) fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
-        self.check_copy(segs, dst.len(), false)?;
-        let mut pos = 0usize;
-        for s in segs {
-            let end = pos + usize::from(s.len);
-            let buf = dst
-                .get_mut(pos..end)
-                .ok_or(GrantError::BadSegment("segment outside buffer"))?;
-            self.pages
-                .read(Self::seg_offset(s)?, buf)
-                .map_err(|_| GrantError::BadSegment("segment outside the grant table"))?;
-            pos = end;
+        for (at, range) in self.placements(segs, dst.len(), false)? {
+            let buf = dst.get_mut(range).ok_or(OUTSIDE_BUFFER)?;
+            self.pages.read(at, buf).map_err(|_| OUTSIDE_TABLE)?;
         }
         Ok(())
     }
@@ -174,17 +189,9 @@ impl PeerGrants {
     /// Validate every segment (writable grants), then copy each into the
     /// mapped pages.
     pub(crate) fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
-        self.check_copy(segs, src.len(), true)?;
-        let mut pos = 0usize;
-        for s in segs {
-            let end = pos + usize::from(s.len);
-            let buf = src
-                .get(pos..end)
-                .ok_or(GrantError::BadSegment("segment outside buffer"))?;
-            self.pages
-                .write(Self::seg_offset(s)?, buf)
-                .map_err(|_| GrantError::BadSegment("segment outside the grant table"))?;
-            pos = end;
+        for (at, range) in self.placements(segs, src.len(), true)? {
+            let buf = src.get(range).ok_or(OUTSIDE_BUFFER)?;
+            self.pages.write(at, buf).map_err(|_| OUTSIDE_TABLE)?;
         }
         Ok(())
     }

@@ -272,15 +272,16 @@ impl XsClient {
         XsNotifyWatch::register(std::sync::Arc::clone(&self.conn), path, notify)
     }
 
+    /// A request about one domain, outside any transaction: its only
+    /// argument is the domid.
+    fn domain_query(&self, msg_type: MsgType, domid: u16) -> Result<Message, XsError> {
+        self.conn
+            .request(msg_type, 0, join_args(&[&domid.to_string()]), "")
+    }
+
     /// The home path of a domain, `/local/domain/<domid>`.
     pub fn get_domain_path(&self, domid: u16) -> Result<String, XsError> {
-        let reply = self.conn.request(
-            MsgType::GetDomainPath,
-            0,
-            join_args(&[&domid.to_string()]),
-            "",
-        )?;
-        reply
+        self.domain_query(MsgType::GetDomainPath, domid)?
             .one_arg()
             .map(str::to_owned)
             .map_err(|e| XsError::BadReply {
@@ -300,20 +301,15 @@ impl XsClient {
 
     /// Tells xenstore a domain is gone (`XS_RELEASE`); fires `@releaseDomain`.
     pub fn release_domain(&self, domid: u16) -> Result<(), XsError> {
-        self.conn
-            .request(MsgType::Release, 0, join_args(&[&domid.to_string()]), "")
-            .map(drop)
+        self.domain_query(MsgType::Release, domid).map(drop)
     }
 
     /// Whether xenstore knows the domain.
     pub fn is_domain_introduced(&self, domid: u16) -> Result<bool, XsError> {
-        let reply = self.conn.request(
-            MsgType::IsDomainIntroduced,
-            0,
-            join_args(&[&domid.to_string()]),
-            "",
-        )?;
-        match reply.one_arg() {
+        match self
+            .domain_query(MsgType::IsDomainIntroduced, domid)?
+            .one_arg()
+        {
             Ok("T") => Ok(true),
             Ok("F") => Ok(false),
             other => Err(XsError::BadReply {

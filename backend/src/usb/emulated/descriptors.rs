@@ -5,6 +5,7 @@
 //! each alternate setting to validate transfers, and building the bytes from
 //! one description keeps the two from disagreeing.
 
+use pvusb_protocol::usb::request::dt;
 use pvusb_protocol::usb::{
     encode_language_ids, encode_string, ConfigBuilder, DeviceDescriptor, EndpointDescriptor,
     InterfaceSpec as ProtoInterface,
@@ -12,42 +13,10 @@ use pvusb_protocol::usb::{
 
 use crate::usb::proto::Speed;
 
-/// Descriptor type codes (USB 2.0 table 9-5).
-pub mod descriptor_type {
-    /// DEVICE.
-    pub const DEVICE: u8 = 1;
-    /// CONFIGURATION.
-    pub const CONFIGURATION: u8 = 2;
-    /// STRING.
-    pub const STRING: u8 = 3;
-    /// INTERFACE.
-    pub const INTERFACE: u8 = 4;
-    /// ENDPOINT.
-    pub const ENDPOINT: u8 = 5;
-    /// DEVICE_QUALIFIER.
-    pub const DEVICE_QUALIFIER: u8 = 6;
-}
-
-/// Endpoint transfer types (bmAttributes bits 0-1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointType {
-    /// Isochronous.
-    Isochronous = 1,
-    /// Bulk.
-    Bulk = 2,
-    /// Interrupt.
-    Interrupt = 3,
-}
-
-impl EndpointType {
-    fn to_protocol(self) -> pvusb_protocol::usb::EndpointType {
-        match self {
-            EndpointType::Isochronous => pvusb_protocol::usb::EndpointType::Isochronous,
-            EndpointType::Bulk => pvusb_protocol::usb::EndpointType::Bulk,
-            EndpointType::Interrupt => pvusb_protocol::usb::EndpointType::Interrupt,
-        }
-    }
-}
+/// The endpoint transfer types of `bmAttributes`, as the descriptors the
+/// emulated devices send encode them (an [`EndpointSpec`] is never Control:
+/// endpoint 0 is implied).
+pub use pvusb_protocol::usb::EndpointType;
 
 /// One endpoint of an alternate setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +40,12 @@ impl EndpointSpec {
             max_packet_size,
             interval,
         }
+    }
+
+    /// A bulk endpoint of a high-speed device (512-byte packets, the only
+    /// size USB 2.0 allows there).
+    pub fn high_speed_bulk(address: u8) -> Self {
+        Self::new(address, EndpointType::Bulk, 512, 0)
     }
 }
 
@@ -145,6 +120,13 @@ pub const LANGID_EN_US: u16 = 0x0409;
 pub const EMULATED_VENDOR_ID: u16 = 0x1209;
 
 impl DeviceSpec {
+    /// A high-speed device whose one interface (class 0xff) is
+    /// vendor-specific: the test devices that speak no USB class.
+    pub fn vendor_specific(product_id: u16, product: &str, endpoints: Vec<EndpointSpec>) -> Self {
+        let iface = interface(0, (0xff, 0, 0), endpoints);
+        Self::single_config(Speed::High, product_id, product, vec![iface])
+    }
+
     /// A device with one configuration (value 1, bus powered, 100 mA).
     pub fn single_config(
         speed: Speed,
@@ -204,7 +186,7 @@ impl DeviceSpec {
         if self.speed != Speed::High {
             return None;
         }
-        let mut d = vec![10, descriptor_type::DEVICE_QUALIFIER];
+        let mut d = vec![10, dt::DEVICE_QUALIFIER];
         d.extend_from_slice(&self.usb_version.to_le_bytes());
         d.extend_from_slice(&[
             self.class,
@@ -241,7 +223,7 @@ impl DeviceSpec {
             for e in &i.endpoints {
                 b = b.endpoint(EndpointDescriptor::new(
                     e.address,
-                    e.kind.to_protocol(),
+                    e.kind,
                     e.max_packet_size,
                     e.interval,
                 ));

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use super::descriptors::{interface, DeviceSpec, EndpointSpec, EndpointType};
+use super::descriptors::{DeviceSpec, EndpointSpec, EndpointType};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Kicker, Reply};
-use crate::usb::proto::Speed;
 use crate::usb::types::TransferId;
 
 /// Product id of the always-stall device.
@@ -22,16 +21,11 @@ pub struct StallDevice;
 impl EmulatedDevice for StallDevice {
     fn spec(&self) -> DeviceSpec {
         let endpoints = vec![
-            EndpointSpec::new(0x01, EndpointType::Bulk, 512, 0),
-            EndpointSpec::new(0x81, EndpointType::Bulk, 512, 0),
+            EndpointSpec::high_speed_bulk(0x01),
+            EndpointSpec::high_speed_bulk(0x81),
             EndpointSpec::new(0x82, EndpointType::Interrupt, 64, 4),
         ];
-        DeviceSpec::single_config(
-            Speed::High,
-            STALL_PRODUCT_ID,
-            "pvusb stall",
-            vec![interface(0, (0xff, 0, 0), endpoints)],
-        )
+        DeviceSpec::vendor_specific(STALL_PRODUCT_ID, "pvusb stall", endpoints)
     }
 
     fn control(&mut self, _req: ControlRequest<'_>) -> Reply {
@@ -41,6 +35,30 @@ impl EmulatedDevice for StallDevice {
     fn data(&mut self, _req: DataRequest<'_>) -> Reply {
         Reply::Stall
     }
+}
+
+/// The state changes a wrapper passes on unchanged to the device it wraps
+/// (`self.inner`): the wrappers alter only how transfers complete, so the
+/// inner device must keep following configuration, alternate settings,
+/// halts and resets.
+macro_rules! pass_state_changes_to_inner {
+    () => {
+        fn configuration_changed(&mut self, value: u8) {
+            self.inner.configuration_changed(value);
+        }
+
+        fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
+            self.inner.interface_changed(interface, alt_setting);
+        }
+
+        fn halt_cleared(&mut self, endpoint: u8) {
+            self.inner.halt_cleared(endpoint);
+        }
+
+        fn reset(&mut self) {
+            self.inner.reset();
+        }
+    };
 }
 
 /// Wakes the framework at deadlines, from one thread per slow device. The
@@ -161,21 +179,7 @@ impl<D: EmulatedDevice> EmulatedDevice for SlowDevice<D> {
         }
     }
 
-    fn configuration_changed(&mut self, value: u8) {
-        self.inner.configuration_changed(value);
-    }
-
-    fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
-        self.inner.interface_changed(interface, alt_setting);
-    }
-
-    fn halt_cleared(&mut self, endpoint: u8) {
-        self.inner.halt_cleared(endpoint);
-    }
-
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
+    pass_state_changes_to_inner!();
 
     fn cancelled(&mut self, id: TransferId) {
         self.deadlines.remove(&id);
@@ -232,21 +236,7 @@ impl<D: EmulatedDevice> EmulatedDevice for VanishingDevice<D> {
         self.inner.data(req)
     }
 
-    fn configuration_changed(&mut self, value: u8) {
-        self.inner.configuration_changed(value);
-    }
-
-    fn interface_changed(&mut self, interface: u8, alt_setting: u8) {
-        self.inner.interface_changed(interface, alt_setting);
-    }
-
-    fn halt_cleared(&mut self, endpoint: u8) {
-        self.inner.halt_cleared(endpoint);
-    }
-
-    fn reset(&mut self) {
-        self.inner.reset();
-    }
+    pass_state_changes_to_inner!();
 
     fn cancelled(&mut self, id: TransferId) {
         self.inner.cancelled(id);

@@ -8,9 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::descriptors::{interface, DeviceSpec, EndpointSpec, EndpointType};
+use super::descriptors::{DeviceSpec, EndpointSpec};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Reply};
-use crate::usb::proto::Speed;
 
 /// Vendor OUT request (bmRequestType 0x40): wValue selects the [`LoopbackMode`].
 pub const VENDOR_SET_MODE: u8 = 0x01;
@@ -144,15 +143,10 @@ impl LoopbackDevice {
 impl EmulatedDevice for LoopbackDevice {
     fn spec(&self) -> DeviceSpec {
         let endpoints = vec![
-            EndpointSpec::new(0x01, EndpointType::Bulk, 512, 0),
-            EndpointSpec::new(0x81, EndpointType::Bulk, 512, 0),
+            EndpointSpec::high_speed_bulk(0x01),
+            EndpointSpec::high_speed_bulk(0x81),
         ];
-        DeviceSpec::single_config(
-            Speed::High,
-            LOOPBACK_PRODUCT_ID,
-            "pvusb loopback",
-            vec![interface(0, (0xff, 0, 0), endpoints)],
-        )
+        DeviceSpec::vendor_specific(LOOPBACK_PRODUCT_ID, "pvusb loopback", endpoints)
     }
 
     fn control(&mut self, req: ControlRequest<'_>) -> Reply {

@@ -1,7 +1,11 @@
 //! Standard requests (USB 2.0 section 9.4) answered by the framework from the
 //! device's descriptors, so devices only implement their class behaviour.
 
-use super::descriptors::descriptor_type;
+use pvusb_protocol::usb::request::{
+    dt, CLEAR_FEATURE, FEATURE_ENDPOINT_HALT, GET_CONFIGURATION, GET_DESCRIPTOR, GET_INTERFACE,
+    GET_STATUS, SET_ADDRESS, SET_CONFIGURATION, SET_FEATURE, SET_INTERFACE,
+};
+
 use super::device::Reply;
 use super::framework::{queue_index, Core};
 use crate::usb::proto::SetupPacket;
@@ -13,17 +17,6 @@ pub(super) enum StandardOutcome {
     /// A class/vendor request (or an interface GET_DESCRIPTOR): the device's job.
     NotStandard,
 }
-
-const GET_STATUS: u8 = 0;
-const CLEAR_FEATURE: u8 = 1;
-const SET_FEATURE: u8 = 3;
-const SET_ADDRESS: u8 = 5;
-const GET_DESCRIPTOR: u8 = 6;
-const GET_CONFIGURATION: u8 = 8;
-const SET_CONFIGURATION: u8 = 9;
-const GET_INTERFACE: u8 = 10;
-const SET_INTERFACE: u8 = 11;
-const ENDPOINT_HALT: u16 = 0;
 
 /// Copies `src` into the IN buffer, truncated to it (wLength).
 fn reply_with(data: &mut [u8], src: &[u8]) -> Reply {
@@ -84,14 +77,14 @@ pub(super) fn standard_request(
             Some(v) if setup.w_index <= 0xff => core.set_interface(index, v),
             _ => Reply::Stall,
         },
-        (0x02, CLEAR_FEATURE) if setup.w_value == ENDPOINT_HALT => {
+        (0x02, CLEAR_FEATURE) if setup.w_value == FEATURE_ENDPOINT_HALT => {
             if setup.w_index > 0xff {
                 Reply::Stall
             } else {
                 core.clear_halt(index)
             }
         }
-        (0x02, SET_FEATURE) if setup.w_value == ENDPOINT_HALT => {
+        (0x02, SET_FEATURE) if setup.w_value == FEATURE_ENDPOINT_HALT => {
             let ep = index;
             if setup.w_index <= 0xff && ep & 0x0f != 0 && core.endpoint_exists(ep) {
                 if let Some(h) = core.halted.get_mut(queue_index(ep)) {
@@ -114,10 +107,10 @@ pub(super) fn standard_request(
 fn get_descriptor(core: &Core, setup: SetupPacket, data: &mut [u8]) -> Reply {
     let [index, kind] = setup.w_value.to_le_bytes();
     let descriptor = match kind {
-        descriptor_type::DEVICE => Some(core.spec.device_descriptor()),
-        descriptor_type::CONFIGURATION => core.spec.config_descriptor(usize::from(index)),
-        descriptor_type::STRING => core.spec.string_descriptor(index),
-        descriptor_type::DEVICE_QUALIFIER => core.spec.device_qualifier(),
+        dt::DEVICE => Some(core.spec.device_descriptor()),
+        dt::CONFIG => core.spec.config_descriptor(usize::from(index)),
+        dt::STRING => core.spec.string_descriptor(index),
+        dt::DEVICE_QUALIFIER => core.spec.device_qualifier(),
         _ => None,
     };
     match descriptor {

@@ -123,23 +123,23 @@ pub fn scatter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use TransferOutcome::{Completed, Stall};
+
+    fn p(offset: u32, length: u32) -> IsoPacket {
+        IsoPacket { offset, length }
+    }
+
+    /// Each packet's (actual length, outcome).
+    fn lengths_and_outcomes(results: &[IsoPacketResult]) -> Vec<(u32, TransferOutcome)> {
+        results
+            .iter()
+            .map(|r| (r.actual_length, r.outcome))
+            .collect()
+    }
 
     #[test]
     fn iso_scatter_places_packets_at_their_offsets() {
-        let packets = [
-            IsoPacket {
-                offset: 8,
-                length: 4,
-            },
-            IsoPacket {
-                offset: 0,
-                length: 4,
-            },
-            IsoPacket {
-                offset: 4,
-                length: 2,
-            },
-        ];
+        let packets = [p(8, 4), p(0, 4), p(4, 2)];
         // libusb packed them back to back: [a a a a][b b b b][c c]; packet 0 short, 1 stalled.
         let staging = [1, 1, 1, 0, 2, 2, 2, 2, 3, 3];
         let iso = [(3, 0), (4, 4)];
@@ -150,23 +150,12 @@ mod tests {
             vec![2, 2, 2, 2, 0xee, 0xee, 0xee, 0xee, 1, 1, 1, 0xee]
         );
         assert_eq!(total, 7);
-        let got: Vec<(u32, TransferOutcome)> = results
-            .iter()
-            .map(|r| (r.actual_length, r.outcome))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (3, TransferOutcome::Completed),
-                (4, TransferOutcome::Stall),
-                (0, TransferOutcome::Error)
-            ]
-        );
+        let want = [(3, Completed), (4, Stall), (0, TransferOutcome::Error)];
+        assert_eq!(lengths_and_outcomes(&results), want);
     }
 
     #[test]
     fn packed_layout_is_recognised_and_reported_without_moving_data() {
-        let p = |offset, length| IsoPacket { offset, length };
         assert!(is_packed(&[p(0, 4), p(4, 0), p(4, 2)], 6));
         assert!(is_packed(&[], 0));
         assert!(!is_packed(&[p(0, 4), p(4, 2)], 7), "buffer longer");
@@ -175,54 +164,17 @@ mod tests {
         assert!(!is_packed(&[p(0, u32::MAX), p(u32::MAX, u32::MAX)], 0));
         let (r, total) = results(&[p(0, 4), p(4, 2), p(6, 1)], &[(9, 0), (1, 4)]);
         assert_eq!(total, 5);
-        let got: Vec<(u32, TransferOutcome)> =
-            r.iter().map(|r| (r.actual_length, r.outcome)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (4, TransferOutcome::Completed),
-                (1, TransferOutcome::Stall),
-                (0, TransferOutcome::Error)
-            ]
-        );
+        let want = [(4, Completed), (1, Stall), (0, TransferOutcome::Error)];
+        assert_eq!(lengths_and_outcomes(&r), want);
     }
 
     #[test]
     fn iso_gather_checks_bounds_and_packs() {
         let buf: Vec<u8> = (0..10).collect();
-        let packets = [
-            IsoPacket {
-                offset: 6,
-                length: 2,
-            },
-            IsoPacket {
-                offset: 0,
-                length: 3,
-            },
-        ];
+        let packets = [p(6, 2), p(0, 3)];
         assert_eq!(gather(&packets, &buf, false), Some(vec![6, 7, 0, 1, 2]));
         assert_eq!(gather(&packets, &buf, true), Some(vec![0; 5]));
-        assert_eq!(
-            gather(
-                &[IsoPacket {
-                    offset: 9,
-                    length: 2
-                }],
-                &buf,
-                false
-            ),
-            None
-        );
-        assert_eq!(
-            gather(
-                &[IsoPacket {
-                    offset: u32::MAX,
-                    length: u32::MAX
-                }],
-                &buf,
-                true
-            ),
-            None
-        );
+        assert_eq!(gather(&[p(9, 2)], &buf, false), None);
+        assert_eq!(gather(&[p(u32::MAX, u32::MAX)], &buf, true), None);
     }
 }

@@ -19,6 +19,11 @@ const MOUSE_CONFIG: [u8; 34] = [
     0x07, 0x05, 0x81, 0x03, 0x04, 0x00, 0x0a, // endpoint 0x81 interrupt
 ];
 
+/// The error of a parse that had `got` of the `needed` bytes.
+fn truncated<T>(needed: usize, got: usize) -> Result<T, DescriptorError> {
+    Err(DescriptorError::Truncated { needed, got })
+}
+
 #[test]
 fn device_descriptor_round_trip() {
     let d = DeviceDescriptor::parse(&FLASH_DEVICE).unwrap();
@@ -37,10 +42,7 @@ fn device_descriptor_round_trip() {
 fn device_descriptor_garbage() {
     assert_eq!(
         DeviceDescriptor::parse(&FLASH_DEVICE[..17]),
-        Err(DescriptorError::Truncated {
-            needed: 18,
-            got: 17
-        })
+        truncated(18, 17)
     );
     let mut d = FLASH_DEVICE;
     d[1] = 2;
@@ -125,10 +127,7 @@ fn config_garbage_is_an_error_not_a_panic_or_hang() {
     ));
     assert_eq!(
         ConfigDescriptor::parse(&MOUSE_CONFIG[..20]),
-        Err(DescriptorError::Truncated {
-            needed: 34,
-            got: 20
-        })
+        truncated(34, 20)
     );
     let mut short_intf = MOUSE_CONFIG;
     short_intf[9] = 8; // an interface descriptor one byte short

@@ -11,9 +11,12 @@ pub mod store;
 
 use std::sync::Arc;
 
+use pvusb_protocol::usb::bot::{BULK_ONLY_RESET, CBW_LEN, CSW_LEN, PROTOCOL_BOT, SUBCLASS_SCSI};
+use pvusb_protocol::usb::request::class;
+
 use self::scsi::{Plan, ScsiState, Sense};
 use self::store::BlockStore;
-use super::descriptors::{interface, DeviceSpec, EndpointSpec, EndpointType};
+use super::descriptors::{interface, DeviceSpec, EndpointSpec};
 use super::device::{ControlRequest, DataRequest, EmulatedDevice, Reply};
 use crate::usb::proto::Speed;
 
@@ -21,15 +24,9 @@ use crate::usb::proto::Speed;
 pub const EP_OUT: u8 = 0x01;
 /// Bulk IN endpoint (read data and CSWs).
 pub const EP_IN: u8 = 0x82;
-/// "USBC", little-endian.
-pub const CBW_SIGNATURE: u32 = 0x4342_5355;
-/// "USBS", little-endian.
-pub const CSW_SIGNATURE: u32 = 0x5342_5355;
+pub use pvusb_protocol::usb::bot::{CBW_SIGNATURE, CSW_SIGNATURE};
 /// Product id of the emulated disk.
 pub const MASS_STORAGE_PRODUCT_ID: u16 = 0x0002;
-
-const CBW_LEN: usize = 31;
-const CSW_LEN: usize = 13;
 
 /// bCSWStatus values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +41,12 @@ struct Csw {
     tag: u32,
     residue: u32,
     status: CswStatus,
+}
+
+/// How much of a `len`-byte transfer a phase with `remaining` bytes left
+/// takes (the 64-bit byte counts of a phase may exceed `usize`).
+fn at_most(remaining: u64, len: usize) -> usize {
+    usize::try_from(remaining).unwrap_or(usize::MAX).min(len)
 }
 
 #[derive(Debug)]
@@ -174,9 +177,7 @@ impl MassStorageDevice {
                 remaining,
                 csw,
             } => {
-                let n = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
+                let n = at_most(*remaining, buf.len());
                 let Some(out) = buf.get_mut(..n) else {
                     return Reply::Stall;
                 };
@@ -233,12 +234,8 @@ impl MassStorageDevice {
                 write_remaining,
                 csw,
             } => {
-                let take = usize::try_from(*host_remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let write = usize::try_from(*write_remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(take);
+                let take = at_most(*host_remaining, data.len());
+                let write = at_most(*write_remaining, take);
                 if let Some(chunk) = data.get(..write) {
                     if self.store.write_at(*offset, chunk).is_err() {
                         self.scsi.sense = Sense::WRITE_ERROR;
@@ -308,11 +305,11 @@ fn encode_csw(csw: &Csw) -> [u8; CSW_LEN] {
 impl EmulatedDevice for MassStorageDevice {
     fn spec(&self) -> DeviceSpec {
         let endpoints = vec![
-            EndpointSpec::new(EP_OUT, EndpointType::Bulk, 512, 0),
-            EndpointSpec::new(EP_IN, EndpointType::Bulk, 512, 0),
+            EndpointSpec::high_speed_bulk(EP_OUT),
+            EndpointSpec::high_speed_bulk(EP_IN),
         ];
-        // Class 8 (mass storage), subclass 6 (SCSI transparent), protocol 0x50 (BOT).
-        let iface = interface(0, (0x08, 0x06, 0x50), endpoints);
+        let class = (class::MASS_STORAGE, SUBCLASS_SCSI, PROTOCOL_BOT);
+        let iface = interface(0, class, endpoints);
         DeviceSpec::single_config(
             Speed::High,
             MASS_STORAGE_PRODUCT_ID,
@@ -325,7 +322,7 @@ impl EmulatedDevice for MassStorageDevice {
         let s = req.setup;
         match (s.bm_request_type, s.b_request) {
             // Bulk-Only Mass Storage Reset.
-            (0x21, 0xff) if s.w_value == 0 && s.w_index == 0 && s.w_length == 0 => {
+            (0x21, BULK_ONLY_RESET) if s.w_value == 0 && s.w_index == 0 && s.w_length == 0 => {
                 self.phase = Phase::Cbw;
                 Reply::Done(0)
             }

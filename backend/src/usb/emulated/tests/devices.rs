@@ -306,13 +306,7 @@ fn audio_iso_packets() {
         alt_setting: 1,
     };
     assert_eq!(
-        d.run(Transfer {
-            endpoint: 0,
-            kind: alt1,
-            buffer: vec![].into(),
-            short_not_ok: false
-        })
-        .outcome,
+        d.transfer(0, alt1, 0, false).outcome,
         TransferOutcome::Completed
     );
     let c = d.run(iso(EP_SOURCE, vec![0xee; 512], packets.clone()));

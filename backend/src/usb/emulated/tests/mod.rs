@@ -120,6 +120,22 @@ impl Driver {
         c
     }
 
+    /// Runs a transfer with a zeroed `len`-byte buffer (nothing to send).
+    fn transfer(
+        &mut self,
+        endpoint: u8,
+        kind: TransferKind,
+        len: usize,
+        short_not_ok: bool,
+    ) -> Completion {
+        self.run(Transfer {
+            endpoint,
+            kind,
+            buffer: vec![0; len].into(),
+            short_not_ok,
+        })
+    }
+
     fn control_in(&mut self, rt: u8, req: u8, value: u16, index: u16, len: u16) -> Completion {
         let setup = SetupPacket::new(rt, req, value, index, len);
         self.run(Transfer {

@@ -95,14 +95,7 @@ fn descriptors_parse_back() {
 fn standard_requests_and_intercepted_kinds() {
     let (_host, _busid, dev, sink) = plug(factory(|| Box::new(LoopbackDevice::new(64))));
     let mut d = Driver::new(dev, sink);
-    let run = |d: &mut Driver, kind| {
-        d.run(Transfer {
-            endpoint: 0,
-            kind,
-            buffer: Vec::new().into(),
-            short_not_ok: false,
-        })
-    };
+    let run = |d: &mut Driver, kind| d.transfer(0, kind, 0, false);
     assert_eq!(
         run(&mut d, TransferKind::SetConfiguration(7)).outcome,
         TransferOutcome::Stall
@@ -149,12 +142,7 @@ fn standard_requests_and_intercepted_kinds() {
     );
     // Endpoints that do not exist or have another type.
     assert_eq!(d.bulk(0x02, vec![0; 4]).outcome, TransferOutcome::Error);
-    let int = d.run(Transfer {
-        endpoint: 0x81,
-        kind: TransferKind::Interrupt,
-        buffer: vec![0; 8].into(),
-        short_not_ok: false,
-    });
+    let int = d.transfer(0x81, TransferKind::Interrupt, 8, false);
     assert_eq!(int.outcome, TransferOutcome::Error);
     // SET_FEATURE(HALT) then GET_STATUS shows it; CLEAR_FEATURE clears it.
     assert_eq!(
@@ -188,12 +176,7 @@ fn loopback_and_source_modes() {
     let back = d.bulk(0x81, vec![0; 1024]);
     assert_eq!(Driver::data_in(&back), &payload[..]);
     // Short IN with short_not_ok is an error.
-    let strict = d.run(Transfer {
-        endpoint: 0x81,
-        kind: TransferKind::Bulk,
-        buffer: vec![0; 1024].into(),
-        short_not_ok: true,
-    });
+    let strict = d.transfer(0x81, TransferKind::Bulk, 1024, true);
     assert_eq!(strict.outcome, TransferOutcome::Error);
     // Source mode: a deterministic pattern continuing across transfers.
     assert_eq!(

@@ -72,12 +72,9 @@ impl Bot {
     }
 
     fn clear_halt(&mut self, endpoint: u8) {
-        let c = self.d.run(Transfer {
-            endpoint: 0,
-            kind: TransferKind::ClearHalt { endpoint },
-            buffer: vec![].into(),
-            short_not_ok: false,
-        });
+        let c = self
+            .d
+            .transfer(0, TransferKind::ClearHalt { endpoint }, 0, false);
         assert_eq!(c.outcome, TransferOutcome::Completed);
     }
 }
