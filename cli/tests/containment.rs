@@ -29,12 +29,7 @@ const DOM2: u16 = 2;
 /// The daemon with each controller in a `pvusb backend-worker` process (this
 /// crate's binary), on the machine's bus.
 fn process_daemon(m: &World) -> DaemonHandle {
-    m.daemon_builder()
-        .processes(
-            Path::new(env!("CARGO_BIN_EXE_pvusb")),
-            &machine::emulated_specs(),
-        )
-        .start()
+    machine::process_daemon(m, Path::new(env!("CARGO_BIN_EXE_pvusb")))
 }
 
 /// `ctrl-attach` for `domid` with its frontend connecting meanwhile.

@@ -41,13 +41,7 @@ fn a_workers_log_lines_are_relayed_by_the_monitor() {
         .try_init()
         .expect("the first subscriber of this test binary");
     let m = machine::new();
-    let d = m
-        .daemon_builder()
-        .processes(
-            Path::new(env!("CARGO_BIN_EXE_pvusb")),
-            &machine::emulated_specs(),
-        )
-        .start();
+    let d = machine::process_daemon(&m, Path::new(env!("CARGO_BIN_EXE_pvusb")));
     let ts = m.toolstack();
     let (_, front) = m.ctrl_attach(&ts, DOM);
     let mut pid = 0;

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::connection::{Connection, Page, NR_IDS};
 use crate::error::UrbStatus;
 use crate::ports::{PortEvent, RootHub};
-use crate::report::{EngineReport, InFlightReport, RingIndexes};
+use crate::report::{EngineReport, InFlightReport, Listed, RingIndexes};
 use crate::urb::{Callback, Completion, Urb};
 
 /// Completions to deliver once the engine lock is released.
@@ -163,32 +163,25 @@ impl Engine {
 
     /// A snapshot for an operator ([`crate::report`]).
     pub(crate) fn report(&self) -> EngineReport {
-        let mut in_flight = Vec::new();
-        let mut in_flight_total = 0;
-        for (id, slot) in (0u16..).zip(&self.slots) {
-            let entry = match slot {
-                Slot::Free => continue,
-                Slot::Submit(f) => InFlightReport::Submit {
+        let in_flight = (0u16..)
+            .zip(&self.slots)
+            .filter_map(|(id, slot)| match slot {
+                Slot::Free => None,
+                Slot::Submit(f) => Some(InFlightReport::Submit {
                     id,
                     token: f.token,
                     pipe: f.pipe,
                     unlinking: f.unlink_status.is_some(),
-                },
-                Slot::Unlink { target } => InFlightReport::Unlink {
+                }),
+                Slot::Unlink { target } => Some(InFlightReport::Unlink {
                     id,
                     target: *target,
-                },
-            };
-            in_flight_total += 1;
-            if in_flight.len() < EngineReport::LISTED {
-                in_flight.push(entry);
-            }
-        }
+                }),
+            });
         EngineReport {
             attached: self.conn.is_some(),
             dead: self.dead.clone(),
-            in_flight,
-            in_flight_total,
+            in_flight: Listed::first(EngineReport::LISTED, in_flight),
             queued: self.queue.len(),
             urb_ring: self.conn.as_ref().map(|c| indexes(&c.urb)),
             conn_ring: self.conn.as_ref().map(|c| indexes(&c.conn)),

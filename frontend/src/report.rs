@@ -1,6 +1,7 @@
-//! A snapshot of a controller's URB engine for an operator or a test-bed to
-//! read when a device stalls: what is in flight on which id, what waits in
-//! the local queue, and both rings' indexes as each side published them.
+//! Snapshots for an operator or a test-bed to read when a device stalls: a
+//! controller's URB engine (what is in flight on which id, what waits in the
+//! local queue, both rings' indexes as each side published them) and a vhci
+//! bridge's table (which of vhci's commands await an answer).
 //!
 //! WHY: a stalled guest shows only its symptoms (resets in a loop); whether
 //! a request sits unpublished, unanswered by the backend, or answered but
@@ -12,6 +13,44 @@ use pvusb_protocol::Pipe;
 
 use crate::engine::EngineStats;
 
+/// The first few of many things, and how many there were: a report's
+/// length stays bounded however much is in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    /// The first ones, in order.
+    pub shown: Vec<T>,
+    /// How many there are in all.
+    pub total: usize,
+}
+
+impl<T> Listed<T> {
+    /// The first `limit` of `items`, and their count.
+    pub fn first(limit: usize, items: impl IntoIterator<Item = T>) -> Self {
+        let mut shown = Vec::new();
+        let mut total = 0;
+        for item in items {
+            if shown.len() < limit {
+                shown.push(item);
+            }
+            total += 1;
+        }
+        Self { shown, total }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Listed<T> {
+    /// `; [first]; [second]` and `; ...` if some were left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for item in &self.shown {
+            write!(f, "; [{item}]")?;
+        }
+        if self.total > self.shown.len() {
+            f.write_str("; ...")?;
+        }
+        Ok(())
+    }
+}
+
 /// The engine as it was at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineReport {
@@ -21,9 +60,7 @@ pub struct EngineReport {
     pub dead: Option<String>,
     /// Requests on the ring awaiting their response, by id (at most
     /// [`EngineReport::LISTED`] listed).
-    pub in_flight: Vec<InFlightReport>,
-    /// How many requests are on the ring in all.
-    pub in_flight_total: usize,
+    pub in_flight: Listed<InFlightReport>,
     /// URBs waiting in the local queue for a free id.
     pub queued: usize,
     /// The urb ring's indexes.
@@ -142,7 +179,7 @@ impl fmt::Display for EngineReport {
         write!(
             f,
             "; {} in flight, {} queued",
-            self.in_flight_total, self.queued
+            self.in_flight.total, self.queued
         )?;
         if let Some(r) = &self.urb_ring {
             write!(f, "; urb ring: {r}")?;
@@ -156,12 +193,37 @@ impl fmt::Display for EngineReport {
             "; submitted {} completed {} notifications {} spurious events {}",
             s.submitted, s.completed, s.notifications, s.spurious_events
         )?;
-        for r in &self.in_flight {
-            write!(f, "; [{r}]")?;
+        write!(f, "{}", self.in_flight)
+    }
+}
+
+/// A bridge's table at one moment, for a stalled device's diagnosis: which
+/// of vhci's commands await an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeReport {
+    /// Commands read and not yet answered on the socket.
+    pub credits_used: usize,
+    /// Why the bridge is ending, if it is.
+    pub ending: Option<String>,
+    /// Submits in flight, lowest seqnum first (at most [`Self::LISTED`]).
+    pub in_flight: Listed<String>,
+}
+
+impl BridgeReport {
+    /// Submits listed by name; the rest are counted.
+    pub const LISTED: usize = 16;
+}
+
+impl fmt::Display for BridgeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in flight, {} credits used",
+            self.in_flight.total, self.credits_used
+        )?;
+        if let Some(why) = &self.ending {
+            write!(f, ", ending ({why})")?;
         }
-        if self.in_flight_total > self.in_flight.len() {
-            write!(f, "; ...")?;
-        }
-        Ok(())
+        write!(f, "{}", self.in_flight)
     }
 }

@@ -230,8 +230,8 @@ fn the_report_shows_what_is_in_flight_and_the_ring_indexes() {
     let reqs = peer.requests(16);
     let report = front.report();
     assert!(report.attached && report.dead.is_none());
-    assert_eq!((report.in_flight_total, report.queued), (16, 2));
-    let first = report.in_flight.first().expect("an entry");
+    assert_eq!((report.in_flight.total, report.queued), (16, 2));
+    let first = report.in_flight.shown.first().expect("an entry");
     let InFlightReport::Submit {
         pipe, unlinking, ..
     } = first

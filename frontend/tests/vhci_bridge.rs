@@ -72,6 +72,25 @@ impl FakeVhci {
         s
     }
 
+    /// A CMD_SUBMIT header with the next seqnum, as `vhci_send_cmd_submit`
+    /// writes it for the guest's bus 1 device 2; no data, no packets.
+    fn header(&mut self, direction: Direction, ep: u8) -> CmdSubmitHeader {
+        CmdSubmitHeader {
+            basic: Basic {
+                seqnum: self.seqnum(),
+                devid: 0x0001_0002,
+                direction,
+                ep,
+            },
+            transfer_flags: 0,
+            transfer_buffer_length: 0,
+            start_frame: 0,
+            number_of_packets: PacketCount::Count(0),
+            interval: 0,
+            setup: [0; 8],
+        }
+    }
+
     /// Sends a CMD_SUBMIT as `vhci_send_cmd_submit` does (devid of the
     /// guest's bus 1 device 2, address 0's requests included) and returns its seqnum.
     fn submit(
@@ -82,21 +101,13 @@ impl FakeVhci {
         setup: [u8; 8],
         out: Vec<u8>,
     ) -> u32 {
-        let seqnum = self.seqnum();
         let cmd = CmdSubmit {
             header: CmdSubmitHeader {
-                basic: Basic {
-                    seqnum,
-                    devid: 0x0001_0002,
-                    direction,
-                    ep,
-                },
                 transfer_flags: if direction == Direction::In { 0x200 } else { 0 },
                 transfer_buffer_length: len,
-                start_frame: 0,
-                number_of_packets: PacketCount::Count(0),
                 interval: if ep == 0 { 0 } else { 8 },
                 setup,
+                ..self.header(direction, ep)
             },
             out_data: out,
             iso_packets: Vec::new(),
@@ -114,21 +125,13 @@ impl FakeVhci {
         buffer_len: u32,
         out: Vec<u8>,
     ) -> u32 {
-        let seqnum = self.seqnum();
         let cmd = CmdSubmit {
             header: CmdSubmitHeader {
-                basic: Basic {
-                    seqnum,
-                    devid: 0x0001_0002,
-                    direction,
-                    ep,
-                },
                 transfer_flags: 0x0002, // URB_ISO_ASAP
                 transfer_buffer_length: buffer_len,
-                start_frame: 0,
                 number_of_packets: PacketCount::Count(packets.len() as u32),
                 interval: 1,
-                setup: [0; 8],
+                ..self.header(direction, ep)
             },
             out_data: out,
             iso_packets: packets
@@ -213,15 +216,14 @@ impl FakeVhci {
 
 /// A bridge for the device on `port`, enumerated by the frontend first.
 fn bridge(front: &Arc<Frontend>, port: u8) -> (Bridge, FakeVhci) {
+    bridge_with(front, port, BridgeOptions::default())
+}
+
+/// [`bridge`] with `options`.
+fn bridge_with(front: &Arc<Frontend>, port: u8, options: BridgeOptions) -> (Bridge, FakeVhci) {
     let dev = front.enumerate(port).unwrap();
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let b = Bridge::spawn(
-        Arc::clone(front),
-        DeviceTarget::of(&dev),
-        ours,
-        BridgeOptions::default(),
-    )
-    .unwrap();
+    let b = Bridge::spawn(Arc::clone(front), DeviceTarget::of(&dev), ours, options).unwrap();
     (b, FakeVhci::new(theirs))
 }
 
@@ -368,14 +370,11 @@ fn unlink_of_a_pending_urb_and_unplug_with_urbs_in_flight() {
 #[test]
 fn commands_beyond_the_in_flight_bound_wait_in_the_socket() {
     let (w, daemon, front) = running();
-    let dev = front.enumerate(2).unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
     let options = BridgeOptions {
         max_in_flight: 2,
         ..BridgeOptions::default()
     };
-    let bridge = Bridge::spawn(Arc::clone(&front), DeviceTarget::of(&dev), ours, options).unwrap();
-    let mut vhci = FakeVhci::new(theirs);
+    let (bridge, mut vhci) = bridge_with(&front, 2, options);
     let urbs: Vec<u32> = (0..3)
         .map(|_| vhci.submit(Direction::In, 1, 8, [0; 8], vec![]))
         .collect();
@@ -444,16 +443,7 @@ fn a_malformed_command_ends_the_bridge_not_the_frontend() {
     assert!(matches!(bridge.join(), BridgeEnd::Protocol(_)));
     assert_eq!(front.dead_reason(), None);
     // The device is still usable: a new bridge serves it.
-    let dev = front.enumerate(1).unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let again = Bridge::spawn(
-        Arc::clone(&front),
-        DeviceTarget::of(&dev),
-        ours,
-        BridgeOptions::default(),
-    )
-    .unwrap();
-    let mut vhci = FakeVhci::new(theirs);
+    let (again, mut vhci) = bridge_with(&front, 1, BridgeOptions::default());
     assert_eq!(vhci.transfer(Direction::In, 1, 16, vec![]).header.status, 0);
     drop(vhci);
     assert_eq!(again.join(), BridgeEnd::PeerClosed);
@@ -512,14 +502,11 @@ fn isochronous_in_and_out_keep_the_drivers_packet_offsets() {
 #[test]
 fn a_peer_that_stops_reading_ends_the_bridge_after_the_write_timeout() {
     let (_w, daemon, front) = running();
-    let dev = front.enumerate(1).unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
     let options = BridgeOptions {
         write_timeout: Duration::from_millis(200),
         ..BridgeOptions::default()
     };
-    let bridge = Bridge::spawn(Arc::clone(&front), DeviceTarget::of(&dev), ours, options).unwrap();
-    let mut vhci = FakeVhci::new(theirs);
+    let (bridge, mut vhci) = bridge_with(&front, 1, options);
     // Source mode: every bulk IN returns all it was asked for.
     let s = vhci.control(SetupPacket::new(0x40, VENDOR_SET_MODE, 1, 0, 0), vec![]);
     assert_eq!(vhci.ret_submit(s).header.status, 0);

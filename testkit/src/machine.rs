@@ -2,6 +2,10 @@
 //! at [`DISK`] and the loopback at [`LOOP`], both in the fake sysfs (the
 //! disk bound to usb-storage), for the real toolstack, daemon and frontend.
 
+use std::path::Path;
+
+use pvusb_backend::DaemonHandle;
+
 use crate::world::World;
 
 /// The guest.
@@ -31,4 +35,10 @@ pub fn emulated_specs() -> Vec<String> {
         format!("storage-mem:{}", u64::from(DISK_BLOCKS) * 512),
         "loopback".to_owned(),
     ]
+}
+
+/// The daemon on `m`'s bus with each controller in a worker process of
+/// `exe` (the `pvusb` binary of the calling test crate).
+pub fn process_daemon(m: &World, exe: &Path) -> DaemonHandle {
+    m.daemon_builder().processes(exe, &emulated_specs()).start()
 }

@@ -39,6 +39,8 @@ mod resources;
 mod urb;
 
 #[cfg(test)]
+mod coalesce_tests;
+#[cfg(test)]
 mod layout_tests;
 #[cfg(test)]
 mod map_tests;

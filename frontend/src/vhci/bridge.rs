@@ -20,10 +20,11 @@ use thiserror::Error;
 
 use super::answer::Answers;
 use super::reader::Reader;
-use super::table::{BridgeReport, SharedTable};
+use super::table::SharedTable;
 use super::translate::DeviceTarget;
 use super::watch::{Event, Watch};
 use crate::frontend::Frontend;
+use crate::report::BridgeReport;
 
 /// Default bound on commands held ([`BridgeOptions::max_in_flight`]).
 ///

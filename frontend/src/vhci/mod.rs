@@ -78,11 +78,11 @@ mod tests;
 pub mod translate;
 mod watch;
 
+pub use crate::report::BridgeReport;
 pub use attach::{AttachError, VhciHcd, VhciPorts, VhciSpeed};
 pub use bridge::{Bridge, BridgeEnd, BridgeError, BridgeOptions, DEFAULT_MAX_IN_FLIGHT};
 pub use endpoints::EndpointTypes;
 pub use serve::{ServeError, Server};
-pub use table::BridgeReport;
 pub use translate::DeviceTarget;
 
 use crate::device::Device;

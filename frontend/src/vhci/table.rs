@@ -8,7 +8,6 @@
 //! the bridge holds for the peer by [`super::BridgeOptions::max_in_flight`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use pvusb_support::lock_unpoisoned;
@@ -17,6 +16,7 @@ use super::split::Split;
 use super::translate::Request;
 use super::BridgeEnd;
 use crate::frontend::UrbHandle;
+use crate::report::{BridgeReport, Listed};
 
 /// One submitted URB awaiting its completion.
 #[derive(Debug)]
@@ -99,78 +99,33 @@ impl SharedTable {
     }
 }
 
-/// A bridge's table at one moment, for a stalled device's diagnosis: which
-/// of vhci's commands await an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BridgeReport {
-    /// Commands read and not yet answered on the socket.
-    pub credits_used: usize,
-    /// Why the bridge is ending, if it is.
-    pub ending: Option<String>,
-    /// Submits in flight, lowest seqnum first (at most [`Self::LISTED`]).
-    pub in_flight: Vec<String>,
-    /// How many submits are in flight in all.
-    pub in_flight_total: usize,
-}
-
-impl BridgeReport {
-    /// Submits listed by name; the rest are counted.
-    pub const LISTED: usize = 16;
-}
-
 impl SharedTable {
     /// A snapshot of the table.
     pub fn report(&self) -> BridgeReport {
         let table = self.lock();
-        let mut seqnums: Vec<&u32> = table.in_flight.keys().collect();
-        seqnums.sort_unstable();
-        let in_flight = seqnums
-            .into_iter()
-            .take(BridgeReport::LISTED)
-            .filter_map(|seq| Some((seq, table.in_flight.get(seq)?)))
-            .map(|(seq, e)| {
-                let mut line = format!(
-                    "seq {seq} {:?} {} bytes",
-                    e.request.shape.direction, e.request.shape.transfer_buffer_length
-                );
-                if let Some((done, total)) = e.split.as_ref().map(Split::progress) {
-                    line.push_str(&format!(" split {done}/{total}"));
-                }
-                if e.handle.is_none() {
-                    line.push_str(" not submitted");
-                }
-                if let Some(u) = e.unlink_seqnum {
-                    line.push_str(&format!(" unlink seq {u}"));
-                }
-                line
-            })
-            .collect();
+        let mut entries: Vec<(&u32, &Entry)> = table.in_flight.iter().collect();
+        entries.sort_unstable_by_key(|(seq, _)| **seq);
+        let lines = entries.into_iter().map(|(seq, e)| {
+            let mut line = format!(
+                "seq {seq} {:?} {} bytes",
+                e.request.shape.direction, e.request.shape.transfer_buffer_length
+            );
+            if let Some((done, total)) = e.split.as_ref().map(Split::progress) {
+                line.push_str(&format!(" split {done}/{total}"));
+            }
+            if e.handle.is_none() {
+                line.push_str(" not submitted");
+            }
+            if let Some(u) = e.unlink_seqnum {
+                line.push_str(&format!(" unlink seq {u}"));
+            }
+            line
+        });
         BridgeReport {
             credits_used: table.credits_used,
             ending: table.ending.as_ref().map(ToString::to_string),
-            in_flight,
-            in_flight_total: table.in_flight.len(),
+            in_flight: Listed::first(BridgeReport::LISTED, lines),
         }
-    }
-}
-
-impl fmt::Display for BridgeReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} in flight, {} credits used",
-            self.in_flight_total, self.credits_used
-        )?;
-        if let Some(why) = &self.ending {
-            write!(f, ", ending ({why})")?;
-        }
-        for line in &self.in_flight {
-            write!(f, "; [{line}]")?;
-        }
-        if self.in_flight_total > self.in_flight.len() {
-            f.write_str("; ...")?;
-        }
-        Ok(())
     }
 }
 
@@ -207,7 +162,7 @@ mod tests {
             t.credits_used = 3;
         }
         let report = table.report();
-        assert_eq!(report.in_flight_total, 2);
+        assert_eq!(report.in_flight.total, 2);
         assert_eq!(
             report.to_string(),
             "2 in flight, 3 credits used; [seq 4 In 512 bytes not submitted]; \

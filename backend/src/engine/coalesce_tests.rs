@@ -3,89 +3,20 @@
 //! does): small URBs queued behind a transfer in flight go to the device as
 //! one transfer, and its result is split back per URB.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use pvusb_backend::usb::emulated::loopback::LoopbackDevice;
-use pvusb_backend::usb::emulated::EmulatedHost;
-use pvusb_backend::usb::{
-    Completion, CompletionSink, DeviceInfo, Transfer, TransferId, TransferOutcome, UsbDevice,
-    UsbError,
-};
-use pvusb_backend::{Devices, GuestMemory, Stats, UrbEngine};
 use pvusb_protocol::{
     Direction, Pipe, RequestSegment, SetupPacket, TransferType, UrbRequest, UrbResponse,
 };
-use pvusb_xen::{CopySeg, GrantError};
+
+use super::test_support::{pattern, Guest, Held, PAGE};
+use crate::usb::emulated::loopback::LoopbackDevice;
+use crate::usb::emulated::EmulatedHost;
+use crate::usb::{Completion, CompletionSink, TransferId, TransferOutcome, UsbDevice};
+use crate::{Devices, Stats, UrbEngine};
 
 const PORT: u8 = 1;
 const ADDR: u8 = 5;
-const PAGE: usize = 4096;
-
-/// Guest memory: one page per gref, gref = 100 + request id.
-#[derive(Default)]
-struct Guest(Mutex<HashMap<u32, Vec<u8>>>);
-
-impl Guest {
-    fn page(&self, gref: u32) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&gref)
-            .cloned()
-            .unwrap_or_else(|| vec![0; PAGE])
-    }
-    fn set(&self, gref: u32, data: Vec<u8>) {
-        self.0.lock().unwrap().insert(gref, data);
-    }
-}
-
-impl GuestMemory for Guest {
-    fn copy_from(&self, segs: &[CopySeg], dst: &mut [u8]) -> Result<(), GrantError> {
-        let mut at = 0;
-        for s in segs {
-            let page = self.page(s.gref);
-            let (o, n) = (usize::from(s.offset), usize::from(s.len));
-            dst[at..at + n].copy_from_slice(&page[o..o + n]);
-            at += n;
-        }
-        Ok(())
-    }
-    fn copy_to(&self, segs: &[CopySeg], src: &[u8]) -> Result<(), GrantError> {
-        let mut at = 0;
-        for s in segs {
-            let mut page = self.page(s.gref);
-            let (o, n) = (usize::from(s.offset), usize::from(s.len));
-            page[o..o + n].copy_from_slice(&src[at..at + n]);
-            self.set(s.gref, page);
-            at += n;
-        }
-        Ok(())
-    }
-}
-
-/// Records submits and cancels; completes nothing by itself.
-struct Held {
-    info: DeviceInfo,
-    submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
-    cancels: Arc<Mutex<Vec<TransferId>>>,
-}
-
-impl UsbDevice for Held {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-    fn submit(&mut self, id: TransferId, transfer: Transfer) {
-        self.submits.lock().unwrap().push((id, transfer));
-    }
-    fn cancel(&mut self, id: TransferId) {
-        self.cancels.lock().unwrap().push(id);
-    }
-    fn reset(&mut self) -> Result<(), UsbError> {
-        Ok(())
-    }
-    fn shutdown(&mut self) {}
-}
 
 struct One(Held);
 
@@ -100,12 +31,11 @@ impl CompletionSink for NoSink {
     fn complete(&self, _: TransferId, _: Completion) {}
 }
 
+/// Guest memory: one page per gref, gref = 100 + request id.
 struct Rig {
     engine: UrbEngine,
     devs: One,
     guest: Guest,
-    submits: Arc<Mutex<Vec<(TransferId, Transfer)>>>,
-    cancels: Arc<Mutex<Vec<TransferId>>>,
     out: Vec<UrbResponse>,
 }
 
@@ -124,17 +54,10 @@ impl Rig {
         let mut info = dev.info().clone();
         info.gains_from_coalescing = joins;
         dev.shutdown();
-        let (submits, cancels) = (Arc::default(), Arc::default());
         let mut rig = Rig {
             engine: UrbEngine::new(1, 1, Arc::new(Stats::default())),
-            devs: One(Held {
-                info,
-                submits: Arc::clone(&submits),
-                cancels: Arc::clone(&cancels),
-            }),
+            devs: One(Held::new(info)),
             guest: Guest::default(),
-            submits,
-            cancels,
             out: Vec::new(),
         };
         let pipe = Pipe::new(TransferType::Control, Direction::Out, 0, 0, PORT).expect("pipe");
@@ -158,7 +81,7 @@ impl Rig {
     /// A one-page bulk URB with id `id` on endpoint 1 in `dir`.
     fn bulk(&mut self, id: u16, dir: Direction, len: usize) {
         let pipe = Pipe::new(TransferType::Bulk, dir, ADDR, 1, PORT).expect("pipe");
-        let seg = RequestSegment::new(100 + u32::from(id), 0, len as u16);
+        let seg = RequestSegment::new(100 + u32::from(id), 0, u16::try_from(len).expect("a page"));
         self.request(UrbRequest::bulk(id, pipe, false, &[seg]).expect("bulk"));
     }
 
@@ -172,7 +95,7 @@ impl Rig {
 
     /// Completes the oldest held transfer; returns its length.
     fn complete(&mut self, outcome: TransferOutcome, data: &[u8]) -> usize {
-        let (tid, t) = self.submits.lock().unwrap().remove(0);
+        let (tid, t): (TransferId, _) = self.devs.0.take();
         let mut buffer = t.buffer;
         buffer[..data.len()].copy_from_slice(data);
         let len = buffer.len();
@@ -191,9 +114,9 @@ impl Rig {
     }
 
     fn held(&self) -> Vec<usize> {
-        self.submits
-            .lock()
-            .unwrap()
+        self.devs
+            .0
+            .submits
             .iter()
             .map(|(_, t)| t.buffer.len())
             .collect()
@@ -205,10 +128,6 @@ impl Rig {
             .map(|r| (r.id, r.status, r.actual_length))
             .collect()
     }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
 }
 
 #[test]
@@ -273,11 +192,7 @@ fn an_unlinked_member_is_answered_and_the_others_go_again_in_order() {
     let pipe = Pipe::new(TransferType::Bulk, Direction::In, ADDR, 1, PORT).expect("pipe");
     rig.request(UrbRequest::unlink(9, pipe, 2));
     assert_eq!(rig.take(), vec![(9, 0, 0)], "the unlink itself is answered");
-    assert_eq!(
-        rig.cancels.lock().unwrap().len(),
-        1,
-        "the transfer is cancelled"
-    );
+    assert_eq!(rig.devs.0.cancels.len(), 1, "the transfer is cancelled");
     rig.complete(TransferOutcome::Cancelled, &[]);
     assert_eq!(
         rig.take(),
@@ -306,7 +221,7 @@ fn out_urbs_of_whole_packets_are_gathered_in_order_and_a_csw_sized_one_is_not_jo
         vec![PAGE + 2048],
         "ids 0 and 1 together, 2 waits"
     );
-    let gathered = rig.submits.lock().unwrap()[0].1.buffer.clone();
+    let gathered = rig.devs.0.submits[0].1.buffer.clone();
     assert_eq!(gathered[..PAGE], pattern(PAGE, 10));
     assert_eq!(gathered[PAGE..], pattern(PAGE, 11)[..2048]);
     rig.complete(TransferOutcome::Completed, &[0; PAGE + 2048]);
