@@ -83,7 +83,7 @@ EOF
     xl create "$cfg" || fail "xl create $name"
     DOMNAME=$name
     DOMID=$(xl domid "$name") || fail "no domid for $name"
-    rm -f "/tmp/domu-$DOMID.n"
+    rm -f "/tmp/domu-$DOMID.n" "/tmp/domu-$DOMID.u"
     wait_for 180 grep -q DOMU-READY "$RES/console/guest-$name.log" ||
         fail "domU $name did not reach its command loop (see console/guest-$name.log)"
     echo "domU $name is domid $DOMID, ready after $(( $(date +%s) - t0 ))s"
@@ -104,6 +104,19 @@ domu_wait() {
         echo "domU command $n: no answer within ${limit}s"; return 124; }
     xenstore-read -R "/local/domain/$DOMID/data/out/$n" 2>/dev/null && echo
     rc=$(xenstore-read "/local/domain/$DOMID/data/rc/$n")
+    return "$rc"
+}
+# domu_urgent CMD: run CMD in the domU beside the command loop (which may be stuck behind a
+# hung command) and wait up to 120 s for it; prints its output tail, returns its exit status.
+domu_urgent() {
+    local n=0 rc
+    [ -f "/tmp/domu-$DOMID.u" ] && n=$(cat "/tmp/domu-$DOMID.u")
+    echo $((n + 1)) > "/tmp/domu-$DOMID.u"
+    xenstore-write -R "/local/domain/$DOMID/data/urgent/$n" "$1" || return 1
+    wait_for 120 xenstore-read "/local/domain/$DOMID/data/urc/$n" || {
+        echo "domU urgent command $n: no answer within 120s"; return 124; }
+    xenstore-read -R "/local/domain/$DOMID/data/uout/$n" 2>/dev/null && echo
+    rc=$(xenstore-read "/local/domain/$DOMID/data/urc/$n")
     return "$rc"
 }
 # domu_exec [-t SECS] CMD: run CMD in the domU and wait for it.
@@ -313,15 +326,16 @@ front_serve_start() {
 # value, which xenstored caps at 2048 bytes for a guest: a longer output is lost whole.
 front_serve_log() { domu_exec "tail -n ${1:-30} $FRONT_SERVE_LOG | tail -c 1900"; }
 # domu_fetch FILE DEST [MAX_KIB]: copy the last MAX_KIB (default 256) KiB of a domU file into DEST
-# in dom0, in chunks whose base64 (1868 bytes for 1400) fits one guest xenstore value.
+# in dom0, in chunks whose base64 (1868 bytes for 1400) fits one guest xenstore value (through
+# domu_urgent: it serves failures, when the command loop may be stuck).
 domu_fetch() {
     local file=$1 dest=$2 max=$((${3:-256} * 1024)) size start i out
-    size=$(domu_exec "stat -c %s $file 2>/dev/null || echo 0") || return 1
+    size=$(domu_urgent "stat -c %s $file 2>/dev/null || echo 0") || return 1
     size=$(echo "$size" | tr -dc 0-9); [ -n "$size" ] || size=0
     start=$(( size > max ? (size - max) / 1400 : 0 ))
     : > "$dest"
     for i in $(seq "$start" $(( (size + 1399) / 1400 - 1 ))); do
-        out=$(domu_exec "dd if=$file bs=1400 skip=$i count=1 2>/dev/null | base64 -w0") || break
+        out=$(domu_urgent "dd if=$file bs=1400 skip=$i count=1 2>/dev/null | base64 -w0") || break
         printf '%s' "$out" | tr -d '\n' | base64 -d >> "$dest" 2>/dev/null || break
     done
 }
@@ -329,12 +343,14 @@ domu_fetch() {
 # log each controller's requests in flight and ring indexes and each device's pending commands;
 # then its log, the domU's dmesg (the reset loop's repeated lines cut) and its threads' wait channels.
 front_serve_diagnose() {
-    domu_exec "kill -USR1 \$(cat /tmp/front-serve.pid)" || true
+    echo "the domU's memory and /tmp:"
+    domu_urgent "free; df /tmp; ls -la /tmp | tail -n 12"
+    domu_urgent "kill -USR1 \$(cat /tmp/front-serve.pid)" || echo "SIGUSR1 not sent"
     sleep 2
     echo "front serve's report (SIGUSR1):"
-    domu_exec "grep -E 'controller: |bridge: ' $FRONT_SERVE_LOG | tail -n 4 | cut -c1-460 | tail -c 1900"
+    domu_urgent "grep -E 'controller: |bridge: ' $FRONT_SERVE_LOG | tail -n 4 | cut -c1-460 | tail -c 1900"
     domu_fetch "$FRONT_SERVE_LOG" "$RES/$SCEN.front-serve.log"
-    domu_exec "dmesg | awk '/SetAddress Request|reset high-speed/ { if (++n > 40) next } { print }' > /tmp/dmesg.txt"
+    domu_urgent "dmesg | awk '/SetAddress Request|reset high-speed/ { if (++n > 40) next } { print }' > /tmp/dmesg.txt"
     domu_fetch /tmp/dmesg.txt "$RES/$SCEN.domu-dmesg.log" 64
     echo "front serve's log and the domU's dmesg: results/$SCEN.front-serve.log, results/$SCEN.domu-dmesg.log"
     if [ "$PEER" = pvusb ]; then
@@ -342,7 +358,7 @@ front_serve_diagnose() {
         "$PVUSB" stats "$DOMID" 2>&1 | head -n 20 || true
     fi
     echo "front serve's threads (name, kernel wait channel):"
-    domu_exec "for t in /proc/\$(cat /tmp/front-serve.pid)/task/*; do echo \$(cat \$t/comm) \$(cat \$t/wchan); done | tail -c 1900"
+    domu_urgent "for t in /proc/\$(cat /tmp/front-serve.pid)/task/*; do echo \$(cat \$t/comm) \$(cat \$t/wchan); done | tail -c 1900"
 }
 front_serve_alive() {
     domu_exec "kill -0 \$(cat /tmp/front-serve.pid)" ||
