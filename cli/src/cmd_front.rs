@@ -87,8 +87,8 @@ enum FrontCommand {
 
 const WAIT: Duration = Duration::from_secs(2);
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl std::error::Error) -> String {
+    Chain(&e).to_string()
 }
 
 impl Args {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pvusb_testkit::machine::{self, DISK, DOM};
 use pvusb_protocol::xenstore::frontend_dir;
+use pvusb_testkit::machine::{self, DISK, DOM};
 use pvusb_testkit::LIVENESS;
 use pvusb_toolstack::DeviceSpec;
 use pvusb_xenstore::Tx;
@@ -84,7 +84,10 @@ fn sigusr1_logs_each_controller_and_bridge_and_serving_goes_on() {
     let attached = ts.ctrl_attach(DOM, 2, 2);
     let mut front = Running(spawn.join().expect("spawned"));
     if let Err(e) = attached {
-        panic!("ctrl-attach: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "ctrl-attach: {e}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
     ts.dev_attach(DOM, &DeviceSpec::BusId(DISK.into()), Some(0), Some(1))
         .expect("dev-attach");
@@ -100,7 +103,10 @@ fn sigusr1_logs_each_controller_and_bridge_and_serving_goes_on() {
         .lines()
         .find(|l| l.contains("controller: "))
         .expect("a controller line");
-    assert!(report.contains("connected; 0 in flight, 0 queued"), "{report}");
+    assert!(
+        report.contains("connected; 0 in flight, 0 queued"),
+        "{report}"
+    );
     assert!(report.contains("urb ring: req_prod_pvt"), "{report}");
     assert!(
         front.0.try_wait().expect("status").is_none(),
@@ -113,7 +119,11 @@ fn sigusr1_logs_each_controller_and_bridge_and_serving_goes_on() {
         if let Some(s) = front.0.try_wait().expect("status") {
             break s;
         }
-        assert!(Instant::now() < end, "no exit after SIGTERM:\n{}", read_log());
+        assert!(
+            Instant::now() < end,
+            "no exit after SIGTERM:\n{}",
+            read_log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit {status}:\n{}", read_log());
@@ -126,4 +136,27 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A controller the toolstack never made: one line that names it and the
+/// fix, and a failure status (not a bare "xenstore operation failed").
+#[test]
+fn a_missing_controller_is_refused_with_the_fix() {
+    let m = machine::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_pvusb"))
+        .args(["front", "--transport", "sim", "--domid", &DOM.to_string()])
+        .args(["--devid", "3"])
+        .arg("--sim-dir")
+        .arg(m.dir())
+        .arg("list")
+        .env("XENSTORED_PATH", m.xs_path())
+        .output()
+        .expect("pvusb runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("controller 3 of domain 1 does not exist") && line.contains("ctrl-attach"),
+        "{stderr}"
+    );
 }

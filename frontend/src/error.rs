@@ -92,6 +92,20 @@ pub enum FrontendError {
     /// The backend went to a state that ends the handshake.
     #[error("backend went to state {0:?} during the handshake")]
     BackendGone(XenbusState),
+    /// The toolstack made no such controller for this domain.
+    #[error(
+        "controller {devid} of domain {domid} does not exist ({path} is missing): create it \
+         from the backend domain (`pvusb ctrl-attach {domid}` or `xl usbctrl-attach`), or \
+         name an existing one"
+    )]
+    NoController {
+        /// This domain.
+        domid: u16,
+        /// The controller asked for.
+        devid: u32,
+        /// The node that would name its backend.
+        path: String,
+    },
     /// A xenstore value written by the toolstack or the backend is unusable.
     #[error("xenstore key {path} holds {value:?}, which is not {expected}")]
     BadXenstoreValue {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pvusb_protocol::xenstore::{self, keys, parse_num_ports, parse_u16, parse_u32};
 use pvusb_protocol::{UsbVer, XenbusState};
-use pvusb_xenstore::{Tx, XsClient};
+use pvusb_xenstore::{Tx, XsClient, XsError};
 
 use crate::connection::Connection;
 use crate::error::FrontendError;
@@ -32,7 +32,7 @@ pub struct ControllerConfig {
 
 fn read_required(xs: &XsClient, path: &str) -> Result<String, FrontendError> {
     xs.read(Tx::NONE, path)?
-        .ok_or_else(|| FrontendError::Xenstore(pvusb_xenstore::XsError::NotFound(path.to_owned())))
+        .ok_or_else(|| FrontendError::Xenstore(XsError::NotFound(path.to_owned())))
 }
 
 fn bad(path: &str, value: &str, expected: &'static str) -> FrontendError {
@@ -49,7 +49,18 @@ impl ControllerConfig {
     pub fn read(xs: &XsClient, domid: u16, devid: u32) -> Result<Self, FrontendError> {
         let frontend_dir = xenstore::frontend_dir(domid, devid);
         let backend_path = xenstore::join(&frontend_dir, keys::BACKEND);
-        let backend_dir = read_required(xs, &backend_path)?;
+        let missing = || FrontendError::NoController {
+            domid,
+            devid,
+            path: backend_path.clone(),
+        };
+        // Denied, too: xenstored answers EACCES for a node below one that
+        // does not exist in a directory this domain may not list.
+        let backend_dir = match xs.read(Tx::NONE, &backend_path) {
+            Ok(Some(dir)) => dir,
+            Ok(None) | Err(XsError::Access(_) | XsError::NotFound(_)) => return Err(missing()),
+            Err(e) => return Err(e.into()),
+        };
         if !backend_dir.starts_with('/') || backend_dir.len() > 256 {
             return Err(bad(
                 &backend_path,
