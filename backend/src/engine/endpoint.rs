@@ -326,7 +326,7 @@ impl Endpoint {
         out: &mut Vec<UrbResponse>,
     ) {
         let members = self.sent.iter().filter(|s| s.transfer == tid).count();
-        tracing::trace!(%tid, members, actual = c.actual_length, "completion");
+        tracing::trace!(%tid, members, actual = c.actual_length, outcome = ?c.outcome, "completion");
         if members > 1 {
             self.complete_coalesced(tid, c, mem, res, out);
         } else if let Some(pos) = self.sent.iter().position(|s| s.transfer == tid) {
