@@ -14,17 +14,16 @@ use pvusb_testkit::LIVENESS;
 use pvusb_toolstack::DeviceSpec;
 use pvusb_xenstore::Tx;
 
-/// vhci-hcd's `status` with four free high-speed and four super-speed ports.
-const FREE_PORTS: &str = "hub port sta spd dev      sockfd local_busid
-hs  0000 004 000 00000000 000000 0-0
-hs  0001 004 000 00000000 000000 0-0
-hs  0002 004 000 00000000 000000 0-0
-hs  0003 004 000 00000000 000000 0-0
-ss  0004 004 000 00000000 000000 0-0
-ss  0005 004 000 00000000 000000 0-0
-ss  0006 004 000 00000000 000000 0-0
-ss  0007 004 000 00000000 000000 0-0
-";
+/// vhci-hcd's `status` with four free high-speed and four super-speed
+/// ports, as `status_show` prints it.
+fn free_ports() -> String {
+    let mut text = String::from("hub port sta spd dev      sockfd local_busid\n");
+    for port in 0..8 {
+        let hub = if port < 4 { "hs" } else { "ss" };
+        text.push_str(&format!("{hub}  {port:04} 004 000 00000000 000000 0-0\n"));
+    }
+    text
+}
 
 /// A child killed when the test ends however it ends.
 struct Running(Child);
@@ -47,7 +46,11 @@ fn sigusr1_logs_each_controller_and_bridge_and_serving_goes_on() {
     let daemon = m.daemon();
     let ts = m.toolstack();
     let vhci = tempfile::tempdir().expect("vhci dir");
-    for (name, text) in [("status", FREE_PORTS), ("attach", ""), ("detach", "")] {
+    for (name, text) in [
+        ("status", free_ports()),
+        ("attach", String::new()),
+        ("detach", String::new()),
+    ] {
         std::fs::write(vhci.path().join(name), text).expect("vhci file");
     }
     let log = vhci.path().join("front-serve.log");
