@@ -23,6 +23,10 @@ const CLEAR_FEATURE_ENDPOINT: (u8, u8) = (0x02, request::CLEAR_FEATURE);
 pub enum Answer {
     /// SET_ADDRESS was emulated: answer 0.
     AddressSet,
+    /// SET_ADDRESS to a device that already had an address: the guest
+    /// reset its port and enumerates again (spec 9). Answer 0; the engine
+    /// resets the device on this root-hub port (`engine::port_reset`).
+    Readdressed(u8),
     /// No device at that address or port: -ENODEV.
     NoDevice,
     /// Not allowed at address 0 (or a bad address value): -EINVAL.
@@ -33,7 +37,7 @@ impl Answer {
     /// The status to answer with.
     pub fn status(self) -> Status {
         match self {
-            Answer::AddressSet => Status::Ok,
+            Answer::AddressSet | Answer::Readdressed(_) => Status::Ok,
             Answer::NoDevice => Status::NoDev,
             Answer::Refused => Status::Inval,
         }
@@ -222,13 +226,18 @@ impl AddressTable {
         if new > 127 {
             return Answer::Refused;
         }
+        let had_address = port != 0 && self.ports.contains(&port);
         self.forget_port(port);
         if let Some(slot) = self.ports.get_mut(usize::from(new)) {
             if new != 0 {
                 *slot = port;
             }
         }
-        Answer::AddressSet
+        if had_address {
+            Answer::Readdressed(port)
+        } else {
+            Answer::AddressSet
+        }
     }
 }
 
@@ -416,7 +425,7 @@ mod tests {
         let mut t = AddressTable::new();
         assert_eq!(t.set_address(2, 7), Answer::AddressSet);
         assert_eq!(t.set_address(3, 9), Answer::AddressSet);
-        assert_eq!(t.set_address(2, 11), Answer::AddressSet);
+        assert_eq!(t.set_address(2, 11), Answer::Readdressed(2));
         assert_eq!(t.set_address(2, 128), Answer::Refused);
         let saved = t.take_changes().expect("changed");
         assert_eq!(saved, "9:3,11:2");

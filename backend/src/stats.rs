@@ -72,6 +72,9 @@ counters! {
     refused,
     /// SET_ADDRESS requests emulated.
     set_address,
+    /// Devices reset because the guest enumerated them again (its port
+    /// reset, which stays in the guest; see `engine::port_reset`).
+    device_resets,
     /// Address-table saves to xenstore (one transaction each; rate-limited,
     /// see `Controller::save_addresses`).
     address_saves,

@@ -2,7 +2,7 @@
 //! and read back through BOT READ(10)/WRITE(10), random unlinks mixed in.
 
 use pvusb_protocol::{Direction, Pipe, TransferType, UrbRequest};
-use pvusb_testkit::bot::{command, read10, write10};
+use pvusb_testkit::bot::{command, read10, rw10, send_cbw, write10};
 use pvusb_testkit::rng::Rng;
 use pvusb_testkit::{Controller, Driver, World};
 
@@ -81,4 +81,35 @@ fn write_and_read_back_64_mib_with_unlinks() {
     assert_eq!(s.in_flight, 0);
     assert_eq!(s.invalid + s.grant_errors + s.no_device, 0, "{s:?}");
     assert!(s.pool_allocated <= 18, "no per-URB allocation: {s:?}");
+}
+
+/// A guest that resets its port and enumerates the device again gets the
+/// device reset. Port resets stay in the guest (xen-hcd and vhci-hcd do them
+/// locally), so without this a device left mid-command (a daemon killed
+/// during a READ) stalls every later command block, and usb-storage's
+/// recovery (a port reset) cannot help.
+#[test]
+fn enumerating_again_resets_a_device_left_mid_command() {
+    let w = World::new();
+    let b = w.plug_disk(2048);
+    let _d = w.daemon();
+    w.controller(&Controller::new(41, 0, 2, 1));
+    w.set_port(41, 0, 1, &b.to_string());
+    let mut drv = Driver::connect(&w, 41, 0);
+    drv.conn_event();
+    drv.enumerate(1, 5);
+    // READ(10) of 8 blocks of which only the first is taken.
+    let r = send_cbw(&mut drv, 0, 5, 1, 1, &rw10(0x28, 0, 8), true, 8 * 512);
+    assert_eq!((r.status, r.actual_length), (0, 31), "CBW of the READ");
+    let r = drv.roundtrip(drv.bulk(1, 5, 1, 0x82, 512));
+    assert_eq!((r.status, r.actual_length), (0, 512), "the first block");
+    // The disk still owes seven blocks: a new command block is stalled.
+    let r = send_cbw(&mut drv, 2, 5, 1, 2, &[0; 6], false, 0);
+    assert_eq!(r.status, -32, "a CBW in the middle of a data phase stalls");
+
+    // The guest's recovery: a port reset, then enumeration from address 0.
+    drv.enumerate(1, 6);
+    command(&mut drv, [0, 1, 2], 6, 1, 3, &[0; 6], false, 0, &[], &[]); // TEST UNIT READY
+    let got = read10(&mut drv, 6, 1, 4, 0, 4096, &[]);
+    assert_eq!(got.len(), 4096);
 }

@@ -30,6 +30,25 @@ pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
     [op, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]
 }
 
+/// Sends a command block wrapper alone, on id `id`, and returns its
+/// response (a stalled one included): for tests that leave a command
+/// unfinished on purpose.
+#[allow(clippy::too_many_arguments)]
+pub fn send_cbw(
+    d: &mut Driver,
+    id: u16,
+    dev: u8,
+    port: u8,
+    tag: u32,
+    cdb: &[u8],
+    data_in: bool,
+    len: usize,
+) -> pvusb_protocol::UrbResponse {
+    d.write_buf(id as usize, 0, &cbw(tag, len as u32, data_in, cdb));
+    let req = d.bulk(id, dev, port, EP_OUT, 31);
+    d.roundtrip(req)
+}
+
 /// One SCSI command: CBW, optional data, CSW, sent as one batch on ids
 /// `ids[0..3]`. OUT data is written from `out`; IN data is returned.
 /// Panics with the failing stage if any transfer fails.

@@ -35,6 +35,7 @@ use crate::stats::{Stats, UrbType};
 use crate::usb::{Completion, TransferKind, UsbDevice};
 
 mod endpoint;
+mod port_reset;
 mod resources;
 mod urb;
 
@@ -50,6 +51,7 @@ pub(crate) mod test_support;
 mod tests;
 
 use endpoint::Endpoint;
+use port_reset::PortResets;
 use resources::{response, Resources};
 use urb::Urb;
 
@@ -77,6 +79,8 @@ pub struct UrbEngine {
     /// cannot grow it: at most one per URB in flight, plus idle ones up to
     /// [`MAX_IN_FLIGHT`].
     endpoints: Vec<Endpoint>,
+    /// Port resets the guest made, carried out on its devices.
+    resets: PortResets,
     res: Resources,
 }
 
@@ -88,6 +92,7 @@ impl UrbEngine {
             num_ports,
             addresses: AddressTable::new(),
             endpoints: Vec::with_capacity(MAX_IN_FLIGHT),
+            resets: PortResets::new(num_ports),
             res: Resources::new(domid, MAX_IN_FLIGHT + 2, stats),
         }
     }
@@ -214,9 +219,14 @@ impl UrbEngine {
         let route = self.addresses.route(s, |p| devices.device(p).is_some());
         let (port, endpoint, mut kind) = match route {
             Route::Answer(a) => {
+                if let Answer::Readdressed(port) = a {
+                    if let Some(device) = devices.device(port) {
+                        self.resets.reset(port, device, &mut self.res);
+                    }
+                }
                 let stats = &self.res.stats;
                 let counter = match a {
-                    Answer::AddressSet => &stats.set_address,
+                    Answer::AddressSet | Answer::Readdressed(_) => &stats.set_address,
                     Answer::NoDevice => &stats.no_device,
                     Answer::Refused => &stats.refused,
                 };

@@ -133,6 +133,7 @@ pub(crate) struct Held {
     pub(crate) info: DeviceInfo,
     pub(crate) submits: Vec<(TransferId, Transfer)>,
     pub(crate) cancels: Vec<TransferId>,
+    pub(crate) resets: usize,
 }
 
 impl Held {
@@ -141,6 +142,7 @@ impl Held {
             info,
             submits: Vec::new(),
             cancels: Vec::new(),
+            resets: 0,
         }
     }
 
@@ -162,6 +164,7 @@ impl UsbDevice for Held {
         self.cancels.push(id);
     }
     fn reset(&mut self) -> Result<(), UsbError> {
+        self.resets += 1;
         Ok(())
     }
     fn shutdown(&mut self) {}

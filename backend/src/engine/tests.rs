@@ -110,6 +110,24 @@ fn a_superspeed_device_descriptor_shows_ep0_as_high_speed() {
     assert_eq!(rig.guest.page(203)[7], 9);
 }
 
+/// A SET_ADDRESS to a device that has an address (the guest reset its port)
+/// resets that device, at most once per `port_reset::MIN_INTERVAL`.
+#[test]
+fn enumerating_again_resets_the_device_of_that_port_only() {
+    let mut rig = Rig::new();
+    rig.request(&set_address(1, 5));
+    rig.request(&set_address(2, 6));
+    assert_eq!((rig.devs.held(1).resets, rig.devs.held(2).resets), (0, 0));
+    rig.request(&set_address(1, 7));
+    assert_eq!((rig.devs.held(1).resets, rig.devs.held(2).resets), (1, 0));
+    // A guest re-enumerating in a loop does not keep the hub busy.
+    rig.request(&set_address(1, 8));
+    assert_eq!(rig.devs.held(1).resets, 1);
+    let stats = rig.engine.stats().snapshot();
+    assert_eq!((stats.set_address, stats.device_resets), (4, 1));
+    assert!(rig.out.iter().all(|r| r.status == 0), "{:?}", rig.out);
+}
+
 #[test]
 fn aborting_a_port_answers_its_urbs_and_leaves_the_others() {
     let mut rig = Rig::new();
