@@ -293,7 +293,14 @@ impl UrbEngine {
             p.urb(urb.urb_type);
         }
         let bulk = matches!(kind, TransferKind::Bulk);
-        tracing::trace!(id = id.get(), port, endpoint, len, bulk, "request");
+        match &kind {
+            TransferKind::Isochronous { packets } => {
+                let packets = packets.len();
+                tracing::trace!(id = id.get(), port, endpoint, len, packets, "request");
+            }
+            // The setup packet of control requests, to name them in a trace.
+            other => tracing::trace!(id = id.get(), port, endpoint, len, kind = ?other, "request"),
+        }
         let ep = endpoint_mut(&mut self.endpoints, port, endpoint);
         if !bulk {
             ep.submit_alone(urb, kind, device, mem, &mut self.res, out);
