@@ -31,9 +31,10 @@ use nix::sys::socket::{sendmsg, MsgFlags};
 use pvusb_support::{lock_unpoisoned, Chain};
 use tracing::{debug, trace};
 
-use super::split::Step;
 use super::table::{Entry, SharedTable};
-use super::translate::{encode_ret_unlink, error_reply, reply_for, ret_submit_wire, DeviceTarget};
+use super::translate::{
+    encode_ret_unlink, error_reply, reply_for, ret_submit_wire, DeviceTarget, Request,
+};
 use super::watch::Event;
 use crate::error::UrbStatus;
 use crate::frontend::{Frontend, UrbHandle};
@@ -98,12 +99,15 @@ impl Answers {
         lock_unpoisoned(&self.out)
     }
 
-    /// Submits `urb`, the whole request or one piece of a split one, for
-    /// `CMD_SUBMIT` `seqnum`; its completion is answered by [`Self::completed`].
-    pub fn submit(self: &Arc<Self>, seqnum: u32, urb: Urb) -> Option<UrbHandle> {
+    /// Submits `urb`, the whole request or piece `piece` of a split one,
+    /// for `CMD_SUBMIT` `seqnum`; its completion is answered by
+    /// [`Self::completed`].
+    pub fn submit(self: &Arc<Self>, seqnum: u32, piece: usize, urb: Urb) -> Option<UrbHandle> {
         let front = self.front.upgrade()?;
         let answers = Arc::clone(self);
-        Some(front.submit(urb, move |completion| answers.completed(seqnum, completion)))
+        Some(front.submit(urb, move |completion| {
+            answers.completed(seqnum, piece, completion);
+        }))
     }
 
     /// A local answer (a refusal, or the `RET_UNLINK` of a URB already
@@ -116,36 +120,63 @@ impl Answers {
     /// Answers a completed URB: `RET_SUBMIT`, and if vhci unlinked it,
     /// `RET_UNLINK` (alone when the cancel took effect, since vhci gives the
     /// URB back on it and would drop the device on a later `RET_SUBMIT`
-    /// for an unknown seqnum). A piece of a split request submits the next.
-    pub fn completed(self: &Arc<Self>, seqnum: u32, completion: Completion) {
-        trace!(seqnum, status = ?completion.status, "usbif completion");
+    /// for an unknown seqnum). A piece of a split request answers once the
+    /// request's outcome is decided; pieces still in flight then are
+    /// unlinked, and their completions find no entry.
+    pub fn completed(self: &Arc<Self>, seqnum: u32, piece: usize, completion: Completion) {
+        trace!(seqnum, piece, status = ?completion.status, "usbif completion");
         let mut out = self.out();
         let mut table = self.table.lock();
         let ending = table.ending.is_some();
         let Some(entry) = table.in_flight.get_mut(&seqnum) else {
             return;
         };
-        let completion = match settle(entry, completion, ending) {
-            Settled::Final(c) => c,
-            Settled::Next(urb) => {
-                drop(table);
-                drop(out);
-                self.submit_next(seqnum, urb);
-                return;
-            }
+        let completion = match entry.split.as_mut() {
+            None => completion,
+            Some(split) => match split.on_piece(piece, completion) {
+                Some(c) => c,
+                None => return,
+            },
         };
         let Some(entry) = table.in_flight.remove(&seqnum) else {
             return;
         };
         drop(table);
-        if let Some(unlink) = entry.unlink_seqnum {
+        let Entry {
+            request,
+            handles,
+            split,
+            unlink_seqnum,
+        } = entry;
+        self.answer(&mut out, request, unlink_seqnum, completion, ending);
+        drop(out);
+        if split.is_some() {
+            // Pieces behind one that ended the request must not take more
+            // of the device's data (a no-op for those already complete).
+            // No lock is held: a cancel may complete at once, here.
+            for handle in &handles {
+                handle.unlink(UrbStatus::Cancelled);
+            }
+        }
+    }
+
+    /// Writes the answer of a finished request.
+    fn answer(
+        &self,
+        out: &mut Out,
+        request: Request,
+        unlink_seqnum: Option<u32>,
+        completion: Completion,
+        ending: bool,
+    ) {
+        let seqnum = request.seqnum;
+        if let Some(unlink) = unlink_seqnum {
             if completion.status == UrbStatus::Cancelled {
                 let econnreset = -(Errno::ECONNRESET as i32);
-                self.emit(&mut out, &[&encode_ret_unlink(unlink, econnreset)], 2);
+                self.emit(out, &[&encode_ret_unlink(unlink, econnreset)], 2);
                 return;
             }
         }
-        let request = entry.request;
         let reply = if ending && !completion.status.is_ok() {
             // Whatever the frontend made of the cancel (cancelled, no
             // device, shutdown), for vhci the device is gone.
@@ -154,46 +185,17 @@ impl Answers {
             reply_for(&request, completion)
         };
         let wire = ret_submit_wire(&request, &reply);
-        match entry.unlink_seqnum {
-            None => self.emit(&mut out, &wire.parts(), 1),
+        match unlink_seqnum {
+            None => self.emit(out, &wire.parts(), 1),
             Some(unlink) => {
                 // It finished before the cancel: its RET_SUBMIT goes first,
                 // the unlink found nothing to cancel.
                 let [header, data, descriptors] = wire.parts();
                 let ret_unlink = encode_ret_unlink(unlink, 0);
-                self.emit(&mut out, &[header, data, descriptors, &ret_unlink], 2);
+                self.emit(out, &[header, data, descriptors, &ret_unlink], 2);
             }
         }
         trace!(seqnum, "RET_SUBMIT written");
-    }
-
-    /// Submits the next piece of split request `seqnum` (no lock held: it
-    /// may complete at once) and records its handle, cancelling it if vhci
-    /// unlinked the request meanwhile.
-    fn submit_next(self: &Arc<Self>, seqnum: u32, urb: Urb) {
-        debug!(
-            seqnum,
-            len = urb.buffer.len(),
-            "next piece of a split bulk request"
-        );
-        let Some(handle) = self.submit(seqnum, urb) else {
-            // The frontend is gone: the bridge is ending with it.
-            return;
-        };
-        let cancel = {
-            let mut table = self.table.lock();
-            match table.in_flight.get_mut(&seqnum) {
-                Some(entry) => {
-                    entry.handle = Some(handle.clone());
-                    entry.unlink_seqnum.is_some() || table.ending.is_some()
-                }
-                // It completed already (at once, on this thread).
-                None => false,
-            }
-        };
-        if cancel {
-            handle.unlink(UrbStatus::Cancelled);
-        }
     }
 
     /// Sends `parts` now if nothing is queued and the socket takes them,
@@ -269,32 +271,6 @@ impl Answers {
     pub fn flushed(&self) -> bool {
         let out = self.out();
         !out.ok || (out.backlog.is_empty() && !out.draining)
-    }
-}
-
-/// What a completion means for its request.
-enum Settled {
-    /// The request is done: answer it with this.
-    Final(Completion),
-    /// A split request goes on with this piece.
-    Next(Urb),
-}
-
-/// Feeds `completion` to the entry's split state, if any: the request's
-/// final completion, or its next piece. A split request that vhci unlinked
-/// or that the bridge is ending for stops between pieces.
-fn settle(entry: &mut Entry, completion: Completion, ending: bool) -> Settled {
-    let Some(split) = entry.split.as_mut() else {
-        return Settled::Final(completion);
-    };
-    match split.on_piece(completion) {
-        Step::Done(c) => Settled::Final(c),
-        // vhci asked for it back between pieces: the cancel took effect.
-        Step::Next(_) if entry.unlink_seqnum.is_some() => {
-            Settled::Final(split.finish(UrbStatus::Cancelled))
-        }
-        Step::Next(_) if ending => Settled::Final(split.finish(UrbStatus::NoDev)),
-        Step::Next(urb) => Settled::Next(urb),
     }
 }
 

@@ -103,9 +103,9 @@ impl Reader {
     fn submit(&self, cmd: CmdSubmit) -> Result<(), BridgeEnd> {
         let request = Request::of(&cmd);
         let seqnum = request.seqnum;
-        let (urb, split) = match plan(cmd, &self.target) {
-            Ok(Plan::Single(urb)) => (urb, None),
-            Ok(Plan::Split(split, first)) => (first, Some(split)),
+        let (urbs, split) = match plan(cmd, &self.target) {
+            Ok(Plan::Single(urb)) => (vec![urb], None),
+            Ok(Plan::Split(split, pieces)) => (pieces, Some(split)),
             Err(refusal) => {
                 debug!(
                     seqnum,
@@ -131,20 +131,43 @@ impl Reader {
                 seqnum,
                 Entry {
                     request,
-                    handle: None,
+                    handles: Vec::new(),
                     split,
                     unlink_seqnum: None,
                 },
             );
         }
-        trace!(seqnum, len = urb.buffer.len(), "CMD_SUBMIT submitted");
-        let Some(handle) = self.answers.submit(seqnum, urb) else {
-            return Err(BridgeEnd::ControllerGone);
+        let mut handles = Vec::with_capacity(urbs.len());
+        for (piece, urb) in urbs.into_iter().enumerate() {
+            trace!(
+                seqnum,
+                piece,
+                len = urb.buffer.len(),
+                "CMD_SUBMIT submitted"
+            );
+            let Some(handle) = self.answers.submit(seqnum, piece, urb) else {
+                return Err(BridgeEnd::ControllerGone);
+            };
+            handles.push(handle);
+        }
+        let cancel = {
+            let mut table = self.table.lock();
+            let ending = table.ending.is_some();
+            match table.in_flight.get_mut(&seqnum) {
+                Some(entry) => {
+                    entry.handles = handles.clone();
+                    // The bridge began to end while these were submitted.
+                    ending
+                }
+                // Answered already: a piece ended the request before the
+                // pieces behind it were submitted.
+                None => handles.len() > 1,
+            }
         };
-        if let Some(entry) = self.table.lock().in_flight.get_mut(&seqnum) {
-            // Unless the first piece of a split request already completed
-            // and the handle of the next one is set.
-            entry.handle.get_or_insert(handle);
+        if cancel {
+            for handle in &handles {
+                handle.unlink(UrbStatus::Cancelled);
+            }
         }
         Ok(())
     }
@@ -157,7 +180,7 @@ impl Reader {
             match table.in_flight.get_mut(&target) {
                 Some(entry) if entry.unlink_seqnum.is_none() => {
                     entry.unlink_seqnum = Some(seqnum);
-                    entry.handle.clone()
+                    Some(entry.handles.clone())
                 }
                 _ => None,
             }
@@ -165,8 +188,10 @@ impl Reader {
         match handle {
             // Its completion answers: RET_UNLINK alone if the cancel took,
             // RET_SUBMIT then RET_UNLINK(0) if it had won.
-            Some(handle) => {
-                handle.unlink(UrbStatus::Cancelled);
+            Some(handles) => {
+                for handle in &handles {
+                    handle.unlink(UrbStatus::Cancelled);
+                }
             }
             // Already answered (its RET_SUBMIT went out or is queued before
             // this: a completion removes its entry and answers under the

@@ -1,18 +1,24 @@
-//! Bulk requests above usbif's per-URB limit, carried as a sequence of
-//! usbif URBs on the same endpoint, each submitted when the previous one
-//! completed.
+//! Bulk requests above usbif's per-URB limit, carried as several usbif
+//! URBs on the same endpoint, all submitted at once.
 //!
 //! WHY: usb-storage on a high-speed device sends bulk URBs of up to
 //! 120 KiB (`max_sectors` 240) and usbif's `buffer_length` is 16 bits.
-//! WHY sequential and not pipelined: a short IN piece ends the transfer,
-//! and a piece already queued behind it would swallow data meant for the
-//! driver's next URB. WHY [`BULK_CHUNK`] and not [`MAX_URB_DATA`]: 63 KiB
-//! is a multiple of every max packet size, so no piece but the last ends
-//! in a short packet, which the device would take as the end of the
-//! transfer.
+//! WHY all at once: one round trip through the ring and dom0 per piece,
+//! one after the other, cost the bridge a quarter of its throughput
+//! against xen-hcd, which puts a whole scatter list on the ring at once
+//! (Linux's `usb_sg_init` for a host controller without scatter-gather).
+//! This does the same, with the same caveat: a piece that ends short ends
+//! the request, and the pieces behind it are unlinked, but one the device
+//! already started may have taken data meant for the driver's next URB.
+//! A short data stage of a bulk request this large is an error path
+//! (usb-storage resets the device after it). WHY [`BULK_CHUNK`] and not
+//! [`MAX_URB_DATA`]: 63 KiB is a multiple of every max packet size, so no
+//! piece but the last ends in a short packet, which the device would take
+//! as the end of the transfer.
 //!
 //! Pure state: the completions drive it (see `answer.rs`); the bound on
-//! the total is the decoder's [`pvusb_protocol::usbip::Limits`].
+//! the total is the decoder's [`pvusb_protocol::usbip::Limits`], which
+//! bounds the pieces too.
 
 use pvusb_protocol::usb::EndpointType;
 use pvusb_protocol::usbip::CmdSubmit;
@@ -27,8 +33,8 @@ use crate::urb::{Completion, Urb, UrbKind, BULK_CHUNK, MAX_URB_DATA};
 pub(super) enum Plan {
     /// As one usbif URB.
     Single(Urb),
-    /// As pieces: the state and the first piece.
-    Split(Split, Urb),
+    /// As pieces: the state and the pieces, in order.
+    Split(Split, Vec<Urb>),
 }
 
 /// The plan for `cmd`: a bulk request above [`MAX_URB_DATA`] is split,
@@ -53,112 +59,132 @@ pub(super) fn plan(cmd: CmdSubmit, target: &DeviceTarget) -> Result<Plan, Refusa
         Direction::In => Vec::new(),
         Direction::Out => cmd.out_data,
     };
-    let (split, first) = Split::start(&template, total, out);
-    Ok(Plan::Split(split, first))
+    let (split, pieces) = Split::start(&template, total, out);
+    Ok(Plan::Split(split, pieces))
 }
 
-/// One split bulk request and how far it got.
+/// One split bulk request and what its pieces did.
 #[derive(Debug)]
 pub(super) struct Split {
-    port: u8,
-    device: u8,
-    endpoint: u8,
     direction: Direction,
-    short_not_ok: bool,
     /// The request's length.
     total: usize,
     /// OUT: the whole data (handed back in the final completion).
     out: Vec<u8>,
-    /// IN: the data received so far.
-    received: Vec<u8>,
-    /// Bytes transferred by the finished pieces.
-    done: usize,
-    /// Length of the piece in flight.
-    piece: usize,
+    /// Each piece's length and, once it completed, its outcome.
+    pieces: Vec<Piece>,
 }
 
-/// What follows a piece's completion.
 #[derive(Debug)]
-pub(super) enum Step {
-    /// Submit this next piece.
-    Next(Urb),
-    /// The request is over; answer it with this completion.
-    Done(Completion),
+struct Piece {
+    len: usize,
+    done: Option<PieceDone>,
+}
+
+#[derive(Debug)]
+struct PieceDone {
+    status: UrbStatus,
+    /// At most the piece's length.
+    actual: usize,
+    /// IN: the bytes received (`actual` of them).
+    data: Vec<u8>,
 }
 
 impl Split {
-    /// Bytes done by the finished pieces, and the request's length.
+    /// Bytes done by the pieces that completed in full from the first on,
+    /// and the request's length.
     pub fn progress(&self) -> (usize, usize) {
-        (self.done, self.total)
+        let done = self
+            .pieces
+            .iter()
+            .map_while(|p| p.done.as_ref().filter(|d| d.actual == p.len))
+            .map(|d| d.actual)
+            .sum();
+        (done, self.total)
     }
 
     /// The request of `total` bytes (`out` for OUT, empty for IN) and its
-    /// first piece.
-    pub fn start(template: &Urb, total: usize, out: Vec<u8>) -> (Self, Urb) {
-        let mut split = Self {
-            port: template.port,
-            device: template.device,
-            endpoint: template.endpoint,
+    /// pieces, in order.
+    pub fn start(template: &Urb, total: usize, out: Vec<u8>) -> (Self, Vec<Urb>) {
+        let mut pieces = Vec::with_capacity(total.div_ceil(BULK_CHUNK));
+        let mut urbs = Vec::with_capacity(pieces.capacity());
+        let mut offset = 0;
+        while offset < total {
+            let len = BULK_CHUNK.min(total - offset);
+            let buffer = match template.direction {
+                Direction::In => vec![0; len],
+                Direction::Out => out.get(offset..offset + len).unwrap_or_default().to_vec(),
+            };
+            urbs.push(Urb {
+                buffer,
+                // Short anywhere is short for the whole request.
+                ..template.clone()
+            });
+            pieces.push(Piece { len, done: None });
+            offset += len;
+        }
+        let split = Self {
             direction: template.direction,
-            short_not_ok: template.short_not_ok,
             total,
             out,
-            received: Vec::new(),
-            done: 0,
-            piece: 0,
+            pieces,
         };
-        let first = split.next_piece();
-        (split, first)
+        (split, urbs)
     }
 
-    fn next_piece(&mut self) -> Urb {
-        let len = BULK_CHUNK.min(self.total - self.done);
-        self.piece = len;
-        let buffer = match self.direction {
-            Direction::In => vec![0; len],
-            Direction::Out => self
-                .out
-                .get(self.done..self.done + len)
-                .unwrap_or_default()
-                .to_vec(),
-        };
-        Urb {
-            port: self.port,
-            device: self.device,
-            endpoint: self.endpoint,
-            direction: self.direction,
-            kind: UrbKind::Bulk,
-            buffer,
-            // Short anywhere is short for the whole request.
-            short_not_ok: self.short_not_ok,
+    /// Takes piece `index`'s completion; returns the request's final
+    /// completion once it is decided: every piece before the first that
+    /// failed or ended short (or every piece) completed. A completion for
+    /// a piece that does not exist or already completed is ignored.
+    pub fn on_piece(&mut self, index: usize, c: Completion) -> Option<Completion> {
+        let piece = self.pieces.get_mut(index)?;
+        if piece.done.is_some() {
+            return None;
         }
-    }
-
-    /// Takes a piece's completion: the next piece, or the end (an error,
-    /// a short piece, or everything transferred).
-    pub fn on_piece(&mut self, c: Completion) -> Step {
-        let actual = c.actual_length.min(self.piece).min(c.buffer.len());
+        let actual = c.actual_length.min(piece.len).min(c.buffer.len());
+        let mut data = c.buffer;
         if self.direction == Direction::In {
-            self.received
-                .extend_from_slice(c.buffer.get(..actual).unwrap_or_default());
+            data.truncate(actual);
+        } else {
+            data = Vec::new();
         }
-        self.done += actual;
-        if !c.status.is_ok() || actual < self.piece || self.done >= self.total {
-            return Step::Done(self.finish(c.status));
+        piece.done = Some(PieceDone {
+            status: c.status,
+            actual,
+            data,
+        });
+        for p in &self.pieces {
+            let d = p.done.as_ref()?;
+            if !d.status.is_ok() || d.actual < p.len {
+                return Some(self.finish(d.status));
+            }
         }
-        Step::Next(self.next_piece())
+        Some(self.finish(UrbStatus::Ok))
     }
 
-    /// The final completion with `status` and the bytes so far (for an
-    /// unlink or the bridge ending between pieces).
+    /// The final completion with `status` and the bytes of the pieces up
+    /// to the first one that did not complete in full (for an unlink or
+    /// the bridge ending, and for [`Self::on_piece`]).
     pub fn finish(&mut self, status: UrbStatus) -> Completion {
+        let mut actual = 0;
+        let mut received = Vec::new();
+        for p in &mut self.pieces {
+            let Some(d) = p.done.as_mut() else {
+                break;
+            };
+            actual += d.actual;
+            received.append(&mut d.data);
+            if !d.status.is_ok() || d.actual < p.len {
+                break;
+            }
+        }
         let buffer = match self.direction {
-            Direction::In => std::mem::take(&mut self.received),
+            Direction::In => received,
             Direction::Out => std::mem::take(&mut self.out),
         };
         Completion {
             status,
-            actual_length: self.done,
+            actual_length: actual,
             buffer,
             start_frame: 0,
             error_count: 0,

@@ -23,9 +23,9 @@ use crate::report::{BridgeReport, Listed};
 pub(super) struct Entry {
     /// What its reply must agree with.
     pub request: Request,
-    /// To cancel it (a split request: its piece in flight); `None` only
-    /// between insertion and submission.
-    pub handle: Option<UrbHandle>,
+    /// To cancel it (a split request: one per piece, in order); empty
+    /// only between insertion and submission.
+    pub handles: Vec<UrbHandle>,
     /// A bulk request carried in pieces, and how far it got.
     pub split: Option<Split>,
     /// The `seqnum` of vhci's `CMD_UNLINK` for it, once one arrived.
@@ -91,7 +91,7 @@ impl SharedTable {
         let handles = table
             .in_flight
             .values()
-            .filter_map(|e| e.handle.clone())
+            .flat_map(|e| e.handles.iter().cloned())
             .collect();
         drop(table);
         self.changed.notify_all();
@@ -113,7 +113,7 @@ impl SharedTable {
             if let Some((done, total)) = e.split.as_ref().map(Split::progress) {
                 line.push_str(&format!(" split {done}/{total}"));
             }
-            if e.handle.is_none() {
+            if e.handles.is_empty() {
                 line.push_str(" not submitted");
             }
             if let Some(u) = e.unlink_seqnum {
@@ -146,7 +146,7 @@ mod tests {
                 },
                 iso: Vec::new(),
             },
-            handle: None,
+            handles: Vec::new(),
             split: None,
             unlink_seqnum,
         }

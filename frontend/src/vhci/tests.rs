@@ -322,9 +322,9 @@ fn piece_done(urb: &crate::Urb, status: UrbStatus, actual: usize, fill: u8) -> C
     }
 }
 
-fn split_of(direction: Direction, ep: u8, len: u32) -> (super::split::Split, crate::Urb) {
+fn split_of(direction: Direction, ep: u8, len: u32) -> (super::split::Split, Vec<crate::Urb>) {
     match super::split::plan(cmd(direction, ep, len, [0; 8]), &target()) {
-        Ok(super::split::Plan::Split(s, first)) => (s, first),
+        Ok(super::split::Plan::Split(s, pieces)) => (s, pieces),
         other => panic!("expected a split, got {other:?}"),
     }
 }
@@ -334,18 +334,21 @@ fn large_bulk_requests_are_split_others_refused() {
     use super::split::{plan, Plan};
     use crate::urb::BULK_CHUNK;
     let t = target();
-    let (_, first) = split_of(Direction::In, 1, 100_000);
-    assert_eq!((first.endpoint, first.buffer.len()), (1, BULK_CHUNK));
+    let (_, pieces) = split_of(Direction::In, 1, 200_000);
+    let lens: Vec<usize> = pieces.iter().map(|p| p.buffer.len()).collect();
     assert_eq!(
-        (first.port, first.device, first.kind),
-        (3, 7, UrbKind::Bulk)
+        lens,
+        [BULK_CHUNK, BULK_CHUNK, BULK_CHUNK, 200_000 - 3 * BULK_CHUNK]
     );
-    let (_, first) = split_of(Direction::Out, 1, 100_000);
-    let expected = ramp(BULK_CHUNK);
-    assert_eq!(
-        first.buffer, expected,
-        "the first piece is the data's start"
-    );
+    for p in &pieces {
+        assert_eq!(
+            (p.port, p.device, p.endpoint, &p.kind, p.direction),
+            (3, 7, 1, &UrbKind::Bulk, Direction::In)
+        );
+    }
+    let (_, pieces) = split_of(Direction::Out, 1, 100_000);
+    let all: Vec<u8> = pieces.iter().flat_map(|p| p.buffer.clone()).collect();
+    assert_eq!(all, ramp(100_000), "the pieces are the data, in order");
     // At the limit: one URB, as before.
     let single = plan(cmd(Direction::In, 1, wire_len(MAX_URB_DATA), [0; 8]), &t);
     assert!(matches!(single, Ok(Plan::Single(u)) if u.buffer.len() == MAX_URB_DATA));
@@ -355,34 +358,41 @@ fn large_bulk_requests_are_split_others_refused() {
 }
 
 #[test]
-fn split_in_runs_piece_by_piece_and_a_short_piece_ends_it() {
-    use super::split::Step;
+fn split_in_ends_when_its_pieces_in_order_are_known() {
     use crate::urb::BULK_CHUNK;
-    let (mut s, first) = split_of(Direction::In, 1, 200_000);
-    let Step::Next(second) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 1)) else {
-        panic!("a full piece asks for the next")
-    };
-    assert_eq!(second.buffer.len(), BULK_CHUNK);
-    // Short: the request ends with what came, status OK.
-    let Step::Done(c) = s.on_piece(piece_done(&second, UrbStatus::Ok, 100, 2)) else {
-        panic!("a short piece ends it")
-    };
+    let (mut s, p) = split_of(Direction::In, 1, 200_000);
+    // Out of order: the third piece first says nothing yet.
+    assert!(s
+        .on_piece(2, piece_done(&p[2], UrbStatus::Ok, BULK_CHUNK, 3))
+        .is_none());
+    assert!(s
+        .on_piece(0, piece_done(&p[0], UrbStatus::Ok, BULK_CHUNK, 1))
+        .is_none());
+    assert_eq!(s.progress(), (BULK_CHUNK, 200_000));
+    // The second piece is short: the request ends there with what came,
+    // status OK, whatever the pieces behind it did.
+    let c = s
+        .on_piece(1, piece_done(&p[1], UrbStatus::Ok, 100, 2))
+        .expect("a short piece ends it");
     assert_eq!(
-        (c.status, c.actual_length),
-        (UrbStatus::Ok, BULK_CHUNK + 100)
+        (c.status, c.actual_length, c.buffer.len()),
+        (UrbStatus::Ok, BULK_CHUNK + 100, BULK_CHUNK + 100)
     );
-    assert_eq!(c.buffer.len(), BULK_CHUNK + 100);
     assert_eq!((c.buffer[BULK_CHUNK - 1], c.buffer[BULK_CHUNK]), (1, 2));
-    // All of it: the last piece is the rest.
-    let (mut s, first) = split_of(Direction::In, 1, 100_000);
-    let Step::Next(last) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 3)) else {
-        panic!()
-    };
-    assert_eq!(last.buffer.len(), 100_000 - BULK_CHUNK);
-    let Step::Done(c) = s.on_piece(piece_done(&last, UrbStatus::Ok, 100_000 - BULK_CHUNK, 4))
-    else {
-        panic!()
-    };
+    // All of it, each piece once: a repeated or unknown piece is ignored.
+    let (mut s, p) = split_of(Direction::In, 1, 100_000);
+    assert!(s
+        .on_piece(0, piece_done(&p[0], UrbStatus::Ok, BULK_CHUNK, 3))
+        .is_none());
+    assert!(s
+        .on_piece(0, piece_done(&p[0], UrbStatus::Stall, 0, 0))
+        .is_none());
+    assert!(s
+        .on_piece(7, piece_done(&p[0], UrbStatus::Stall, 0, 0))
+        .is_none());
+    let c = s
+        .on_piece(1, piece_done(&p[1], UrbStatus::Ok, 100_000 - BULK_CHUNK, 4))
+        .expect("the last piece ends it");
     assert_eq!(
         (c.status, c.actual_length, c.buffer.len()),
         (UrbStatus::Ok, 100_000, 100_000)
@@ -392,24 +402,25 @@ fn split_in_runs_piece_by_piece_and_a_short_piece_ends_it() {
         c.clone(),
     );
     assert_eq!((r.header.status, r.in_data.len()), (0, 100_000));
+    // A backend claiming more than a piece's length is clamped to it.
+    let (mut s, p) = split_of(Direction::In, 1, 100_000);
+    let mut lying = piece_done(&p[0], UrbStatus::Ok, BULK_CHUNK, 5);
+    lying.actual_length = usize::MAX;
+    assert!(s.on_piece(0, lying).is_none());
+    assert_eq!(s.progress(), (BULK_CHUNK, 100_000));
 }
 
 #[test]
 fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
-    use super::split::Step;
     use crate::urb::BULK_CHUNK;
-    let (mut s, first) = split_of(Direction::Out, 1, 150_000);
-    let Step::Next(second) = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 0)) else {
-        panic!()
-    };
-    assert_eq!(
-        second.buffer[0],
-        ramp(BULK_CHUNK + 1)[BULK_CHUNK],
-        "the data's second piece"
-    );
-    let Step::Done(c) = s.on_piece(piece_done(&second, UrbStatus::Stall, 0, 0)) else {
-        panic!("a stall ends it")
-    };
+    let (mut s, p) = split_of(Direction::Out, 1, 150_000);
+    assert_eq!(p.len(), 3);
+    assert!(s
+        .on_piece(0, piece_done(&p[0], UrbStatus::Ok, BULK_CHUNK, 0))
+        .is_none());
+    let c = s
+        .on_piece(1, piece_done(&p[1], UrbStatus::Stall, 0, 0))
+        .expect("a stall ends it");
     assert_eq!((c.status, c.actual_length), (UrbStatus::Stall, BULK_CHUNK));
     let r = reply_for(
         &Request::of(&cmd(Direction::Out, 1, 150_000, [0; 8])),
@@ -419,9 +430,9 @@ fn split_out_stops_at_the_first_error_with_the_bytes_so_far() {
         (r.header.status, r.header.actual_length),
         (-32, wire_len(BULK_CHUNK))
     );
-    // Ended between pieces (unlink): that status and the bytes so far.
-    let (mut s, first) = split_of(Direction::Out, 1, 150_000);
-    let _ = s.on_piece(piece_done(&first, UrbStatus::Ok, BULK_CHUNK, 0));
+    // Ended by an unlink: that status and the bytes of the leading pieces.
+    let (mut s, p) = split_of(Direction::Out, 1, 150_000);
+    let _ = s.on_piece(0, piece_done(&p[0], UrbStatus::Ok, BULK_CHUNK, 0));
     let c = s.finish(UrbStatus::Cancelled);
     assert_eq!(
         (c.status, c.actual_length),

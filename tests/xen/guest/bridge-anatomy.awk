@@ -19,7 +19,8 @@ function stat(A, n,   i, s) {
     qsort(A, 1, n)
     return sprintf("median %.2f mean %.2f", 1000 * A[int((n + 1) / 2)], 1000 * s / n)
 }
-/CMD_SUBMIT submitted/ { q = seq(); ts = t($1); sub_t[q] = ts
+/CMD_SUBMIT submitted/ { q = seq(); ts = t($1); if (q in sub_t) next  # a split request logs one per piece
+    sub_t[q] = ts
     if (last_ret) { K[++nk] = ts - last_ret; last_ret = 0 } }
 /usbif completion/ { q = seq(); if (q in sub_t) { done_t[q] = t($1); np++ } }
 /RET_SUBMIT written/ { q = seq(); ts = t($1); last_ret = ts
