@@ -217,7 +217,11 @@ fn serve(
         match op.recv(rx) {
             Ok(event) => {
                 if let Next::Dead(reason) = s.server.on_event(event) {
-                    return Err(format!("controller {} died: {reason}", s.devid));
+                    return Err(format!(
+                        "controller {} died: {reason}",
+                        s.devid,
+                        reason = Chain(&reason)
+                    ));
                 }
             }
             Err(_) => return Err(format!("controller {} went away", s.devid)),

@@ -14,13 +14,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pvusb_protocol::{ConnRequest, Pipe, UrbRequest, UrbResponse};
-use pvusb_ring::{FrontRing, RingError};
+use pvusb_ring::FrontRing;
 use pvusb_support::Chain;
 use pvusb_xen::EventChannel;
 use tracing::{debug, warn};
 
 use crate::connection::{Connection, Page, NR_IDS};
-use crate::error::UrbStatus;
+use crate::error::{BackendViolation, UrbStatus};
 use crate::ports::{PortEvent, RootHub};
 use crate::report::{EngineReport, InFlightReport, Listed, RingIndexes};
 use crate::urb::{Callback, Completion, Urb};
@@ -93,7 +93,7 @@ pub(crate) enum RspEvent {
 /// Engine state; lives inside the frontend's mutex.
 pub(crate) struct Engine {
     conn: Option<Connection>,
-    dead: Option<String>,
+    dead: Option<BackendViolation>,
     slots: Vec<Slot>,
     free_ids: Vec<u16>,
     queue: VecDeque<Queued>,
@@ -152,8 +152,8 @@ impl Engine {
     }
 
     /// Why the controller is dead, if a backend protocol error killed it.
-    pub(crate) fn dead_reason(&self) -> Option<&str> {
-        self.dead.as_deref()
+    pub(crate) fn dead_reason(&self) -> Option<BackendViolation> {
+        self.dead
     }
 
     /// The counters.
@@ -180,7 +180,7 @@ impl Engine {
             });
         EngineReport {
             attached: self.conn.is_some(),
-            dead: self.dead.clone(),
+            dead: self.dead.map(|d| Chain(&d).to_string()),
             in_flight: Listed::first(EngineReport::LISTED, in_flight),
             queued: self.queue.len(),
             urb_ring: self.conn.as_ref().map(|c| indexes(&c.urb)),
@@ -475,7 +475,7 @@ impl Engine {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.kill(format!("response ring overflow: {e}", e = Chain(&e)), done);
+                    self.kill(BackendViolation::Ring("urb or conn", e), done);
                     break;
                 }
             }
@@ -496,7 +496,7 @@ impl Engine {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    self.kill(ring_error("urb", e), done);
+                    self.kill(BackendViolation::Ring("urb", e), done);
                     break;
                 }
             };
@@ -510,18 +510,14 @@ impl Engine {
     }
 
     /// Spec 7.7: validate one response and give its URB back.
-    fn complete(&mut self, rsp: &UrbResponse, done: &mut Done) -> Result<(), String> {
+    fn complete(&mut self, rsp: &UrbResponse, done: &mut Done) -> Result<(), BackendViolation> {
         let id = rsp.id;
         let slot = self
             .slots
             .get_mut(usize::from(id))
-            .ok_or_else(|| format!("response with request id {id}, which is not below {NR_IDS}"))?;
+            .ok_or(BackendViolation::IdOutOfRange(id))?;
         match std::mem::replace(slot, Slot::Free) {
-            Slot::Free => {
-                return Err(format!(
-                    "response for request id {id}, which is not in flight"
-                ))
-            }
+            Slot::Free => return Err(BackendViolation::NotInFlight(id)),
             Slot::Unlink { target } => debug!("unlink {id} of {target} answered {}", rsp.status),
             Slot::Submit(f) => {
                 let InFlight {
@@ -544,8 +540,12 @@ impl Engine {
                     ));
                 }
                 let status = unlink_status.unwrap_or_else(|| UrbStatus::from_wire(rsp.status));
-                let conn = self.conn.as_mut().ok_or("no connection")?;
-                let completion = conn.finish(id, urb, rsp, status);
+                let completion = match self.conn.as_mut() {
+                    Some(conn) => conn.finish(id, urb, rsp, status),
+                    // Responses come from a connection; without one the
+                    // URB still gets its one completion.
+                    None => Completion::local(UrbStatus::Shutdown, urb.buffer),
+                };
                 self.stats.completed += 1;
                 done.push((callback, completion));
             }
@@ -565,21 +565,21 @@ impl Engine {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    error = Some(ring_error("conn", e));
+                    error = Some(BackendViolation::Ring("conn", e));
                     break;
                 }
             };
             n += 1;
             // Keep every slot posted: re-post one request per response taken.
             if let Err(e) = conn.conn.push_request(&ConnRequest { id: rsp.id }) {
-                error = Some(ring_error("conn", e));
+                error = Some(BackendViolation::Ring("conn", e));
                 break;
             }
             match self.hub.apply(&rsp) {
                 Ok(Some(ev)) => self.events.push(ev),
                 Ok(None) => {}
                 Err(e) => {
-                    error = Some(format!("illegal data on the conn ring: {e}", e = Chain(&e)));
+                    error = Some(BackendViolation::Conn(e));
                     break;
                 }
             }
@@ -600,12 +600,12 @@ impl Engine {
 
     /// A protocol error (spec 7.7): the controller is dead, every URB fails
     /// with shutdown, later events are ignored. Sticky until a re-handshake.
-    fn kill(&mut self, reason: String, done: &mut Done) {
+    fn kill(&mut self, reason: BackendViolation, done: &mut Done) {
         if self.dead.is_some() {
             return;
         }
-        self.warn(&reason);
-        self.dead = Some(reason.clone());
+        self.warn(&Chain(&reason).to_string());
+        self.dead = Some(reason);
         self.fail_all(done);
         self.events.push(PortEvent::ControllerDead { reason });
     }
@@ -664,8 +664,4 @@ fn indexes<Req: bytemuck::Pod, Rsp: bytemuck::Pod>(
         rsp_prod: shared.rsp_prod().ok(),
         rsp_event: shared.rsp_event().ok(),
     }
-}
-
-fn ring_error(ring: &str, e: RingError) -> String {
-    format!("{ring} ring: {e}", e = Chain(&e))
 }

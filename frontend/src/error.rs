@@ -116,9 +116,6 @@ pub enum FrontendError {
         /// What a valid value looks like.
         expected: &'static str,
     },
-    /// The controller was declared dead after a protocol error by the backend.
-    #[error("the controller is dead: {0}")]
-    ControllerDead(String),
     /// The controller is not connected (closed, or the backend went away).
     #[error("the controller is not connected to a backend")]
     Disconnected,
@@ -187,4 +184,23 @@ pub enum FrontendError {
     /// A xenstore operation failed.
     #[error("xenstore operation failed")]
     Xenstore(#[from] XsError),
+}
+
+/// What a backend did that usbif forbids (spec 7.7). Any of these kills
+/// the controller until the backend handshakes again: a backend that
+/// breaks the protocol once cannot be trusted with the next URB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BackendViolation {
+    /// A response names a request id beyond the ring's ids.
+    #[error("response with request id {0}, which is not below {max}", max = crate::connection::NR_IDS)]
+    IdOutOfRange(u16),
+    /// A response names a request id that is not in flight.
+    #[error("response for request id {0}, which is not in flight")]
+    NotInFlight(u16),
+    /// A ring's indexes are impossible.
+    #[error("{0} ring")]
+    Ring(&'static str, #[source] pvusb_ring::RingError),
+    /// A conn ring response names a bad port or speed.
+    #[error("illegal data on the conn ring")]
+    Conn(#[source] crate::ports::ConnError),
 }

@@ -31,7 +31,7 @@ use tracing::{debug, info};
 use self::shared::Shared;
 pub use self::subscribers::SUBSCRIBER_QUEUE;
 use crate::engine::{Engine, EngineStats};
-use crate::error::{FrontendError, UrbStatus};
+use crate::error::{BackendViolation, FrontendError, UrbStatus};
 use crate::ports::{PortEvent, PortStatus};
 use crate::transport::Transport;
 use crate::urb::{Callback, Urb};
@@ -246,8 +246,8 @@ impl Frontend {
     }
 
     /// Why the controller is dead, if a backend protocol error killed it.
-    pub fn dead_reason(&self) -> Option<String> {
-        self.shared.engine().dead_reason().map(str::to_owned)
+    pub fn dead_reason(&self) -> Option<BackendViolation> {
+        self.shared.engine().dead_reason()
     }
 
     /// Whether URBs can be submitted now.

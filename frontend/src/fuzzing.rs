@@ -139,7 +139,7 @@ impl EngineHarness {
     }
 
     /// Why the controller is dead, if it is.
-    pub fn dead_reason(&self) -> Option<&str> {
+    pub fn dead_reason(&self) -> Option<crate::error::BackendViolation> {
         self.engine.dead_reason()
     }
 

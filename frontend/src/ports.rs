@@ -61,7 +61,7 @@ pub enum PortEvent {
     /// backend re-handshakes.
     ControllerDead {
         /// What the backend did.
-        reason: String,
+        reason: crate::error::BackendViolation,
     },
     /// This subscriber fell behind and `missed` events were dropped for it
     /// (its queue is bounded: a backend flipping ports must not grow it);

@@ -182,51 +182,47 @@ impl Urb {
     }
 
     /// Why usbif cannot carry this URB, if it cannot.
-    pub(crate) fn check(&self, num_ports: u8) -> Result<(), String> {
+    pub(crate) fn check(&self, num_ports: u8) -> Result<(), Unfit> {
         if self.port == 0 || self.port > num_ports {
-            return Err(format!("port {} is outside 1..={num_ports}", self.port));
+            return Err(Unfit::Port {
+                port: self.port,
+                num_ports,
+            });
         }
         if self.device > 127 || self.endpoint > 15 {
-            return Err(format!(
-                "address {} / endpoint {} out of range",
-                self.device, self.endpoint
-            ));
+            return Err(Unfit::Address {
+                device: self.device,
+                endpoint: self.endpoint,
+            });
         }
         if self.buffer.len() > MAX_URB_DATA {
-            return Err(format!(
-                "{} bytes exceed the {MAX_URB_DATA}-byte URB limit",
-                self.buffer.len()
-            ));
+            return Err(Unfit::TooLong(self.buffer.len()));
         }
         match &self.kind {
             UrbKind::Control(setup) => {
                 if self.endpoint != 0 {
-                    return Err("control transfers use endpoint 0".into());
+                    return Err(Unfit::ControlEndpoint(self.endpoint));
                 }
                 if usize::from(setup.w_length) != self.buffer.len() {
-                    return Err(format!(
-                        "wLength {} differs from the {}-byte buffer",
-                        setup.w_length,
-                        self.buffer.len()
-                    ));
+                    return Err(Unfit::WLength {
+                        w_length: setup.w_length,
+                        len: self.buffer.len(),
+                    });
                 }
             }
             UrbKind::Isochronous { packet_lengths, .. } => {
                 if packet_lengths.is_empty() || packet_lengths.len() > MAX_ISO_PACKETS {
-                    return Err(format!(
-                        "{} iso packets (1..={MAX_ISO_PACKETS} allowed)",
-                        packet_lengths.len()
-                    ));
+                    return Err(Unfit::IsoPackets(packet_lengths.len()));
                 }
                 let total: u64 = packet_lengths.iter().map(|&l| u64::from(l)).sum();
                 if total != self.buffer.len() as u64 {
-                    return Err(format!(
-                        "iso packets total {total} bytes, the buffer has {}",
-                        self.buffer.len()
-                    ));
+                    return Err(Unfit::IsoTotal {
+                        total,
+                        len: self.buffer.len(),
+                    });
                 }
                 if self.data_pages() + 1 > MAX_SEGMENTS_PER_REQUEST {
-                    return Err("iso data and descriptors need more than 16 segments".into());
+                    return Err(Unfit::IsoSegments);
                 }
             }
             UrbKind::Bulk | UrbKind::Interrupt { .. } => {}
@@ -295,3 +291,25 @@ impl Completion {
 /// submitting/unlinking thread for URBs completed locally). It must not block
 /// for long; it may submit new URBs.
 pub type Callback = Box<dyn FnOnce(Completion) + Send>;
+
+/// Why usbif cannot carry a URB ([`Urb::check`]); the URB completes with
+/// [`crate::UrbStatus::Refused`] without reaching the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unfit {
+    #[error("port {port} is outside 1..={num_ports}")]
+    Port { port: u8, num_ports: u8 },
+    #[error("address {device} / endpoint {endpoint} out of range")]
+    Address { device: u8, endpoint: u8 },
+    #[error("{0} bytes exceed the {MAX_URB_DATA}-byte URB limit")]
+    TooLong(usize),
+    #[error("a control transfer on endpoint {0} (control transfers use endpoint 0)")]
+    ControlEndpoint(u8),
+    #[error("wLength {w_length} differs from the {len}-byte buffer")]
+    WLength { w_length: u16, len: usize },
+    #[error("{0} iso packets (1..={MAX_ISO_PACKETS} allowed)")]
+    IsoPackets(usize),
+    #[error("iso packets total {total} bytes, the buffer has {len}")]
+    IsoTotal { total: u64, len: usize },
+    #[error("iso data and descriptors need more than 16 segments")]
+    IsoSegments,
+}

@@ -3,6 +3,7 @@
 
 use pvusb_frontend::{Frontend, PortEvent, Urb, UrbStatus};
 use pvusb_protocol::{Speed, UrbResponse};
+use pvusb_support::Chain;
 use pvusb_testkit::scripted::Scripted;
 use pvusb_testkit::LIVENESS;
 
@@ -19,7 +20,7 @@ fn status_of(rx: &crossbeam_channel::Receiver<pvusb_frontend::Completion>) -> Ur
 }
 
 fn assert_dead(front: &Frontend, needle: &str) {
-    let reason = front.dead_reason().expect("the controller is dead");
+    let reason = Chain(&front.dead_reason().expect("the controller is dead")).to_string();
     assert!(
         reason.contains(needle),
         "{reason:?} should mention {needle:?}"
@@ -137,7 +138,7 @@ fn conn_event_for_port_zero_kills_the_controller() {
     peer.conn_event(0, 2);
     let ev = events.recv_timeout(LIVENESS).unwrap();
     assert!(
-        matches!(ev, PortEvent::ControllerDead { ref reason } if reason.contains("port 0")),
+        matches!(ev, PortEvent::ControllerDead { ref reason } if Chain(reason).to_string().contains("port 0")),
         "{ev:?}"
     );
     assert_dead(&front, "conn ring");

@@ -54,7 +54,7 @@ pub enum Next {
     /// Keep going.
     Continue,
     /// The controller died: stop everything and exit with this reason.
-    Dead(String),
+    Dead(crate::error::BackendViolation),
 }
 
 /// One served device.
