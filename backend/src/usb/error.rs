@@ -53,8 +53,33 @@ pub enum UsbError {
     /// A device's descriptors are inconsistent.
     /// A SuperSpeed device that cannot be shown as high speed (spec 12.16).
     #[error("SuperSpeed device {0} cannot run at high speed ({1}); the usbif protocol has no SuperSpeed")]
-    NeedsSuperSpeed(BusId, String),
+    NeedsSuperSpeed(BusId, HighSpeedObstacle),
+    /// A configuration descriptor could not be read.
+    #[error("cannot read configuration {configuration} of device {busid}: unplug and replug it")]
+    BadDescriptors {
+        /// The device.
+        busid: BusId,
+        /// The configuration's index.
+        configuration: u8,
+    },
+}
 
-    #[error("device {0} has unusable descriptors: {1}")]
-    BadDescriptors(BusId, String),
+/// Why a SuperSpeed device cannot be shown on a high-speed port (spec
+/// 12.16): the endpoint in the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HighSpeedObstacle {
+    /// High speed has no isochronous endpoint of SuperSpeed's size.
+    #[error("endpoint {0:#04x} is isochronous")]
+    Isochronous(u8),
+    /// High speed has no bulk streams.
+    #[error("endpoint {0:#04x} uses bulk streams")]
+    BulkStreams(u8),
+    /// Above high speed's largest interrupt packet.
+    #[error("interrupt endpoint {address:#04x} has wMaxPacketSize {max_packet_size}")]
+    LargeInterrupt {
+        /// bEndpointAddress.
+        address: u8,
+        /// wMaxPacketSize.
+        max_packet_size: u16,
+    },
 }

@@ -23,7 +23,7 @@ pub mod emulated;
 pub mod libusb;
 
 pub use buffer::{TransferBuffer, SETUP_STAGE_LEN};
-pub use error::UsbError;
+pub use error::{HighSpeedObstacle, UsbError};
 pub use opener::{NodeOpener, OpenedNode};
 pub use proto::{BusId, BusIdError, SetupPacket, Speed, TransferOutcome};
 pub use traits::{CompletionSink, DeviceIo, IoFd, UsbDevice, UsbHost};

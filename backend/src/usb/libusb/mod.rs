@@ -134,8 +134,7 @@ impl Discovery {
             return Err(UsbError::IsHub(*busid));
         }
         if info.max_speed_is_super {
-            runs_as_high(&device, info.num_configurations)
-                .map_err(|why| UsbError::NeedsSuperSpeed(*busid, why))?;
+            runs_as_high(&device, *busid, info.num_configurations)?;
         }
         let path = format!("/dev/bus/usb/{:03}/{:03}", info.bus, info.address);
         let file = std::fs::OpenOptions::new()
@@ -198,11 +197,19 @@ fn describe(device: &rusb::Device<Context>) -> Option<DeviceInfo> {
 
 /// Whether every configuration of a SuperSpeed device can run on a
 /// high-speed port (see [`status::superspeed_runs_as_high`]).
-fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<(), String> {
+fn runs_as_high(
+    device: &rusb::Device<Context>,
+    busid: BusId,
+    configurations: u8,
+) -> Result<(), UsbError> {
     for index in 0..configurations {
-        let config = device
-            .config_descriptor(index)
-            .map_err(|e| format!("configuration {index} unreadable: {e}", e = Chain(&e)))?;
+        let config = device.config_descriptor(index).map_err(|e| {
+            tracing::debug!(%busid, index, error = %Chain(&e), "configuration descriptor unreadable");
+            UsbError::BadDescriptors {
+                busid,
+                configuration: index,
+            }
+        })?;
         let alts: Vec<_> = config.interfaces().flat_map(|i| i.descriptors()).collect();
         let endpoints: Vec<_> = alts.iter().flat_map(|a| a.endpoint_descriptors()).collect();
         status::superspeed_runs_as_high(endpoints.iter().map(|e| {
@@ -219,7 +226,8 @@ fn runs_as_high(device: &rusb::Device<Context>, configurations: u8) -> Result<()
                     extra: e.extra().unwrap_or_default(),
                 },
             )
-        }))?;
+        }))
+        .map_err(|why| UsbError::NeedsSuperSpeed(busid, why))?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use rusb::constants::{
     LIBUSB_TRANSFER_TIMED_OUT,
 };
 
-use crate::usb::error::UsbError;
+use crate::usb::error::{HighSpeedObstacle, UsbError};
 use crate::usb::proto::{BusId, Speed, TransferOutcome};
 
 /// A `libusb_transfer_status` (transfer or iso packet) as an outcome.
@@ -133,18 +133,18 @@ fn companion_attributes(extra: &[u8]) -> Option<u8> {
 /// which endpoint is in the way.
 pub fn superspeed_runs_as_high<'a>(
     endpoints: impl IntoIterator<Item = (u8, EndpointFacts<'a>)>,
-) -> Result<(), String> {
+) -> Result<(), HighSpeedObstacle> {
     for (address, e) in endpoints {
         match e.transfer_type & 0x03 {
-            1 => return Err(format!("endpoint {address:#04x} is isochronous")),
+            1 => return Err(HighSpeedObstacle::Isochronous(address)),
             2 if companion_attributes(e.extra).is_some_and(|a| a & 0x1f != 0) => {
-                return Err(format!("endpoint {address:#04x} uses bulk streams"))
+                return Err(HighSpeedObstacle::BulkStreams(address))
             }
             3 if e.max_packet_size > 1024 => {
-                return Err(format!(
-                    "interrupt endpoint {address:#04x} has wMaxPacketSize {}",
-                    e.max_packet_size
-                ))
+                return Err(HighSpeedObstacle::LargeInterrupt {
+                    address,
+                    max_packet_size: e.max_packet_size,
+                })
             }
             _ => {}
         }
@@ -206,14 +206,27 @@ mod tests {
             ]),
             Ok(())
         );
-        assert!(superspeed_runs_as_high([(0x81, ep(1, 1024, &[]))])
-            .is_err_and(|e| e.contains("isochronous")));
+        assert_eq!(
+            superspeed_runs_as_high([(0x81, ep(1, 1024, &[]))]),
+            Err(HighSpeedObstacle::Isochronous(0x81))
+        );
         // UAS: streams in the companion, found behind another descriptor.
         let uas = [4, 0x24, 1, 0, 6, 0x30, 15, 4, 0, 0];
-        assert!(superspeed_runs_as_high([(0x02, ep(2, 1024, &uas))])
-            .is_err_and(|e| e.contains("streams")));
-        assert!(superspeed_runs_as_high([(0x02, ep(2, 1024, &streams_companion))]).is_err());
-        assert!(superspeed_runs_as_high([(0x83, ep(3, 2048, &[]))]).is_err());
+        assert_eq!(
+            superspeed_runs_as_high([(0x02, ep(2, 1024, &uas))]),
+            Err(HighSpeedObstacle::BulkStreams(0x02))
+        );
+        assert_eq!(
+            superspeed_runs_as_high([(0x02, ep(2, 1024, &streams_companion))]),
+            Err(HighSpeedObstacle::BulkStreams(0x02))
+        );
+        assert_eq!(
+            superspeed_runs_as_high([(0x83, ep(3, 2048, &[]))]),
+            Err(HighSpeedObstacle::LargeInterrupt {
+                address: 0x83,
+                max_packet_size: 2048
+            })
+        );
         // Hostile extra bytes: zero or overlong lengths end the walk.
         for extra in [&[0u8, 0x30, 0, 4][..], &[200, 0x30, 0, 4], &[3], &[]] {
             assert_eq!(companion_attributes(extra), None);
