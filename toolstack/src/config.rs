@@ -57,12 +57,68 @@ enum Value {
     List(Vec<(String, usize)>),
 }
 
+/// What is wrong with a line of an xl config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    /// A quoted string does not end on its line.
+    #[error("unterminated string")]
+    UnterminatedString,
+    /// A statement starts with something other than a name.
+    #[error("expected a setting name, found {0:?}")]
+    ExpectedName(char),
+    /// A name is not followed by `=`.
+    #[error("expected '=' after {0}")]
+    ExpectedEquals(String),
+    /// A list has no closing bracket.
+    #[error("unterminated list for {0}")]
+    UnterminatedList(String),
+    /// A list holds something other than strings.
+    #[error("unexpected {found:?} in the list of {key}")]
+    UnexpectedInList {
+        /// The setting.
+        key: String,
+        /// The character found.
+        found: char,
+    },
+    /// Text follows a value on its line.
+    #[error("unexpected text after the value of {0}")]
+    TrailingText(String),
+    /// `usbctrl` or `usbdev` given a single value.
+    #[error("{0} must be a list: {0} = [ '...' ]")]
+    NotAList(String),
+    /// An entry's option is not `key=value`.
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    /// An option that takes a number has something else.
+    #[error("{key}={value} is not a number")]
+    NotANumber {
+        /// The option.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// A `usbctrl` option pvusb does not know.
+    #[error("unknown usbctrl option {0}")]
+    UnknownCtrlOption(String),
+    /// A `usbdev` option pvusb does not support.
+    #[error("unsupported usbdev option {key}={value}")]
+    UnsupportedDevOption {
+        /// The option.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// A `usbdev` entry without the host device.
+    #[error("usbdev needs hostbus= and hostaddr=")]
+    NoHostDevice,
+}
+
 /// Longest config file read.
 pub const MAX_CONFIG_LEN: usize = 1 << 20;
 
 /// Parse an xl config text (`file` names it in errors).
 pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
-    let err = |line: usize, reason: String| ToolError::Config {
+    let err = |line: usize, reason: ConfigProblem| ToolError::Config {
         file: file.to_owned(),
         line,
         reason,
@@ -95,7 +151,9 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
         let mut s = String::new();
         loop {
             match chars.get(*i) {
-                None | Some('\n') => return Err(err(start_line, "unterminated string".into())),
+                None | Some('\n') => {
+                    return Err(err(start_line, ConfigProblem::UnterminatedString))
+                }
                 Some(&c) if c == q => {
                     *i += 1;
                     return Ok(s);
@@ -131,15 +189,12 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
         if key.is_empty() {
             return Err(err(
                 line,
-                format!(
-                    "expected a setting name, found {:?}",
-                    chars.get(i).copied().unwrap_or(' ')
-                ),
+                ConfigProblem::ExpectedName(chars.get(i).copied().unwrap_or(' ')),
             ));
         }
         skip(&mut i, &mut line, false);
         if chars.get(i) != Some(&'=') {
-            return Err(err(line, format!("expected '=' after {key}")));
+            return Err(err(line, ConfigProblem::ExpectedEquals(key)));
         }
         i += 1;
         skip(&mut i, &mut line, false);
@@ -159,9 +214,9 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
                             let l = line;
                             items.push((string(&mut i, &mut line)?, l));
                         }
-                        None => return Err(err(stmt_line, format!("unterminated list for {key}"))),
-                        Some(c) => {
-                            return Err(err(line, format!("unexpected {c:?} in the list of {key}")))
+                        None => return Err(err(stmt_line, ConfigProblem::UnterminatedList(key))),
+                        Some(&found) => {
+                            return Err(err(line, ConfigProblem::UnexpectedInList { key, found }))
                         }
                     }
                 }
@@ -183,10 +238,7 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
         };
         skip(&mut i, &mut line, false);
         if !matches!(chars.get(i), None | Some('\n') | Some(';') | Some('#')) {
-            return Err(err(
-                line,
-                format!("unexpected text after the value of {key}"),
-            ));
+            return Err(err(line, ConfigProblem::TrailingText(key)));
         }
         match (key.as_str(), value) {
             ("usbctrl", Value::List(items)) => {
@@ -200,10 +252,7 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
                 }
             }
             ("usbctrl" | "usbdev", Value::Scalar) => {
-                return Err(err(
-                    stmt_line,
-                    format!("{key} must be a list: {key} = [ '...' ]"),
-                ))
+                return Err(err(stmt_line, ConfigProblem::NotAList(key)))
             }
             _ => {}
         }
@@ -211,23 +260,26 @@ pub fn parse(file: &str, text: &str) -> Result<UsbConfig, ToolError> {
     Ok(cfg)
 }
 
-fn pairs(s: &str) -> Result<Vec<(&str, &str)>, String> {
+fn pairs(s: &str) -> Result<Vec<(&str, &str)>, ConfigProblem> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.split_once('=')
                 .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or(format!("{p:?} is not key=value"))
+                .ok_or_else(|| ConfigProblem::NotKeyValue(p.to_owned()))
         })
         .collect()
 }
 
-fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{k}={v} is not a number"))
+fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ConfigProblem> {
+    v.parse().map_err(|_| ConfigProblem::NotANumber {
+        key: k.to_owned(),
+        value: v.to_owned(),
+    })
 }
 
-fn ctrl_entry(s: &str) -> Result<CtrlEntry, String> {
+fn ctrl_entry(s: &str) -> Result<CtrlEntry, ConfigProblem> {
     let mut e = CtrlEntry {
         version: DEFAULT_VERSION,
         ports: DEFAULT_PORTS,
@@ -238,13 +290,13 @@ fn ctrl_entry(s: &str) -> Result<CtrlEntry, String> {
             "ports" => e.ports = num(k, v)?,
             // pvusb is the only backend here; xl's backend selection is moot.
             "type" | "backend" => tracing::warn!(key = k, value = v, "usbctrl option ignored"),
-            _ => return Err(format!("unknown usbctrl option {k}")),
+            _ => return Err(ConfigProblem::UnknownCtrlOption(k.to_owned())),
         }
     }
     Ok(e)
 }
 
-fn dev_entry(s: &str) -> Result<DevEntry, String> {
+fn dev_entry(s: &str) -> Result<DevEntry, ConfigProblem> {
     let (mut bus, mut addr, mut controller, mut port) = (None, None, None, None);
     for (k, v) in pairs(s)? {
         match k {
@@ -254,7 +306,12 @@ fn dev_entry(s: &str) -> Result<DevEntry, String> {
             "port" => port = Some(num(k, v)?),
             "devtype" if v == "hostdev" => {}
             "backend" => tracing::warn!(key = k, value = v, "usbdev option ignored"),
-            _ => return Err(format!("unsupported usbdev option {k}={v}")),
+            _ => {
+                return Err(ConfigProblem::UnsupportedDevOption {
+                    key: k.to_owned(),
+                    value: v.to_owned(),
+                })
+            }
         }
     }
     match (bus, addr) {
@@ -263,7 +320,7 @@ fn dev_entry(s: &str) -> Result<DevEntry, String> {
             controller,
             port,
         }),
-        _ => Err("usbdev needs hostbus= and hostaddr=".into()),
+        _ => Err(ConfigProblem::NoHostDevice),
     }
 }
 

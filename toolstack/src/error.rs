@@ -58,7 +58,7 @@ pub enum ToolError {
         /// 1-based line.
         line: usize,
         /// What is wrong.
-        reason: String,
+        reason: crate::config::ConfigProblem,
     },
     /// The chosen controller belongs to another backend domain.
     #[error("controller {ctrl} of domain {domid} is served by backend domain {backend}, not by domain {ours}: pick another controller or run with --backend-domid {backend}")]
