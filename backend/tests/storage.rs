@@ -2,7 +2,7 @@
 //! and read back through BOT READ(10)/WRITE(10), random unlinks mixed in.
 
 use pvusb_protocol::{Direction, Pipe, TransferType, UrbRequest};
-use pvusb_testkit::bot::{command, read10, rw10, send_cbw, write10};
+use pvusb_testkit::bot::{cbw, command, read10, rw10, send_cbw, write10};
 use pvusb_testkit::rng::Rng;
 use pvusb_testkit::{Controller, Driver, World};
 
@@ -99,12 +99,17 @@ fn enumerating_again_resets_a_device_left_mid_command() {
     drv.conn_event();
     drv.enumerate(1, 5);
     // READ(10) of 8 blocks of which only the first is taken.
-    let r = send_cbw(&mut drv, 0, 5, 1, 1, &rw10(0x28, 0, 8), true, 8 * 512);
+    let r = send_cbw(
+        &mut drv,
+        0,
+        (5, 1),
+        &cbw(1, 8 * 512, true, &rw10(0x28, 0, 8)),
+    );
     assert_eq!((r.status, r.actual_length), (0, 31), "CBW of the READ");
     let r = drv.roundtrip(drv.bulk(1, 5, 1, 0x82, 512));
     assert_eq!((r.status, r.actual_length), (0, 512), "the first block");
     // The disk still owes seven blocks: a new command block is stalled.
-    let r = send_cbw(&mut drv, 2, 5, 1, 2, &[0; 6], false, 0);
+    let r = send_cbw(&mut drv, 2, (5, 1), &cbw(2, 0, false, &[0; 6]));
     assert_eq!(r.status, -32, "a CBW in the middle of a data phase stalls");
 
     // The guest's recovery: a port reset, then enumeration from address 0.

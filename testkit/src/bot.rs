@@ -12,7 +12,7 @@ const EP_OUT: u8 = 0x01;
 const EP_IN: u8 = 0x82;
 
 /// A command block wrapper.
-fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> [u8; 31] {
+pub fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> [u8; 31] {
     let mut c = [0u8; 31];
     c[0..4].copy_from_slice(&CBW_SIGNATURE.to_le_bytes());
     c[4..8].copy_from_slice(&tag.to_le_bytes());
@@ -30,21 +30,16 @@ pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
     [op, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]
 }
 
-/// Sends a command block wrapper alone, on id `id`, and returns its
-/// response (a stalled one included): for tests that leave a command
-/// unfinished on purpose.
-#[allow(clippy::too_many_arguments)]
+/// Sends command block wrapper `wrapper` ([`cbw`]) alone, on id `id`, and
+/// returns its response (a stalled one included): for tests that leave a
+/// command unfinished on purpose.
 pub fn send_cbw(
     d: &mut Driver,
     id: u16,
-    dev: u8,
-    port: u8,
-    tag: u32,
-    cdb: &[u8],
-    data_in: bool,
-    len: usize,
+    (dev, port): (u8, u8),
+    wrapper: &[u8; 31],
 ) -> pvusb_protocol::UrbResponse {
-    d.write_buf(id as usize, 0, &cbw(tag, len as u32, data_in, cdb));
+    d.write_buf(id as usize, 0, wrapper);
     let req = d.bulk(id, dev, port, EP_OUT, 31);
     d.roundtrip(req)
 }
