@@ -1,6 +1,7 @@
 //! End to end: an emulated disk enumerated by the test driver, 64 MiB written
 //! and read back through BOT READ(10)/WRITE(10), random unlinks mixed in.
 
+use pvusb_backend::DaemonHandle;
 use pvusb_protocol::{Direction, Pipe, TransferType, UrbRequest};
 use pvusb_testkit::bot::{cbw, command, read10, rw10, send_cbw, write10};
 use pvusb_testkit::rng::Rng;
@@ -66,16 +67,23 @@ pub fn workload(drv: &mut Driver, domid: u16, total: usize) {
     assert!(unlinks > 0);
 }
 
-#[test]
-fn write_and_read_back_64_mib_with_unlinks() {
+/// A daemon serving a disk of `blocks` blocks on port 1 of controller
+/// `domid/0`, and the guest's driver, past the disk's conn event.
+fn disk_on_port_1(domid: u16, blocks: u32) -> (World, DaemonHandle, Driver) {
     let w = World::new();
-    let b = w.plug_disk((TOTAL / 512) as u32);
+    let b = w.plug_disk(blocks);
     let d = w.daemon();
-    w.controller(&Controller::new(40, 0, 2, 1));
-    w.set_port(40, 0, 1, &b.to_string());
-    let mut drv = Driver::connect(&w, 40, 0);
+    w.controller(&Controller::new(domid, 0, 2, 1));
+    w.set_port(domid, 0, 1, &b.to_string());
+    let mut drv = Driver::connect(&w, domid, 0);
     let ev = drv.conn_event();
     assert_eq!((ev.portnum, ev.speed), (1, 3));
+    (w, d, drv)
+}
+
+#[test]
+fn write_and_read_back_64_mib_with_unlinks() {
+    let (_w, d, mut drv) = disk_on_port_1(40, (TOTAL / 512) as u32);
     workload(&mut drv, 40, TOTAL);
     let s = d.stats(40, 0).expect("stats");
     assert_eq!(s.in_flight, 0);
@@ -90,13 +98,7 @@ fn write_and_read_back_64_mib_with_unlinks() {
 /// recovery (a port reset) cannot help.
 #[test]
 fn enumerating_again_resets_a_device_left_mid_command() {
-    let w = World::new();
-    let b = w.plug_disk(2048);
-    let _d = w.daemon();
-    w.controller(&Controller::new(41, 0, 2, 1));
-    w.set_port(41, 0, 1, &b.to_string());
-    let mut drv = Driver::connect(&w, 41, 0);
-    drv.conn_event();
+    let (_w, _d, mut drv) = disk_on_port_1(41, 2048);
     drv.enumerate(1, 5);
     // READ(10) of 8 blocks of which only the first is taken.
     let r = send_cbw(

@@ -276,9 +276,14 @@ impl Completion {
 
     /// A completion decided locally, with nothing transferred.
     pub(crate) fn local(status: UrbStatus, buffer: Vec<u8>) -> Self {
+        Self::of_transfer(status, 0, buffer)
+    }
+
+    /// The completion of a transfer that is not isochronous.
+    pub(crate) fn of_transfer(status: UrbStatus, actual_length: usize, buffer: Vec<u8>) -> Self {
         Self {
             status,
-            actual_length: 0,
+            actual_length,
             buffer,
             start_frame: 0,
             error_count: 0,

@@ -182,13 +182,6 @@ impl Split {
             Direction::In => received,
             Direction::Out => std::mem::take(&mut self.out),
         };
-        Completion {
-            status,
-            actual_length: actual,
-            buffer,
-            start_frame: 0,
-            error_count: 0,
-            iso_packets: Vec::new(),
-        }
+        Completion::of_transfer(status, actual, buffer)
     }
 }

@@ -96,14 +96,7 @@ fn iso_cmd(direction: Direction, packets: &[(u32, u32)], buffer_len: u32) -> Cmd
 }
 
 fn completion(status: UrbStatus, buffer: Vec<u8>, actual_length: usize) -> Completion {
-    Completion {
-        status,
-        actual_length,
-        buffer,
-        start_frame: 0,
-        error_count: 0,
-        iso_packets: Vec::new(),
-    }
+    Completion::of_transfer(status, actual_length, buffer)
 }
 
 /// Decodes `bytes` as vhci would, against `request`.
@@ -312,14 +305,7 @@ fn piece_done(urb: &crate::Urb, status: UrbStatus, actual: usize, fill: u8) -> C
     if urb.direction == Direction::In {
         buffer[..actual].fill(fill);
     }
-    Completion {
-        status,
-        actual_length: actual,
-        buffer,
-        start_frame: 0,
-        error_count: 0,
-        iso_packets: Vec::new(),
-    }
+    Completion::of_transfer(status, actual, buffer)
 }
 
 fn split_of(direction: Direction, ep: u8, len: u32) -> (super::split::Split, Vec<crate::Urb>) {
