@@ -30,6 +30,7 @@ use pvusb_testkit::{rig, World, LIVENESS};
 const EMSGSIZE: i32 = -90;
 const ECONNRESET: i32 = -104;
 const ENODEV: i32 = -19;
+const EPIPE: i32 = -32;
 
 /// The world with the daemon serving it and the frontend connected (shared
 /// with the bridges under test).
@@ -287,18 +288,25 @@ fn enumeration_bulk_limits_and_stop_through_the_bridge() {
     daemon.shutdown();
 }
 
+/// A mass-storage command block wrapper of `len` bytes of data.
+fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> Vec<u8> {
+    let mut cbw = Vec::with_capacity(31);
+    cbw.extend_from_slice(&CBW_SIGNATURE.to_le_bytes());
+    cbw.extend_from_slice(&tag.to_le_bytes());
+    cbw.extend_from_slice(&len.to_le_bytes());
+    cbw.extend_from_slice(&[if data_in { 0x80 } else { 0 }, 0, cdb.len() as u8]);
+    cbw.extend_from_slice(cdb);
+    cbw.resize(31, 0);
+    cbw
+}
+
 #[test]
 fn mass_storage_inquiry_through_cbw_and_csw() {
     let (_w, daemon, front) = running();
     let (bridge, mut vhci) = bridge(&front, 3);
     let tag = 0x1234_5678u32;
-    let mut cbw = Vec::with_capacity(31);
-    cbw.extend_from_slice(&CBW_SIGNATURE.to_le_bytes());
-    cbw.extend_from_slice(&tag.to_le_bytes());
-    cbw.extend_from_slice(&36u32.to_le_bytes());
-    cbw.extend_from_slice(&[0x80, 0, 6, 0x12, 0, 0, 0, 36, 0]);
-    cbw.resize(31, 0);
-    let r = vhci.transfer(Direction::Out, 1, 31, cbw);
+    let inquiry = cbw(tag, 36, true, &[0x12, 0, 0, 0, 36, 0]);
+    let r = vhci.transfer(Direction::Out, 1, 31, inquiry);
     assert_eq!((r.header.status, r.header.actual_length), (0, 31));
     let r = vhci.transfer(Direction::In, 2, 36, vec![]);
     assert_eq!((r.header.status, r.in_data.len()), (0, 36));
@@ -308,6 +316,48 @@ fn mass_storage_inquiry_through_cbw_and_csw() {
     assert_eq!(&r.in_data[..4], &CSW_SIGNATURE.to_le_bytes());
     assert_eq!(&r.in_data[4..8], &tag.to_le_bytes());
     assert_eq!(r.in_data[12], 0, "command passed");
+    drop(vhci);
+    assert_eq!(bridge.join(), BridgeEnd::PeerClosed);
+    drop(front);
+    daemon.shutdown();
+}
+
+/// A guest's port reset reaches the real device. vhci keeps the reset and
+/// SET_ADDRESS to itself, so the bridge takes the enumeration's first
+/// request, GET_DESCRIPTOR(DEVICE) of 64 bytes, for the reset: a disk left
+/// in a data phase (a backend killed mid-READ) takes commands again.
+#[test]
+fn the_guests_port_reset_resets_a_disk_left_mid_command() {
+    let (_w, daemon, front) = running();
+    let (bridge, mut vhci) = bridge(&front, 3);
+    let read_8_blocks = cbw(1, 4096, true, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]);
+    assert_eq!(
+        vhci.transfer(Direction::Out, 1, 31, read_8_blocks)
+            .header
+            .status,
+        0
+    );
+    let r = vhci.transfer(Direction::In, 2, 512, vec![]);
+    assert_eq!((r.header.status, r.in_data.len()), (0, 512));
+    let test_unit_ready = cbw(2, 0, false, &[0; 6]);
+    let r = vhci.transfer(Direction::Out, 1, 31, test_unit_ready.clone());
+    assert_eq!(
+        r.header.status, EPIPE,
+        "the disk still owes data: the CBW stalls"
+    );
+    // usb-storage's recovery: a port reset (in vhci) and enumeration.
+    let s = vhci.control(SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 64), vec![]);
+    assert_eq!(vhci.ret_submit(s).header.status, 0);
+    let r = vhci.transfer(Direction::Out, 1, 31, test_unit_ready);
+    assert_eq!((r.header.status, r.header.actual_length), (0, 31));
+    let r = vhci.transfer(Direction::In, 2, 13, vec![]);
+    assert_eq!((r.header.status, r.in_data[12]), (0, 0), "command passed");
+    let stats = daemon.stats(rig::DOM, 0).expect("stats");
+    assert_eq!(stats.device_resets, 1);
+    // A device descriptor read of 18 bytes is no enumeration: no reset.
+    let s = vhci.control(SetupPacket::get_descriptor(dt::DEVICE, 0, 0, 18), vec![]);
+    assert_eq!(vhci.ret_submit(s).header.status, 0);
+    assert_eq!(daemon.stats(rig::DOM, 0).expect("stats").device_resets, 1);
     drop(vhci);
     assert_eq!(bridge.join(), BridgeEnd::PeerClosed);
     drop(front);

@@ -89,6 +89,11 @@ impl Answers {
         }
     }
 
+    /// The frontend, unless it is gone.
+    pub fn front(&self) -> Option<Arc<Frontend>> {
+        self.front.upgrade()
+    }
+
     /// The in-flight table these answers settle.
     pub fn table(&self) -> Arc<SharedTable> {
         Arc::clone(&self.table)

@@ -69,6 +69,7 @@ pub mod attach;
 mod attach_tests;
 pub mod bridge;
 pub mod endpoints;
+mod port_reset;
 mod reader;
 pub mod serve;
 mod split;

@@ -11,6 +11,7 @@ use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, Str
 use tracing::{debug, trace};
 
 use super::answer::Answers;
+use super::port_reset;
 use super::split::{plan, Plan};
 use super::table::{Entry, SharedTable};
 use super::translate::{encode_ret_submit, encode_ret_unlink, error_reply, DeviceTarget, Request};
@@ -103,6 +104,12 @@ impl Reader {
     fn submit(&self, cmd: CmdSubmit) -> Result<(), BridgeEnd> {
         let request = Request::of(&cmd);
         let seqnum = request.seqnum;
+        if port_reset::starts_enumeration(&cmd) {
+            let Some(front) = self.answers.front() else {
+                return Err(BridgeEnd::ControllerGone);
+            };
+            port_reset::readdress(&front, &self.target);
+        }
         let (urbs, split) = match plan(cmd, &self.target) {
             Ok(Plan::Single(urb)) => (vec![urb], None),
             Ok(Plan::Split(split, pieces)) => (pieces, Some(split)),
