@@ -14,7 +14,8 @@
 //! | `answer` | completions → `RET_SUBMIT`/`RET_UNLINK`, sent on the thread that completes |
 //! | `watch` | the bridge thread: port events, the end, answers the socket could not take at once |
 //! | [`serve`] | [`Server`]: one bridge per device of a controller, following port events |
-//! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as sequential usbif URBs |
+//! | `split` | bulk requests above [`crate::MAX_URB_DATA`] as several usbif URBs, all in flight |
+//! | `port_reset` | the guest's port reset, recognised by the enumeration after it and passed on |
 //! | `table` | the in-flight table and the credits that bound it |
 //! | [`translate`] | the pure mapping: `CMD_SUBMIT` → [`crate::Urb`], completion → `RET_SUBMIT`, status → errno |
 //! | [`endpoints`] | each endpoint's transfer type, from the configuration descriptor |
@@ -34,11 +35,16 @@
 //!   the `RET_UNLINK` carries 0.
 //! * vhci never reads a reply's `devid`, `direction` or `ep`; they are 0,
 //!   as the kernel's stub sends them.
-//! * A bulk request above [`crate::MAX_URB_DATA`] is carried as sequential
-//!   usbif URBs of [`crate::BULK_CHUNK`] bytes on the same endpoint, each
-//!   submitted when the previous completed; an error or a short IN piece
-//!   ends it and the `RET_SUBMIT` carries the bytes so far with that
-//!   status. An unlink cancels the piece in flight. The decoder's
+//! * vhci resets its ports locally too. The enumeration that follows every
+//!   port reset starts with GET_DESCRIPTOR(DEVICE) of 64 (or 8) bytes; the
+//!   bridge then addresses the device again through usbif, and the backend
+//!   resets the real device on that (`port_reset`).
+//! * A bulk request above [`crate::MAX_URB_DATA`] is carried as usbif URBs
+//!   of [`crate::BULK_CHUNK`] bytes on the same endpoint, all submitted at
+//!   once (as Linux puts a scatter list on xen-hcd's ring); an error or a
+//!   short IN piece ends it, the `RET_SUBMIT` carries the bytes of the
+//!   pieces before it with that status, and the pieces behind it are
+//!   unlinked. An unlink cancels every piece. The decoder's
 //!   [`pvusb_protocol::usbip::Limits`] bound the total.
 //! * Any other request above [`crate::MAX_URB_DATA`] is answered
 //!   `-EMSGSIZE`, more iso packets than usbif carries `-EFBIG`: never
@@ -57,9 +63,13 @@
 //!   the endpoint table is the first configuration's.
 //! * `pvusb front serve` serves one controller; several need one process
 //!   each (the systemd unit `pvusb-front@N` is a template for that).
-//! * An unlink of a split request whose piece is in flight is covered by
-//!   unit tests of the split state only; end to end, test-bed scenario 11
-//!   kills readers mid-transfer without knowing which piece runs.
+//! * An unlink of a split request with pieces in flight is covered by unit
+//!   tests of the split state only; end to end, test-bed scenario 11 kills
+//!   readers mid-transfer without knowing which piece runs.
+//! * A piece of a split IN request behind one that ended short may already
+//!   have taken data from the device before its unlink (xen-hcd's scatter
+//!   lists have the same window); bulk data stages that end short are
+//!   error paths, after which usb-storage resets the device.
 //! * A device whose bridge ended by itself (vhci detached it, protocol
 //!   error) stays unserved until replugged.
 
