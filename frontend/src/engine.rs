@@ -137,6 +137,13 @@ impl Engine {
         self.conn.is_some()
     }
 
+    /// Whether `ch` is the current connection's event channel.
+    pub(crate) fn uses_channel(&self, ch: &Arc<dyn EventChannel>) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.evtchn, ch))
+    }
+
     /// The event channel the worker sleeps on: that of a live connection
     /// (a dead controller ignores events until the re-handshake).
     pub(crate) fn event_channel(&self) -> Option<Arc<dyn EventChannel>> {

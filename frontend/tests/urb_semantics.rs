@@ -142,6 +142,45 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
     assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
 }
 
+/// Regression: the worker took the old backend's event channel closing for
+/// the death of the backend it served by then, and tore down the new
+/// connection the supervisor had just made (its URBs failed with shutdown,
+/// its grants were revoked under the new backend). Here the old backend's
+/// channel closes while the new handshake runs, cycle after cycle.
+#[test]
+fn the_old_backends_channel_closing_leaves_the_new_connection_alone() {
+    let env = Scripted::new();
+    let front = env.connect();
+    let mut peer = env.backend();
+    for cycle in 0..150 {
+        env.set_backend_state(5); // Closing
+        let (tx, rx) = crossbeam_channel::unbounded();
+        front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+        assert_eq!(
+            rx.recv_timeout(LIVENESS).unwrap().status,
+            UrbStatus::Shutdown
+        );
+        // The old backend's channel closes before, during or after the
+        // new handshake.
+        let mut old = Some(peer);
+        for (step, state) in [6, 2].into_iter().enumerate() {
+            if cycle % 3 == step {
+                old = None;
+            }
+            env.set_backend_state(state); // Closed, then a new backend's InitWait
+        }
+        drop(old);
+        front.wait_connected(LIVENESS).unwrap();
+        peer = env.backend();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+        let req = peer.requests(1)[0];
+        peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
+        let status = rx.recv_timeout(LIVENESS).unwrap().status;
+        assert_eq!(status, UrbStatus::Ok, "cycle {cycle}");
+    }
+}
+
 /// Regression: a blocking transfer inside a completion callback ran on the
 /// worker, the only thread that processes responses, so it could only time
 /// out (and stalled every other URB meanwhile). It is refused at once now.

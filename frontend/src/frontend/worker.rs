@@ -82,8 +82,14 @@ fn run(shared: &Shared) {
                 match ch.ack() {
                     Ok(_) => {}
                     Err(EvtchnError::PeerGone) => {
-                        info!("event channel peer gone: the backend died");
                         let mut engine = shared.engine();
+                        // The supervisor may have connected to a new backend
+                        // since `ch` was taken: only the connection whose
+                        // channel closed is gone.
+                        if !engine.uses_channel(ch) {
+                            continue;
+                        }
+                        info!("event channel peer gone: the backend died");
                         let conn = engine.teardown(&mut done);
                         shared.deliver(&mut done, engine);
                         drop(conn);
