@@ -112,10 +112,16 @@ for c in $(seq "$cycles"); do
     host_do stick-unplug || fail "QMP device_del (cycle $c)"
     domu_exec -t 90 "for i in \$(seq 240); do $DOMU_FIND_SD >/dev/null || exit 0; sleep 0.25; done; exit 1" ||
         { front_serve_log; fail "cycle $c: the domU still sees the disk after unplug"; }
-    # qusb does not follow the host's hotplug: its record is dropped and the stick given again.
-    if [ "$PEER" = qusb ]; then xl usbdev-detach "$DOMID" 0 1 || true; fi
     host_do stick-plug || fail "QMP device_add (cycle $c)"
-    if [ "$PEER" = qusb ]; then wait_for 30 usb_find $STICK_ID; peer_dev_attach "$DOMID" $STICK_ID 1; fi
+    # qusb does not follow the host's hotplug: its record is dropped and the stick given
+    # again. libxl resolves the record's busid through sysfs, so the detach waits for the
+    # stick to be back (before, it says "Unknown device" and the record stays, and the
+    # attach finds the stick "already attached to a domain").
+    if [ "$PEER" = qusb ]; then
+        wait_for 30 usb_find $STICK_ID || fail "cycle $c: the stick did not come back in dom0"
+        xl usbdev-detach "$DOMID" 0 1 || fail "cycle $c: xl usbdev-detach $DOMID 0 1"
+        peer_dev_attach "$DOMID" $STICK_ID 1
+    fi
     domu_exec -t 150 "for i in \$(seq 480); do $DOMU_FIND_SD >/dev/null && exit 0; sleep 0.25; done; exit 1" ||
         { front_serve_log; fail "cycle $c: the disk did not come back in the domU"; }
     peer_alive
