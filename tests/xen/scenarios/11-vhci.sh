@@ -11,14 +11,23 @@
 # With pvusb the tablet and the speaker sit on a second controller (devid 1), and one
 # `pvusb front serve --controllers 0,1` serves both controllers.
 # With 11-vhci@qusb the backend is QEMU's own (a peer nobody here wrote), one controller.
-# VHCI_PARTS picks the parts (default "data reset input audio hotplug unlink restart"; the
+# VHCI_PARTS picks the parts (default "data reset input audio hotplug unlink restart", for
+# qusb without hotplug and restart; the
 # stick's appearance, dev-detach and SIGTERM always run); FRONT_LOG is the bridge's RUST_LOG
 # (with pvusb_frontend::vhci=trace the 64 MiB read prints where a request's time goes).
 # timeout: 1800
 pvusb_require front
 peer_require
 cycles=${VHCI_CYCLES:-3}
-parts=" ${VHCI_PARTS:-data reset input audio hotplug unlink restart} "
+# qusb's default leaves out the hotplug part: qusb does not follow the host's hotplug, and
+# giving it the stick again after a QMP replug aborts its device model (QEMU 7.2,
+# hw/usb/core.c:427 `usb_handle_packet: Assertion dev->state == USB_STATE_DEFAULT`,
+# run 20261206-112928), a known host-libusb hot-unplug bug of QEMU's, not the bridge's.
+if [ "$PEER" = qusb ]; then
+    parts=" ${VHCI_PARTS:-data reset input audio unlink} "
+else
+    parts=" ${VHCI_PARTS:-data reset input audio hotplug unlink restart} "
+fi
 want() { case $parts in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 step "put pvusb into the domU's initramfs (xen-hcd not loaded)"
