@@ -66,11 +66,8 @@ pub(super) fn plan(cmd: CmdSubmit, target: &DeviceTarget) -> Result<Plan, Refusa
 /// One split bulk request and what its pieces did.
 #[derive(Debug)]
 pub(super) struct Split {
-    direction: Direction,
     /// The request's length.
     total: usize,
-    /// OUT: the whole data (handed back in the final completion).
-    out: Vec<u8>,
     /// Each piece's length and, once it completed, its outcome.
     pieces: Vec<Piece>,
 }
@@ -86,7 +83,8 @@ struct PieceDone {
     status: UrbStatus,
     /// At most the piece's length.
     actual: usize,
-    /// IN: the bytes received (`actual` of them).
+    /// Its buffer, cut to `actual`: the bytes received (IN) or sent (OUT,
+    /// whose reply carries only their count).
     data: Vec<u8>,
 }
 
@@ -104,7 +102,8 @@ impl Split {
     }
 
     /// The request of `total` bytes (`out` for OUT, empty for IN) and its
-    /// pieces, in order.
+    /// pieces, in order. `out` is copied into the pieces and dropped, so
+    /// the data is held once.
     pub fn start(template: &Urb, total: usize, out: Vec<u8>) -> (Self, Vec<Urb>) {
         let mut pieces = Vec::with_capacity(total.div_ceil(BULK_CHUNK));
         let mut urbs = Vec::with_capacity(pieces.capacity());
@@ -123,12 +122,7 @@ impl Split {
             pieces.push(Piece { len, done: None });
             offset += len;
         }
-        let split = Self {
-            direction: template.direction,
-            total,
-            out,
-            pieces,
-        };
+        let split = Self { total, pieces };
         (split, urbs)
     }
 
@@ -143,11 +137,7 @@ impl Split {
         }
         let actual = c.actual_length.min(piece.len).min(c.buffer.len());
         let mut data = c.buffer;
-        if self.direction == Direction::In {
-            data.truncate(actual);
-        } else {
-            data = Vec::new();
-        }
+        data.truncate(actual);
         piece.done = Some(PieceDone {
             status: c.status,
             actual,
@@ -167,21 +157,17 @@ impl Split {
     /// the bridge ending, and for [`Self::on_piece`]).
     pub fn finish(&mut self, status: UrbStatus) -> Completion {
         let mut actual = 0;
-        let mut received = Vec::new();
+        let mut data = Vec::new();
         for p in &mut self.pieces {
             let Some(d) = p.done.as_mut() else {
                 break;
             };
             actual += d.actual;
-            received.append(&mut d.data);
+            data.append(&mut d.data);
             if !d.status.is_ok() || d.actual < p.len {
                 break;
             }
         }
-        let buffer = match self.direction {
-            Direction::In => received,
-            Direction::Out => std::mem::take(&mut self.out),
-        };
-        Completion::of_transfer(status, actual, buffer)
+        Completion::of_transfer(status, actual, data)
     }
 }
