@@ -11,6 +11,21 @@ use pvusb_testkit::scripted::{Scripted, DEVID, FRONT};
 use pvusb_testkit::LIVENESS;
 use pvusb_xenstore::Tx;
 
+/// Submits a 64-byte bulk IN on port 1; its completion arrives on the
+/// returned channel.
+fn bulk_in(
+    front: &pvusb_frontend::Frontend,
+) -> crossbeam_channel::Receiver<pvusb_frontend::Completion> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+    rx
+}
+
+/// The status of the completion `rx` receives next.
+fn status_of(rx: &crossbeam_channel::Receiver<pvusb_frontend::Completion>) -> UrbStatus {
+    rx.recv_timeout(LIVENESS).unwrap().status
+}
+
 #[test]
 fn out_and_in_data_travel_through_the_slot_pages() {
     let (_env, front, mut peer) = Scripted::connected();
@@ -115,14 +130,10 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
     let events = front.subscribe();
     let mut peer = env.backend();
     let old_ref = env.frontend_key("urb-ring-ref");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+    let rx = bulk_in(&front);
     peer.requests(1);
     env.set_backend_state(5); // Closing
-    assert_eq!(
-        rx.recv_timeout(LIVENESS).unwrap().status,
-        UrbStatus::Shutdown
-    );
+    assert_eq!(status_of(&rx), UrbStatus::Shutdown);
     drop(peer);
     env.set_backend_state(6); // Closed
     env.set_backend_state(2); // a new backend: InitWait
@@ -135,11 +146,10 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
         "{seen:?}"
     );
     let mut peer = env.backend();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+    let rx = bulk_in(&front);
     let req = peer.requests(1)[0];
     peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
-    assert_eq!(rx.recv_timeout(LIVENESS).unwrap().status, UrbStatus::Ok);
+    assert_eq!(status_of(&rx), UrbStatus::Ok);
 }
 
 /// Regression: the worker took the old backend's event channel closing for
@@ -149,17 +159,10 @@ fn backend_closing_fails_urbs_and_a_new_backend_gets_fresh_rings() {
 /// channel closes while the new handshake runs, cycle after cycle.
 #[test]
 fn the_old_backends_channel_closing_leaves_the_new_connection_alone() {
-    let env = Scripted::new();
-    let front = env.connect();
-    let mut peer = env.backend();
+    let (env, front, mut peer) = Scripted::connected();
     for cycle in 0..150 {
         env.set_backend_state(5); // Closing
-        let (tx, rx) = crossbeam_channel::unbounded();
-        front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
-        assert_eq!(
-            rx.recv_timeout(LIVENESS).unwrap().status,
-            UrbStatus::Shutdown
-        );
+        assert_eq!(status_of(&bulk_in(&front)), UrbStatus::Shutdown);
         // The old backend's channel closes before, during or after the
         // new handshake.
         let mut old = Some(peer);
@@ -172,12 +175,10 @@ fn the_old_backends_channel_closing_leaves_the_new_connection_alone() {
         drop(old);
         front.wait_connected(LIVENESS).unwrap();
         peer = env.backend();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        front.submit(Urb::bulk_in(1, 3, 1, 64), move |c| tx.send(c).unwrap());
+        let rx = bulk_in(&front);
         let req = peer.requests(1)[0];
         peer.respond(UrbResponse::new(req.id, Status::Ok, 0));
-        let status = rx.recv_timeout(LIVENESS).unwrap().status;
-        assert_eq!(status, UrbStatus::Ok, "cycle {cycle}");
+        assert_eq!(status_of(&rx), UrbStatus::Ok, "cycle {cycle}");
     }
 }
 
