@@ -44,6 +44,7 @@ pub mod descriptors;
 pub mod load;
 pub mod matching;
 pub mod parse;
+pub mod problem;
 pub mod rule;
 
 #[cfg(test)]
@@ -52,4 +53,5 @@ mod proptests;
 pub use load::{LoadError, Policy, Refusal, DEFAULT_RULES, RULES_ENV};
 pub use matching::{decide, Decision, DeviceFacts, Guest, IMPLICIT_TARGET};
 pub use parse::{parse, parse_bytes, ParseError};
+pub use problem::{BadValue, Problem};
 pub use rule::{Attr, DeviceIdPattern, InterfaceClass, InterfacePattern, Rule, SetOp, Target};

@@ -15,6 +15,7 @@
 //! are refused by name, with what to write instead, rather than being
 //! reported as unknown words.
 
+use crate::problem::{BadValue, Problem};
 use crate::rule::{Attr, DeviceIdPattern, InterfacePattern, Rule, SetOp, Target};
 
 /// A rules-file syntax error.
@@ -26,7 +27,7 @@ pub struct ParseError {
     /// 1-based column, in characters.
     pub col: usize,
     /// What is wrong and what to write instead.
-    pub reason: String,
+    pub reason: Problem,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +69,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<Rule>, ParseError> {
             Err(ParseError {
                 line,
                 col,
-                reason: "not UTF-8: save the file as UTF-8 (write other bytes as \\xHH in strings)"
-                    .into(),
+                reason: Problem::FileNotUtf8,
             })
         }
     }
@@ -91,12 +91,8 @@ pub fn parse_line(line: &str, number: usize) -> Result<Option<Rule>, ParseError>
     .map(Some)
 }
 
-fn err(line: usize, col: usize, reason: impl Into<String>) -> ParseError {
-    ParseError {
-        line,
-        col,
-        reason: reason.into(),
-    }
+fn err(line: usize, col: usize, reason: Problem) -> ParseError {
+    ParseError { line, col, reason }
 }
 
 fn tokenize(line: &str, number: usize) -> Result<Vec<Token>, ParseError> {
@@ -147,18 +143,14 @@ fn string(chars: &[char], open: usize, line: usize) -> Result<(String, usize), P
     let mut i = open + 1;
     loop {
         let Some(&c) = chars.get(i) else {
-            return Err(err(
-                line,
-                open + 1,
-                "unterminated string: close it with \" on the same line",
-            ));
+            return Err(err(line, open + 1, Problem::UnterminatedString));
         };
         match c {
             '"' => break,
             '\\' => {
                 let col = i + 1;
                 let Some(&e) = chars.get(i + 1) else {
-                    return Err(err(line, col, "a string ends in a lone \\: write \\\\"));
+                    return Err(err(line, col, Problem::LoneBackslash));
                 };
                 i += 2;
                 let byte = match e {
@@ -175,9 +167,7 @@ fn string(chars: &[char], open: usize, line: usize) -> Result<(String, usize), P
                         i += 2;
                         match (hex.len() == 2).then(|| u8::from_str_radix(&hex, 16)) {
                             Some(Ok(b)) => b,
-                            _ => {
-                                return Err(err(line, col, "\\x needs two hex digits, e.g. \\x0a"))
-                            }
+                            _ => return Err(err(line, col, Problem::BadHexEscape)),
                         }
                     }
                     '0'..='9' => {
@@ -191,16 +181,9 @@ fn string(chars: &[char], open: usize, line: usize) -> Result<(String, usize), P
                                 _ => break,
                             }
                         }
-                        u8::try_from(v)
-                            .map_err(|_| err(line, col, "a decimal escape is at most \\255"))?
+                        u8::try_from(v).map_err(|_| err(line, col, Problem::DecimalEscapeTooBig))?
                     }
-                    other => {
-                        return Err(err(
-                            line,
-                            col,
-                            format!("unknown escape \\{other}: write \\\\ for a backslash"),
-                        ))
-                    }
+                    other => return Err(err(line, col, Problem::UnknownEscape(other))),
                 };
                 bytes.push(byte);
             }
@@ -211,13 +194,7 @@ fn string(chars: &[char], open: usize, line: usize) -> Result<(String, usize), P
             }
         }
     }
-    let s = String::from_utf8(bytes).map_err(|_| {
-        err(
-            line,
-            open + 1,
-            "the string's escapes do not form UTF-8: pvusb compares UTF-8 strings",
-        )
-    })?;
+    let s = String::from_utf8(bytes).map_err(|_| err(line, open + 1, Problem::StringNotUtf8))?;
     Ok((s, i + 1))
 }
 
@@ -261,7 +238,7 @@ impl Parser {
         self.peek().map_or(self.end_col, |t| t.col)
     }
 
-    fn fail<T>(&self, col: usize, reason: impl Into<String>) -> Result<T, ParseError> {
+    fn fail<T>(&self, col: usize, reason: Problem) -> Result<T, ParseError> {
         Err(err(self.line, col, reason))
     }
 
@@ -276,13 +253,16 @@ impl Parser {
                     let why = unsupported(w)
                         .filter(|_| matches!(w, "match" | "device"))
                         .map_or_else(
-                            || format!("a rule starts with allow, block or reject, not {w:?}"),
-                            |why| format!("{w:?} {why}"),
+                            || Problem::BadTarget(w.to_owned()),
+                            |why| Problem::Unsupported {
+                                word: w.to_owned(),
+                                why,
+                            },
                         );
                     return self.fail(col, why);
                 }
             },
-            _ => return self.fail(col, "a rule starts with allow, block or reject"),
+            _ => return self.fail(col, Problem::NoTarget),
         };
         let mut rule = Rule::new(target);
         // USBGuard accepts a bare device id right after the target.
@@ -295,18 +275,18 @@ impl Parser {
                 let (w, col) = (w.clone(), *col);
                 self.pos += 1;
                 rule.id = Some(Attr::single(
-                    device_id(&w).map_err(|r| err(self.line, col, r))?,
+                    device_id(&w).map_err(|r| err(self.line, col, Problem::Id(r)))?,
                 ));
             }
         }
         while let Some(t) = self.next() {
             let col = t.col;
             let Tok::Word(name) = t.tok.clone() else {
-                return self.fail(col, "expected an attribute name (id, name, serial, via-port, with-interface, domain, label)");
+                return self.fail(col, Problem::ExpectedAttribute);
             };
             let dup = |present: bool| -> Result<(), ParseError> {
                 if present {
-                    Err(err(self.line, col, format!("{name} is given twice: merge the values into one set, e.g. {name} one-of {{ ... }}")))
+                    Err(err(self.line, col, Problem::Duplicate(name.clone())))
                 } else {
                     Ok(())
                 }
@@ -336,7 +316,7 @@ impl Parser {
                     let ops: &[SetOp] = &[SetOp::Equals, SetOp::OneOf, SetOp::NoneOf];
                     let a = self.strings(&name, Some(ops))?;
                     if a.op == SetOp::Equals && a.values.len() > 1 {
-                        return self.fail(col, "a device goes to one guest: write domain one-of { ... }");
+                        return self.fail(col, Problem::OneDomain);
                     }
                     rule.domain = Some(a);
                 }
@@ -344,9 +324,12 @@ impl Parser {
                     return self.fail(
                         col,
                         match unsupported(other) {
-                            Some(why) => format!("{other} {why}"),
-                            None if other.contains(':') => format!("{other:?} must follow the target directly or be written id {other}"),
-                            None => format!("unknown attribute {other:?}: use id, name, serial, via-port, with-interface, domain or label"),
+                            Some(why) => Problem::Unsupported {
+                                word: other.to_owned(),
+                                why,
+                            },
+                            None if other.contains(':') => Problem::IdNotFirst(other.to_owned()),
+                            None => Problem::UnknownAttribute(other.to_owned()),
                         },
                     )
                 }
@@ -359,10 +342,7 @@ impl Parser {
     fn strings(&mut self, name: &str, ops: Option<&[SetOp]>) -> Result<Attr<String>, ParseError> {
         self.values(
             name,
-            |_, s| {
-                s.map(str::to_owned)
-                    .ok_or_else(|| "expected a quoted string, e.g. \"1-2\"".into())
-            },
+            |_, s| s.map(str::to_owned).ok_or(BadValue::NotQuoted),
             ops,
         )
     }
@@ -372,7 +352,7 @@ impl Parser {
     fn values<T>(
         &mut self,
         name: &str,
-        value: impl Fn(&str, Option<&str>) -> Result<T, String>,
+        value: impl Fn(&str, Option<&str>) -> Result<T, BadValue>,
         ops: Option<&[SetOp]>,
     ) -> Result<Attr<T>, ParseError> {
         let col = self.col();
@@ -390,18 +370,19 @@ impl Parser {
                         let why = unsupported(w).unwrap_or(
                             "is not a set operator: use one-of, all-of, none-of or equals",
                         );
-                        return self.fail(col, format!("{w} {why}"));
+                        let word = w.to_owned();
+                        return self.fail(col, Problem::Unsupported { word, why });
                     }
                 };
                 self.pos += 1;
                 if self.peek().map(|t| &t.tok) != Some(&Tok::Open) {
+                    let name = name.to_owned();
                     return self.fail(
                         self.col(),
-                        format!(
-                            "{} needs a set: {name} {} {{ ... }}",
-                            op.keyword(),
-                            op.keyword()
-                        ),
+                        Problem::NeedsSet {
+                            name,
+                            op: op.keyword(),
+                        },
                     );
                 }
                 Some(op)
@@ -411,12 +392,13 @@ impl Parser {
         };
         if let (Some(op), Some(allowed)) = (op, ops) {
             if !allowed.contains(&op) {
+                let name = name.to_owned();
                 return self.fail(
                     col,
-                    format!(
-                        "{name} takes one value, one-of {{ ... }} or none-of {{ ... }}, not {}",
-                        op.keyword()
-                    ),
+                    Problem::OperatorNotAllowed {
+                        name,
+                        op: op.keyword(),
+                    },
                 );
             }
         }
@@ -425,9 +407,12 @@ impl Parser {
             match t.map(|t| &t.tok) {
                 Some(Tok::Word(w)) => value(w, None),
                 Some(Tok::Str(s)) => value("", Some(s)),
-                _ => Err(format!("{name} needs a value")),
+                _ => Err(BadValue::Missing),
             }
-            .map_err(|r| err(p.line, col, format!("{name}: {r}")))
+            .map_err(|value| {
+                let name = name.to_owned();
+                err(p.line, col, Problem::Value { name, value })
+            })
         };
         let Some(op) = op else {
             let t = self.next();
@@ -445,14 +430,9 @@ impl Parser {
                     self.pos += 1;
                     break;
                 }
-                None => {
-                    return self.fail(
-                        self.end_col,
-                        format!("{name}: the set is not closed: end it with }} on the same line"),
-                    )
-                }
+                None => return self.fail(self.end_col, Problem::SetNotClosed(name.to_owned())),
                 Some(Tok::Open) => {
-                    return self.fail(self.col(), format!("{name}: sets do not nest"))
+                    return self.fail(self.col(), Problem::NestedSet(name.to_owned()))
                 }
                 Some(_) => {
                     let t = self.next().map(|t| Token {
@@ -464,7 +444,7 @@ impl Parser {
             }
         }
         if values.is_empty() {
-            return self.fail(col, format!("{name}: a set needs at least one value"));
+            return self.fail(col, Problem::EmptySet(name.to_owned()));
         }
         Ok(Attr { op, values })
     }
@@ -481,26 +461,24 @@ fn hex_field(s: &str, digits: usize) -> Result<Option<u16>, ()> {
 }
 
 /// `VID:PID`, four hex digits each or `*` (`*:PID` is refused, as in USBGuard).
-pub fn device_id(s: &str) -> Result<DeviceIdPattern, String> {
-    let bad =
-        || format!("{s:?} is not a device id: write VID:PID in hex, e.g. 0781:5567, 0781:* or *:*");
+pub fn device_id(s: &str) -> Result<DeviceIdPattern, BadValue> {
+    let bad = || BadValue::NotDeviceId(s.to_owned());
     let (v, p) = s.split_once(':').ok_or_else(bad)?;
     let vendor = hex_field(v, 4).map_err(|_| bad())?;
     let product = hex_field(p, 4).map_err(|_| bad())?;
     if vendor.is_none() && product.is_some() {
-        return Err(format!(
-            "{s:?}: a product id needs its vendor id; write VID:{p} or *:*"
-        ));
+        return Err(BadValue::ProductWithoutVendor {
+            id: s.to_owned(),
+            product: p.to_owned(),
+        });
     }
     Ok(DeviceIdPattern { vendor, product })
 }
 
 /// `CC:SS:PP`, two hex digits each, `*` for SS and PP (`CC:*:PP` is refused,
 /// as in USBGuard).
-pub fn interface(s: &str) -> Result<InterfacePattern, String> {
-    let bad = || {
-        format!("{s:?} is not an interface type: write class:subclass:protocol in hex, e.g. 08:06:50, 03:01:* or 08:*:*")
-    };
+pub fn interface(s: &str) -> Result<InterfacePattern, BadValue> {
+    let bad = || BadValue::NotInterface(s.to_owned());
     let mut parts = s.split(':');
     let (Some(c), Some(sc), Some(pr), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -511,9 +489,10 @@ pub fn interface(s: &str) -> Result<InterfacePattern, String> {
     let subclass = hex_field(sc, 2).map_err(|_| bad())?;
     let protocol = hex_field(pr, 2).map_err(|_| bad())?;
     if subclass.is_none() && protocol.is_some() {
-        return Err(format!(
-            "{s:?}: with a * subclass the protocol must be * too ({c}:*:*)"
-        ));
+        return Err(BadValue::ProtocolWithoutSubclass {
+            id: s.to_owned(),
+            class: c.to_owned(),
+        });
     }
     let narrow = |v: Option<u16>| v.map(|v| v as u8);
     Ok(InterfacePattern {
@@ -570,33 +549,51 @@ mod tests {
             one(r#"block domain "web""#).domain.unwrap().values,
             vec!["web"]
         );
-        assert!(error(r#"allow domain all-of { "a" }"#)
-            .reason
-            .contains("one-of"));
-        assert!(error(r#"allow domain { "a" "b" }"#)
-            .reason
-            .contains("one guest"));
+        assert_eq!(
+            error(r#"allow domain all-of { "a" }"#).reason,
+            Problem::OperatorNotAllowed {
+                name: "domain".into(),
+                op: "all-of"
+            }
+        );
+        assert_eq!(
+            error(r#"allow domain { "a" "b" }"#).reason,
+            Problem::OneDomain
+        );
     }
 
     #[test]
     fn string_escapes() {
         let r = one(r#"allow serial "a\"b\\c\x41\65\n""#);
         assert_eq!(r.serial.unwrap().values[0], "a\"b\\cAA\n");
-        assert!(error(r#"allow serial "\q""#)
-            .reason
-            .contains("unknown escape"));
-        assert!(error(r#"allow serial "\xff""#).reason.contains("UTF-8"));
-        assert!(error(r#"allow serial "\300""#).reason.contains("255"));
+        assert_eq!(
+            error(r#"allow serial "\q""#).reason,
+            Problem::UnknownEscape('q')
+        );
+        assert_eq!(
+            error(r#"allow serial "\xff""#).reason,
+            Problem::StringNotUtf8
+        );
+        assert_eq!(
+            error(r#"allow serial "\300""#).reason,
+            Problem::DecimalEscapeTooBig
+        );
     }
 
     #[test]
     fn errors_name_line_and_column() {
         let e = error("allow\nallow id 12345:1");
         assert_eq!((e.line, e.col), (2, 10));
-        assert!(e.reason.contains("device id"), "{e}");
+        assert_eq!(
+            e.reason,
+            Problem::Value {
+                name: "id".into(),
+                value: BadValue::NotDeviceId("12345:1".into())
+            }
+        );
         let e = error("allow hash \"abc\"");
         assert_eq!((e.line, e.col), (1, 7));
-        assert!(e.reason.contains("hash is not supported"), "{e}");
+        assert!(e.to_string().contains("hash is not supported"), "{e}");
         let e = error("permit");
         assert_eq!(e.col, 1);
         let reasons = [
@@ -613,12 +610,12 @@ mod tests {
             ("allow if true", "conditions"),
             ("allow with-connect-type \"hotplug\"", "via-port"),
             ("allow frobnicate", "unknown attribute"),
-            ("allow id", "needs a value"),
+            ("allow id", "id: a value is missing"),
             ("allow id one-of 1234:*", "needs a set"),
         ];
         for (policy, reason) in reasons {
             let e = error(policy);
-            assert!(e.reason.contains(reason), "{policy}: {e}");
+            assert!(e.to_string().contains(reason), "{policy}: {e}");
         }
         assert_eq!(error("ok\nallow").line, 1);
         let e = parse_bytes(b"allow\nallow name \"\xff\"").unwrap_err();
