@@ -464,15 +464,14 @@ fn hex_field(s: &str, digits: usize) -> Result<Option<u16>, ()> {
 pub fn device_id(s: &str) -> Result<DeviceIdPattern, BadValue> {
     let bad = || BadValue::NotDeviceId(s.to_owned());
     let (v, p) = s.split_once(':').ok_or_else(bad)?;
-    let vendor = hex_field(v, 4).map_err(|_| bad())?;
-    let product = hex_field(p, 4).map_err(|_| bad())?;
-    if vendor.is_none() && product.is_some() {
-        return Err(BadValue::ProductWithoutVendor {
-            id: s.to_owned(),
-            product: p.to_owned(),
-        });
+    match (hex_field(v, 4), hex_field(p, 4)) {
+        (Ok(None), Ok(Some(_))) => Err(BadValue::ProductWithoutVendor {
+            id: s.into(),
+            product: p.into(),
+        }),
+        (Ok(vendor), Ok(product)) => Ok(DeviceIdPattern { vendor, product }),
+        _ => Err(bad()),
     }
-    Ok(DeviceIdPattern { vendor, product })
 }
 
 /// `CC:SS:PP`, two hex digits each, `*` for SS and PP (`CC:*:PP` is refused,
