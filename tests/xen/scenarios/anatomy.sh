@@ -8,7 +8,7 @@
 # Then one synchronous operation at a time (ANATOMY_SECONDS, default 10, each): GET_DESCRIPTOR
 # control transfers (tb-ctrl) natively in dom0 and from the domU, and 4 KiB QD1 random reads
 # (tb-iops) from the domU. Per URB, the wall time splits into the device's time (the backend's
-# device_us), the backend's CPU (its utime + stime), the domU's CPU (its /proc/stat busy
+# device_us), the backend's CPU (the daemon's and its workers' utime + stime), the domU's CPU (its /proc/stat busy
 # time: xen-hcd, the block layer, the tool, the test-bed's command loop) and the rest, which
 # is neither side computing: event delivery, vCPU wake-ups and scheduling (negative where the
 # two sides' work overlaps). Output: results/anatomy.sync.
@@ -59,7 +59,16 @@ sync=$RES/anatomy.sync
 printf '%-16s %8s %8s %9s %10s %12s %11s %10s %12s\n' test op_per_s URBs/op "wall us" "device us" "backend cpu" \
     "domU cpu" "rest us" "events/URB" > "$sync"
 tb_ctrl=$(tb_tool tb-ctrl) || fail "no tb-ctrl for dom0"
-backend_ticks() { awk '{print $14 + $15}' "/proc/$BACKEND_PID/stat"; }
+# The daemon's and its worker processes' utime + stime (with `--isolation process`, the
+# default, the URBs are served by the workers, the daemon's children). A worker that ends
+# between the two readings drops out; the workers live as long as their controllers.
+backend_ticks() {
+    local p t=0
+    for p in "$BACKEND_PID" $(pgrep -P "$BACKEND_PID"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 domu_busy() { domu_exec "head -n1 /proc/stat" | awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}'; }
 hz=$(getconf CLK_TCK)
 # sync_row TEST PER_S C0 C1 D0 D1 V0 V1 B0 B1 U0 U1: one table row from the counter deltas, per
