@@ -187,7 +187,7 @@ impl Engine {
             });
         EngineReport {
             attached: self.conn.is_some(),
-            dead: self.dead.map(|d| Chain(&d).to_string()),
+            dead: self.dead,
             in_flight: Listed::first(EngineReport::LISTED, in_flight),
             queued: self.queue.len(),
             urb_ring: self.conn.as_ref().map(|c| indexes(&c.urb)),

@@ -10,8 +10,10 @@
 use std::fmt;
 
 use pvusb_protocol::Pipe;
+use pvusb_support::Chain;
 
 use crate::engine::EngineStats;
+use crate::error::BackendViolation;
 
 /// The first few of many things, and how many there were: a report's
 /// length stays bounded however much is in flight.
@@ -57,7 +59,7 @@ pub struct EngineReport {
     /// A connection is attached (live or dead).
     pub attached: bool,
     /// Why a protocol error killed the controller, if one did.
-    pub dead: Option<String>,
+    pub dead: Option<BackendViolation>,
     /// Requests on the ring awaiting their response, by id (at most
     /// [`EngineReport::LISTED`] listed).
     pub in_flight: Listed<InFlightReport>,
@@ -172,7 +174,7 @@ impl fmt::Display for InFlightReport {
 impl fmt::Display for EngineReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.dead, self.attached) {
-            (Some(why), _) => write!(f, "dead ({why})")?,
+            (Some(why), _) => write!(f, "dead ({})", Chain(why))?,
             (None, true) => f.write_str("connected")?,
             (None, false) => f.write_str("not connected")?,
         }
