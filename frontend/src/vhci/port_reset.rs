@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use pvusb_protocol::usb::request::{GET_DESCRIPTOR, TYPE_MASK, TYPE_STANDARD};
+use pvusb_protocol::usb::request::dt;
 use pvusb_protocol::usbip::CmdSubmit;
 use pvusb_protocol::{Direction, SetupPacket};
 use pvusb_support::Chain;
@@ -24,7 +24,6 @@ use tracing::{debug, warn};
 
 use super::translate::DeviceTarget;
 use crate::frontend::Frontend;
-use crate::urb::Urb;
 
 /// How long the re-addressing may take: the backend resets the device in
 /// between, which takes up to a few hundred milliseconds on real hardware.
@@ -37,10 +36,8 @@ pub(super) fn starts_enumeration(cmd: &CmdSubmit) -> bool {
     let setup = SetupPacket::from_bytes(h.setup);
     h.basic.ep == 0
         && h.basic.direction == Direction::In
-        && setup.bm_request_type & TYPE_MASK == TYPE_STANDARD
-        && setup.bm_request_type & 0x80 != 0
-        && setup.b_request == GET_DESCRIPTOR
-        && setup.w_value == 0x0100
+        && setup.is_get_descriptor()
+        && setup.descriptor_type_index() == (dt::DEVICE, 0)
         && matches!(setup.w_length, 8 | 64)
 }
 
@@ -50,19 +47,15 @@ pub(super) fn starts_enumeration(cmd: &CmdSubmit) -> bool {
 /// tells the guest whether the device answers.
 pub(super) fn readdress(front: &Frontend, target: &DeviceTarget) {
     let setup = SetupPacket::set_address(target.address);
-    let urb = Urb::control(target.port, 0, setup, Vec::new());
-    match front.transfer(urb, READDRESS_TIMEOUT) {
-        Ok(c) if c.status.is_ok() => {
-            debug!(
-                port = target.port,
-                "the guest enumerates again: device re-addressed"
-            );
-        }
-        Ok(c) => {
-            warn!(port = target.port, status = ?c.status, "re-addressing the device for the guest's port reset failed")
-        }
-        Err(e) => {
-            warn!(port = target.port, error = %Chain(&e), "re-addressing the device for the guest's port reset failed")
-        }
+    match front.control_out(target.port, 0, setup, &[], READDRESS_TIMEOUT) {
+        Ok(_) => debug!(
+            port = target.port,
+            "the guest enumerates again: device re-addressed"
+        ),
+        Err(e) => warn!(
+            port = target.port,
+            error = %Chain(&e),
+            "re-addressing the device for the guest's port reset failed"
+        ),
     }
 }
