@@ -41,6 +41,13 @@ pub struct ServeArgs {
     /// from this one process, instead of the one --devid names.
     #[arg(long, value_delimiter = ',', value_name = "DEVID,...")]
     pub controllers: Vec<u32>,
+    /// How long (µs) each controller's worker keeps polling its rings
+    /// after the last answer before it sleeps on the event channel (0:
+    /// never polls). Polling trades CPU for fewer wake-ups; on a guest with
+    /// one vCPU it competes with the kernel threads that make the next
+    /// request.
+    #[arg(long, value_name = "US", default_value_t = pvusb_ring::polling::BASE.as_micros() as u64)]
+    pub poll_us: u64,
 }
 
 /// The long help of `pvusb front serve` (and its man page).
@@ -143,6 +150,7 @@ pub fn run(front_args: &super::cmd_front::Args, args: &ServeArgs) -> Result<(), 
     for devid in devids {
         let options = Options {
             take_over: args.take_over,
+            poll: Duration::from_micros(args.poll_us),
             ..Options::default()
         };
         let front = match super::cmd_front::open_controller(front_args, devid, options) {

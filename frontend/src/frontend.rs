@@ -55,6 +55,14 @@ pub struct Options {
     /// would take its rings away; only a frontend known to be dead (killed
     /// without closing) should be taken over.
     pub take_over: bool,
+    /// How long the worker keeps looking at the rings after the last
+    /// response before it sleeps on the event channel again (zero: never
+    /// polls). WHY adjustable: polling saves the peer's event and our
+    /// wake-up while the peer answers within the window, which pays on a
+    /// guest with a spare vCPU; on a single vCPU the polling thread takes
+    /// turns with the very threads (the guest kernel's) that produce the
+    /// next request.
+    pub poll: Duration,
 }
 
 impl Default for Options {
@@ -65,6 +73,7 @@ impl Default for Options {
             unlink_grace: Duration::from_secs(5),
             reconnect: true,
             take_over: false,
+            poll: pvusb_ring::polling::BASE,
         }
     }
 }

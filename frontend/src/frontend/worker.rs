@@ -110,21 +110,12 @@ fn run(shared: &Shared) {
                     warn!(lost_events, "found answers without an event: a notification was lost (backend restart?)");
                 }
             }
-            spin(shared, &mut done);
+            if !shared.options.poll.is_zero() {
+                spin(shared, &mut done);
+            }
         }
     }
 }
-
-/// How long the worker keeps looking at the ring after the last response it
-/// found before it sleeps in `poll` again (why poll at all:
-/// [`pvusb_ring::polling`]).
-///
-/// WHY fixed, not a [`polling::PollWindow`]: how soon the next response comes
-/// is the device's pace (a mouse's interrupt URB may wait for seconds), not
-/// the backend's, so a window grown on it would burn CPU for nothing. Under
-/// load responses follow each other within microseconds, which [`polling::BASE`]
-/// covers.
-const SPIN: Duration = polling::BASE;
 
 /// Responses handled per [`process_and_deliver`]: small enough that the
 /// backend gets resubmitted URBs while we still work through a full ring (the
@@ -144,14 +135,22 @@ fn process_and_deliver(shared: &Shared, done: &mut Done, rsp_event: RspEvent) ->
     worked
 }
 
-/// Polls the rings (shared-memory loads, no syscall) for up to [`SPIN`] after
-/// the last work, processing whatever arrives, with `rsp_event` unarmed.
+/// Polls the rings (shared-memory loads, no syscall) for up to the
+/// [`crate::Options::poll`] window after the last work, processing whatever
+/// arrives, with `rsp_event` unarmed (why poll at all:
+/// [`pvusb_ring::polling`]).
+///
+/// WHY a fixed window, not a [`polling::PollWindow`]: how soon the next
+/// response comes is the device's pace (a mouse's interrupt URB may wait
+/// for seconds), not the backend's, so a window grown on it would burn CPU
+/// for nothing. Under load responses follow each other within microseconds,
+/// which [`polling::BASE`], the default, covers.
 /// Events the backend sends meanwhile stay pending on the channel and are
 /// consumed by the next `poll`.
 fn spin(shared: &Shared, done: &mut Done) {
     loop {
         let end = polling::spin(
-            SPIN,
+            shared.options.poll,
             || shared.stopping(),
             || {
                 shared.engine().responses_pending()

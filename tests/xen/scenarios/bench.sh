@@ -12,7 +12,9 @@
 # results/bench.table (medians: the throughput table, then the IOPS / control table).
 # BENCH_PATHS narrows or widens the paths (e.g. "qusb pvusb"); two more exist, not run by default:
 # vhci (the domU's kernel without xen-hcd drives the stick through vhci-hcd and `pvusb front
-# serve`, pvusb's backend behind it) and vhci-qusb (the same bridge in front of QEMU's backend).
+# serve`, pvusb's backend behind it) and vhci-qusb (the same bridge in front of QEMU's backend);
+# vhci-pollUS is vhci with the bridge's ring polling window set to US µs (`--poll-us US`;
+# vhci-poll0: no polling).
 # One more, pvusb-thread: the same as pvusb with the backend's controllers as daemon threads
 # (--isolation thread) instead of confined worker processes, for what containment costs; and
 # pvusb-unconfined: worker processes that keep root and skip seccomp, Landlock and namespaces,
@@ -94,6 +96,7 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
     record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
 }
 BASE_DOMU_ARGS=$DOMU_ARGS
+BASE_FRONT_SERVE_ARGS=${FRONT_SERVE_ARGS:-}
 BASE_BACKEND_ARGS=${PVUSB_BACKEND_ARGS:-}
 BACKEND_MODE=unset
 backend_gone() { ! kill -0 "$BACKEND_PID" 2>/dev/null; }
@@ -112,9 +115,11 @@ backend_mode() {
 run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
     # vhci paths: the domU's kernel drives the stick through vhci-hcd and `pvusb front serve`
     # (no xen-hcd), with pvusb's backend (vhci) or QEMU's (vhci-qusb) behind it.
-    DOMU_ARGS=$BASE_DOMU_ARGS DOMU_EXTRA=""
+    DOMU_ARGS=$BASE_DOMU_ARGS DOMU_EXTRA="" FRONT_SERVE_ARGS=$BASE_FRONT_SERVE_ARGS
     case $1 in
         vhci) PEER=pvusb; domu_with_pvusb; backend_mode "" ;;
+        vhci-poll*) PEER=pvusb; domu_with_pvusb; backend_mode ""
+            FRONT_SERVE_ARGS="$BASE_FRONT_SERVE_ARGS --poll-us ${1#vhci-poll}" ;;
         vhci-qusb) PEER=qusb; domu_with_pvusb ;;
         pvusb) PEER=pvusb; backend_mode "" ;;
         pvusb-thread) PEER=pvusb; backend_mode "--isolation thread" ;;
@@ -123,7 +128,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
     esac
     peer_domu_create "bench-$1-$2"
     case $1 in
-        vhci) xs_ctrl_attach "$DOMID" 0 2 4 ;;
+        vhci | vhci-poll*) xs_ctrl_attach "$DOMID" 0 2 4 ;;
         *) peer_ctrl_attach "$DOMID" ;;
     esac
     peer_dev_attach "$DOMID" $STICK_ID 1
@@ -136,7 +141,7 @@ run_domu() { # run_domu PATH ROUND: a fresh domU gets the stick through PATH
 }
 
 case " $paths " in
-    *" pvusb "* | *" vhci "* | *" pvusb-thread "* | *" pvusb-unconfined "*) ;;
+    *" pvusb "* | *" vhci "* | *" vhci-poll"* | *" pvusb-thread "* | *" pvusb-unconfined "*) ;;
     *) note "pvusb path skipped: no pvusb binary with a backend command" ;;
 esac
 for r in $(seq "$rounds"); do
@@ -151,7 +156,7 @@ done
 
 # Medians per path and test, and the ratios the issue sets targets for.
 awk -F, -v mib="$mib" -v rounds="$rounds" '
-    NR > 1 && $6 == "MB/s" { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1; tst[$2] = 1 }
+    NR > 1 && $6 == "MB/s" { v[$1 "," $2] = v[$1 "," $2] " " $5; if (!($1 in seen)) order[++nseen] = $1; seen[$1] = 1; tst[$2] = 1 }
     function median(s,   a, n, i, j, t) {
         n = split(s, a, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -162,7 +167,8 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
     END {
         printf "Stick throughput, MB/s (10^6 B/s), median of %d rounds, %d MiB per run, O_DIRECT, TCG:\n", rounds, mib
         printf "%-10s %10s %10s %10s %10s\n", "path", "read 1M", "read 64K", "write 1M", "write 64K"
-        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " "); split("read:1M read:64K write:1M write:64K", T, " ")
+        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " ")
+        for (i = 1; i <= nseen; i++) if (order[i] ~ /^vhci-poll/) P[++np] = order[i]; split("read:1M read:64K write:1M write:64K", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -190,11 +196,14 @@ awk -F, -v mib="$mib" -v rounds="$rounds" '
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 4; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
         }
+        for (i = 1; i <= np; i++) if (P[i] ~ /^vhci-poll/ && ("pvusb" in seen)) {
+            printf "%-10s", substr(P[i], 6) "/pvusb"; for (j = 1; j <= 4; j++) printf "%s", times(m[P[i], j], m["pvusb", j]); printf "\n"
+        }
     }' "$csv" > "$RES/bench.table"
 
 # The rates: 4 KiB random-read IOPS and control transfers/s, medians and the ratios.
 awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
-    NR > 1 && ($6 == "IOPS" || $6 == "per_s") { v[$1 "," $2] = v[$1 "," $2] " " $5; seen[$1] = 1 }
+    NR > 1 && ($6 == "IOPS" || $6 == "per_s") { v[$1 "," $2] = v[$1 "," $2] " " $5; if (!($1 in seen)) order[++nseen] = $1; seen[$1] = 1 }
     function median(s,   a, n, i, j, t) {
         n = split(s, a, " ")
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -206,7 +215,8 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         printf "4 KiB random reads (O_DIRECT, QD1, first %d MiB, fixed seed) and control transfers\n", span
         printf "(GET_DESCRIPTOR(DEVICE) via usbfs), %d s each, median of %d rounds, TCG:\n", secs, rounds
         printf "%-10s %14s %14s\n", "path", "randread IOPS", "ctrl/s"
-        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " "); split("randread:4K ctrl", T, " ")
+        np = split("native qusb pvusb pvusb-thread pvusb-unconfined vhci vhci-qusb", P, " ")
+        for (i = 1; i <= nseen; i++) if (order[i] ~ /^vhci-poll/) P[++np] = order[i]; split("randread:4K ctrl", T, " ")
         for (i = 1; i <= np; i++) {
             if (!(P[i] in seen)) continue
             printf "%-10s", P[i]
@@ -229,6 +239,9 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
         }
         if (("vhci-qusb" in seen) && ("vhci" in seen)) {
             printf "%-10s", "vhci/v-qusb"; for (j = 1; j <= 2; j++) printf "%s", times(m["vhci", j], m["vhci-qusb", j]); printf "\n"
+        }
+        for (i = 1; i <= np; i++) if (P[i] ~ /^vhci-poll/ && ("pvusb" in seen)) {
+            printf "%-10s", substr(P[i], 6) "/pvusb"; for (j = 1; j <= 2; j++) printf "%s", times(m[P[i], j], m["pvusb", j]); printf "\n"
         }
     }' "$csv" > "$RES/bench.rates"
 { echo; cat "$RES/bench.rates"; } >> "$RES/bench.table"
