@@ -117,9 +117,17 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         match line.trim() {
-            "cpu" => writeln!(out, "cpu {}", cpu::self_seconds() + workers_cpu(&daemon))
+            "cpu" => {
+                let (seconds, switches) = workers_usage(&daemon);
+                writeln!(
+                    out,
+                    "cpu {} {}",
+                    cpu::self_seconds() + seconds,
+                    cpu::self_switches() + switches
+                )
                 .and_then(|()| out.flush())
-                .map_err(|e| Chain(&e).to_string())?,
+                .map_err(|e| Chain(&e).to_string())?;
+            }
             "quit" => break,
             _ => {}
         }
@@ -128,14 +136,20 @@ pub fn run(sim_dir: &Path, xs_path: &Path, echo_port: u32, backend: Backend) -> 
     Ok(())
 }
 
-/// CPU seconds of every controller's worker process (none with threads).
-fn workers_cpu(daemon: &pvusb_backend::DaemonHandle) -> f64 {
+/// CPU seconds and context switches of every controller's worker process
+/// (none with threads).
+fn workers_usage(daemon: &pvusb_backend::DaemonHandle) -> (f64, u64) {
     daemon
         .controllers()
         .iter()
         .filter_map(|id| daemon.worker_pid(id.domid, id.devid))
-        .map(|pid| cpu::process_seconds(pid).unwrap_or(f64::NAN))
-        .sum()
+        .map(|pid| {
+            (
+                cpu::process_seconds(pid).unwrap_or(f64::NAN),
+                cpu::process_switches(pid),
+            )
+        })
+        .fold((0.0, 0), |(s, n), (ds, dn)| (s + ds, n + dn))
 }
 
 /// The command that starts the bench's backend process (this binary's

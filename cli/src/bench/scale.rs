@@ -3,9 +3,10 @@
 //! loopback device — what containment costs at scale.
 //!
 //! Figures, all over the simulated transport in one run:
-//! * backend CPU per URB with one controller streaming, and with all of
-//!   them streaming at once (daemon plus every worker process; the target
-//!   is at most 1.2× the single controller's);
+//! * backend CPU per URB with one controller streaming, with two (of two
+//!   guests), and with all of them streaming at once (daemon plus every
+//!   worker process; the target is at most 1.2× the single controller's),
+//!   and the backend's context switches per URB in each case;
 //! * the p99 latency of one light guest (one URB at a time) alone, and
 //!   while every other guest keeps its rings full (no head-of-line blocking
 //!   across guests).
@@ -77,7 +78,7 @@ struct Backend {
 }
 
 impl Backend {
-    fn cpu(&mut self) -> Result<f64, String> {
+    fn usage(&mut self) -> Result<super::cpu::Usage, String> {
         super::cpu::ask_backend(&mut self.input, &mut self.output)
     }
 }
@@ -107,17 +108,30 @@ fn stream_all(ctls: &[&Ctl], budget: Duration) -> Result<u64, String> {
     Ok(urbs)
 }
 
-/// Backend CPU microseconds per URB while `ctls` stream, over the plan's runs.
-fn cpu_per_urb(backend: &mut Backend, ctls: &[&Ctl], plan: &Plan) -> Result<Summary, String> {
+/// What the backend spends per URB while some controllers stream.
+struct PerUrb {
+    /// CPU microseconds (daemon and workers).
+    cpu_us: Summary,
+    /// Context switches of the backend's threads.
+    switches: Summary,
+}
+
+/// Backend CPU and context switches per URB while `ctls` stream, over the
+/// plan's runs.
+fn per_urb(backend: &mut Backend, ctls: &[&Ctl], plan: &Plan) -> Result<PerUrb, String> {
     stream_all(ctls, plan.warm_up)?;
-    let mut values = Vec::with_capacity(plan.runs);
+    let (mut cpu, mut switches) = (Vec::new(), Vec::new());
     for _ in 0..plan.runs {
-        let before = backend.cpu()?;
-        let urbs = stream_all(ctls, plan.run)?;
-        let spent = backend.cpu()? - before;
-        values.push(spent / urbs.max(1) as f64 * 1e6);
+        let before = backend.usage()?;
+        let urbs = stream_all(ctls, plan.run)?.max(1) as f64;
+        let spent = backend.usage()? - before;
+        cpu.push(spent.seconds / urbs * 1e6);
+        switches.push(spent.switches as f64 / urbs);
     }
-    Ok(Summary::of(&values))
+    Ok(PerUrb {
+        cpu_us: Summary::of(&cpu),
+        switches: Summary::of(&switches),
+    })
 }
 
 /// The light guest's p99 round trip (µs), per run, while `others` stream.
@@ -214,9 +228,19 @@ pub fn measure(
     let others: Vec<&Ctl> = ctls.iter().skip(1).flatten().collect();
 
     eprintln!("pvusb bench --scale: one controller streaming");
-    let single = cpu_per_urb(&mut backend, &[first], plan)?;
+    let single = per_urb(&mut backend, &[first], plan)?;
+    // WHY two: one controller streaming has a CPU for its worker and one
+    // for its frontend, and neither ever sleeps; two already share the
+    // CPUs and sleep and wake per batch. The step from two to all is what
+    // the number of workers costs.
+    let second = ctls
+        .get(1)
+        .and_then(|g| g.first())
+        .ok_or("no second guest")?;
+    eprintln!("pvusb bench --scale: 2 controllers (of 2 guests) streaming");
+    let pair = per_urb(&mut backend, &[first, second], plan)?;
     eprintln!("pvusb bench --scale: all {n} controllers streaming");
-    let scaled = cpu_per_urb(&mut backend, &all, plan)?;
+    let scaled = per_urb(&mut backend, &all, plan)?;
     eprintln!("pvusb bench --scale: the light guest alone");
     let alone = light_p99(first, &[], plan)?;
     eprintln!(
@@ -229,12 +253,32 @@ pub fn measure(
         row(
             "backend CPU per URB, 1 controller streaming".into(),
             "us",
-            single,
+            single.cpu_us,
+        ),
+        row(
+            "backend CPU per URB, 2 controllers streaming".into(),
+            "us",
+            pair.cpu_us,
         ),
         row(
             format!("backend CPU per URB, {n} controllers streaming"),
             "us",
-            scaled,
+            scaled.cpu_us,
+        ),
+        row(
+            "backend context switches, 1 controller streaming".into(),
+            "per URB",
+            single.switches,
+        ),
+        row(
+            "backend context switches, 2 controllers streaming".into(),
+            "per URB",
+            pair.switches,
+        ),
+        row(
+            format!("backend context switches, {n} controllers streaming"),
+            "per URB",
+            scaled.switches,
         ),
         row("light guest p99, alone".into(), "us", alone),
         row(
@@ -246,9 +290,13 @@ pub fn measure(
     let ratios = vec![
         Ratio::new(
             format!("CPU per URB: 1 controller / {n} controllers"),
-            single.median / scaled.median,
+            single.cpu_us.median / scaled.cpu_us.median,
             // At most 1.2x the single controller's CPU per URB.
             0.83,
+        ),
+        Ratio::context(
+            format!("CPU per URB: 2 controllers / {n} controllers"),
+            pair.cpu_us.median / scaled.cpu_us.median,
         ),
         Ratio::context(
             "light guest p99: crowded / alone",

@@ -173,7 +173,7 @@ impl Session {
 
     /// The backend process's CPU seconds so far.
     pub fn child_cpu(&mut self) -> Result<f64, String> {
-        cpu::ask_backend(&mut self.child_in, &mut self.child_out)
+        cpu::ask_backend(&mut self.child_in, &mut self.child_out).map(|u| u.seconds)
     }
 
     /// A URB maker for bulk transfers of `len` bytes on the loopback endpoint.
