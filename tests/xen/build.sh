@@ -15,7 +15,7 @@
 #   out/dom0.cpio       dom0 root filesystem, uncompressed newc cpio
 #   out/domu.cpio       domU busybox initramfs (usb-storage closure + xen-hcd.ko)
 #   out/stick.img       USB stick image with a known pattern (see make_stick)
-#   out/tools/          tb-iops, tb-ctrl, tb-mic, tb-rec, tb-isoout, tb-reset: static test tools (tools/*.c), also in domu.cpio
+#   out/tools/          tb-iops, tb-ctrl, tb-mic, tb-rec, tb-isoout, tb-reset, tb-switch: static test tools (tools/*.c), also in domu.cpio
 #   out/versions        kernel and Xen versions used
 set -euo pipefail
 
@@ -197,7 +197,7 @@ EOF
 }
 
 # --- 6b. measurement tools (tools/*.c): static, so one binary runs in dom0 and the domU -------
-TOOLS=(tb-iops tb-ctrl tb-mic tb-rec tb-isoout tb-reset)
+TOOLS=(tb-iops tb-ctrl tb-mic tb-rec tb-isoout tb-reset tb-switch)
 build_tools() {
     local t
     rm -rf "$TB/out/tools"; mkdir -p "$TB/out/tools"

@@ -64,7 +64,14 @@ prepare_run_dir() {
     for f in vmlinuz domu.cpio xen-hcd.ko; do ln "$TB/out/$f" "$RUN/out/$f"; done
     # A fresh copy of the stick per run keeps runs independent of earlier writes.
     cp --sparse=always "$TB/out/stick.img" "$RUN/stick.img"
-    local pv=""; if [[ -n $PVUSB_HOST ]]; then cp "$PVUSB_HOST" "$RUN/bin/pvusb"; pv=/tb/bin/pvusb; fi
+    # Without its debug information (symbols stay, for backtraces): a release build carries
+    # ~45 MB of it, and the vhci paths copy the binary into a 256 MB domU's initramfs, whose
+    # unpacking then fails ("Initramfs unpacking failed: write error").
+    local pv=""
+    if [[ -n $PVUSB_HOST ]]; then
+        objcopy --strip-debug "$PVUSB_HOST" "$RUN/bin/pvusb" 2>/dev/null || cp "$PVUSB_HOST" "$RUN/bin/pvusb"
+        pv=/tb/bin/pvusb
+    fi
     cat > "$RUN/run.conf" <<EOF
 SCENARIOS="$SCENARIOS"
 SCENARIO_TIMEOUT=$SCENARIO_TIMEOUT
@@ -74,7 +81,7 @@ EOF
     # Knobs the scenarios read, passed through when set on the host.
     local v
     for v in BENCH_ROUNDS BENCH_MIB BENCH_SECONDS BENCH_PATHS ANATOMY_MIB MIC_SECONDS MIC_PATHS MIC_EMU_ARGS HOTPLUG_CYCLES VHCI_CYCLES VHCI_PARTS FRONT_LOG UNLINK_ROUNDS RELEASE_ROUNDS RELEASE_UNPLUGS \
-             PVUSB_FRONT_READ PVUSB_BACKEND_ARGS PVUSB_BACKEND_ENV RUST_LOG; do
+             PVUSB_FRONT_READ FRONT_SERVE_ARGS PVUSB_BACKEND_ARGS PVUSB_BACKEND_ENV RUST_LOG; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}" >> "$RUN/run.conf"
     done
     ln -sfn "$stamp" "$TB/runs/last"

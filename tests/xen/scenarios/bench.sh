@@ -90,10 +90,35 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
         record "$1" "$t" "$2" "$e"
     done
     local rc
-    rc=0; out=$(domu_exec -t $((secs + 120)) "d=\$($DOMU_FIND_SD); tb-iops -p /dev/\$d $secs $span 2>&1") || rc=$?
+    rc=0; out=$(domu_exec -t $((secs + 120)) "d=\$($DOMU_FIND_SD); $DOMU_CTXT tb-iops -p /dev/\$d $secs $span 2>&1; $DOMU_CTXT_END") || rc=$?
     record_rate "$1" randread:4K "$2" IOPS IOPS "$rc" "$out"
-    rc=0; out=$(domu_exec -t $((secs + 120)) "u=\$($(domu_find_usb $STICK_ID)) || { echo 'no usbfs node for the stick'; exit 1; }; tb-ctrl \$u $secs 2>&1") || rc=$?
+    record_switches "$1" randread:4K "$2" IOPS "$out"
+    rc=0; out=$(domu_exec -t $((secs + 120)) "u=\$($(domu_find_usb $STICK_ID)) || { echo 'no usbfs node for the stick'; exit 1; }; $DOMU_CTXT tb-ctrl \$u $secs 2>&1; $DOMU_CTXT_END") || rc=$?
     record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
+    record_switches "$1" ctrl "$2" CTRL_PER_S "$out"
+    # What a system call and a wake-up cost on the domU's vCPU (tb-switch), once per domU.
+    rc=0; out=$(domu_exec -t 60 "tb-switch 2 2>&1") || rc=$?
+    local k
+    for k in SYSCALL_US CLOCK_US THREAD_RTT_US PROCESS_RTT_US; do
+        record_rate "$1" "$k" "$2" "$k" us "$rc" "$out"
+    done
+}
+# The domU's context switches and interrupts (/proc/stat) around a rate measurement:
+# DOMU_CTXT before the tool (keeps its exit status), DOMU_CTXT_END after it prints the deltas.
+DOMU_CTXT='c0=$(sed -n "s/^ctxt //p" /proc/stat); i0=$(sed -n "s/^intr \([0-9]*\).*/\1/p" /proc/stat);'
+DOMU_CTXT_END='rc=$?; echo "SWITCHES $(( $(sed -n "s/^ctxt //p" /proc/stat) - c0 ))"; echo "INTERRUPTS $(( $(sed -n "s/^intr \([0-9]*\).*/\1/p" /proc/stat) - i0 ))"; exit $rc'
+# record_switches PATH TEST ROUND KEY OUTPUT: the domU's context switches and interrupts per
+# operation while the tool ran (operations: the rate after KEY times BENCH_SECONDS).
+record_switches() {
+    local rate sw in
+    rate=$(printf '%s\n' "$5" | sed -n "s/^$4 \([0-9][0-9.]*\)\$/\1/p" | tail -n1)
+    sw=$(printf '%s\n' "$5" | sed -n 's/^SWITCHES \([0-9]*\)$/\1/p')
+    in=$(printf '%s\n' "$5" | sed -n 's/^INTERRUPTS \([0-9]*\)$/\1/p')
+    [ -n "$rate" ] && [ -n "$sw" ] && [ -n "$in" ] || return 0
+    awk -v p="$1" -v t="$2" -v r="$3" -v s="$secs" -v rate="$rate" -v sw="$sw" -v intr="$in" 'BEGIN {
+        n = rate * s; if (n <= 0) exit
+        printf "%s,%s:switches,%s,%s,%.2f,per_op\n%s,%s:interrupts,%s,%s,%.2f,per_op\n", p, t, r, s, sw / n, p, t, r, s, intr / n
+    }' >> "$csv"
 }
 BASE_DOMU_ARGS=$DOMU_ARGS
 BASE_FRONT_SERVE_ARGS=${FRONT_SERVE_ARGS:-}
@@ -244,6 +269,28 @@ awk -F, -v rounds="$rounds" -v secs="$secs" -v span="$span" '
             printf "%-10s", substr(P[i], 6) "/pvusb"; for (j = 1; j <= 2; j++) printf "%s", times(m[P[i], j], m["pvusb", j]); printf "\n"
         }
     }' "$csv" > "$RES/bench.rates"
-{ echo; cat "$RES/bench.rates"; } >> "$RES/bench.table"
+# Where a synchronous operation's time goes in the domU: its context switches and interrupts per
+# operation, and what a system call and a wake-up cost on its vCPU (tb-switch).
+awk -F, -v rounds="$rounds" '
+    NR > 1 && ($6 == "per_op" || $6 == "us") { v[$1 "," $2] = v[$1 "," $2] " " $5; if (!($1 in seen)) order[++n] = $1; seen[$1] = 1 }
+    function median(s,   a, k, i, j, t) {
+        k = split(s, a, " ")
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return k ? (k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2) : "-"
+    }
+    END {
+        if (!n) exit
+        printf "In the domU, per operation (median of %d rounds): context switches and interrupts during\n", rounds
+        printf "the IOPS and control runs; then tb-switch: one system call, one clock read, and a round trip of two wake-ups\n"
+        printf "between two threads and between two processes, in microseconds:\n"
+        printf "%-14s %9s %9s %9s %9s %9s %9s %9s %9s\n", "path", "io:sw", "io:irq", "ctrl:sw", "ctrl:irq", "syscall", "clock", "thr rtt", "proc rtt"
+        split("randread:4K:switches randread:4K:interrupts ctrl:switches ctrl:interrupts SYSCALL_US CLOCK_US THREAD_RTT_US PROCESS_RTT_US", T, " ")
+        for (i = 1; i <= n; i++) {
+            printf "%-14s", order[i]
+            for (j = 1; j <= 8; j++) printf " %9s", median(v[order[i] "," T[j]])
+            printf "\n"
+        }
+    }' "$csv" > "$RES/bench.domu"
+{ echo; cat "$RES/bench.rates"; echo; cat "$RES/bench.domu"; } >> "$RES/bench.table"
 cat "$RES/bench.table"
 [ -z "$rate_failures" ] || fail "measurements failed (path:test:round):$rate_failures"
