@@ -107,6 +107,10 @@ pub(crate) struct Engine {
     /// published (and the backend notified) once, after the last callback,
     /// instead of once per URB.
     defer_flush: bool,
+    /// The backend asked to be notified of what [`Self::flush`] published;
+    /// the caller notifies after releasing the engine's lock
+    /// ([`Self::take_notify`]).
+    notify_due: bool,
 }
 
 /// Every request id, highest first, so that `pop` hands out 0 first.
@@ -128,6 +132,7 @@ impl Engine {
             stats: EngineStats::default(),
             warn_budget: 16,
             defer_flush: false,
+            notify_due: false,
         }
     }
 
@@ -267,7 +272,20 @@ impl Engine {
 
     /// Submits `urb`; returns its token. A URB that cannot be carried, or a
     /// controller that is not usable, completes it at once (into `done`).
-    pub(crate) fn submit(&mut self, urb: Urb, callback: Callback, done: &mut Done) -> u64 {
+    ///
+    /// `from_batch`: the caller is a completion callback of the running
+    /// batch ([`Self::start_batch`]), whose URBs are published together at
+    /// its end. Any other caller's URB is published at once. WHY not every
+    /// URB while a batch runs: another thread's URB would then wait for the
+    /// worker to finish its callbacks, and on one vCPU for the worker to be
+    /// scheduled again.
+    pub(crate) fn submit(
+        &mut self,
+        urb: Urb,
+        callback: Callback,
+        from_batch: bool,
+        done: &mut Done,
+    ) -> u64 {
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
         self.stats.submitted += 1;
@@ -282,7 +300,7 @@ impl Engine {
         }
         if self.queue.is_empty() && !self.free_ids.is_empty() {
             self.place(token, urb, callback, done);
-            if !self.defer_flush {
+            if !(self.defer_flush && from_batch) {
                 self.flush();
             }
         } else {
@@ -366,21 +384,34 @@ impl Engine {
             })
     }
 
-    /// Publishes pushed requests and notifies the backend if it asked for it.
+    /// Publishes pushed requests; if the backend asked to be notified, the
+    /// notification is due ([`Self::take_notify`]).
     fn flush(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         match conn.urb.push_requests_and_check_notify() {
-            Ok(true) => {
-                self.stats.notifications += 1;
-                if let Err(e) = conn.evtchn.notify() {
-                    debug!("notify failed: {e}", e = Chain(&e));
-                }
-            }
+            Ok(true) => self.notify_due = true,
             Ok(false) => {}
             Err(e) => debug!("publish failed: {e}", e = Chain(&e)),
         }
+    }
+
+    /// The event channel to notify for what was published since the last
+    /// call, if the backend asked for it; the caller notifies once it has
+    /// released the engine's lock.
+    ///
+    /// WHY outside the lock: a notify is a system call, and a thread
+    /// switched out on its return (the guest's one vCPU going to the thread
+    /// the published work wakes) would hold the lock, so the next thread to
+    /// submit sleeps on it and the worker has to be switched in again to
+    /// let it go: two more switches for one URB.
+    pub(crate) fn take_notify(&mut self) -> Option<Arc<dyn EventChannel>> {
+        if !std::mem::take(&mut self.notify_due) {
+            return None;
+        }
+        self.stats.notifications += 1;
+        self.conn.as_ref().map(|c| Arc::clone(&c.evtchn))
     }
 
     /// Moves queued work onto the ring while ids are free (FIFO).
@@ -594,8 +625,7 @@ impl Engine {
         if let Some(conn) = self.conn.as_mut() {
             if n > 0 {
                 if let Ok(true) = conn.conn.push_requests_and_check_notify() {
-                    self.stats.notifications += 1;
-                    let _ = conn.evtchn.notify();
+                    self.notify_due = true;
                 }
             }
         }
@@ -654,6 +684,8 @@ impl Engine {
     pub(crate) fn attach(&mut self, conn: Connection) {
         self.conn = Some(conn);
         self.dead = None;
+        // Owed to the connection before, if anyone.
+        self.notify_due = false;
         self.events.push(PortEvent::ControllerConnected);
     }
 }

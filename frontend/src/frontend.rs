@@ -307,8 +307,9 @@ impl Frontend {
     /// [`Self::submit`] with an already boxed callback.
     pub fn submit_boxed(&self, urb: Urb, callback: Callback) -> UrbHandle {
         let mut done = Vec::new();
+        let from_batch = self.shared.on_worker_thread();
         let mut engine = self.shared.engine();
-        let token = engine.submit(urb, callback, &mut done);
+        let token = engine.submit(urb, callback, from_batch, &mut done);
         self.shared.deliver(&mut done, engine);
         UrbHandle {
             shared: Arc::downgrade(&self.shared),

@@ -68,7 +68,7 @@ impl EngineHarness {
 
     /// `Frontend::submit`: returns the URB's token.
     pub fn submit(&mut self, urb: Urb, callback: Callback) -> u64 {
-        let token = self.engine.submit(urb, callback, &mut self.done);
+        let token = self.engine.submit(urb, callback, false, &mut self.done);
         self.deliver();
         token
     }
@@ -94,6 +94,7 @@ impl EngineHarness {
         self.engine.start_batch();
         self.deliver();
         self.engine.finish_batch();
+        self.deliver();
         worked
     }
 
@@ -154,6 +155,9 @@ impl EngineHarness {
     }
 
     fn deliver(&mut self) {
+        if let Some(ch) = self.engine.take_notify() {
+            let _ = ch.notify();
+        }
         for (callback, completion) in self.done.drain(..) {
             callback(completion);
         }

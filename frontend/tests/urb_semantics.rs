@@ -295,6 +295,31 @@ fn the_report_shows_what_is_in_flight_and_the_ring_indexes() {
     assert!(text.contains("Bulk In port 1 dev 3 ep 1"), "{text}");
 }
 
+/// The worker defers the publish of URBs its completion callbacks submit
+/// until the last callback ran; a URB another thread submits meanwhile (the
+/// vhci bridge's reader) is published at once, not held until the worker
+/// is scheduled again.
+#[test]
+fn another_threads_urb_is_published_while_the_worker_runs_callbacks() {
+    let (_env, front, mut peer) = Scripted::connected();
+    let (in_callback, worker_inside) = crossbeam_channel::bounded(1);
+    let (release, released) = crossbeam_channel::bounded::<()>(1);
+    front.submit(Urb::bulk_in(1, 3, 1, 64), move |_| {
+        in_callback.send(()).unwrap();
+        // Longer than `requests` waits: without the publish, it fails first.
+        let _ = released.recv_timeout(2 * LIVENESS);
+    });
+    let first = peer.requests(1)[0];
+    peer.respond(UrbResponse::new(first.id, Status::Ok, 64));
+    worker_inside.recv_timeout(LIVENESS).unwrap();
+    let second = bulk_in(&front);
+    let seen = peer.requests(1);
+    release.send(()).unwrap();
+    assert_eq!(seen.len(), 1);
+    peer.respond(UrbResponse::new(seen[0].id, Status::Ok, 64));
+    assert_eq!(status_of(&second), UrbStatus::Ok);
+}
+
 fn wait_until(mut f: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + LIVENESS;
     while !f() {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use pvusb_support::lock_unpoisoned;
+use pvusb_support::{lock_unpoisoned, Chain};
 use pvusb_xenstore::XsClient;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::subscribers::Subscriber;
 use super::Options;
@@ -98,10 +98,19 @@ impl Shared {
         rx
     }
 
-    /// Runs completions and publishes events after the engine lock is gone.
+    /// Releases the engine lock, then notifies the backend if what was
+    /// published asks for it, publishes port events and runs completions.
+    /// Every path that changes the engine under its lock ends here, so no
+    /// notification is left behind.
     pub(super) fn deliver(&self, done: &mut Done, mut engine: MutexGuard<'_, Engine>) {
         let events = engine.take_events();
+        let notify = engine.take_notify();
         drop(engine);
+        if let Some(ch) = notify {
+            if let Err(e) = ch.notify() {
+                debug!("notify failed: {e}", e = Chain(&e));
+            }
+        }
         if !events.is_empty() {
             let mut subs = lock_unpoisoned(&self.subscribers);
             for ev in &events {

@@ -131,7 +131,9 @@ fn process_and_deliver(shared: &Shared, done: &mut Done, rsp_event: RspEvent) ->
     let worked = engine.process(done, DELIVER_EVERY, rsp_event);
     engine.start_batch();
     shared.deliver(done, engine);
-    shared.engine().finish_batch();
+    let mut engine = shared.engine();
+    engine.finish_batch();
+    shared.deliver(done, engine);
     worked
 }
 
