@@ -3,10 +3,13 @@
 //! cancel, and stops reading when it has no credit left.
 
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pvusb_protocol::usbip::{CmdSubmit, CmdUnlinkHeader, DeviceSide, Message, StreamDecoder};
 use tracing::{debug, trace};
 
@@ -65,6 +68,9 @@ impl Reader {
         let mut decoder = StreamDecoder::new(framing, self.options.limits);
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
+            if let Err(end) = wait_readable(&self.socket) {
+                return end;
+            }
             let n = match self.socket.read(&mut buf) {
                 Ok(0) => return BridgeEnd::PeerClosed,
                 Ok(n) => n,
@@ -205,6 +211,25 @@ impl Reader {
             // answers' lock, which this waits for), or a second unlink:
             // nothing left to cancel.
             None => self.answers.reply(&encode_ret_unlink(seqnum, 0), 1),
+        }
+    }
+}
+
+/// Sleeps until the socket has data (or an error or the peer's close).
+///
+/// WHY `poll` before `read`, one system call more: a thread asleep in a
+/// stream socket's `read` waits on the queue that the kernel also wakes
+/// when the peer consumes what was sent on this socket (write space), and
+/// vhci consumes every reply the worker sends. Each reply would wake the
+/// reader for nothing, a switch in and out per request on the guest's vCPU.
+/// `poll` for input only is not woken by write space.
+fn wait_readable(socket: &UnixStream) -> Result<(), BridgeEnd> {
+    loop {
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(BridgeEnd::Socket(io::Error::from(e).kind())),
         }
     }
 }
