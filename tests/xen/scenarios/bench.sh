@@ -93,7 +93,9 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
     rc=0; out=$(domu_exec -t $((secs + 120)) "d=\$($DOMU_FIND_SD); $DOMU_CTXT tb-iops -p /dev/\$d $secs $span 2>&1; $DOMU_CTXT_END") || rc=$?
     record_rate "$1" randread:4K "$2" IOPS IOPS "$rc" "$out"
     record_switches "$1" randread:4K "$2" IOPS "$out"
+    case $1 in vhci*) domu_exec "$DOMU_THREADS" > "$RES/bench.threads.$1.$2.before" || true ;; esac
     rc=0; out=$(domu_exec -t $((secs + 120)) "u=\$($(domu_find_usb $STICK_ID)) || { echo 'no usbfs node for the stick'; exit 1; }; $DOMU_CTXT tb-ctrl \$u $secs 2>&1; $DOMU_CTXT_END") || rc=$?
+    case $1 in vhci*) domu_exec "$DOMU_THREADS" > "$RES/bench.threads.$1.$2.after" || true ;; esac
     record_rate "$1" ctrl "$2" CTRL_PER_S per_s "$rc" "$out"
     record_switches "$1" ctrl "$2" CTRL_PER_S "$out"
     # What a system call and a wake-up cost on the domU's vCPU (tb-switch), once per domU.
@@ -107,6 +109,9 @@ measure_domu() { # measure_domu PATH ROUND (domU $DOMID has the stick)
 # DOMU_CTXT before the tool (keeps its exit status), DOMU_CTXT_END after it prints the deltas.
 DOMU_CTXT='c0=$(sed -n "s/^ctxt //p" /proc/stat); i0=$(sed -n "s/^intr \([0-9]*\).*/\1/p" /proc/stat);'
 DOMU_CTXT_END='rc=$?; echo "SWITCHES $(( $(sed -n "s/^ctxt //p" /proc/stat) - c0 ))"; echo "INTERRUPTS $(( $(sed -n "s/^intr \([0-9]*\).*/\1/p" /proc/stat) - i0 ))"; exit $rc'
+# Each thread of `pvusb front serve` and each vhci kernel thread in the domU: name, voluntary and
+# involuntary context switches (bench.threads.PATH.ROUND.before/after, around the control run).
+DOMU_THREADS='for t in /proc/$(cat /tmp/front-serve.pid)/task/* /proc/[0-9]*; do c=$(cat $t/comm 2>/dev/null); case $c in pvusb*|vhci*|usb-storage|tb-ctrl) echo "$c $(sed -n "s/^voluntary_ctxt_switches:\t*//p" $t/status) $(sed -n "s/^nonvoluntary_ctxt_switches:\t*//p" $t/status)";; esac; done'
 # record_switches PATH TEST ROUND KEY OUTPUT: the domU's context switches and interrupts per
 # operation while the tool ran (operations: the rate after KEY times BENCH_SECONDS).
 record_switches() {
