@@ -230,9 +230,10 @@ pub fn measure(
     eprintln!("pvusb bench --scale: one controller streaming");
     let single = per_urb(&mut backend, &[first], plan)?;
     // WHY two: one controller streaming has a CPU for its worker and one
-    // for its frontend, and neither ever sleeps; two already share the
-    // CPUs and sleep and wake per batch. The step from two to all is what
-    // the number of workers costs.
+    // for its frontend, and neither ever sleeps; two workers and two
+    // frontends already share the CPUs (they sleep and wake per batch
+    // unless they poll). The step from two to all is what the number of
+    // workers costs.
     let second = ctls
         .get(1)
         .and_then(|g| g.first())
