@@ -52,12 +52,14 @@ record() { # record PATH TEST ROUND ELAPSED
     echo "$1,$2,$3,$4,$mbps,MB/s" >> "$csv"
     echo "round $3 $1 $2: $mbps MB/s ($4 s)"
 }
+# tool_value KEY OUTPUT: the last number a tool printed after KEY on a line of its own.
+tool_value() { printf '%s\n' "$2" | sed -n "s/^$1 \([0-9][0-9.]*\)\$/\1/p" | tail -n1; }
 # record_rate PATH TEST ROUND KEY UNIT RC OUTPUT: record the number a tool printed after KEY
 # (tb-iops: IOPS, tb-ctrl: CTRL_PER_S). A failed measurement is noted and fails the scenario
 # at the end, after the tables, so one broken rate does not hide all the others.
 record_rate() {
     local v
-    v=$(printf '%s\n' "$7" | sed -n "s/^$4 \([0-9][0-9.]*\)\$/\1/p" | tail -n1)
+    v=$(tool_value "$4" "$7")
     if [ "$6" != 0 ] || [ -z "$v" ]; then
         note "round $3 $1 $2 failed (rc $6): $(printf '%s\n' "$7" | grep -v '^\s*$' | tail -n 2 | tr '\n' ' ')"
         rate_failures="$rate_failures $1:$2:$3"
@@ -116,7 +118,7 @@ DOMU_THREADS='for t in /proc/$(cat /tmp/front-serve.pid)/task/* /proc/[0-9]*; do
 # operation while the tool ran (operations: the rate after KEY times BENCH_SECONDS).
 record_switches() {
     local rate sw in
-    rate=$(printf '%s\n' "$5" | sed -n "s/^$4 \([0-9][0-9.]*\)\$/\1/p" | tail -n1)
+    rate=$(tool_value "$4" "$5")
     sw=$(printf '%s\n' "$5" | sed -n 's/^SWITCHES \([0-9]*\)$/\1/p')
     in=$(printf '%s\n' "$5" | sed -n 's/^INTERRUPTS \([0-9]*\)$/\1/p')
     [ -n "$rate" ] && [ -n "$sw" ] && [ -n "$in" ] || return 0
