@@ -410,8 +410,9 @@ impl Engine {
         if !std::mem::take(&mut self.notify_due) {
             return None;
         }
+        let ch = self.conn.as_ref().map(|c| Arc::clone(&c.evtchn))?;
         self.stats.notifications += 1;
-        self.conn.as_ref().map(|c| Arc::clone(&c.evtchn))
+        Some(ch)
     }
 
     /// Moves queued work onto the ring while ids are free (FIFO).
